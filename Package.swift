@@ -1,0 +1,52 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Dependencies point one way:
+//   bert-dist -> Training -> {Distributed, Model, Data, Storage} -> C boundary
+// Model knows nothing of MPI; Distributed knows flat Float buffers, not BERT.
+let package = Package(
+    name: "bert-dist",
+    products: [
+        .executable(name: "bert-dist", targets: ["bert-dist"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // The thin C boundary: system libraries found with pkg-config ...
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(name: "CProtobuf", pkgConfig: "libprotobuf-c",
+                       providers: [.apt(["libprotobuf-c-dev", "protobuf-c-compiler"])]),
+        // ... the MPI handles Swift cannot import (see CShims.h) ...
+        .target(name: "CShims", dependencies: ["CMPI"]),
+        // ... and the C code protoc-c generates from proto/*.proto (committed; see proto/README.md).
+        .target(name: "CProto", dependencies: ["CProtobuf"]),
+
+        // Tensors in flat arenas, BLAS kernels, BERT forward/backward, AdamW, safetensors.
+        .target(name: "Model", dependencies: ["CBLAS"]),
+        // WordPiece tokenizer, AG News / JSONL readers, sampler, token cache, download.
+        .target(name: "Data"),
+        // Communicator (MPI, in-process group), gradient buckets, optimizer sharding.
+        .target(name: "Distributed", dependencies: ["CShims"]),
+        // Durable files: atomic writes, SHA-256, trainer_state.pb, TensorBoard events.
+        .target(name: "Storage", dependencies: ["CProto"]),
+        // The training loop, checkpoints, resume, merge, eval, predict, reports.
+        .target(name: "Training", dependencies: ["Model", "Data", "Distributed", "Storage"]),
+        // The command line only: argument parsing, wiring, exit codes.
+        .executableTarget(name: "bert-dist", dependencies: [
+            "Training",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "ModelTests", dependencies: ["Model"], exclude: ["Fixtures"]),
+        .testTarget(name: "DataTests", dependencies: ["Data"], exclude: ["Fixtures"]),
+        .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training"]),
+        // Runs the built bert-dist binary (alone and under mpirun) as a user would.
+        .testTarget(name: "EndToEndTests", dependencies: ["bert-dist"]),
+    ]
+)

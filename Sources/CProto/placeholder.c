@@ -1,0 +1,1 @@
+int cproto_placeholder;
