@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Dependencies point one way:
-//   bert-dist -> Training -> {Distributed, Model, Data, Storage} -> C boundary
+//   bert-dist -> Training -> {Distributed, Model, Data -> Storage} -> C boundary
 // Model knows nothing of MPI; Distributed knows flat Float buffers, not BERT.
 let package = Package(
     name: "bert-dist",
@@ -28,10 +28,10 @@ let package = Package(
         // Tensors in flat arenas, BLAS kernels, BERT forward/backward, AdamW, safetensors.
         .target(name: "Model", dependencies: ["CBLAS"]),
         // WordPiece tokenizer, AG News / JSONL readers, sampler, token cache, download.
-        .target(name: "Data"),
+        .target(name: "Data", dependencies: ["Storage"]),
         // Communicator (MPI, in-process group), gradient buckets, optimizer sharding.
         .target(name: "Distributed", dependencies: ["CShims"]),
-        // Durable files: atomic writes, SHA-256, trainer_state.pb, TensorBoard events.
+        // Durable files: atomic writes, SHA-256, CRC32C, trainer_state.pb, TensorBoard events.
         .target(name: "Storage", dependencies: ["CProto"]),
         // The training loop, checkpoints, resume, merge, eval, predict, reports.
         .target(name: "Training", dependencies: ["Model", "Data", "Distributed", "Storage"]),
