@@ -1,1 +1,0 @@
-int cproto_placeholder;
