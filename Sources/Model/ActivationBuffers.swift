@@ -1,0 +1,80 @@
+/// Named views into one activation arena, sized for `tokens` packed tokens (T), `sequences`
+/// sequences (B) and `attentionFloats` attention probabilities per layer (H·Σ len²).
+/// Forward keeps what backward needs; the d* buffers are backward's scratch.
+final class ActivationBuffers {
+    let tokens: Int, sequences: Int, attentionFloats: Int, longestSequence: Int
+    let arena: FloatArena
+
+    struct Layer {
+        let qkv: UnsafeMutablePointer<Float>                   // (T, 3C)
+        let probabilities: UnsafeMutablePointer<Float>         // (H·Σ len²) softmax before dropout
+        let context: UnsafeMutablePointer<Float>               // (T, C)
+        let attentionResidual: UnsafeMutablePointer<Float>     // (T, C) x + dropout(context·Woᵀ + bo)
+        let attentionMean, attentionRstd: UnsafeMutablePointer<Float>   // (T)
+        let attentionNormed: UnsafeMutablePointer<Float>       // (T, C) LayerNorm(attentionResidual)
+        let feedForwardPre: UnsafeMutablePointer<Float>        // (T, I) before GELU
+        let feedForwardActivated: UnsafeMutablePointer<Float>  // (T, I) after GELU
+        let feedForwardResidual: UnsafeMutablePointer<Float>   // (T, C) attentionNormed + dropout(ffn out)
+        let outputMean, outputRstd: UnsafeMutablePointer<Float>         // (T)
+    }
+
+    let embeddingSum: UnsafeMutablePointer<Float>              // (T, C) before LayerNorm
+    let embeddingMean, embeddingRstd: UnsafeMutablePointer<Float>   // (T)
+    let hidden: [UnsafeMutablePointer<Float>]                  // L + 1 of (T, C): embeddings out, layer outputs
+    let layers: [Layer]
+    let clsHidden, pooled, pooledDropped: UnsafeMutablePointer<Float>   // (B, C)
+    let logits, probabilities: UnsafeMutablePointer<Float>     // (B, K)
+    // Backward scratch.
+    let dHidden, dResidual, dTemporary, dContext: UnsafeMutablePointer<Float>  // (T, C)
+    let dFeedForward: UnsafeMutablePointer<Float>              // (T, I)
+    let dQKV: UnsafeMutablePointer<Float>                      // (T, 3C)
+    let dClsHidden, dPooled: UnsafeMutablePointer<Float>       // (B, C)
+    let dLogits: UnsafeMutablePointer<Float>                   // (B, K)
+    /// Per-thread attention scratch: kernelThreadCount slots of 2·longestSequence² floats.
+    let attentionScratch: UnsafeMutablePointer<Float>
+    let attentionScratchStride: Int
+
+    init(config: BertConfig, labelCount K: Int, tokens T: Int, sequences B: Int, attentionFloats A: Int, longestSequence: Int) {
+        self.tokens = T
+        self.sequences = B
+        self.attentionFloats = A
+        self.longestSequence = longestSequence
+        let C = config.hiddenSize, I = config.intermediateSize, L = config.layerCount
+        let rounded = { (n: Int) in (n + 15) / 16 * 16 }
+        // First pass counts, second pass hands out pointers: one description of the layout.
+        var sizes: [Int] = []
+        func take(_ n: Int) -> Int { sizes.append(rounded(n)); return sizes.count - 1 }
+        let scratchStride = rounded(2 * longestSequence * longestSequence)
+        let threads = max(kernelThreadCount, 1)
+        var ids: [Int] = []
+        ids += [take(T * C), take(T), take(T)]
+        for _ in 0...L { ids.append(take(T * C)) }
+        for _ in 0..<L {
+            ids += [take(3 * T * C), take(A), take(T * C), take(T * C), take(T), take(T), take(T * C),
+                    take(T * I), take(T * I), take(T * C), take(T), take(T)]
+        }
+        ids += [take(B * C), take(B * C), take(B * C), take(B * K), take(B * K)]
+        ids += [take(T * C), take(T * C), take(T * C), take(T * C), take(T * I), take(3 * T * C), take(B * C), take(B * C), take(B * K)]
+        ids.append(take(threads * scratchStride))
+        arena = FloatArena(count: sizes.reduce(0, +))
+        var offsets: [Int] = []
+        var running = 0
+        for size in sizes { offsets.append(running); running += size }
+        var next = 0
+        let base = arena.base
+        func pointer() -> UnsafeMutablePointer<Float> { defer { next += 1 }; return base + offsets[ids[next]] }
+        embeddingSum = pointer(); embeddingMean = pointer(); embeddingRstd = pointer()
+        hidden = (0...L).map { _ in pointer() }
+        layers = (0..<L).map { _ in
+            Layer(qkv: pointer(), probabilities: pointer(), context: pointer(), attentionResidual: pointer(),
+                  attentionMean: pointer(), attentionRstd: pointer(), attentionNormed: pointer(),
+                  feedForwardPre: pointer(), feedForwardActivated: pointer(), feedForwardResidual: pointer(),
+                  outputMean: pointer(), outputRstd: pointer())
+        }
+        clsHidden = pointer(); pooled = pointer(); pooledDropped = pointer(); logits = pointer(); probabilities = pointer()
+        dHidden = pointer(); dResidual = pointer(); dTemporary = pointer(); dContext = pointer()
+        dFeedForward = pointer(); dQKV = pointer(); dClsHidden = pointer(); dPooled = pointer(); dLogits = pointer()
+        attentionScratch = pointer()
+        attentionScratchStride = scratchStride
+    }
+}

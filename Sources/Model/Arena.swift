@@ -1,0 +1,39 @@
+import Foundation
+
+/// One contiguous, 64-byte aligned buffer of Floats: parameters, gradients, Adam moments and
+/// activations each live in one of these (llm.c's "one layout, four arenas").
+/// Freed when the arena is deinitialised; views handed out must not outlive it.
+public final class FloatArena: @unchecked Sendable {
+    // @unchecked Sendable: the arena is a fixed allocation; who writes which range when is
+    // decided by the training loop (one writer per range at a time), not by this class.
+    public let base: UnsafeMutablePointer<Float>
+    public let count: Int
+
+    public init(count: Int) {
+        self.count = count
+        var raw: UnsafeMutableRawPointer?
+        let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        guard posix_memalign(&raw, 64, bytes) == 0, let raw else {
+            fatalError("out of memory allocating \(bytes) bytes")
+        }
+        base = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        base.initialize(repeating: 0, count: max(count, 1))
+    }
+
+    deinit { free(base) }
+
+    public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: base, count: count) }
+
+    public func zero() { base.update(repeating: 0, count: count) }
+
+    public func zero(_ range: Range<Int>) { (base + range.lowerBound).update(repeating: 0, count: range.count) }
+
+    public func copy(from other: FloatArena) {
+        precondition(other.count == count)
+        base.update(from: other.base, count: count)
+    }
+
+    public subscript(range: Range<Int>) -> UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(start: base + range.lowerBound, count: range.count)
+    }
+}

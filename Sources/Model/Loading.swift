@@ -1,0 +1,111 @@
+import Foundation
+
+/// What loading a Hugging Face folder did besides copying tensors.
+public struct LoadReport: Sendable {
+    /// Tensors absent from the file and initialised like HF (classifier, pooler).
+    public var initialized: [String] = []
+    /// Floating-point tensors in the file that the model does not use (MLM/NSP heads, ...).
+    public var ignored: [String] = []
+}
+
+extension BertForSequenceClassification {
+    /// Loads `DIR/config.json` and `DIR/model.safetensors` (HF names with or without the
+    /// `bert.` prefix). A classifier (or pooler) missing from the file is initialised like HF,
+    /// normal(0, initializer_range) weights and zero bias, from `seed`. `labelCount` nil means
+    /// "as the checkpoint's classifier/id2label says".
+    public static func load(modelDirectory: URL, labelCount: Int?, seed: UInt64) throws -> (BertForSequenceClassification, LoadReport) {
+        let config = try BertConfig.load(modelDirectory: modelDirectory)
+        let weightsURL = modelDirectory.appendingPathComponent("model.safetensors")
+        guard FileManager.default.fileExists(atPath: weightsURL.path) else {
+            let hasBin = FileManager.default.fileExists(atPath: modelDirectory.appendingPathComponent("pytorch_model.bin").path)
+            throw ModelError.missingFile(path: weightsURL.path, hint: hasBin
+                ? "only pytorch_model.bin found; convert it with `model.save_pretrained(dir, safe_serialization=True)`"
+                : "expected the weights of a Hugging Face BERT")
+        }
+        let file = try SafeTensorsFile(url: weightsURL)
+        var labels = labelCount
+        if labels == nil {
+            if let record = file.records["classifier.weight"], record.shape.count == 2 {
+                labels = record.shape[0]
+            } else if let names = config.labelNames {
+                labels = names.count
+            } else {
+                throw ModelError.invalidConfig(file: modelDirectory.appendingPathComponent("config.json").path,
+                                               reason: "no classifier and no id2label: cannot tell the number of labels")
+            }
+        }
+        let model = BertForSequenceClassification(config: config, labelCount: labels!)
+        let report = try model.loadWeights(from: file, seed: seed)
+        return (model, report)
+    }
+
+    /// Copies every parameter from `file` into the parameter arena (see `load`).
+    public func loadWeights(from file: SafeTensorsFile, seed: UInt64) throws -> LoadReport {
+        var report = LoadReport()
+        var used = Set<String>()
+        for tensor in layout.tensors {
+            var candidates = [tensor.name]
+            if tensor.name.hasPrefix("bert.") { candidates.append(String(tensor.name.dropFirst("bert.".count))) }
+            guard let name = candidates.first(where: { file.records[$0] != nil }) else {
+                if tensor.name.hasPrefix("classifier.") || tensor.name.hasPrefix("bert.pooler.") {
+                    initializeLikeHuggingFace(tensor, seed: seed)
+                    report.initialized.append(tensor.name)
+                    continue
+                }
+                throw ModelError.tensor(file: file.path, tensor: tensor.name, reason: "missing (is this a BERT checkpoint matching its config.json?)")
+            }
+            let record = file.records[name]!
+            guard record.shape == tensor.shape else {
+                let hint = tensor.name.hasPrefix("classifier.")
+                    ? " (the checkpoint was fine-tuned for \(record.shape.first ?? 0) labels, this run needs \(labelCount))"
+                    : " (config.json and model.safetensors do not match)"
+                throw ModelError.tensor(file: file.path, tensor: name, reason: "shape \(record.shape), expected \(tensor.shape)\(hint)")
+            }
+            try file.copyFloats(name, into: parameters[tensor.range])
+            used.insert(name)
+        }
+        report.ignored = file.records.values.filter { !used.contains($0.name) && $0.dtype.isFloat }.map(\.name).sorted()
+        return report
+    }
+
+    /// HF `_init_weights` for a Linear layer: weight ~ normal(0, initializer_range), bias = 0.
+    private func initializeLikeHuggingFace(_ tensor: ParameterTensor, seed: UInt64) {
+        let values = parameters[tensor.range]
+        if tensor.name.hasSuffix(".bias") {
+            values.update(repeating: 0)
+            return
+        }
+        var generator = NormalGenerator(seed: seed, stream: UInt64(tensor.name.hashValueStable))
+        for i in 0..<values.count { values[i] = Float(generator.next()) * config.initializerRange }
+    }
+}
+
+/// Standard normal samples from a counter-based hash (Box-Muller): the same seed gives the
+/// same values on every machine and rank.
+struct NormalGenerator {
+    private let key: UInt64
+    private var counter: UInt64 = 0
+    private var spare: Double?
+
+    init(seed: UInt64, stream: UInt64) { key = mix64(mix64(seed) ^ stream) }
+
+    mutating func next() -> Double {
+        if let s = spare { spare = nil; return s }
+        // Two uniforms in (0, 1], from the top 53 bits of two hashes.
+        let u1 = (Double(mix64(key ^ counter) >> 11) + 1) / 9_007_199_254_740_992.0
+        let u2 = Double(mix64(key ^ (counter + 1)) >> 11) / 9_007_199_254_740_992.0
+        counter += 2
+        let radius = (-2 * log(u1)).squareRoot()
+        spare = radius * sin(2 * Double.pi * u2)
+        return radius * cos(2 * Double.pi * u2)
+    }
+}
+
+extension String {
+    /// FNV-1a of the UTF-8 bytes: stable across runs and machines (unlike `hashValue`).
+    var hashValueStable: UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in utf8 { h = (h ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return h
+    }
+}

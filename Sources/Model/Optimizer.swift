@@ -1,0 +1,144 @@
+import Foundation
+
+/// torch.optim.AdamW (decoupled weight decay) or torch.optim.Adam (L2 penalty added to the
+/// gradient), with PyTorch's exact order of operations.
+public enum OptimizerKind: String, Sendable, CaseIterable {
+    case adamw, adam
+}
+
+public struct AdamHyperparameters: Sendable, Equatable {
+    public var kind: OptimizerKind = .adamw
+    public var beta1: Float = 0.9
+    public var beta2: Float = 0.999
+    public var epsilon: Float = 1e-8
+    public var weightDecay: Float = 0
+    public init(kind: OptimizerKind = .adamw, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8, weightDecay: Float = 0) {
+        self.kind = kind
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.weightDecay = weightDecay
+    }
+}
+
+/// Adam state for the part `range` of the parameter arena this rank updates: the whole arena,
+/// or its ZeRO-1 shard. `m` and `v` are arenas of `range.count` floats, index 0 = range start.
+public final class AdamOptimizer {
+    public let hyperparameters: AdamHyperparameters
+    public let range: Range<Int>
+    public let m: FloatArena
+    public let v: FloatArena
+    /// Optimizer steps taken (PyTorch's `state["step"]`), for bias correction.
+    public var stepCount = 0
+    /// Sub-ranges of `range` (absolute arena offsets) with their weight-decay flag.
+    private let segments: [(range: Range<Int>, decays: Bool)]
+
+    public init(hyperparameters: AdamHyperparameters, layout: ParameterLayout, range: Range<Int>) {
+        self.hyperparameters = hyperparameters
+        self.range = range
+        m = FloatArena(count: range.count)
+        v = FloatArena(count: range.count)
+        var segments: [(Range<Int>, Bool)] = []
+        var cursor = range.lowerBound
+        for tensor in layout.tensors {
+            let overlap = tensor.range.clamped(to: range)
+            if overlap.isEmpty { continue }
+            // Alignment gaps between tensors hold zeros in every arena; treat them as no-decay.
+            if overlap.lowerBound > cursor { segments.append((cursor..<overlap.lowerBound, false)) }
+            segments.append((overlap, tensor.decays))
+            cursor = overlap.upperBound
+        }
+        if cursor < range.upperBound { segments.append((cursor..<range.upperBound, false)) }
+        self.segments = segments
+    }
+
+    /// One update of `parameters[range]` from `gradients[range]` multiplied by `gradientScale`
+    /// (the clipping coefficient, 1 if none), at learning rate `learningRate`.
+    public func step(parameters: FloatArena, gradients: FloatArena, learningRate: Double, gradientScale: Float) {
+        stepCount += 1
+        let h = hyperparameters
+        let t = Double(stepCount)
+        let biasCorrection1 = 1 - pow(Double(h.beta1), t)
+        let biasCorrection2Sqrt = (1 - pow(Double(h.beta2), t)).squareRoot()
+        let stepSize = Float(learningRate / biasCorrection1)
+        let biasCorrection2SqrtFloat = Float(biasCorrection2Sqrt)
+        let oneMinusBeta1 = 1 - h.beta1, beta2 = h.beta2, oneMinusBeta2 = 1 - h.beta2, epsilon = h.epsilon
+        for segment in segments {
+            let decay: Float = segment.decays ? h.weightDecay : 0
+            let p = parameters.base + segment.range.lowerBound
+            let g = gradients.base + segment.range.lowerBound
+            let m = m.base + (segment.range.lowerBound - range.lowerBound)
+            let v = v.base + (segment.range.lowerBound - range.lowerBound)
+            let decoupledFactor = Float(1 - learningRate * Double(decay))
+            let isAdamW = h.kind == .adamw
+            parallelChunks(segment.range.count, minimumChunk: 1 << 15) { _, chunk in
+                for i in chunk {
+                    var grad = g[i] * gradientScale
+                    if isAdamW {
+                        p[i] *= decoupledFactor                    // param.mul_(1 - lr * wd)
+                    } else {
+                        grad += decay * p[i]                       // grad = grad.add(param, alpha=wd)
+                    }
+                    m[i] += (grad - m[i]) * oneMinusBeta1          // exp_avg.lerp_(grad, 1 - beta1)
+                    v[i] = v[i] * beta2 + oneMinusBeta2 * grad * grad
+                    let denominator = v[i].squareRoot() / biasCorrection2SqrtFloat + epsilon
+                    p[i] -= stepSize * m[i] / denominator          // param.addcdiv_(m, denom, -step_size)
+                }
+            }
+        }
+    }
+}
+
+/// Σ g² over `range` of an arena, in Double (for the global gradient norm).
+public func sumOfSquares(_ arena: FloatArena, range: Range<Int>) -> Double {
+    let g = arena.base
+    var total = 0.0
+    var index = range.lowerBound
+    while index < range.upperBound {
+        // Float partial sums over short blocks, then Double: fast and accurate enough.
+        let end = min(index + 4096, range.upperBound)
+        var partial: Float = 0
+        for i in index..<end { partial += g[i] * g[i] }
+        total += Double(partial)
+        index = end
+    }
+    return total
+}
+
+/// torch.nn.utils.clip_grad_norm_: the factor gradients are multiplied by.
+public func gradientClipFactor(totalNorm: Double, maxNorm: Double) -> Float {
+    guard maxNorm > 0 else { return 1 }
+    return Float(min(1.0, maxNorm / (totalNorm + 1e-6)))
+}
+
+/// Learning-rate schedules of transformers: linear warmup then linear decay to 0
+/// (`get_linear_schedule_with_warmup`), or constant after warmup.
+public struct LearningRateSchedule: Sendable, Equatable {
+    public enum Shape: String, Sendable, CaseIterable { case linear, constant }
+    public var shape: Shape
+    public var baseLearningRate: Double
+    public var warmupSteps: Int
+    public var totalSteps: Int
+
+    public init(shape: Shape = .linear, baseLearningRate: Double, warmupSteps: Int, totalSteps: Int) {
+        self.shape = shape
+        self.baseLearningRate = baseLearningRate
+        self.warmupSteps = warmupSteps
+        self.totalSteps = totalSteps
+    }
+
+    /// HF's `warmup_ratio` -> steps: ceil(total * ratio).
+    public static func warmupSteps(ratio: Double, totalSteps: Int) -> Int {
+        Int((Double(totalSteps) * ratio).rounded(.up))
+    }
+
+    /// The learning rate of optimizer step `step` (0-based: the first update uses step 0).
+    public func learningRate(atStep step: Int) -> Double {
+        if step < warmupSteps { return baseLearningRate * Double(step) / Double(max(1, warmupSteps)) }
+        switch shape {
+        case .constant: return baseLearningRate
+        case .linear:
+            return baseLearningRate * max(0, Double(totalSteps - step) / Double(max(1, totalSteps - warmupSteps)))
+        }
+    }
+}

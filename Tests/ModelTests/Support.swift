@@ -1,0 +1,48 @@
+import Foundation
+import Testing
+@testable import Model
+
+let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+
+/// Largest absolute difference, and the same relative to the largest reference magnitude.
+func difference(_ actual: UnsafeBufferPointer<Float>, _ expected: [Float]) -> (absolute: Float, relative: Float) {
+    precondition(actual.count == expected.count, "sizes \(actual.count) vs \(expected.count)")
+    var largest: Float = 0, scale: Float = 0
+    for i in 0..<expected.count {
+        largest = max(largest, abs(actual[i] - expected[i]))
+        scale = max(scale, abs(expected[i]))
+    }
+    return (largest, scale > 0 ? largest / scale : largest)
+}
+
+/// Compares and prints, so a failing (or passing) run shows how close each tensor is. The
+/// difference is measured relative to the tensor's largest reference magnitude, but never to
+/// less than `scaleFloor`: a tensor whose exact value is 0 (the attention key bias gets no
+/// gradient, since softmax ignores a constant shift of the scores) holds only rounding noise
+/// on both sides, which has no meaningful relative difference.
+func expectClose(_ actual: UnsafeBufferPointer<Float>, _ expected: [Float], relativeTolerance: Float,
+                 scaleFloor: Float = 0, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    let d = difference(actual, expected)
+    let scale = max(expected.map(abs).max() ?? 0, scaleFloor)
+    let relative = scale > 0 ? d.absolute / scale : d.absolute
+    print(String(format: "%@: max |diff| %.3g, relative %.3g", what, d.absolute, relative))
+    #expect(relative <= relativeTolerance, "\(what): relative difference \(relative) > \(relativeTolerance)", sourceLocation: sourceLocation)
+}
+
+/// A padded HF batch (input_ids, attention_mask, token_type_ids: (B, L) int64, right padding)
+/// as the packed batch the Swift model runs on.
+func packedBatch(from reference: SafeTensorsFile, labels: [Int64]? = nil) throws -> PackedBatch {
+    let ids = try reference.integers("input_ids"), mask = try reference.integers("attention_mask")
+    let types = try reference.integers("token_type_ids")
+    let shape = try reference.record("input_ids").shape
+    let (rows, columns) = (shape[0], shape[1])
+    let labelValues = try labels ?? reference.integers("labels")
+    var batch = PackedBatch()
+    for r in 0..<rows {
+        let length = (0..<columns).filter { mask[r * columns + $0] == 1 }.count
+        let row = (0..<length).map { Int32(ids[r * columns + $0]) }
+        let rowTypes = (0..<length).map { Int32(types[r * columns + $0]) }
+        batch.append(tokens: row, tokenTypes: rowTypes, label: Int32(labelValues[r]), sampleIndex: r)
+    }
+    return batch
+}

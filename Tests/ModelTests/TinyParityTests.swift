@@ -1,0 +1,74 @@
+import Foundation
+import Testing
+@testable import Model
+
+/// The Swift BERT against PyTorch + transformers on a tiny random model
+/// (fixtures from tools/make_model_fixtures.py): forward, every gradient, 3 optimizer steps.
+@Suite struct TinyParityTests {
+    let reference: SafeTensorsFile
+    let directory = fixtures.appendingPathComponent("tiny_bert")
+
+    init() throws {
+        reference = try SafeTensorsFile(url: fixtures.appendingPathComponent("tiny_reference.safetensors"))
+    }
+
+    func loadModel() throws -> BertForSequenceClassification {
+        let (model, report) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: nil, seed: 0)
+        #expect(report.initialized.isEmpty)
+        #expect(model.labelCount == 4)
+        return model
+    }
+
+    @Test func forwardMatchesPyTorch() throws {
+        let model = try loadModel()
+        let batch = try packedBatch(from: reference)
+        let result = try model.forward(batch, dropout: nil)
+        expectClose(model.logits, try reference.floats("logits"), relativeTolerance: 1e-5, "logits")
+        let loss = Float(result.lossSum / Double(batch.sequenceCount))
+        expectClose([loss].withUnsafeBufferPointer { $0 }, try reference.floats("loss"), relativeTolerance: 1e-5, "loss")
+    }
+
+    @Test func everyGradientMatchesPyTorch() throws {
+        let model = try loadModel()
+        let batch = try packedBatch(from: reference)
+        try model.forward(batch, dropout: nil)
+        var finished: [Int] = []
+        try model.backward(batch, dropout: nil, lossScale: 1 / Float(batch.sequenceCount)) { finished.append($0) }
+        for tensor in model.layout.tensors {
+            expectClose(UnsafeBufferPointer(model.gradients[tensor.range]), try reference.floats("grad." + tensor.name),
+                        relativeTolerance: 1e-4, scaleFloor: 1e-6, "grad \(tensor.name)")
+        }
+        // Backward reports finished parameters from the end of the arena down to offset 0.
+        #expect(finished == model.layout.layerStarts.reversed() + [0])
+    }
+
+    @Test(arguments: [OptimizerKind.adamw, .adam])
+    func threeOptimizerStepsMatchPyTorch(kind: OptimizerKind) throws {
+        // The recipe of tools/make_model_fixtures.py: lr 1e-3, eps 1e-6, weight decay 0.1 (not on
+        // biases and LayerNorm weights), clip to 0.5, linear schedule, warmup 1 of 4 steps.
+        let model = try loadModel()
+        let batch = try packedBatch(from: reference)
+        let optimizer = AdamOptimizer(hyperparameters: AdamHyperparameters(kind: kind, epsilon: 1e-6, weightDecay: 0.1),
+                                      layout: model.layout, range: 0..<model.layout.totalCount)
+        let schedule = LearningRateSchedule(baseLearningRate: 1e-3, warmupSteps: 1, totalSteps: 4)
+        let expectedLearningRates = try reference.floats("schedule.lr")
+        var losses: [Float] = []
+        for step in 0..<3 {
+            model.gradients.zero()
+            let result = try model.forward(batch, dropout: nil)
+            losses.append(Float(result.lossSum / Double(batch.sequenceCount)))
+            try model.backward(batch, dropout: nil, lossScale: 1 / Float(batch.sequenceCount))
+            let norm = sumOfSquares(model.gradients, range: 0..<model.layout.totalCount).squareRoot()
+            let learningRate = schedule.learningRate(atStep: step)
+            #expect(abs(Float(learningRate) - expectedLearningRates[step]) <= 1e-9)
+            optimizer.step(parameters: model.parameters, gradients: model.gradients, learningRate: learningRate,
+                           gradientScale: gradientClipFactor(totalNorm: norm, maxNorm: 0.5))
+        }
+        expectClose(losses.withUnsafeBufferPointer { $0 }, try reference.floats("\(kind.rawValue).loss"),
+                    relativeTolerance: 1e-5, "\(kind) losses")
+        for tensor in model.layout.tensors {
+            expectClose(UnsafeBufferPointer(model.parameters[tensor.range]), try reference.floats("\(kind.rawValue).\(tensor.name)"),
+                        relativeTolerance: 1e-5, "\(kind) \(tensor.name) after 3 steps")
+        }
+    }
+}
