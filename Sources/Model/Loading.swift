@@ -109,3 +109,22 @@ extension String {
         return h
     }
 }
+
+extension BertForSequenceClassification {
+    /// HF `_init_weights` for a model trained from scratch (benchmarks of configs without
+    /// weights): Linear and Embedding weights ~ normal(0, initializer_range), the padding row
+    /// of the word embeddings 0, LayerNorm weights 1, biases 0.
+    public func initializeRandomly(seed: UInt64) {
+        for tensor in layout.tensors {
+            if tensor.name.contains("LayerNorm") || tensor.name.hasSuffix(".bias") {
+                parameters[tensor.range].update(repeating: tensor.name.hasSuffix("LayerNorm.weight") ? 1 : 0)
+            } else {
+                initializeLikeHuggingFace(tensor, seed: seed)
+            }
+        }
+        let word = layout["bert.embeddings.word_embeddings.weight"]
+        if config.padTokenId >= 0 && config.padTokenId < config.vocabSize {
+            (parameters.base + word.offset + config.padTokenId * config.hiddenSize).update(repeating: 0, count: config.hiddenSize)
+        }
+    }
+}
