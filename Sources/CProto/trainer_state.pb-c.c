@@ -232,7 +232,7 @@ void   bertdist__file_checksum__free_unpacked
   assert(message->base.descriptor == &bertdist__file_checksum__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor bertdist__trainer_state__field_descriptors[21] =
+static const ProtobufCFieldDescriptor bertdist__trainer_state__field_descriptors[22] =
 {
   {
     "format_version",
@@ -486,11 +486,24 @@ static const ProtobufCFieldDescriptor bertdist__trainer_state__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "end_marker",
+    100,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FIXED32,
+    0,   /* quantifier_offset */
+    offsetof(Bertdist__TrainerState, end_marker),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned bertdist__trainer_state__field_indices_by_name[] = {
   20,   /* field[20] = bert_dist_version */
   19,   /* field[19] = created_unix_seconds */
   12,   /* field[12] = current_learning_rate */
+  21,   /* field[21] = end_marker */
   2,   /* field[2] = epoch */
   18,   /* field[18] = files */
   0,   /* field[0] = format_version */
@@ -510,10 +523,11 @@ static const unsigned bertdist__trainer_state__field_indices_by_name[] = {
   5,   /* field[5] = warmup_steps */
   7,   /* field[7] = world_size */
 };
-static const ProtobufCIntRange bertdist__trainer_state__number_ranges[1 + 1] =
+static const ProtobufCIntRange bertdist__trainer_state__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 21 }
+  { 100, 21 },
+  { 0, 22 }
 };
 const ProtobufCMessageDescriptor bertdist__trainer_state__descriptor =
 {
@@ -523,10 +537,10 @@ const ProtobufCMessageDescriptor bertdist__trainer_state__descriptor =
   "Bertdist__TrainerState",
   "bertdist",
   sizeof(Bertdist__TrainerState),
-  21,
+  22,
   bertdist__trainer_state__field_descriptors,
   bertdist__trainer_state__field_indices_by_name,
-  1,  bertdist__trainer_state__number_ranges,
+  2,  bertdist__trainer_state__number_ranges,
   (ProtobufCMessageInit) bertdist__trainer_state__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -108,10 +108,17 @@ struct  Bertdist__TrainerState
    */
   double created_unix_seconds;
   char *bert_dist_version;
+  /*
+   * Always 0x62657274 ("bert" in ASCII). Encoders write fields in field-number order, so with the
+   * highest number this is the last thing in the file: a reader that does not find it knows the
+   * file was cut short (a truncated protobuf can otherwise parse as a valid shorter message).
+   * Keep it the highest field number.
+   */
+  uint32_t end_marker;
 };
 #define BERTDIST__TRAINER_STATE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&bertdist__trainer_state__descriptor) \
-    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,NULL, NULL, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0, (char *)protobuf_c_empty_string }
+    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,NULL, NULL, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 /*

@@ -1,0 +1,249 @@
+import CMPI
+import CShims
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The MPI world: works under `mpirun -n N` and as an MPI singleton (the plain binary, world size 1).
+///
+/// Threading: MPI is initialised with MPI_THREAD_FUNNELED, so only the thread that created this
+/// object (the main thread of the executable) may call it; every method checks this and throws
+/// otherwise (`abort` excepted). Other threads (BLAS, kernels) never touch MPI.
+///
+/// Errors: the world communicator uses MPI_ERRORS_RETURN, so a failing MPI call returns to us and
+/// every return code becomes a `CommunicationError` naming the MPI function, its arguments and
+/// the rank. (A peer that dies is handled by mpirun, which kills the job and names the rank.)
+///
+/// Create one per process, call `finalize()` before exit (deinit finalizes as a fallback):
+/// under mpirun, a rank that exits without MPI_Finalize makes the whole job fail.
+public final class MPICommunicator: Communicator {
+    public let rank: Int
+    public let worldSize: Int
+    /// True when started by mpirun/srun rather than as a singleton.
+    public let isLaunchedByMPIRun: Bool
+    /// The largest tag point-to-point messages may use (MPI_TAG_UB; at least 32767 by the standard).
+    public let maximumTag: Int
+    private let initialisingThread: pthread_t
+    private var isFinalized = false
+
+    public init() throws {
+        var alreadyInitialised: Int32 = 0
+        MPI_Initialized(&alreadyInitialised)
+        if alreadyInitialised != 0 {
+            throw CommunicationError(rank: 0, operation: "MPI_Init_thread",
+                                     reason: "MPI is already initialised in this process; create a single MPICommunicator")
+        }
+        var provided: Int32 = 0
+        // Errors inside MPI_Init use the default handler (abort), so the code is checked for form only.
+        let initCode = MPI_Init_thread(nil, nil, Int32(MPI_THREAD_FUNNELED), &provided)
+        guard initCode == MPI_SUCCESS else {
+            throw CommunicationError(rank: 0, operation: "MPI_Init_thread", reason: MPICommunicator.errorString(initCode))
+        }
+        initialisingThread = pthread_self()
+        var worldRank: Int32 = 0, worldCount: Int32 = 0
+        // Set the error handler first so that the calls below return their codes to us.
+        try MPICommunicator.check(MPI_Comm_set_errhandler(shim_mpi_comm_world(), shim_mpi_errors_return()),
+                                  "MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN)", rank: 0)
+        try MPICommunicator.check(MPI_Comm_rank(shim_mpi_comm_world(), &worldRank), "MPI_Comm_rank", rank: 0)
+        try MPICommunicator.check(MPI_Comm_size(shim_mpi_comm_world(), &worldCount), "MPI_Comm_size", rank: Int(worldRank))
+        rank = Int(worldRank)
+        worldSize = Int(worldCount)
+        guard provided >= Int32(MPI_THREAD_FUNNELED) else {
+            throw CommunicationError(rank: rank, operation: "MPI_Init_thread",
+                                     reason: "the MPI library provides thread level \(provided), below MPI_THREAD_FUNNELED")
+        }
+        var tagUpperBound: UnsafeMutablePointer<Int32>? = nil
+        var found: Int32 = 0
+        try MPICommunicator.check(MPI_Comm_get_attr(shim_mpi_comm_world(), Int32(MPI_TAG_UB), &tagUpperBound, &found),
+                                  "MPI_Comm_get_attr(MPI_TAG_UB)", rank: rank)
+        maximumTag = (found != 0 && tagUpperBound != nil) ? Int(tagUpperBound!.pointee) : 32767
+        let launcherVariables: [String] = ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"]
+        isLaunchedByMPIRun = launcherVariables.contains { getenv($0) != nil }
+    }
+
+    deinit {
+        try? finalize()
+    }
+
+    /// MPI_Finalize (idempotent). Every rank must call it; afterwards no method may be used.
+    public func finalize() throws {
+        guard !isFinalized else { return }
+        try checkThread("MPI_Finalize")
+        isFinalized = true
+        try check(MPI_Finalize(), "MPI_Finalize")
+    }
+
+    public func barrier() throws {
+        try checkThread("MPI_Barrier")
+        try check(MPI_Barrier(shim_mpi_comm_world()), "MPI_Barrier")
+    }
+
+    public func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int) throws {
+        try checkThread("MPI_Bcast")
+        try checkRank(root, "MPI_Bcast root")
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        // MPI counts are Int32: send large buffers in chunks of 1 GiB.
+        let chunkBytes = 1 << 30
+        var offset = 0
+        while offset < bytes.count {
+            let count = min(chunkBytes, bytes.count - offset)
+            try check(MPI_Bcast(base + offset, Int32(count), shim_mpi_byte(), Int32(root), shim_mpi_comm_world()),
+                      "MPI_Bcast (\(bytes.count) bytes from rank \(root), chunk at byte \(offset))")
+            offset += count
+        }
+    }
+
+    public func allGather(_ contribution: UnsafeRawBufferPointer, into result: UnsafeMutableRawBufferPointer) throws {
+        try checkThread("MPI_Allgather")
+        guard result.count == contribution.count * worldSize else {
+            throw CommunicationError(rank: rank, operation: "MPI_Allgather",
+                                     reason: "result has \(result.count) bytes, expected \(worldSize) x \(contribution.count)")
+        }
+        guard contribution.count > 0 else { return }
+        guard contribution.count <= Int(Int32.max) else {
+            throw CommunicationError(rank: rank, operation: "MPI_Allgather", reason: "\(contribution.count) bytes exceed MPI's Int32 count")
+        }
+        try check(MPI_Allgather(contribution.baseAddress, Int32(contribution.count), shim_mpi_byte(),
+                                result.baseAddress, Int32(contribution.count), shim_mpi_byte(), shim_mpi_comm_world()),
+                  "MPI_Allgather (\(contribution.count) bytes per rank)")
+    }
+
+    public func startSend(_ floats: UnsafeBufferPointer<Float>, to destination: Int, tag: Int) throws -> TransferRequest {
+        let call = "MPI_Isend (to rank \(destination), \(floats.count) floats, tag \(tag))"
+        try checkThread(call)
+        try checkTransfer(count: floats.count, peer: destination, tag: tag, call)
+        var request: MPI_Request? = shim_mpi_request_null()
+        try check(MPI_Isend(floats.baseAddress, Int32(floats.count), shim_mpi_float(), Int32(destination), Int32(tag),
+                            shim_mpi_comm_world(), &request), call)
+        return TransferRequest(handle: .mpi(request))
+    }
+
+    public func startReceive(_ floats: UnsafeMutableBufferPointer<Float>, from source: Int, tag: Int) throws -> TransferRequest {
+        let call = "MPI_Irecv (from rank \(source), \(floats.count) floats, tag \(tag))"
+        try checkThread(call)
+        try checkTransfer(count: floats.count, peer: source, tag: tag, call)
+        var request: MPI_Request? = shim_mpi_request_null()
+        try check(MPI_Irecv(floats.baseAddress, Int32(floats.count), shim_mpi_float(), Int32(source), Int32(tag),
+                            shim_mpi_comm_world(), &request), call)
+        return TransferRequest(handle: .mpi(request))
+    }
+
+    public func testAll(_ requests: inout [TransferRequest]) throws -> Bool {
+        try checkThread("MPI_Testall")
+        return try completeAll(&requests, blocking: false)
+    }
+
+    public func waitAll(_ requests: inout [TransferRequest]) throws {
+        try checkThread("MPI_Waitall")
+        _ = try completeAll(&requests, blocking: true)
+    }
+
+    /// MPI_Testall / MPI_Waitall over the pending MPI requests of `requests`. The handles are copied
+    /// into a stack buffer (no heap allocation) because TransferRequest is not an MPI_Request array.
+    private func completeAll(_ requests: inout [TransferRequest], blocking: Bool) throws -> Bool {
+        var pendingCount = 0
+        for request in requests {
+            switch request.handle {
+            case .completed: continue
+            case .mpi: pendingCount += 1
+            case .inProcess:
+                throw CommunicationError(rank: rank, operation: blocking ? "MPI_Waitall" : "MPI_Testall",
+                                         reason: "request was not made by this MPICommunicator")
+            }
+        }
+        if pendingCount == 0 { return true }
+        return try withUnsafeTemporaryAllocation(of: MPI_Request?.self, capacity: pendingCount) { handles in
+            var slot = 0
+            for request in requests {
+                if case .mpi(let handle) = request.handle {
+                    handles[slot] = handle
+                    slot += 1
+                }
+            }
+            var allDone: Int32 = 1
+            if blocking {
+                try check(MPI_Waitall(Int32(pendingCount), handles.baseAddress, nil),
+                          "MPI_Waitall (\(pendingCount) transfers)")
+            } else {
+                try check(MPI_Testall(Int32(pendingCount), handles.baseAddress, &allDone, nil),
+                          "MPI_Testall (\(pendingCount) transfers)")
+            }
+            if allDone != 0 {
+                for index in requests.indices { requests[index].handle = .completed }
+                return true
+            }
+            return false
+        }
+    }
+
+    /// One plain blocking MPI_Allreduce (MPI_SUM, in place) of a Float buffer: the baseline that
+    /// `bert-dist bench-comm` compares the bucketed GradientSynchronizer against. Its summation order
+    /// is Open MPI's (not rank order), so the trainer does not use it for gradients.
+    public func allReduceSumInPlace(_ floats: UnsafeMutableBufferPointer<Float>) throws {
+        let call = "MPI_Allreduce (MPI_IN_PLACE, \(floats.count) floats, MPI_SUM)"
+        try checkThread(call)
+        guard floats.count <= Int(Int32.max) else {
+            throw CommunicationError(rank: rank, operation: call, reason: "count exceeds MPI's Int32 count")
+        }
+        try check(MPI_Allreduce(shim_mpi_in_place(), floats.baseAddress, Int32(floats.count), shim_mpi_float(),
+                                shim_mpi_sum(), shim_mpi_comm_world()), call)
+    }
+
+    /// MPI_Abort on the world: mpirun kills every rank and exits non-zero.
+    public func abort(message: String) -> Never {
+        writeToStandardError("error: rank \(rank): \(message)\n")
+        MPI_Abort(shim_mpi_comm_world(), 1)
+        exit(1)  // MPI_Abort does not return; this line keeps the compiler's promise of Never.
+    }
+
+    // MARK: - checks
+
+    private func check(_ code: Int32, _ call: @autoclosure () -> String) throws {
+        try MPICommunicator.check(code, call(), rank: rank)
+    }
+
+    private static func check(_ code: Int32, _ call: @autoclosure () -> String, rank: Int) throws {
+        guard code != MPI_SUCCESS else { return }
+        throw CommunicationError(rank: rank, operation: call(), reason: errorString(code))
+    }
+
+    private func checkThread(_ call: @autoclosure () -> String) throws {
+        if pthread_equal(pthread_self(), initialisingThread) == 0 {
+            throw CommunicationError(rank: rank, operation: call(),
+                                     reason: "called from a thread other than the one that initialised MPI (MPI_THREAD_FUNNELED: only the main thread may call MPI)")
+        }
+        if isFinalized {
+            throw CommunicationError(rank: rank, operation: call(), reason: "MPI has been finalized")
+        }
+    }
+
+    private func checkRank(_ peer: Int, _ call: @autoclosure () -> String) throws {
+        if peer < 0 || peer >= worldSize {
+            throw CommunicationError(rank: rank, operation: call(), reason: "rank \(peer) is outside 0..<\(worldSize)")
+        }
+    }
+
+    private func checkTransfer(count: Int, peer: Int, tag: Int, _ call: @autoclosure () -> String) throws {
+        try checkRank(peer, call())
+        if count > Int(Int32.max) {
+            throw CommunicationError(rank: rank, operation: call(), reason: "count exceeds MPI's Int32 count")
+        }
+        if tag < 0 || tag > maximumTag {
+            throw CommunicationError(rank: rank, operation: call(),
+                                     reason: "tag outside 0...\(maximumTag) (MPI_TAG_UB); use larger gradient buckets")
+        }
+    }
+
+    private static func errorString(_ code: Int32) -> String {
+        var buffer = [CChar](repeating: 0, count: Int(MPI_MAX_ERROR_STRING) + 1)
+        var length: Int32 = 0
+        if MPI_Error_string(code, &buffer, &length) != MPI_SUCCESS { return "MPI error code \(code)" }
+        let text = String(decoding: buffer.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return "\(text) (MPI error code \(code))"
+    }
+}
+
+func writeToStandardError(_ text: String) {
+    var text = text
+    text.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
+}

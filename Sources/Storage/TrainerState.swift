@@ -1,0 +1,311 @@
+import CProto
+import Foundation
+
+/// The manifest of a checkpoint folder, `trainer_state.pb`: schema `proto/trainer_state.proto`
+/// (message `bertdist.TrainerState`), encoded and decoded with libprotobuf-c.
+///
+/// Written last into a checkpoint folder; it lists the size and SHA-256 of every other file.
+public struct TrainerState: Equatable, Sendable {
+    /// The `format_version` this code writes and the only one it reads.
+    public static let currentFormatVersion = 1
+    /// The file name inside a checkpoint folder.
+    public static let fileName = "trainer_state.pb"
+    /// Value of the `end_marker` field, the last field on the wire: its absence means a truncated file.
+    static let endMarker: UInt32 = 0x6265_7274  // "bert"
+
+    /// A contiguous range of the flat parameter arena, in floats: `start ..< start + count`.
+    public struct ShardRange: Equatable, Sendable {
+        public var rank: Int
+        public var start: Int
+        public var count: Int
+        public init(rank: Int, start: Int, count: Int) {
+            self.rank = rank
+            self.start = start
+            self.count = count
+        }
+    }
+
+    public struct OptimizerSettings: Equatable, Sendable {
+        /// "adamw" or "adam".
+        public var kind: String
+        /// Peak learning rate (--lr).
+        public var learningRate: Double
+        public var beta1: Double
+        public var beta2: Double
+        public var epsilon: Double
+        public var weightDecay: Double
+        /// Clipping threshold on the global gradient L2 norm; 0 means no clipping.
+        public var maxGradNorm: Double
+        /// Learning-rate schedule, e.g. "linear".
+        public var schedule: String
+        public init(kind: String = "adamw", learningRate: Double = 2e-5, beta1: Double = 0.9, beta2: Double = 0.999,
+                    epsilon: Double = 1e-8, weightDecay: Double = 0, maxGradNorm: Double = 1, schedule: String = "linear") {
+            self.kind = kind
+            self.learningRate = learningRate
+            self.beta1 = beta1
+            self.beta2 = beta2
+            self.epsilon = epsilon
+            self.weightDecay = weightDecay
+            self.maxGradNorm = maxGradNorm
+            self.schedule = schedule
+        }
+    }
+
+    public struct Metric: Equatable, Sendable {
+        public var name: String
+        public var value: Double
+        /// Step at which the value was measured.
+        public var step: Int
+        public init(name: String, value: Double, step: Int) {
+            self.name = name
+            self.value = value
+            self.step = step
+        }
+    }
+
+    public struct FileChecksum: Equatable, Sendable {
+        /// Name relative to the checkpoint folder, e.g. "model.safetensors".
+        public var name: String
+        public var sizeBytes: Int
+        public var sha256: SHA256Digest
+        public init(name: String, sizeBytes: Int, sha256: SHA256Digest) {
+            self.name = name
+            self.sizeBytes = sizeBytes
+            self.sha256 = sha256
+        }
+    }
+
+    public var formatVersion: Int
+    // Progress.
+    /// Optimizer steps completed.
+    public var step: Int
+    /// Epoch (0-based) the next sample is drawn from.
+    public var epoch: Int
+    /// Samples of that epoch's order already consumed by all ranks together.
+    public var samplesConsumedInEpoch: Int
+    public var totalSteps: Int
+    public var warmupSteps: Int
+    public var seed: Int
+    // Distribution.
+    public var worldSize: Int
+    public var shardOptimizer: Bool
+    /// Floats in the flat parameter arena.
+    public var parameterCount: Int
+    /// One range per rank when `shardOptimizer`, else one range covering the whole arena.
+    public var optimizerShards: [ShardRange]
+    // Optimizer and schedule.
+    public var optimizer: OptimizerSettings
+    /// Learning rate the schedule gave the last step taken.
+    public var currentLearningRate: Double
+    // Batching.
+    public var globalBatchSize: Int
+    public var microBatchSize: Int
+    public var maxSequenceLength: Int
+    public var trainDataFingerprint: String
+    public var recentMetrics: [Metric]
+    /// Every other file of the checkpoint folder.
+    public var files: [FileChecksum]
+    public var createdUnixSeconds: Double
+    public var bertDistVersion: String
+
+    public init(
+        formatVersion: Int = TrainerState.currentFormatVersion,
+        step: Int = 0, epoch: Int = 0, samplesConsumedInEpoch: Int = 0,
+        totalSteps: Int = 0, warmupSteps: Int = 0, seed: Int = 0,
+        worldSize: Int = 1, shardOptimizer: Bool = false, parameterCount: Int = 0,
+        optimizerShards: [ShardRange] = [],
+        optimizer: OptimizerSettings = OptimizerSettings(), currentLearningRate: Double = 0,
+        globalBatchSize: Int = 0, microBatchSize: Int = 0, maxSequenceLength: Int = 0,
+        trainDataFingerprint: String = "", recentMetrics: [Metric] = [], files: [FileChecksum] = [],
+        createdUnixSeconds: Double = 0, bertDistVersion: String = ""
+    ) {
+        self.formatVersion = formatVersion
+        self.step = step
+        self.epoch = epoch
+        self.samplesConsumedInEpoch = samplesConsumedInEpoch
+        self.totalSteps = totalSteps
+        self.warmupSteps = warmupSteps
+        self.seed = seed
+        self.worldSize = worldSize
+        self.shardOptimizer = shardOptimizer
+        self.parameterCount = parameterCount
+        self.optimizerShards = optimizerShards
+        self.optimizer = optimizer
+        self.currentLearningRate = currentLearningRate
+        self.globalBatchSize = globalBatchSize
+        self.microBatchSize = microBatchSize
+        self.maxSequenceLength = maxSequenceLength
+        self.trainDataFingerprint = trainDataFingerprint
+        self.recentMetrics = recentMetrics
+        self.files = files
+        self.createdUnixSeconds = createdUnixSeconds
+        self.bertDistVersion = bertDistVersion
+    }
+
+    // MARK: - Encoding
+
+    /// The protobuf encoding (what goes into `trainer_state.pb`).
+    public func encoded() -> [UInt8] {
+        let memory = CMemory()
+        defer { memory.freeAll() }
+
+        var message = Bertdist__TrainerState()
+        bertdist__trainer_state__init(&message)
+        message.format_version = Int32(clamping: formatVersion)
+        message.step = Int64(step)
+        message.epoch = Int64(epoch)
+        message.samples_consumed_in_epoch = Int64(samplesConsumedInEpoch)
+        message.total_steps = Int64(totalSteps)
+        message.warmup_steps = Int64(warmupSteps)
+        message.seed = Int64(seed)
+        message.world_size = Int32(clamping: worldSize)
+        message.shard_optimizer = shardOptimizer ? 1 : 0
+        message.parameter_count = Int64(parameterCount)
+
+        let shards = memory.allocate(Bertdist__ShardRange.self, count: optimizerShards.count)
+        let shardPointers = memory.allocate(UnsafeMutablePointer<Bertdist__ShardRange>?.self, count: optimizerShards.count)
+        for (index, range) in optimizerShards.enumerated() {
+            bertdist__shard_range__init(shards + index)
+            shards[index].rank = Int32(clamping: range.rank)
+            shards[index].start = Int64(range.start)
+            shards[index].count = Int64(range.count)
+            shardPointers[index] = shards + index
+        }
+        message.n_optimizer_shards = optimizerShards.count
+        message.optimizer_shards = shardPointers
+
+        let settings = memory.allocate(Bertdist__OptimizerSettings.self, count: 1)
+        bertdist__optimizer_settings__init(settings)
+        settings.pointee.kind = memory.string(optimizer.kind)
+        settings.pointee.learning_rate = optimizer.learningRate
+        settings.pointee.beta1 = optimizer.beta1
+        settings.pointee.beta2 = optimizer.beta2
+        settings.pointee.epsilon = optimizer.epsilon
+        settings.pointee.weight_decay = optimizer.weightDecay
+        settings.pointee.max_grad_norm = optimizer.maxGradNorm
+        settings.pointee.schedule = memory.string(optimizer.schedule)
+        message.optimizer = settings
+        message.current_learning_rate = currentLearningRate
+
+        message.global_batch_size = Int64(globalBatchSize)
+        message.micro_batch_size = Int64(microBatchSize)
+        message.max_sequence_length = Int64(maxSequenceLength)
+        message.train_data_fingerprint = memory.string(trainDataFingerprint)
+
+        let metrics = memory.allocate(Bertdist__Metric.self, count: recentMetrics.count)
+        let metricPointers = memory.allocate(UnsafeMutablePointer<Bertdist__Metric>?.self, count: recentMetrics.count)
+        for (index, metric) in recentMetrics.enumerated() {
+            bertdist__metric__init(metrics + index)
+            metrics[index].name = memory.string(metric.name)
+            metrics[index].value = metric.value
+            metrics[index].step = Int64(metric.step)
+            metricPointers[index] = metrics + index
+        }
+        message.n_recent_metrics = recentMetrics.count
+        message.recent_metrics = metricPointers
+
+        let checksums = memory.allocate(Bertdist__FileChecksum.self, count: files.count)
+        let checksumPointers = memory.allocate(UnsafeMutablePointer<Bertdist__FileChecksum>?.self, count: files.count)
+        for (index, file) in files.enumerated() {
+            bertdist__file_checksum__init(checksums + index)
+            checksums[index].name = memory.string(file.name)
+            checksums[index].size_bytes = Int64(file.sizeBytes)
+            checksums[index].sha256 = memory.binary(file.sha256.bytes)
+            checksumPointers[index] = checksums + index
+        }
+        message.n_files = files.count
+        message.files = checksumPointers
+
+        message.created_unix_seconds = createdUnixSeconds
+        message.bert_dist_version = memory.string(bertDistVersion)
+        message.end_marker = Self.endMarker
+
+        let byteCount = bertdist__trainer_state__get_packed_size(&message)
+        var bytes = [UInt8](repeating: 0, count: byteCount)
+        let packedCount = bytes.withUnsafeMutableBufferPointer { buffer in
+            bertdist__trainer_state__pack(&message, buffer.baseAddress)
+        }
+        precondition(packedCount == byteCount, "protobuf-c packed \(packedCount) bytes, expected \(byteCount)")
+        return bytes
+    }
+
+    // MARK: - Decoding
+
+    /// Decodes `trainer_state.pb` bytes. `file` names the file in errors. Throws a `.malformed`
+    /// `StorageError` for bytes that are not a complete TrainerState of a known format version.
+    public init(decoding bytes: [UInt8], file: String) throws {
+        func malformed(_ reason: String) -> StorageError {
+            StorageError(kind: .malformed, path: file, description: "\(file): invalid \(TrainerState.fileName): \(reason)")
+        }
+        let unpacked = bytes.withUnsafeBufferPointer { buffer in
+            bertdist__trainer_state__unpack(nil, buffer.count, buffer.baseAddress)
+        }
+        guard let unpacked else { throw malformed("protobuf decoding failed, the file is truncated or corrupted") }
+        defer { bertdist__trainer_state__free_unpacked(unpacked, nil) }
+        let message = unpacked.pointee
+
+        guard message.end_marker == Self.endMarker else { throw malformed("end marker missing, the file was cut short") }
+        guard Int(message.format_version) == Self.currentFormatVersion else {
+            throw malformed("format version \(message.format_version) is not supported (this bert-dist reads version \(Self.currentFormatVersion))")
+        }
+        guard let settings = message.optimizer?.pointee else { throw malformed("optimizer settings missing") }
+
+        var optimizerShards: [ShardRange] = []
+        for index in 0..<message.n_optimizer_shards {
+            guard let range = message.optimizer_shards[index]?.pointee else { throw malformed("empty shard range") }
+            optimizerShards.append(ShardRange(rank: Int(range.rank), start: Int(range.start), count: Int(range.count)))
+        }
+        var recentMetrics: [Metric] = []
+        for index in 0..<message.n_recent_metrics {
+            guard let metric = message.recent_metrics[index]?.pointee else { throw malformed("empty metric") }
+            recentMetrics.append(Metric(name: Self.string(metric.name), value: metric.value, step: Int(metric.step)))
+        }
+        var files: [FileChecksum] = []
+        for index in 0..<message.n_files {
+            guard let checksum = message.files[index]?.pointee else { throw malformed("empty file checksum") }
+            let name = Self.string(checksum.name)
+            guard checksum.sha256.len == 32, let digestBytes = checksum.sha256.data else {
+                throw malformed("the SHA-256 of '\(name)' has \(checksum.sha256.len) bytes, not 32")
+            }
+            files.append(FileChecksum(name: name, sizeBytes: Int(checksum.size_bytes),
+                                      sha256: SHA256Digest(bytes: Array(UnsafeBufferPointer(start: digestBytes, count: 32)))))
+        }
+
+        self.init(
+            formatVersion: Int(message.format_version),
+            step: Int(message.step), epoch: Int(message.epoch),
+            samplesConsumedInEpoch: Int(message.samples_consumed_in_epoch),
+            totalSteps: Int(message.total_steps), warmupSteps: Int(message.warmup_steps), seed: Int(message.seed),
+            worldSize: Int(message.world_size), shardOptimizer: message.shard_optimizer != 0,
+            parameterCount: Int(message.parameter_count), optimizerShards: optimizerShards,
+            optimizer: OptimizerSettings(
+                kind: Self.string(settings.kind), learningRate: settings.learning_rate,
+                beta1: settings.beta1, beta2: settings.beta2, epsilon: settings.epsilon,
+                weightDecay: settings.weight_decay, maxGradNorm: settings.max_grad_norm,
+                schedule: Self.string(settings.schedule)),
+            currentLearningRate: message.current_learning_rate,
+            globalBatchSize: Int(message.global_batch_size), microBatchSize: Int(message.micro_batch_size),
+            maxSequenceLength: Int(message.max_sequence_length),
+            trainDataFingerprint: Self.string(message.train_data_fingerprint),
+            recentMetrics: recentMetrics, files: files,
+            createdUnixSeconds: message.created_unix_seconds,
+            bertDistVersion: Self.string(message.bert_dist_version))
+    }
+
+    /// Reads and decodes a `trainer_state.pb` file; errors name the file.
+    public init(contentsOf url: URL) throws {
+        try self.init(decoding: try readFile(url), file: url.path)
+    }
+
+    /// Encodes and writes the manifest atomically to `url`; returns the SHA-256 of the written bytes.
+    @discardableResult
+    public func write(to url: URL) throws -> SHA256Digest {
+        try writeFileAtomically(url, bytes: encoded())
+    }
+
+    /// A Swift string from a protobuf-c string field (protobuf-c uses an empty C string for "unset").
+    private static func string(_ pointer: UnsafeMutablePointer<CChar>?) -> String {
+        guard let pointer else { return "" }
+        return String(cString: pointer)
+    }
+}
