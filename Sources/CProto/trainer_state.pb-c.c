@@ -232,7 +232,7 @@ void   bertdist__file_checksum__free_unpacked
   assert(message->base.descriptor == &bertdist__file_checksum__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor bertdist__trainer_state__field_descriptors[22] =
+static const ProtobufCFieldDescriptor bertdist__trainer_state__field_descriptors[24] =
 {
   {
     "format_version",
@@ -487,6 +487,30 @@ static const ProtobufCFieldDescriptor bertdist__trainer_state__field_descriptors
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
+    "optimizer_step",
+    22,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Bertdist__TrainerState, optimizer_step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "parameter_layout",
+    23,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Bertdist__TrainerState, parameter_layout),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
     "end_marker",
     100,
     PROTOBUF_C_LABEL_NONE,
@@ -503,7 +527,7 @@ static const unsigned bertdist__trainer_state__field_indices_by_name[] = {
   20,   /* field[20] = bert_dist_version */
   19,   /* field[19] = created_unix_seconds */
   12,   /* field[12] = current_learning_rate */
-  21,   /* field[21] = end_marker */
+  23,   /* field[23] = end_marker */
   2,   /* field[2] = epoch */
   18,   /* field[18] = files */
   0,   /* field[0] = format_version */
@@ -512,7 +536,9 @@ static const unsigned bertdist__trainer_state__field_indices_by_name[] = {
   14,   /* field[14] = micro_batch_size */
   11,   /* field[11] = optimizer */
   10,   /* field[10] = optimizer_shards */
+  21,   /* field[21] = optimizer_step */
   9,   /* field[9] = parameter_count */
+  22,   /* field[22] = parameter_layout */
   17,   /* field[17] = recent_metrics */
   3,   /* field[3] = samples_consumed_in_epoch */
   6,   /* field[6] = seed */
@@ -526,8 +552,8 @@ static const unsigned bertdist__trainer_state__field_indices_by_name[] = {
 static const ProtobufCIntRange bertdist__trainer_state__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 100, 21 },
-  { 0, 22 }
+  { 100, 23 },
+  { 0, 24 }
 };
 const ProtobufCMessageDescriptor bertdist__trainer_state__descriptor =
 {
@@ -537,7 +563,7 @@ const ProtobufCMessageDescriptor bertdist__trainer_state__descriptor =
   "Bertdist__TrainerState",
   "bertdist",
   sizeof(Bertdist__TrainerState),
-  22,
+  24,
   bertdist__trainer_state__field_descriptors,
   bertdist__trainer_state__field_indices_by_name,
   2,  bertdist__trainer_state__number_ranges,

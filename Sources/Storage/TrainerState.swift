@@ -107,6 +107,10 @@ public struct TrainerState: Equatable, Sendable {
     public var files: [FileChecksum]
     public var createdUnixSeconds: Double
     public var bertDistVersion: String
+    /// Adam updates applied (bias correction); below `step` when non-finite steps were skipped.
+    public var optimizerStep: Int
+    /// Fingerprint of the flat parameter layout the optimizer files are ranges of.
+    public var parameterLayout: String
 
     public init(
         formatVersion: Int = TrainerState.currentFormatVersion,
@@ -117,7 +121,8 @@ public struct TrainerState: Equatable, Sendable {
         optimizer: OptimizerSettings = OptimizerSettings(), currentLearningRate: Double = 0,
         globalBatchSize: Int = 0, microBatchSize: Int = 0, maxSequenceLength: Int = 0,
         trainDataFingerprint: String = "", recentMetrics: [Metric] = [], files: [FileChecksum] = [],
-        createdUnixSeconds: Double = 0, bertDistVersion: String = ""
+        createdUnixSeconds: Double = 0, bertDistVersion: String = "",
+        optimizerStep: Int = 0, parameterLayout: String = ""
     ) {
         self.formatVersion = formatVersion
         self.step = step
@@ -140,6 +145,8 @@ public struct TrainerState: Equatable, Sendable {
         self.files = files
         self.createdUnixSeconds = createdUnixSeconds
         self.bertDistVersion = bertDistVersion
+        self.optimizerStep = optimizerStep
+        self.parameterLayout = parameterLayout
     }
 
     // MARK: - Encoding
@@ -218,6 +225,8 @@ public struct TrainerState: Equatable, Sendable {
 
         message.created_unix_seconds = createdUnixSeconds
         message.bert_dist_version = memory.string(bertDistVersion)
+        message.optimizer_step = Int64(optimizerStep)
+        message.parameter_layout = memory.string(parameterLayout)
         message.end_marker = Self.endMarker
 
         let byteCount = bertdist__trainer_state__get_packed_size(&message)
@@ -289,7 +298,9 @@ public struct TrainerState: Equatable, Sendable {
             trainDataFingerprint: Self.string(message.train_data_fingerprint),
             recentMetrics: recentMetrics, files: files,
             createdUnixSeconds: message.created_unix_seconds,
-            bertDistVersion: Self.string(message.bert_dist_version))
+            bertDistVersion: Self.string(message.bert_dist_version),
+            optimizerStep: Int(message.optimizer_step),
+            parameterLayout: Self.string(message.parameter_layout))
     }
 
     /// Reads and decodes a `trainer_state.pb` file; errors name the file.

@@ -50,6 +50,8 @@ import Testing
         state.trainDataFingerprint = "ünïcödé ✓"
         state.recentMetrics.append(.init(name: "train/grad_norm", value: -.infinity, step: -1))
         state.seed = -7
+        state.optimizerStep = 1498
+        state.parameterLayout = "bert-layout-v1:8a3f"
         let url = directory.appendingPathComponent(TrainerState.fileName)
         let digest = try state.write(to: url)
         #expect(digest == (try SHA256.hash(fileAt: url)))

@@ -109,6 +109,16 @@ struct  Bertdist__TrainerState
   double created_unix_seconds;
   char *bert_dist_version;
   /*
+   * Adam updates applied (PyTorch's state["step"], for bias correction). Smaller than `step`
+   * when steps were skipped because a gradient was not finite.
+   */
+  int64_t optimizer_step;
+  /*
+   * Fingerprint of the flat parameter layout (names, shapes, offsets): the optimizer files are
+   * ranges of that layout, so a checkpoint is only resumed by a build with the same layout.
+   */
+  char *parameter_layout;
+  /*
    * Always 0x62657274 ("bert" in ASCII). Encoders write fields in field-number order, so with the
    * highest number this is the last thing in the file: a reader that does not find it knows the
    * file was cut short (a truncated protobuf can otherwise parse as a valid shorter message).
@@ -118,7 +128,7 @@ struct  Bertdist__TrainerState
 };
 #define BERTDIST__TRAINER_STATE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&bertdist__trainer_state__descriptor) \
-    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,NULL, NULL, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0, (char *)protobuf_c_empty_string, 0 }
+    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,NULL, NULL, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 /*
