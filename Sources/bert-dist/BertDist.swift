@@ -7,7 +7,7 @@ struct BertDist: ParsableCommand {
         abstract: "Fine-tune BERT for text classification, data-parallel over MPI ranks.",
         subcommands: [
             // Each subcommand lives in its own file: <Name>Command.swift.
-            BenchCommand.self,
+            BenchCommCommand.self,
         ]
     )
 }

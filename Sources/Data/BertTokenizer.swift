@@ -1,0 +1,415 @@
+import Foundation
+
+/// BERT's WordPiece tokenizer: the same ids as Hugging Face's `BertTokenizer` (transformers 5,
+/// i.e. the Rust `tokenizers` pipeline BertNormalizer + BertPreTokenizer + WordPiece +
+/// "[CLS] $A [SEP]") for `tokenizer.encode(text, truncation=True, max_length=maxLength)`.
+///
+/// The pipeline runs on UTF-8 bytes in one pass: ASCII bytes go through two 128-entry tables
+/// (kind, lowercase), other scalars through `ScalarNormalizer` (cached per scalar); words are
+/// built in a stack buffer and split by a byte trie (greedy longest match first). Encoding stops
+/// as soon as `maxLength - 2` word pieces are out, so long texts cost what their prefix costs.
+///
+/// Immutable after init (the scalar cache inside is behind a mutex), so one tokenizer can be
+/// shared by threads.
+public final class BertTokenizer: Sendable {
+    public let vocabulary: Vocabulary
+    public let options: NormalizerOptions
+    /// "##": marks a word piece that continues a word.
+    public let continuationPrefix: String
+    /// Longer words (in normalized characters) become one [UNK].
+    public let maxInputCharactersPerWord: Int
+    public let classifierTokenId: Int32   // [CLS]
+    public let separatorTokenId: Int32    // [SEP]
+    public let paddingTokenId: Int32      // [PAD]
+    public let unknownTokenId: Int32      // [UNK]
+    /// Tokens matched literally in the raw text before normalization (HF's special/added tokens),
+    /// longest first.
+    public let literalTokens: [(token: String, id: Int32)]
+    /// A hash of everything that decides the ids: vocabulary, options, special tokens. Two
+    /// tokenizers with the same fingerprint give the same ids for every text.
+    public let fingerprint: UInt64
+
+    let normalizer: ScalarNormalizer
+    let trie: WordPieceTrie
+    /// Id of each ASCII character as a word of its own (for punctuation), or [UNK].
+    private let asciiCharacterIds: [Int32]          // (128)
+    /// Whether a literal token starts with this byte.
+    private let literalTokenFirstBytes: [Bool]       // (256)
+    private let literalTokenBytes: [[UInt8]]
+
+    /// Loads the tokenizer of a Hugging Face model folder.
+    ///
+    /// The vocabulary comes from `tokenizer.json` when present (its WordPiece model and added
+    /// tokens), else from `vocab.txt`. The options come from `tokenizer_config.json` when present
+    /// (`do_lower_case`, default true; `strip_accents`, default: same as lowercase;
+    /// `tokenize_chinese_chars`, default true; the names of the special tokens), which is what
+    /// transformers 5's `BertTokenizer.from_pretrained` does; without it, from the BertNormalizer
+    /// of `tokenizer.json`.
+    public convenience init(modelDirectory: URL) throws {
+        let fileManager = FileManager.default
+        var isDirectory: ObjCBool = false
+        guard fileManager.fileExists(atPath: modelDirectory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw DataError("\(modelDirectory.path): no such model folder (expected a Hugging Face folder with vocab.txt or tokenizer.json)")
+        }
+        let configURL = modelDirectory.appendingPathComponent("tokenizer_config.json")
+        let tokenizerJSONURL = modelDirectory.appendingPathComponent("tokenizer.json")
+        let vocabURL = modelDirectory.appendingPathComponent("vocab.txt")
+        let config: TokenizerConfig? = fileManager.fileExists(atPath: configURL.path)
+            ? try TokenizerConfig(url: configURL) : nil
+
+        if fileManager.fileExists(atPath: tokenizerJSONURL.path) {
+            let file = try TokenizerJSON(url: tokenizerJSONURL)
+            let options = config?.options ?? file.options
+            let specialNames = config ?? TokenizerConfig()
+            try self.init(vocabulary: file.vocabulary, options: options,
+                          literalTokens: file.addedTokens,
+                          unknownToken: file.unknownToken,
+                          classifierToken: file.classifierToken ?? specialNames.classifierToken,
+                          separatorToken: file.separatorToken ?? specialNames.separatorToken,
+                          paddingToken: specialNames.paddingToken,
+                          continuationPrefix: file.continuationPrefix,
+                          maxInputCharactersPerWord: file.maxInputCharactersPerWord,
+                          source: tokenizerJSONURL.path)
+        } else if fileManager.fileExists(atPath: vocabURL.path) {
+            let vocabulary = try Vocabulary(vocabFile: vocabURL)
+            let config = config ?? TokenizerConfig()
+            var literal: [(String, Int32)] = []
+            for name in config.specialTokenNames {
+                if let id = vocabulary.ids[name], !literal.contains(where: { $0.0 == name }) {
+                    literal.append((name, id))
+                }
+            }
+            for (name, id) in config.addedTokens where !literal.contains(where: { $0.0 == name }) {
+                literal.append((name, id))
+            }
+            try self.init(vocabulary: vocabulary, options: config.options, literalTokens: literal,
+                          unknownToken: config.unknownToken, classifierToken: config.classifierToken,
+                          separatorToken: config.separatorToken, paddingToken: config.paddingToken,
+                          source: vocabURL.path)
+        } else {
+            throw DataError("\(modelDirectory.path): no vocab.txt or tokenizer.json in the model folder")
+        }
+    }
+
+    public init(vocabulary: Vocabulary, options: NormalizerOptions = NormalizerOptions(),
+                literalTokens: [(String, Int32)] = [],
+                unknownToken: String = "[UNK]", classifierToken: String = "[CLS]",
+                separatorToken: String = "[SEP]", paddingToken: String = "[PAD]",
+                continuationPrefix: String = "##", maxInputCharactersPerWord: Int = 100,
+                source: String = "vocabulary") throws {
+        func id(_ token: String, _ role: String) throws -> Int32 {
+            if let id = vocabulary.ids[token] { return id }
+            if let literal = literalTokens.first(where: { $0.0 == token }) { return literal.1 }
+            throw DataError("\(source): the \(role) token \"\(token)\" is not in the vocabulary")
+        }
+        self.vocabulary = vocabulary
+        self.options = options
+        self.continuationPrefix = continuationPrefix
+        self.maxInputCharactersPerWord = maxInputCharactersPerWord
+        unknownTokenId = try id(unknownToken, "unknown")
+        classifierTokenId = try id(classifierToken, "classifier")
+        separatorTokenId = try id(separatorToken, "separator")
+        paddingTokenId = try id(paddingToken, "padding")
+        let literal = literalTokens.filter { !$0.0.isEmpty }
+            .sorted { ($0.0.utf8.count, $1.0) > ($1.0.utf8.count, $0.0) }  // longest first, then by name
+        self.literalTokens = literal.map { (token: $0.0, id: $0.1) }
+        literalTokenBytes = literal.map { Array($0.0.utf8) }
+        var firstBytes = [Bool](repeating: false, count: 256)
+        for bytes in literalTokenBytes { firstBytes[Int(bytes[0])] = true }
+        literalTokenFirstBytes = firstBytes
+
+        normalizer = ScalarNormalizer(options: options)
+        let trie = WordPieceTrie(vocabulary: vocabulary, continuationPrefix: continuationPrefix)
+        self.trie = trie
+        var characterIds = [Int32](repeating: unknownTokenId, count: 128)
+        for byte in 0..<128 {
+            let id = [UInt8(byte)].withUnsafeBufferPointer { trie.lookup($0, from: 0) }
+            if id >= 0 { characterIds[byte] = id }
+        }
+        asciiCharacterIds = characterIds
+
+        var hasher = ContentHash64(seed: 0x6265_7274_2D77_7063)  // "bert-wpc"
+        hasher.update("bert-wordpiece v1\n\(options.description)\n\(continuationPrefix)\n\(maxInputCharactersPerWord)\n")
+        for value in [unknownTokenId, classifierTokenId, separatorTokenId, paddingTokenId] {
+            hasher.update(UInt64(UInt32(bitPattern: value)))
+        }
+        for (token, id) in self.literalTokens {
+            hasher.update("\(token)\t\(id)\n")
+        }
+        for token in vocabulary.tokens {
+            hasher.update(token)
+            hasher.update([0x0A])
+        }
+        fingerprint = hasher.finalize()
+    }
+
+    // MARK: - Encoding
+
+    /// `[CLS] word pieces [SEP]`, at most `maxLength` ids (word pieces are cut, [SEP] is kept).
+    public func encode(_ text: String, maxLength: Int) -> [Int32] {
+        var ids: [Int32] = []
+        ids.reserveCapacity(min(maxLength, text.utf8.count + 2))
+        encode(text, maxLength: maxLength, appendingTo: &ids)
+        return ids
+    }
+
+    /// Appends the ids of `text` to `ids`; no allocation when `ids` has room for `maxLength` more.
+    public func encode(_ text: String, maxLength: Int, appendingTo ids: inout [Int32]) {
+        var text = text
+        text.withUTF8 { encode(utf8: $0, maxLength: maxLength, appendingTo: &ids) }
+    }
+
+    /// Appends the ids of UTF-8 `text` to `ids`. Invalid UTF-8 bytes are treated as U+FFFD
+    /// (which the normalizer removes). Requires `maxLength >= 2`.
+    public func encode(utf8 text: UnsafeBufferPointer<UInt8>, maxLength: Int, appendingTo ids: inout [Int32]) {
+        precondition(maxLength >= 2, "maxLength must leave room for [CLS] and [SEP]")
+        ids.append(classifierTokenId)
+        let wordCapacity = maxInputCharactersPerWord * 4 + 8
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: wordCapacity) { word in
+            withUnsafeTemporaryAllocation(of: Int32.self, capacity: wordCapacity) { pieces in
+                withUnsafeTemporaryAllocation(of: NormalizedScalar.self, capacity: 32) { expansion in
+                    var encoder = Encoder(tokenizer: self, word: word, pieces: pieces, expansion: expansion,
+                                          limit: maxLength - 2)
+                    encoder.run(text, ids: &ids)
+                }
+            }
+        }
+        ids.append(separatorTokenId)
+    }
+
+    /// The state of one `encode` call: the word being built and the pieces budget.
+    private struct Encoder {
+        let tokenizer: BertTokenizer
+        let word: UnsafeMutableBufferPointer<UInt8>        // normalized bytes of the current word
+        let pieces: UnsafeMutableBufferPointer<Int32>      // word pieces of the current word
+        let expansion: UnsafeMutableBufferPointer<NormalizedScalar>
+        var wordByteCount = 0
+        var wordCharacterCount = 0                         // normalized scalars
+        var remaining: Int                                 // word pieces we may still emit
+        let maxCharacters: Int
+
+        init(tokenizer: BertTokenizer, word: UnsafeMutableBufferPointer<UInt8>,
+             pieces: UnsafeMutableBufferPointer<Int32>, expansion: UnsafeMutableBufferPointer<NormalizedScalar>,
+             limit: Int) {
+            self.tokenizer = tokenizer
+            self.word = word
+            self.pieces = pieces
+            self.expansion = expansion
+            self.remaining = limit
+            self.maxCharacters = tokenizer.maxInputCharactersPerWord
+        }
+
+        @inline(__always)
+        mutating func emit(_ id: Int32, _ ids: inout [Int32]) {
+            if remaining > 0 {
+                ids.append(id)
+                remaining -= 1
+            }
+        }
+
+        @inline(__always)
+        mutating func appendToWord(_ byte: UInt8) {
+            if wordCharacterCount < maxCharacters {
+                word[wordByteCount] = byte
+                wordByteCount += 1
+            }
+            wordCharacterCount += 1
+        }
+
+        @inline(__always)
+        mutating func appendScalarToWord(_ value: UInt32) {
+            if wordCharacterCount < maxCharacters {
+                wordByteCount += writeUTF8(value, to: word.baseAddress! + wordByteCount)
+            }
+            wordCharacterCount += 1
+        }
+
+        /// WordPiece of the current word: greedy longest match; any unmatched rest makes the
+        /// whole word one [UNK] (as in HF).
+        mutating func flushWord(_ ids: inout [Int32]) {
+            guard wordCharacterCount > 0 else { return }
+            defer {
+                wordByteCount = 0
+                wordCharacterCount = 0
+            }
+            if wordCharacterCount > maxCharacters {
+                emit(tokenizer.unknownTokenId, &ids)
+                return
+            }
+            let trie = tokenizer.trie
+            let bytes = word.baseAddress!
+            let length = wordByteCount
+            var pieceCount = 0
+            var start = 0
+            trie.tokenIdOfNode.withUnsafeBufferPointer { tokenIdOfNode in
+                while start < length {
+                    let dense = start == 0 ? trie.wordStartChildren : trie.continuationChildren
+                    var node = dense[Int(bytes[start])]
+                    var bestEnd = -1
+                    var bestId: Int32 = -1
+                    var position = start + 1
+                    while node >= 0 {
+                        let id = tokenIdOfNode[Int(node)]
+                        if id >= 0 {
+                            bestEnd = position
+                            bestId = id
+                        }
+                        if position == length { break }
+                        node = trie.child(node, bytes[position])
+                        position += 1
+                    }
+                    if bestId < 0 {
+                        pieceCount = -1
+                        return
+                    }
+                    pieces[pieceCount] = bestId
+                    pieceCount += 1
+                    start = bestEnd
+                }
+            }
+            if pieceCount < 0 {
+                emit(tokenizer.unknownTokenId, &ids)
+                return
+            }
+            for index in 0..<pieceCount {
+                emit(pieces[index], &ids)
+            }
+        }
+
+        /// A character that is a word of its own (punctuation).
+        mutating func emitIsolated(_ value: UInt32, _ ids: inout [Int32]) {
+            if value < 0x80 {
+                emit(tokenizer.asciiCharacterIds[Int(value)], &ids)
+                return
+            }
+            var buffer: (UInt32, UInt32) = (0, 0)  // 8 bytes of room for one UTF-8 scalar
+            let id = withUnsafeMutableBytes(of: &buffer) { raw -> Int32 in
+                let base = raw.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                let count = writeUTF8(value, to: base)
+                return tokenizer.trie.lookup(UnsafeBufferPointer(start: base, count: count), from: 0)
+            }
+            emit(id >= 0 ? id : tokenizer.unknownTokenId, &ids)
+        }
+
+        /// Length of the literal (special) token starting at `index`, with its id, or nil.
+        @inline(__always)
+        func literalToken(at index: Int, in text: UnsafeBufferPointer<UInt8>) -> (length: Int, id: Int32)? {
+            for (tokenIndex, bytes) in tokenizer.literalTokenBytes.enumerated() {
+                let length = bytes.count
+                if index + length > text.count { continue }
+                var matches = true
+                for offset in 0..<length where text[index + offset] != bytes[offset] {
+                    matches = false
+                    break
+                }
+                if matches { return (length, tokenizer.literalTokens[tokenIndex].id) }
+            }
+            return nil
+        }
+
+        mutating func run(_ text: UnsafeBufferPointer<UInt8>, ids: inout [Int32]) {
+            let count = text.count
+            var index = 0
+            let asciiKinds = tokenizer.normalizer.asciiKinds
+            let asciiNormalized = tokenizer.normalizer.asciiNormalized
+            let literalFirstBytes = tokenizer.literalTokenFirstBytes
+            while index < count && remaining > 0 {
+                let byte = text[index]
+                if literalFirstBytes[Int(byte)], let literal = literalToken(at: index, in: text) {
+                    flushWord(&ids)
+                    emit(literal.id, &ids)
+                    index += literal.length
+                    continue
+                }
+                if byte < 0x80 {
+                    switch asciiKinds[Int(byte)] {
+                    case ASCIIKind.word:
+                        appendToWord(asciiNormalized[Int(byte)])
+                    case ASCIIKind.whitespace:
+                        flushWord(&ids)
+                    case ASCIIKind.isolated:
+                        flushWord(&ids)
+                        emit(tokenizer.asciiCharacterIds[Int(byte)], &ids)
+                    default:
+                        break  // removed control character
+                    }
+                    index += 1
+                    continue
+                }
+                let (value, length) = decodeUTF8(text, at: index)
+                index += length
+                let expandedCount = tokenizer.normalizer.normalize(value, into: expansion)
+                for position in 0..<expandedCount {
+                    let packed = expansion[position]
+                    switch scalarKind(packed) {
+                    case PieceKind.normal.rawValue:
+                        appendScalarToWord(scalarValue(packed))
+                    case PieceKind.isolated.rawValue:
+                        flushWord(&ids)
+                        emitIsolated(scalarValue(packed), &ids)
+                    default:
+                        flushWord(&ids)
+                    }
+                }
+            }
+            flushWord(&ids)
+        }
+    }
+}
+
+/// Decodes the scalar starting at `index` (a non-ASCII lead byte). Invalid or truncated
+/// sequences give U+FFFD and consume one byte.
+@inline(__always)
+func decodeUTF8(_ text: UnsafeBufferPointer<UInt8>, at index: Int) -> (value: UInt32, length: Int) {
+    let count = text.count
+    let lead = UInt32(text[index])
+    @inline(__always) func continuation(_ offset: Int, _ low: UInt8 = 0x80, _ high: UInt8 = 0xBF) -> UInt32? {
+        guard index + offset < count else { return nil }
+        let byte = text[index + offset]
+        guard byte >= low && byte <= high else { return nil }
+        return UInt32(byte & 0x3F)
+    }
+    switch lead {
+    case 0xC2...0xDF:
+        if let b1 = continuation(1) { return (((lead & 0x1F) << 6) | b1, 2) }
+    case 0xE0...0xEF:
+        let low: UInt8 = lead == 0xE0 ? 0xA0 : 0x80
+        let high: UInt8 = lead == 0xED ? 0x9F : 0xBF
+        if let b1 = continuation(1, low, high), let b2 = continuation(2) {
+            return (((lead & 0x0F) << 12) | (b1 << 6) | b2, 3)
+        }
+    case 0xF0...0xF4:
+        let low: UInt8 = lead == 0xF0 ? 0x90 : 0x80
+        let high: UInt8 = lead == 0xF4 ? 0x8F : 0xBF
+        if let b1 = continuation(1, low, high), let b2 = continuation(2), let b3 = continuation(3) {
+            return (((lead & 0x07) << 18) | (b1 << 12) | (b2 << 6) | b3, 4)
+        }
+    default:
+        break
+    }
+    return (0xFFFD, 1)
+}
+
+/// Writes the UTF-8 form of a scalar value (at most 4 bytes); returns the byte count.
+@inline(__always)
+func writeUTF8(_ value: UInt32, to output: UnsafeMutablePointer<UInt8>) -> Int {
+    if value < 0x80 {
+        output[0] = UInt8(value)
+        return 1
+    } else if value < 0x800 {
+        output[0] = UInt8(0xC0 | (value >> 6))
+        output[1] = UInt8(0x80 | (value & 0x3F))
+        return 2
+    } else if value < 0x10000 {
+        output[0] = UInt8(0xE0 | (value >> 12))
+        output[1] = UInt8(0x80 | ((value >> 6) & 0x3F))
+        output[2] = UInt8(0x80 | (value & 0x3F))
+        return 3
+    } else {
+        output[0] = UInt8(0xF0 | (value >> 18))
+        output[1] = UInt8(0x80 | ((value >> 12) & 0x3F))
+        output[2] = UInt8(0x80 | ((value >> 6) & 0x3F))
+        output[3] = UInt8(0x80 | (value & 0x3F))
+        return 4
+    }
+}

@@ -1,0 +1,450 @@
+import ArgumentParser
+import Distributed
+import Foundation
+import Synchronization
+
+/// `bert-dist bench-comm`: developer tool for the communication layer. Runs alone (MPI singleton),
+/// under `mpirun -n N`, or (for --check) with N simulated ranks in one process.
+///   --check      every collective on awkward sizes, verified bit for bit against sums computed
+///                independently in rank order; exits non-zero on any mismatch.
+///   (default)    times the bucketed GradientSynchronizer against one plain MPI_Allreduce of the
+///                same bytes, for MiniLM- and BERT-base-sized arenas; medians of the slowest rank.
+struct BenchCommCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-comm",
+        abstract: "Developer tool: verify (--check) or time the gradient communication, alone or under mpirun.",
+        discussion: """
+            Examples:
+              mpirun -n 4 bert-dist bench-comm --check
+              bert-dist bench-comm --check --simulate-ranks 8
+              mpirun -n 2 bert-dist bench-comm --sizes minilm,bert-base --repetitions 7 --json
+            """)
+
+    @Flag(help: "Verify every collective on awkward sizes instead of timing; exit non-zero on any mismatch.")
+    var check = false
+
+    @Option(help: "With --check: run N ranks as threads of this process instead of MPI.")
+    var simulateRanks: Int?
+
+    @Option(help: "Arena sizes to time: minilm (22.7 M floats), bert-base (109.5 M floats) or a float count.")
+    var sizes: String = "minilm,bert-base"
+
+    @Option(help: "Timed repetitions per measurement (after one warm-up); the median is reported.")
+    var repetitions: Int = 7
+
+    @Option(help: "Gradient bucket size in MB (10^6 bytes).")
+    var bucketMB: Double = 25
+
+    @Option(help: "Also time a simulated backward of 12 layers of this many milliseconds each, with and without progress() between layers (0: skip).")
+    var overlapLayerMs: Double = 0
+
+    @Flag(help: "Print one JSON object instead of a table.")
+    var json = false
+
+    @Option(help: .hidden)
+    var soakSeconds: Double?
+
+    @Flag(help: .hidden)
+    var stopOnSignal = false
+
+    func validate() throws {
+        if let simulateRanks, simulateRanks < 1 { throw ValidationError("--simulate-ranks must be at least 1") }
+        if simulateRanks != nil && !check { throw ValidationError("--simulate-ranks only applies to --check") }
+        if repetitions < 1 { throw ValidationError("--repetitions must be at least 1") }
+        if bucketMB <= 0 { throw ValidationError("--bucket-mb must be positive") }
+        _ = try parsedSizes()
+    }
+
+    var bucketFloats: Int { max(1, Int(bucketMB * 1_000_000 / 4)) }
+
+    func parsedSizes() throws -> [(name: String, floats: Int)] {
+        try sizes.split(separator: ",").map { item in
+            switch item {
+            case "minilm": return ("minilm", 22_714_756)  // MiniLM-L6-H384 with a 4-class head
+            case "bert-base": return ("bert-base", 109_485_316)  // bert-base-uncased with a 4-class head
+            default:
+                guard let floats = Int(item), floats >= 0 else {
+                    throw ValidationError("--sizes: '\(item)' is not minilm, bert-base or a float count")
+                }
+                return (String(item), floats)
+            }
+        }
+    }
+
+    func run() throws {
+        if check, let simulateRanks {
+            let outcomes = try InProcessGroup.run(worldSize: simulateRanks) { communicator in
+                try CommunicationChecks(communicator: communicator).run()
+            }
+            let failures = outcomes.flatMap(\.failures)
+            for failure in failures { FileHandle.standardError.write(Data("\(failure)\n".utf8)) }
+            try reportChecks(checkCount: outcomes[0].checkCount, failureCount: failures.count,
+                             worldSize: simulateRanks, mode: "simulated ranks")
+            return
+        }
+        let communicator = try MPICommunicator()
+        do {
+            if check {
+                let outcome = try CommunicationChecks(communicator: communicator).run()
+                for failure in outcome.failures { FileHandle.standardError.write(Data("\(failure)\n".utf8)) }
+                let failureCount = Int(try communicator.allReduce(Double(outcome.failures.count), .sum))
+                try communicator.finalize()
+                if communicator.rank == 0 {
+                    try reportChecks(checkCount: outcome.checkCount, failureCount: failureCount,
+                                     worldSize: communicator.worldSize, mode: "MPI ranks")
+                } else if failureCount > 0 {
+                    throw ExitCode.failure
+                }
+            } else if let soakSeconds {
+                try soak(communicator: communicator, seconds: soakSeconds)
+                try communicator.finalize()
+            } else {
+                try benchmark(communicator: communicator)
+                try communicator.finalize()
+            }
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            // A rank that cannot continue ends the whole job rather than leaving its peers waiting.
+            if communicator.worldSize > 1 { communicator.abort(message: "\(error)") }
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+
+    private func reportChecks(checkCount: Int, failureCount: Int, worldSize: Int, mode: String) throws {
+        if failureCount == 0 {
+            print("bench-comm --check: all \(checkCount) checks passed on each of \(worldSize) \(mode)")
+        } else {
+            FileHandle.standardError.write(Data("error: bench-comm --check: \(failureCount) mismatches on \(worldSize) \(mode) (listed above)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+
+    // MARK: - benchmark
+
+    private func benchmark(communicator: MPICommunicator) throws {
+        let rank = communicator.rank
+        var results: [[String: Any]] = []
+        if rank == 0 && !json {
+            print("bench-comm: \(communicator.worldSize) ranks, buckets of \(bucketMB) MB (\(bucketFloats) floats), "
+                + "medians over \(repetitions) repetitions of the slowest rank's time")
+            print("size        floats       MPI_Allreduce   bucketed (ratio)     sharded+gather (ratio)")
+        }
+        for (name, floats) in try parsedSizes() {
+            let arena = UnsafeMutableBufferPointer<Float>.allocate(capacity: floats)
+            defer { arena.deallocate() }
+            arena.initialize(repeating: 1e-3)
+
+            let plainSeconds = try medianOfSlowestRank(communicator) { try communicator.allReduceSumInPlace(arena) }
+            var bucketedSeconds = 0.0, shardedSeconds = 0.0, overlap: [String: Double] = [:]
+            do {
+                let synchronizer = try GradientSynchronizer(communicator: communicator, gradients: arena,
+                                                            bucketFloats: bucketFloats, shardOptimizer: false)
+                bucketedSeconds = try medianOfSlowestRank(communicator) { try synchronizer.finish() }
+                if overlapLayerMs > 0 { overlap = try measureOverlap(communicator: communicator, synchronizer: synchronizer) }
+            }
+            do {
+                let synchronizer = try GradientSynchronizer(communicator: communicator, gradients: arena,
+                                                            bucketFloats: bucketFloats, shardOptimizer: true)
+                let layout = synchronizer.layout
+                shardedSeconds = try medianOfSlowestRank(communicator) {
+                    try synchronizer.finish()
+                    try communicator.gatherParameters(arena, layout: layout)
+                }
+            }
+            var result: [String: Any] = [
+                "name": name, "floats": floats,
+                "allreduce_s_median": plainSeconds, "bucketed_s_median": bucketedSeconds,
+                "bucketed_over_allreduce": bucketedSeconds / plainSeconds,
+                "sharded_reduce_plus_gather_s_median": shardedSeconds,
+                "sharded_over_allreduce": shardedSeconds / plainSeconds,
+            ]
+            for (key, value) in overlap { result[key] = value }
+            results.append(result)
+            if rank == 0 && !json {
+                let label = name.padding(toLength: 11, withPad: " ", startingAt: 0)
+                print(label + String(format: " %-12d %8.4f s      %8.4f s (%.3f)    %8.4f s (%.3f)", floats,
+                                     plainSeconds, bucketedSeconds, bucketedSeconds / plainSeconds,
+                                     shardedSeconds, shardedSeconds / plainSeconds))
+                if !overlap.isEmpty {
+                    for key in overlap.keys.sorted() { print(String(format: "    %@: %.4f s", key as NSString, overlap[key]!)) }
+                }
+            }
+        }
+        if rank == 0 && json {
+            let object: [String: Any] = ["ranks": communicator.worldSize, "bucket_floats": bucketFloats,
+                                         "repetitions": repetitions, "results": results]
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        }
+    }
+
+    /// One warm-up, then `repetitions` timed runs; each run's time is the slowest rank's.
+    private func medianOfSlowestRank(_ communicator: any Communicator, _ operation: () throws -> Void) throws -> Double {
+        var times: [Double] = []
+        for repetition in 0 ... repetitions {
+            try communicator.barrier()
+            let start = Date.timeIntervalSinceReferenceDate
+            try operation()
+            let seconds = try communicator.allReduce(Date.timeIntervalSinceReferenceDate - start, .max)
+            if repetition > 0 { times.append(seconds) }
+        }
+        times.sort()
+        return times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
+    }
+
+    /// A simulated backward of 12 equal layers, `overlapLayerMs` of arithmetic each, reporting each
+    /// layer's gradients ready as it finishes. Returns medians of the whole step and of the wait in
+    /// finish(), for: compute only; readiness without progress(); progress() once between layers;
+    /// progress() about every millisecond inside the layers (what a kernel-level hook could do).
+    private func measureOverlap(communicator: any Communicator, synchronizer: GradientSynchronizer) throws -> [String: Double] {
+        let layerCount = 12
+        let floats = synchronizer.gradients.count
+        var results: [String: Double] = [:]
+        for variant in ["compute_only", "no_progress", "progress_between_layers", "progress_every_ms"] {
+            var waits: [Double] = []
+            let step = try medianOfSlowestRank(communicator) {
+                for layer in stride(from: layerCount - 1, through: 0, by: -1) {
+                    try simulatedLayerCompute(milliseconds: overlapLayerMs,
+                                              progressEveryMillisecond: variant == "progress_every_ms" ? synchronizer : nil)
+                    if variant == "compute_only" { continue }
+                    try synchronizer.gradientsReady(downTo: floats * layer / layerCount)
+                    if variant != "no_progress" { try synchronizer.progress() }
+                }
+                if variant != "compute_only" {
+                    try synchronizer.finish()
+                    waits.append(synchronizer.lastWaitSeconds)
+                }
+            }
+            results["overlap_\(variant)_step_s"] = step
+            if !waits.isEmpty {
+                waits.sort()
+                results["overlap_\(variant)_finish_wait_s"] = waits[waits.count / 2]
+            }
+        }
+        return results
+    }
+
+    private func simulatedLayerCompute(milliseconds: Double, progressEveryMillisecond synchronizer: GradientSynchronizer?) throws {
+        let end = Date.timeIntervalSinceReferenceDate + milliseconds / 1000
+        var nextProgress = Date.timeIntervalSinceReferenceDate + 0.001
+        var accumulator: Float = 1
+        while Date.timeIntervalSinceReferenceDate < end {
+            for index in 0 ..< 10_000 { accumulator = accumulator * 0.999_999 + Float(index & 7) * 1e-9 }
+            if let synchronizer, Date.timeIntervalSinceReferenceDate >= nextProgress {
+                try synchronizer.progress()
+                nextProgress += 0.001
+            }
+        }
+        if accumulator.isNaN { print("") }  // keeps the loop from being optimised away
+    }
+
+    // MARK: - soak (fault and signal tests)
+
+    /// Runs synchroniser steps for `seconds` so a test can kill a rank or signal mpirun mid-collective.
+    /// Prints `bench-comm: rank R pid P soaking` once per rank, then reports signals as they arrive.
+    /// With --stop-on-signal, a signal on any rank stops every rank after the current step (decided
+    /// collectively), exit 0: the pattern the trainer uses for preemption.
+    private func soak(communicator: MPICommunicator, seconds: Double) throws {
+        for signalNumber in [SIGTERM, SIGINT, SIGUSR1] {
+            signal(signalNumber) { number in receivedSignal.store(number, ordering: .relaxed) }
+        }
+        let rank = communicator.rank
+        let arena = UnsafeMutableBufferPointer<Float>.allocate(capacity: 1 << 20)
+        defer { arena.deallocate() }
+        arena.initialize(repeating: 0)
+        let synchronizer = try GradientSynchronizer(communicator: communicator, gradients: arena,
+                                                    bucketFloats: 1 << 16, shardOptimizer: false)
+        printFlushed("bench-comm: rank \(rank) pid \(getpid()) soaking")
+        let start = Date.timeIntervalSinceReferenceDate
+        var signalSeenAt: Double? = nil
+        var lastReport = 0.0
+        while Date.timeIntervalSinceReferenceDate - start < seconds {
+            try synchronizer.finish()
+            let signalNumber = receivedSignal.load(ordering: .relaxed)
+            let now = Date.timeIntervalSinceReferenceDate
+            if signalNumber != 0 && signalSeenAt == nil {
+                signalSeenAt = now
+                printFlushed("bench-comm: rank \(rank) received signal \(signalNumber)")
+            }
+            if stopOnSignal {
+                if try communicator.anyRank(signalNumber != 0) {
+                    printFlushed("bench-comm: rank \(rank) stopping after the current step")
+                    return
+                }
+            } else if let signalSeenAt, now - lastReport >= 0.1 {
+                lastReport = now
+                printFlushed(String(format: "bench-comm: rank %d alive %.1f s after the signal", rank, now - signalSeenAt))
+            }
+            usleep(1000)
+        }
+    }
+
+    private func printFlushed(_ line: String) {
+        FileHandle.standardOutput.write(Data((line + "\n").utf8))  // unbuffered: tests read it as it happens
+    }
+}
+
+/// The last signal number received by the soak loop (written in the signal handler; atomics are
+/// async-signal-safe).
+private let receivedSignal = Atomic<Int32>(0)
+
+/// Every collective of the communication layer on awkward sizes, verified against values computed
+/// independently: each rank fills its buffers with values derived from (rank, index), and the
+/// expected sum of index i is formed here in rank order, so the synchroniser must match it bit for bit.
+struct CommunicationChecks {
+    let communicator: any Communicator
+
+    /// Counts the checks made and records the mismatches (prefixed with the rank).
+    final class Log {
+        var checkCount = 0
+        var failures: [String] = []
+        let rank: Int
+        init(rank: Int) { self.rank = rank }
+        func expect(_ condition: Bool, _ failure: @autoclosure () -> String) {
+            checkCount += 1
+            if !condition { failures.append("rank \(rank): \(failure())") }
+        }
+    }
+
+    /// The number of checks made on this rank and the mismatches found (empty when all is right).
+    func run() throws -> (checkCount: Int, failures: [String]) {
+        let log = Log(rank: rank)
+        try checkBarrierAndBroadcast(log)
+        try checkReductions(log)
+        try checkGathers(log)
+        // (floats, bucket floats): empty arena; arena smaller than the world (shards of size 0 from
+        // 4 ranks on); buckets of one float; buckets not dividing the arena; one bucket; bucket larger
+        // than the arena; several MB with odd sizes.
+        let cases = [(0, 16), (3, 1), (1000, 7), (1000, 64), (1001, 1001), (1001, 5000), (100_003, 10_000), ((1 << 20) + 5, 250_000)]
+        for (floats, bucketFloats) in cases {
+            for shardOptimizer in [false, true] {
+                try checkSynchronizer(floats: floats, bucketFloats: bucketFloats, shardOptimizer: shardOptimizer, log)
+            }
+        }
+        for floats in [0, 3, 17, 100_003] { try checkGatherParameters(floats: floats, log) }
+        try checkReplicaRepair(log)
+        try checkSameResultOnEveryRank(log)
+        return (log.checkCount, log.failures)
+    }
+
+    private var rank: Int { communicator.rank }
+    private var worldSize: Int { communicator.worldSize }
+
+    private func checkBarrierAndBroadcast(_ log: Log) throws {
+        try communicator.barrier()
+        for root in 0 ..< worldSize {
+            for count in [0, 1, 13, 4099] {
+                var bytes = [UInt8](repeating: UInt8(rank), count: count)
+                if rank == root { for index in 0 ..< count { bytes[index] = UInt8(truncatingIfNeeded: 31 * root + index) } }
+                try bytes.withUnsafeMutableBytes { try communicator.broadcast($0, root: root) }
+                log.expect(bytes == (0 ..< count).map { UInt8(truncatingIfNeeded: 31 * root + $0) },
+                           "broadcast of \(count) bytes from rank \(root): wrong bytes")
+            }
+        }
+    }
+
+    private func checkReductions(_ log: Log) throws {
+        func contribution(_ rank: Int) -> [Double] { [Double(rank) * 0.1 + 1e15 * Double(rank % 2 == 0 ? 1 : -1), Double(rank), -Double(rank) / 3] }
+        let values = contribution(rank)
+        var expectedSum = contribution(0)
+        for other in 1 ..< worldSize { for index in 0 ..< 3 { expectedSum[index] += contribution(other)[index] } }
+        let sum = try communicator.allReduce(values, .sum)
+        log.expect(sum.map(\.bitPattern) == expectedSum.map(\.bitPattern), "allReduce sum: \(sum) != \(expectedSum)")
+        let maximum = try communicator.allReduce(values, .max)
+        let expectedMaximum = (0 ..< 3).map { index in (0 ..< worldSize).map { contribution($0)[index] }.max()! }
+        log.expect(maximum == expectedMaximum, "allReduce max: \(maximum) != \(expectedMaximum)")
+        let minimum = try communicator.allReduce(values, .min)
+        let expectedMinimum = (0 ..< 3).map { index in (0 ..< worldSize).map { contribution($0)[index] }.min()! }
+        log.expect(minimum == expectedMinimum, "allReduce min: \(minimum) != \(expectedMinimum)")
+        log.expect(try communicator.anyRank(rank == worldSize - 1), "anyRank missed the last rank's flag")
+        log.expect(try communicator.allReduce(rank == 0 ? Double.nan : 0, .max).isNaN, "allReduce max lost a NaN")
+    }
+
+    private func checkGathers(_ log: Log) throws {
+        let words = try communicator.allGather(UInt64(rank) << 40 | 7)
+        log.expect(words == (0 ..< worldSize).map { UInt64($0) << 40 | 7 }, "allGather of UInt64: \(words)")
+        let strings = try communicator.allGather(bytes: [UInt8](repeating: UInt8(rank), count: rank % 3))
+        log.expect(strings == (0 ..< worldSize).map { [UInt8](repeating: UInt8($0), count: $0 % 3) },
+                   "allGather of byte strings: \(strings)")
+    }
+
+    private func checkSynchronizer(floats: Int, bucketFloats: Int, shardOptimizer: Bool, _ log: Log) throws {
+        let arena = UnsafeMutableBufferPointer<Float>.allocate(capacity: floats)
+        defer { arena.deallocate() }
+        let synchronizer = try GradientSynchronizer(communicator: communicator, gradients: arena,
+                                                    bucketFloats: bucketFloats, shardOptimizer: shardOptimizer)
+        let checked = shardOptimizer ? synchronizer.layout.range(of: rank) : 0 ..< floats
+        for step in 0 ..< 2 {
+            for index in 0 ..< floats { arena[index] = checkValue(rank: rank, index: index, step: step) }
+            let layerCount = 6
+            for layer in stride(from: layerCount - 1, through: 0, by: -1) {
+                try synchronizer.gradientsReady(downTo: floats * layer / layerCount)
+                try synchronizer.progress()
+            }
+            try synchronizer.finish()
+            var mismatches = 0, firstMismatch = -1
+            for index in checked {
+                var expected = checkValue(rank: 0, index: index, step: step)
+                for other in 1 ..< max(worldSize, 1) { expected += checkValue(rank: other, index: index, step: step) }
+                if arena[index].bitPattern != expected.bitPattern {
+                    mismatches += 1
+                    if firstMismatch < 0 { firstMismatch = index }
+                }
+            }
+            log.expect(mismatches == 0,
+                       "GradientSynchronizer(\(floats) floats, buckets of \(bucketFloats), shardOptimizer: \(shardOptimizer)) "
+                           + "step \(step): \(mismatches) floats differ from the rank-order sum, first at index \(firstMismatch)")
+        }
+    }
+
+    private func checkGatherParameters(floats: Int, _ log: Log) throws {
+        let layout = ShardLayout(totalCount: floats, worldSize: worldSize)
+        let own = layout.range(of: rank)
+        var parameters = (0 ..< floats).map { own.contains($0) ? checkValue(rank: 99, index: $0, step: 0) : Float(rank) }
+        try parameters.withUnsafeMutableBufferPointer { try communicator.gatherParameters($0, layout: layout) }
+        log.expect(parameters.map(\.bitPattern) == (0 ..< floats).map { checkValue(rank: 99, index: $0, step: 0).bitPattern },
+                   "gatherParameters of \(floats) floats: wrong values")
+    }
+
+    private func checkReplicaRepair(_ log: Log) throws {
+        var parameters = (0 ..< 1003).map { checkValue(rank: 0, index: $0, step: 5) }
+        var moments = (0 ..< 17).map { checkValue(rank: 0, index: $0, step: 6) }
+        let perturbed = worldSize > 1 ? [worldSize - 1] : []
+        if perturbed.contains(rank) { parameters[1002] = parameters[1002].nextUp; moments[0] = -moments[0] }
+        let differing = try parameters.withUnsafeMutableBufferPointer { parameterBuffer in
+            try moments.withUnsafeMutableBufferPointer { momentBuffer in
+                try ensureReplicasMatch(buffers: [parameterBuffer, momentBuffer], communicator: communicator)
+            }
+        }
+        log.expect(differing == perturbed, "ensureReplicasMatch reported \(differing), expected \(perturbed)")
+        log.expect(parameters == (0 ..< 1003).map { checkValue(rank: 0, index: $0, step: 5) }
+                       && moments == (0 ..< 17).map { checkValue(rank: 0, index: $0, step: 6) },
+                   "ensureReplicasMatch did not repair the buffers from rank 0")
+    }
+
+    /// The unsharded synchroniser leaves identical bits on every rank (compared by checksum).
+    private func checkSameResultOnEveryRank(_ log: Log) throws {
+        let floats = 50_001
+        let arena = UnsafeMutableBufferPointer<Float>.allocate(capacity: floats)
+        defer { arena.deallocate() }
+        for index in 0 ..< floats { arena[index] = checkValue(rank: rank, index: index, step: 9) }
+        let synchronizer = try GradientSynchronizer(communicator: communicator, gradients: arena, bucketFloats: 4096, shardOptimizer: false)
+        try synchronizer.finish()
+        let sums = try communicator.allGather(checksum(UnsafeBufferPointer(arena)))
+        log.expect(Set(sums).count == 1, "ranks hold different gradient sums: checksums \(sums)")
+    }
+
+    /// A Float derived from (rank, index, step): random sign and mantissa, exponent in 2^-8 ... 2^8,
+    /// so that a different order of addition changes the rounded sum.
+    private func checkValue(rank: Int, index: Int, step: Int) -> Float {
+        var state = UInt64(truncatingIfNeeded: rank) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(truncatingIfNeeded: index) &* 0xBF58_476D_1CE4_E5B9
+            ^ UInt64(truncatingIfNeeded: step) &* 0x94D0_49BB_1331_11EB
+        state = (state ^ (state >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        state = (state ^ (state >> 27)) &* 0x94D0_49BB_1331_11EB
+        state ^= state >> 31
+        let bits = UInt32(state & 1) << 31 | UInt32(127 - 8 + Int((state >> 1) % 17)) << 23 | UInt32((state >> 8) & 0x7F_FFFF)
+        return Float(bitPattern: bits)
+    }
+}
