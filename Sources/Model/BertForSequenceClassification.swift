@@ -211,7 +211,7 @@ public final class BertForSequenceClassification {
     /// embeddings) it calls `parametersFinished(offset)`: every gradient at arena offset >=
     /// `offset` is final for this micro-batch — the hook that starts gradient communication.
     public func backward(_ batch: PackedBatch, dropout: DropoutContext?, lossScale: Float,
-                         parametersFinished: (Int) -> Void = { _ in }) throws {
+                         parametersFinished: (Int) throws -> Void = { _ in }) throws {
         let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount, K = labelCount
         let T = batch.tokenCount, B = batch.sequenceCount
         precondition(B == lastSequenceCount, "backward must follow forward of the same batch")
@@ -255,7 +255,7 @@ public final class BertForSequenceClassification {
                            dBias: grads.base + p["bert.pooler.dense.bias"].offset, dOut: a.dPooled, input: a.clsHidden,
                            weight: params.base + p["bert.pooler.dense.weight"].offset, rows: B, inFeatures: C, outFeatures: C)
             try checked(a.dClsHidden, B * C, "pooler input gradient (backward)")
-            parametersFinished(p.layerStarts[config.layerCount])
+            try parametersFinished(p.layerStarts[config.layerCount])
 
             // Only the [CLS] rows of the last hidden state reach the loss.
             a.dHidden.update(repeating: 0, count: T * C)
@@ -296,7 +296,7 @@ public final class BertForSequenceClassification {
                 linearBackward(dInput: a.dHidden, dWeight: g.qkvWeight, dBias: g.qkvBias, dOut: a.dQKV, input: x,
                                weight: w.qkvWeight, rows: T, inFeatures: C, outFeatures: 3 * C, accumulateInput: true)
                 try checked(a.dHidden, T * C, "layer \(l) input gradient (backward)")
-                parametersFinished(p.layerStarts[l])
+                try parametersFinished(p.layerStarts[l])
             }
 
             // Embeddings: dropout, LayerNorm, scatter into the three tables.
@@ -311,7 +311,7 @@ public final class BertForSequenceClassification {
                               dOut: a.dResidual, tokenIds: ids.baseAddress!, positions: positions.baseAddress!,
                               tokenTypeIds: types.baseAddress!, tokens: T, hidden: C)
             try checked(a.dResidual, T * C, "embeddings gradient (backward)")
-            parametersFinished(0)
+            try parametersFinished(0)
         }}}}}}}
     }
 }

@@ -78,6 +78,14 @@ public struct ParameterLayout: Sendable {
 
     public func contains(_ name: String) -> Bool { indexByName[name] != nil }
 
+    /// Identifies the layout (names, shapes, offsets): optimizer state saved as ranges of one
+    /// layout is only meaningful to a model with the same fingerprint.
+    public var fingerprint: String {
+        var text = "bert-layout-v1"
+        for t in tensors { text += "|\(t.name):\(t.shape):\(t.offset)" }
+        return "bert-layout-v1:" + String(text.hashValueStable, radix: 16)
+    }
+
     /// Offset of each tensor's first element, as a pointer into `arena`.
     public func pointer(_ name: String, in arena: FloatArena) -> UnsafeMutablePointer<Float> {
         arena.base + self[name].offset

@@ -1,0 +1,160 @@
+import Distributed
+import Foundation
+import Model
+
+/// One rank's copy of the model and its part of the optimizer, and the algorithm of one
+/// data-parallel step:
+///
+///   zero gradients; for each micro-batch: forward, backward (gradients accumulate; on the
+///   last micro-batch each finished layer starts its bucket's communication);
+///   finish the gradient sum; global norm (each rank measures its own shard, one small
+///   collective adds them in rank order); skip the step everywhere if it is not finite; else
+///   clip, AdamW on this rank's range (all of it, or its ZeRO-1 shard), and with sharding
+///   gather the updated parameters.
+///
+/// Every rank ends a step with bit-identical parameters (sums are done in rank order by the
+/// shard owner), so `-n N` under mpirun and `--simulate-ranks N` in one process agree exactly.
+final class Replica {
+    let model: BertForSequenceClassification
+    let optimizer: AdamOptimizer
+    let communicator: any Communicator
+    let synchronizer: GradientSynchronizer
+    let shards: ShardLayout
+    let shardOptimizer: Bool
+    private var batch = PackedBatch()
+
+    init(model: BertForSequenceClassification, hyperparameters: AdamHyperparameters, communicator: any Communicator,
+         shardOptimizer: Bool, bucketFloats: Int) throws {
+        self.model = model
+        self.communicator = communicator
+        self.shardOptimizer = shardOptimizer
+        shards = ShardLayout(totalCount: model.layout.totalCount, worldSize: communicator.worldSize)
+        let optimizerRange = shardOptimizer ? shards.range(of: communicator.rank) : 0..<model.layout.totalCount
+        optimizer = AdamOptimizer(hyperparameters: hyperparameters, layout: model.layout, range: optimizerRange)
+        synchronizer = try GradientSynchronizer(communicator: communicator, gradients: model.gradients.buffer,
+                                                bucketFloats: bucketFloats, shardOptimizer: shardOptimizer)
+    }
+
+    func reserve(microBatchSize: Int, maxSequenceLength: Int) {
+        model.reserve(sequences: microBatchSize, longestSequence: maxSequenceLength)
+        batch.reserve(tokens: microBatchSize * maxSequenceLength, sequences: microBatchSize)
+    }
+
+    struct Outcome {
+        /// Σ over the global batch (all ranks).
+        var lossSum = 0.0, correct = 0.0, tokens = 0.0, examples = 0.0
+        var gradientNorm = 0.0
+        var learningRate = 0.0
+        var skipped = false
+        /// Where a non-finite gradient was seen, when `skipped`.
+        var nonFiniteWhere = ""
+        /// Some rank asked to stop (SIGTERM/SIGINT): every rank gets the same answer.
+        var stopRequested = false
+        var phaseSeconds = PhaseSeconds()
+    }
+
+    struct PhaseSeconds {
+        var data = 0.0, forward = 0.0, backward = 0.0, sync = 0.0, optimizer = 0.0
+        mutating func add(_ other: PhaseSeconds) {
+            data += other.data; forward += other.forward; backward += other.backward
+            sync += other.sync; optimizer += other.optimizer
+        }
+    }
+
+    /// One optimizer step. `fill(i, &batch)` packs micro-batch i of this rank's shard.
+    func step(microBatchCount: Int, globalBatchSize: Int, stepIndex: Int, learningRate: Double, maxGradNorm: Double,
+              dropout: DropoutContext, stopRequested: Bool, fill: (Int, inout PackedBatch) throws -> Void) throws -> Outcome {
+        var outcome = Outcome()
+        var clock = Clock()
+        model.gradients.zero()
+        var lossSum = 0.0, correct = 0, tokens = 0, examples = 0
+        let lossScale = 1 / Float(globalBatchSize)
+        clock.lap(into: &outcome.phaseSeconds.data)
+        for micro in 0..<microBatchCount {
+            batch.removeAll()
+            try fill(micro, &batch)
+            clock.lap(into: &outcome.phaseSeconds.data)
+            let result = try model.forward(batch, dropout: dropout)
+            lossSum += result.lossSum
+            correct += result.correctCount
+            tokens += batch.tokenCount
+            examples += batch.sequenceCount
+            clock.lap(into: &outcome.phaseSeconds.forward)
+            let isLast = micro == microBatchCount - 1
+            try model.backward(batch, dropout: dropout, lossScale: lossScale) { offset in
+                // Communication starts only once every micro-batch has added its gradient.
+                guard isLast else { return }
+                try self.synchronizer.gradientsReady(downTo: offset)
+            }
+            clock.lap(into: &outcome.phaseSeconds.backward)
+        }
+        // A rank whose shard of a small last batch is empty still takes part in every collective.
+        if microBatchCount == 0 { try synchronizer.gradientsReady(downTo: 0) }
+        try synchronizer.finish()
+        clock.lap(into: &outcome.phaseSeconds.sync)
+
+        // Norm of the summed gradient: each rank measures its own shard; one collective adds the
+        // metrics and puts every shard's partial sum of squares in its slot (adding zeros is
+        // exact), so every rank sums the same partials in the same order.
+        let rank = communicator.rank, worldSize = communicator.worldSize
+        var contributions = [Double](repeating: 0, count: 6 + worldSize)
+        contributions[0] = lossSum
+        contributions[1] = Double(correct)
+        contributions[2] = Double(tokens)
+        contributions[3] = Double(examples)
+        contributions[4] = lossSum.isFinite ? 0 : 1
+        contributions[5] = stopRequested ? 1 : 0
+        contributions[6 + rank] = sumOfSquares(model.gradients, range: shards.range(of: rank))
+        let reduced = try communicator.allReduce(contributions, .sum)
+        outcome.lossSum = reduced[0]
+        outcome.correct = reduced[1]
+        outcome.tokens = reduced[2]
+        outcome.examples = reduced[3]
+        outcome.stopRequested = reduced[5] > 0
+        var squares = 0.0
+        for r in 0..<worldSize { squares += reduced[6 + r] }
+        outcome.gradientNorm = squares.squareRoot()
+        outcome.learningRate = learningRate
+
+        if !outcome.gradientNorm.isFinite {
+            outcome.skipped = true
+            outcome.nonFiniteWhere = try locateNonFinite(lossNonFiniteRanks: reduced[4])
+        } else {
+            let factor = gradientClipFactor(totalNorm: outcome.gradientNorm, maxNorm: maxGradNorm)
+            optimizer.step(parameters: model.parameters, gradients: model.gradients, learningRate: learningRate, gradientScale: factor)
+            if shardOptimizer { try communicator.gatherParameters(model.parameters.buffer, layout: shards) }
+        }
+        clock.lap(into: &outcome.phaseSeconds.optimizer)
+        return outcome
+    }
+
+    /// Names the first parameter (in backward order) whose summed gradient is not finite, from
+    /// the rank that owns it. A collective: called by every rank when the norm is not finite.
+    private func locateNonFinite(lossNonFiniteRanks: Double) throws -> String {
+        var found = ""
+        let own = shards.range(of: communicator.rank)
+        for tensor in model.layout.tensors.reversed() {
+            let overlap = tensor.range.clamped(to: own)
+            if overlap.isEmpty { continue }
+            if model.gradients[overlap].contains(where: { !$0.isFinite }) {
+                found = tensor.name
+                break
+            }
+        }
+        let names = try communicator.allGather(bytes: Array(found.utf8)).map { String(decoding: $0, as: UTF8.self) }
+        // Shards are in layout order, backward runs from the end: the last rank's hit came first.
+        let first = names.last(where: { !$0.isEmpty }) ?? "an unknown tensor"
+        let lossNote = lossNonFiniteRanks > 0 ? "; the loss itself was not finite on \(Int(lossNonFiniteRanks)) rank(s)" : ""
+        return "the gradient of \(first)\(lossNote)"
+    }
+}
+
+/// Lap timer for the per-phase times.
+struct Clock {
+    private var last = DispatchTime.now().uptimeNanoseconds
+    mutating func lap(into total: inout Double) {
+        let now = DispatchTime.now().uptimeNanoseconds
+        total += Double(now - last) / 1e9
+        last = now
+    }
+}

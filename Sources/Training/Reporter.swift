@@ -1,0 +1,120 @@
+import Foundation
+import Storage
+
+/// Rank 0's reports: a progress bar on a terminal, plain periodic lines otherwise, a final
+/// summary, and TensorBoard scalars. Other ranks get a reporter that prints nothing.
+final class Reporter {
+    let enabled: Bool
+    let isTerminal: Bool
+    let totalSteps: Int
+    let logEvery: Int
+    private let tensorBoard: TensorBoardWriter?
+    private let started = Date()
+    private var stepsSinceLog = 0
+    private var lossSinceLog = 0.0, correctSinceLog = 0.0, examplesSinceLog = 0.0
+    private var tokensSinceLog = 0.0
+    private var lastLogTime = Date()
+    private var barShown = false
+    private var firstStep: Int?
+
+    init(enabled: Bool, totalSteps: Int, logEvery: Int, tensorBoardDirectory: URL?) throws {
+        self.enabled = enabled
+        self.totalSteps = totalSteps
+        self.logEvery = max(1, logEvery)
+        isTerminal = isatty(STDOUT_FILENO) == 1 && ProcessInfo.processInfo.environment["TERM"] != "dumb"
+        tensorBoard = enabled ? try tensorBoardDirectory.map { try TensorBoardWriter(directory: $0) } : nil
+    }
+
+    /// A line that is not the progress bar (notes, evaluation results).
+    func say(_ line: String) {
+        guard enabled else { return }
+        if barShown { print("\r\u{1B}[2K", terminator: "") }
+        print(line)
+        barShown = false
+        fflush(nil)
+    }
+
+    func step(_ step: Int, outcome: Replica.Outcome, stepSeconds: Double) throws {
+        guard enabled else { return }
+        if firstStep == nil { firstStep = step }
+        stepsSinceLog += 1
+        lossSinceLog += outcome.lossSum
+        correctSinceLog += outcome.correct
+        examplesSinceLog += outcome.examples
+        tokensSinceLog += outcome.tokens
+        let stepNumber = step + 1
+        let loss = outcome.examples > 0 ? outcome.lossSum / outcome.examples : 0
+        let tokensPerSecond = stepSeconds > 0 ? outcome.tokens / stepSeconds : 0
+        if let tensorBoard {
+            var scalars: [TensorBoardEvent.Scalar] = [
+                .init(tag: "train/lr", value: Float(outcome.learningRate)),
+                .init(tag: "train/tokens_per_s", value: Float(tokensPerSecond)),
+            ]
+            if !outcome.skipped {
+                scalars.append(.init(tag: "train/loss", value: Float(loss)))
+                scalars.append(.init(tag: "train/grad_norm", value: Float(outcome.gradientNorm)))
+            }
+            try tensorBoard.addScalars(scalars, step: stepNumber)
+        }
+        let due = stepNumber % logEvery == 0 || stepNumber == totalSteps
+        if isTerminal {
+            drawBar(stepNumber: stepNumber, outcome: outcome)
+            if due { resetWindow() }
+        } else if due {
+            let elapsed = Date().timeIntervalSince(lastLogTime)
+            let line = String(format: "step %d/%d  loss %.4f  accuracy %.4f  lr %.3g  grad_norm %.3f  tokens/s %.0f  elapsed %@  eta %@",
+                              stepNumber, totalSteps, lossSinceLog / max(examplesSinceLog, 1), correctSinceLog / max(examplesSinceLog, 1),
+                              outcome.learningRate, outcome.gradientNorm, tokensSinceLog / max(elapsed, 1e-9),
+                              duration(Date().timeIntervalSince(started)), eta(stepNumber))
+            print(line)
+            fflush(nil)
+            resetWindow()
+        }
+    }
+
+    private func resetWindow() {
+        stepsSinceLog = 0
+        lossSinceLog = 0; correctSinceLog = 0; examplesSinceLog = 0; tokensSinceLog = 0
+        lastLogTime = Date()
+    }
+
+    private func drawBar(stepNumber: Int, outcome: Replica.Outcome) {
+        let width = 24
+        let filled = totalSteps > 0 ? min(width, width * stepNumber / totalSteps) : 0
+        let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+        let elapsed = Date().timeIntervalSince(lastLogTime)
+        let line = String(format: "\r\u{1B}[2K%d/%d %@ loss %.4f acc %.3f lr %.2e %.0f tok/s eta %@",
+                          stepNumber, totalSteps, bar, lossSinceLog / max(examplesSinceLog, 1),
+                          correctSinceLog / max(examplesSinceLog, 1), outcome.learningRate,
+                          tokensSinceLog / max(elapsed, 1e-9), eta(stepNumber))
+        print(line, terminator: "")
+        barShown = true
+        fflush(nil)
+    }
+
+    func evaluation(_ metrics: ClassificationMetrics, step: Int) throws {
+        guard enabled else { return }
+        say(String(format: "eval at step %d: accuracy %.4f  loss %.4f  (%d examples)", step, metrics.accuracy, metrics.loss, metrics.count))
+        try tensorBoard?.addScalars([.init(tag: "eval/accuracy", value: Float(metrics.accuracy)),
+                                     .init(tag: "eval/loss", value: Float(metrics.loss))], step: step)
+    }
+
+    func finish() {
+        if barShown && enabled { print(""); barShown = false }
+        try? tensorBoard?.flush()
+        tensorBoard?.close()
+    }
+
+    private func eta(_ stepNumber: Int) -> String {
+        guard let firstStep, stepNumber > firstStep + 1 else { return "--:--" }
+        let perStep = Date().timeIntervalSince(started) / Double(stepNumber - firstStep)
+        return duration(perStep * Double(totalSteps - stepNumber))
+    }
+}
+
+/// 75 s -> "1:15", 3725 s -> "1:02:05".
+func duration(_ seconds: Double) -> String {
+    let total = Int(seconds.rounded())
+    let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60)
+    return h > 0 ? String(format: "%d:%02d:%02d", h, m, s) : String(format: "%d:%02d", m, s)
+}

@@ -1,0 +1,27 @@
+import Foundation
+import Synchronization
+
+/// SIGTERM and SIGINT do not kill a training run: they set a flag that the loop reads after
+/// each step; the ranks agree (one collective) to stop together, write a checkpoint and exit 0.
+/// A second signal while stopping ends the process at once, as users expect from Ctrl-C.
+public enum StopSignal {
+    private static let count = Atomic<Int>(0)
+
+    public static var requested: Bool { count.load(ordering: .relaxed) > 0 }
+
+    public static func install() {
+        for signalNumber in [SIGTERM, SIGINT] {
+            signal(signalNumber) { received in
+                let previous = StopSignal.count.add(1, ordering: .relaxed).oldValue
+                if previous > 0 {
+                    signal(received, SIG_DFL)
+                    raise(received)
+                }
+            }
+        }
+    }
+
+    /// For tests: behave as if a signal had arrived.
+    public static func request() { count.add(1, ordering: .relaxed) }
+    public static func reset() { count.store(0, ordering: .relaxed) }
+}

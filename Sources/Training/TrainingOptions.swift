@@ -1,0 +1,57 @@
+import Foundation
+import Model
+
+/// Everything a training run is configured by (the `bert-dist train` flags, SPEC.md).
+public struct TrainingOptions: Sendable {
+    public var modelDirectory: URL
+    public var trainFile: URL
+    public var evalFile: URL?
+    public var outputDirectory: URL
+
+    /// Global batch: split over all ranks, then into micro-batches.
+    public var globalBatchSize = 32
+    /// Per-rank forward/backward size; nil = the rank's whole shard of the global batch.
+    public var microBatchSize: Int?
+    public var maxSteps: Int?
+    public var epochs: Double?
+    public var learningRate = 2e-5
+    public var warmupRatio = 0.0
+    public var weightDecay = 0.0
+    public var maxGradNorm = 1.0
+    public var maxSequenceLength = 128
+    public var seed = 42
+    /// Overrides hidden_dropout_prob and attention_probs_dropout_prob of config.json.
+    public var dropout: Float?
+    public var optimizer: OptimizerKind = .adamw
+    public var schedule: LearningRateSchedule.Shape = .linear
+    public var shardOptimizer = false
+    public var bucketMegabytes = 25.0
+    public var groupByLength = false
+    public var skipBadRows = false
+
+    public var checkpointEvery = 500
+    public var keepCheckpoints = 3
+    public var resume = false
+    public var evalEvery: Int?
+    public var logEvery = 10
+    public var tensorboardDirectory: URL?
+    public var consistencyEvery = 100
+    /// Consecutive skipped (non-finite) steps after which the run stops with an error.
+    public var maxConsecutiveNonFiniteSteps = 5
+    /// BLAS and kernel threads per rank; nil = cores per node / ranks per node.
+    public var threads: Int?
+
+    /// Single-node debug mode: in-process ranks, NaN/Inf checks everywhere, per-phase times.
+    public var debug = false
+    public var simulatedRanks = 1
+
+    public init(modelDirectory: URL, trainFile: URL, evalFile: URL?, outputDirectory: URL) {
+        self.modelDirectory = modelDirectory
+        self.trainFile = trainFile
+        self.evalFile = evalFile
+        self.outputDirectory = outputDirectory
+    }
+
+    /// Label names of AG News, the reference task (also used for JSON Lines data, 0-based).
+    public static let agNewsLabels = ["World", "Sports", "Business", "Sci/Tech"]
+}
