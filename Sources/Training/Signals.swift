@@ -20,8 +20,4 @@ public enum StopSignal {
             }
         }
     }
-
-    /// For tests: behave as if a signal had arrived.
-    public static func request() { count.add(1, ordering: .relaxed) }
-    public static func reset() { count.store(0, ordering: .relaxed) }
 }

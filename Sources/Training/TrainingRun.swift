@@ -39,12 +39,16 @@ public final class TrainingRun {
     let communicator: any Communicator
     let data: PreparedData
     let log: (String) -> Void
+    /// Asked after every step; the ranks agree to stop when any of them says yes.
+    let stopRequested: () -> Bool
 
-    public init(options: TrainingOptions, communicator: any Communicator, data: PreparedData, log: @escaping (String) -> Void) {
+    public init(options: TrainingOptions, communicator: any Communicator, data: PreparedData,
+                log: @escaping (String) -> Void, stopRequested: @escaping () -> Bool = { StopSignal.requested }) {
         self.options = options
         self.communicator = communicator
         self.data = data
         self.log = log
+        self.stopRequested = stopRequested
     }
 
     public func run() throws -> RunSummary {
@@ -157,7 +161,7 @@ public final class TrainingRun {
             let outcome = try replica.step(
                 microBatchCount: microCount, globalBatchSize: globalBatch.count, stepIndex: step, learningRate: learningRate,
                 maxGradNorm: options.maxGradNorm, dropout: DropoutContext(seed: UInt64(options.seed), step: step),
-                stopRequested: StopSignal.requested) { micro, batch in
+                stopRequested: stopRequested()) { micro, batch in
                     let begin = shardIndices.startIndex + micro * microBatchSize
                     let end = min(begin + microBatchSize, shardIndices.endIndex)
                     for index in shardIndices[begin..<end] { batch.append(data.train, index: index) }

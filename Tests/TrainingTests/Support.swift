@@ -61,9 +61,10 @@ func tinyOptions(output: URL) -> TrainingOptions {
 
 /// Runs training on `ranks` in-process ranks; returns rank 0's summary.
 @discardableResult
-func train(_ options: TrainingOptions, ranks: Int, data: PreparedData) throws -> RunSummary {
+func train(_ options: TrainingOptions, ranks: Int, data: PreparedData, stopAfterFirstStep: Bool = false) throws -> RunSummary {
     let results = try InProcessGroup.run(worldSize: ranks) { communicator in
-        try TrainingRun(options: options, communicator: communicator, data: data, log: { _ in }).run()
+        try TrainingRun(options: options, communicator: communicator, data: data, log: { _ in },
+                        stopRequested: { stopAfterFirstStep && communicator.rank == ranks - 1 }).run()
     }
     return results[0]
 }
