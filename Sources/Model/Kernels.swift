@@ -213,3 +213,8 @@ func crossEntropyBackward(dLogits: UnsafeMutablePointer<Float>, probabilities: U
         }
     }
 }
+
+/// C (m, n) = A (m, k) · B (k, n), row-major: for benchmarks of the BLAS in use.
+public func matrixMultiply(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>) {
+    sgemm(transA: false, transB: false, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, beta: 0, c: c, ldc: n)
+}

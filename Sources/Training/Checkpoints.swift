@@ -63,6 +63,12 @@ enum CheckpointFolder {
         String(format: "optimizer-%05d-of-%05d.safetensors", rank, worldSize)
     }
 
+    /// A training checkpoint (to be verified before use) rather than a plain model folder.
+    static func isCheckpoint(_ folder: URL) -> Bool {
+        folder.lastPathComponent.hasPrefix(prefix)
+            || FileManager.default.fileExists(atPath: folder.appendingPathComponent(TrainerState.fileName).path)
+    }
+
     /// Checkpoint folders of `output`, newest (highest step) first.
     static func candidates(in output: URL) -> [(step: Int, url: URL)] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: output.path)) ?? []

@@ -21,8 +21,22 @@ final class Reporter {
         self.enabled = enabled
         self.totalSteps = totalSteps
         self.logEvery = max(1, logEvery)
-        isTerminal = isatty(STDOUT_FILENO) == 1 && ProcessInfo.processInfo.environment["TERM"] != "dumb"
+        isTerminal = Reporter.showsProgressBar()
         tensorBoard = enabled ? try tensorBoardDirectory.map { try TensorBoardWriter(directory: $0) } : nil
+    }
+
+    /// A progress bar needs a terminal. Open MPI gives every rank a pseudo-terminal for stdout
+    /// even when mpirun's own output goes to a file, so under mpirun the launcher tells us
+    /// (launch/train sets BERT_DIST_PROGRESS=bar when its stdout is a terminal), else plain lines.
+    static func showsProgressBar() -> Bool {
+        let environment = ProcessInfo.processInfo.environment
+        switch environment["BERT_DIST_PROGRESS"] {
+        case "bar": return true
+        case "lines": return false
+        default:
+            if environment["OMPI_COMM_WORLD_SIZE"] != nil || environment["PMIX_RANK"] != nil { return false }
+            return isatty(STDOUT_FILENO) == 1 && environment["TERM"] != "dumb"
+        }
     }
 
     /// A line that is not the progress bar (notes, evaluation results).

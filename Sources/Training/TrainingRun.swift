@@ -55,24 +55,27 @@ public final class TrainingRun {
         let isRoot = communicator.rank == 0
         let worldSize = communicator.worldSize
         let labelCount = data.labels.count
+        let hyperparameters = AdamHyperparameters(kind: options.optimizer, weightDecay: Float(options.weightDecay))
 
         // The model: pretrained weights, a classifier initialised from the seed when absent.
-        var (model, loadReport) = try BertForSequenceClassification.load(
-            modelDirectory: options.modelDirectory, labelCount: labelCount, seed: UInt64(options.seed))
-        if let dropout = options.dropout {
-            var config = model.config
-            config.hiddenDropoutProb = dropout
-            config.attentionDropoutProb = dropout
-            try config.validate(file: "--dropout")
-            let replaced = BertForSequenceClassification(config: config, labelCount: labelCount)
-            replaced.parameters.copy(from: model.parameters)
-            model = replaced
+        let (model, loadReport, replica) = try collectively(communicator) { () throws -> (BertForSequenceClassification, LoadReport, Replica) in
+            var (model, loadReport) = try BertForSequenceClassification.load(
+                modelDirectory: options.modelDirectory, labelCount: labelCount, seed: UInt64(options.seed))
+            if let dropout = options.dropout {
+                var config = model.config
+                config.hiddenDropoutProb = dropout
+                config.attentionDropoutProb = dropout
+                try config.validate(file: "--dropout")
+                let replaced = BertForSequenceClassification(config: config, labelCount: labelCount)
+                replaced.parameters.copy(from: model.parameters)
+                model = replaced
+            }
+            model.checkFinite = options.debug
+            let replica = try Replica(model: model, hyperparameters: hyperparameters, communicator: communicator,
+                                      shardOptimizer: options.shardOptimizer,
+                                      bucketFloats: max(1, Int(options.bucketMegabytes * 1_000_000 / 4)))
+            return (model, loadReport, replica)
         }
-        model.checkFinite = options.debug
-        let hyperparameters = AdamHyperparameters(kind: options.optimizer, weightDecay: Float(options.weightDecay))
-        let replica = try Replica(model: model, hyperparameters: hyperparameters, communicator: communicator,
-                                  shardOptimizer: options.shardOptimizer,
-                                  bucketFloats: max(1, Int(options.bucketMegabytes * 1_000_000 / 4)))
 
         // The plan: steps, schedule, micro-batches.
         let trainCount = data.train.count
@@ -264,14 +267,16 @@ public final class TrainingRun {
             return nil
         }
         let folder = options.outputDirectory.appendingPathComponent(CheckpointFolder.name(step: Int(chosen)))
-        let state = try TrainerState(contentsOf: folder.appendingPathComponent(TrainerState.fileName))
-        if !data.trainFingerprint.isEmpty && !state.trainDataFingerprint.isEmpty && state.trainDataFingerprint != data.trainFingerprint {
-            throw CheckpointError.incompatible(folder: folder.path, reason: "was trained on other data (fingerprint \(state.trainDataFingerprint), this run's is \(data.trainFingerprint)); use another --output or the same --train file")
+        return try collectively(communicator) {
+            let state = try TrainerState(contentsOf: folder.appendingPathComponent(TrainerState.fileName))
+            if !data.trainFingerprint.isEmpty && !state.trainDataFingerprint.isEmpty && state.trainDataFingerprint != data.trainFingerprint {
+                throw CheckpointError.incompatible(folder: folder.path, reason: "was trained on other data (fingerprint \(state.trainDataFingerprint), this run's is \(data.trainFingerprint)); use another --output or the same --train file")
+            }
+            let weights = try SafeTensorsFile(url: folder.appendingPathComponent(CheckpointFolder.modelFile))
+            _ = try replica.model.loadWeights(from: weights, seed: 0)
+            try readOptimizer(into: replica.optimizer, from: folder, state: state)
+            return state
         }
-        let weights = try SafeTensorsFile(url: folder.appendingPathComponent(CheckpointFolder.modelFile))
-        _ = try replica.model.loadWeights(from: weights, seed: 0)
-        try readOptimizer(into: replica.optimizer, from: folder, state: state)
-        return state
     }
 }
 
@@ -281,3 +286,10 @@ func rankShard(_ count: Int, rank: Int, worldSize: Int) -> Range<Int> {
 }
 
 public let bertDistVersion = "0.1.0"
+
+/// `bert-dist train` on one rank: checks the BLAS kernels, reads the data, trains.
+public func runTraining(_ options: TrainingOptions, communicator: any Communicator, log: @escaping (String) -> Void) throws -> RunSummary {
+    try collectively(communicator) { try BLASSetup.selfTest() }
+    let data = try collectively(communicator) { try DataLoading.prepare(options, log: log) }
+    return try TrainingRun(options: options, communicator: communicator, data: data, log: log).run()
+}

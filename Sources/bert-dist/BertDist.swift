@@ -1,12 +1,32 @@
 import ArgumentParser
+import Model
+import Training
 
 @main
+enum Entry {
+    static func main() {
+        // Before anything loads BLAS work or MPI: pick OpenBLAS kernels the CPU deserves
+        // (re-executes this process with OPENBLAS_CORETYPE set when needed).
+        if let note = BLASSetup.selectKernelsOrReexecute() { printError("warning: \(note)") }
+        BertDist.main()
+    }
+}
+
 struct BertDist: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bert-dist",
         abstract: "Fine-tune BERT for text classification, data-parallel over MPI ranks.",
+        discussion: """
+            Run `mpirun -n N bert-dist train ...` (or launch/train -n N ...) for N ranks, or plain \
+            `bert-dist train ...` for one; `bert-dist train --debug --simulate-ranks N` runs N ranks in one process.
+            """,
         subcommands: [
             // Each subcommand lives in its own file: <Name>Command.swift.
+            TrainCommand.self,
+            EvalCommand.self,
+            PredictCommand.self,
+            MergeCommand.self,
+            BenchCommand.self,
             BenchCommCommand.self,
         ]
     )

@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import Training
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Time training steps (forward, backward, gradient sync, AdamW) on synthetic or real batches.",
+        discussion: "Under mpirun --batch-size is the global batch. tokens/s counts real tokens, not padding.")
+
+    @Option(help: "Hugging Face BERT folder.")
+    var model: String
+    @Option(help: "Global batch size.")
+    var batchSize = 8
+    @Option(help: "Synthetic sequence length, or truncation of real rows.")
+    var seqLen = 128
+    @Option(help: "Time consecutive real rows of this file instead of synthetic sequences.")
+    var data: String?
+    @Option(help: "Timed steps (after 3 warm-up steps).")
+    var steps = 20
+    @Option(help: "Threads per rank (default: cores per node / ranks per node).")
+    var threads: Int?
+    @Option(help: "Per-rank micro-batch size.")
+    var microBatchSize: Int?
+    @Flag(help: "ZeRO-1 sharded optimizer.")
+    var shardOptimizer = false
+    @Flag(help: "Initialise from config.json alone (e.g. to time bert-base without its weights).")
+    var randomWeights = false
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    func validate() throws {
+        if batchSize < 1 || seqLen < 2 || steps < 1 { throw ValidationError("--batch-size, --steps must be at least 1 and --seq-len at least 2") }
+    }
+
+    func run() throws {
+        var options = BenchmarkOptions(modelDirectory: URL(fileURLWithPath: model))
+        options.batchSize = batchSize
+        options.sequenceLength = seqLen
+        options.dataFile = data.map { URL(fileURLWithPath: $0) }
+        options.steps = steps
+        options.microBatchSize = microBatchSize
+        options.shardOptimizer = shardOptimizer
+        options.randomWeights = randomWeights
+        let (json, requested) = (json, threads)
+        let benchmark = options
+        let status = RankRunner.run(simulatedRanks: nil, threads: requested) { communicator in
+            let threads = configureThreads(requested: requested)
+            let result = try runBenchmark(benchmark, threads: threads, communicator: communicator)
+            let log = rootLog(communicator)
+            if json {
+                log(String(decoding: result.json.serialized(), as: UTF8.self).compactJSON)
+            } else {
+                log(String(format: "step %.3f s (median), %.3f s (min); %.0f tokens/s, %.1f examples/s; %d rank(s) x %d thread(s)",
+                           result.stepSecondsMedian, result.stepSecondsMin, result.tokensPerSecond, result.examplesPerSecond,
+                           result.ranks, result.threads))
+                log(String(format: "model %.1f GFLOP/s = %.0f%% of the sgemm peak measured now (%.1f GFLOP/s, %@ kernels); comm wait %.3f s/step; peak RSS %.0f MB/rank",
+                           result.modelFLOPsPerSecond / 1e9, 100 * result.modelFLOPsPerSecond / max(result.sgemmPeakFLOPsPerSecond, 1),
+                           result.sgemmPeakFLOPsPerSecond / 1e9, result.blasCore, result.communicationWaitSecondsMedian, result.peakResidentMegabytes))
+                log(String(format: "real tokens per batch %.0f (padded to the longest: %.0f)", result.realTokensPerBatch, result.paddedTokensPerBatch))
+            }
+        }
+        if status != 0 { throw ExitCode(status) }
+    }
+}
