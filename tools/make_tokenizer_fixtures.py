@@ -10,7 +10,8 @@ What it writes (all under Tests/DataTests/Fixtures/):
   minilm-cased/                   the same vocabulary with do_lower_case = false
   minilm-uncased-keep-accents/    do_lower_case = true, strip_accents = false
   minilm-tokenizer-json/          tokenizer.json alone (what transformers 5 needs)
-  tokenizer_golden.json           texts and the ids HF gives for them, per variant and max length
+  tokenizer_golden.json           texts and the ids HF gives for them, per variant and max length,
+                                  and one batch padded by HF's DataCollatorWithPadding
   unicode_pretokenization.txt     for every Unicode scalar c and four normalizer settings, the
                                   pre-tokens HF makes of "x" + c + "x" (see write_unicode_table)
   ag_news_reader.csv + .json      a small AG News-style CSV with awkward quoting, and the
@@ -186,6 +187,54 @@ def read_ag_news_like_hf(path):
             label, title, description = row
             rows.append((" ".join((title, description)), int(label) - 1))
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# The sampler's documented generator: SplitMix64 + Lemire's bounded draw + Fisher-Yates.
+
+MASK64 = (1 << 64) - 1
+
+
+def splitmix_mix(z):
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def epoch_order(count, seed, epoch):
+    state = splitmix_mix(seed ^ splitmix_mix(epoch ^ 0xA0761D6478BD642F))
+
+    def next_value():
+        nonlocal state
+        state = (state + 0x9E3779B97F4A7C15) & MASK64
+        return splitmix_mix(state)
+
+    def below(bound):
+        product = next_value() * bound
+        if (product & MASK64) < bound:
+            threshold = ((1 << 64) - bound) % bound
+            while (product & MASK64) < threshold:
+                product = next_value() * bound
+        return product >> 64
+
+    order = list(range(count))
+    for i in range(count - 1, 0, -1):
+        j = below(i + 1)
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+def hf_length_grouped(order, lengths, batch_size):
+    """HF's get_length_grouped_indices with torch.randperm replaced by `order`."""
+    import torch
+    from transformers import trainer_pt_utils
+
+    original = torch.randperm
+    torch.randperm = lambda n, generator=None: torch.tensor(order)
+    try:
+        return [int(i) for i in trainer_pt_utils.get_length_grouped_indices(lengths, batch_size)]
+    finally:
+        torch.randperm = original
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,6 +420,26 @@ def main():
                     disagreements.append([index, max_length, ids, old])
                     print(f"{variant} max_length={max_length}: Rust and Python tokenizers disagree on "
                           f"{texts[index]!r}", file=sys.stderr)
+    # One micro-batch through HF's DataCollatorWithPadding (padding to the longest, capped by
+    # truncation at max_length), for PaddedBatch.
+    from transformers import DataCollatorWithPadding
+    tokenizer = BertTokenizer.from_pretrained(uncased)
+    batch_indices = [first_ag + 3, 5, first_ag + 10, 0, len(texts) - 1]
+    features = [dict(tokenizer(texts[i], truncation=True, max_length=64)) for i in batch_indices]
+    padded = DataCollatorWithPadding(tokenizer, padding="longest", return_tensors="np")(features)
+    golden["padded_batch"] = {
+        "text_indices": batch_indices, "max_length": 64,
+        "input_ids": padded["input_ids"].tolist(), "attention_mask": padded["attention_mask"].tolist(),
+        "token_type_ids": padded["token_type_ids"].tolist(),
+    }
+    # The sampler's epoch order re-implemented from its documentation (Sources/Data/Sampler.swift),
+    # and HF's length grouping (get_length_grouped_indices) applied to that same order.
+    lengths = [len(ids) for ids in encode_all(tokenizer, ag_texts, 128)]
+    golden["sampler"] = {"seed": 42, "global_batch_size": 16, "lengths": lengths, "epochs": []}
+    for epoch in (0, 1):
+        order = epoch_order(len(lengths), 42, epoch)
+        golden["sampler"]["epochs"].append({"epoch": epoch, "order": order,
+                                            "grouped_order": hf_length_grouped(order, lengths, 16)})
     with open(os.path.join(FIXTURES, "tokenizer_golden.json"), "w", encoding="utf-8") as fh:
         json.dump(golden, fh, ensure_ascii=False, separators=(",", ":"))
         fh.write("\n")

@@ -60,7 +60,12 @@ public struct LabeledTexts: Sendable {
     /// 1...labelCount).
     public static func read(_ url: URL, skipBadRows: Bool = false, labelCount: Int = agNewsLabelNames.count) throws -> LabeledTexts {
         let format = try format(of: url)
-        let bytes = try readDataFile(url)
+        return try parse(readDataFile(url), format: format, source: url, skipBadRows: skipBadRows, labelCount: labelCount)
+    }
+
+    /// Parses the bytes of a data file (see `read`); `source` names the file in errors.
+    public static func parse(_ bytes: [UInt8], format: Format, source url: URL, skipBadRows: Bool = false,
+                             labelCount: Int = agNewsLabelNames.count) throws -> LabeledTexts {
         var result = LabeledTexts(source: url)
         result.textBytes.reserveCapacity(bytes.count)
         var reader = RowReader(path: url.path, skipBadRows: skipBadRows, labelCount: labelCount)

@@ -1,0 +1,195 @@
+/// SplitMix64 (Steele, Lea, Flood 2014): a tiny, fast generator whose whole state is one
+/// 64-bit counter. Used for the epoch order so that it is reproducible anywhere (it is ~10 lines
+/// in any language) and does not depend on Swift's standard library generator.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    public private(set) var state: UInt64
+
+    public init(seed: UInt64) {
+        state = seed
+    }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        return SplitMix64.mix(state)
+    }
+
+    /// The SplitMix64 output function (a bijective 64-bit mixer).
+    public static func mix(_ value: UInt64) -> UInt64 {
+        var z = value
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in 0..<bound without modulo bias (Lemire's multiply-and-reject).
+    public mutating func next(below bound: UInt64) -> UInt64 {
+        precondition(bound > 0)
+        var product = next().multipliedFullWidth(by: bound)
+        if product.low < bound {
+            let threshold = (0 &- bound) % bound
+            while product.low < threshold {
+                product = next().multipliedFullWidth(by: bound)
+            }
+        }
+        return product.high
+    }
+}
+
+/// Where a run stands in the data: the epoch and how many entries of that epoch's order have
+/// been consumed (0 ..< exampleCount). A resumed run continues from exactly here.
+public struct SamplePosition: Hashable, Sendable, CustomStringConvertible {
+    public var epoch: Int
+    public var samplesConsumed: Int
+
+    public init(epoch: Int, samplesConsumed: Int) {
+        self.epoch = epoch
+        self.samplesConsumed = samplesConsumed
+    }
+
+    public var description: String { "epoch \(epoch), sample \(samplesConsumed)" }
+}
+
+/// The training order, independent of the number of ranks.
+///
+/// Each epoch has one order of the whole data set, a permutation of 0..<exampleCount seeded by
+/// (seed, epoch): a Fisher–Yates shuffle (for i from count-1 down to 1, swap i with
+/// `next(below: i+1)`) driven by `SplitMix64(seed: mix(seed ^ mix(epoch ^ 0xA0761D6478BD642F)))`.
+/// Global batch k of an epoch is the `globalBatchSize` consecutive entries starting at
+/// k * globalBatchSize; the last batch of an epoch holds what is left (like PyTorch's
+/// DataLoader with drop_last=False). Each global batch is cut into contiguous per-rank shards
+/// (`shardRange`) and each shard into micro-batches (`microBatchRanges`), so the concatenation
+/// of all ranks' micro-batches is the global batch, in order, for every world size.
+///
+/// With length grouping (HF's LengthGroupedSampler / `get_length_grouped_indices`, applied to the
+/// global batch size): the shuffled order is cut into megabatches of
+/// `min(count / (4 * globalBatchSize), 50)` (at least 1) global batches, each sorted by length,
+/// longest first (ties keep the shuffled order), and the longest example of the epoch is swapped
+/// to the very front. It changes the order, never which examples form an epoch, and is still the
+/// same for every world size.
+public struct Sampler: Sendable {
+    public let exampleCount: Int
+    public let globalBatchSize: Int
+    public let seed: UInt64
+    /// Token counts of the examples when grouping by length, else nil.
+    public let groupingLengths: [Int32]?
+
+    public init(exampleCount: Int, globalBatchSize: Int, seed: UInt64, groupByLength lengths: [Int32]? = nil) {
+        precondition(exampleCount > 0, "the data set is empty")
+        precondition(globalBatchSize > 0, "the global batch size must be positive")
+        precondition(lengths == nil || lengths!.count == exampleCount, "one length per example")
+        self.exampleCount = exampleCount
+        self.globalBatchSize = globalBatchSize
+        self.seed = seed
+        self.groupingLengths = lengths
+    }
+
+    /// Global batches per epoch, the last one possibly smaller.
+    public var batchesPerEpoch: Int { (exampleCount + globalBatchSize - 1) / globalBatchSize }
+
+    /// The order of epoch `epoch`: a permutation of 0..<exampleCount.                 (exampleCount)
+    public func order(epoch: Int) -> [Int32] {
+        precondition(exampleCount <= Int(Int32.max))
+        var generator = SplitMix64(seed: SplitMix64.mix(seed ^ SplitMix64.mix(UInt64(epoch) ^ 0xA076_1D64_78BD_642F)))
+        var order = (0..<Int32(exampleCount)).map { $0 }
+        var index = exampleCount - 1
+        while index > 0 {
+            let other = Int(generator.next(below: UInt64(index + 1)))
+            order.swapAt(index, other)
+            index -= 1
+        }
+        if let lengths = groupingLengths {
+            groupByLength(&order, lengths: lengths)
+        }
+        return order
+    }
+
+    private func groupByLength(_ order: inout [Int32], lengths: [Int32]) {
+        let multiplier = max(1, min(exampleCount / (globalBatchSize * 4), 50))
+        let megabatchSize = multiplier * globalBatchSize
+        var start = 0
+        var longestMegabatchStart = 0
+        var longest: Int32 = -1
+        while start < exampleCount {
+            let end = min(start + megabatchSize, exampleCount)
+            // Stable sort by length, descending: ties keep their shuffled order.
+            let sorted = order[start..<end].enumerated().sorted { a, b in
+                let lengthA = lengths[Int(a.element)], lengthB = lengths[Int(b.element)]
+                return lengthA != lengthB ? lengthA > lengthB : a.offset < b.offset
+            }.map(\.element)
+            order.replaceSubrange(start..<end, with: sorted)
+            if lengths[Int(order[start])] > longest {
+                longest = lengths[Int(order[start])]
+                longestMegabatchStart = start
+            }
+            start = end
+        }
+        order.swapAt(0, longestMegabatchStart)
+    }
+
+    /// The position at the start of training step `step` (0-based), for a run that started at
+    /// (epoch 0, sample 0) with this global batch size.
+    public func position(ofStep step: Int) -> SamplePosition {
+        precondition(step >= 0)
+        return SamplePosition(epoch: step / batchesPerEpoch, samplesConsumed: (step % batchesPerEpoch) * globalBatchSize)
+    }
+
+    /// The global batch that starts at `position`: a range of positions in `order(epoch:)`.
+    public func globalBatchRange(at position: SamplePosition) -> Range<Int> {
+        precondition(position.samplesConsumed >= 0 && position.samplesConsumed < exampleCount,
+                     "samplesConsumed must lie in 0..<exampleCount")
+        return position.samplesConsumed..<min(position.samplesConsumed + globalBatchSize, exampleCount)
+    }
+
+    /// The position after the global batch that starts at `position`.
+    public func position(after position: SamplePosition) -> SamplePosition {
+        let end = globalBatchRange(at: position).upperBound
+        return end == exampleCount ? SamplePosition(epoch: position.epoch + 1, samplesConsumed: 0)
+            : SamplePosition(epoch: position.epoch, samplesConsumed: end)
+    }
+}
+
+/// The contiguous part of `count` items that rank `rank` of `worldSize` takes: balanced, the
+/// first `count % worldSize` ranks take one more. Ranks beyond `count` get an empty range
+/// (a tiny last batch may leave a rank with zero examples: it must still join the collectives,
+/// contributing nothing). Used for training shards of a global batch and for evaluation, where
+/// every example belongs to exactly one rank (no padding duplicates as in PyTorch's
+/// DistributedSampler).
+public func shardRange(count: Int, rank: Int, worldSize: Int) -> Range<Int> {
+    precondition(count >= 0 && worldSize > 0 && rank >= 0 && rank < worldSize)
+    let base = count / worldSize
+    let extra = count % worldSize
+    let start = rank * base + min(rank, extra)
+    return start..<(start + base + (rank < extra ? 1 : 0))
+}
+
+/// `range` cut into consecutive pieces of at most `microBatchSize` (the last may be smaller;
+/// none when `range` is empty).
+public func microBatchRanges(_ range: Range<Int>, microBatchSize: Int) -> [Range<Int>] {
+    precondition(microBatchSize > 0)
+    return stride(from: range.lowerBound, to: range.upperBound, by: microBatchSize).map {
+        $0..<min($0 + microBatchSize, range.upperBound)
+    }
+}
+
+/// One rank's share of one global batch.
+public struct RankBatch: Sendable {
+    public let position: SamplePosition
+    /// The whole global batch: positions in the epoch order. Divide the summed loss and gradients
+    /// by `globalRange.count` (the last batch of an epoch may be smaller than the batch size).
+    public let globalRange: Range<Int>
+    /// This rank's contiguous part of `globalRange` (possibly empty).
+    public let shard: Range<Int>
+    /// `shard` cut into micro-batches of at most the micro-batch size.
+    public let microBatches: [Range<Int>]
+}
+
+extension Sampler {
+    /// Rank `rank`'s part of the global batch starting at `position`.
+    public func rankBatch(at position: SamplePosition, rank: Int, worldSize: Int, microBatchSize: Int) -> RankBatch {
+        let global = globalBatchRange(at: position)
+        let local = shardRange(count: global.count, rank: rank, worldSize: worldSize)
+        let shard = (global.lowerBound + local.lowerBound)..<(global.lowerBound + local.upperBound)
+        return RankBatch(position: position, globalRange: global, shard: shard,
+                         microBatches: microBatchRanges(shard, microBatchSize: microBatchSize))
+    }
+}
