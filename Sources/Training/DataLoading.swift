@@ -18,37 +18,47 @@ enum DataLoading {
         return ModelFiles(config: config, vocabulary: tokenizer.vocabulary.tokens, tokenizerConfig: tokenizerConfig)
     }
 
-    /// Reads and tokenises one data file.
-    static func examples(_ url: URL, tokenizer: BertTokenizer, maxSequenceLength: Int, skipBadRows: Bool,
-                         labelCount: Int, log: (String) -> Void) throws -> InMemoryExamples {
-        let texts = try LabeledTexts.read(url, skipBadRows: skipBadRows, labelCount: labelCount)
-        guard texts.count > 0 else { throw TrainingError.invalidInput("\(url.path): no examples") }
-        if texts.skippedRowCount > 0 {
-            log("\(url.lastPathComponent): skipped \(texts.skippedRowCount) bad row(s), e.g. \(texts.skippedRowErrors.first ?? "")")
+    /// The token ids of one data file through its token cache: rank 0 builds the cache when it
+    /// is missing (or damaged) while the other ranks wait, then they all map it.
+    static func examples(_ url: URL, tokenizer: BertTokenizer, options: TrainingOptions, labelCount: Int,
+                         communicator: any Communicator, log: (String) -> Void) throws -> TokenizedDataset {
+        let cache = try collectively(communicator) {
+            try TokenCache.locate(dataFile: url, tokenizer: tokenizer, maxLength: options.maxSequenceLength,
+                                  skipBadRows: options.skipBadRows,
+                                  fallbackDirectory: options.outputDirectory.appendingPathComponent(".token-cache"))
         }
-        var sequences: [[Int32]] = []
-        sequences.reserveCapacity(texts.count)
-        for i in 0..<texts.count {
-            var ids: [Int32] = []
-            ids.reserveCapacity(maxSequenceLength)
-            texts.withTextBytes(at: i) { tokenizer.encode(utf8: $0, maxLength: maxSequenceLength, appendingTo: &ids) }
-            sequences.append(ids)
+        let built = try collectively(communicator) { () throws -> TokenizedDataset? in
+            guard communicator.rank == 0 else { return nil }
+            if cache.exists, let dataset = try? cache.open(vocabularySize: tokenizer.vocabulary.count, labelCount: labelCount) {
+                return dataset
+            }
+            let started = Date()
+            let dataset = try cache.build(tokenizer: tokenizer, labelCount: labelCount)
+            log(String(format: "tokenised %@: %d examples, %d tokens in %.1f s (cached in %@)", url.lastPathComponent,
+                       dataset.count, dataset.tokenCount, Date().timeIntervalSince(started), cache.url.path))
+            return dataset
         }
-        return InMemoryExamples(sequences: sequences, labels: texts.labels.map { Int($0) })
+        let dataset = try collectively(communicator) {
+            try built ?? cache.open(vocabularySize: tokenizer.vocabulary.count, labelCount: labelCount)
+        }
+        guard dataset.count > 0 else { throw AgreedFailure(error: communicator.rank == 0 ? TrainingError.invalidInput("\(url.path): no examples") : nil) }
+        if dataset.skippedRowCount > 0 { log("\(url.lastPathComponent): skipped \(dataset.skippedRowCount) bad row(s)") }
+        return dataset
     }
 
-    /// Everything a run needs, read identically on every rank.
-    static func prepare(_ options: TrainingOptions, log: (String) -> Void) throws -> PreparedData {
-        let tokenizer = try BertTokenizer(modelDirectory: options.modelDirectory)
-        let labels = agNewsLabelNames
-        let train = try examples(options.trainFile, tokenizer: tokenizer, maxSequenceLength: options.maxSequenceLength,
-                                 skipBadRows: options.skipBadRows, labelCount: labels.count, log: log)
-        let eval = try options.evalFile.map {
-            try examples($0, tokenizer: tokenizer, maxSequenceLength: options.maxSequenceLength,
-                         skipBadRows: options.skipBadRows, labelCount: labels.count, log: log)
+    /// Everything a run needs; a collective (rank 0 builds token caches).
+    static func prepare(_ options: TrainingOptions, communicator: any Communicator, log: (String) -> Void) throws -> PreparedData {
+        let (tokenizer, files) = try collectively(communicator) { () throws -> (BertTokenizer, ModelFiles) in
+            let tokenizer = try BertTokenizer(modelDirectory: options.modelDirectory)
+            return (tokenizer, try modelFiles(modelDirectory: options.modelDirectory, tokenizer: tokenizer))
         }
-        let fingerprint = String(format: "%016llx", try ContentHash64.hash(Array(Data(contentsOf: options.trainFile))))
-        return PreparedData(train: train, eval: eval, labels: labels, trainFingerprint: fingerprint,
-                            modelFiles: try modelFiles(modelDirectory: options.modelDirectory, tokenizer: tokenizer))
+        let labels = agNewsLabelNames
+        let train = try examples(options.trainFile, tokenizer: tokenizer, options: options, labelCount: labels.count,
+                                 communicator: communicator, log: log)
+        let eval = try options.evalFile.map {
+            try examples($0, tokenizer: tokenizer, options: options, labelCount: labels.count, communicator: communicator, log: log)
+        }
+        return PreparedData(train: train, eval: eval, labels: labels, trainFingerprint: String(format: "%016llx", train.dataHash),
+                            modelFiles: files)
     }
 }

@@ -1,3 +1,4 @@
+import Data
 import Model
 
 /// What the training loop and evaluation need of a data set: token ids (`[CLS] ... [SEP]`,
@@ -6,17 +7,20 @@ import Model
 public protocol TokenizedExamples: Sendable {
     var count: Int { get }
     func tokens(at index: Int) -> UnsafeBufferPointer<Int32>
-    func label(at index: Int) -> Int
+    func label(at index: Int) -> Int32
 }
+
+/// Data's token cache is what training reads.
+extension TokenizedDataset: TokenizedExamples {}
 
 /// In-memory examples (tests, predict).
 public struct InMemoryExamples: TokenizedExamples, @unchecked Sendable {
     // @unchecked Sendable: immutable after init.
     private let ids: [Int32]
     private let offsets: [Int]
-    private let labels: [Int]
+    private let labels: [Int32]
 
-    public init(sequences: [[Int32]], labels: [Int]) {
+    public init(sequences: [[Int32]], labels: [Int32]) {
         precondition(sequences.count == labels.count)
         var offsets = [0]
         for s in sequences { offsets.append(offsets.last! + s.count) }
@@ -29,12 +33,12 @@ public struct InMemoryExamples: TokenizedExamples, @unchecked Sendable {
     public func tokens(at index: Int) -> UnsafeBufferPointer<Int32> {
         ids.withUnsafeBufferPointer { UnsafeBufferPointer(rebasing: $0[offsets[index]..<offsets[index + 1]]) }
     }
-    public func label(at index: Int) -> Int { labels[index] }
+    public func label(at index: Int) -> Int32 { labels[index] }
 }
 
 extension PackedBatch {
     /// Appends example `index` of `examples` (its index keys its dropout masks).
     mutating func append(_ examples: any TokenizedExamples, index: Int) {
-        append(tokens: examples.tokens(at: index), label: Int32(examples.label(at: index)), sampleIndex: index)
+        append(tokens: examples.tokens(at: index), label: examples.label(at: index), sampleIndex: index)
     }
 }

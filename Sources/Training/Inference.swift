@@ -43,7 +43,7 @@ public func runEvaluation(checkpoint: URL, data: URL, batchSize: Int, maxSequenc
         for i in share {
             texts.withTextBytes(at: i) { inference.tokenizer.encode(utf8: $0, maxLength: maxSequenceLength, appendingTo: &sequences[i]) }
         }
-        return (inference, InMemoryExamples(sequences: sequences, labels: texts.labels.map { Int($0) }))
+        return (inference, InMemoryExamples(sequences: sequences, labels: texts.labels))
     }
     inference.model.reserve(sequences: batchSize, longestSequence: maxSequenceLength)
     var batch = PackedBatch()

@@ -66,7 +66,7 @@ public struct ClassificationMetrics: Sendable, Equatable {
         lines.append(padRight("macro avg", width) + pad("", 11) + pad("", 9) + pad(format(macroF1), 9) + pad(String(count), 9))
         lines.append("")
         lines.append("confusion (rows: true label, columns: predicted)")
-        let cell = max(7, String(confusion.flatMap { $0 }.max() ?? 0).count + 2)
+        let cell = max(String(confusion.flatMap { $0 }.max() ?? 0).count, labels.map(\.count).max() ?? 0) + 2
         lines.append(padRight("", width) + labels.map { pad(String($0.prefix(cell - 1)), cell) }.joined())
         for (k, row) in confusion.enumerated() {
             lines.append(padRight(labels[k], width) + row.map { pad(String($0), cell) }.joined())

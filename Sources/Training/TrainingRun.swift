@@ -1,3 +1,4 @@
+import Data
 import Distributed
 import Foundation
 import Model
@@ -88,14 +89,16 @@ public final class TrainingRun {
         let largestShard = (options.globalBatchSize + worldSize - 1) / worldSize
         let microBatchSize = min(options.microBatchSize ?? largestShard, largestShard)
         replica.reserve(microBatchSize: max(microBatchSize, 1), maxSequenceLength: options.maxSequenceLength)
-        var order = EpochOrder(count: trainCount, seed: UInt64(options.seed))
+        let lengths: [Int32]? = options.groupByLength ? (0..<trainCount).map { Int32(data.train.tokens(at: $0).count) } : nil
+        let sampler = Sampler(exampleCount: trainCount, globalBatchSize: options.globalBatchSize, seed: UInt64(options.seed),
+                              groupByLength: lengths)
 
         // Start: fresh (rank 0's weights to everyone) or from the newest complete checkpoint.
         var startStep = 0
-        var position = (epoch: 0, consumed: 0)
+        var position = SamplePosition(epoch: 0, samplesConsumed: 0)
         if options.resume, let resumed = try resume(into: replica) {
             startStep = resumed.step
-            position = (resumed.epoch, resumed.samplesConsumedInEpoch)
+            position = SamplePosition(epoch: resumed.epoch, samplesConsumed: resumed.samplesConsumedInEpoch)
             if isRoot { log("resumed from \(CheckpointFolder.name(step: resumed.step)) (step \(resumed.step) of \(totalSteps), written by \(resumed.worldSize) rank(s)\(resumed.shardOptimizer ? " with a sharded optimizer" : ""))") }
         } else {
             try communicator.broadcast(model.parameters.buffer, root: 0)
@@ -124,7 +127,7 @@ public final class TrainingRun {
 
         func checkpoint(step: Int, learningRate: Double) throws -> URL {
             let state = TrainerState(
-                step: step, epoch: position.epoch, samplesConsumedInEpoch: position.consumed,
+                step: step, epoch: position.epoch, samplesConsumedInEpoch: position.samplesConsumed,
                 totalSteps: totalSteps, warmupSteps: schedule.warmupSteps, seed: options.seed,
                 worldSize: worldSize, shardOptimizer: options.shardOptimizer, parameterCount: model.layout.totalCount,
                 optimizerShards: options.shardOptimizer
@@ -151,26 +154,24 @@ public final class TrainingRun {
 
         var lastLearningRate = schedule.learningRate(atStep: startStep)
         var step = startStep
+        var epochOrder: [Int32] = []
+        var orderEpoch = -1
         while step < totalSteps {
-            // This step's global batch: the next globalBatchSize entries of the epoch's order.
             let stepStart = Date()
-            let epochOrder = order.order(epoch: position.epoch)
-            let batchEnd = min(position.consumed + options.globalBatchSize, trainCount)
-            let globalBatch = epochOrder[position.consumed..<batchEnd]
-            let shard = rankShard(globalBatch.count, rank: communicator.rank, worldSize: worldSize)
-            let shardIndices = globalBatch.dropFirst(shard.lowerBound).prefix(shard.count)
-            let microCount = (shard.count + microBatchSize - 1) / max(microBatchSize, 1)
+            if orderEpoch != position.epoch {
+                epochOrder = sampler.order(epoch: position.epoch)
+                orderEpoch = position.epoch
+            }
+            // This rank's contiguous part of the global batch, in micro-batches.
+            let rankBatch = sampler.rankBatch(at: position, rank: communicator.rank, worldSize: worldSize, microBatchSize: microBatchSize)
             let learningRate = schedule.learningRate(atStep: step)
             let outcome = try replica.step(
-                microBatchCount: microCount, globalBatchSize: globalBatch.count, stepIndex: step, learningRate: learningRate,
-                maxGradNorm: options.maxGradNorm, dropout: DropoutContext(seed: UInt64(options.seed), step: step),
-                stopRequested: stopRequested()) { micro, batch in
-                    let begin = shardIndices.startIndex + micro * microBatchSize
-                    let end = min(begin + microBatchSize, shardIndices.endIndex)
-                    for index in shardIndices[begin..<end] { batch.append(data.train, index: index) }
+                microBatchCount: rankBatch.microBatches.count, globalBatchSize: rankBatch.globalRange.count, stepIndex: step,
+                learningRate: learningRate, maxGradNorm: options.maxGradNorm,
+                dropout: DropoutContext(seed: UInt64(options.seed), step: step), stopRequested: stopRequested()) { micro, batch in
+                    for slot in rankBatch.microBatches[micro] { batch.append(data.train, index: Int(epochOrder[slot])) }
                 }
-            position.consumed = batchEnd
-            if position.consumed == trainCount { position = (position.epoch + 1, 0) }
+            position = sampler.position(after: position)
             lastLearningRate = learningRate
             step += 1
             summary.stepsDone = step
@@ -290,6 +291,6 @@ public let bertDistVersion = "0.1.0"
 /// `bert-dist train` on one rank: checks the BLAS kernels, reads the data, trains.
 public func runTraining(_ options: TrainingOptions, communicator: any Communicator, log: @escaping (String) -> Void) throws -> RunSummary {
     try collectively(communicator) { try BLASSetup.selfTest() }
-    let data = try collectively(communicator) { try DataLoading.prepare(options, log: log) }
+    let data = try DataLoading.prepare(options, communicator: communicator, log: log)
     return try TrainingRun(options: options, communicator: communicator, data: data, log: log).run()
 }

@@ -17,10 +17,10 @@ import Testing
     }
 
     func data(poisonEvery: Int) throws -> PreparedData {
-        var sequences: [[Int32]] = [], labels: [Int] = []
+        var sequences: [[Int32]] = [], labels: [Int32] = []
         for i in 0..<64 {
             sequences.append([2, Int32(10 + i % 30), i % poisonEvery == 0 ? 50 : 60, 3])
-            labels.append(i % 4)
+            labels.append(Int32(i % 4))
         }
         return PreparedData(train: InMemoryExamples(sequences: sequences, labels: labels), eval: nil,
                             labels: TrainingOptions.agNewsLabels, trainFingerprint: "", modelFiles: try tinyModelFiles())

@@ -22,7 +22,7 @@ func syntheticExamples(count: Int, seed: UInt64) -> InMemoryExamples {
         state = state &* 6364136223846793005 &+ 1442695040888963407
         return Int((state >> 33) % UInt64(bound))
     }
-    var sequences: [[Int32]] = [], labels: [Int] = []
+    var sequences: [[Int32]] = [], labels: [Int32] = []
     for _ in 0..<count {
         let length = 3 + next(18)
         let label = next(4)
@@ -30,7 +30,7 @@ func syntheticExamples(count: Int, seed: UInt64) -> InMemoryExamples {
         for _ in 0..<(length - 2) { ids.append(Int32(next(3) == 0 ? 5 + next(94) : 5 + 23 * label + next(23))) }
         ids.append(3)
         sequences.append(ids)
-        labels.append(label)
+        labels.append(Int32(label))
     }
     return InMemoryExamples(sequences: sequences, labels: labels)
 }
