@@ -8,6 +8,8 @@ struct BertDist: ParsableCommand {
         subcommands: [
             // Each subcommand lives in its own file: <Name>Command.swift.
             BenchCommCommand.self,
+            TokenizeCommand.self,
+            DataCommand.self,
         ]
     )
 }
