@@ -28,6 +28,8 @@ struct BertDist: ParsableCommand {
             MergeCommand.self,
             BenchCommand.self,
             BenchCommCommand.self,
+            TokenizeCommand.self,
+            DataCommand.self,
         ]
     )
 }

@@ -1,0 +1,185 @@
+import ArgumentParser
+import Data
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `bert-dist tokenize`: the WordPiece ids of each stdin line, as Hugging Face's
+/// `BertTokenizer.encode(line, truncation=True, max_length=N)` gives them.
+struct TokenizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokenize",
+        abstract: "Print the WordPiece ids of each stdin line ([CLS] ... [SEP], space separated).",
+        discussion: """
+            One output line per input line (a line ends with \\n; a \\r before it is dropped). The ids are \
+            those of Hugging Face BertTokenizer.encode(line, truncation=True, max_length=MAX_SEQ_LEN), using \
+            the vocabulary and options of the model folder (tokenizer.json or vocab.txt, tokenizer_config.json).
+
+            Example:
+              echo "Hello, world!" | bert-dist tokenize --model models/minilm
+            """)
+
+    @Option(help: "Hugging Face model folder with vocab.txt or tokenizer.json (and tokenizer_config.json).")
+    var model: String
+
+    @Option(name: .customLong("max-seq-len"), help: "Truncate to this many ids, [CLS] and [SEP] included.")
+    var maxSeqLen: Int = 128
+
+    /// Times the tokenizer on the stdin lines instead of printing ids (single thread, release
+    /// build): prints one JSON object. Used by tools/bench_tokenizer.py.
+    @Flag(help: .hidden)
+    var benchmark = false
+
+    @Option(help: .hidden)
+    var benchmarkSeconds: Double = 3
+
+    func validate() throws {
+        if maxSeqLen < 2 { throw ValidationError("--max-seq-len must be at least 2 (room for [CLS] and [SEP])") }
+    }
+
+    func run() throws {
+        do {
+            let tokenizer = try BertTokenizer(modelDirectory: URL(fileURLWithPath: model))
+            if benchmark {
+                try runBenchmark(tokenizer)
+            } else {
+                try tokenizeStandardInput(tokenizer)
+            }
+        } catch let error as DataError {
+            printError(error.description)
+            throw ExitCode.failure
+        }
+    }
+
+    private func tokenizeStandardInput(_ tokenizer: BertTokenizer) throws {
+        var ids: [Int32] = []
+        ids.reserveCapacity(maxSeqLen)
+        var output: [UInt8] = []
+        output.reserveCapacity(1 << 16)
+        var lineNumber = 0
+        try forEachStandardInputLine { line in
+            lineNumber += 1
+            guard isValidUTF8(line) else {
+                throw DataError("stdin:\(lineNumber): invalid UTF-8")
+            }
+            ids.removeAll(keepingCapacity: true)
+            tokenizer.encode(utf8: line, maxLength: maxSeqLen, appendingTo: &ids)
+            for (index, id) in ids.enumerated() {
+                if index > 0 { output.append(0x20) }
+                appendDecimal(id, to: &output)
+            }
+            output.append(0x0A)
+            if output.count >= 1 << 15 {
+                try writeStandardOutput(output)
+                output.removeAll(keepingCapacity: true)
+            }
+        } chunkDone: {
+            // Flush at the end of each read so that interactive use answers line by line.
+            try writeStandardOutput(output)
+            output.removeAll(keepingCapacity: true)
+        }
+        try writeStandardOutput(output)
+    }
+
+    private func runBenchmark(_ tokenizer: BertTokenizer) throws {
+        var lines: [[UInt8]] = []
+        try forEachStandardInputLine { line in lines.append(Array(line)) } chunkDone: {}
+        guard !lines.isEmpty else { throw DataError("stdin: no lines to time") }
+        var ids: [Int32] = []
+        ids.reserveCapacity(maxSeqLen)
+        var tokenCount = 0
+        var rows = 0
+        var passes = 0
+        let start = DispatchTime.now().uptimeNanoseconds
+        var elapsed = 0.0
+        repeat {
+            for line in lines {
+                ids.removeAll(keepingCapacity: true)
+                line.withUnsafeBufferPointer { tokenizer.encode(utf8: $0, maxLength: maxSeqLen, appendingTo: &ids) }
+                tokenCount += ids.count
+            }
+            rows += lines.count
+            passes += 1
+            elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        } while elapsed < benchmarkSeconds
+        let bytes = lines.reduce(0) { $0 + $1.count } * passes
+        print("{\"rows\": \(rows), \"passes\": \(passes), \"seconds\": \(elapsed), \"rows_per_s\": \(Double(rows) / elapsed), \"tokens_per_s\": \(Double(tokenCount) / elapsed), \"mb_per_s\": \(Double(bytes) / elapsed / 1e6)}")
+    }
+}
+
+/// Calls `body` with each line of stdin (without "\n" and a "\r" before it), reading in 64 KiB
+/// chunks; `chunkDone` after the lines of each chunk.
+private func forEachStandardInputLine(_ body: (UnsafeBufferPointer<UInt8>) throws -> Void, chunkDone: () throws -> Void) throws {
+    var pending: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 1 << 16)
+    func emit(_ line: ArraySlice<UInt8>) throws {
+        var line = line
+        if line.last == 0x0D { line = line.dropLast() }
+        try line.withUnsafeBufferPointer { try body($0) }
+    }
+    while true {
+        let count = chunk.withUnsafeMutableBytes { read(STDIN_FILENO, $0.baseAddress, $0.count) }
+        if count < 0 {
+            if errno == EINTR { continue }
+            throw DataError("stdin: read failed (\(String(cString: strerror(errno))))")
+        }
+        if count == 0 { break }
+        pending += chunk[0..<count]
+        var start = 0
+        while let newline = pending[start...].firstIndex(of: 0x0A) {
+            try emit(pending[start..<newline])
+            start = newline + 1
+        }
+        pending.removeFirst(start)
+        try chunkDone()
+    }
+    if !pending.isEmpty {
+        try emit(pending[...])
+    }
+}
+
+private func isValidUTF8(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+    String(validating: bytes, as: UTF8.self) != nil
+}
+
+/// Appends the decimal digits of `value` (no allocation).
+private func appendDecimal(_ value: Int32, to output: inout [UInt8]) {
+    var magnitude = value.magnitude
+    if value < 0 { output.append(0x2D) }
+    if magnitude == 0 {
+        output.append(0x30)
+        return
+    }
+    var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    var count = 0
+    withUnsafeMutableBytes(of: &digits) { buffer in
+        while magnitude > 0 {
+            buffer[count] = UInt8(0x30 + magnitude % 10)
+            magnitude /= 10
+            count += 1
+        }
+        for index in stride(from: count - 1, through: 0, by: -1) {
+            output.append(buffer[index])
+        }
+    }
+}
+
+private func writeStandardOutput(_ bytes: [UInt8]) throws {
+    var offset = 0
+    while offset < bytes.count {
+        let written = bytes[offset...].withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
+        if written < 0 {
+            if errno == EINTR { continue }
+            if errno == EPIPE { throw ExitCode.success }  // reader went away (e.g. `| head`)
+            throw DataError("stdout: write failed (\(String(cString: strerror(errno))))")
+        }
+        offset += written
+    }
+}
+
+/// `error: <message>` on stderr, the format every bert-dist command uses.
+private func printError(_ message: String) {
+    FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+}
