@@ -25,8 +25,10 @@ let package = Package(
         // ... and the C code protoc-c generates from proto/*.proto (committed; see proto/README.md).
         .target(name: "CProto", dependencies: ["CProtobuf"]),
 
+        // The model's vector kernels, compiled per instruction set and chosen at run time (see CKernels.h).
+        .target(name: "CKernels"),
         // Tensors in flat arenas, BLAS kernels, BERT forward/backward, AdamW, safetensors.
-        .target(name: "Model", dependencies: ["CBLAS"]),
+        .target(name: "Model", dependencies: ["CBLAS", "CKernels"]),
         // WordPiece tokenizer, AG News / JSONL readers, sampler, token cache, download.
         .target(name: "Data", dependencies: ["Storage"]),
         // Communicator (MPI, in-process group), gradient buckets, optimizer sharding.

@@ -1,6 +1,6 @@
 import Foundation
 
-/// One contiguous, 64-byte aligned buffer of Floats: parameters, gradients, Adam moments and
+/// One contiguous, page-aligned, zero-initialised buffer of Floats: parameters, gradients, Adam moments and
 /// activations each live in one of these (llm.c's "one layout, four arenas").
 /// Freed when the arena is deinitialised; views handed out must not outlive it.
 public final class FloatArena: @unchecked Sendable {
@@ -11,16 +11,21 @@ public final class FloatArena: @unchecked Sendable {
 
     public init(count: Int) {
         self.count = count
-        var raw: UnsafeMutableRawPointer?
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
-        guard posix_memalign(&raw, 64, bytes) == 0, let raw else {
-            fatalError("out of memory allocating \(bytes) bytes")
+        // Anonymous pages from the kernel: zero-filled, page-aligned, and resident only once
+        // touched. An activation arena sized for the longest possible micro-batch therefore
+        // costs memory only for the tokens real batches use.
+        guard let raw = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+              raw != MAP_FAILED else {
+            fatalError("out of memory allocating \(bytes) bytes (mmap: \(String(cString: strerror(errno))))")
         }
+        mappedBytes = bytes
         base = raw.bindMemory(to: Float.self, capacity: max(count, 1))
-        base.initialize(repeating: 0, count: max(count, 1))
     }
 
-    deinit { free(base) }
+    private let mappedBytes: Int
+
+    deinit { munmap(base, mappedBytes) }
 
     public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: base, count: count) }
 

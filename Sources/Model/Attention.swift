@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 // Multi-head self-attention over packed sequences: each sequence attends only to its own
@@ -13,22 +14,85 @@ struct PackedSequences {
     let starts: UnsafePointer<Int>        // (B + 1) token offsets
     let count: Int                        // B
     let probabilityOffsets: UnsafePointer<Int>  // (B + 1) offsets of each sequence's H·len² probabilities
+    let clsProbabilityOffsets: UnsafePointer<Int>  // (B + 1) offsets of each sequence's H·len [CLS] probabilities
 
     func length(_ s: Int) -> Int { starts[s + 1] - starts[s] }
 }
 
-/// Work items are (sequence, head) pairs, spread over threads; each thread owns a scratch of
-/// 2·maxLen² floats (`scratch` holds kernelThreadCount of them, `scratchStride` apart).
+/// The fast attention: the fused kernel of CKernels per (sequence, head) item, items handed to
+/// team members as they become free; each member uses its own slot of `scratch`
+/// (`scratchStride` floats apart, bd_attention_scratch_floats of the longest sequence).
+/// With `clsOnly`, only each sequence's first token ([CLS]) is a query: `queries` holds one
+/// (B, C) row per sequence, `context` is (B, C) and `probabilities` holds H·len per sequence
+/// at `sequences.clsProbabilityOffsets`; keys and values still cover every token of qkv.
 func attentionForward(context: UnsafeMutablePointer<Float>, probabilities: UnsafeMutablePointer<Float>,
+                      qkv: UnsafePointer<Float>, sequences: PackedSequences, hidden C: Int, heads H: Int,
+                      clsQueries queries: UnsafePointer<Float>?,
+                      dropout: (context: DropoutContext, samples: UnsafePointer<Int>, layer: Int, probability: Float)?,
+                      scratch: UnsafeMutablePointer<Float>, scratchStride: Int, workers: Int) {
+    let d = C / H
+    let scale = 1 / Float(d).squareRoot()
+    let probability = dropout?.probability ?? 0
+    parallelItems(sequences.count * H, maximumWorkers: workers) { item, worker in
+        let s = item / H, h = item % H
+        let start = sequences.starts[s], len = sequences.length(s)
+        let k = qkv + start * 3 * C + C + h * d, v = k + C
+        let key = dropout.map { $0.context.key(sample: $0.samples[s], layer: $0.layer, site: .attentionProbabilities) } ?? 0
+        if let queries {
+            bd_attention_forward(context + s * C + h * d, C, probabilities + sequences.clsProbabilityOffsets[s] + h * len,
+                                 queries + s * C + h * d, C, k, v, 3 * C, len, d, 1, scale,
+                                 key, h * len * len, probability, scratch + worker * scratchStride)
+        } else {
+            bd_attention_forward(context + start * C + h * d, C, probabilities + sequences.probabilityOffsets[s] + h * len * len,
+                                 qkv + start * 3 * C + h * d, 3 * C, k, v, 3 * C, len, d, len, scale,
+                                 key, h * len * len, probability, scratch + worker * scratchStride)
+        }
+    }
+}
+
+/// Gradients of `attentionForward`: dqkv (T, 3C) from dContext — or with `clsOnly`, dQueries
+/// (B, C) from dContext (B, C), and the key/value columns of dqkv for every token.
+func attentionBackward(dqkv: UnsafeMutablePointer<Float>, dContext: UnsafePointer<Float>,
+                       qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
+                       sequences: PackedSequences, hidden C: Int, heads H: Int,
+                       clsQueries queries: UnsafePointer<Float>?, dClsQueries dQueries: UnsafeMutablePointer<Float>?,
+                       dropout: (context: DropoutContext, samples: UnsafePointer<Int>, layer: Int, probability: Float)?,
+                       scratch: UnsafeMutablePointer<Float>, scratchStride: Int, workers: Int) {
+    let d = C / H
+    let scale = 1 / Float(d).squareRoot()
+    let probability = dropout?.probability ?? 0
+    parallelItems(sequences.count * H, maximumWorkers: workers) { item, worker in
+        let s = item / H, h = item % H
+        let start = sequences.starts[s], len = sequences.length(s)
+        let k = qkv + start * 3 * C + C + h * d, v = k + C
+        let dk = dqkv + start * 3 * C + C + h * d, dv = dk + C
+        let key = dropout.map { $0.context.key(sample: $0.samples[s], layer: $0.layer, site: .attentionProbabilities) } ?? 0
+        if let queries, let dQueries {
+            bd_attention_backward(dQueries + s * C + h * d, C, dk, dv, 3 * C, dContext + s * C + h * d, C,
+                                  probabilities + sequences.clsProbabilityOffsets[s] + h * len,
+                                  queries + s * C + h * d, C, k, v, 3 * C, len, d, 1, scale,
+                                  key, h * len * len, probability, scratch + worker * scratchStride)
+        } else {
+            bd_attention_backward(dqkv + start * 3 * C + h * d, 3 * C, dk, dv, 3 * C, dContext + start * C + h * d, C,
+                                  probabilities + sequences.probabilityOffsets[s] + h * len * len,
+                                  qkv + start * 3 * C + h * d, 3 * C, k, v, 3 * C, len, d, len, scale,
+                                  key, h * len * len, probability, scratch + worker * scratchStride)
+        }
+    }
+}
+
+/// The naive reference of `attentionForward` (all queries): two OpenBLAS products and a scalar
+/// softmax per (sequence, head); `scratch` holds 2·maxLen² floats.
+func attentionForwardReference(context: UnsafeMutablePointer<Float>, probabilities: UnsafeMutablePointer<Float>,
                       qkv: UnsafePointer<Float>, sequences: PackedSequences, hidden C: Int, heads H: Int,
                       dropout: (context: DropoutContext, samples: UnsafePointer<Int>, layer: Int, probability: Float)?,
                       scratch: UnsafeMutablePointer<Float>, scratchStride: Int) {
     let d = C / H
     let scale = 1 / Float(d).squareRoot()
     let items = sequences.count * H
-    parallelChunks(items, minimumChunk: 4) { worker, range in
-        let dropped = scratch + worker * scratchStride
-        for item in range {
+    do {
+        let dropped = scratch
+        for item in 0..<items {
             let s = item / H, h = item % H
             let start = sequences.starts[s], len = sequences.length(s)
             let q = qkv + start * 3 * C + h * d, k = q + C, v = q + 2 * C
@@ -49,21 +113,21 @@ func attentionForward(context: UnsafeMutablePointer<Float>, probabilities: Unsaf
     }
 }
 
-/// Writes dqkv (T, 3C) from dContext (T, C):
+/// The naive reference of `attentionBackward`: writes dqkv (T, 3C) from dContext (T, C):
 ///   dPd = dCtx Vᵀ; dV = Pdᵀ dCtx; dP = dropout(dPd); dS = P ⊙ (dP - rowsum(dP ⊙ P)) / sqrt(d);
 ///   dQ = dS K; dK = dSᵀ Q.
-func attentionBackward(dqkv: UnsafeMutablePointer<Float>, dContext: UnsafePointer<Float>,
-                       qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
-                       sequences: PackedSequences, hidden C: Int, heads H: Int,
-                       dropout: (context: DropoutContext, samples: UnsafePointer<Int>, layer: Int, probability: Float)?,
-                       scratch: UnsafeMutablePointer<Float>, scratchStride: Int) {
+func attentionBackwardReference(dqkv: UnsafeMutablePointer<Float>, dContext: UnsafePointer<Float>,
+                                qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
+                                sequences: PackedSequences, hidden C: Int, heads H: Int,
+                                dropout: (context: DropoutContext, samples: UnsafePointer<Int>, layer: Int, probability: Float)?,
+                                scratch: UnsafeMutablePointer<Float>, scratchStride: Int) {
     let d = C / H
     let scale = 1 / Float(d).squareRoot()
     let items = sequences.count * H
-    parallelChunks(items, minimumChunk: 4) { worker, range in
-        let dScores = scratch + worker * scratchStride
+    do {
+        let dScores = scratch
         let dropped = dScores + scratchStride / 2
-        for item in range {
+        for item in 0..<items {
             let s = item / H, h = item % H
             let start = sequences.starts[s], len = sequences.length(s)
             let q = qkv + start * 3 * C + h * d, k = q + C, v = q + 2 * C

@@ -52,8 +52,16 @@ public enum BLASSetup {
         return "OpenBLAS chose \(detected) kernels on a CPU that supports \(best.name); re-executing failed (\(String(cString: strerror(errno)))), set OPENBLAS_CORETYPE=\(best.name) to fix the speed"
     }
 
-    public static func setThreads(_ count: Int) { openblas_set_num_threads(Int32(max(1, count))) }
+    /// Threads for the matrix products of a rank of `count` threads. The rank's WorkerTeam
+    /// (`kernelThreadCount` members) splits every large product itself and each member calls
+    /// OpenBLAS single-threaded, so OpenBLAS's own pool is kept at 1: two single-threaded
+    /// products side by side run faster here than one product on OpenBLAS's threads, and its
+    /// idle threads no longer spin (sched_yield) against ours.
+    public static func setThreads(_ count: Int) { openblas_set_num_threads(1) }
+    /// OpenBLAS's own threads (1 unless a benchmark changed it with `setOpenBLASThreads`).
     public static var threads: Int { Int(openblas_get_num_threads()) }
+    /// For benchmarks of OpenBLAS's own threading only.
+    public static func setOpenBLASThreads(_ count: Int) { openblas_set_num_threads(Int32(max(1, count))) }
 
     /// Checks the kernels in use against a naive product on awkward shapes and all transposes.
     public static func selfTest() throws {

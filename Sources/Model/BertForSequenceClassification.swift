@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Hugging Face's BertForSequenceClassification, forward and backward by hand over packed
@@ -15,8 +16,8 @@ public final class BertForSequenceClassification {
     public var checkFinite = false
 
     private var activations: ActivationBuffers
-    private var positions: [Int32] = []          // (T) position of each token in its sequence
-    private var probabilityOffsets: [Int] = [0]  // (B + 1)
+    private var probabilityOffsets: [Int] = [0]     // (B + 1) of the H·len² probabilities per sequence
+    private var clsProbabilityOffsets: [Int] = [0]  // (B + 1) of the H·len [CLS] probabilities per sequence
     private let weights: [LayerWeights]
     private let weightGradients: [LayerWeights]
 
@@ -26,10 +27,17 @@ public final class BertForSequenceClassification {
         layout = ParameterLayout(config: config, labelCount: labelCount)
         parameters = FloatArena(count: layout.totalCount)
         gradients = FloatArena(count: layout.totalCount)
-        activations = ActivationBuffers(config: config, labelCount: labelCount, tokens: 0, sequences: 0, attentionFloats: 0, longestSequence: 0)
+        activations = ActivationBuffers(config: config, labelCount: labelCount, tokens: 0, sequences: 0, attentionFloats: 0,
+                                        longestSequence: 0, workers: threadsOfThisThread)
         weights = LayerWeights.all(layout: layout, arena: parameters, layerCount: config.layerCount)
         weightGradients = LayerWeights.all(layout: layout, arena: gradients, layerCount: config.layerCount)
     }
+
+    /// In the last encoder layer only the [CLS] rows reach the pooler, so only their queries,
+    /// attention output, LayerNorms and feed-forward are computed (keys and values still cover
+    /// every token); the results equal the full computation up to float rounding. Off: every
+    /// row, as Hugging Face does (the tests compare the two).
+    public var clsOnlyLastLayer = true
 
     /// Sizes the activation arena for micro-batches of up to `sequences` sequences of at most
     /// `longestSequence` tokens, so that no step allocates afterwards.
@@ -37,18 +45,20 @@ public final class BertForSequenceClassification {
         let tokens = sequences * longestSequence
         let attention = config.headCount * sequences * longestSequence * longestSequence
         growIfNeeded(tokens: tokens, sequences: sequences, attentionFloats: attention, longestSequence: longestSequence)
-        positions.reserveCapacity(tokens)
         probabilityOffsets.reserveCapacity(sequences + 1)
+        clsProbabilityOffsets.reserveCapacity(sequences + 1)
     }
 
     private func growIfNeeded(tokens: Int, sequences: Int, attentionFloats: Int, longestSequence: Int) {
         let a = activations
+        let workers = threadsOfThisThread
         if tokens <= a.tokens && sequences <= a.sequences && attentionFloats <= a.attentionFloats
-            && longestSequence <= a.longestSequence { return }
+            && longestSequence <= a.longestSequence && workers <= a.workers { return }
         activations = ActivationBuffers(config: config, labelCount: labelCount,
                                         tokens: max(tokens, a.tokens), sequences: max(sequences, a.sequences),
                                         attentionFloats: max(attentionFloats, a.attentionFloats),
-                                        longestSequence: max(longestSequence, a.longestSequence))
+                                        longestSequence: max(longestSequence, a.longestSequence),
+                                        workers: max(workers, a.workers))
     }
 
     /// (B, K) logits of the last forward.
@@ -64,99 +74,89 @@ public final class BertForSequenceClassification {
         public var correctCount: Int
     }
 
+    /// Runs `body` with the raw views of a batch every kernel needs.
+    private func withBatchPointers<R>(_ batch: PackedBatch, _ body: (BatchPointers) throws -> R) rethrows -> R {
+        try batch.tokenIds.withUnsafeBufferPointer { ids in
+        try batch.tokenTypeIds.withUnsafeBufferPointer { types in
+        try batch.labels.withUnsafeBufferPointer { labels in
+        try batch.sampleIndices.withUnsafeBufferPointer { samples in
+        try batch.sequenceStarts.withUnsafeBufferPointer { starts in
+        try probabilityOffsets.withUnsafeBufferPointer { probabilityOffsets in
+        try clsProbabilityOffsets.withUnsafeBufferPointer { clsProbabilityOffsets in
+            try body(BatchPointers(ids: ids.baseAddress!, types: types.baseAddress!, labels: labels.baseAddress!,
+                                   samples: samples.baseAddress!, starts: starts.baseAddress!,
+                                   sequences: PackedSequences(starts: starts.baseAddress!, count: batch.sequenceCount,
+                                                              probabilityOffsets: probabilityOffsets.baseAddress!,
+                                                              clsProbabilityOffsets: clsProbabilityOffsets.baseAddress!)))
+        }}}}}}}
+    }
+
+    private struct BatchPointers {
+        let ids, types, labels: UnsafePointer<Int32>
+        let samples, starts: UnsafePointer<Int>
+        let sequences: PackedSequences
+    }
+
+    /// The dropout of packed rows (`compact`: one [CLS] row per sequence) at (layer, site).
+    private func rowMasks(_ dropout: DropoutContext?, _ layer: Int, _ site: DropoutSite, _ b: BatchPointers,
+                          compact: Bool = false) -> bd_row_dropout {
+        let a = activations
+        let probability = dropout == nil ? 0 : (site == .classifier ? config.effectiveClassifierDropout : config.hiddenDropoutProb)
+        return rowDropout(dropout, probability: probability, layer: layer, site: site, samples: b.samples,
+                          sequences: b.sequences.count, keys: a.dropoutKeys,
+                          rowSequence: compact ? a.clsSequence : a.tokenSequence,
+                          rowPosition: compact ? a.clsPosition : a.positions)
+    }
+
     // MARK: forward
 
     /// Runs the model on `batch`. With `dropout` (training) the masks are keyed by the context's
     /// seed and step and each sequence's sample index; without it dropout is off (evaluation).
     @discardableResult
     public func forward(_ batch: PackedBatch, dropout: DropoutContext?) throws -> ForwardResult {
-        let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount, K = labelCount
+        let C = config.hiddenSize, K = labelCount, L = config.layerCount
         let T = batch.tokenCount, B = batch.sequenceCount
         try prepare(batch)
         lastSequenceCount = B
         let a = activations
         let p = layout
         let params = parameters
-        let hiddenDropout = dropout == nil ? 0 : config.hiddenDropoutProb
-        let attentionDropout = dropout == nil ? 0 : config.attentionDropoutProb
+        let clsOnly = clsOnlyLastLayer && L >= 1
 
-        try batch.tokenIds.withUnsafeBufferPointer { ids in
-        try batch.tokenTypeIds.withUnsafeBufferPointer { types in
-        try batch.sampleIndices.withUnsafeBufferPointer { samples in
-        try batch.sequenceStarts.withUnsafeBufferPointer { starts in
-        try positions.withUnsafeBufferPointer { positions in
-        try probabilityOffsets.withUnsafeBufferPointer { probabilityOffsets in
-            let sequences = PackedSequences(starts: starts.baseAddress!, count: B, probabilityOffsets: probabilityOffsets.baseAddress!)
-            func dropoutPerSequence(_ values: UnsafeMutablePointer<Float>, layer: Int, site: DropoutSite, probability: Float) {
-                guard let dropout, probability > 0 else { return }
-                for s in 0..<B {
-                    let key = dropout.key(sample: samples[s], layer: layer, site: site)
-                    applyDropout(values + starts[s] * C, count: (starts[s + 1] - starts[s]) * C, key: key, probability: probability)
-                }
-            }
-
+        try withBatchPointers(batch) { b in
             // Embeddings: word + position + token type, LayerNorm, dropout.     (T, C)
-            embeddingForward(out: a.embeddingSum, tokenIds: ids.baseAddress!, positions: positions.baseAddress!,
-                             tokenTypeIds: types.baseAddress!,
-                             wordTable: params.base + p["bert.embeddings.word_embeddings.weight"].offset,
-                             positionTable: params.base + p["bert.embeddings.position_embeddings.weight"].offset,
-                             tokenTypeTable: params.base + p["bert.embeddings.token_type_embeddings.weight"].offset,
-                             tokens: T, hidden: C)
-            layerNormForward(out: a.hidden[0], mean: a.embeddingMean, rstd: a.embeddingRstd, input: a.embeddingSum,
-                             weight: params.base + p["bert.embeddings.LayerNorm.weight"].offset,
-                             bias: params.base + p["bert.embeddings.LayerNorm.bias"].offset,
-                             rows: T, columns: C, eps: config.layerNormEps)
-            dropoutPerSequence(a.hidden[0], layer: 0, site: .embeddings, probability: hiddenDropout)
+            embeddingLayerNormForward(sum: a.embeddingSum, normed: a.hidden[0], mean: a.embeddingMean, rstd: a.embeddingRstd,
+                                      tokenIds: b.ids, positions: a.positions, tokenTypeIds: b.types,
+                                      wordTable: params.base + p["bert.embeddings.word_embeddings.weight"].offset,
+                                      positionTable: params.base + p["bert.embeddings.position_embeddings.weight"].offset,
+                                      tokenTypeTable: params.base + p["bert.embeddings.token_type_embeddings.weight"].offset,
+                                      weight: params.base + p["bert.embeddings.LayerNorm.weight"].offset,
+                                      bias: params.base + p["bert.embeddings.LayerNorm.bias"].offset,
+                                      rows: T, columns: C, eps: config.layerNormEps,
+                                      dropoutAfter: rowMasks(dropout, 0, .embeddings, b))
             try checked(a.hidden[0], T * C, "embeddings output (forward)")
 
-            for l in 0..<config.layerCount {
-                let w = weights[l], x = a.hidden[l], la = a.layers[l]
-                // Self-attention: one GEMM for Q, K and V.                    (T, 3C)
-                linearForward(out: la.qkv, input: x, weight: w.qkvWeight, bias: w.qkvBias, rows: T, inFeatures: C, outFeatures: 3 * C)
-                attentionForward(context: la.context, probabilities: la.probabilities, qkv: la.qkv, sequences: sequences,
-                                 hidden: C, heads: H,
-                                 dropout: dropout.map { ($0, samples.baseAddress!, l, attentionDropout) },
-                                 scratch: a.attentionScratch, scratchStride: a.attentionScratchStride)
-                try checked(la.context, T * C, "layer \(l) attention context (forward)")
-                // Output projection, dropout, residual, LayerNorm.              (T, C)
-                linearForward(out: la.attentionResidual, input: la.context, weight: w.attentionOutputWeight,
-                              bias: w.attentionOutputBias, rows: T, inFeatures: C, outFeatures: C)
-                dropoutPerSequence(la.attentionResidual, layer: l, site: .attentionOutput, probability: hiddenDropout)
-                add(out: la.attentionResidual, la.attentionResidual, x, count: T * C)
-                layerNormForward(out: la.attentionNormed, mean: la.attentionMean, rstd: la.attentionRstd,
-                                 input: la.attentionResidual, weight: w.attentionNormWeight, bias: w.attentionNormBias,
-                                 rows: T, columns: C, eps: config.layerNormEps)
-                // Feed-forward: dense, GELU, dense, dropout, residual, LayerNorm.  (T, I) -> (T, C)
-                linearForward(out: la.feedForwardPre, input: la.attentionNormed, weight: w.intermediateWeight,
-                              bias: w.intermediateBias, rows: T, inFeatures: C, outFeatures: I)
-                geluForward(out: la.feedForwardActivated, input: la.feedForwardPre, count: T * I)
-                linearForward(out: la.feedForwardResidual, input: la.feedForwardActivated, weight: w.outputWeight,
-                              bias: w.outputBias, rows: T, inFeatures: I, outFeatures: C)
-                dropoutPerSequence(la.feedForwardResidual, layer: l, site: .feedForwardOutput, probability: hiddenDropout)
-                add(out: la.feedForwardResidual, la.feedForwardResidual, la.attentionNormed, count: T * C)
-                layerNormForward(out: a.hidden[l + 1], mean: la.outputMean, rstd: la.outputRstd,
-                                 input: la.feedForwardResidual, weight: w.outputNormWeight, bias: w.outputNormBias,
-                                 rows: T, columns: C, eps: config.layerNormEps)
-                try checked(a.hidden[l + 1], T * C, "layer \(l) output (forward)")
+            for l in 0..<(clsOnly ? L - 1 : L) {
+                try layerForward(l, b, dropout: dropout)
+            }
+            if clsOnly {
+                try lastLayerForward(b, dropout: dropout)
+            } else {
+                let last = a.hidden[L]
+                for s in 0..<B { (a.clsHidden + s * C).update(from: last + b.starts[s] * C, count: C) }
             }
 
             // Pooler: tanh(dense([CLS])), dropout, classifier.              (B, C) -> (B, K)
-            let last = a.hidden[config.layerCount]
-            for s in 0..<B { (a.clsHidden + s * C).update(from: last + starts[s] * C, count: C) }
             linearForward(out: a.pooled, input: a.clsHidden, weight: params.base + p["bert.pooler.dense.weight"].offset,
                           bias: params.base + p["bert.pooler.dense.bias"].offset, rows: B, inFeatures: C, outFeatures: C)
             tanhForward(out: a.pooled, count: B * C)
             a.pooledDropped.update(from: a.pooled, count: B * C)
-            if let dropout, config.effectiveClassifierDropout > 0 {
-                for s in 0..<B {
-                    let key = dropout.key(sample: samples[s], layer: config.layerCount, site: .classifier)
-                    applyDropout(a.pooledDropped + s * C, count: C, key: key, probability: config.effectiveClassifierDropout)
-                }
-            }
+            dropoutRows(a.pooledDropped, rows: B, columns: C,
+                        dropout: rowMasks(dropout, L, .classifier, b, compact: true))
             linearForward(out: a.logits, input: a.pooledDropped, weight: params.base + p["classifier.weight"].offset,
                           bias: params.base + p["classifier.bias"].offset, rows: B, inFeatures: C, outFeatures: K)
             try checked(a.logits, B * K, "classifier logits (forward)")
-        }}}}}}
+        }
         return batch.labels.withUnsafeBufferPointer { labels in
             let (lossSum, correct) = crossEntropyForward(probabilities: a.probabilities, logits: a.logits,
                                                          labels: labels.baseAddress!, rows: B, classes: K)
@@ -164,14 +164,82 @@ public final class BertForSequenceClassification {
         }
     }
 
-    /// Validates the batch against the config and fills positions and attention offsets.
+    /// Encoder layer `l` over all T tokens: hidden[l] -> hidden[l + 1].
+    private func layerForward(_ l: Int, _ b: BatchPointers, dropout: DropoutContext?) throws {
+        let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount
+        let T = b.sequences.starts[b.sequences.count]
+        let a = activations, w = weights[l], x = a.hidden[l], la = a.layers[l]
+        // Self-attention: one GEMM for Q, K and V.                    (T, 3C)
+        linearForward(out: la.qkv, input: x, weight: w.qkvWeight, bias: w.qkvBias, rows: T, inFeatures: C, outFeatures: 3 * C)
+        attentionForward(context: la.context, probabilities: la.probabilities, qkv: la.qkv, sequences: b.sequences,
+                         hidden: C, heads: H, clsQueries: nil,
+                         dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
+                         scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
+        try checked(la.context, T * C, "layer \(l) attention context (forward)")
+        // Output projection, dropout, residual, LayerNorm.              (T, C)
+        linearForward(out: la.attentionResidual, input: la.context, weight: w.attentionOutputWeight,
+                      bias: w.attentionOutputBias, rows: T, inFeatures: C, outFeatures: C)
+        residualLayerNormForward(sum: la.attentionResidual, normed: la.attentionNormed, mean: la.attentionMean,
+                                 rstd: la.attentionRstd, residual: x, weight: w.attentionNormWeight, bias: w.attentionNormBias,
+                                 rows: T, columns: C, eps: config.layerNormEps, dropout: rowMasks(dropout, l, .attentionOutput, b))
+        // Feed-forward: dense, GELU, dense, dropout, residual, LayerNorm.  (T, I) -> (T, C)
+        linearForward(out: la.feedForwardDerivative, input: la.attentionNormed, weight: w.intermediateWeight,
+                      bias: w.intermediateBias, rows: T, inFeatures: C, outFeatures: I)
+        geluForward(activated: la.feedForwardActivated, derivative: la.feedForwardDerivative, count: T * I)
+        linearForward(out: la.feedForwardResidual, input: la.feedForwardActivated, weight: w.outputWeight,
+                      bias: w.outputBias, rows: T, inFeatures: I, outFeatures: C)
+        residualLayerNormForward(sum: la.feedForwardResidual, normed: a.hidden[l + 1], mean: la.outputMean, rstd: la.outputRstd,
+                                 residual: la.attentionNormed, weight: w.outputNormWeight, bias: w.outputNormBias,
+                                 rows: T, columns: C, eps: config.layerNormEps, dropout: rowMasks(dropout, l, .feedForwardOutput, b))
+        try checked(a.hidden[l + 1], T * C, "layer \(l) output (forward)")
+    }
+
+    /// The last encoder layer for the [CLS] rows only: hidden[L - 1] -> clsHidden (B, C). Keys and
+    /// values for every token; queries, attention output, LayerNorms and feed-forward for the B
+    /// [CLS] rows, kept compact in the layer's buffers (row s = sequence s).
+    private func lastLayerForward(_ b: BatchPointers, dropout: DropoutContext?) throws {
+        let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount, l = config.layerCount - 1
+        let B = b.sequences.count, T = b.sequences.starts[B]
+        let a = activations, w = weights[l], x = a.hidden[l], la = a.layers[l]
+        // Keys and values of every token: rows C ..< 3C of the fused weight.  (T, 2C) of (T, 3C)
+        linearForward(out: la.qkv + C, outStride: 3 * C, input: x, weight: w.qkvWeight + C * C, bias: w.qkvBias + C,
+                      rows: T, inFeatures: C, outFeatures: 2 * C)
+        // The [CLS] rows and their queries.                                  (B, C)
+        for s in 0..<B { (a.lastInput + s * C).update(from: x + b.starts[s] * C, count: C) }
+        linearForward(out: a.lastQuery, input: a.lastInput, weight: w.qkvWeight, bias: w.qkvBias, rows: B, inFeatures: C, outFeatures: C)
+        attentionForward(context: la.context, probabilities: la.probabilities, qkv: la.qkv, sequences: b.sequences,
+                         hidden: C, heads: H, clsQueries: a.lastQuery,
+                         dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
+                         scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
+        try checked(la.context, B * C, "layer \(l) attention context (forward)")
+        linearForward(out: la.attentionResidual, input: la.context, weight: w.attentionOutputWeight,
+                      bias: w.attentionOutputBias, rows: B, inFeatures: C, outFeatures: C)
+        residualLayerNormForward(sum: la.attentionResidual, normed: la.attentionNormed, mean: la.attentionMean,
+                                 rstd: la.attentionRstd, residual: a.lastInput, weight: w.attentionNormWeight,
+                                 bias: w.attentionNormBias, rows: B, columns: C, eps: config.layerNormEps,
+                                 dropout: rowMasks(dropout, l, .attentionOutput, b, compact: true))
+        linearForward(out: la.feedForwardDerivative, input: la.attentionNormed, weight: w.intermediateWeight,
+                      bias: w.intermediateBias, rows: B, inFeatures: C, outFeatures: I)
+        geluForward(activated: la.feedForwardActivated, derivative: la.feedForwardDerivative, count: B * I)
+        linearForward(out: la.feedForwardResidual, input: la.feedForwardActivated, weight: w.outputWeight,
+                      bias: w.outputBias, rows: B, inFeatures: I, outFeatures: C)
+        residualLayerNormForward(sum: la.feedForwardResidual, normed: a.clsHidden, mean: la.outputMean, rstd: la.outputRstd,
+                                 residual: la.attentionNormed, weight: w.outputNormWeight, bias: w.outputNormBias,
+                                 rows: B, columns: C, eps: config.layerNormEps,
+                                 dropout: rowMasks(dropout, l, .feedForwardOutput, b, compact: true))
+        try checked(a.clsHidden, B * C, "layer \(l) output (forward)")
+    }
+
+    /// Validates the batch against the config, sizes the arena and fills the per-token indices
+    /// and the attention offsets.
     private func prepare(_ batch: PackedBatch) throws {
-        let B = batch.sequenceCount, T = batch.tokenCount
+        let B = batch.sequenceCount, T = batch.tokenCount, H = config.headCount
         precondition(batch.sequenceStarts.count == B + 1 && batch.tokenTypeIds.count == T && batch.sampleIndices.count == B
                      && batch.sequenceStarts.last == T, "inconsistent PackedBatch")
-        positions.removeAll(keepingCapacity: true)
         probabilityOffsets.removeAll(keepingCapacity: true)
+        clsProbabilityOffsets.removeAll(keepingCapacity: true)
         probabilityOffsets.append(0)
+        clsProbabilityOffsets.append(0)
         var longest = 0
         for s in 0..<B {
             let len = batch.length(of: s)
@@ -180,8 +248,8 @@ public final class BertForSequenceClassification {
                 throw ModelError.invalidBatch(reason: "a sequence of \(len) tokens is longer than max_position_embeddings \(config.maxPositionEmbeddings); use a smaller --max-seq-len")
             }
             longest = max(longest, len)
-            for position in 0..<len { positions.append(Int32(position)) }
-            probabilityOffsets.append(probabilityOffsets[s] + config.headCount * len * len)
+            probabilityOffsets.append(probabilityOffsets[s] + H * len * len)
+            clsProbabilityOffsets.append(clsProbabilityOffsets[s] + H * len)
         }
         for t in 0..<T {
             let id = batch.tokenIds[t], type = batch.tokenTypeIds[t]
@@ -196,6 +264,13 @@ public final class BertForSequenceClassification {
             throw ModelError.invalidBatch(reason: "label \(label) is outside 0..<\(labelCount)")
         }
         growIfNeeded(tokens: T, sequences: B, attentionFloats: probabilityOffsets[B], longestSequence: longest)
+        let a = activations
+        for s in 0..<B {
+            for t in batch.sequenceStarts[s]..<batch.sequenceStarts[s + 1] {
+                a.positions[t] = Int32(t - batch.sequenceStarts[s])
+                a.tokenSequence[t] = Int32(s)
+            }
+        }
     }
 
     private func checked(_ values: UnsafePointer<Float>, _ count: Int, _ location: @autoclosure () -> String) throws {
@@ -212,107 +287,138 @@ public final class BertForSequenceClassification {
     /// `offset` is final for this micro-batch — the hook that starts gradient communication.
     public func backward(_ batch: PackedBatch, dropout: DropoutContext?, lossScale: Float,
                          parametersFinished: (Int) throws -> Void = { _ in }) throws {
-        let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount, K = labelCount
+        let C = config.hiddenSize, K = labelCount, L = config.layerCount
         let T = batch.tokenCount, B = batch.sequenceCount
         precondition(B == lastSequenceCount, "backward must follow forward of the same batch")
         let a = activations
         let p = layout
         let params = parameters, grads = gradients
-        let hiddenDropout = dropout == nil ? 0 : config.hiddenDropoutProb
-        let attentionDropout = dropout == nil ? 0 : config.attentionDropoutProb
+        let clsOnly = clsOnlyLastLayer && L >= 1
 
-        try batch.tokenIds.withUnsafeBufferPointer { ids in
-        try batch.tokenTypeIds.withUnsafeBufferPointer { types in
-        try batch.labels.withUnsafeBufferPointer { labels in
-        try batch.sampleIndices.withUnsafeBufferPointer { samples in
-        try batch.sequenceStarts.withUnsafeBufferPointer { starts in
-        try positions.withUnsafeBufferPointer { positions in
-        try probabilityOffsets.withUnsafeBufferPointer { probabilityOffsets in
-            let sequences = PackedSequences(starts: starts.baseAddress!, count: B, probabilityOffsets: probabilityOffsets.baseAddress!)
-            func dropoutPerSequence(_ values: UnsafeMutablePointer<Float>, layer: Int, site: DropoutSite, probability: Float) {
-                guard let dropout, probability > 0 else { return }
-                for s in 0..<B {
-                    let key = dropout.key(sample: samples[s], layer: layer, site: site)
-                    applyDropout(values + starts[s] * C, count: (starts[s + 1] - starts[s]) * C, key: key, probability: probability)
-                }
-            }
-
+        try withBatchPointers(batch) { b in
             // Loss and classifier.                                         (B, K)
-            crossEntropyBackward(dLogits: a.dLogits, probabilities: a.probabilities, labels: labels.baseAddress!,
+            crossEntropyBackward(dLogits: a.dLogits, probabilities: a.probabilities, labels: b.labels,
                                  rows: B, classes: K, lossScale: lossScale)
             linearBackward(dInput: a.dPooled, dWeight: grads.base + p["classifier.weight"].offset,
                            dBias: grads.base + p["classifier.bias"].offset, dOut: a.dLogits, input: a.pooledDropped,
                            weight: params.base + p["classifier.weight"].offset, rows: B, inFeatures: C, outFeatures: K)
-            if let dropout, config.effectiveClassifierDropout > 0 {
-                for s in 0..<B {
-                    let key = dropout.key(sample: samples[s], layer: config.layerCount, site: .classifier)
-                    applyDropout(a.dPooled + s * C, count: C, key: key, probability: config.effectiveClassifierDropout)
-                }
-            }
+            dropoutRows(a.dPooled, rows: B, columns: C, dropout: rowMasks(dropout, L, .classifier, b, compact: true))
             // Pooler.                                                      (B, C)
             tanhBackward(dInOut: a.dPooled, output: a.pooled, count: B * C)
             linearBackward(dInput: a.dClsHidden, dWeight: grads.base + p["bert.pooler.dense.weight"].offset,
                            dBias: grads.base + p["bert.pooler.dense.bias"].offset, dOut: a.dPooled, input: a.clsHidden,
                            weight: params.base + p["bert.pooler.dense.weight"].offset, rows: B, inFeatures: C, outFeatures: C)
             try checked(a.dClsHidden, B * C, "pooler input gradient (backward)")
-            try parametersFinished(p.layerStarts[config.layerCount])
+            try parametersFinished(p.layerStarts[L])
 
-            // Only the [CLS] rows of the last hidden state reach the loss.
-            a.dHidden.update(repeating: 0, count: T * C)
-            for s in 0..<B { (a.dHidden + starts[s] * C).update(from: a.dClsHidden + s * C, count: C) }
-
-            for l in stride(from: config.layerCount - 1, through: 0, by: -1) {
-                let w = weights[l], g = weightGradients[l], x = a.hidden[l], la = a.layers[l]
-                // a.dHidden = dL/d(layer output).  Output LayerNorm.
-                layerNormBackward(dInput: a.dResidual, dWeight: g.outputNormWeight, dBias: g.outputNormBias, dOut: a.dHidden,
-                                  input: la.feedForwardResidual, weight: w.outputNormWeight,
-                                  mean: la.outputMean, rstd: la.outputRstd, rows: T, columns: C)
-                // a.dResidual = dL/d(attentionNormed + dropout(ffn output)).
-                a.dTemporary.update(from: a.dResidual, count: T * C)
-                dropoutPerSequence(a.dTemporary, layer: l, site: .feedForwardOutput, probability: hiddenDropout)
-                linearBackward(dInput: a.dFeedForward, dWeight: g.outputWeight, dBias: g.outputBias, dOut: a.dTemporary,
-                               input: la.feedForwardActivated, weight: w.outputWeight, rows: T, inFeatures: I, outFeatures: C)
-                geluBackward(dInOut: a.dFeedForward, input: la.feedForwardPre, count: T * I)
-                linearBackward(dInput: a.dResidual, dWeight: g.intermediateWeight, dBias: g.intermediateBias,
-                               dOut: a.dFeedForward, input: la.attentionNormed, weight: w.intermediateWeight,
-                               rows: T, inFeatures: C, outFeatures: I, accumulateInput: true)
-                try checked(a.dResidual, T * C, "layer \(l) feed-forward input gradient (backward)")
-                // a.dResidual = dL/d(attentionNormed).  Attention LayerNorm.
-                layerNormBackward(dInput: a.dHidden, dWeight: g.attentionNormWeight, dBias: g.attentionNormBias,
-                                  dOut: a.dResidual, input: la.attentionResidual, weight: w.attentionNormWeight,
-                                  mean: la.attentionMean, rstd: la.attentionRstd, rows: T, columns: C)
-                // a.dHidden = dL/d(x + dropout(attention output)).
-                a.dTemporary.update(from: a.dHidden, count: T * C)
-                dropoutPerSequence(a.dTemporary, layer: l, site: .attentionOutput, probability: hiddenDropout)
-                linearBackward(dInput: a.dContext, dWeight: g.attentionOutputWeight, dBias: g.attentionOutputBias,
-                               dOut: a.dTemporary, input: la.context, weight: w.attentionOutputWeight,
-                               rows: T, inFeatures: C, outFeatures: C)
-                attentionBackward(dqkv: a.dQKV, dContext: a.dContext, qkv: la.qkv, probabilities: la.probabilities,
-                                  sequences: sequences, hidden: C, heads: H,
-                                  dropout: dropout.map { ($0, samples.baseAddress!, l, attentionDropout) },
-                                  scratch: a.attentionScratch, scratchStride: a.attentionScratchStride)
-                try checked(a.dQKV, T * 3 * C, "layer \(l) query/key/value gradient (backward)")
-                // Residual branch plus the Q, K, V projections.  a.dHidden = dL/dx.
-                linearBackward(dInput: a.dHidden, dWeight: g.qkvWeight, dBias: g.qkvBias, dOut: a.dQKV, input: x,
-                               weight: w.qkvWeight, rows: T, inFeatures: C, outFeatures: 3 * C, accumulateInput: true)
-                try checked(a.dHidden, T * C, "layer \(l) input gradient (backward)")
+            if clsOnly {
+                try lastLayerBackward(b, dropout: dropout)
+                try parametersFinished(p.layerStarts[L - 1])
+            } else {
+                // Only the [CLS] rows of the last hidden state reach the loss.
+                a.dHidden.update(repeating: 0, count: T * C)
+                for s in 0..<B { (a.dHidden + b.starts[s] * C).update(from: a.dClsHidden + s * C, count: C) }
+            }
+            for l in stride(from: (clsOnly ? L - 1 : L) - 1, through: 0, by: -1) {
+                try layerBackward(l, b, dropout: dropout)
                 try parametersFinished(p.layerStarts[l])
             }
 
             // Embeddings: dropout, LayerNorm, scatter into the three tables.
-            dropoutPerSequence(a.dHidden, layer: 0, site: .embeddings, probability: hiddenDropout)
-            layerNormBackward(dInput: a.dResidual, dWeight: grads.base + p["bert.embeddings.LayerNorm.weight"].offset,
+            dropoutRows(a.dHidden, rows: T, columns: C, dropout: rowMasks(dropout, 0, .embeddings, b))
+            layerNormBackward(dInput: a.dResidual, dBranch: nil, branchDropout: rowMasks(nil, 0, .embeddings, b),
+                              dWeight: grads.base + p["bert.embeddings.LayerNorm.weight"].offset,
                               dBias: grads.base + p["bert.embeddings.LayerNorm.bias"].offset, dOut: a.dHidden,
                               input: a.embeddingSum, weight: params.base + p["bert.embeddings.LayerNorm.weight"].offset,
                               mean: a.embeddingMean, rstd: a.embeddingRstd, rows: T, columns: C)
             embeddingBackward(dWordTable: grads.base + p["bert.embeddings.word_embeddings.weight"].offset,
                               dPositionTable: grads.base + p["bert.embeddings.position_embeddings.weight"].offset,
                               dTokenTypeTable: grads.base + p["bert.embeddings.token_type_embeddings.weight"].offset,
-                              dOut: a.dResidual, tokenIds: ids.baseAddress!, positions: positions.baseAddress!,
-                              tokenTypeIds: types.baseAddress!, tokens: T, hidden: C)
+                              dOut: a.dResidual, tokenIds: b.ids, positions: a.positions,
+                              tokenTypeIds: b.types, tokens: T, hidden: C)
             try checked(a.dResidual, T * C, "embeddings gradient (backward)")
             try parametersFinished(0)
-        }}}}}}}
+        }
+    }
+
+    /// Backward of `layerForward(l)`: a.dHidden = dL/d(hidden[l + 1]) on entry, dL/d(hidden[l]) on return.
+    private func layerBackward(_ l: Int, _ b: BatchPointers, dropout: DropoutContext?) throws {
+        let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount
+        let T = b.sequences.starts[b.sequences.count]
+        let a = activations, w = weights[l], g = weightGradients[l], x = a.hidden[l], la = a.layers[l]
+        // Output LayerNorm. a.dResidual = dL/d(feedForwardResidual); a.dTemporary = its dropout =
+        // dL/d(ffn output).
+        layerNormBackward(dInput: a.dResidual, dBranch: a.dTemporary, branchDropout: rowMasks(dropout, l, .feedForwardOutput, b),
+                          dWeight: g.outputNormWeight, dBias: g.outputNormBias, dOut: a.dHidden,
+                          input: la.feedForwardResidual, weight: w.outputNormWeight,
+                          mean: la.outputMean, rstd: la.outputRstd, rows: T, columns: C)
+        linearBackward(dInput: a.dFeedForward, dWeight: g.outputWeight, dBias: g.outputBias, dOut: a.dTemporary,
+                       input: la.feedForwardActivated, weight: w.outputWeight, rows: T, inFeatures: I, outFeatures: C)
+        geluBackward(dInOut: a.dFeedForward, derivative: la.feedForwardDerivative, count: T * I)
+        linearBackward(dInput: a.dResidual, dWeight: g.intermediateWeight, dBias: g.intermediateBias,
+                       dOut: a.dFeedForward, input: la.attentionNormed, weight: w.intermediateWeight,
+                       rows: T, inFeatures: C, outFeatures: I, accumulateInput: true)
+        try checked(a.dResidual, T * C, "layer \(l) feed-forward input gradient (backward)")
+        // a.dResidual = dL/d(attentionNormed).  Attention LayerNorm: a.dHidden = dL/d(attentionResidual),
+        // a.dTemporary = dL/d(attention output).
+        layerNormBackward(dInput: a.dHidden, dBranch: a.dTemporary, branchDropout: rowMasks(dropout, l, .attentionOutput, b),
+                          dWeight: g.attentionNormWeight, dBias: g.attentionNormBias, dOut: a.dResidual,
+                          input: la.attentionResidual, weight: w.attentionNormWeight,
+                          mean: la.attentionMean, rstd: la.attentionRstd, rows: T, columns: C)
+        linearBackward(dInput: a.dContext, dWeight: g.attentionOutputWeight, dBias: g.attentionOutputBias,
+                       dOut: a.dTemporary, input: la.context, weight: w.attentionOutputWeight,
+                       rows: T, inFeatures: C, outFeatures: C)
+        attentionBackward(dqkv: a.dQKV, dContext: a.dContext, qkv: la.qkv, probabilities: la.probabilities,
+                          sequences: b.sequences, hidden: C, heads: H, clsQueries: nil, dClsQueries: nil,
+                          dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
+                          scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
+        try checked(a.dQKV, T * 3 * C, "layer \(l) query/key/value gradient (backward)")
+        // Residual branch plus the Q, K, V projections.  a.dHidden = dL/dx.
+        linearBackward(dInput: a.dHidden, dWeight: g.qkvWeight, dBias: g.qkvBias, dOut: a.dQKV, input: x,
+                       weight: w.qkvWeight, rows: T, inFeatures: C, outFeatures: 3 * C, accumulateInput: true)
+        try checked(a.dHidden, T * C, "layer \(l) input gradient (backward)")
+    }
+
+    /// Backward of `lastLayerForward`: from a.dClsHidden (B, C) to a.dHidden = dL/d(hidden[L - 1]) (T, C).
+    private func lastLayerBackward(_ b: BatchPointers, dropout: DropoutContext?) throws {
+        let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount, l = config.layerCount - 1
+        let B = b.sequences.count, T = b.sequences.starts[B]
+        let a = activations, w = weights[l], g = weightGradients[l], x = a.hidden[l], la = a.layers[l]
+        layerNormBackward(dInput: a.dResidual, dBranch: a.dTemporary,
+                          branchDropout: rowMasks(dropout, l, .feedForwardOutput, b, compact: true),
+                          dWeight: g.outputNormWeight, dBias: g.outputNormBias, dOut: a.dClsHidden,
+                          input: la.feedForwardResidual, weight: w.outputNormWeight,
+                          mean: la.outputMean, rstd: la.outputRstd, rows: B, columns: C)
+        linearBackward(dInput: a.dFeedForward, dWeight: g.outputWeight, dBias: g.outputBias, dOut: a.dTemporary,
+                       input: la.feedForwardActivated, weight: w.outputWeight, rows: B, inFeatures: I, outFeatures: C)
+        geluBackward(dInOut: a.dFeedForward, derivative: la.feedForwardDerivative, count: B * I)
+        linearBackward(dInput: a.dResidual, dWeight: g.intermediateWeight, dBias: g.intermediateBias,
+                       dOut: a.dFeedForward, input: la.attentionNormed, weight: w.intermediateWeight,
+                       rows: B, inFeatures: C, outFeatures: I, accumulateInput: true)
+        // a.dLastInput = dL/d(attentionResidual) = the residual part of dL/d([CLS] input).
+        layerNormBackward(dInput: a.dLastInput, dBranch: a.dTemporary,
+                          branchDropout: rowMasks(dropout, l, .attentionOutput, b, compact: true),
+                          dWeight: g.attentionNormWeight, dBias: g.attentionNormBias, dOut: a.dResidual,
+                          input: la.attentionResidual, weight: w.attentionNormWeight,
+                          mean: la.attentionMean, rstd: la.attentionRstd, rows: B, columns: C)
+        linearBackward(dInput: a.dContext, dWeight: g.attentionOutputWeight, dBias: g.attentionOutputBias,
+                       dOut: a.dTemporary, input: la.context, weight: w.attentionOutputWeight,
+                       rows: B, inFeatures: C, outFeatures: C)
+        attentionBackward(dqkv: a.dQKV, dContext: a.dContext, qkv: la.qkv, probabilities: la.probabilities,
+                          sequences: b.sequences, hidden: C, heads: H, clsQueries: a.lastQuery, dClsQueries: a.dLastQuery,
+                          dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
+                          scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
+        // Keys and values of every token: a.dHidden = (dK dV) · W_kv.    (T, C)
+        linearBackward(dInput: a.dHidden, dWeight: g.qkvWeight + C * C, dBias: g.qkvBias + C, dOut: a.dQKV + C,
+                       dOutStride: 3 * C, input: x, weight: w.qkvWeight + C * C, rows: T, inFeatures: C, outFeatures: 2 * C)
+        // Queries of the [CLS] rows, added to their residual gradient, then into their tokens' rows.
+        linearBackward(dInput: a.dLastInput, dWeight: g.qkvWeight, dBias: g.qkvBias, dOut: a.dLastQuery,
+                       input: a.lastInput, weight: w.qkvWeight, rows: B, inFeatures: C, outFeatures: C, accumulateInput: true)
+        for s in 0..<B {
+            let row = a.dHidden + b.starts[s] * C, cls = a.dLastInput + s * C
+            for c in 0..<C { row[c] += cls[c] }
+        }
+        try checked(a.dHidden, T * C, "layer \(l) input gradient (backward)")
     }
 }
 

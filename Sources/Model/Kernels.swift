@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 import Foundation
 
 // Layer kernels over raw row-major buffers, forward next to backward (llm.c style).
@@ -6,10 +7,15 @@ import Foundation
 // B = sequences. Forward functions write their outputs (=); backward functions write the
 // gradient of their input (=) and ACCUMULATE (+=) into parameter gradients, so several
 // micro-batches can add up into one gradient arena.
+//
+// The fast paths are the vector kernels of CKernels (one source, compiled per instruction set)
+// split over the rank's WorkerTeam; next to each is the naive loop it must agree with
+// (`...Reference`, used by the tests).
 
 // MARK: - Matrix multiply (Linear)
 
-/// C (m, n) = alpha * op(A) op(B) + beta * C, row-major, through OpenBLAS.
+/// C (m, n) = alpha * op(A) op(B) + beta * C, row-major, through OpenBLAS (single-threaded:
+/// the team splits the big products itself, see linearForward).
 @inline(__always)
 func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
            a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
@@ -19,48 +25,96 @@ func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
-/// out (rows, outFeatures) = input (rows, inFeatures) · weightᵀ + bias, as torch.nn.Linear with
-/// weight (outFeatures, inFeatures).
-func linearForward(out: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
+/// Rows (or output features) per team member below which a product is not worth splitting:
+/// about 2^18 multiply-adds per member.
+@inline(__always)
+func minimumRowsPerMember(work perRow: Int) -> Int { max(4, (1 << 18) / max(perRow, 1)) }
+
+/// out (rows, outFeatures; row stride outStride) = input (rows, inFeatures) · weightᵀ + bias,
+/// as torch.nn.Linear with weight (outFeatures, inFeatures). Team members take blocks of rows;
+/// each starts its block from the bias and lets the GEMM add into it (beta = 1, which OpenBLAS
+/// does in place, where beta = 0 would cost the same extra pass to clear the output).
+func linearForward(out: UnsafeMutablePointer<Float>, outStride: Int? = nil, input: UnsafePointer<Float>,
                    weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                    rows: Int, inFeatures: Int, outFeatures: Int) {
-    // Start from the bias so the GEMM adds into it (beta = 1): no separate bias pass.
-    for r in 0..<rows { (out + r * outFeatures).update(from: bias, count: outFeatures) }
-    sgemm(transA: false, transB: true, m: rows, n: outFeatures, k: inFeatures,
-          a: input, lda: inFeatures, b: weight, ldb: inFeatures, beta: 1, c: out, ldc: outFeatures)
+    let ldc = outStride ?? outFeatures
+    parallelChunks(rows, minimumChunk: minimumRowsPerMember(work: inFeatures * outFeatures)) { _, range in
+        for r in range { (out + r * ldc).update(from: bias, count: outFeatures) }
+        sgemm(transA: false, transB: true, m: range.count, n: outFeatures, k: inFeatures,
+              a: input + range.lowerBound * inFeatures, lda: inFeatures, b: weight, ldb: inFeatures,
+              beta: 1, c: out + range.lowerBound * ldc, ldc: ldc)
+    }
 }
 
 /// dInput (rows, in) = dOut · weight (or += when `accumulateInput`); dWeight += dOutᵀ · input;
-/// dBias += column sums of dOut.
+/// dBias += column sums of dOut. dOut rows have stride `dOutStride`. In one team job: each
+/// member computes a block of dInput rows, and a block of dWeight rows with the matching dBias
+/// entries (every dWeight element is one full-length dot product, whatever the split).
 func linearBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>,
-                    dBias: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
+                    dBias: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, dOutStride: Int? = nil,
                     input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                     rows: Int, inFeatures: Int, outFeatures: Int, accumulateInput: Bool = false) {
-    if let dInput {
-        sgemm(transA: false, transB: false, m: rows, n: inFeatures, k: outFeatures,
-              a: dOut, lda: outFeatures, b: weight, ldb: inFeatures,
-              beta: accumulateInput ? 1 : 0, c: dInput, ldc: inFeatures)
+    let ldd = dOutStride ?? outFeatures
+    let minimumMembers = minimumRowsPerMember(work: inFeatures * rows)
+    let members = min(threadsOfThisThread, max(1, outFeatures / max(16, minimumMembers)))
+    let body = { (member: Int, members: Int) in
+        let rowRange = (rows * member / members)..<(rows * (member + 1) / members)
+        if let dInput, !rowRange.isEmpty {
+            sgemm(transA: false, transB: false, m: rowRange.count, n: inFeatures, k: outFeatures,
+                  a: dOut + rowRange.lowerBound * ldd, lda: ldd, b: weight, ldb: inFeatures,
+                  beta: accumulateInput ? 1 : 0, c: dInput + rowRange.lowerBound * inFeatures, ldc: inFeatures)
+        }
+        // Output features split at multiples of 16 (whole vectors for the column sums).
+        let granules = (outFeatures + 15) / 16
+        let outRange = min(outFeatures, 16 * (granules * member / members))..<min(outFeatures, 16 * (granules * (member + 1) / members))
+        if outRange.isEmpty || rows == 0 { return }
+        sgemm(transA: true, transB: false, m: outRange.count, n: inFeatures, k: rows,
+              a: dOut + outRange.lowerBound, lda: ldd, b: input, ldb: inFeatures,
+              beta: 1, c: dWeight + outRange.lowerBound * inFeatures, ldc: inFeatures)
+        bd_add_column_sums(dBias, dOut, rows, ldd, outRange.lowerBound, outRange.upperBound)
     }
-    sgemm(transA: true, transB: false, m: outFeatures, n: inFeatures, k: rows,
-          a: dOut, lda: outFeatures, b: input, ldb: inFeatures, beta: 1, c: dWeight, ldc: inFeatures)
-    addColumnSums(of: dOut, rows: rows, columns: outFeatures, into: dBias)
+    if members <= 1 {
+        body(0, 1)
+    } else {
+        WorkerTeam.current.run(members: members) { member in body(member, members) }
+    }
 }
 
 /// sums (columns) += Σ_rows matrix (rows, columns).
-func addColumnSums(of matrix: UnsafePointer<Float>, rows: Int, columns: Int, into sums: UnsafeMutablePointer<Float>) {
+func addColumnSumsReference(of matrix: UnsafePointer<Float>, rows: Int, columns: Int, into sums: UnsafeMutablePointer<Float>) {
     for r in 0..<rows {
         let row = matrix + r * columns
         for c in 0..<columns { sums[c] += row[c] }
     }
 }
 
+// MARK: - Row dropout (the per-row view of the masks of Dropout.swift)
+
+/// Fills `keys` with each sequence's dropout key at (layer, site) and returns the C
+/// description of the dropout of packed rows, or an inactive one without dropout.
+func rowDropout(_ dropout: DropoutContext?, probability: Float, layer: Int, site: DropoutSite,
+                samples: UnsafePointer<Int>, sequences: Int, keys: UnsafeMutablePointer<UInt64>,
+                rowSequence: UnsafePointer<Int32>, rowPosition: UnsafePointer<Int32>) -> bd_row_dropout {
+    guard let dropout, probability > 0 else { return bd_row_dropout(sequence_keys: nil, row_sequence: nil, row_position: nil, probability: 0) }
+    for s in 0..<sequences { keys[s] = dropout.key(sample: samples[s], layer: layer, site: site) }
+    return bd_row_dropout(sequence_keys: keys, row_sequence: rowSequence, row_position: rowPosition, probability: probability)
+}
+
+/// Rows of a (rows, columns) tensor in place, over the team.
+func dropoutRows(_ values: UnsafeMutablePointer<Float>, rows: Int, columns: Int, dropout: bd_row_dropout) {
+    guard dropout.sequence_keys != nil && dropout.probability > 0 else { return }
+    parallelChunks(rows, minimumChunk: 32) { _, range in
+        bd_dropout_rows(values, range.lowerBound, range.upperBound, columns, dropout)
+    }
+}
+
 // MARK: - Embeddings
 
 /// out[t] = word[tokenIds[t]] + position[positions[t]] + tokenType[tokenTypeIds[t]]   (T, C)
-func embeddingForward(out: UnsafeMutablePointer<Float>, tokenIds: UnsafePointer<Int32>,
-                      positions: UnsafePointer<Int32>, tokenTypeIds: UnsafePointer<Int32>,
-                      wordTable: UnsafePointer<Float>, positionTable: UnsafePointer<Float>,
-                      tokenTypeTable: UnsafePointer<Float>, tokens: Int, hidden C: Int) {
+func embeddingForwardReference(out: UnsafeMutablePointer<Float>, tokenIds: UnsafePointer<Int32>,
+                               positions: UnsafePointer<Int32>, tokenTypeIds: UnsafePointer<Int32>,
+                               wordTable: UnsafePointer<Float>, positionTable: UnsafePointer<Float>,
+                               tokenTypeTable: UnsafePointer<Float>, tokens: Int, hidden C: Int) {
     for t in 0..<tokens {
         let o = out + t * C
         let w = wordTable + Int(tokenIds[t]) * C
@@ -71,10 +125,10 @@ func embeddingForward(out: UnsafeMutablePointer<Float>, tokenIds: UnsafePointer<
 }
 
 /// Scatter-adds dOut rows into the rows of the three tables they came from.
-func embeddingBackward(dWordTable: UnsafeMutablePointer<Float>, dPositionTable: UnsafeMutablePointer<Float>,
-                       dTokenTypeTable: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
-                       tokenIds: UnsafePointer<Int32>, positions: UnsafePointer<Int32>,
-                       tokenTypeIds: UnsafePointer<Int32>, tokens: Int, hidden C: Int) {
+func embeddingBackwardReference(dWordTable: UnsafeMutablePointer<Float>, dPositionTable: UnsafeMutablePointer<Float>,
+                                dTokenTypeTable: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
+                                tokenIds: UnsafePointer<Int32>, positions: UnsafePointer<Int32>,
+                                tokenTypeIds: UnsafePointer<Int32>, tokens: Int, hidden C: Int) {
     for t in 0..<tokens {
         let d = dOut + t * C
         let w = dWordTable + Int(tokenIds[t]) * C
@@ -88,36 +142,59 @@ func embeddingBackward(dWordTable: UnsafeMutablePointer<Float>, dPositionTable: 
     }
 }
 
+/// The fast embeddings: sum, LayerNorm and dropout after it, rows over the team.
+func embeddingLayerNormForward(sum: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>,
+                               mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+                               tokenIds: UnsafePointer<Int32>, positions: UnsafePointer<Int32>, tokenTypeIds: UnsafePointer<Int32>,
+                               wordTable: UnsafePointer<Float>, positionTable: UnsafePointer<Float>, tokenTypeTable: UnsafePointer<Float>,
+                               weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, rows: Int, columns: Int, eps: Float,
+                               dropoutAfter: bd_row_dropout) {
+    parallelChunks(rows, minimumChunk: 32) { _, range in
+        bd_embedding_layernorm_forward(sum, normed, mean, rstd, tokenIds, positions, tokenTypeIds,
+                                       wordTable, positionTable, tokenTypeTable, weight, bias,
+                                       range.lowerBound, range.upperBound, columns, eps, dropoutAfter)
+    }
+}
+
+/// The fast embedding backward: members own column blocks of the three tables.
+func embeddingBackward(dWordTable: UnsafeMutablePointer<Float>, dPositionTable: UnsafeMutablePointer<Float>,
+                       dTokenTypeTable: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
+                       tokenIds: UnsafePointer<Int32>, positions: UnsafePointer<Int32>,
+                       tokenTypeIds: UnsafePointer<Int32>, tokens: Int, hidden C: Int) {
+    parallelGranules(C, granule: 16, minimumChunk: tokens >= 64 ? 16 : C) { _, range in
+        bd_embedding_backward(dWordTable, dPositionTable, dTokenTypeTable, dOut, tokenIds, positions, tokenTypeIds,
+                              tokens, C, range.lowerBound, range.upperBound)
+    }
+}
+
 // MARK: - LayerNorm
 
 /// out = (x - mean) * rstd * weight + bias per row; keeps mean and rstd (rows) for backward.
-func layerNormForward(out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
-                      rstd: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
-                      weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                      rows: Int, columns C: Int, eps: Float) {
-    parallelChunks(rows, minimumChunk: 64) { _, range in
-        for r in range {
-            let x = input + r * C, o = out + r * C
-            var sum: Float = 0
-            for c in 0..<C { sum += x[c] }
-            let m = sum / Float(C)
-            // Two passes (mean, then squared deviations) as PyTorch's CPU kernel: no
-            // cancellation for rows with a large mean.
-            var squares: Float = 0
-            for c in 0..<C { let d = x[c] - m; squares += d * d }
-            let s = 1 / (squares / Float(C) + eps).squareRoot()
-            for c in 0..<C { o[c] = (x[c] - m) * s * weight[c] + bias[c] }
-            mean[r] = m
-            rstd[r] = s
-        }
+func layerNormForwardReference(out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
+                               rstd: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
+                               weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                               rows: Int, columns C: Int, eps: Float) {
+    for r in 0..<rows {
+        let x = input + r * C, o = out + r * C
+        var sum: Float = 0
+        for c in 0..<C { sum += x[c] }
+        let m = sum / Float(C)
+        // Two passes (mean, then squared deviations) as PyTorch's CPU kernel: no
+        // cancellation for rows with a large mean.
+        var squares: Float = 0
+        for c in 0..<C { let d = x[c] - m; squares += d * d }
+        let s = 1 / (squares / Float(C) + eps).squareRoot()
+        for c in 0..<C { o[c] = (x[c] - m) * s * weight[c] + bias[c] }
+        mean[r] = m
+        rstd[r] = s
     }
 }
 
 /// dInput = the gradient through the normalisation; dWeight += Σ dOut·x̂, dBias += Σ dOut.
-func layerNormBackward(dInput: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
-                       dBias: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
-                       input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                       mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, rows: Int, columns C: Int) {
+func layerNormBackwardReference(dInput: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
+                                dBias: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
+                                input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                                mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, rows: Int, columns C: Int) {
     for r in 0..<rows {
         let x = input + r * C, dy = dOut + r * C, dx = dInput + r * C
         let m = mean[r], s = rstd[r]
@@ -140,26 +217,75 @@ func layerNormBackward(dInput: UnsafeMutablePointer<Float>, dWeight: UnsafeMutab
     }
 }
 
-// MARK: - GELU (exact erf form, HF "gelu")
-
-func geluForward(out: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, count: Int) {
-    let invSqrt2: Float = 0.70710678118654752
-    parallelChunks(count, minimumChunk: 1 << 14) { _, range in
-        for i in range { let x = input[i]; out[i] = 0.5 * x * (1 + erff(x * invSqrt2)) }
+/// The fast residual block end: sum = dropout(sum) + residual (sum holds the branch on entry;
+/// residual may be nil), normed = LayerNorm(sum); rows over the team.
+func residualLayerNormForward(sum: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>,
+                              mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+                              residual: UnsafePointer<Float>?, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                              rows: Int, columns: Int, eps: Float, dropout: bd_row_dropout) {
+    parallelChunks(rows, minimumChunk: 32) { _, range in
+        bd_residual_layernorm_forward(sum, normed, mean, rstd, residual, weight, bias,
+                                      range.lowerBound, range.upperBound, columns, eps, dropout)
     }
 }
 
+/// The fast LayerNorm backward in one team job: each member computes a block of dInput rows
+/// (and dBranch = dropout(dInput) when given) and a block of dWeight/dBias columns.
+func layerNormBackward(dInput: UnsafeMutablePointer<Float>, dBranch: UnsafeMutablePointer<Float>?,
+                       branchDropout: bd_row_dropout,
+                       dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
+                       input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                       mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, rows: Int, columns C: Int) {
+    let members = min(threadsOfThisThread, max(1, rows / 32))
+    let body = { (member: Int, members: Int) in
+        let rowRange = (rows * member / members)..<(rows * (member + 1) / members)
+        bd_layernorm_backward_rows(dInput, dBranch, dOut, input, weight, mean, rstd,
+                                   rowRange.lowerBound, rowRange.upperBound, C, branchDropout)
+        let granules = (C + 15) / 16
+        let columnRange = min(C, 16 * (granules * member / members))..<min(C, 16 * (granules * (member + 1) / members))
+        if !columnRange.isEmpty {
+            bd_layernorm_backward_parameters(dWeight, dBias, dOut, input, mean, rstd, rows, C,
+                                             columnRange.lowerBound, columnRange.upperBound)
+        }
+    }
+    if members <= 1 {
+        body(0, 1)
+    } else {
+        WorkerTeam.current.run(members: members) { member in body(member, members) }
+    }
+}
+
+// MARK: - GELU (exact erf form, HF "gelu")
+
+/// out = gelu(x) = 0.5 x (1 + erf(x / √2)).
+func geluForwardReference(out: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, count: Int) {
+    let invSqrt2: Float = 0.70710678118654752
+    for i in 0..<count { let x = input[i]; out[i] = 0.5 * x * (1 + erff(x * invSqrt2)) }
+}
+
 /// In place: dInOut = dOut · gelu'(x), gelu'(x) = Φ(x) + x φ(x).
-func geluBackward(dInOut: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, count: Int) {
+func geluBackwardReference(dInOut: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, count: Int) {
     let invSqrt2: Float = 0.70710678118654752
     let invSqrt2Pi: Float = 0.39894228040143268
+    for i in 0..<count {
+        let x = input[i]
+        let cdf = 0.5 * (1 + erff(x * invSqrt2))
+        let pdf = invSqrt2Pi * expf(-0.5 * x * x)
+        dInOut[i] *= cdf + x * pdf
+    }
+}
+
+/// The fast GELU: activated = gelu(x); `derivative` holds x on entry and gelu'(x) on return.
+func geluForward(activated: UnsafeMutablePointer<Float>, derivative: UnsafeMutablePointer<Float>, count: Int) {
     parallelChunks(count, minimumChunk: 1 << 14) { _, range in
-        for i in range {
-            let x = input[i]
-            let cdf = 0.5 * (1 + erff(x * invSqrt2))
-            let pdf = invSqrt2Pi * expf(-0.5 * x * x)
-            dInOut[i] *= cdf + x * pdf
-        }
+        bd_gelu_forward(activated + range.lowerBound, derivative + range.lowerBound, range.count)
+    }
+}
+
+/// The fast GELU backward: dInOut *= gelu'(x), from the derivative geluForward kept.
+func geluBackward(dInOut: UnsafeMutablePointer<Float>, derivative: UnsafePointer<Float>, count: Int) {
+    parallelChunks(count, minimumChunk: 1 << 15) { _, range in
+        bd_multiply(dInOut + range.lowerBound, derivative + range.lowerBound, range.count)
     }
 }
 
@@ -214,7 +340,17 @@ func crossEntropyBackward(dLogits: UnsafeMutablePointer<Float>, probabilities: U
     }
 }
 
-/// C (m, n) = A (m, k) · B (k, n), row-major: for benchmarks of the BLAS in use.
+/// C (m, n) = A (m, k) · B (k, n), row-major: for benchmarks of the BLAS in use (one call,
+/// OpenBLAS's own threading as set at the time).
 public func matrixMultiply(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>) {
     sgemm(transA: false, transB: false, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, beta: 0, c: c, ldc: n)
+}
+
+/// The same product the way the model runs its own: the rank's kernel threads each multiply a
+/// block of rows with single-threaded OpenBLAS.
+public func matrixMultiplySplitOverTeam(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>) {
+    parallelChunks(m, minimumChunk: 16) { _, range in
+        sgemm(transA: false, transB: false, m: range.count, n: n, k: k, a: a + range.lowerBound * k, lda: k,
+              b: b, ldb: n, beta: 0, c: c + range.lowerBound * n, ldc: n)
+    }
 }

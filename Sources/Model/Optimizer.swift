@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// torch.optim.AdamW (decoupled weight decay) or torch.optim.Adam (L2 penalty added to the
@@ -63,46 +64,70 @@ public final class AdamOptimizer {
         let stepSize = Float(learningRate / biasCorrection1)
         let biasCorrection2SqrtFloat = Float(biasCorrection2Sqrt)
         let oneMinusBeta1 = 1 - h.beta1, beta2 = h.beta2, oneMinusBeta2 = 1 - h.beta2, epsilon = h.epsilon
-        for segment in segments {
-            let decay: Float = segment.decays ? h.weightDecay : 0
-            let p = parameters.base + segment.range.lowerBound
-            let g = gradients.base + segment.range.lowerBound
-            let m = m.base + (segment.range.lowerBound - range.lowerBound)
-            let v = v.base + (segment.range.lowerBound - range.lowerBound)
-            let decoupledFactor = Float(1 - learningRate * Double(decay))
-            let isAdamW = h.kind == .adamw
-            parallelChunks(segment.range.count, minimumChunk: 1 << 15) { _, chunk in
-                for i in chunk {
-                    var grad = g[i] * gradientScale
-                    if isAdamW {
-                        p[i] *= decoupledFactor                    // param.mul_(1 - lr * wd)
-                    } else {
-                        grad += decay * p[i]                       // grad = grad.add(param, alpha=wd)
-                    }
-                    m[i] += (grad - m[i]) * oneMinusBeta1          // exp_avg.lerp_(grad, 1 - beta1)
-                    v[i] = v[i] * beta2 + oneMinusBeta2 * grad * grad
-                    let denominator = v[i].squareRoot() / biasCorrection2SqrtFloat + epsilon
-                    p[i] -= stepSize * m[i] / denominator          // param.addcdiv_(m, denom, -step_size)
-                }
+        let isAdamW: Int32 = h.kind == .adamw ? 1 : 0
+        let segments = self.segments
+        let parametersBase = parameters.base, gradientsBase = gradients.base, mBase = m.base, vBase = v.base
+        let rangeStart = range.lowerBound
+        // One team job for the whole arena: every member updates its share of every segment.
+        let members = min(threadsOfThisThread, max(1, range.count / (1 << 16)))
+        let update = { (member: Int) in
+            for segment in segments {
+                let decay: Float = segment.decays ? h.weightDecay : 0
+                let decoupledFactor = Float(1 - learningRate * Double(decay))
+                let count = segment.range.count
+                let first = segment.range.lowerBound + count * member / members
+                let end = segment.range.lowerBound + count * (member + 1) / members
+                if first == end { continue }
+                bd_adam(parametersBase + first, gradientsBase + first, mBase + (first - rangeStart), vBase + (first - rangeStart),
+                        end - first, gradientScale, isAdamW, decay, decoupledFactor, oneMinusBeta1, beta2, oneMinusBeta2,
+                        biasCorrection2SqrtFloat, stepSize, epsilon)
             }
         }
+        if members <= 1 { update(0) } else { WorkerTeam.current.run(members: members, update) }
     }
 }
 
-/// Σ g² over `range` of an arena, in Double (for the global gradient norm).
-public func sumOfSquares(_ arena: FloatArena, range: Range<Int>) -> Double {
-    let g = arena.base
-    var total = 0.0
-    var index = range.lowerBound
-    while index < range.upperBound {
-        // Float partial sums over short blocks, then Double: fast and accurate enough.
-        let end = min(index + 4096, range.upperBound)
-        var partial: Float = 0
-        for i in index..<end { partial += g[i] * g[i] }
-        total += Double(partial)
-        index = end
+/// The naive loop `AdamOptimizer.step` must agree with (bd_adam), for the tests: one update of
+/// `count` parameters, PyTorch's order of operations.
+func adamStepReference(parameters p: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>,
+                       m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, count: Int,
+                       gradientScale: Float, isAdamW: Bool, decay: Float, decoupledFactor: Float,
+                       oneMinusBeta1: Float, beta2: Float, oneMinusBeta2: Float,
+                       biasCorrection2Sqrt: Float, stepSize: Float, epsilon: Float) {
+    for i in 0..<count {
+        var grad = g[i] * gradientScale
+        if isAdamW {
+            p[i] *= decoupledFactor                    // param.mul_(1 - lr * wd)
+        } else {
+            grad += decay * p[i]                       // grad = grad.add(param, alpha=wd)
+        }
+        m[i] += (grad - m[i]) * oneMinusBeta1          // exp_avg.lerp_(grad, 1 - beta1)
+        v[i] = v[i] * beta2 + oneMinusBeta2 * grad * grad
+        let denominator = v[i].squareRoot() / biasCorrection2Sqrt + epsilon
+        p[i] -= stepSize * m[i] / denominator          // param.addcdiv_(m, denom, -step_size)
     }
-    return total
+}
+
+/// Σ g² over `range` of an arena, in Double (for the global gradient norm): float partial sums
+/// over blocks of 4096 floats, added in Double per part, the (at most 64) parts added in order.
+/// The parts depend only on the range, so the result does not depend on the thread count.
+public func sumOfSquares(_ arena: FloatArena, range: Range<Int>) -> Double {
+    let blocks = (range.count + 4095) / 4096
+    let parts = min(64, blocks)
+    if parts == 0 { return 0 }
+    return withUnsafeTemporaryAllocation(of: Double.self, capacity: parts) { partial in
+        let partial = partial.baseAddress!
+        parallelChunks(parts, minimumChunk: 4) { _, chunk in
+            for part in chunk {
+                let first = range.lowerBound + 4096 * (blocks * part / parts)
+                let end = min(range.upperBound, range.lowerBound + 4096 * (blocks * (part + 1) / parts))
+                partial[part] = bd_sum_of_squares(arena.base + first, end - first)
+            }
+        }
+        var total = 0.0
+        for part in 0..<parts { total += partial[part] }
+        return total
+    }
 }
 
 /// torch.nn.utils.clip_grad_norm_: the factor gradients are multiplied by.

@@ -1,7 +1,10 @@
-import Dispatch
+import CKernels
+import Foundation
+import Synchronization
 
-/// How many threads our own kernels (LayerNorm, GELU, softmax, attention, AdamW) use; BLAS has
-/// its own setting (see BLASSetup). Set once at start-up, before any step runs.
+/// How many threads our own kernels and our split matrix products use per rank (see
+/// `WorkerTeam`); OpenBLAS itself runs single-threaded inside each of them (BLASSetup).
+/// Set once at start-up, before any step runs.
 nonisolated(unsafe) public var kernelThreadCount = 1
 
 /// Runs `body(chunk, range)` over `0..<count` split into at most `kernelThreadCount` contiguous
@@ -10,24 +13,227 @@ nonisolated(unsafe) public var kernelThreadCount = 1
 /// worth a thread hop). `body` must only write to the part of the output its range owns.
 @inline(__always)
 func parallelChunks(_ count: Int, minimumChunk: Int, _ body: (_ chunk: Int, _ range: Range<Int>) -> Void) {
-    let chunks = min(kernelThreadCount, max(1, count / max(minimumChunk, 1)))
+    let chunks = min(threadsOfThisThread, max(1, count / max(minimumChunk, 1)))
     if chunks <= 1 {
         body(0, 0..<count)
         return
     }
-    withoutActuallyEscaping(body) { body in
-        let shared = UncheckedSendable(body)
-        DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-            let begin = count * chunk / chunks, end = count * (chunk + 1) / chunks
-            shared.value(chunk, begin..<end)
+    WorkerTeam.current.run(members: chunks) { member in
+        body(member, (count * member / chunks)..<(count * (member + 1) / chunks))
+    }
+}
+
+/// Like `parallelChunks`, but splits `0..<count` at multiples of `granule` (e.g. 16 columns,
+/// so vector kernels see whole vectors).
+@inline(__always)
+func parallelGranules(_ count: Int, granule: Int, minimumChunk: Int, _ body: (_ chunk: Int, _ range: Range<Int>) -> Void) {
+    let granules = (count + granule - 1) / granule
+    parallelChunks(granules, minimumChunk: max(1, minimumChunk / granule)) { chunk, range in
+        body(chunk, (range.lowerBound * granule)..<min(count, range.upperBound * granule))
+    }
+}
+
+/// Runs `body(item, worker)` for every item of `0..<count`, handing items out one at a time to
+/// whichever team member is free (items of uneven cost, e.g. attention of sequences of
+/// different lengths). `worker` (< maximumWorkers) tells which per-thread scratch to use.
+func parallelItems(_ count: Int, maximumWorkers: Int, _ body: (_ item: Int, _ worker: Int) -> Void) {
+    let team = WorkerTeam.current
+    let members = min(maximumWorkers, count, team.size)
+    if members <= 1 {
+        for item in 0..<count { body(item, 0) }
+        return
+    }
+    team.nextItem.store(0, ordering: .relaxed)
+    team.run(members: members) { member in
+        while true {
+            let item = team.nextItem.wrappingAdd(1, ordering: .relaxed).oldValue
+            if item >= count { break }
+            body(item, member)
         }
     }
 }
 
-/// Lets a kernel closure that captures raw pointers cross into Dispatch's @Sendable closure:
-/// parallelChunks gives each chunk a disjoint output range and waits for all chunks, so the
-/// captured buffers are never written concurrently at the same place nor outlive the call.
-struct UncheckedSendable<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
+/// The number of kernel threads for work started on this thread: `kernelThreadCount`, unless
+/// inside `withKernelThreads`.
+var threadsOfThisThread: Int {
+    if let raw = pthread_getspecific(threadsOverrideKey) { return Int(bitPattern: raw) }
+    return max(1, kernelThreadCount)
+}
+
+/// Runs `body` with `threads` kernel threads for the work it starts on this thread, whatever
+/// `kernelThreadCount` says (tests compare thread counts without touching the global).
+public func withKernelThreads<R>(_ threads: Int, _ body: () throws -> R) rethrows -> R {
+    let previous = pthread_getspecific(threadsOverrideKey)
+    pthread_setspecific(threadsOverrideKey, UnsafeMutableRawPointer(bitPattern: max(1, threads)))
+    defer { pthread_setspecific(threadsOverrideKey, previous) }
+    return try body()
+}
+
+private let threadsOverrideKey: pthread_key_t = {
+    var key = pthread_key_t()
+    let status = pthread_key_create(&key, nil)
+    precondition(status == 0, "pthread_key_create: \(status)")
+    return key
+}()
+
+/// A fixed team of threads for one calling thread (llm.c uses OpenMP; this is the same idea in
+/// a few lines): the caller is member 0 and `size - 1` parked threads are the others. `run`
+/// hands one job to members 0 ..< n and returns when all have finished it. Between jobs the
+/// members spin briefly (jobs follow each other within microseconds during a step) and then
+/// sleep on a condition variable, so an idle rank costs no CPU.
+///
+/// Each thread that calls parallel kernels gets its own team (`current`, thread-local), so
+/// in-process simulated ranks never share one; inside a job, nested parallel calls run inline.
+/// @unchecked Sendable: the job pointer is written by the caller before the generation counter
+/// is published (release) and read by members after they observe it (acquire); the caller
+/// waits for every member before the job's closure goes out of scope.
+final class WorkerTeam: @unchecked Sendable {
+    let size: Int
+    private let generation = Atomic<Int>(0)
+    private let remaining = Atomic<Int>(0)
+    private let sleepers = Atomic<Int>(0)
+    private let stopping = Atomic<Bool>(false)
+    let nextItem = Atomic<Int>(0)
+    private nonisolated(unsafe) var job: ((Int) -> Void)?
+    private nonisolated(unsafe) var jobMembers = 0
+    private nonisolated(unsafe) var running = false
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var threads: [pthread_t] = []
+
+    /// Spin this long (nanoseconds) for the next job before sleeping.
+    static let spinNanoseconds: UInt64 = 200_000
+
+    init(size: Int) {
+        self.size = max(1, size)
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(condition, nil)
+        for member in 1..<self.size {
+            let context = Unmanaged.passRetained(MemberContext(team: self, member: member)).toOpaque()
+            var thread = pthread_t()
+            let status = pthread_create(&thread, nil, { raw in
+                let context = Unmanaged<MemberContext>.fromOpaque(raw!).takeRetainedValue()
+                WorkerTeam.markInsideTeam()
+                context.team.memberLoop(context.member)
+                return nil
+            }, context)
+            precondition(status == 0, "cannot start a kernel thread (pthread_create: \(status))")
+            threads.append(thread)
+        }
+    }
+
+    /// Stops and joins the members.
+    func shutDown() {
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        generation.add(1, ordering: .sequentiallyConsistent)
+        pthread_mutex_lock(mutex)
+        pthread_cond_broadcast(condition)
+        pthread_mutex_unlock(mutex)
+        for thread in threads { pthread_join(thread, nil) }
+        threads.removeAll()
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        pthread_cond_destroy(condition)
+        mutex.deallocate()
+        condition.deallocate()
+    }
+
+    private final class MemberContext {
+        let team: WorkerTeam, member: Int
+        init(team: WorkerTeam, member: Int) { self.team = team; self.member = member }
+    }
+
+    /// Runs `body(member)` on members 0 ..< members (the caller is member 0) and waits for all.
+    func run(members requested: Int, _ body: (Int) -> Void) {
+        let members = min(requested, size)
+        if members <= 1 || running {
+            // One member, or a nested call from inside a job: run inline.
+            for member in 0..<max(members, 1) { body(member) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            running = true
+            job = body
+            jobMembers = members
+            remaining.store(size - 1, ordering: .relaxed)
+            generation.add(1, ordering: .sequentiallyConsistent)
+            if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+                pthread_mutex_lock(mutex)
+                pthread_cond_broadcast(condition)
+                pthread_mutex_unlock(mutex)
+            }
+            body(0)
+            while remaining.load(ordering: .acquiring) > 0 { bd_cpu_relax() }
+            job = nil
+            running = false
+        }
+    }
+
+    private func memberLoop(_ member: Int) {
+        var seen = 0
+        while true {
+            var spins = 0
+            var spinStart: UInt64 = 0
+            while generation.load(ordering: .acquiring) == seen {
+                bd_cpu_relax()
+                spins += 1
+                if spins & 255 != 0 { continue }
+                let now = DispatchTime.now().uptimeNanoseconds
+                if spinStart == 0 { spinStart = now; continue }
+                if now - spinStart < WorkerTeam.spinNanoseconds { continue }
+                // Sleep until the next job (the generation is re-checked under the mutex after
+                // announcing ourselves, so a job published in between is not missed).
+                sleepers.add(1, ordering: .sequentiallyConsistent)
+                pthread_mutex_lock(mutex)
+                while generation.load(ordering: .sequentiallyConsistent) == seen {
+                    pthread_cond_wait(condition, mutex)
+                }
+                pthread_mutex_unlock(mutex)
+                sleepers.subtract(1, ordering: .sequentiallyConsistent)
+                spins = 0
+                spinStart = 0
+            }
+            seen = generation.load(ordering: .acquiring)
+            if stopping.load(ordering: .acquiring) { return }
+            if member < jobMembers, let job { job(member) }
+            remaining.subtract(1, ordering: .releasing)
+        }
+    }
+
+    // MARK: thread-local teams
+
+    /// The calling thread's team, of `threadsOfThisThread` members (made on first use, remade
+    /// when the count changes, shut down when the thread exits).
+    static var current: WorkerTeam {
+        let key = teamKey
+        let size = threadsOfThisThread
+        if let raw = pthread_getspecific(key) {
+            let team = Unmanaged<WorkerTeam>.fromOpaque(raw).takeUnretainedValue()
+            if team.size == size || team === insideTeam { return team }
+            team.shutDown()
+            Unmanaged<WorkerTeam>.fromOpaque(raw).release()
+        }
+        let team = WorkerTeam(size: size)
+        pthread_setspecific(key, Unmanaged.passRetained(team).toOpaque())
+        return team
+    }
+
+    /// Members' own `current`: a team of one, so kernels called inside a job run inline.
+    private static let insideTeam = WorkerTeam(size: 1)
+    private static func markInsideTeam() {
+        pthread_setspecific(teamKey, Unmanaged.passRetained(insideTeam).toOpaque())
+    }
+
+    private static let teamKey: pthread_key_t = {
+        var key = pthread_key_t()
+        let status = pthread_key_create(&key) { raw in
+            guard let raw else { return }
+            let team = Unmanaged<WorkerTeam>.fromOpaque(raw).takeRetainedValue()
+            if team !== WorkerTeam.insideTeam { team.shutDown() }
+        }
+        precondition(status == 0, "pthread_key_create: \(status)")
+        return key
+    }()
 }
