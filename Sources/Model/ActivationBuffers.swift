@@ -78,7 +78,7 @@ final class ActivationBuffers {
         ids += [take(T * C), take(T * C), take(T * C), take(T * C), take(T * I), take(3 * T * C),
                 take(B * C), take(B * C), take(B * C), take(B * C), take(B * K)]
         ids.append(take(self.workers * scratchStride))
-        arena = FloatArena(count: sizes.reduce(0, +))
+        arena = FloatArena(count: sizes.reduce(0, +), lazilyCommitted: true)
         var offsets: [Int] = []
         var running = 0
         for size in sizes { offsets.append(running); running += size }

@@ -9,13 +9,19 @@ public final class FloatArena: @unchecked Sendable {
     public let base: UnsafeMutablePointer<Float>
     public let count: Int
 
-    public init(count: Int) {
+    /// A zero-filled arena whose pages are all committed now (parameters, gradients, moments:
+    /// every float is used each step, and faulting pages in during a step costs a TLB
+    /// shootdown per page on a multi-threaded process).
+    public convenience init(count: Int) { self.init(count: count, lazilyCommitted: false) }
+
+    /// With `lazilyCommitted`, pages become resident only once touched: an activation arena
+    /// sized for the longest possible micro-batch costs memory only for the rows real batches use.
+    init(count: Int, lazilyCommitted: Bool) {
         self.count = count
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
-        // Anonymous pages from the kernel: zero-filled, page-aligned, and resident only once
-        // touched. An activation arena sized for the longest possible micro-batch therefore
-        // costs memory only for the tokens real batches use.
-        guard let raw = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+        // Anonymous pages from the kernel: zero-filled and page-aligned.
+        let flags = MAP_PRIVATE | MAP_ANONYMOUS | (lazilyCommitted ? 0 : MAP_POPULATE)
+        guard let raw = mmap(nil, bytes, PROT_READ | PROT_WRITE, flags, -1, 0),
               raw != MAP_FAILED else {
             fatalError("out of memory allocating \(bytes) bytes (mmap: \(String(cString: strerror(errno))))")
         }

@@ -354,3 +354,37 @@ public func matrixMultiplySplitOverTeam(m: Int, n: Int, k: Int, a: UnsafePointer
               b: b, ldb: n, beta: 0, c: c + range.lowerBound * n, ldc: n)
     }
 }
+
+/// The three products of a linear layer (input x (rows, in), weight W (out, in), output
+/// gradient dy (rows, out)), for measuring the sgemm peak on the model's own shapes.
+public enum LinearProduct: CaseIterable, Sendable {
+    case forward          // y = x Wᵀ          (rows, out)
+    case inputGradient    // dx = dy W         (rows, in)
+    case weightGradient   // dW += dyᵀ x       (out, in)
+}
+
+/// Runs one product of a linear layer, split over the kernel team as the model runs it
+/// (`splitOverTeam`) or as one OpenBLAS call (with OpenBLAS's threads as currently set).
+/// `output` holds y (forward) or dy (the gradients); `input` receives dx; `weight` receives dW.
+public func linearLayerProduct(_ product: LinearProduct, rows: Int, inFeatures: Int, outFeatures: Int,
+                               input: UnsafeMutablePointer<Float>, weight: UnsafeMutablePointer<Float>,
+                               output: UnsafeMutablePointer<Float>, splitOverTeam: Bool) {
+    let members = splitOverTeam ? threadsOfThisThread : 1
+    let run = { (member: Int) in
+        switch product {
+        case .forward:
+            let r = (rows * member / members)..<(rows * (member + 1) / members)
+            sgemm(transA: false, transB: true, m: r.count, n: outFeatures, k: inFeatures, a: input + r.lowerBound * inFeatures,
+                  lda: inFeatures, b: weight, ldb: inFeatures, beta: 1, c: output + r.lowerBound * outFeatures, ldc: outFeatures)
+        case .inputGradient:
+            let r = (rows * member / members)..<(rows * (member + 1) / members)
+            sgemm(transA: false, transB: false, m: r.count, n: inFeatures, k: outFeatures, a: output + r.lowerBound * outFeatures,
+                  lda: outFeatures, b: weight, ldb: inFeatures, beta: 0, c: input + r.lowerBound * inFeatures, ldc: inFeatures)
+        case .weightGradient:
+            let o = (outFeatures * member / members)..<(outFeatures * (member + 1) / members)
+            sgemm(transA: true, transB: false, m: o.count, n: inFeatures, k: rows, a: output + o.lowerBound, lda: outFeatures,
+                  b: input, ldb: inFeatures, beta: 1, c: weight + o.lowerBound * inFeatures, ldc: inFeatures)
+        }
+    }
+    if members <= 1 { run(0) } else { WorkerTeam.current.run(members: members, run) }
+}

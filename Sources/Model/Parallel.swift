@@ -237,3 +237,6 @@ final class WorkerTeam: @unchecked Sendable {
         return key
     }()
 }
+
+/// The instruction set the vector kernels use on this machine ("avx512", "avx2" or "baseline").
+public var kernelInstructionSetName: String { String(cString: bd_isa_name(bd_isa_active())) }

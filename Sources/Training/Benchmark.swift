@@ -26,6 +26,9 @@ public struct BenchmarkResult: Sendable {
     public var ranks = 1, threads = 1
     /// Median time per step spent waiting for gradient communication (slowest rank).
     public var communicationWaitSecondsMedian = 0.0
+    /// Medians (slowest rank) of the phases of a step: zeroing gradients and packing the batch,
+    /// forward, backward, what is left of the gradient sum after backward, norm + clip + AdamW.
+    public var phaseSecondsMedian: [String: Double] = [:]
     /// Matrix-product FLOPs of the model per second, and the sgemm peak of all ranks measured
     /// in this run with the same threads.
     public var modelFLOPsPerSecond = 0.0, sgemmPeakFLOPsPerSecond = 0.0
@@ -34,6 +37,7 @@ public struct BenchmarkResult: Sendable {
     /// Real tokens per global batch, and what padding to the longest sequence would process.
     public var realTokensPerBatch = 0.0, paddedTokensPerBatch = 0.0
     public var blasCore = ""
+    public var kernelInstructionSet = ""
 
     public var json: JSONValue {
         .object([
@@ -45,7 +49,8 @@ public struct BenchmarkResult: Sendable {
             "fraction_of_sgemm_peak": .number(sgemmPeakFLOPsPerSecond > 0 ? modelFLOPsPerSecond / sgemmPeakFLOPsPerSecond : 0),
             "peak_rss_mb": .number(peakResidentMegabytes),
             "real_tokens_per_batch": .number(realTokensPerBatch), "padded_tokens_per_batch": .number(paddedTokensPerBatch),
-            "blas_core": .string(blasCore),
+            "blas_core": .string(blasCore), "kernels": .string(kernelInstructionSet),
+            "phases_s_median": .object(phaseSecondsMedian.mapValues { .number($0) }),
         ])
     }
 }
@@ -70,6 +75,8 @@ public func runBenchmark(_ options: BenchmarkOptions, threads: Int, communicator
     replica.reserve(microBatchSize: micro, maxSequenceLength: options.sequenceLength)
 
     var stepSeconds: [Double] = [], waitSeconds: [Double] = []
+    let phaseNames = ["data", "forward", "backward", "sync", "optimizer"]
+    var phaseSeconds: [[Double]] = Array(repeating: [], count: phaseNames.count)
     var result = BenchmarkResult()
     for step in 0..<(options.warmupSteps + options.steps) {
         let global = batches[step % batches.count]
@@ -84,16 +91,20 @@ public func runBenchmark(_ options: BenchmarkOptions, threads: Int, communicator
             }
         }
         // The step ends when the slowest rank is done.
-        let elapsed = try communicator.allReduce([Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, outcome.phaseSeconds.sync], .max)
+        let phases = outcome.phaseSeconds
+        let elapsed = try communicator.allReduce([Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, phases.sync,
+                                                  phases.data, phases.forward, phases.backward, phases.sync, phases.optimizer], .max)
         if step >= options.warmupSteps {
             stepSeconds.append(elapsed[0])
             waitSeconds.append(elapsed[1])
+            for p in phaseNames.indices { phaseSeconds[p].append(elapsed[2 + p]) }
         }
     }
     func median(_ values: [Double]) -> Double { let s = values.sorted(); return s.isEmpty ? 0 : s[s.count / 2] }
     result.stepSecondsMedian = median(stepSeconds)
     result.stepSecondsMin = stepSeconds.min() ?? 0
     result.communicationWaitSecondsMedian = median(waitSeconds)
+    for p in phaseNames.indices { result.phaseSecondsMedian[phaseNames[p]] = median(phaseSeconds[p]) }
     let timed = (options.warmupSteps..<(options.warmupSteps + options.steps)).map { batches[$0 % batches.count] }
     let realTokens = timed.map { Double($0.reduce(0) { $0 + $1.tokens.count }) }.reduce(0, +) / Double(timed.count)
     let padded = timed.map { b in Double(b.count * (b.map(\.tokens.count).max() ?? 0)) }.reduce(0, +) / Double(timed.count)
@@ -107,13 +118,17 @@ public func runBenchmark(_ options: BenchmarkOptions, threads: Int, communicator
     result.ranks = worldSize
     result.threads = threads
     result.blasCore = BLASSetup.coreName
+    result.kernelInstructionSet = kernelInstructionSetName
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     result.peakResidentMegabytes = try communicator.allReduce(Double(usage.ru_maxrss) / 1024, .max)
-    // The sgemm peak of this configuration: every rank at once, the model's biggest GEMM shape.
+    // The sgemm peak of this configuration: every rank at once, the products of one training
+    // step of the model's linear layers on this rank's share of the tokens, each as fast as
+    // OpenBLAS can do it with this rank's threads (split over the team as the model does, or on
+    // OpenBLAS's own threads, whichever is faster).
     try communicator.barrier()
     let tokensPerRank = max(64, Int(realTokens) / worldSize)
-    let peak = sgemmFLOPsPerSecond(m: tokensPerRank, n: model.config.intermediateSize, k: model.config.hiddenSize)
+    let peak = sgemmPeakFLOPsPerSecond(config: model.config, rows: tokensPerRank, threads: threads)
     result.sgemmPeakFLOPsPerSecond = try communicator.allReduce(peak, .sum)
     return result
 }
@@ -148,17 +163,38 @@ func benchmarkBatches(_ options: BenchmarkOptions, vocabularySize: Int) throws -
     }
 }
 
-/// The best of a few sgemm runs of (m, k) x (k, n), in FLOP/s.
-func sgemmFLOPsPerSecond(m: Int, n: Int, k: Int) -> Double {
-    let a = FloatArena(count: m * k), b = FloatArena(count: k * n), c = FloatArena(count: m * n)
-    for i in 0..<a.count { a.base[i] = Float(i % 7) * 0.1 }
-    for i in 0..<b.count { b.base[i] = Float(i % 5) * 0.1 }
-    var best = 0.0
-    for _ in 0..<5 {
-        let start = DispatchTime.now().uptimeNanoseconds
-        matrixMultiply(m: m, n: n, k: k, a: a.base, b: b.base, c: c.base)
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        best = max(best, 2 * Double(m) * Double(n) * Double(k) / seconds)
+/// FLOP/s of the GEMMs of one training step of the model's linear layers for `rows` tokens:
+/// forward (x Wᵀ), input gradient (dy W) and weight gradient (dyᵀ x) of the Q/K/V, attention
+/// output and both feed-forward weights, each timed as the best of a few runs, with this rank's
+/// threads: split over the kernel team (as the model runs them) or OpenBLAS's own threads,
+/// whichever is faster for that product.
+public func sgemmPeakFLOPsPerSecond(config: BertConfig, rows: Int, threads: Int) -> Double {
+    let C = config.hiddenSize, I = config.intermediateSize
+    let shapes = [(C, 3 * C), (C, C), (C, I), (I, C)]
+    var flops = 0.0
+    var best = [Double](repeating: .infinity, count: shapes.count * LinearProduct.allCases.count)
+    // Team first: OpenBLAS's own threads keep spinning for a while after their last product.
+    for openBLASThreads in threads > 1 ? [1, threads] : [1] {
+        BLASSetup.setOpenBLASThreads(openBLASThreads)
+        for (s, (inFeatures, outFeatures)) in shapes.enumerated() {
+            let input = FloatArena(count: rows * inFeatures), weight = FloatArena(count: outFeatures * inFeatures)
+            let output = FloatArena(count: rows * outFeatures)
+            for i in 0..<input.count { input.base[i] = Float(i % 7) * 0.1 }
+            for i in 0..<weight.count { weight.base[i] = Float(i % 5) * 0.01 }
+            for i in 0..<output.count { output.base[i] = Float(i % 3) * 0.1 }
+            for (p, product) in LinearProduct.allCases.enumerated() {
+                if openBLASThreads == 1 { flops += 2 * Double(rows) * Double(inFeatures) * Double(outFeatures) }
+                for _ in 0..<4 {
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    linearLayerProduct(product, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures,
+                                       input: input.base, weight: weight.base, output: output.base,
+                                       splitOverTeam: openBLASThreads == 1)
+                    let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                    best[s * LinearProduct.allCases.count + p] = min(best[s * LinearProduct.allCases.count + p], seconds)
+                }
+            }
+        }
     }
-    return best
+    BLASSetup.setThreads(threads)
+    return flops / best.reduce(0, +)
 }

@@ -57,7 +57,10 @@ struct BenchCommand: ParsableCommand {
                 log(String(format: "model %.1f GFLOP/s = %.0f%% of the sgemm peak measured now (%.1f GFLOP/s, %@ kernels); comm wait %.3f s/step; peak RSS %.0f MB/rank",
                            result.modelFLOPsPerSecond / 1e9, 100 * result.modelFLOPsPerSecond / max(result.sgemmPeakFLOPsPerSecond, 1),
                            result.sgemmPeakFLOPsPerSecond / 1e9, result.blasCore, result.communicationWaitSecondsMedian, result.peakResidentMegabytes))
-                log(String(format: "real tokens per batch %.0f (padded to the longest: %.0f)", result.realTokensPerBatch, result.paddedTokensPerBatch))
+                log(String(format: "real tokens per batch %.0f (padded to the longest: %.0f); %@ kernels", result.realTokensPerBatch,
+                           result.paddedTokensPerBatch, result.kernelInstructionSet))
+                let phases = ["data", "forward", "backward", "sync", "optimizer"].map { String(format: "%@ %.3f", $0, result.phaseSecondsMedian[$0] ?? 0) }
+                log("phases (s, median of the slowest rank): " + phases.joined(separator: ", "))
             }
         }
         if status != 0 { throw ExitCode(status) }

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Times bert-dist and PyTorch + Hugging Face side by side on this machine and rewrites the table
+# in benchmarks/README.md (and appends the raw JSON to benchmarks/results.jsonl).
+#
+#   benchmarks/run.sh AG_NEWS_CSV [--steps 20] [--big-steps 5] [--only REGEX] [--no-wait]
+#
+# Configurations (issue 6): MiniLM-L6-H384 (models/minilm) and BERT-base (benchmarks/bert-base,
+# random weights); batch 8 and 32 of consecutive real rows (max 128 tokens, dynamic padding on
+# the PyTorch side), and 32 x 128 fixed; one process x 2 threads and two processes x 1 thread
+# (ours: mpirun -n 2 --bind-to core ... --threads 1; PyTorch: DDP gloo, launched by
+# tools/bench_pytorch.py, each rank pinned to a core). BERT-base 32 x 128 runs --big-steps timed
+# steps (a PyTorch step takes ~10 s there), everything else --steps.
+#
+# Before each run the script waits (up to 10 minutes) until the machine is quiet — less than 10%
+# of the CPUs busy over one second — and records the busy fraction it saw in the results.
+# Needs: a release build (swift build -c release), /work/venv (or PYTHON=...) with torch and
+# transformers, mpirun.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA=""
+STEPS=20
+BIG_STEPS=5
+ONLY="."
+WAIT=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --steps) STEPS="$2"; shift 2 ;;
+        --big-steps) BIG_STEPS="$2"; shift 2 ;;
+        --only) ONLY="$2"; shift 2 ;;
+        --no-wait) WAIT=0; shift ;;
+        -*) echo "error: unknown option $1" >&2; exit 2 ;;
+        *) DATA="$1"; shift ;;
+    esac
+done
+if [ -z "$DATA" ] || [ ! -f "$DATA" ]; then
+    echo "usage: benchmarks/run.sh AG_NEWS_CSV [--steps 20] [--big-steps 5] [--only REGEX] [--no-wait]" >&2
+    exit 2
+fi
+PYTHON="${PYTHON:-/work/venv/bin/python}"
+BIN=".build/release/bert-dist"
+[ -x "$BIN" ] || { echo "error: $BIN not found; run swift build -c release first" >&2; exit 1; }
+[ -d models/minilm ] || { echo "error: models/minilm not found (see the README's set-up command)" >&2; exit 1; }
+MPIRUN=(mpirun --bind-to core -n 2)
+[ "$(id -u)" = 0 ] && MPIRUN=(mpirun --allow-run-as-root --bind-to core -n 2)
+RESULTS=benchmarks/results.jsonl
+RUN_ID="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+
+# Fraction of all CPUs busy over one second (from /proc/stat).
+busy_fraction() {
+    read -r _ a b c d e f g _ < /proc/stat
+    local busy1=$((a + b + c + f + g)) total1=$((a + b + c + d + e + f + g))
+    sleep 1
+    read -r _ a b c d e f g _ < /proc/stat
+    local busy2=$((a + b + c + f + g)) total2=$((a + b + c + d + e + f + g))
+    awk -v b=$((busy2 - busy1)) -v t=$((total2 - total1)) 'BEGIN { printf "%.2f", (t > 0 ? b / t : 0) }'
+}
+
+wait_quiet() {
+    local waited=0 busy
+    busy=$(busy_fraction)
+    while [ "$WAIT" = 1 ] && awk -v b="$busy" 'BEGIN { exit !(b > 0.10) }' && [ $waited -lt 600 ]; do
+        sleep 4
+        waited=$((waited + 5))
+        busy=$(busy_fraction)
+    done
+    echo "$busy"
+}
+
+# run NAME SIDE LAYOUT COMMAND...: runs, tags the JSON line, appends it to the results.
+run() {
+    local name="$1" side="$2" layout="$3"
+    shift 3
+    if ! echo "$name $side $layout" | grep -Eq -- "$ONLY"; then return; fi
+    local busy json
+    busy=$(wait_quiet)
+    echo "== $name, $side, $layout (background CPU busy: $busy)" >&2
+    json=$("$@" | tail -n 1)
+    echo "$json" >&2
+    "$PYTHON" - "$RUN_ID" "$name" "$side" "$layout" "$busy" "$json" >> "$RESULTS" <<'EOF'
+import json, sys
+run_id, name, side, layout, busy, line = sys.argv[1:]
+result = json.loads(line)
+result.update({"run": run_id, "config": name, "side": side, "layout": layout, "background_busy": float(busy)})
+print(json.dumps(result))
+EOF
+}
+
+for model in minilm bert-base; do
+    if [ "$model" = minilm ]; then
+        ours_model=(--model models/minilm); torch_model=(--model models/minilm)
+    else
+        ours_model=(--model benchmarks/bert-base --random-weights); torch_model=(--model benchmarks/bert-base --random-weights)
+    fi
+    for workload in "real 8" "real 32" "fixed 32"; do
+        set -- $workload
+        kind="$1"; batch="$2"
+        steps=$STEPS
+        if [ "$kind" = real ]; then
+            data=(--data "$DATA"); name="$model, batch $batch, real rows"
+        else
+            data=(); name="$model, $batch x 128 fixed"
+            [ "$model" = bert-base ] && steps=$BIG_STEPS
+        fi
+        common=(--batch-size "$batch" --seq-len 128 --steps "$steps" --json)
+        run "$name" ours "1x2" "$BIN" bench "${ours_model[@]}" "${data[@]}" "${common[@]}" --threads 2
+        run "$name" ours "2x1" "${MPIRUN[@]}" "$BIN" bench "${ours_model[@]}" "${data[@]}" "${common[@]}" --threads 1
+        run "$name" pytorch "1x2" "$PYTHON" tools/bench_pytorch.py "${torch_model[@]}" "${data[@]}" "${common[@]}" --threads 2
+        run "$name" pytorch "2x1" "$PYTHON" tools/bench_pytorch.py "${torch_model[@]}" "${data[@]}" "${common[@]}" --processes 2 --threads 1
+    done
+done
+
+"$PYTHON" tools/bench_table.py "$RESULTS" --run "$RUN_ID" --readme benchmarks/README.md
