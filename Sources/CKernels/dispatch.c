@@ -1,6 +1,9 @@
 // Chooses the kernel table once, from the CPU's features, and forwards every bd_* call to it.
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include "include/CKernels.h"
 #include "dispatch.h"
 
@@ -66,6 +69,27 @@ const char *bd_isa_name(int isa) {
     case BD_ISA_AVX512: return "avx512";
     default: return "baseline";
     }
+}
+const char *bd_cpu_vendor(void) {
+    static char vendor[13];
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    if (vendor[0] == 0 && __get_cpuid(0, &a, &b, &c, &d)) {
+        memcpy(vendor, &b, 4); memcpy(vendor + 4, &d, 4); memcpy(vendor + 8, &c, 4);
+        vendor[12] = 0;
+    }
+#endif
+    return vendor;
+}
+int bd_cpu_family(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    unsigned family = (a >> 8) & 0xf;
+    return (int)(family == 0xf ? family + ((a >> 20) & 0xff) : family);
+#else
+    return 0;
+#endif
 }
 void bd_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -1,13 +1,15 @@
 import CBLAS
+import CKernels
 import Foundation
 
 /// OpenBLAS start-up: kernel selection, threads, and a self-test of the kernels in use.
 ///
 /// Debian's OpenBLAS 0.3.21 (DYNAMIC_ARCH) picks its kernels when the library loads. On CPUs
-/// newer than it knows it can fall back to generic "Prescott" SSE kernels, about 4x slower.
-/// OPENBLAS_CORETYPE, read at load time, overrides the choice; so when the detected kernels are
-/// weaker than what the CPU supports we set it and re-execute ourselves before doing anything
-/// else. A user's own OPENBLAS_CORETYPE always wins.
+/// newer than it knows it can fall back to generic "Prescott" SSE kernels, about 4x slower; on
+/// others its choice is not the fastest (see `preferredCoreType`). OPENBLAS_CORETYPE, read at
+/// load time, overrides the choice; so when another kernel set is better we set it and
+/// re-execute ourselves before doing anything else, then self-test the new kernels. A user's
+/// own OPENBLAS_CORETYPE always wins.
 public enum BLASSetup {
     public static var coreName: String { String(cString: openblas_get_corename()) }
 
@@ -24,32 +26,74 @@ public enum BLASSetup {
         }
     }
 
-    /// The best core type this CPU supports, from /proc/cpuinfo's flags (Linux, x86_64).
-    static func bestCoreTypeForThisCPU() -> (name: String, level: Int)? {
-        guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
-        let flags = Set(line.split(separator: " ").map(String.init))
-        if ["avx512f", "avx512bw", "avx512vl", "avx512dq"].allSatisfy(flags.contains) { return ("SkylakeX", 3) }
-        if flags.contains("avx2") && flags.contains("fma") { return ("Haswell", 2) }
-        if flags.contains("avx") { return ("Sandybridge", 1) }
-        return nil
+    /// What decides the kernel set: the CPU as this process sees it (cpuid).
+    struct CPU: Equatable {
+        var vendor: String
+        var family: Int
+        /// The widest vector level the CPU and OS support: 1 = AVX, 2 = AVX2 + FMA, 3 = AVX-512
+        /// (F, BW, DQ, VL); 0 otherwise.
+        var vectorLevel: Int
+
+        static var current: CPU {
+            let level = bd_isa_supported(Int32(BD_ISA_AVX512)) != 0 ? 3 : bd_isa_supported(Int32(BD_ISA_AVX2)) != 0 ? 2 : 0
+            return CPU(vendor: String(cString: bd_cpu_vendor()), family: Int(bd_cpu_family()), vectorLevel: level)
+        }
     }
 
-    /// Call first thing in `main`, before MPI starts: re-executes the program with a better
-    /// OPENBLAS_CORETYPE when OpenBLAS chose weaker kernels than the CPU supports. Returns the
-    /// note to print (or nil) when nothing needed doing or re-execution was not possible.
+    /// The OpenBLAS kernel set to use instead of the `detected` one on `cpu`, or nil to keep it.
+    ///
+    /// - Measured (benchmarks/blas_cores.sh, the model's own products): on AMD family 19h with
+    ///   AVX-512 (Zen 4), where OpenBLAS 0.3.21 detects Cooperlake, the Haswell (AVX2 + FMA)
+    ///   kernels are 3-5% faster with 1 and 2 threads — Zen 4 executes 512-bit FMAs as two
+    ///   256-bit halves, so the wider kernels gain nothing and lose on register blocking.
+    /// - Otherwise, when OpenBLAS fell back to kernels weaker than the CPU supports (e.g. its
+    ///   generic Prescott ones on a CPU it does not know), the widest kernel set the CPU runs.
+    static func preferredCoreType(detected: String, cpu: CPU) -> String? {
+        if cpu.vendor == "AuthenticAMD" && cpu.family == 0x19 && cpu.vectorLevel >= 3 {
+            return detected.lowercased() == "haswell" ? nil : "Haswell"
+        }
+        let widest: (name: String, level: Int)? = switch cpu.vectorLevel {
+        case 3: ("SkylakeX", 3)
+        case 2: ("Haswell", 2)
+        default: nil
+        }
+        guard let widest, let detectedLevel = level(ofCore: detected), widest.level > detectedLevel else { return nil }
+        return widest.name
+    }
+
+    /// Call first thing in `main`, before MPI starts: re-executes the program with the kernel set
+    /// of `preferredCoreType` when OpenBLAS chose another one, and checks the new kernels with
+    /// `selfTest`; if they compute wrong results it re-executes once more with the detected
+    /// ones. A user's OPENBLAS_CORETYPE always wins. Returns a note to print, or nil.
     public static func selectKernelsOrReexecute() -> String? {
         let environment = ProcessInfo.processInfo.environment
-        if environment["OPENBLAS_CORETYPE"] != nil || environment["BERT_DIST_BLAS_REEXEC"] != nil { return nil }
+        if let stage = environment["BERT_DIST_BLAS_REEXEC"] {
+            guard stage == "preferred", let detected = environment["BERT_DIST_BLAS_DETECTED"] else { return nil }
+            do {
+                try selfTest()
+                return nil
+            } catch {
+                // The preferred kernels are wrong on this machine: back to the detected ones.
+                setenv("OPENBLAS_CORETYPE", detected, 1)
+                setenv("BERT_DIST_BLAS_REEXEC", "fallback", 1)
+                reexecute()
+                return "\(error); re-executing with OpenBLAS's own choice \(detected) failed (\(String(cString: strerror(errno))))"
+            }
+        }
+        if environment["OPENBLAS_CORETYPE"] != nil { return nil }
         let detected = coreName
-        guard let detectedLevel = level(ofCore: detected), let best = bestCoreTypeForThisCPU(),
-              best.level > detectedLevel else { return nil }
-        setenv("OPENBLAS_CORETYPE", best.name, 1)
-        setenv("BERT_DIST_BLAS_REEXEC", "1", 1)
+        guard let preferred = preferredCoreType(detected: detected, cpu: .current) else { return nil }
+        setenv("OPENBLAS_CORETYPE", preferred, 1)
+        setenv("BERT_DIST_BLAS_REEXEC", "preferred", 1)
+        setenv("BERT_DIST_BLAS_DETECTED", detected, 1)
+        reexecute()
+        // Only reached if execv failed: carry on with the detected kernels.
+        return "OpenBLAS chose \(detected) kernels where \(preferred) ones are faster on this CPU; re-executing failed (\(String(cString: strerror(errno)))), set OPENBLAS_CORETYPE=\(preferred) to fix the speed"
+    }
+
+    private static func reexecute() {
         let arguments = CommandLine.arguments.map { strdup($0) } + [nil]
         execv("/proc/self/exe", arguments)
-        // Only reached if execv failed: carry on with the detected kernels.
-        return "OpenBLAS chose \(detected) kernels on a CPU that supports \(best.name); re-executing failed (\(String(cString: strerror(errno)))), set OPENBLAS_CORETYPE=\(best.name) to fix the speed"
     }
 
     /// Threads for the matrix products of a rank of `count` threads. The rank's WorkerTeam

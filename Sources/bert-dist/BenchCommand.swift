@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Model
 import Training
 
 struct BenchCommand: ParsableCommand {
@@ -28,6 +29,8 @@ struct BenchCommand: ParsableCommand {
     var randomWeights = false
     @Flag(help: "Print one JSON object.")
     var json = false
+    @Flag(help: .hidden)
+    var sgemmOnly = false   // benchmarks/blas_cores.sh: only the sgemm peak of batch-size x seq-len tokens per rank
 
     func validate() throws {
         if batchSize < 1 || seqLen < 2 || steps < 1 { throw ValidationError("--batch-size, --steps must be at least 1 and --seq-len at least 2") }
@@ -44,8 +47,16 @@ struct BenchCommand: ParsableCommand {
         options.randomWeights = randomWeights
         let (json, requested) = (json, threads)
         let benchmark = options
+        let (sgemmOnly, tokens) = (sgemmOnly, batchSize * seqLen)
         let status = RankRunner.run(simulatedRanks: nil, threads: requested) { communicator in
             let threads = configureThreads(requested: requested)
+            if sgemmOnly {
+                let config = try BertConfig.load(modelDirectory: benchmark.modelDirectory)
+                try communicator.barrier()
+                let peak = try communicator.allReduce(sgemmPeakFLOPsPerSecond(config: config, rows: tokens, threads: threads), .sum)
+                rootLog(communicator)(String(format: "{\"blas_core\": \"%@\", \"sgemm_peak_gflops_per_s\": %.1f}", BLASSetup.coreName, peak / 1e9))
+                return
+            }
             let result = try runBenchmark(benchmark, threads: threads, communicator: communicator)
             let log = rootLog(communicator)
             if json {

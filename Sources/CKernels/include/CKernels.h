@@ -29,6 +29,11 @@ int bd_isa_select(int isa);
 const char *bd_isa_name(int isa);
 /// A spin-wait hint (x86 `pause`).
 void bd_cpu_relax(void);
+/// The CPU as this process sees it (cpuid; what a hypervisor or valgrind exposes): vendor
+/// string ("AuthenticAMD", "GenuineIntel", or "" when unknown) and display family (e.g. 0x19
+/// for AMD Zen 3/4, 6 for most Intel cores).
+const char *bd_cpu_vendor(void);
+int bd_cpu_family(void);
 
 // MARK: - Dropout (the mask definition of Sources/Model/Dropout.swift, bit for bit)
 
