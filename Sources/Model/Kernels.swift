@@ -37,13 +37,18 @@ func minimumRowsPerMember(work perRow: Int) -> Int { max(4, (1 << 18) / max(perR
 func linearForward(out: UnsafeMutablePointer<Float>, outStride: Int? = nil, input: UnsafePointer<Float>,
                    weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                    rows: Int, inFeatures: Int, outFeatures: Int) {
-    let ldc = outStride ?? outFeatures
-    parallelChunks(rows, minimumChunk: minimumRowsPerMember(work: inFeatures * outFeatures)) { _, range in
-        for r in range { (out + r * ldc).update(from: bias, count: outFeatures) }
-        sgemm(transA: false, transB: true, m: range.count, n: outFeatures, k: inFeatures,
-              a: input + range.lowerBound * inFeatures, lda: inFeatures, b: weight, ldb: inFeatures,
-              beta: 1, c: out + range.lowerBound * ldc, ldc: ldc)
+    struct Job: ChunkJob {
+        let out: UnsafeMutablePointer<Float>, ldc: Int, input, weight, bias: UnsafePointer<Float>, inFeatures, outFeatures: Int
+        func run(chunk: Int, range: Range<Int>) {
+            for r in range { (out + r * ldc).update(from: bias, count: outFeatures) }
+            sgemm(transA: false, transB: true, m: range.count, n: outFeatures, k: inFeatures,
+                  a: input + range.lowerBound * inFeatures, lda: inFeatures, b: weight, ldb: inFeatures,
+                  beta: 1, c: out + range.lowerBound * ldc, ldc: ldc)
+        }
     }
+    parallelChunks(rows, minimumChunk: minimumRowsPerMember(work: inFeatures * outFeatures),
+                   Job(out: out, ldc: outStride ?? outFeatures, input: input, weight: weight, bias: bias,
+                       inFeatures: inFeatures, outFeatures: outFeatures))
 }
 
 /// dInput (rows, in) = dOut · weight (or += when `accumulateInput`); dWeight += dOutᵀ · input;
@@ -54,30 +59,31 @@ func linearBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutable
                     dBias: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, dOutStride: Int? = nil,
                     input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                     rows: Int, inFeatures: Int, outFeatures: Int, accumulateInput: Bool = false) {
-    let ldd = dOutStride ?? outFeatures
-    let minimumMembers = minimumRowsPerMember(work: inFeatures * rows)
-    let members = min(threadsOfThisThread, max(1, outFeatures / max(16, minimumMembers)))
-    let body = { (member: Int, members: Int) in
-        let rowRange = (rows * member / members)..<(rows * (member + 1) / members)
-        if let dInput, !rowRange.isEmpty {
-            sgemm(transA: false, transB: false, m: rowRange.count, n: inFeatures, k: outFeatures,
-                  a: dOut + rowRange.lowerBound * ldd, lda: ldd, b: weight, ldb: inFeatures,
-                  beta: accumulateInput ? 1 : 0, c: dInput + rowRange.lowerBound * inFeatures, ldc: inFeatures)
+    struct Job: TeamJob {
+        let dInput: UnsafeMutablePointer<Float>?, dWeight, dBias: UnsafeMutablePointer<Float>
+        let dOut: UnsafePointer<Float>, ldd: Int, input, weight: UnsafePointer<Float>
+        let rows, inFeatures, outFeatures: Int, accumulateInput: Bool
+        func run(member: Int, of members: Int) {
+            let rowRange = (rows * member / members)..<(rows * (member + 1) / members)
+            if let dInput, !rowRange.isEmpty {
+                sgemm(transA: false, transB: false, m: rowRange.count, n: inFeatures, k: outFeatures,
+                      a: dOut + rowRange.lowerBound * ldd, lda: ldd, b: weight, ldb: inFeatures,
+                      beta: accumulateInput ? 1 : 0, c: dInput + rowRange.lowerBound * inFeatures, ldc: inFeatures)
+            }
+            // Output features split at multiples of 16 (whole vectors for the column sums).
+            let granules = (outFeatures + 15) / 16
+            let outRange = min(outFeatures, 16 * (granules * member / members))..<min(outFeatures, 16 * (granules * (member + 1) / members))
+            if outRange.isEmpty || rows == 0 { return }
+            sgemm(transA: true, transB: false, m: outRange.count, n: inFeatures, k: rows,
+                  a: dOut + outRange.lowerBound, lda: ldd, b: input, ldb: inFeatures,
+                  beta: 1, c: dWeight + outRange.lowerBound * inFeatures, ldc: inFeatures)
+            bd_add_column_sums(dBias, dOut, rows, ldd, outRange.lowerBound, outRange.upperBound)
         }
-        // Output features split at multiples of 16 (whole vectors for the column sums).
-        let granules = (outFeatures + 15) / 16
-        let outRange = min(outFeatures, 16 * (granules * member / members))..<min(outFeatures, 16 * (granules * (member + 1) / members))
-        if outRange.isEmpty || rows == 0 { return }
-        sgemm(transA: true, transB: false, m: outRange.count, n: inFeatures, k: rows,
-              a: dOut + outRange.lowerBound, lda: ldd, b: input, ldb: inFeatures,
-              beta: 1, c: dWeight + outRange.lowerBound * inFeatures, ldc: inFeatures)
-        bd_add_column_sums(dBias, dOut, rows, ldd, outRange.lowerBound, outRange.upperBound)
     }
-    if members <= 1 {
-        body(0, 1)
-    } else {
-        WorkerTeam.current.run(members: members) { member in body(member, members) }
-    }
+    let minimumMembers = minimumRowsPerMember(work: inFeatures * rows)
+    teamRun(members: min(threadsOfThisThread, max(1, outFeatures / max(16, minimumMembers))),
+            Job(dInput: dInput, dWeight: dWeight, dBias: dBias, dOut: dOut, ldd: dOutStride ?? outFeatures, input: input,
+                weight: weight, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures, accumulateInput: accumulateInput))
 }
 
 /// sums (columns) += Σ_rows matrix (rows, columns).
@@ -103,9 +109,11 @@ func rowDropout(_ dropout: DropoutContext?, probability: Float, layer: Int, site
 /// Rows of a (rows, columns) tensor in place, over the team.
 func dropoutRows(_ values: UnsafeMutablePointer<Float>, rows: Int, columns: Int, dropout: bd_row_dropout) {
     guard dropout.sequence_keys != nil && dropout.probability > 0 else { return }
-    parallelChunks(rows, minimumChunk: 32) { _, range in
-        bd_dropout_rows(values, range.lowerBound, range.upperBound, columns, dropout)
+    struct Job: ChunkJob {
+        let values: UnsafeMutablePointer<Float>, columns: Int, dropout: bd_row_dropout
+        func run(chunk: Int, range: Range<Int>) { bd_dropout_rows(values, range.lowerBound, range.upperBound, columns, dropout) }
     }
+    parallelChunks(rows, minimumChunk: 32, Job(values: values, columns: columns, dropout: dropout))
 }
 
 // MARK: - Embeddings
@@ -149,11 +157,22 @@ func embeddingLayerNormForward(sum: UnsafeMutablePointer<Float>, normed: UnsafeM
                                wordTable: UnsafePointer<Float>, positionTable: UnsafePointer<Float>, tokenTypeTable: UnsafePointer<Float>,
                                weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, rows: Int, columns: Int, eps: Float,
                                dropoutAfter: bd_row_dropout) {
-    parallelChunks(rows, minimumChunk: 32) { _, range in
-        bd_embedding_layernorm_forward(sum, normed, mean, rstd, tokenIds, positions, tokenTypeIds,
-                                       wordTable, positionTable, tokenTypeTable, weight, bias,
-                                       range.lowerBound, range.upperBound, columns, eps, dropoutAfter)
+    struct Job: ChunkJob {
+        let sum, normed, mean, rstd: UnsafeMutablePointer<Float>
+        let tokenIds, positions, tokenTypeIds: UnsafePointer<Int32>
+        let wordTable, positionTable, tokenTypeTable, weight, bias: UnsafePointer<Float>
+        let columns: Int, eps: Float, dropoutAfter: bd_row_dropout
+        func run(chunk: Int, range: Range<Int>) {
+            bd_embedding_layernorm_forward(sum, normed, mean, rstd, tokenIds, positions, tokenTypeIds,
+                                           wordTable, positionTable, tokenTypeTable, weight, bias,
+                                           range.lowerBound, range.upperBound, columns, eps, dropoutAfter)
+        }
     }
+    parallelChunks(rows, minimumChunk: 32,
+                   Job(sum: sum, normed: normed, mean: mean, rstd: rstd, tokenIds: tokenIds, positions: positions,
+                       tokenTypeIds: tokenTypeIds, wordTable: wordTable, positionTable: positionTable,
+                       tokenTypeTable: tokenTypeTable, weight: weight, bias: bias, columns: columns, eps: eps,
+                       dropoutAfter: dropoutAfter))
 }
 
 /// The fast embedding backward: members own column blocks of the three tables.
@@ -161,10 +180,17 @@ func embeddingBackward(dWordTable: UnsafeMutablePointer<Float>, dPositionTable: 
                        dTokenTypeTable: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
                        tokenIds: UnsafePointer<Int32>, positions: UnsafePointer<Int32>,
                        tokenTypeIds: UnsafePointer<Int32>, tokens: Int, hidden C: Int) {
-    parallelGranules(C, granule: 16, minimumChunk: tokens >= 64 ? 16 : C) { _, range in
-        bd_embedding_backward(dWordTable, dPositionTable, dTokenTypeTable, dOut, tokenIds, positions, tokenTypeIds,
-                              tokens, C, range.lowerBound, range.upperBound)
+    struct Job: ChunkJob {
+        let dWordTable, dPositionTable, dTokenTypeTable: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>
+        let tokenIds, positions, tokenTypeIds: UnsafePointer<Int32>, tokens, C: Int
+        func run(chunk: Int, range: Range<Int>) {
+            bd_embedding_backward(dWordTable, dPositionTable, dTokenTypeTable, dOut, tokenIds, positions, tokenTypeIds,
+                                  tokens, C, range.lowerBound, range.upperBound)
+        }
     }
+    parallelGranules(C, granule: 16, minimumChunk: tokens >= 64 ? 16 : C,
+                     Job(dWordTable: dWordTable, dPositionTable: dPositionTable, dTokenTypeTable: dTokenTypeTable, dOut: dOut,
+                         tokenIds: tokenIds, positions: positions, tokenTypeIds: tokenTypeIds, tokens: tokens, C: C))
 }
 
 // MARK: - LayerNorm
@@ -223,10 +249,16 @@ func residualLayerNormForward(sum: UnsafeMutablePointer<Float>, normed: UnsafeMu
                               mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
                               residual: UnsafePointer<Float>?, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                               rows: Int, columns: Int, eps: Float, dropout: bd_row_dropout) {
-    parallelChunks(rows, minimumChunk: 32) { _, range in
-        bd_residual_layernorm_forward(sum, normed, mean, rstd, residual, weight, bias,
-                                      range.lowerBound, range.upperBound, columns, eps, dropout)
+    struct Job: ChunkJob {
+        let sum, normed, mean, rstd: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>?
+        let weight, bias: UnsafePointer<Float>, columns: Int, eps: Float, dropout: bd_row_dropout
+        func run(chunk: Int, range: Range<Int>) {
+            bd_residual_layernorm_forward(sum, normed, mean, rstd, residual, weight, bias,
+                                          range.lowerBound, range.upperBound, columns, eps, dropout)
+        }
     }
+    parallelChunks(rows, minimumChunk: 32, Job(sum: sum, normed: normed, mean: mean, rstd: rstd, residual: residual,
+                                               weight: weight, bias: bias, columns: columns, eps: eps, dropout: dropout))
 }
 
 /// The fast LayerNorm backward in one team job: each member computes a block of dInput rows
@@ -236,23 +268,25 @@ func layerNormBackward(dInput: UnsafeMutablePointer<Float>, dBranch: UnsafeMutab
                        dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
                        input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                        mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, rows: Int, columns C: Int) {
-    let members = min(threadsOfThisThread, max(1, rows / 32))
-    let body = { (member: Int, members: Int) in
-        let rowRange = (rows * member / members)..<(rows * (member + 1) / members)
-        bd_layernorm_backward_rows(dInput, dBranch, dOut, input, weight, mean, rstd,
-                                   rowRange.lowerBound, rowRange.upperBound, C, branchDropout)
-        let granules = (C + 15) / 16
-        let columnRange = min(C, 16 * (granules * member / members))..<min(C, 16 * (granules * (member + 1) / members))
-        if !columnRange.isEmpty {
-            bd_layernorm_backward_parameters(dWeight, dBias, dOut, input, mean, rstd, rows, C,
-                                             columnRange.lowerBound, columnRange.upperBound)
+    struct Job: TeamJob {
+        let dInput: UnsafeMutablePointer<Float>, dBranch: UnsafeMutablePointer<Float>?, branchDropout: bd_row_dropout
+        let dWeight, dBias: UnsafeMutablePointer<Float>, dOut, input, weight, mean, rstd: UnsafePointer<Float>
+        let rows, C: Int
+        func run(member: Int, of members: Int) {
+            let rowRange = (rows * member / members)..<(rows * (member + 1) / members)
+            bd_layernorm_backward_rows(dInput, dBranch, dOut, input, weight, mean, rstd,
+                                       rowRange.lowerBound, rowRange.upperBound, C, branchDropout)
+            let granules = (C + 15) / 16
+            let columnRange = min(C, 16 * (granules * member / members))..<min(C, 16 * (granules * (member + 1) / members))
+            if !columnRange.isEmpty {
+                bd_layernorm_backward_parameters(dWeight, dBias, dOut, input, mean, rstd, rows, C,
+                                                 columnRange.lowerBound, columnRange.upperBound)
+            }
         }
     }
-    if members <= 1 {
-        body(0, 1)
-    } else {
-        WorkerTeam.current.run(members: members) { member in body(member, members) }
-    }
+    teamRun(members: min(threadsOfThisThread, max(1, rows / 32)),
+            Job(dInput: dInput, dBranch: dBranch, branchDropout: branchDropout, dWeight: dWeight, dBias: dBias, dOut: dOut,
+                input: input, weight: weight, mean: mean, rstd: rstd, rows: rows, C: C))
 }
 
 // MARK: - GELU (exact erf form, HF "gelu")
@@ -277,16 +311,20 @@ func geluBackwardReference(dInOut: UnsafeMutablePointer<Float>, input: UnsafePoi
 
 /// The fast GELU: activated = gelu(x); `derivative` holds x on entry and gelu'(x) on return.
 func geluForward(activated: UnsafeMutablePointer<Float>, derivative: UnsafeMutablePointer<Float>, count: Int) {
-    parallelChunks(count, minimumChunk: 1 << 14) { _, range in
-        bd_gelu_forward(activated + range.lowerBound, derivative + range.lowerBound, range.count)
+    struct Job: ChunkJob {
+        let activated, derivative: UnsafeMutablePointer<Float>
+        func run(chunk: Int, range: Range<Int>) { bd_gelu_forward(activated + range.lowerBound, derivative + range.lowerBound, range.count) }
     }
+    parallelChunks(count, minimumChunk: 1 << 14, Job(activated: activated, derivative: derivative))
 }
 
 /// The fast GELU backward: dInOut *= gelu'(x), from the derivative geluForward kept.
 func geluBackward(dInOut: UnsafeMutablePointer<Float>, derivative: UnsafePointer<Float>, count: Int) {
-    parallelChunks(count, minimumChunk: 1 << 15) { _, range in
-        bd_multiply(dInOut + range.lowerBound, derivative + range.lowerBound, range.count)
+    struct Job: ChunkJob {
+        let dInOut: UnsafeMutablePointer<Float>, derivative: UnsafePointer<Float>
+        func run(chunk: Int, range: Range<Int>) { bd_multiply(dInOut + range.lowerBound, derivative + range.lowerBound, range.count) }
     }
+    parallelChunks(count, minimumChunk: 1 << 15, Job(dInOut: dInOut, derivative: derivative))
 }
 
 // MARK: - Pooler tanh
@@ -346,15 +384,6 @@ public func matrixMultiply(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: U
     sgemm(transA: false, transB: false, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, beta: 0, c: c, ldc: n)
 }
 
-/// The same product the way the model runs its own: the rank's kernel threads each multiply a
-/// block of rows with single-threaded OpenBLAS.
-public func matrixMultiplySplitOverTeam(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>) {
-    parallelChunks(m, minimumChunk: 16) { _, range in
-        sgemm(transA: false, transB: false, m: range.count, n: n, k: k, a: a + range.lowerBound * k, lda: k,
-              b: b, ldb: n, beta: 0, c: c + range.lowerBound * n, ldc: n)
-    }
-}
-
 /// The three products of a linear layer (input x (rows, in), weight W (out, in), output
 /// gradient dy (rows, out)), for measuring the sgemm peak on the model's own shapes.
 public enum LinearProduct: CaseIterable, Sendable {
@@ -369,22 +398,26 @@ public enum LinearProduct: CaseIterable, Sendable {
 public func linearLayerProduct(_ product: LinearProduct, rows: Int, inFeatures: Int, outFeatures: Int,
                                input: UnsafeMutablePointer<Float>, weight: UnsafeMutablePointer<Float>,
                                output: UnsafeMutablePointer<Float>, splitOverTeam: Bool) {
-    let members = splitOverTeam ? threadsOfThisThread : 1
-    let run = { (member: Int) in
-        switch product {
-        case .forward:
-            let r = (rows * member / members)..<(rows * (member + 1) / members)
-            sgemm(transA: false, transB: true, m: r.count, n: outFeatures, k: inFeatures, a: input + r.lowerBound * inFeatures,
-                  lda: inFeatures, b: weight, ldb: inFeatures, beta: 1, c: output + r.lowerBound * outFeatures, ldc: outFeatures)
-        case .inputGradient:
-            let r = (rows * member / members)..<(rows * (member + 1) / members)
-            sgemm(transA: false, transB: false, m: r.count, n: inFeatures, k: outFeatures, a: output + r.lowerBound * outFeatures,
-                  lda: outFeatures, b: weight, ldb: inFeatures, beta: 0, c: input + r.lowerBound * inFeatures, ldc: inFeatures)
-        case .weightGradient:
-            let o = (outFeatures * member / members)..<(outFeatures * (member + 1) / members)
-            sgemm(transA: true, transB: false, m: o.count, n: inFeatures, k: rows, a: output + o.lowerBound, lda: outFeatures,
-                  b: input, ldb: inFeatures, beta: 1, c: weight + o.lowerBound * inFeatures, ldc: inFeatures)
+    struct Job: TeamJob {
+        let product: LinearProduct, rows, inFeatures, outFeatures: Int
+        let input, weight, output: UnsafeMutablePointer<Float>
+        func run(member: Int, of members: Int) {
+            switch product {
+            case .forward:
+                let r = (rows * member / members)..<(rows * (member + 1) / members)
+                sgemm(transA: false, transB: true, m: r.count, n: outFeatures, k: inFeatures, a: input + r.lowerBound * inFeatures,
+                      lda: inFeatures, b: weight, ldb: inFeatures, beta: 1, c: output + r.lowerBound * outFeatures, ldc: outFeatures)
+            case .inputGradient:
+                let r = (rows * member / members)..<(rows * (member + 1) / members)
+                sgemm(transA: false, transB: false, m: r.count, n: inFeatures, k: outFeatures, a: output + r.lowerBound * outFeatures,
+                      lda: outFeatures, b: weight, ldb: inFeatures, beta: 0, c: input + r.lowerBound * inFeatures, ldc: inFeatures)
+            case .weightGradient:
+                let o = (outFeatures * member / members)..<(outFeatures * (member + 1) / members)
+                sgemm(transA: true, transB: false, m: o.count, n: inFeatures, k: rows, a: output + o.lowerBound, lda: outFeatures,
+                      b: input, ldb: inFeatures, beta: 1, c: weight + o.lowerBound * inFeatures, ldc: inFeatures)
+            }
         }
     }
-    if members <= 1 { run(0) } else { WorkerTeam.current.run(members: members, run) }
+    teamRun(members: splitOverTeam ? threadsOfThisThread : 1,
+            Job(product: product, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures, input: input, weight: weight, output: output))
 }

@@ -64,26 +64,36 @@ public final class AdamOptimizer {
         let stepSize = Float(learningRate / biasCorrection1)
         let biasCorrection2SqrtFloat = Float(biasCorrection2Sqrt)
         let oneMinusBeta1 = 1 - h.beta1, beta2 = h.beta2, oneMinusBeta2 = 1 - h.beta2, epsilon = h.epsilon
-        let isAdamW: Int32 = h.kind == .adamw ? 1 : 0
-        let segments = self.segments
-        let parametersBase = parameters.base, gradientsBase = gradients.base, mBase = m.base, vBase = v.base
-        let rangeStart = range.lowerBound
         // One team job for the whole arena: every member updates its share of every segment.
         let members = min(threadsOfThisThread, max(1, range.count / (1 << 16)))
-        let update = { (member: Int) in
-            for segment in segments {
-                let decay: Float = segment.decays ? h.weightDecay : 0
-                let decoupledFactor = Float(1 - learningRate * Double(decay))
-                let count = segment.range.count
-                let first = segment.range.lowerBound + count * member / members
-                let end = segment.range.lowerBound + count * (member + 1) / members
-                if first == end { continue }
-                bd_adam(parametersBase + first, gradientsBase + first, mBase + (first - rangeStart), vBase + (first - rangeStart),
-                        end - first, gradientScale, isAdamW, decay, decoupledFactor, oneMinusBeta1, beta2, oneMinusBeta2,
-                        biasCorrection2SqrtFloat, stepSize, epsilon)
-            }
+        segments.withUnsafeBufferPointer { segments in
+            teamRun(members: members, AdamJob(
+                segments: segments, parameters: parameters.base, gradients: gradients.base, m: m.base, v: v.base,
+                rangeStart: range.lowerBound, learningRate: learningRate, weightDecay: h.weightDecay,
+                gradientScale: gradientScale, isAdamW: h.kind == .adamw ? 1 : 0, oneMinusBeta1: oneMinusBeta1, beta2: beta2,
+                oneMinusBeta2: oneMinusBeta2, biasCorrection2Sqrt: biasCorrection2SqrtFloat, stepSize: stepSize, epsilon: epsilon))
         }
-        if members <= 1 { update(0) } else { WorkerTeam.current.run(members: members, update) }
+    }
+}
+
+private struct AdamJob: TeamJob {
+    let segments: UnsafeBufferPointer<(range: Range<Int>, decays: Bool)>
+    let parameters, gradients, m, v: UnsafeMutablePointer<Float>
+    let rangeStart: Int, learningRate: Double, weightDecay, gradientScale: Float, isAdamW: Int32
+    let oneMinusBeta1, beta2, oneMinusBeta2, biasCorrection2Sqrt, stepSize, epsilon: Float
+
+    func run(member: Int, of members: Int) {
+        for segment in segments {
+            let decay: Float = segment.decays ? weightDecay : 0
+            let decoupledFactor = Float(1 - learningRate * Double(decay))
+            let count = segment.range.count
+            let first = segment.range.lowerBound + count * member / members
+            let end = segment.range.lowerBound + count * (member + 1) / members
+            if first == end { continue }
+            bd_adam(parameters + first, gradients + first, m + (first - rangeStart), v + (first - rangeStart), end - first,
+                    gradientScale, isAdamW, decay, decoupledFactor, oneMinusBeta1, beta2, oneMinusBeta2,
+                    biasCorrection2Sqrt, stepSize, epsilon)
+        }
     }
 }
 
@@ -115,15 +125,19 @@ public func sumOfSquares(_ arena: FloatArena, range: Range<Int>) -> Double {
     let blocks = (range.count + 4095) / 4096
     let parts = min(64, blocks)
     if parts == 0 { return 0 }
-    return withUnsafeTemporaryAllocation(of: Double.self, capacity: parts) { partial in
-        let partial = partial.baseAddress!
-        parallelChunks(parts, minimumChunk: 4) { _, chunk in
-            for part in chunk {
-                let first = range.lowerBound + 4096 * (blocks * part / parts)
-                let end = min(range.upperBound, range.lowerBound + 4096 * (blocks * (part + 1) / parts))
-                partial[part] = bd_sum_of_squares(arena.base + first, end - first)
+    struct Job: ChunkJob {
+        let partial: UnsafeMutablePointer<Double>, values: UnsafePointer<Float>, range: Range<Int>, blocks, parts: Int
+        func run(chunk: Int, range parts: Range<Int>) {
+            for part in parts {
+                let first = range.lowerBound + 4096 * (blocks * part / self.parts)
+                let end = min(range.upperBound, range.lowerBound + 4096 * (blocks * (part + 1) / self.parts))
+                partial[part] = bd_sum_of_squares(values + first, end - first)
             }
         }
+    }
+    return withUnsafeTemporaryAllocation(of: Double.self, capacity: parts) { partial in
+        let partial = partial.baseAddress!
+        parallelChunks(parts, minimumChunk: 4, Job(partial: partial, values: arena.base, range: range, blocks: blocks, parts: parts))
         var total = 0.0
         for part in 0..<parts { total += partial[part] }
         return total

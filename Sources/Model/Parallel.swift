@@ -7,49 +7,94 @@ import Synchronization
 /// Set once at start-up, before any step runs.
 nonisolated(unsafe) public var kernelThreadCount = 1
 
-/// Runs `body(chunk, range)` over `0..<count` split into at most `kernelThreadCount` contiguous
-/// chunks of at least `minimumChunk` items; `chunk` (0 ..< kernelThreadCount) tells which
-/// per-thread scratch a chunk may use. Runs inline when one chunk is enough (small work is not
-/// worth a thread hop). `body` must only write to the part of the output its range owns.
+// Parallel work is described by small job structs rather than closures: handing a closure to
+// other threads needs an escaping copy (withoutActuallyEscaping), which Swift allocates on the
+// heap at every call — a job struct is passed by pointer and allocates nothing.
+
+/// Work for a team: member `member` of `members` does its share.
+protocol TeamJob {
+    func run(member: Int, of members: Int)
+}
+
+/// Work over `0..<count` split into contiguous ranges; `chunk` tells which per-thread scratch
+/// the range may use. `run` must only write to the part of the output its range owns.
+protocol ChunkJob {
+    func run(chunk: Int, range: Range<Int>)
+}
+
+/// Work made of items of uneven cost (e.g. attention of sequences of different lengths),
+/// handed out one at a time; `worker` tells which per-thread scratch to use.
+protocol ItemJob {
+    func run(item: Int, worker: Int)
+}
+
+/// Runs `job` over `0..<count` split into at most `threadsOfThisThread` contiguous chunks of at
+/// least `minimumChunk` items. Runs inline when one chunk is enough (small work is not worth a
+/// thread hop).
 @inline(__always)
-func parallelChunks(_ count: Int, minimumChunk: Int, _ body: (_ chunk: Int, _ range: Range<Int>) -> Void) {
+func parallelChunks<Job: ChunkJob>(_ count: Int, minimumChunk: Int, _ job: Job) {
     let chunks = min(threadsOfThisThread, max(1, count / max(minimumChunk, 1)))
     if chunks <= 1 {
-        body(0, 0..<count)
+        job.run(chunk: 0, range: 0..<count)
         return
     }
-    WorkerTeam.current.run(members: chunks) { member in
-        body(member, (count * member / chunks)..<(count * (member + 1) / chunks))
+    WorkerTeam.current.run(members: chunks, Chunks(job: job, count: count))
+}
+
+private struct Chunks<Inner: ChunkJob>: TeamJob {
+    let job: Inner, count: Int
+    func run(member: Int, of members: Int) {
+        job.run(chunk: member, range: (count * member / members)..<(count * (member + 1) / members))
     }
 }
 
 /// Like `parallelChunks`, but splits `0..<count` at multiples of `granule` (e.g. 16 columns,
 /// so vector kernels see whole vectors).
 @inline(__always)
-func parallelGranules(_ count: Int, granule: Int, minimumChunk: Int, _ body: (_ chunk: Int, _ range: Range<Int>) -> Void) {
-    let granules = (count + granule - 1) / granule
-    parallelChunks(granules, minimumChunk: max(1, minimumChunk / granule)) { chunk, range in
-        body(chunk, (range.lowerBound * granule)..<min(count, range.upperBound * granule))
+func parallelGranules<Job: ChunkJob>(_ count: Int, granule: Int, minimumChunk: Int, _ job: Job) {
+    parallelChunks((count + granule - 1) / granule, minimumChunk: max(1, minimumChunk / granule),
+                   Granules(job: job, count: count, granule: granule))
+}
+
+private struct Granules<Inner: ChunkJob>: ChunkJob {
+    let job: Inner, count: Int, granule: Int
+    func run(chunk: Int, range: Range<Int>) {
+        job.run(chunk: chunk, range: (range.lowerBound * granule)..<min(count, range.upperBound * granule))
     }
 }
 
-/// Runs `body(item, worker)` for every item of `0..<count`, handing items out one at a time to
-/// whichever team member is free (items of uneven cost, e.g. attention of sequences of
-/// different lengths). `worker` (< maximumWorkers) tells which per-thread scratch to use.
-func parallelItems(_ count: Int, maximumWorkers: Int, _ body: (_ item: Int, _ worker: Int) -> Void) {
+/// Runs `job` for every item of `0..<count`, handing items out one at a time to whichever team
+/// member is free; `worker` < maximumWorkers.
+func parallelItems<Job: ItemJob>(_ count: Int, maximumWorkers: Int, _ job: Job) {
     let team = WorkerTeam.current
     let members = min(maximumWorkers, count, team.size)
     if members <= 1 {
-        for item in 0..<count { body(item, 0) }
+        for item in 0..<count { job.run(item: item, worker: 0) }
         return
     }
     team.nextItem.store(0, ordering: .relaxed)
-    team.run(members: members) { member in
+    team.run(members: members, Items(job: job, count: count, team: team))
+}
+
+private struct Items<Inner: ItemJob>: TeamJob {
+    let job: Inner, count: Int
+    unowned(unsafe) let team: WorkerTeam
+    func run(member: Int, of members: Int) {
         while true {
             let item = team.nextItem.wrappingAdd(1, ordering: .relaxed).oldValue
             if item >= count { break }
-            body(item, member)
+            job.run(item: item, worker: member)
         }
+    }
+}
+
+/// Runs `job` on `members` members of this thread's team (inline when one is enough).
+@inline(__always)
+func teamRun<Job: TeamJob>(members: Int, _ job: Job) {
+    if members <= 1 {
+        job.run(member: 0, of: 1)
+    } else {
+        WorkerTeam.current.run(members: members, job)
     }
 }
 
@@ -94,7 +139,9 @@ final class WorkerTeam: @unchecked Sendable {
     private let sleepers = Atomic<Int>(0)
     private let stopping = Atomic<Bool>(false)
     let nextItem = Atomic<Int>(0)
-    private nonisolated(unsafe) var job: ((Int) -> Void)?
+    /// The job while one runs: where it is (a local of `run`) and its type.
+    private nonisolated(unsafe) var jobPointer: UnsafeRawPointer?
+    private nonisolated(unsafe) var jobType: (any TeamJob.Type)?
     private nonisolated(unsafe) var jobMembers = 0
     private nonisolated(unsafe) var running = false
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
@@ -145,17 +192,18 @@ final class WorkerTeam: @unchecked Sendable {
         init(team: WorkerTeam, member: Int) { self.team = team; self.member = member }
     }
 
-    /// Runs `body(member)` on members 0 ..< members (the caller is member 0) and waits for all.
-    func run(members requested: Int, _ body: (Int) -> Void) {
+    /// Runs `job` on members 0 ..< members (the caller is member 0) and waits for all.
+    func run<Job: TeamJob>(members requested: Int, _ job: Job) {
         let members = min(requested, size)
         if members <= 1 || running {
             // One member, or a nested call from inside a job: run inline.
-            for member in 0..<max(members, 1) { body(member) }
+            for member in 0..<max(members, 1) { job.run(member: member, of: max(members, 1)) }
             return
         }
-        withoutActuallyEscaping(body) { body in
+        withUnsafePointer(to: job) { pointer in
             running = true
-            job = body
+            jobPointer = UnsafeRawPointer(pointer)
+            jobType = Job.self
             jobMembers = members
             remaining.store(size - 1, ordering: .relaxed)
             generation.add(1, ordering: .sequentiallyConsistent)
@@ -164,11 +212,16 @@ final class WorkerTeam: @unchecked Sendable {
                 pthread_cond_broadcast(condition)
                 pthread_mutex_unlock(mutex)
             }
-            body(0)
+            job.run(member: 0, of: members)
             while remaining.load(ordering: .acquiring) > 0 { bd_cpu_relax() }
-            job = nil
+            jobPointer = nil
+            jobType = nil
             running = false
         }
+    }
+
+    private static func invoke<Job: TeamJob>(_ type: Job.Type, _ pointer: UnsafeRawPointer, member: Int, of members: Int) {
+        pointer.assumingMemoryBound(to: Job.self).pointee.run(member: member, of: members)
     }
 
     private func memberLoop(_ member: Int) {
@@ -197,7 +250,9 @@ final class WorkerTeam: @unchecked Sendable {
             }
             seen = generation.load(ordering: .acquiring)
             if stopping.load(ordering: .acquiring) { return }
-            if member < jobMembers, let job { job(member) }
+            if member < jobMembers, let jobPointer, let jobType {
+                WorkerTeam.invoke(jobType, jobPointer, member: member, of: jobMembers)
+            }
             remaining.subtract(1, ordering: .releasing)
         }
     }

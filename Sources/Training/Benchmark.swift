@@ -37,6 +37,11 @@ public struct BenchmarkResult: Sendable {
     /// Real tokens per global batch, and what padding to the longest sequence would process.
     public var realTokensPerBatch = 0.0, paddedTokensPerBatch = 0.0
     public var blasCore = ""
+    /// With benchmarks/malloc_counter.so preloaded: the most heap allocations (malloc family) and
+    /// anonymous memory mappings of any timed step, on any rank; and the same for the model's
+    /// own part alone (forward, backward, AdamW), measured on a few extra steps. nil without it.
+    public var heapAllocationsPerStep: Int?, memoryMappingsPerStep: Int?
+    public var modelHeapAllocationsPerStep: Int?, modelMemoryMappingsPerStep: Int?
     public var kernelInstructionSet = ""
 
     public var json: JSONValue {
@@ -51,7 +56,16 @@ public struct BenchmarkResult: Sendable {
             "real_tokens_per_batch": .number(realTokensPerBatch), "padded_tokens_per_batch": .number(paddedTokensPerBatch),
             "blas_core": .string(blasCore), "kernels": .string(kernelInstructionSet),
             "phases_s_median": .object(phaseSecondsMedian.mapValues { .number($0) }),
-        ])
+        ].merging(allocationCounts) { first, _ in first })
+    }
+
+    private var allocationCounts: [String: JSONValue] {
+        var counts: [String: JSONValue] = [:]
+        if let heapAllocationsPerStep { counts["heap_allocations_per_step"] = .number(Double(heapAllocationsPerStep)) }
+        if let memoryMappingsPerStep { counts["memory_mappings_per_step"] = .number(Double(memoryMappingsPerStep)) }
+        if let modelHeapAllocationsPerStep { counts["model_heap_allocations_per_step"] = .number(Double(modelHeapAllocationsPerStep)) }
+        if let modelMemoryMappingsPerStep { counts["model_memory_mappings_per_step"] = .number(Double(modelMemoryMappingsPerStep)) }
+        return counts
     }
 }
 
@@ -74,6 +88,8 @@ public func runBenchmark(_ options: BenchmarkOptions, threads: Int, communicator
     let micro = min(options.microBatchSize ?? largestShard, largestShard)
     replica.reserve(microBatchSize: micro, maxSequenceLength: options.sequenceLength)
 
+    let counters = AllocationCounters()
+    var allocationsPerStep = (heap: 0, mappings: 0)
     var stepSeconds: [Double] = [], waitSeconds: [Double] = []
     let phaseNames = ["data", "forward", "backward", "sync", "optimizer"]
     var phaseSeconds: [[Double]] = Array(repeating: [], count: phaseNames.count)
@@ -83,6 +99,9 @@ public func runBenchmark(_ options: BenchmarkOptions, threads: Int, communicator
         let shard = rankShard(global.count, rank: rank, worldSize: worldSize)
         let microCount = (shard.count + micro - 1) / micro
         try communicator.barrier()
+        // The last step's allocations get backtraces when the counter was asked for them.
+        if step == options.warmupSteps + options.steps - 1 { counters?.trace(true) }
+        let countsBefore = counters?.read()
         let start = DispatchTime.now().uptimeNanoseconds
         let outcome = try replica.step(microBatchCount: microCount, globalBatchSize: global.count, stepIndex: step, learningRate: 2e-5,
                                        maxGradNorm: 1, dropout: DropoutContext(seed: 1, step: step), stopRequested: false) { m, batch in
@@ -91,6 +110,12 @@ public func runBenchmark(_ options: BenchmarkOptions, threads: Int, communicator
             }
         }
         // The step ends when the slowest rank is done.
+        if let counters, let countsBefore, step >= options.warmupSteps {
+            let countsAfter = counters.read()
+            counters.trace(false)
+            allocationsPerStep.heap = max(allocationsPerStep.heap, countsAfter.heap - countsBefore.heap)
+            allocationsPerStep.mappings = max(allocationsPerStep.mappings, countsAfter.mappings - countsBefore.mappings)
+        }
         let phases = outcome.phaseSeconds
         let elapsed = try communicator.allReduce([Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, phases.sync,
                                                   phases.data, phases.forward, phases.backward, phases.sync, phases.optimizer], .max)
@@ -119,6 +144,28 @@ public func runBenchmark(_ options: BenchmarkOptions, threads: Int, communicator
     result.threads = threads
     result.blasCore = BLASSetup.coreName
     result.kernelInstructionSet = kernelInstructionSetName
+    if let counters {
+        // The model's own part alone, on this rank's shard of the first batch (already seen).
+        var batch = PackedBatch()
+        let shard = rankShard(batches[0].count, rank: rank, worldSize: worldSize)
+        for i in shard.prefix(micro) { batch.append(tokens: batches[0][i].tokens, label: Int32(batches[0][i].label), sampleIndex: i) }
+        var model = (heap: 0, mappings: 0)
+        for step in 0..<3 where batch.sequenceCount > 0 {
+            let before = counters.read()
+            replica.model.gradients.zero()
+            try replica.model.forward(batch, dropout: DropoutContext(seed: 1, step: step))
+            try replica.model.backward(batch, dropout: DropoutContext(seed: 1, step: step), lossScale: 1 / Float(batch.sequenceCount))
+            replica.optimizer.step(parameters: replica.model.parameters, gradients: replica.model.gradients, learningRate: 0, gradientScale: 1)
+            let after = counters.read()
+            model = (max(model.heap, after.heap - before.heap), max(model.mappings, after.mappings - before.mappings))
+        }
+        let worst = try communicator.allReduce([Double(allocationsPerStep.heap), Double(allocationsPerStep.mappings),
+                                                Double(model.heap), Double(model.mappings)], .max)
+        result.heapAllocationsPerStep = Int(worst[0])
+        result.memoryMappingsPerStep = Int(worst[1])
+        result.modelHeapAllocationsPerStep = Int(worst[2])
+        result.modelMemoryMappingsPerStep = Int(worst[3])
+    }
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     result.peakResidentMegabytes = try communicator.allReduce(Double(usage.ru_maxrss) / 1024, .max)
@@ -131,6 +178,28 @@ public func runBenchmark(_ options: BenchmarkOptions, threads: Int, communicator
     let peak = sgemmPeakFLOPsPerSecond(config: model.config, rows: tokensPerRank, threads: threads)
     result.sgemmPeakFLOPsPerSecond = try communicator.allReduce(peak, .sum)
     return result
+}
+
+/// The counters of benchmarks/malloc_counter.so, when it is preloaded.
+struct AllocationCounters {
+    private typealias Counter = @convention(c) () -> Int
+    private typealias Switch = @convention(c) (Int32) -> Void
+    private let heap: Counter, mappings: Counter, backtraces: Switch
+
+    init?() {
+        guard let program = dlopen(nil, RTLD_NOW),
+              let heap = dlsym(program, "bert_dist_heap_allocations"),
+              let mappings = dlsym(program, "bert_dist_memory_mappings"),
+              let backtraces = dlsym(program, "bert_dist_allocation_backtraces") else { return nil }
+        self.heap = unsafeBitCast(heap, to: Counter.self)
+        self.mappings = unsafeBitCast(mappings, to: Counter.self)
+        self.backtraces = unsafeBitCast(backtraces, to: Switch.self)
+    }
+
+    func read() -> (heap: Int, mappings: Int) { (heap(), mappings()) }
+    /// Between trace(true) and trace(false) the counter prints a backtrace of every allocation
+    /// to stderr if BERT_DIST_ALLOCATION_BACKTRACES=1 was set.
+    func trace(_ on: Bool) { backtraces(on ? 1 : 0) }
 }
 
 enum GradientBucketDefaults {

@@ -22,6 +22,9 @@ final class Replica {
     let shards: ShardLayout
     let shardOptimizer: Bool
     private var batch = PackedBatch()
+    /// The per-step metrics and every rank's copy of them, allocated once (a step allocates nothing).
+    private var contributions: [Double]
+    private var gathered: [Double]
 
     init(model: BertForSequenceClassification, hyperparameters: AdamHyperparameters, communicator: any Communicator,
          shardOptimizer: Bool, bucketFloats: Int) throws {
@@ -33,6 +36,22 @@ final class Replica {
         optimizer = AdamOptimizer(hyperparameters: hyperparameters, layout: model.layout, range: optimizerRange)
         synchronizer = try GradientSynchronizer(communicator: communicator, gradients: model.gradients.buffer,
                                                 bucketFloats: bucketFloats, shardOptimizer: shardOptimizer)
+        contributions = [Double](repeating: 0, count: 6 + communicator.worldSize)
+        gathered = [Double](repeating: 0, count: (6 + communicator.worldSize) * communicator.worldSize)
+    }
+
+    /// contributions = their sum over ranks, added in rank order 0, 1, ... (as Communicator.allReduce
+    /// does: bit-identical on every rank), without allocating.
+    private func sumContributionsOverRanks() throws {
+        try contributions.withUnsafeBytes { contribution in
+            try gathered.withUnsafeMutableBytes { result in try communicator.allGather(contribution, into: result) }
+        }
+        let count = contributions.count
+        for index in 0..<count {
+            var total = gathered[index]
+            for sourceRank in 1..<max(communicator.worldSize, 1) { total += gathered[sourceRank * count + index] }
+            contributions[index] = total
+        }
     }
 
     func reserve(microBatchSize: Int, maxSequenceLength: Int) {
@@ -97,7 +116,7 @@ final class Replica {
         // metrics and puts every shard's partial sum of squares in its slot (adding zeros is
         // exact), so every rank sums the same partials in the same order.
         let rank = communicator.rank, worldSize = communicator.worldSize
-        var contributions = [Double](repeating: 0, count: 6 + worldSize)
+        for index in contributions.indices { contributions[index] = 0 }
         contributions[0] = lossSum
         contributions[1] = Double(correct)
         contributions[2] = Double(tokens)
@@ -105,7 +124,8 @@ final class Replica {
         contributions[4] = lossSum.isFinite ? 0 : 1
         contributions[5] = stopRequested ? 1 : 0
         contributions[6 + rank] = sumOfSquares(model.gradients, range: shards.range(of: rank))
-        let reduced = try communicator.allReduce(contributions, .sum)
+        try sumContributionsOverRanks()
+        let reduced = contributions
         outcome.lossSum = reduced[0]
         outcome.correct = reduced[1]
         outcome.tokens = reduced[2]

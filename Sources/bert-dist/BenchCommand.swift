@@ -72,6 +72,10 @@ struct BenchCommand: ParsableCommand {
                            result.paddedTokensPerBatch, result.kernelInstructionSet))
                 let phases = ["data", "forward", "backward", "sync", "optimizer"].map { String(format: "%@ %.3f", $0, result.phaseSecondsMedian[$0] ?? 0) }
                 log("phases (s, median of the slowest rank): " + phases.joined(separator: ", "))
+                if let heap = result.heapAllocationsPerStep, let mappings = result.memoryMappingsPerStep,
+                   let modelHeap = result.modelHeapAllocationsPerStep, let modelMappings = result.modelMemoryMappingsPerStep {
+                    log("allocations per timed step (most of any step and rank): \(heap) heap, \(mappings) mmap; model forward + backward + AdamW alone: \(modelHeap) heap, \(modelMappings) mmap")
+                }
             }
         }
         if status != 0 { throw ExitCode(status) }
