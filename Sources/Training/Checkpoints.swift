@@ -42,8 +42,9 @@ public struct ModelFiles: Sendable {
         object["id2label"] = .object(Dictionary(uniqueKeysWithValues: labels.enumerated().map { (String($0.offset), .string($0.element)) }))
         object["label2id"] = .object(Dictionary(uniqueKeysWithValues: labels.enumerated().map { ($0.element, .number(Double($0.offset))) }))
         object["problem_type"] = .string("single_label_classification")
-        object["hidden_dropout_prob"] = .number(Double(modelConfig.hiddenDropoutProb))
-        object["attention_probs_dropout_prob"] = .number(Double(modelConfig.attentionDropoutProb))
+        // Float -> shortest decimal -> Double, so 0.1 is written "0.1", not 0.10000000149011612.
+        object["hidden_dropout_prob"] = .number(Double("\(modelConfig.hiddenDropoutProb)")!)
+        object["attention_probs_dropout_prob"] = .number(Double("\(modelConfig.attentionDropoutProb)")!)
         object.removeValue(forKey: "num_labels")  // derived from id2label by HF
         return JSONValue.object(object).serialized()
     }
