@@ -20,7 +20,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
         case let .incomplete(folder, reason): return "\(folder): incomplete checkpoint (\(reason))"
         case let .damaged(file, reason): return "\(file): \(reason)"
         case let .incompatible(folder, reason): return "\(folder): \(reason)"
-        case let .writeFailed(folder, reason): return "writing \(folder) failed: \(reason)"
+        case let .writeFailed(folder, reason):
+            return "writing \(folder) failed: \(reason); earlier checkpoints are untouched (--resume continues from the newest complete one)"
         }
     }
 }
