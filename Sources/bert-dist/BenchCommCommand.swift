@@ -260,20 +260,24 @@ struct BenchCommCommand: ParsableCommand {
         let start = Date.timeIntervalSinceReferenceDate
         var signalSeenAt: Double? = nil
         var lastReport = 0.0
-        while Date.timeIntervalSinceReferenceDate - start < seconds {
+        while true {
             try synchronizer.finish()
             let signalNumber = receivedSignal.load(ordering: .relaxed)
             let now = Date.timeIntervalSinceReferenceDate
             if signalNumber != 0 && signalSeenAt == nil {
                 signalSeenAt = now
-                printFlushed("bench-comm: rank \(rank) received signal \(signalNumber)")
+                printFlushed(String(format: "bench-comm: rank %d received signal %d at %.3f", rank, signalNumber, Date().timeIntervalSince1970))
             }
-            if stopOnSignal {
-                if try communicator.anyRank(signalNumber != 0) {
-                    printFlushed("bench-comm: rank \(rank) stopping after the current step")
-                    return
-                }
-            } else if let signalSeenAt, now - lastReport >= 0.1 {
+            // Leaving the loop is a collective decision: a rank that left alone would leave its
+            // peers waiting in the next step's transfers forever.
+            let decisions = try communicator.allReduce([now - start >= seconds ? 1 : 0,
+                                                        stopOnSignal && signalNumber != 0 ? 1 : 0], .max)
+            if decisions[1] != 0 {
+                printFlushed("bench-comm: rank \(rank) stopping after the current step")
+                return
+            }
+            if decisions[0] != 0 { return }
+            if let signalSeenAt, now - lastReport >= 0.1 {
                 lastReport = now
                 printFlushed(String(format: "bench-comm: rank %d alive %.1f s after the signal", rank, now - signalSeenAt))
             }
