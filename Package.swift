@@ -47,6 +47,6 @@ let package = Package(
         .testTarget(name: "StorageTests", dependencies: ["Storage"], exclude: ["Fixtures"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training"]),
         // Runs the built bert-dist binary (alone and under mpirun) as a user would.
-        .testTarget(name: "EndToEndTests", dependencies: ["bert-dist"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["bert-dist", "Model", "Storage"]),
     ]
 )

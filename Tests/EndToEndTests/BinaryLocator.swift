@@ -93,7 +93,13 @@ final class RunningProcess: @unchecked Sendable {
         var description: String
     }
 
-    init(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil) throws {
+    /// `standardInput`: text the process reads on stdin (else /dev/null).
+    init(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil, standardInput: String? = nil) throws {
+        var inputPath = "/dev/null"
+        if let standardInput {
+            inputPath = FileManager.default.temporaryDirectory.appendingPathComponent("stdin-\(UUID().uuidString)").path
+            try standardInput.write(toFile: inputPath, atomically: true, encoding: .utf8)
+        }
         var outputPipe: [Int32] = [0, 0], errorPipe: [Int32] = [0, 0]
         guard pipe(&outputPipe) == 0, pipe(&errorPipe) == 0 else {
             throw SpawnError(description: "pipe failed: errno \(errno)")
@@ -103,7 +109,7 @@ final class RunningProcess: @unchecked Sendable {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 0, inputPath, O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, outputPipe[1], 1)  // dup2 clears O_CLOEXEC on 1 and 2
         posix_spawn_file_actions_adddup2(&actions, errorPipe[1], 2)
 
