@@ -109,22 +109,23 @@ public final class MPICommunicator: Communicator {
     }
 
     public func startSend(_ floats: UnsafeBufferPointer<Float>, to destination: Int, tag: Int) throws -> TransferRequest {
-        let call = "MPI_Isend (to rank \(destination), \(floats.count) floats, tag \(tag))"
-        try checkThread(call)
-        try checkTransfer(count: floats.count, peer: destination, tag: tag, call)
+        // The call descriptions are autoclosures: no string is built (no allocation) unless a check fails.
+        try checkThread("MPI_Isend (to rank \(destination), \(floats.count) floats, tag \(tag))")
+        try checkTransfer(count: floats.count, peer: destination, tag: tag, "MPI_Isend (to rank \(destination), \(floats.count) floats, tag \(tag))")
         var request: MPI_Request? = shim_mpi_request_null()
         try check(MPI_Isend(floats.baseAddress, Int32(floats.count), shim_mpi_float(), Int32(destination), Int32(tag),
-                            shim_mpi_comm_world(), &request), call)
+                            shim_mpi_comm_world(), &request),
+                  "MPI_Isend (to rank \(destination), \(floats.count) floats, tag \(tag))")
         return TransferRequest(handle: .mpi(request))
     }
 
     public func startReceive(_ floats: UnsafeMutableBufferPointer<Float>, from source: Int, tag: Int) throws -> TransferRequest {
-        let call = "MPI_Irecv (from rank \(source), \(floats.count) floats, tag \(tag))"
-        try checkThread(call)
-        try checkTransfer(count: floats.count, peer: source, tag: tag, call)
+        try checkThread("MPI_Irecv (from rank \(source), \(floats.count) floats, tag \(tag))")
+        try checkTransfer(count: floats.count, peer: source, tag: tag, "MPI_Irecv (from rank \(source), \(floats.count) floats, tag \(tag))")
         var request: MPI_Request? = shim_mpi_request_null()
         try check(MPI_Irecv(floats.baseAddress, Int32(floats.count), shim_mpi_float(), Int32(source), Int32(tag),
-                            shim_mpi_comm_world(), &request), call)
+                            shim_mpi_comm_world(), &request),
+                  "MPI_Irecv (from rank \(source), \(floats.count) floats, tag \(tag))")
         return TransferRequest(handle: .mpi(request))
     }
 

@@ -327,7 +327,9 @@ struct CommunicationChecks {
                 try checkSynchronizer(floats: floats, bucketFloats: bucketFloats, shardOptimizer: shardOptimizer, log)
             }
         }
-        for floats in [0, 3, 17, 100_003] { try checkGatherParameters(floats: floats, log) }
+        for (floats, chunkFloats) in [(0, 16), (3, 1), (17, 4), (100_003, 1000), (100_003, 1 << 20)] {
+            try checkGatherParameters(floats: floats, chunkFloats: chunkFloats, log)
+        }
         try checkReplicaRepair(log)
         try checkSameResultOnEveryRank(log)
         return (log.checkCount, log.failures)
@@ -403,13 +405,13 @@ struct CommunicationChecks {
         }
     }
 
-    private func checkGatherParameters(floats: Int, _ log: Log) throws {
+    private func checkGatherParameters(floats: Int, chunkFloats: Int, _ log: Log) throws {
         let layout = ShardLayout(totalCount: floats, worldSize: worldSize)
         let own = layout.range(of: rank)
         var parameters = (0 ..< floats).map { own.contains($0) ? checkValue(rank: 99, index: $0, step: 0) : Float(rank) }
-        try parameters.withUnsafeMutableBufferPointer { try communicator.gatherParameters($0, layout: layout) }
+        try parameters.withUnsafeMutableBufferPointer { try communicator.gatherParameters($0, layout: layout, chunkFloats: chunkFloats) }
         log.expect(parameters.map(\.bitPattern) == (0 ..< floats).map { checkValue(rank: 99, index: $0, step: 0).bitPattern },
-                   "gatherParameters of \(floats) floats: wrong values")
+                   "gatherParameters of \(floats) floats in chunks of \(chunkFloats): wrong values")
     }
 
     private func checkReplicaRepair(_ log: Log) throws {
