@@ -33,9 +33,11 @@ public protocol Communicator: AnyObject {
     func startReceive(_ floats: UnsafeMutableBufferPointer<Float>, from source: Int, tag: Int) throws -> TransferRequest
     /// True when every request has completed (they are then marked completed); never blocks.
     /// With MPI this is MPI_Testall, which also advances pending transfers (see GradientSynchronizer).
-    func testAll(_ requests: inout [TransferRequest]) throws -> Bool
+    /// (Buffer-pointer form so callers can keep requests in preallocated or stack memory; the
+    /// extension below offers the same for arrays.)
+    func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool
     /// Blocks until every request has completed.
-    func waitAll(_ requests: inout [TransferRequest]) throws
+    func waitAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws
 
     /// Ends the whole job (every rank) with a non-zero status after printing `message` on stderr:
     /// MPI_Abort for MPI, process exit for the in-process group. Use it when a rank cannot continue
@@ -84,6 +86,14 @@ public struct CommunicationError: Error, CustomStringConvertible {
 }
 
 extension Communicator {
+    public func testAll(_ requests: inout [TransferRequest]) throws -> Bool {
+        try requests.withUnsafeMutableBufferPointer { try testAll($0) }
+    }
+
+    public func waitAll(_ requests: inout [TransferRequest]) throws {
+        try requests.withUnsafeMutableBufferPointer { try waitAll($0) }
+    }
+
     /// Element-wise reduction of `values` over all ranks; every rank gets the same result.
     /// Implemented as an allgather followed by a local reduction in rank order 0, 1, ..., N-1, so
     /// the result is bit-identical on every rank and identical between MPI and the in-process group
@@ -179,23 +189,36 @@ extension Communicator {
         guard chunkFloats >= 1 else {
             throw CommunicationError(rank: rank, operation: "gatherParameters", reason: "chunkFloats must be at least 1")
         }
-        func chunks(_ range: Range<Int>) -> [Range<Int>] {
-            stride(from: range.lowerBound, to: range.upperBound, by: chunkFloats).map { $0 ..< min($0 + chunkFloats, range.upperBound) }
-        }
-        var requests: [TransferRequest] = []
+        let ownCount = layout.range(of: rank).count
+        var requestCount = (worldSize - 1) * (ownCount + chunkFloats - 1) / chunkFloats
         for peer in 0 ..< worldSize where peer != rank {
-            for chunk in chunks(layout.range(of: peer)) {
-                requests.append(try startReceive(UnsafeMutableBufferPointer(start: base + chunk.lowerBound, count: chunk.count),
-                                                 from: peer, tag: TransferTag.parameterGather))
-            }
+            requestCount += (layout.range(of: peer).count + chunkFloats - 1) / chunkFloats
         }
-        for peer in 0 ..< worldSize where peer != rank {
-            for chunk in chunks(layout.range(of: rank)) {
-                requests.append(try startSend(UnsafeBufferPointer(start: base + chunk.lowerBound, count: chunk.count),
-                                              to: peer, tag: TransferTag.parameterGather))
+        // The requests live on the stack (small counts) so that a step does not allocate.
+        try withUnsafeTemporaryAllocation(of: TransferRequest.self, capacity: requestCount) { requests in
+            requests.initialize(repeating: .completed)
+            defer { requests.deinitialize() }
+            var next = 0
+            for peer in 0 ..< worldSize where peer != rank {
+                let range = layout.range(of: peer)
+                for start in stride(from: range.lowerBound, to: range.upperBound, by: chunkFloats) {
+                    let count = min(chunkFloats, range.upperBound - start)
+                    requests[next] = try startReceive(UnsafeMutableBufferPointer(start: base + start, count: count),
+                                                      from: peer, tag: TransferTag.parameterGather)
+                    next += 1
+                }
             }
+            let own = layout.range(of: rank)
+            for peer in 0 ..< worldSize where peer != rank {
+                for start in stride(from: own.lowerBound, to: own.upperBound, by: chunkFloats) {
+                    let count = min(chunkFloats, own.upperBound - start)
+                    requests[next] = try startSend(UnsafeBufferPointer(start: base + start, count: count),
+                                                   to: peer, tag: TransferTag.parameterGather)
+                    next += 1
+                }
+            }
+            try waitAll(requests)
         }
-        try waitAll(&requests)
     }
 }
 

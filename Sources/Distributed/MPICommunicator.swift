@@ -129,19 +129,19 @@ public final class MPICommunicator: Communicator {
         return TransferRequest(handle: .mpi(request))
     }
 
-    public func testAll(_ requests: inout [TransferRequest]) throws -> Bool {
+    public func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool {
         try checkThread("MPI_Testall")
-        return try completeAll(&requests, blocking: false)
+        return try completeAll(requests, blocking: false)
     }
 
-    public func waitAll(_ requests: inout [TransferRequest]) throws {
+    public func waitAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws {
         try checkThread("MPI_Waitall")
-        _ = try completeAll(&requests, blocking: true)
+        _ = try completeAll(requests, blocking: true)
     }
 
     /// MPI_Testall / MPI_Waitall over the pending MPI requests of `requests`. The handles are copied
     /// into a stack buffer (no heap allocation) because TransferRequest is not an MPI_Request array.
-    private func completeAll(_ requests: inout [TransferRequest], blocking: Bool) throws -> Bool {
+    private func completeAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>, blocking: Bool) throws -> Bool {
         var pendingCount = 0
         for request in requests {
             switch request.handle {
