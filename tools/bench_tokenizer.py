@@ -11,11 +11,15 @@ truncation to max_length 128, one thread:
   - HF BertTokenizer (transformers 5: the Rust tokenizers library) one call per row, and batched
     (`tokenizer(texts, ...)`), with RAYON_NUM_THREADS=1 and TOKENIZERS_PARALLELISM=false;
   - HF BertTokenizerFast: the same class in transformers 5, timed again to show it;
+  - the Rust `tokenizers.Tokenizer` itself (tokenizer.json, truncation 128) without the
+    transformers wrapper, per row and `encode_batch`: the strongest baseline;
   - HF BertTokenizerLegacy (transformers 4's pure-Python BertTokenizer) on a tenth of the rows;
   - bert-dist: `bert-dist tokenize --benchmark` (hidden option) reading the rows on stdin and
     encoding them in a loop for a few seconds; loading and reading are not timed, as for HF.
 Before timing, the ids of bert-dist and HF are compared on the whole corpus. Prints a Markdown
-table (rows/s, tokens/s) for benchmarks/tokenizer.md.
+table (rows/s, tokens/s) for benchmarks/tokenizer.md, then times bert-dist's data path on a
+120,000-row AG News-style CSV (`bert-dist tokenize --benchmark-data`, hidden): read + parse,
+tokenize, token cache build (hash, read, tokenize, atomic write) and open (map + checks).
 """
 
 import os
@@ -108,6 +112,17 @@ def main():
     measure("HF BertTokenizerFast, batch call", fast, texts, batched=True)
     measure("HF BertTokenizerLegacy (pure Python), encode() per row", legacy, texts[: len(texts) // 10], batched=False)
 
+    raw = tokenizers.Tokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
+    raw.no_padding()
+    raw.enable_truncation(max_length=MAX_LENGTH)
+    if [e.ids for e in raw.encode_batch(sample)] != reference[: len(sample)]:
+        raise SystemExit("tokenizers.Tokenizer disagrees with BertTokenizer")
+    for name, batched in (("tokenizers.Tokenizer (Rust, no transformers wrapper), encode() per row", False),
+                          ("tokenizers.Tokenizer (Rust, no transformers wrapper), encode_batch", True)):
+        seconds, _ = best_of(args.runs, (lambda: raw.encode_batch(texts)) if batched
+                             else (lambda: [raw.encode(t) for t in texts]))
+        rows.append((name, len(texts), seconds, len(texts) / seconds, token_count / seconds))
+
     best = None
     for _ in range(args.runs):
         with open(corpus_path, "rb") as stdin:
@@ -120,6 +135,18 @@ def main():
                  best["tokens_per_s"]))
     os.unlink(corpus_path)
 
+    with open(args.ag_news_sample, encoding="utf-8") as fh:
+        csv_lines = fh.read().splitlines(keepends=True)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".csv", delete=False) as fh:
+        fh.write("".join((csv_lines * (120_000 // len(csv_lines) + 1))[:120_000]))
+        csv_path = fh.name
+    data_runs = []
+    for _ in range(args.runs):
+        output = subprocess.run([args.binary, "tokenize", "--model", args.model, "--max-seq-len", str(MAX_LENGTH),
+                                 "--benchmark-data", csv_path], capture_output=True, check=True).stdout
+        data_runs.append(json.loads(output))
+    os.unlink(csv_path)
+
     print(f"Corpus: {len(texts)} rows ({len(sample)} AG News rows repeated), {token_count} tokens at max_length "
           f"{MAX_LENGTH}, {token_count / len(texts):.1f} tokens/row. One thread. Best of {args.runs} runs.")
     print(f"transformers {transformers.__version__}, tokenizers {tokenizers.__version__}, Python "
@@ -129,6 +156,16 @@ def main():
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, count, seconds, rows_per_second, tokens_per_second in rows:
         print(f"| {name} | {count} | {seconds:.2f} | {rows_per_second:,.0f} | {tokens_per_second:,.0f} |")
+    print()
+    print(f"bert-dist data path, {data_runs[0]['rows']} AG News rows ({data_runs[0]['tokens']} tokens), best of {args.runs}:")
+    print()
+    print("| step | seconds |")
+    print("| --- | ---: |")
+    for key, label in (("read_s", "read + parse the CSV"), ("tokenize_s", "tokenize every row"),
+                       ("locate_s", "locate the cache (hash the data file)"),
+                       ("build_s", "build the cache (read, tokenize, atomic write)"),
+                       ("open_s", "open the cache (map, verify checksum and structure)")):
+        print(f"| {label} | {min(run[key] for run in data_runs):.3f} |")
 
 
 if __name__ == "__main__":

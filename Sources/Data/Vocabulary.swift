@@ -285,16 +285,16 @@ struct WordPieceTrieView {
 
 func describeFileError(_ error: Error) -> String {
     let nsError = error as NSError
-    if nsError.domain == NSCocoaErrorDomain {
-        switch nsError.code {
-        case NSFileReadNoSuchFileError, NSFileNoSuchFileError: return "no such file"
-        case NSFileReadNoPermissionError: return "permission denied"
-        default: break
-        }
-    }
     if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain,
        let message = strerror(Int32(underlying.code)) {
         return String(cString: message)
+    }
+    if nsError.domain == NSCocoaErrorDomain {
+        switch nsError.code {
+        case NSFileReadNoSuchFileError, NSFileNoSuchFileError: return "no such file"
+        case NSFileReadNoPermissionError, NSFileWriteNoPermissionError: return "permission denied"
+        default: break
+        }
     }
     return nsError.localizedDescription
 }

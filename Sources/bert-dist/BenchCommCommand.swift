@@ -79,7 +79,7 @@ struct BenchCommCommand: ParsableCommand {
             let failures = outcomes.flatMap(\.failures)
             for failure in failures { FileHandle.standardError.write(Data("\(failure)\n".utf8)) }
             try reportChecks(checkCount: outcomes[0].checkCount, failureCount: failures.count,
-                             worldSize: simulateRanks, mode: "simulated ranks")
+                             worldSize: simulateRanks, mode: "simulated ranks", sumChecksum: outcomes[0].sumChecksum)
             return
         }
         let communicator = try MPICommunicator()
@@ -91,7 +91,7 @@ struct BenchCommCommand: ParsableCommand {
                 try communicator.finalize()
                 if communicator.rank == 0 {
                     try reportChecks(checkCount: outcome.checkCount, failureCount: failureCount,
-                                     worldSize: communicator.worldSize, mode: "MPI ranks")
+                                     worldSize: communicator.worldSize, mode: "MPI ranks", sumChecksum: outcome.sumChecksum)
                 } else if failureCount > 0 {
                     throw ExitCode.failure
                 }
@@ -112,9 +112,10 @@ struct BenchCommCommand: ParsableCommand {
         }
     }
 
-    private func reportChecks(checkCount: Int, failureCount: Int, worldSize: Int, mode: String) throws {
+    private func reportChecks(checkCount: Int, failureCount: Int, worldSize: Int, mode: String, sumChecksum: UInt64) throws {
         if failureCount == 0 {
             print("bench-comm --check: all \(checkCount) checks passed on each of \(worldSize) \(mode)")
+            print("bench-comm --check: checksum of a synchronised gradient arena: \(String(sumChecksum, radix: 16))")
         } else {
             FileHandle.standardError.write(Data("error: bench-comm --check: \(failureCount) mismatches on \(worldSize) \(mode) (listed above)\n".utf8))
             throw ExitCode.failure
@@ -313,7 +314,7 @@ struct CommunicationChecks {
     }
 
     /// The number of checks made on this rank and the mismatches found (empty when all is right).
-    func run() throws -> (checkCount: Int, failures: [String]) {
+    func run() throws -> (checkCount: Int, failures: [String], sumChecksum: UInt64) {
         let log = Log(rank: rank)
         try checkBarrierAndBroadcast(log)
         try checkReductions(log)
@@ -327,10 +328,12 @@ struct CommunicationChecks {
                 try checkSynchronizer(floats: floats, bucketFloats: bucketFloats, shardOptimizer: shardOptimizer, log)
             }
         }
-        for floats in [0, 3, 17, 100_003] { try checkGatherParameters(floats: floats, log) }
+        for (floats, chunkFloats) in [(0, 16), (3, 1), (17, 4), (100_003, 1000), (100_003, 1 << 20)] {
+            try checkGatherParameters(floats: floats, chunkFloats: chunkFloats, log)
+        }
         try checkReplicaRepair(log)
-        try checkSameResultOnEveryRank(log)
-        return (log.checkCount, log.failures)
+        let sumChecksum = try checkSameResultOnEveryRank(log)
+        return (log.checkCount, log.failures, sumChecksum)
     }
 
     private var rank: Int { communicator.rank }
@@ -403,13 +406,13 @@ struct CommunicationChecks {
         }
     }
 
-    private func checkGatherParameters(floats: Int, _ log: Log) throws {
+    private func checkGatherParameters(floats: Int, chunkFloats: Int, _ log: Log) throws {
         let layout = ShardLayout(totalCount: floats, worldSize: worldSize)
         let own = layout.range(of: rank)
         var parameters = (0 ..< floats).map { own.contains($0) ? checkValue(rank: 99, index: $0, step: 0) : Float(rank) }
-        try parameters.withUnsafeMutableBufferPointer { try communicator.gatherParameters($0, layout: layout) }
+        try parameters.withUnsafeMutableBufferPointer { try communicator.gatherParameters($0, layout: layout, chunkFloats: chunkFloats) }
         log.expect(parameters.map(\.bitPattern) == (0 ..< floats).map { checkValue(rank: 99, index: $0, step: 0).bitPattern },
-                   "gatherParameters of \(floats) floats: wrong values")
+                   "gatherParameters of \(floats) floats in chunks of \(chunkFloats): wrong values")
     }
 
     private func checkReplicaRepair(_ log: Log) throws {
@@ -428,8 +431,9 @@ struct CommunicationChecks {
                    "ensureReplicasMatch did not repair the buffers from rank 0")
     }
 
-    /// The unsharded synchroniser leaves identical bits on every rank (compared by checksum).
-    private func checkSameResultOnEveryRank(_ log: Log) throws {
+    /// The unsharded synchroniser leaves identical bits on every rank (compared by checksum). Returns
+    /// the checksum, which --check prints so that MPI and simulated runs can be compared directly.
+    private func checkSameResultOnEveryRank(_ log: Log) throws -> UInt64 {
         let floats = 50_001
         let arena = UnsafeMutableBufferPointer<Float>.allocate(capacity: floats)
         defer { arena.deallocate() }
@@ -438,6 +442,7 @@ struct CommunicationChecks {
         try synchronizer.finish()
         let sums = try communicator.allGather(checksum(UnsafeBufferPointer(arena)))
         log.expect(Set(sums).count == 1, "ranks hold different gradient sums: checksums \(sums)")
+        return sums[0]
     }
 
     /// A Float derived from (rank, index, step): random sign and mantissa, exponent in 2^-8 ... 2^8,

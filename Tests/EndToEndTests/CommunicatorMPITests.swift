@@ -26,6 +26,19 @@ struct CommunicatorMPITests {
         #expect(run.standardOutput.contains("checks passed on each of \(ranks) MPI ranks"), "\(run.standardOutput)")
     }
 
+    /// The debug mode (--simulate-ranks N) sums gradients to the same bits as mpirun -n N.
+    @Test func simulatedRanksGiveTheSameGradientSumBitsAsMPIRanks() throws {
+        func checksumLine(_ output: String) -> Substring? {
+            output.split(separator: "\n").first { $0.contains("checksum of a synchronised gradient arena") }
+        }
+        let mpi = try RunningProcess(mpirun, mpirunArguments(ranks: 3, ["bench-comm", "--check"]))
+        let simulated = try RunningProcess(binary, ["bench-comm", "--check", "--simulate-ranks", "3"])
+        #expect(mpi.waitForExit(timeoutSeconds: 120) == 0, "\(mpi.standardError)")
+        #expect(simulated.waitForExit(timeoutSeconds: 120) == 0, "\(simulated.standardError)")
+        let mpiLine = checksumLine(mpi.standardOutput), simulatedLine = checksumLine(simulated.standardOutput)
+        #expect(mpiLine != nil && mpiLine == simulatedLine, "mpirun: \(mpi.standardOutput)\nsimulated: \(simulated.standardOutput)")
+    }
+
     @Test func benchCommCheckPassesAsAnMPISingletonAndWithSimulatedRanks() throws {
         let singleton = try RunningProcess(binary, ["bench-comm", "--check"])
         #expect(singleton.waitForExit(timeoutSeconds: 60) == 0, "\(singleton.standardError)")
