@@ -54,14 +54,19 @@ import Testing
 
     @Test func damagedNewestCheckpointFallsBackToThePreviousOne() throws {
         let reference = try runToCompletion(ranks: 2, sharded: true, output: temporaryDirectory())
-        let damages: [(String, (URL) throws -> Void)] = [
-            ("no trainer_state", { try FileManager.default.removeItem(at: $0.appendingPathComponent("trainer_state.pb")) }),
-            ("flipped byte", { url in
-                let file = url.appendingPathComponent("model.safetensors")
+        // Any one file of the newest checkpoint corrupted (a flipped byte), truncated or missing.
+        let files = ["config.json", "model.safetensors", "optimizer-00000-of-00002.safetensors",
+                     "optimizer-00001-of-00002.safetensors", "tokenizer_config.json", "trainer_state.pb", "vocab.txt"]
+        var damages: [(String, (URL) throws -> Void)] = files.map { name in
+            ("flipped byte in \(name)", { url in
+                let file = url.appendingPathComponent(name)
                 var bytes = try Data(contentsOf: file)
                 bytes[bytes.count / 2] ^= 0x40
                 try bytes.write(to: file)
-            }),
+            })
+        }
+        damages += [
+            ("no trainer_state", { try FileManager.default.removeItem(at: $0.appendingPathComponent("trainer_state.pb")) }),
             ("truncated shard", { url in
                 let file = url.appendingPathComponent("optimizer-00001-of-00002.safetensors")
                 let bytes = try Data(contentsOf: file)
