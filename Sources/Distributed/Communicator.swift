@@ -101,25 +101,29 @@ extension Communicator {
     /// contributes NaN at an index, the result there is NaN (useful for "any rank saw NaN").
     /// Every rank must pass the same number of values.
     public func allReduce(_ values: [Double], _ operation: ReductionOperation) throws -> [Double] {
+        var reduced = values
+        try reduced.withUnsafeMutableBufferPointer { try allReduce(inPlace: $0, operation) }
+        return reduced
+    }
+
+    /// `allReduce` without heap allocation (for small counts: the gathered values live on the
+    /// stack): `values` is replaced by the reduction. Keep the buffer across steps.
+    public func allReduce(inPlace values: UnsafeMutableBufferPointer<Double>, _ operation: ReductionOperation) throws {
         let count = values.count
-        var gathered = [Double](repeating: 0, count: count * worldSize)
-        try values.withUnsafeBytes { contribution in
-            try gathered.withUnsafeMutableBytes { result in
-                try allGather(contribution, into: result)
-            }
-        }
-        var reduced = Array(gathered[0 ..< count])
-        for sourceRank in 1 ..< max(worldSize, 1) {
-            for index in 0 ..< count {
-                let value = gathered[sourceRank * count + index]
-                switch operation {
-                case .sum: reduced[index] += value
-                case .max: reduced[index] = (reduced[index].isNaN || value.isNaN) ? .nan : Swift.max(reduced[index], value)
-                case .min: reduced[index] = (reduced[index].isNaN || value.isNaN) ? .nan : Swift.min(reduced[index], value)
+        try withUnsafeTemporaryAllocation(of: Double.self, capacity: count * worldSize) { gathered in
+            try allGather(UnsafeRawBufferPointer(values), into: UnsafeMutableRawBufferPointer(gathered))
+            for index in 0 ..< count { values[index] = gathered[index] }
+            for sourceRank in 1 ..< max(worldSize, 1) {
+                for index in 0 ..< count {
+                    let value = gathered[sourceRank * count + index]
+                    switch operation {
+                    case .sum: values[index] += value
+                    case .max: values[index] = (values[index].isNaN || value.isNaN) ? .nan : Swift.max(values[index], value)
+                    case .min: values[index] = (values[index].isNaN || value.isNaN) ? .nan : Swift.min(values[index], value)
+                    }
                 }
             }
         }
-        return reduced
     }
 
     public func allReduce(_ value: Double, _ operation: ReductionOperation) throws -> Double {
@@ -183,9 +187,9 @@ extension Communicator {
                                          + "but the buffer has \(parameters.count) floats on \(worldSize) ranks")
         }
         guard worldSize > 1, let base = parameters.baseAddress else { return }
-        // Chunks, because with Open MPI 4.1 on shared memory one 219 MB message took about twice as
-        // long as the same bytes in 25 MB pieces (bench-comm, bert-base size, 2 ranks). Both sides
-        // cut the same chunks; messages of one tag between two ranks match in posting order.
+        // Chunks keep every message far below MPI's Int32 count limit, whatever the arena size (one
+        // 219 MB message and 25 MB pieces took the same time here). Both sides cut the same chunks;
+        // messages of one tag between two ranks match in posting order.
         guard chunkFloats >= 1 else {
             throw CommunicationError(rank: rank, operation: "gatherParameters", reason: "chunkFloats must be at least 1")
         }

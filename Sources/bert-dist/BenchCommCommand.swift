@@ -137,23 +137,21 @@ struct BenchCommCommand: ParsableCommand {
             defer { arena.deallocate() }
             arena.initialize(repeating: 1e-3)
 
-            let plainSeconds = try medianOfSlowestRank(communicator) { try communicator.allReduceSumInPlace(arena) }
-            var bucketedSeconds = 0.0, shardedSeconds = 0.0, overlap: [String: Double] = [:]
-            do {
-                let synchronizer = try GradientSynchronizer(communicator: communicator, gradients: arena,
-                                                            bucketFloats: bucketFloats, shardOptimizer: false)
-                bucketedSeconds = try medianOfSlowestRank(communicator) { try synchronizer.finish() }
-                if overlapLayerMs > 0 { overlap = try measureOverlap(communicator: communicator, synchronizer: synchronizer) }
-            }
-            do {
-                let synchronizer = try GradientSynchronizer(communicator: communicator, gradients: arena,
-                                                            bucketFloats: bucketFloats, shardOptimizer: true)
-                let layout = synchronizer.layout
-                shardedSeconds = try medianOfSlowestRank(communicator) {
-                    try synchronizer.finish()
-                    try communicator.gatherParameters(arena, layout: layout)
-                }
-            }
+            let bucketed = try GradientSynchronizer(communicator: communicator, gradients: arena,
+                                                    bucketFloats: bucketFloats, shardOptimizer: false)
+            let sharded = try GradientSynchronizer(communicator: communicator, gradients: arena,
+                                                   bucketFloats: bucketFloats, shardOptimizer: true)
+            // Interleaved (one of each per round), so that load from other processes hits all alike.
+            let medians = try mediansOfSlowestRank(communicator, [
+                { try communicator.allReduceSumInPlace(arena) },
+                { try bucketed.finish() },
+                {
+                    try sharded.finish()
+                    try communicator.gatherParameters(arena, layout: sharded.layout)
+                },
+            ])
+            let (plainSeconds, bucketedSeconds, shardedSeconds) = (medians[0], medians[1], medians[2])
+            let overlap = overlapLayerMs > 0 ? try measureOverlap(communicator: communicator, synchronizer: bucketed) : [:]
             var result: [String: Any] = [
                 "name": name, "floats": floats,
                 "allreduce_s_median": plainSeconds, "bucketed_s_median": bucketedSeconds,
@@ -181,18 +179,23 @@ struct BenchCommCommand: ParsableCommand {
         }
     }
 
-    /// One warm-up, then `repetitions` timed runs; each run's time is the slowest rank's.
-    private func medianOfSlowestRank(_ communicator: any Communicator, _ operation: () throws -> Void) throws -> Double {
-        var times: [Double] = []
-        for repetition in 0 ... repetitions {
-            try communicator.barrier()
-            let start = Date.timeIntervalSinceReferenceDate
-            try operation()
-            let seconds = try communicator.allReduce(Date.timeIntervalSinceReferenceDate - start, .max)
-            if repetition > 0 { times.append(seconds) }
+    /// One warm-up round, then `repetitions` timed rounds of every operation in turn; each run's time
+    /// is the slowest rank's. Returns the median per operation.
+    private func mediansOfSlowestRank(_ communicator: any Communicator, _ operations: [() throws -> Void]) throws -> [Double] {
+        var times = Array(repeating: [Double](), count: operations.count)
+        for round in 0 ... repetitions {
+            for (index, operation) in operations.enumerated() {
+                try communicator.barrier()
+                let start = Date.timeIntervalSinceReferenceDate
+                try operation()
+                let seconds = try communicator.allReduce(Date.timeIntervalSinceReferenceDate - start, .max)
+                if round > 0 { times[index].append(seconds) }
+            }
         }
-        times.sort()
-        return times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
+        return times.map { runs in
+            let sorted = runs.sorted()
+            return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        }
     }
 
     /// A simulated backward of 12 equal layers, `overlapLayerMs` of arithmetic each, reporting each
@@ -202,10 +205,10 @@ struct BenchCommCommand: ParsableCommand {
     private func measureOverlap(communicator: any Communicator, synchronizer: GradientSynchronizer) throws -> [String: Double] {
         let layerCount = 12
         let floats = synchronizer.gradients.count
-        var results: [String: Double] = [:]
-        for variant in ["compute_only", "no_progress", "progress_between_layers", "progress_every_ms"] {
-            var waits: [Double] = []
-            let step = try medianOfSlowestRank(communicator) {
+        let variants = ["compute_only", "no_progress", "progress_between_layers", "progress_every_ms"]
+        var waits = Array(repeating: [Double](), count: variants.count)
+        let steps = try mediansOfSlowestRank(communicator, variants.enumerated().map { variantIndex, variant in
+            {
                 for layer in stride(from: layerCount - 1, through: 0, by: -1) {
                     try simulatedLayerCompute(milliseconds: overlapLayerMs,
                                               progressEveryMillisecond: variant == "progress_every_ms" ? synchronizer : nil)
@@ -215,13 +218,16 @@ struct BenchCommCommand: ParsableCommand {
                 }
                 if variant != "compute_only" {
                     try synchronizer.finish()
-                    waits.append(synchronizer.lastWaitSeconds)
+                    waits[variantIndex].append(synchronizer.lastWaitSeconds)
                 }
             }
-            results["overlap_\(variant)_step_s"] = step
-            if !waits.isEmpty {
-                waits.sort()
-                results["overlap_\(variant)_finish_wait_s"] = waits[waits.count / 2]
+        })
+        var results: [String: Double] = [:]
+        for (index, variant) in variants.enumerated() {
+            results["overlap_\(variant)_step_s"] = steps[index]
+            if !waits[index].isEmpty {
+                let sorted = waits[index].sorted()
+                results["overlap_\(variant)_finish_wait_s"] = sorted[sorted.count / 2]
             }
         }
         return results
