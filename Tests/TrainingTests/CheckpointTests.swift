@@ -124,3 +124,28 @@ enum InProcessGroupRun {
         return (results, lines.all)
     }
 }
+
+/// eval, predict and merge refuse a damaged checkpoint, naming the bad file.
+@Suite struct DamagedCheckpointRefusalTests {
+    @Test func evalAndMergeNameTheBadFile() throws {
+        let output = temporaryDirectory()
+        var options = tinyOptions(output: output)
+        options.maxSteps = 2
+        try train(options, ranks: 1, data: try syntheticData())
+        let checkpoint = output.appendingPathComponent("checkpoint-2")
+        let weights = checkpoint.appendingPathComponent("model.safetensors")
+        var bytes = try Data(contentsOf: weights)
+        bytes[bytes.count - 10] ^= 1
+        try bytes.write(to: weights)
+        #expect {
+            _ = try InferenceModel.load(checkpoint)
+        } throws: { "\($0)".contains("\(weights.path): SHA-256 differs") }
+        #expect {
+            _ = try merge(checkpoints: [checkpoint], output: temporaryDirectory(), average: false)
+        } throws: { "\($0)".contains("\(weights.path): SHA-256 differs") }
+        try FileManager.default.removeItem(at: checkpoint.appendingPathComponent("trainer_state.pb"))
+        #expect {
+            _ = try InferenceModel.load(checkpoint)
+        } throws: { "\($0)".contains("incomplete checkpoint") }
+    }
+}
