@@ -41,7 +41,8 @@ struct PredictCommand: ParsableCommand {
             guard !pending.isEmpty else { return }
             for p in try inference.predict(pending, maxSequenceLength: maxSeqLen, batch: &batch) {
                 if json {
-                    var fields = "\"label\":\(quoteJSON(p.label)),\"label_id\":\(p.labelId),\"probs\":[\(p.probabilities.map { "\($0)" }.joined(separator: ","))]"
+                    // SPEC: {"label", "label_id", "probs"} (+ "logits"), in this order, one per line.
+                    var fields = "\"label\":\(JSONValue.quote(p.label)),\"label_id\":\(p.labelId),\"probs\":[\(p.probabilities.map { "\($0)" }.joined(separator: ","))]"
                     if logits { fields += ",\"logits\":[\(p.logits.map { "\($0)" }.joined(separator: ","))]" }
                     print("{\(fields)}")
                 } else {
@@ -62,17 +63,4 @@ struct PredictCommand: ParsableCommand {
             throw ExitCode.failure
         }
     }
-}
-
-func quoteJSON(_ s: String) -> String {
-    var out = "\""
-    for scalar in s.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    return out + "\""
 }
