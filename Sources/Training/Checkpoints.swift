@@ -87,10 +87,7 @@ enum CheckpointFolder {
         guard FileManager.default.fileExists(atPath: stateURL.path) else {
             throw CheckpointError.incomplete(folder: folder.path, reason: "no \(TrainerState.fileName): it was never finished")
         }
-        let state: TrainerState
-        do { state = try TrainerState(contentsOf: stateURL) } catch {
-            throw CheckpointError.damaged(file: stateURL.path, reason: "unreadable trainer state (\(error))")
-        }
+        let state = try TrainerState(contentsOf: stateURL)  // errors name the file
         for file in state.files {
             let url = folder.appendingPathComponent(file.name)
             guard let attributes = try? FileManager.default.attributesOfItem(atPath: url.path),
