@@ -190,11 +190,12 @@ struct CommunicatorMPITests {
         // More ranks than cores: oversubscribe, no binding, one BLAS thread each.
         let eight = try dryRun(["-n", "8", "--model", "models/minilm", "--train", "a file.csv"], clusterConf: twoCores)
         #expect(eight.command == "mpirun -n 8\(root) --oversubscribe --bind-to none -x OPENBLAS_NUM_THREADS=1 --stdin none "
+            + "-x BERT_DIST_PROGRESS=lines "
             + "/opt/bert-dist train --model models/minilm --train a\\ file.csv")
 
         // One rank on two cores: two threads, bound to both cores.
         let one = try dryRun(["-n", "1"], clusterConf: twoCores)
-        #expect(one.command == "mpirun -n 1\(root) --map-by slot:PE=2 --bind-to core -x OPENBLAS_NUM_THREADS=2 --stdin none /opt/bert-dist train")
+        #expect(one.command == "mpirun -n 1\(root) --map-by slot:PE=2 --bind-to core -x OPENBLAS_NUM_THREADS=2 --stdin none -x BERT_DIST_PROGRESS=lines /opt/bert-dist train")
 
         // The user's --threads or OPENBLAS_NUM_THREADS wins; 2 ranks x 3 threads no longer fit: no binding.
         let userThreads = try dryRun(["-n", "2", "--threads", "3"], clusterConf: twoCores)
