@@ -46,7 +46,7 @@ public struct ModelFiles: Sendable {
         // Float -> shortest decimal -> Double, so 0.1 is written "0.1", not 0.10000000149011612.
         object["hidden_dropout_prob"] = .number(Double("\(modelConfig.hiddenDropoutProb)")!)
         object["attention_probs_dropout_prob"] = .number(Double("\(modelConfig.attentionDropoutProb)")!)
-        object.removeValue(forKey: "num_labels")  // derived from id2label by HF
+        object["num_labels"] = .number(Double(labels.count))  // SPEC; HF also derives it from id2label
         return JSONValue.object(object).serialized()
     }
 

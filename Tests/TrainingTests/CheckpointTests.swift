@@ -28,6 +28,7 @@ import Testing
         #expect(try String(contentsOf: output.appendingPathComponent("latest"), encoding: .utf8) == "checkpoint-6\n")
         let config = try JSONValue.readObject(folder.appendingPathComponent("config.json"))!
         #expect(config["architectures"] == .array([.string("BertForSequenceClassification")]))
+        #expect(config["num_labels"] == .number(4))
         #expect(config["id2label"] == .object(["0": .string("World"), "1": .string("Sports"), "2": .string("Business"), "3": .string("Sci/Tech")]))
         // Names are Hugging Face's.
         let weights = try SafeTensorsFile(url: folder.appendingPathComponent("model.safetensors"))
