@@ -26,6 +26,8 @@ struct PredictCommand: ParsableCommand {
     }
 
     func run() throws {
+        // Not a distributed command: under mpirun, rank 0 alone does it (once, not N times).
+        if RankRunner.isNonZeroMPIRank { return }
         _ = configureThreads(requested: threads)
         let inference: InferenceModel
         do { inference = try InferenceModel.load(URL(fileURLWithPath: checkpoint)) } catch {

@@ -45,6 +45,8 @@ struct TokenizeCommand: ParsableCommand {
     }
 
     func run() throws {
+        // Not a distributed command: under mpirun, rank 0 alone does it (once, not N times).
+        if RankRunner.isNonZeroMPIRank { return }
         do {
             let tokenizer = try BertTokenizer(modelDirectory: URL(fileURLWithPath: model))
             if let benchmarkData {
