@@ -4,6 +4,10 @@ import PackageDescription
 // Dependencies point one way:
 //   bert-dist -> Training -> {Distributed, Model, Data -> Storage} -> C boundary
 // Model knows nothing of MPI; Distributed knows flat Float buffers, not BERT.
+// The numeric and hashing code is compiled with optimisation even in debug builds: `swift test`
+// (a debug build) trains real models, and unoptimised Swift loops are ~20x slower.
+let optimized: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
+
 let package = Package(
     name: "bert-dist",
     products: [
@@ -26,17 +30,17 @@ let package = Package(
         .target(name: "CProto", dependencies: ["CProtobuf"]),
 
         // The model's vector kernels, compiled per instruction set and chosen at run time (see CKernels.h).
-        .target(name: "CKernels"),
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
         // Tensors in flat arenas, BLAS kernels, BERT forward/backward, AdamW, safetensors.
-        .target(name: "Model", dependencies: ["CBLAS", "CKernels"]),
+        .target(name: "Model", dependencies: ["CBLAS", "CKernels"], swiftSettings: optimized),
         // WordPiece tokenizer, AG News / JSONL readers, sampler, token cache, download.
-        .target(name: "Data", dependencies: ["Storage"]),
+        .target(name: "Data", dependencies: ["Storage"], swiftSettings: optimized),
         // Communicator (MPI, in-process group), gradient buckets, optimizer sharding.
-        .target(name: "Distributed", dependencies: ["CShims"]),
+        .target(name: "Distributed", dependencies: ["CShims"], swiftSettings: optimized),
         // Durable files: atomic writes, SHA-256, CRC32C, trainer_state.pb, TensorBoard events.
-        .target(name: "Storage", dependencies: ["CProto"]),
+        .target(name: "Storage", dependencies: ["CProto"], swiftSettings: optimized),
         // The training loop, checkpoints, resume, merge, eval, predict, reports.
-        .target(name: "Training", dependencies: ["Model", "Data", "Distributed", "Storage"]),
+        .target(name: "Training", dependencies: ["Model", "Data", "Distributed", "Storage"], swiftSettings: optimized),
         // The command line only: argument parsing, wiring, exit codes.
         .executableTarget(name: "bert-dist", dependencies: [
             "Training",
@@ -49,6 +53,6 @@ let package = Package(
         .testTarget(name: "StorageTests", dependencies: ["Storage"], exclude: ["Fixtures"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training"]),
         // Runs the built bert-dist binary (alone and under mpirun) as a user would.
-        .testTarget(name: "EndToEndTests", dependencies: ["bert-dist"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["bert-dist", "Model", "Storage"]),
     ]
 )

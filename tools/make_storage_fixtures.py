@@ -88,7 +88,9 @@ def reference_trainer_state():
     state.recent_metrics.add(name="eval/accuracy", value=0.90625, step=1500)
     for name, contents in [("model.safetensors", b"model bytes"), ("config.json", b"{}")]:
         state.files.add(name=name, size_bytes=len(contents), sha256=hashlib.sha256(contents).digest())
-    return state.SerializeToString()
+    # The self-checksum: SHA-256 of the encoding without it.
+    state.state_sha256 = hashlib.sha256(state.SerializeToString(deterministic=True)).digest()
+    return state.SerializeToString(deterministic=True)
 
 
 def write(name, data):

@@ -232,7 +232,7 @@ void   bertdist__file_checksum__free_unpacked
   assert(message->base.descriptor == &bertdist__file_checksum__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor bertdist__trainer_state__field_descriptors[24] =
+static const ProtobufCFieldDescriptor bertdist__trainer_state__field_descriptors[25] =
 {
   {
     "format_version",
@@ -511,6 +511,18 @@ static const ProtobufCFieldDescriptor bertdist__trainer_state__field_descriptors
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
+    "state_sha256",
+    99,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Bertdist__TrainerState, state_sha256),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
     "end_marker",
     100,
     PROTOBUF_C_LABEL_NONE,
@@ -527,7 +539,7 @@ static const unsigned bertdist__trainer_state__field_indices_by_name[] = {
   20,   /* field[20] = bert_dist_version */
   19,   /* field[19] = created_unix_seconds */
   12,   /* field[12] = current_learning_rate */
-  23,   /* field[23] = end_marker */
+  24,   /* field[24] = end_marker */
   2,   /* field[2] = epoch */
   18,   /* field[18] = files */
   0,   /* field[0] = format_version */
@@ -543,6 +555,7 @@ static const unsigned bertdist__trainer_state__field_indices_by_name[] = {
   3,   /* field[3] = samples_consumed_in_epoch */
   6,   /* field[6] = seed */
   8,   /* field[8] = shard_optimizer */
+  23,   /* field[23] = state_sha256 */
   1,   /* field[1] = step */
   4,   /* field[4] = total_steps */
   16,   /* field[16] = train_data_fingerprint */
@@ -552,8 +565,8 @@ static const unsigned bertdist__trainer_state__field_indices_by_name[] = {
 static const ProtobufCIntRange bertdist__trainer_state__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 100, 23 },
-  { 0, 24 }
+  { 99, 23 },
+  { 0, 25 }
 };
 const ProtobufCMessageDescriptor bertdist__trainer_state__descriptor =
 {
@@ -563,7 +576,7 @@ const ProtobufCMessageDescriptor bertdist__trainer_state__descriptor =
   "Bertdist__TrainerState",
   "bertdist",
   sizeof(Bertdist__TrainerState),
-  24,
+  25,
   bertdist__trainer_state__field_descriptors,
   bertdist__trainer_state__field_indices_by_name,
   2,  bertdist__trainer_state__number_ranges,

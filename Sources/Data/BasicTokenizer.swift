@@ -101,16 +101,6 @@ final class ScalarNormalizer: Sendable {
         asciiNormalized = normalized
     }
 
-    /// The normalized scalars of one non-ASCII scalar (empty when it is removed).
-    func normalize(_ scalar: UInt32) -> [NormalizedScalar] {
-        if let known = cache.withLock({ $0[scalar] }) {
-            return known
-        }
-        let computed = ScalarNormalizer.compute(scalar, options: options)
-        cache.withLock { $0[scalar] = computed }
-        return computed
-    }
-
     /// Copies the normalized scalars of `scalar` into `buffer` and returns how many there are
     /// (at most `buffer.count`; no single scalar expands to more than a handful).
     @inline(__always)

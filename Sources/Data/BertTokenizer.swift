@@ -31,10 +31,7 @@ public final class BertTokenizer: Sendable {
 
     let normalizer: ScalarNormalizer
     let trie: WordPieceTrie
-    /// Id of each ASCII character as a word of its own (for punctuation), or [UNK].
-    private let asciiCharacterIds: [Int32]          // (128)
-    /// Whether a literal token starts with this byte.
-    private let literalTokenFirstBytes: [Bool]       // (256)
+    let byteTables: ByteTables
     private let literalTokenBytes: [[UInt8]]
 
     /// Loads the tokenizer of a Hugging Face model folder.
@@ -114,19 +111,22 @@ public final class BertTokenizer: Sendable {
             .sorted { ($0.0.utf8.count, $1.0) > ($1.0.utf8.count, $0.0) }  // longest first, then by name
         self.literalTokens = literal.map { (token: $0.0, id: $0.1) }
         literalTokenBytes = literal.map { Array($0.0.utf8) }
-        var firstBytes = [Bool](repeating: false, count: 256)
-        for bytes in literalTokenBytes { firstBytes[Int(bytes[0])] = true }
-        literalTokenFirstBytes = firstBytes
-
         normalizer = ScalarNormalizer(options: options)
         let trie = WordPieceTrie(vocabulary: vocabulary, continuationPrefix: continuationPrefix)
         self.trie = trie
-        var characterIds = [Int32](repeating: unknownTokenId, count: 128)
-        for byte in 0..<128 {
-            let id = [UInt8(byte)].withUnsafeBufferPointer { trie.lookup($0, from: 0) }
-            if id >= 0 { characterIds[byte] = id }
+        let tables = ByteTables()
+        for byte in 0..<256 {
+            if byte < 128 {
+                tables.actions[byte] = normalizer.asciiKinds[byte]
+                tables.normalized[byte] = normalizer.asciiNormalized[byte]
+                let id = [UInt8(byte)].withUnsafeBufferPointer { trie.lookup($0, from: 0) }
+                tables.characterIds[byte] = id >= 0 ? id : unknownTokenId
+            } else {
+                tables.actions[byte] = ByteTables.nonASCII
+            }
         }
-        asciiCharacterIds = characterIds
+        for bytes in literalTokenBytes { tables.actions[Int(bytes[0])] |= ByteTables.literalStart }
+        byteTables = tables
 
         var hasher = ContentHash64(seed: 0x6265_7274_2D77_7063)  // "bert-wpc"
         hasher.update("bert-wordpiece v1\n\(options.description)\n\(continuationPrefix)\n\(maxInputCharactersPerWord)\n")
@@ -179,7 +179,14 @@ public final class BertTokenizer: Sendable {
 
     /// The state of one `encode` call: the word being built and the pieces budget.
     private struct Encoder {
-        let tokenizer: BertTokenizer
+        // unowned(unsafe) and raw-pointer views: the tokenizer outlives the encode call, and the
+        // loop pays no reference counting.
+        unowned(unsafe) let tokenizer: BertTokenizer
+        let trie: WordPieceTrieView
+        let actions: UnsafeMutablePointer<UInt8>
+        let normalized: UnsafeMutablePointer<UInt8>
+        let characterIds: UnsafeMutablePointer<Int32>
+        let unknownTokenId: Int32
         let word: UnsafeMutableBufferPointer<UInt8>        // normalized bytes of the current word
         let pieces: UnsafeMutableBufferPointer<Int32>      // word pieces of the current word
         let expansion: UnsafeMutableBufferPointer<NormalizedScalar>
@@ -192,6 +199,11 @@ public final class BertTokenizer: Sendable {
              pieces: UnsafeMutableBufferPointer<Int32>, expansion: UnsafeMutableBufferPointer<NormalizedScalar>,
              limit: Int) {
             self.tokenizer = tokenizer
+            self.trie = tokenizer.trie.view
+            self.actions = tokenizer.byteTables.actions
+            self.normalized = tokenizer.byteTables.normalized
+            self.characterIds = tokenizer.byteTables.characterIds
+            self.unknownTokenId = tokenizer.unknownTokenId
             self.word = word
             self.pieces = pieces
             self.expansion = expansion
@@ -233,42 +245,46 @@ public final class BertTokenizer: Sendable {
                 wordCharacterCount = 0
             }
             if wordCharacterCount > maxCharacters {
-                emit(tokenizer.unknownTokenId, &ids)
+                emit(unknownTokenId, &ids)
                 return
             }
-            let trie = tokenizer.trie
-            let bytes = word.baseAddress!
+            let bytes = UnsafePointer(word.baseAddress!)
             let length = wordByteCount
+            // Most words are one token: when the whole word is a token, greedy matching takes it.
+            let whole = trie.wholeWordId(bytes, length)
+            if whole >= 0 {
+                emit(whole, &ids)
+                return
+            }
+            let tokenIdOfNode = trie.tokenIdOfNode
             var pieceCount = 0
             var start = 0
-            trie.tokenIdOfNode.withUnsafeBufferPointer { tokenIdOfNode in
-                while start < length {
-                    let dense = start == 0 ? trie.wordStartChildren : trie.continuationChildren
-                    var node = dense[Int(bytes[start])]
-                    var bestEnd = -1
-                    var bestId: Int32 = -1
-                    var position = start + 1
-                    while node >= 0 {
-                        let id = tokenIdOfNode[Int(node)]
-                        if id >= 0 {
-                            bestEnd = position
-                            bestId = id
-                        }
-                        if position == length { break }
-                        node = trie.child(node, bytes[position])
-                        position += 1
+            while start < length {
+                let dense = start == 0 ? trie.wordStartChildren : trie.continuationChildren
+                var node = dense[Int(bytes[start])]
+                var bestEnd = -1
+                var bestId: Int32 = -1
+                var position = start + 1
+                while node >= 0 {
+                    let id = tokenIdOfNode[Int(node)]
+                    if id >= 0 {
+                        bestEnd = position
+                        bestId = id
                     }
-                    if bestId < 0 {
-                        pieceCount = -1
-                        return
-                    }
-                    pieces[pieceCount] = bestId
-                    pieceCount += 1
-                    start = bestEnd
+                    if position == length { break }
+                    node = trie.child(node, bytes[position])
+                    position += 1
                 }
+                if bestId < 0 {
+                    pieceCount = -1
+                    break
+                }
+                pieces[pieceCount] = bestId
+                pieceCount += 1
+                start = bestEnd
             }
             if pieceCount < 0 {
-                emit(tokenizer.unknownTokenId, &ids)
+                emit(unknownTokenId, &ids)
                 return
             }
             for index in 0..<pieceCount {
@@ -279,7 +295,7 @@ public final class BertTokenizer: Sendable {
         /// A character that is a word of its own (punctuation).
         mutating func emitIsolated(_ value: UInt32, _ ids: inout [Int32]) {
             if value < 0x80 {
-                emit(tokenizer.asciiCharacterIds[Int(value)], &ids)
+                emit(characterIds[Int(value)], &ids)
                 return
             }
             var buffer: (UInt32, UInt32) = (0, 0)  // 8 bytes of room for one UTF-8 scalar
@@ -288,7 +304,7 @@ public final class BertTokenizer: Sendable {
                 let count = writeUTF8(value, to: base)
                 return tokenizer.trie.lookup(UnsafeBufferPointer(start: base, count: count), from: 0)
             }
-            emit(id >= 0 ? id : tokenizer.unknownTokenId, &ids)
+            emit(id >= 0 ? id : unknownTokenId, &ids)
         }
 
         /// Length of the literal (special) token starting at `index`, with its id, or nil.
@@ -310,31 +326,37 @@ public final class BertTokenizer: Sendable {
         mutating func run(_ text: UnsafeBufferPointer<UInt8>, ids: inout [Int32]) {
             let count = text.count
             var index = 0
-            let asciiKinds = tokenizer.normalizer.asciiKinds
-            let asciiNormalized = tokenizer.normalizer.asciiNormalized
-            let literalFirstBytes = tokenizer.literalTokenFirstBytes
             while index < count && remaining > 0 {
                 let byte = text[index]
-                if literalFirstBytes[Int(byte)], let literal = literalToken(at: index, in: text) {
-                    flushWord(&ids)
-                    emit(literal.id, &ids)
-                    index += literal.length
-                    continue
-                }
-                if byte < 0x80 {
-                    switch asciiKinds[Int(byte)] {
-                    case ASCIIKind.word:
-                        appendToWord(asciiNormalized[Int(byte)])
-                    case ASCIIKind.whitespace:
+                var action = actions[Int(byte)]
+                if action >= ByteTables.literalStart {
+                    if let literal = literalToken(at: index, in: text) {
                         flushWord(&ids)
-                    case ASCIIKind.isolated:
-                        flushWord(&ids)
-                        emit(tokenizer.asciiCharacterIds[Int(byte)], &ids)
-                    default:
-                        break  // removed control character
+                        emit(literal.id, &ids)
+                        index += literal.length
+                        continue
                     }
+                    action &= ~ByteTables.literalStart
+                }
+                switch action {
+                case ASCIIKind.word:
+                    appendToWord(normalized[Int(byte)])
                     index += 1
                     continue
+                case ASCIIKind.whitespace:
+                    flushWord(&ids)
+                    index += 1
+                    continue
+                case ASCIIKind.isolated:
+                    flushWord(&ids)
+                    emit(characterIds[Int(byte)], &ids)
+                    index += 1
+                    continue
+                case ASCIIKind.removed:
+                    index += 1
+                    continue
+                default:
+                    break  // non-ASCII
                 }
                 let (value, length) = decodeUTF8(text, at: index)
                 index += length
@@ -354,6 +376,33 @@ public final class BertTokenizer: Sendable {
             }
             flushWord(&ids)
         }
+    }
+}
+
+/// Per-byte tables of the encoding loop, in fixed memory (no bounds checks, no reference
+/// counting in the loop). Written once by the tokenizer's init, read-only afterwards (hence
+/// @unchecked Sendable).
+final class ByteTables: @unchecked Sendable {
+    static let nonASCII: UInt8 = 4
+    static let literalStart: UInt8 = 0x80
+    /// For each byte: an `ASCIIKind` for ASCII bytes, `nonASCII` otherwise; `| literalStart`
+    /// when a literal (special) token starts with this byte.                          (256)
+    let actions = UnsafeMutablePointer<UInt8>.allocate(capacity: 256)
+    /// Each ASCII byte after normalization (lowercased when the tokenizer lowercases). (128)
+    let normalized = UnsafeMutablePointer<UInt8>.allocate(capacity: 128)
+    /// Id of each ASCII character as a word of its own (punctuation), or [UNK].       (128)
+    let characterIds = UnsafeMutablePointer<Int32>.allocate(capacity: 128)
+
+    init() {
+        actions.initialize(repeating: 0, count: 256)
+        normalized.initialize(repeating: 0, count: 128)
+        characterIds.initialize(repeating: 0, count: 128)
+    }
+
+    deinit {
+        actions.deallocate()
+        normalized.deallocate()
+        characterIds.deallocate()
     }
 }
 

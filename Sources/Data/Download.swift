@@ -90,7 +90,12 @@ struct NetworkFailure: Error {
 
 private func download(_ source: DownloadSource, to destination: URL, timeoutSeconds: Double,
                       events: @escaping @Sendable (DownloadEvent) -> Void) throws {
-    let writer = try AtomicFileWriter(destination: destination)
+    let writer: AtomicFileWriter
+    do {
+        writer = try AtomicFileWriter(destination: destination)
+    } catch {
+        throw DataError("\(destination.path): cannot write (\(error))")
+    }
     let delegate = DownloadDelegate(source: source, writer: writer, events: events)
     let configuration = URLSessionConfiguration.ephemeral
     configuration.timeoutIntervalForRequest = timeoutSeconds

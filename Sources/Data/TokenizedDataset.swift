@@ -161,13 +161,14 @@ public final class TokenizedDataset: @unchecked Sendable {
     /// Writes the dataset to `url` atomically (temp file, fsync, rename) and returns it, now
     /// tagged with that file.
     func written(to url: URL) throws -> TokenizedDataset {
-        let writer = try AtomicFileWriter(destination: url)
+        var writer: AtomicFileWriter? = nil
         do {
-            try writer.write(bytes)
-            _ = try writer.commit()
+            writer = try AtomicFileWriter(destination: url)
+            try writer!.write(bytes)
+            _ = try writer!.commit()
         } catch {
-            writer.abandon()
-            throw DataError("\(url.path): cannot write the token cache (\(error))")
+            writer?.abandon()
+            throw DataError("\(url.path): cannot write the token cache (\(error)); give a writable cache folder")
         }
         cacheFile = url  // before the dataset is shared with anyone
         return self

@@ -76,82 +76,151 @@ public struct Vocabulary: Sendable {
     }
 }
 
-/// A byte trie over the vocabulary for greedy longest-match WordPiece: walking it from a word's
-/// start finds the longest vocabulary token that prefixes the rest of the word in one pass.
+/// The vocabulary arranged for greedy longest-match WordPiece on UTF-8 bytes.
 ///
-/// Edges live in one open-addressing hash table keyed by (node, byte); the two roots used on
-/// every word (the empty prefix and the continuation prefix "##") have dense 256-entry tables.
-struct WordPieceTrie: Sendable {
-    /// Token id of each node, or -1 when the path to the node is not a token.
-    private(set) var tokenIdOfNode: [Int32] = [-1]
-    private var edgeKeys: [UInt64] = []      // (node << 8 | byte) + 1; 0 = empty slot
-    private var edgeChildren: [Int32] = []
-    private var edgeMask: Int = 0
-    private var edgeCount = 0
+/// - A byte trie: walking it from a word's start finds the longest vocabulary token that
+///   prefixes the rest of the word in one pass. Edges live in one open-addressing hash table
+///   keyed by (node, byte); the two roots used on every word (the empty prefix and the
+///   continuation prefix "##") have dense 256-entry tables.
+/// - A whole-word table for word-start tokens of at most 16 bytes: most words of running text
+///   are one token, and when the whole word is a token greedy matching picks it, so one hash
+///   probe settles them.
+///
+/// Immutable after init; its memory is raw pointers freed in deinit, so that the hot loop pays
+/// neither bounds checks nor reference counting (hence @unchecked Sendable).
+final class WordPieceTrie: @unchecked Sendable {
+    /// Token id of each node, or -1 when the path to the node is not a token.     (nodeCount)
+    let tokenIdOfNode: UnsafeMutablePointer<Int32>
+    let nodeCount: Int
+    let edgeKeys: UnsafeMutablePointer<UInt64>      // (node << 8 | byte) + 1; 0 = empty
+    let edgeChildren: UnsafeMutablePointer<Int32>
+    let edgeMask: Int
     /// Dense children of the two roots: 256 entries each, -1 = none.
-    private(set) var wordStartChildren: [Int32] = []
-    private(set) var continuationChildren: [Int32] = []
+    let wordStartChildren: UnsafeMutablePointer<Int32>
+    let continuationChildren: UnsafeMutablePointer<Int32>
     /// Node reached by the continuation prefix ("##").
-    private(set) var continuationRoot: Int32 = 0
+    let continuationRoot: Int32
+
+    struct WholeWord {
+        var low: UInt64    // bytes 0..<8, zero padded (little-endian)
+        var high: UInt64   // bytes 8..<16, zero padded
+        var length: Int32  // 0 = empty slot
+        var id: Int32
+    }
+    let wholeWords: UnsafeMutablePointer<WholeWord>
+    let wholeWordMask: Int
 
     init(vocabulary: Vocabulary, continuationPrefix: String) {
+        // Build with arrays, then move into fixed memory.
+        var tokenIds: [Int32] = [-1]
         let totalBytes = vocabulary.tokens.reduce(0) { $0 + $1.utf8.count } + continuationPrefix.utf8.count
         var capacity = 1024
         while capacity < 2 * totalBytes + 16 { capacity *= 2 }
-        edgeKeys = [UInt64](repeating: 0, count: capacity)
-        edgeChildren = [Int32](repeating: -1, count: capacity)
-        edgeMask = capacity - 1
-        tokenIdOfNode.reserveCapacity(totalBytes + 1)
-        // Insert in id order so that a duplicated token keeps its later id, as HF's dictionary does.
-        for (id, token) in vocabulary.tokens.enumerated() where !token.isEmpty {
-            if vocabulary.ids[token] != Int32(id) { continue }
+        let mask = capacity - 1
+        var keys = [UInt64](repeating: 0, count: capacity)
+        var children = [Int32](repeating: -1, count: capacity)
+        func childOrInsert(_ node: Int32, _ byte: UInt8) -> Int32 {
+            let key = WordPieceTrie.edgeKey(node, byte)
+            var index = WordPieceTrie.slot(key, mask)
+            while keys[index] != 0 {
+                if keys[index] == key { return children[index] }
+                index = (index + 1) & mask
+            }
+            let newNode = Int32(tokenIds.count)
+            tokenIds.append(-1)
+            keys[index] = key
+            children[index] = newNode
+            return newNode
+        }
+        var wordStartTokens: [(bytes: [UInt8], id: Int32)] = []
+        // Only the id a token maps to is inserted, so a duplicated token keeps its later id, as in HF.
+        for (id, token) in vocabulary.tokens.enumerated() where !token.isEmpty && vocabulary.ids[token] == Int32(id) {
             var node: Int32 = 0
             for byte in token.utf8 {
                 node = childOrInsert(node, byte)
             }
-            tokenIdOfNode[Int(node)] = Int32(id)
+            tokenIds[Int(node)] = Int32(id)
+            wordStartTokens.append((Array(token.utf8), Int32(id)))
         }
-        var node: Int32 = 0
+        var root: Int32 = 0
         for byte in continuationPrefix.utf8 {
-            node = childOrInsert(node, byte)
+            root = childOrInsert(root, byte)
         }
-        continuationRoot = node
-        wordStartChildren = (0..<256).map { child(0, UInt8($0)) }
-        continuationChildren = (0..<256).map { child(continuationRoot, UInt8($0)) }
+        continuationRoot = root
+
+        nodeCount = tokenIds.count
+        tokenIdOfNode = .allocate(capacity: nodeCount)
+        tokenIdOfNode.initialize(from: tokenIds, count: nodeCount)
+        edgeKeys = .allocate(capacity: capacity)
+        edgeKeys.initialize(from: keys, count: capacity)
+        edgeChildren = .allocate(capacity: capacity)
+        edgeChildren.initialize(from: children, count: capacity)
+        edgeMask = mask
+        wordStartChildren = .allocate(capacity: 256)
+        continuationChildren = .allocate(capacity: 256)
+
+        var wordCapacity = 1024
+        while wordCapacity < 2 * wordStartTokens.count { wordCapacity *= 2 }
+        wholeWordMask = wordCapacity - 1
+        wholeWords = .allocate(capacity: wordCapacity)
+        wholeWords.initialize(repeating: WholeWord(low: 0, high: 0, length: 0, id: -1), count: wordCapacity)
+
+        for byte in 0..<256 {
+            wordStartChildren[byte] = child(0, UInt8(byte))
+            continuationChildren[byte] = child(root, UInt8(byte))
+        }
+        for (bytes, id) in wordStartTokens where bytes.count <= 16 {
+            let (low, high) = bytes.withUnsafeBufferPointer { WordPieceTrie.packWord($0.baseAddress!, $0.count) }
+            var index = WordPieceTrie.wordSlot(low, high, bytes.count, wholeWordMask)
+            while wholeWords[index].length != 0 { index = (index + 1) & wholeWordMask }
+            wholeWords[index] = WholeWord(low: low, high: high, length: Int32(bytes.count), id: id)
+        }
+    }
+
+    /// The same tables as a struct of raw pointers, for the encoding loop (no reference
+    /// counting); valid while this object lives.
+    var view: WordPieceTrieView {
+        WordPieceTrieView(tokenIdOfNode: tokenIdOfNode, edgeKeys: edgeKeys, edgeChildren: edgeChildren, edgeMask: edgeMask,
+                          wordStartChildren: wordStartChildren, continuationChildren: continuationChildren,
+                          wholeWords: wholeWords, wholeWordMask: wholeWordMask)
+    }
+
+    deinit {
+        tokenIdOfNode.deallocate()
+        edgeKeys.deallocate()
+        edgeChildren.deallocate()
+        wordStartChildren.deallocate()
+        continuationChildren.deallocate()
+        wholeWords.deallocate()
     }
 
     @inline(__always)
-    private func slot(_ key: UInt64) -> Int {
-        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & edgeMask
+    static func edgeKey(_ node: Int32, _ byte: UInt8) -> UInt64 {
+        (UInt64(UInt32(bitPattern: node)) << 8 | UInt64(byte)) &+ 1
     }
 
     @inline(__always)
+    static func slot(_ key: UInt64, _ mask: Int) -> Int {
+        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 40) & mask
+    }
+
     func child(_ node: Int32, _ byte: UInt8) -> Int32 {
-        let key = (UInt64(UInt32(bitPattern: node)) << 8 | UInt64(byte)) &+ 1
-        var index = slot(key)
-        return edgeKeys.withUnsafeBufferPointer { keys in
-            while true {
-                let found = keys[index]
-                if found == key { return edgeChildren[index] }
-                if found == 0 { return -1 }
-                index = (index + 1) & edgeMask
-            }
-        }
+        view.child(node, byte)
     }
 
-    private mutating func childOrInsert(_ node: Int32, _ byte: UInt8) -> Int32 {
-        let key = (UInt64(UInt32(bitPattern: node)) << 8 | UInt64(byte)) &+ 1
-        var index = slot(key)
-        while edgeKeys[index] != 0 {
-            if edgeKeys[index] == key { return edgeChildren[index] }
-            index = (index + 1) & edgeMask
-        }
-        let newNode = Int32(tokenIdOfNode.count)
-        tokenIdOfNode.append(-1)
-        edgeKeys[index] = key
-        edgeChildren[index] = newNode
-        edgeCount += 1
-        return newNode
+    /// The first `count` (<= 16) bytes at `bytes` as two zero-padded little-endian words.
+    @inline(__always)
+    static func packWord(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> (UInt64, UInt64) {
+        var words: (UInt64, UInt64) = (0, 0)
+        withUnsafeMutableBytes(of: &words) { $0.baseAddress!.copyMemory(from: bytes, byteCount: count) }
+        return (UInt64(littleEndian: words.0), UInt64(littleEndian: words.1))
+    }
+
+    @inline(__always)
+    static func wordSlot(_ low: UInt64, _ high: UInt64, _ count: Int, _ mask: Int) -> Int {
+        var h = (low &* 0x9E37_79B9_7F4A_7C15) ^ (high &* 0xC2B2_AE3D_27D4_EB4F) ^ UInt64(count)
+        h ^= h >> 29
+        return Int(truncatingIfNeeded: (h &* 0xBF58_476D_1CE4_E5B9) >> 40) & mask
     }
 
     /// Id of the token spelled exactly by `bytes` from the given root (0: word start), or -1.
@@ -165,18 +234,67 @@ struct WordPieceTrie: Sendable {
     }
 }
 
-func describeFileError(_ error: Error) -> String {
-    let nsError = error as NSError
-    if nsError.domain == NSCocoaErrorDomain {
-        switch nsError.code {
-        case NSFileReadNoSuchFileError, NSFileNoSuchFileError: return "no such file"
-        case NSFileReadNoPermissionError: return "permission denied"
-        default: break
+/// Raw-pointer view of a `WordPieceTrie` for the encoding loop.
+struct WordPieceTrieView {
+    let tokenIdOfNode: UnsafeMutablePointer<Int32>
+    let edgeKeys: UnsafeMutablePointer<UInt64>
+    let edgeChildren: UnsafeMutablePointer<Int32>
+    let edgeMask: Int
+    let wordStartChildren: UnsafeMutablePointer<Int32>
+    let continuationChildren: UnsafeMutablePointer<Int32>
+    let wholeWords: UnsafeMutablePointer<WordPieceTrie.WholeWord>
+    let wholeWordMask: Int
+
+    @inline(__always)
+    func child(_ node: Int32, _ byte: UInt8) -> Int32 {
+        let key = WordPieceTrie.edgeKey(node, byte)
+        var index = WordPieceTrie.slot(key, edgeMask)
+        while true {
+            let found = edgeKeys[index]
+            if found == key { return edgeChildren[index] }
+            if found == 0 { return -1 }
+            index = (index + 1) & edgeMask
         }
     }
+
+    /// Id of the word-start token spelled exactly by the `count` bytes at `bytes`, when
+    /// `count <= 16` and there is one; else -1.
+    /// `bytes` must have 16 readable bytes (the encoder's word buffer does), whatever `count`.
+    @inline(__always)
+    func wholeWordId(_ bytes: UnsafePointer<UInt8>, _ count: Int) -> Int32 {
+        guard count <= 16 else { return -1 }
+        // Two unaligned loads, then clear the bytes past the word.
+        let raw = UnsafeRawPointer(bytes)
+        var low = UInt64(littleEndian: raw.loadUnaligned(as: UInt64.self))
+        var high = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        if count < 8 {
+            low &= (1 << UInt64(8 * count)) &- 1
+            high = 0
+        } else if count < 16 {
+            high &= (1 << UInt64(8 * (count - 8))) &- 1
+        }
+        var index = WordPieceTrie.wordSlot(low, high, count, wholeWordMask)
+        while true {
+            let entry = wholeWords[index]
+            if entry.length == 0 { return -1 }
+            if entry.low == low && entry.high == high && Int(entry.length) == count { return entry.id }
+            index = (index + 1) & wholeWordMask
+        }
+    }
+}
+
+func describeFileError(_ error: Error) -> String {
+    let nsError = error as NSError
     if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain,
        let message = strerror(Int32(underlying.code)) {
         return String(cString: message)
+    }
+    if nsError.domain == NSCocoaErrorDomain {
+        switch nsError.code {
+        case NSFileReadNoSuchFileError, NSFileNoSuchFileError: return "no such file"
+        case NSFileReadNoPermissionError, NSFileWriteNoPermissionError: return "permission denied"
+        default: break
+        }
     }
     return nsError.localizedDescription
 }

@@ -33,9 +33,11 @@ public protocol Communicator: AnyObject {
     func startReceive(_ floats: UnsafeMutableBufferPointer<Float>, from source: Int, tag: Int) throws -> TransferRequest
     /// True when every request has completed (they are then marked completed); never blocks.
     /// With MPI this is MPI_Testall, which also advances pending transfers (see GradientSynchronizer).
-    func testAll(_ requests: inout [TransferRequest]) throws -> Bool
+    /// (Buffer-pointer form so callers can keep requests in preallocated or stack memory; the
+    /// extension below offers the same for arrays.)
+    func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool
     /// Blocks until every request has completed.
-    func waitAll(_ requests: inout [TransferRequest]) throws
+    func waitAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws
 
     /// Ends the whole job (every rank) with a non-zero status after printing `message` on stderr:
     /// MPI_Abort for MPI, process exit for the in-process group. Use it when a rank cannot continue
@@ -84,6 +86,14 @@ public struct CommunicationError: Error, CustomStringConvertible {
 }
 
 extension Communicator {
+    public func testAll(_ requests: inout [TransferRequest]) throws -> Bool {
+        try requests.withUnsafeMutableBufferPointer { try testAll($0) }
+    }
+
+    public func waitAll(_ requests: inout [TransferRequest]) throws {
+        try requests.withUnsafeMutableBufferPointer { try waitAll($0) }
+    }
+
     /// Element-wise reduction of `values` over all ranks; every rank gets the same result.
     /// Implemented as an allgather followed by a local reduction in rank order 0, 1, ..., N-1, so
     /// the result is bit-identical on every rank and identical between MPI and the in-process group
@@ -91,25 +101,29 @@ extension Communicator {
     /// contributes NaN at an index, the result there is NaN (useful for "any rank saw NaN").
     /// Every rank must pass the same number of values.
     public func allReduce(_ values: [Double], _ operation: ReductionOperation) throws -> [Double] {
+        var reduced = values
+        try reduced.withUnsafeMutableBufferPointer { try allReduce(inPlace: $0, operation) }
+        return reduced
+    }
+
+    /// `allReduce` without heap allocation (for small counts: the gathered values live on the
+    /// stack): `values` is replaced by the reduction. Keep the buffer across steps.
+    public func allReduce(inPlace values: UnsafeMutableBufferPointer<Double>, _ operation: ReductionOperation) throws {
         let count = values.count
-        var gathered = [Double](repeating: 0, count: count * worldSize)
-        try values.withUnsafeBytes { contribution in
-            try gathered.withUnsafeMutableBytes { result in
-                try allGather(contribution, into: result)
-            }
-        }
-        var reduced = Array(gathered[0 ..< count])
-        for sourceRank in 1 ..< max(worldSize, 1) {
-            for index in 0 ..< count {
-                let value = gathered[sourceRank * count + index]
-                switch operation {
-                case .sum: reduced[index] += value
-                case .max: reduced[index] = (reduced[index].isNaN || value.isNaN) ? .nan : Swift.max(reduced[index], value)
-                case .min: reduced[index] = (reduced[index].isNaN || value.isNaN) ? .nan : Swift.min(reduced[index], value)
+        try withUnsafeTemporaryAllocation(of: Double.self, capacity: count * worldSize) { gathered in
+            try allGather(UnsafeRawBufferPointer(values), into: UnsafeMutableRawBufferPointer(gathered))
+            for index in 0 ..< count { values[index] = gathered[index] }
+            for sourceRank in 1 ..< max(worldSize, 1) {
+                for index in 0 ..< count {
+                    let value = gathered[sourceRank * count + index]
+                    switch operation {
+                    case .sum: values[index] += value
+                    case .max: values[index] = (values[index].isNaN || value.isNaN) ? .nan : Swift.max(values[index], value)
+                    case .min: values[index] = (values[index].isNaN || value.isNaN) ? .nan : Swift.min(values[index], value)
+                    }
                 }
             }
         }
-        return reduced
     }
 
     public func allReduce(_ value: Double, _ operation: ReductionOperation) throws -> Double {
@@ -164,28 +178,51 @@ extension Communicator {
     /// shard `layout.range(of: rank)`; this copies every shard to every rank, so that all ranks end
     /// with the full, identical `parameters`. Any Float arena of the layout works (parameters, Adam
     /// moments for a consolidated checkpoint, ...).
-    public func gatherParameters(_ parameters: UnsafeMutableBufferPointer<Float>, layout: ShardLayout) throws {
+    /// Each shard moves in messages of at most `chunkFloats` floats.
+    public func gatherParameters(_ parameters: UnsafeMutableBufferPointer<Float>, layout: ShardLayout,
+                                 chunkFloats: Int = GradientSynchronizer.defaultBucketFloats) throws {
         guard layout.totalCount == parameters.count, layout.worldSize == worldSize else {
             throw CommunicationError(rank: rank, operation: "gatherParameters",
                                      reason: "shard layout is for \(layout.totalCount) floats on \(layout.worldSize) ranks, "
                                          + "but the buffer has \(parameters.count) floats on \(worldSize) ranks")
         }
         guard worldSize > 1, let base = parameters.baseAddress else { return }
-        let own = layout.range(of: rank)
-        var requests: [TransferRequest] = []
-        requests.reserveCapacity(2 * worldSize)
+        // Chunks keep every message far below MPI's Int32 count limit, whatever the arena size (one
+        // 219 MB message and 25 MB pieces took the same time here). Both sides cut the same chunks;
+        // messages of one tag between two ranks match in posting order.
+        guard chunkFloats >= 1 else {
+            throw CommunicationError(rank: rank, operation: "gatherParameters", reason: "chunkFloats must be at least 1")
+        }
+        let ownCount = layout.range(of: rank).count
+        var requestCount = (worldSize - 1) * (ownCount + chunkFloats - 1) / chunkFloats
         for peer in 0 ..< worldSize where peer != rank {
-            let peerRange = layout.range(of: peer)
-            if !peerRange.isEmpty {
-                requests.append(try startReceive(UnsafeMutableBufferPointer(start: base + peerRange.lowerBound, count: peerRange.count),
-                                                 from: peer, tag: TransferTag.parameterGather))
+            requestCount += (layout.range(of: peer).count + chunkFloats - 1) / chunkFloats
+        }
+        // The requests live on the stack (small counts) so that a step does not allocate.
+        try withUnsafeTemporaryAllocation(of: TransferRequest.self, capacity: requestCount) { requests in
+            requests.initialize(repeating: .completed)
+            defer { requests.deinitialize() }
+            var next = 0
+            for peer in 0 ..< worldSize where peer != rank {
+                let range = layout.range(of: peer)
+                for start in stride(from: range.lowerBound, to: range.upperBound, by: chunkFloats) {
+                    let count = min(chunkFloats, range.upperBound - start)
+                    requests[next] = try startReceive(UnsafeMutableBufferPointer(start: base + start, count: count),
+                                                      from: peer, tag: TransferTag.parameterGather)
+                    next += 1
+                }
             }
+            let own = layout.range(of: rank)
+            for peer in 0 ..< worldSize where peer != rank {
+                for start in stride(from: own.lowerBound, to: own.upperBound, by: chunkFloats) {
+                    let count = min(chunkFloats, own.upperBound - start)
+                    requests[next] = try startSend(UnsafeBufferPointer(start: base + start, count: count),
+                                                   to: peer, tag: TransferTag.parameterGather)
+                    next += 1
+                }
+            }
+            try waitAll(requests)
         }
-        for peer in 0 ..< worldSize where peer != rank && !own.isEmpty {
-            requests.append(try startSend(UnsafeBufferPointer(start: base + own.lowerBound, count: own.count),
-                                          to: peer, tag: TransferTag.parameterGather))
-        }
-        try waitAll(&requests)
     }
 }
 

@@ -22,11 +22,23 @@
 /// Transfers are point-to-point with a tag per (bucket, phase), so buckets may finish in any order
 /// without breaking MPI's rule that collectives start in the same order everywhere.
 ///
-/// Progress: Open MPI (4.1, shared memory "vader" and TCP transports) has no progress thread by
-/// default: a transfer larger than the eager limit (4 KiB on shared memory) only moves while some
-/// MPI call runs on the rank. `progress()` is that call (MPI_Testall on the buckets in flight, plus
-/// the sum and the start of the gather for the buckets whose reduce has arrived); call it between
-/// layers, otherwise most of the work happens inside `finish()`. See benchmarks/allreduce.md.
+/// Progress: Open MPI 4.1 has no progress thread by default (shared memory "vader", TCP): a
+/// transfer above the eager limit (4 KiB on shared memory) moves only while some MPI call runs on
+/// the rank, and on shared memory the copy itself (CMA, process_vm_readv) is done by the receiving
+/// rank's thread inside that call. `progress()` is such a call: one MPI_Testall per bucket in
+/// flight, then the sum and the start of the gather of each bucket whose reduce has arrived. It
+/// costs about 0.1 us when nothing is pending and otherwise as long as the work it does.
+/// Measured (benchmarks/allreduce.md, 2 ranks on this 2-core machine): on shared memory, calling
+/// it between layers moves the work out of `finish()` but does not shorten the step, since the
+/// same core does it either way; over TCP, one call per layer is not enough (each call advances a
+/// few fragments) and calls about every millisecond hid about 60% of the communication. Call it
+/// between layers, and more often (e.g. between GEMMs) when ranks talk over a network.
+///
+/// Buckets start from the top of the arena, so the first one sent is the short last bucket; the
+/// bucket holding offset 0 (the embeddings) is ready only when backward ends and is never hidden.
+///
+/// Memory: a scratch buffer of (worldSize - 1) / worldSize of the arena receives the other ranks'
+/// copies of this rank's parts. No heap allocation per step on the MPI path.
 ///
 /// The arena must not be written at offsets >= the last `gradientsReady` offset until `finish()`
 /// returns. Not thread-safe: call from the thread that owns the communicator.

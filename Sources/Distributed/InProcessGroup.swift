@@ -120,12 +120,12 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
                                        sending: nil, receiving: floats, byRank: rank, operation: operation)
     }
 
-    public func testAll(_ requests: inout [TransferRequest]) throws -> Bool {
-        try group.complete(&requests, rank: rank, blocking: false)
+    public func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool {
+        try group.complete(requests, rank: rank, blocking: false)
     }
 
-    public func waitAll(_ requests: inout [TransferRequest]) throws {
-        _ = try group.complete(&requests, rank: rank, blocking: true)
+    public func waitAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws {
+        _ = try group.complete(requests, rank: rank, blocking: true)
     }
 
     /// Ends the whole process (all simulated ranks), as MPI_Abort ends the whole job.
@@ -295,7 +295,7 @@ final class InProcessGroupState: @unchecked Sendable {
     }
 
     /// testAll (blocking == false) or waitAll (blocking == true).
-    func complete(_ requests: inout [TransferRequest], rank: Int, blocking: Bool) throws -> Bool {
+    func complete(_ requests: UnsafeMutableBufferPointer<TransferRequest>, rank: Int, blocking: Bool) throws -> Bool {
         condition.lock()
         defer { condition.unlock() }
         let operation = blocking ? "waitAll (\(requests.count) transfers)" : "testAll (\(requests.count) transfers)"

@@ -109,38 +109,39 @@ public final class MPICommunicator: Communicator {
     }
 
     public func startSend(_ floats: UnsafeBufferPointer<Float>, to destination: Int, tag: Int) throws -> TransferRequest {
-        let call = "MPI_Isend (to rank \(destination), \(floats.count) floats, tag \(tag))"
-        try checkThread(call)
-        try checkTransfer(count: floats.count, peer: destination, tag: tag, call)
+        // The call descriptions are autoclosures: no string is built (no allocation) unless a check fails.
+        try checkThread("MPI_Isend (to rank \(destination), \(floats.count) floats, tag \(tag))")
+        try checkTransfer(count: floats.count, peer: destination, tag: tag, "MPI_Isend (to rank \(destination), \(floats.count) floats, tag \(tag))")
         var request: MPI_Request? = shim_mpi_request_null()
         try check(MPI_Isend(floats.baseAddress, Int32(floats.count), shim_mpi_float(), Int32(destination), Int32(tag),
-                            shim_mpi_comm_world(), &request), call)
+                            shim_mpi_comm_world(), &request),
+                  "MPI_Isend (to rank \(destination), \(floats.count) floats, tag \(tag))")
         return TransferRequest(handle: .mpi(request))
     }
 
     public func startReceive(_ floats: UnsafeMutableBufferPointer<Float>, from source: Int, tag: Int) throws -> TransferRequest {
-        let call = "MPI_Irecv (from rank \(source), \(floats.count) floats, tag \(tag))"
-        try checkThread(call)
-        try checkTransfer(count: floats.count, peer: source, tag: tag, call)
+        try checkThread("MPI_Irecv (from rank \(source), \(floats.count) floats, tag \(tag))")
+        try checkTransfer(count: floats.count, peer: source, tag: tag, "MPI_Irecv (from rank \(source), \(floats.count) floats, tag \(tag))")
         var request: MPI_Request? = shim_mpi_request_null()
         try check(MPI_Irecv(floats.baseAddress, Int32(floats.count), shim_mpi_float(), Int32(source), Int32(tag),
-                            shim_mpi_comm_world(), &request), call)
+                            shim_mpi_comm_world(), &request),
+                  "MPI_Irecv (from rank \(source), \(floats.count) floats, tag \(tag))")
         return TransferRequest(handle: .mpi(request))
     }
 
-    public func testAll(_ requests: inout [TransferRequest]) throws -> Bool {
+    public func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool {
         try checkThread("MPI_Testall")
-        return try completeAll(&requests, blocking: false)
+        return try completeAll(requests, blocking: false)
     }
 
-    public func waitAll(_ requests: inout [TransferRequest]) throws {
+    public func waitAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws {
         try checkThread("MPI_Waitall")
-        _ = try completeAll(&requests, blocking: true)
+        _ = try completeAll(requests, blocking: true)
     }
 
     /// MPI_Testall / MPI_Waitall over the pending MPI requests of `requests`. The handles are copied
     /// into a stack buffer (no heap allocation) because TransferRequest is not an MPI_Request array.
-    private func completeAll(_ requests: inout [TransferRequest], blocking: Bool) throws -> Bool {
+    private func completeAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>, blocking: Bool) throws -> Bool {
         var pendingCount = 0
         for request in requests {
             switch request.handle {

@@ -152,7 +152,9 @@ public struct TrainerState: Equatable, Sendable {
     // MARK: - Encoding
 
     /// The protobuf encoding (what goes into `trainer_state.pb`).
-    public func encoded() -> [UInt8] {
+    public func encoded() -> [UInt8] { encoded(includingSelfChecksum: true) }
+
+    func encoded(includingSelfChecksum: Bool) -> [UInt8] {
         let memory = CMemory()
         defer { memory.freeAll() }
 
@@ -229,13 +231,19 @@ public struct TrainerState: Equatable, Sendable {
         message.parameter_layout = memory.string(parameterLayout)
         message.end_marker = Self.endMarker
 
-        let byteCount = bertdist__trainer_state__get_packed_size(&message)
-        var bytes = [UInt8](repeating: 0, count: byteCount)
-        let packedCount = bytes.withUnsafeMutableBufferPointer { buffer in
-            bertdist__trainer_state__pack(&message, buffer.baseAddress)
+        func pack() -> [UInt8] {
+            let byteCount = bertdist__trainer_state__get_packed_size(&message)
+            var bytes = [UInt8](repeating: 0, count: byteCount)
+            let packedCount = bytes.withUnsafeMutableBufferPointer { buffer in
+                bertdist__trainer_state__pack(&message, buffer.baseAddress)
+            }
+            precondition(packedCount == byteCount, "protobuf-c packed \(packedCount) bytes, expected \(byteCount)")
+            return bytes
         }
-        precondition(packedCount == byteCount, "protobuf-c packed \(packedCount) bytes, expected \(byteCount)")
-        return bytes
+        guard includingSelfChecksum else { return pack() }
+        // state_sha256: the SHA-256 of the encoding without it.
+        message.state_sha256 = memory.binary(SHA256.hash(pack()).bytes)
+        return pack()
     }
 
     // MARK: - Decoding
@@ -301,6 +309,21 @@ public struct TrainerState: Equatable, Sendable {
             bertDistVersion: Self.string(message.bert_dist_version),
             optimizerStep: Int(message.optimizer_step),
             parameterLayout: Self.string(message.parameter_layout))
+        // Required: a damaged byte anywhere in the file (a step number, a checksum) must not pass.
+        // Fields are written in number order, so the file ends with state_sha256 (field 99: tag
+        // 0x9a 0x06, length 32, digest; 35 bytes) and end_marker (field 100: 6 bytes); the digest
+        // covers every other byte, as they are on disk.
+        let tail = 35 + 6
+        guard message.state_sha256.len == 32, bytes.count >= tail,
+              bytes[bytes.count - tail] == 0x9a, bytes[bytes.count - tail + 1] == 0x06, bytes[bytes.count - tail + 2] == 32 else {
+            throw malformed("its own SHA-256 (state_sha256) is missing, the file is damaged")
+        }
+        var digest = SHA256()
+        digest.update(Array(bytes[0..<(bytes.count - tail)]))
+        digest.update(Array(bytes[(bytes.count - 6)...]))
+        guard digest.finalize().bytes == Array(bytes[(bytes.count - tail + 3)..<(bytes.count - 6)]) else {
+            throw malformed("its own SHA-256 does not match its contents, the file is corrupted")
+        }
     }
 
     /// Reads and decodes a `trainer_state.pb` file; errors name the file.

@@ -20,7 +20,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
         case let .incomplete(folder, reason): return "\(folder): incomplete checkpoint (\(reason))"
         case let .damaged(file, reason): return "\(file): \(reason)"
         case let .incompatible(folder, reason): return "\(folder): \(reason)"
-        case let .writeFailed(folder, reason): return "writing \(folder) failed: \(reason)"
+        case let .writeFailed(folder, reason):
+            return "writing \(folder) failed: \(reason); earlier checkpoints are untouched (--resume continues from the newest complete one)"
         }
     }
 }
@@ -42,9 +43,10 @@ public struct ModelFiles: Sendable {
         object["id2label"] = .object(Dictionary(uniqueKeysWithValues: labels.enumerated().map { (String($0.offset), .string($0.element)) }))
         object["label2id"] = .object(Dictionary(uniqueKeysWithValues: labels.enumerated().map { ($0.element, .number(Double($0.offset))) }))
         object["problem_type"] = .string("single_label_classification")
-        object["hidden_dropout_prob"] = .number(Double(modelConfig.hiddenDropoutProb))
-        object["attention_probs_dropout_prob"] = .number(Double(modelConfig.attentionDropoutProb))
-        object.removeValue(forKey: "num_labels")  // derived from id2label by HF
+        // Float -> shortest decimal -> Double, so 0.1 is written "0.1", not 0.10000000149011612.
+        object["hidden_dropout_prob"] = .number(Double("\(modelConfig.hiddenDropoutProb)")!)
+        object["attention_probs_dropout_prob"] = .number(Double("\(modelConfig.attentionDropoutProb)")!)
+        object["num_labels"] = .number(Double(labels.count))  // SPEC; HF also derives it from id2label
         return JSONValue.object(object).serialized()
     }
 
@@ -85,10 +87,7 @@ enum CheckpointFolder {
         guard FileManager.default.fileExists(atPath: stateURL.path) else {
             throw CheckpointError.incomplete(folder: folder.path, reason: "no \(TrainerState.fileName): it was never finished")
         }
-        let state: TrainerState
-        do { state = try TrainerState(contentsOf: stateURL) } catch {
-            throw CheckpointError.damaged(file: stateURL.path, reason: "unreadable trainer state (\(error))")
-        }
+        let state = try TrainerState(contentsOf: stateURL)  // errors name the file
         for file in state.files {
             let url = folder.appendingPathComponent(file.name)
             guard let attributes = try? FileManager.default.attributesOfItem(atPath: url.path),

@@ -33,9 +33,22 @@ public enum JSONValue: Equatable, Sendable, Decodable {
     public var stringValue: String? { if case .string(let s) = self { return s } else { return nil } }
     public var boolValue: Bool? { if case .bool(let b) = self { return b } else { return nil } }
 
-    public func serialized() -> [UInt8] { Array((render(indent: "") + "\n").utf8) }
+    /// Pretty (files) or on one line (`--json` output of the commands).
+    public func serialized(pretty: Bool = true) -> [UInt8] { Array((render(indent: pretty ? "" : nil) + "\n").utf8) }
 
-    private func render(indent: String) -> String {
+    /// One line of JSON.
+    public var compact: String { render(indent: nil) }
+
+    /// `indent` nil: no whitespace at all.
+    private func render(indent: String?) -> String {
+        guard let indent else {
+            switch self {
+            case .array(let items): return "[" + items.map { $0.render(indent: nil) }.joined(separator: ",") + "]"
+            case .object(let fields):
+                return "{" + fields.keys.sorted().map { JSONValue.quote($0) + ":" + fields[$0]!.render(indent: nil) }.joined(separator: ",") + "}"
+            default: return render(indent: "")
+            }
+        }
         let inner = indent + "  "
         switch self {
         case .null: return "null"
@@ -54,7 +67,7 @@ public enum JSONValue: Equatable, Sendable, Decodable {
         }
     }
 
-    static func quote(_ s: String) -> String {
+    public static func quote(_ s: String) -> String {
         var out = "\""
         for scalar in s.unicodeScalars {
             switch scalar {

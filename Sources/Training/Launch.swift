@@ -25,12 +25,15 @@ public func collectively<T>(_ communicator: any Communicator, _ body: () throws 
     return try result.get()
 }
 
-/// Threads per rank for BLAS and our kernels: `requested`, else the CPUs this process may run
-/// on divided by the ranks sharing the node (mpirun's OMPI_COMM_WORLD_LOCAL_SIZE).
-public func configureThreads(requested: Int?, ranksInThisProcess: Int = 1) -> Int {
+/// Threads per rank for BLAS and our kernels: `requested` (--threads), else OPENBLAS_NUM_THREADS
+/// (what launch/train sets from cluster.conf), else the CPUs this process may run on divided by
+/// the ranks sharing the node (mpirun's OMPI_COMM_WORLD_LOCAL_SIZE).
+public func configureThreads(requested: Int?) -> Int {
     let threads: Int
     if let requested {
         threads = max(1, requested)
+    } else if let fromEnvironment = ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"].flatMap({ Int($0) }), fromEnvironment > 0 {
+        threads = fromEnvironment
     } else {
         let allowed = allowedCPUCount()
         let online = ProcessInfo.processInfo.activeProcessorCount
@@ -38,7 +41,7 @@ public func configureThreads(requested: Int?, ranksInThisProcess: Int = 1) -> In
         let localRanks = Int(environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? environment["SLURM_NTASKS_PER_NODE"] ?? "") ?? 1
         // Bound to fewer CPUs than the node has (mpirun --bind-to): that is our share already.
         let cores = allowed > 0 && allowed < online ? allowed : max(1, online / max(1, localRanks))
-        threads = max(1, cores / max(1, ranksInThisProcess))
+        threads = cores
     }
     BLASSetup.setThreads(threads)
     kernelThreadCount = threads

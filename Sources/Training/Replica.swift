@@ -22,9 +22,8 @@ final class Replica {
     let shards: ShardLayout
     let shardOptimizer: Bool
     private var batch = PackedBatch()
-    /// The per-step metrics and every rank's copy of them, allocated once (a step allocates nothing).
-    private var contributions: [Double]
-    private var gathered: [Double]
+    /// The per-step collective's values: 6 metrics + one partial sum of squares per rank.
+    private var reduction: [Double]
 
     init(model: BertForSequenceClassification, hyperparameters: AdamHyperparameters, communicator: any Communicator,
          shardOptimizer: Bool, bucketFloats: Int) throws {
@@ -36,22 +35,7 @@ final class Replica {
         optimizer = AdamOptimizer(hyperparameters: hyperparameters, layout: model.layout, range: optimizerRange)
         synchronizer = try GradientSynchronizer(communicator: communicator, gradients: model.gradients.buffer,
                                                 bucketFloats: bucketFloats, shardOptimizer: shardOptimizer)
-        contributions = [Double](repeating: 0, count: 6 + communicator.worldSize)
-        gathered = [Double](repeating: 0, count: (6 + communicator.worldSize) * communicator.worldSize)
-    }
-
-    /// contributions = their sum over ranks, added in rank order 0, 1, ... (as Communicator.allReduce
-    /// does: bit-identical on every rank), without allocating.
-    private func sumContributionsOverRanks() throws {
-        try contributions.withUnsafeBytes { contribution in
-            try gathered.withUnsafeMutableBytes { result in try communicator.allGather(contribution, into: result) }
-        }
-        let count = contributions.count
-        for index in 0..<count {
-            var total = gathered[index]
-            for sourceRank in 1..<max(communicator.worldSize, 1) { total += gathered[sourceRank * count + index] }
-            contributions[index] = total
-        }
+        reduction = [Double](repeating: 0, count: 6 + communicator.worldSize)
     }
 
     func reserve(microBatchSize: Int, maxSequenceLength: Int) {
@@ -101,9 +85,11 @@ final class Replica {
             clock.lap(into: &outcome.phaseSeconds.forward)
             let isLast = micro == microBatchCount - 1
             try model.backward(batch, dropout: dropout, lossScale: lossScale) { offset in
-                // Communication starts only once every micro-batch has added its gradient.
+                // Communication starts only once every micro-batch has added its gradient; MPI
+                // moves large transfers only inside MPI calls, hence progress() between layers.
                 guard isLast else { return }
                 try self.synchronizer.gradientsReady(downTo: offset)
+                try self.synchronizer.progress()
             }
             clock.lap(into: &outcome.phaseSeconds.backward)
         }
@@ -116,16 +102,16 @@ final class Replica {
         // metrics and puts every shard's partial sum of squares in its slot (adding zeros is
         // exact), so every rank sums the same partials in the same order.
         let rank = communicator.rank, worldSize = communicator.worldSize
-        for index in contributions.indices { contributions[index] = 0 }
-        contributions[0] = lossSum
-        contributions[1] = Double(correct)
-        contributions[2] = Double(tokens)
-        contributions[3] = Double(examples)
-        contributions[4] = lossSum.isFinite ? 0 : 1
-        contributions[5] = stopRequested ? 1 : 0
-        contributions[6 + rank] = sumOfSquares(model.gradients, range: shards.range(of: rank))
-        try sumContributionsOverRanks()
-        let reduced = contributions
+        for i in reduction.indices { reduction[i] = 0 }
+        reduction[0] = lossSum
+        reduction[1] = Double(correct)
+        reduction[2] = Double(tokens)
+        reduction[3] = Double(examples)
+        reduction[4] = lossSum.isFinite ? 0 : 1
+        reduction[5] = stopRequested ? 1 : 0
+        reduction[6 + rank] = sumOfSquares(model.gradients, range: shards.range(of: rank))
+        try reduction.withUnsafeMutableBufferPointer { try communicator.allReduce(inPlace: $0, .sum) }
+        let reduced = reduction
         outcome.lossSum = reduced[0]
         outcome.correct = reduced[1]
         outcome.tokens = reduced[2]

@@ -17,8 +17,12 @@ final class Reporter {
     private var barShown = false
     private var firstStep: Int?
 
-    init(enabled: Bool, totalSteps: Int, logEvery: Int, tensorBoardDirectory: URL?) throws {
+    /// Where whole lines go (stdout of rank 0 in the CLI; collected in tests).
+    private let output: (String) -> Void
+
+    init(enabled: Bool, totalSteps: Int, logEvery: Int, tensorBoardDirectory: URL?, output: @escaping (String) -> Void) throws {
         self.enabled = enabled
+        self.output = output
         self.totalSteps = totalSteps
         self.logEvery = max(1, logEvery)
         isTerminal = Reporter.showsProgressBar()
@@ -43,7 +47,7 @@ final class Reporter {
     func say(_ line: String) {
         guard enabled else { return }
         if barShown { print("\r\u{1B}[2K", terminator: "") }
-        print(line)
+        output(line)
         barShown = false
         fflush(nil)
     }
@@ -80,7 +84,7 @@ final class Reporter {
                               stepNumber, totalSteps, lossSinceLog / max(examplesSinceLog, 1), correctSinceLog / max(examplesSinceLog, 1),
                               outcome.learningRate, outcome.gradientNorm, tokensSinceLog / max(elapsed, 1e-9),
                               duration(Date().timeIntervalSince(started)), eta(stepNumber))
-            print(line)
+            output(line)
             fflush(nil)
             resetWindow()
         }

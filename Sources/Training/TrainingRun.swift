@@ -42,6 +42,8 @@ public final class TrainingRun {
     let log: (String) -> Void
     /// Asked after every step; the ranks agree to stop when any of them says yes.
     let stopRequested: () -> Bool
+    /// Tests only: called on every rank after each step (e.g. to perturb one replica).
+    var afterStep: ((_ step: Int, _ parameters: FloatArena) -> Void)?
 
     public init(options: TrainingOptions, communicator: any Communicator, data: PreparedData,
                 log: @escaping (String) -> Void, stopRequested: @escaping () -> Bool = { StopSignal.requested }) {
@@ -97,6 +99,9 @@ public final class TrainingRun {
         var startStep = 0
         var position = SamplePosition(epoch: 0, samplesConsumed: 0)
         if options.resume, let resumed = try resume(into: replica) {
+            // Every rank read the same files; rank 0's copy is broadcast anyway, so that replicas
+            // start identical whatever the file system showed each rank.
+            try synchronizeReplicas(replica)
             startStep = resumed.step
             position = SamplePosition(epoch: resumed.epoch, samplesConsumed: resumed.samplesConsumedInEpoch)
             if isRoot { log("resumed from \(CheckpointFolder.name(step: resumed.step)) (step \(resumed.step) of \(totalSteps), written by \(resumed.worldSize) rank(s)\(resumed.shardOptimizer ? " with a sharded optimizer" : ""))") }
@@ -108,12 +113,13 @@ public final class TrainingRun {
         }
         if isRoot {
             log("training \(options.modelDirectory.lastPathComponent): \(trainCount) examples, \(totalSteps) steps of \(options.globalBatchSize) "
-                + "over \(worldSize) rank(s)\(options.shardOptimizer ? " (sharded optimizer)" : ""), micro-batch \(microBatchSize), "
-                + "\(model.layout.totalCount) parameters")
+                + "over \(worldSize) rank(s), micro-batch \(microBatchSize), \(model.layout.totalCount) parameters; Adam state "
+                + String(format: "%.1f MB per rank", Double(2 * 4 * replica.optimizer.range.count) / 1e6)
+                + (options.shardOptimizer ? " (sharded 1/\(worldSize))" : ""))
         }
 
         let reporter = try Reporter(enabled: isRoot, totalSteps: totalSteps, logEvery: options.logEvery,
-                                    tensorBoardDirectory: options.tensorboardDirectory)
+                                    tensorBoardDirectory: options.tensorboardDirectory, output: log)
         defer { reporter.finish() }
         let writer = CheckpointWriter(output: options.outputDirectory, communicator: communicator, keep: options.keepCheckpoints)
         var evalBatch = PackedBatch()
@@ -142,10 +148,9 @@ public final class TrainingRun {
                 trainDataFingerprint: data.trainFingerprint, recentMetrics: recentMetrics,
                 createdUnixSeconds: Date().timeIntervalSince1970, bertDistVersion: bertDistVersion,
                 optimizerStep: replica.optimizer.stepCount, parameterLayout: model.layout.fingerprint)
-            if worldSize > 1 && !options.shardOptimizer {
-                // The replicated Adam state is written by rank 0 alone: make sure it is everyone's.
-                let repaired = try ensureReplicasMatch(buffers: [model.parameters.buffer, replica.optimizer.m.buffer, replica.optimizer.v.buffer],
-                                                       communicator: communicator)
+            if worldSize > 1 {
+                // Rank 0 alone writes the weights (and the replicated Adam state): make sure they are everyone's.
+                let repaired = try ensureReplicasMatch(buffers: replicatedBuffers(replica), communicator: communicator)
                 if isRoot && !repaired.isEmpty { reporter.say("warning: ranks \(repaired) had drifted from rank 0 and were repaired before checkpointing") }
             }
             return try writer.write(step: step, replica: replica,
@@ -200,9 +205,9 @@ public final class TrainingRun {
                                     step, p.data, p.forward, p.backward, p.sync, p.optimizer))
             }
 
-            if !options.shardOptimizer && worldSize > 1 && options.consistencyEvery > 0 && step % options.consistencyEvery == 0 {
-                let repaired = try ensureReplicasMatch(buffers: [model.parameters.buffer, replica.optimizer.m.buffer, replica.optimizer.v.buffer],
-                                                       communicator: communicator)
+            afterStep?(step, model.parameters)
+            if worldSize > 1 && options.consistencyEvery > 0 && step % options.consistencyEvery == 0 {
+                let repaired = try ensureReplicasMatch(buffers: replicatedBuffers(replica), communicator: communicator)
                 if isRoot && !repaired.isEmpty { reporter.say("warning: step \(step): replicas of ranks \(repaired) differed from rank 0 and were repaired") }
             }
             if let evalExamples = data.eval, let every = options.evalEvery, every > 0, step % every == 0, step < totalSteps {
@@ -240,6 +245,17 @@ public final class TrainingRun {
                                 p.data, p.forward, p.backward, p.sync, p.optimizer))
         }
         return summary
+    }
+
+    /// What every rank holds an identical copy of: the parameters, and the Adam moments unless
+    /// they are sharded.
+    private func replicatedBuffers(_ replica: Replica) -> [UnsafeMutableBufferPointer<Float>] {
+        replica.shardOptimizer ? [replica.model.parameters.buffer]
+            : [replica.model.parameters.buffer, replica.optimizer.m.buffer, replica.optimizer.v.buffer]
+    }
+
+    private func synchronizeReplicas(_ replica: Replica) throws {
+        for buffer in replicatedBuffers(replica) { try communicator.broadcast(buffer, root: 0) }
     }
 
     /// Loads the newest complete checkpoint of the output folder into `replica`; nil when there

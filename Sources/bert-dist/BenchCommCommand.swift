@@ -79,7 +79,7 @@ struct BenchCommCommand: ParsableCommand {
             let failures = outcomes.flatMap(\.failures)
             for failure in failures { FileHandle.standardError.write(Data("\(failure)\n".utf8)) }
             try reportChecks(checkCount: outcomes[0].checkCount, failureCount: failures.count,
-                             worldSize: simulateRanks, mode: "simulated ranks")
+                             worldSize: simulateRanks, mode: "simulated ranks", sumChecksum: outcomes[0].sumChecksum)
             return
         }
         let communicator = try MPICommunicator()
@@ -91,7 +91,7 @@ struct BenchCommCommand: ParsableCommand {
                 try communicator.finalize()
                 if communicator.rank == 0 {
                     try reportChecks(checkCount: outcome.checkCount, failureCount: failureCount,
-                                     worldSize: communicator.worldSize, mode: "MPI ranks")
+                                     worldSize: communicator.worldSize, mode: "MPI ranks", sumChecksum: outcome.sumChecksum)
                 } else if failureCount > 0 {
                     throw ExitCode.failure
                 }
@@ -112,9 +112,10 @@ struct BenchCommCommand: ParsableCommand {
         }
     }
 
-    private func reportChecks(checkCount: Int, failureCount: Int, worldSize: Int, mode: String) throws {
+    private func reportChecks(checkCount: Int, failureCount: Int, worldSize: Int, mode: String, sumChecksum: UInt64) throws {
         if failureCount == 0 {
             print("bench-comm --check: all \(checkCount) checks passed on each of \(worldSize) \(mode)")
+            print("bench-comm --check: checksum of a synchronised gradient arena: \(String(sumChecksum, radix: 16))")
         } else {
             FileHandle.standardError.write(Data("error: bench-comm --check: \(failureCount) mismatches on \(worldSize) \(mode) (listed above)\n".utf8))
             throw ExitCode.failure
@@ -136,23 +137,21 @@ struct BenchCommCommand: ParsableCommand {
             defer { arena.deallocate() }
             arena.initialize(repeating: 1e-3)
 
-            let plainSeconds = try medianOfSlowestRank(communicator) { try communicator.allReduceSumInPlace(arena) }
-            var bucketedSeconds = 0.0, shardedSeconds = 0.0, overlap: [String: Double] = [:]
-            do {
-                let synchronizer = try GradientSynchronizer(communicator: communicator, gradients: arena,
-                                                            bucketFloats: bucketFloats, shardOptimizer: false)
-                bucketedSeconds = try medianOfSlowestRank(communicator) { try synchronizer.finish() }
-                if overlapLayerMs > 0 { overlap = try measureOverlap(communicator: communicator, synchronizer: synchronizer) }
-            }
-            do {
-                let synchronizer = try GradientSynchronizer(communicator: communicator, gradients: arena,
-                                                            bucketFloats: bucketFloats, shardOptimizer: true)
-                let layout = synchronizer.layout
-                shardedSeconds = try medianOfSlowestRank(communicator) {
-                    try synchronizer.finish()
-                    try communicator.gatherParameters(arena, layout: layout)
-                }
-            }
+            let bucketed = try GradientSynchronizer(communicator: communicator, gradients: arena,
+                                                    bucketFloats: bucketFloats, shardOptimizer: false)
+            let sharded = try GradientSynchronizer(communicator: communicator, gradients: arena,
+                                                   bucketFloats: bucketFloats, shardOptimizer: true)
+            // Interleaved (one of each per round), so that load from other processes hits all alike.
+            let medians = try mediansOfSlowestRank(communicator, [
+                { try communicator.allReduceSumInPlace(arena) },
+                { try bucketed.finish() },
+                {
+                    try sharded.finish()
+                    try communicator.gatherParameters(arena, layout: sharded.layout)
+                },
+            ])
+            let (plainSeconds, bucketedSeconds, shardedSeconds) = (medians[0], medians[1], medians[2])
+            let overlap = overlapLayerMs > 0 ? try measureOverlap(communicator: communicator, synchronizer: bucketed) : [:]
             var result: [String: Any] = [
                 "name": name, "floats": floats,
                 "allreduce_s_median": plainSeconds, "bucketed_s_median": bucketedSeconds,
@@ -180,18 +179,23 @@ struct BenchCommCommand: ParsableCommand {
         }
     }
 
-    /// One warm-up, then `repetitions` timed runs; each run's time is the slowest rank's.
-    private func medianOfSlowestRank(_ communicator: any Communicator, _ operation: () throws -> Void) throws -> Double {
-        var times: [Double] = []
-        for repetition in 0 ... repetitions {
-            try communicator.barrier()
-            let start = Date.timeIntervalSinceReferenceDate
-            try operation()
-            let seconds = try communicator.allReduce(Date.timeIntervalSinceReferenceDate - start, .max)
-            if repetition > 0 { times.append(seconds) }
+    /// One warm-up round, then `repetitions` timed rounds of every operation in turn; each run's time
+    /// is the slowest rank's. Returns the median per operation.
+    private func mediansOfSlowestRank(_ communicator: any Communicator, _ operations: [() throws -> Void]) throws -> [Double] {
+        var times = Array(repeating: [Double](), count: operations.count)
+        for round in 0 ... repetitions {
+            for (index, operation) in operations.enumerated() {
+                try communicator.barrier()
+                let start = Date.timeIntervalSinceReferenceDate
+                try operation()
+                let seconds = try communicator.allReduce(Date.timeIntervalSinceReferenceDate - start, .max)
+                if round > 0 { times[index].append(seconds) }
+            }
         }
-        times.sort()
-        return times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
+        return times.map { runs in
+            let sorted = runs.sorted()
+            return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        }
     }
 
     /// A simulated backward of 12 equal layers, `overlapLayerMs` of arithmetic each, reporting each
@@ -201,10 +205,10 @@ struct BenchCommCommand: ParsableCommand {
     private func measureOverlap(communicator: any Communicator, synchronizer: GradientSynchronizer) throws -> [String: Double] {
         let layerCount = 12
         let floats = synchronizer.gradients.count
-        var results: [String: Double] = [:]
-        for variant in ["compute_only", "no_progress", "progress_between_layers", "progress_every_ms"] {
-            var waits: [Double] = []
-            let step = try medianOfSlowestRank(communicator) {
+        let variants = ["compute_only", "no_progress", "progress_between_layers", "progress_every_ms"]
+        var waits = Array(repeating: [Double](), count: variants.count)
+        let steps = try mediansOfSlowestRank(communicator, variants.enumerated().map { variantIndex, variant in
+            {
                 for layer in stride(from: layerCount - 1, through: 0, by: -1) {
                     try simulatedLayerCompute(milliseconds: overlapLayerMs,
                                               progressEveryMillisecond: variant == "progress_every_ms" ? synchronizer : nil)
@@ -214,13 +218,16 @@ struct BenchCommCommand: ParsableCommand {
                 }
                 if variant != "compute_only" {
                     try synchronizer.finish()
-                    waits.append(synchronizer.lastWaitSeconds)
+                    waits[variantIndex].append(synchronizer.lastWaitSeconds)
                 }
             }
-            results["overlap_\(variant)_step_s"] = step
-            if !waits.isEmpty {
-                waits.sort()
-                results["overlap_\(variant)_finish_wait_s"] = waits[waits.count / 2]
+        })
+        var results: [String: Double] = [:]
+        for (index, variant) in variants.enumerated() {
+            results["overlap_\(variant)_step_s"] = steps[index]
+            if !waits[index].isEmpty {
+                let sorted = waits[index].sorted()
+                results["overlap_\(variant)_finish_wait_s"] = sorted[sorted.count / 2]
             }
         }
         return results
@@ -260,20 +267,24 @@ struct BenchCommCommand: ParsableCommand {
         let start = Date.timeIntervalSinceReferenceDate
         var signalSeenAt: Double? = nil
         var lastReport = 0.0
-        while Date.timeIntervalSinceReferenceDate - start < seconds {
+        while true {
             try synchronizer.finish()
             let signalNumber = receivedSignal.load(ordering: .relaxed)
             let now = Date.timeIntervalSinceReferenceDate
             if signalNumber != 0 && signalSeenAt == nil {
                 signalSeenAt = now
-                printFlushed("bench-comm: rank \(rank) received signal \(signalNumber)")
+                printFlushed(String(format: "bench-comm: rank %d received signal %d at %.3f", rank, signalNumber, Date().timeIntervalSince1970))
             }
-            if stopOnSignal {
-                if try communicator.anyRank(signalNumber != 0) {
-                    printFlushed("bench-comm: rank \(rank) stopping after the current step")
-                    return
-                }
-            } else if let signalSeenAt, now - lastReport >= 0.1 {
+            // Leaving the loop is a collective decision: a rank that left alone would leave its
+            // peers waiting in the next step's transfers forever.
+            let decisions = try communicator.allReduce([now - start >= seconds ? 1 : 0,
+                                                        stopOnSignal && signalNumber != 0 ? 1 : 0], .max)
+            if decisions[1] != 0 {
+                printFlushed("bench-comm: rank \(rank) stopping after the current step")
+                return
+            }
+            if decisions[0] != 0 { return }
+            if let signalSeenAt, now - lastReport >= 0.1 {
                 lastReport = now
                 printFlushed(String(format: "bench-comm: rank %d alive %.1f s after the signal", rank, now - signalSeenAt))
             }
@@ -309,7 +320,7 @@ struct CommunicationChecks {
     }
 
     /// The number of checks made on this rank and the mismatches found (empty when all is right).
-    func run() throws -> (checkCount: Int, failures: [String]) {
+    func run() throws -> (checkCount: Int, failures: [String], sumChecksum: UInt64) {
         let log = Log(rank: rank)
         try checkBarrierAndBroadcast(log)
         try checkReductions(log)
@@ -323,10 +334,12 @@ struct CommunicationChecks {
                 try checkSynchronizer(floats: floats, bucketFloats: bucketFloats, shardOptimizer: shardOptimizer, log)
             }
         }
-        for floats in [0, 3, 17, 100_003] { try checkGatherParameters(floats: floats, log) }
+        for (floats, chunkFloats) in [(0, 16), (3, 1), (17, 4), (100_003, 1000), (100_003, 1 << 20)] {
+            try checkGatherParameters(floats: floats, chunkFloats: chunkFloats, log)
+        }
         try checkReplicaRepair(log)
-        try checkSameResultOnEveryRank(log)
-        return (log.checkCount, log.failures)
+        let sumChecksum = try checkSameResultOnEveryRank(log)
+        return (log.checkCount, log.failures, sumChecksum)
     }
 
     private var rank: Int { communicator.rank }
@@ -399,13 +412,13 @@ struct CommunicationChecks {
         }
     }
 
-    private func checkGatherParameters(floats: Int, _ log: Log) throws {
+    private func checkGatherParameters(floats: Int, chunkFloats: Int, _ log: Log) throws {
         let layout = ShardLayout(totalCount: floats, worldSize: worldSize)
         let own = layout.range(of: rank)
         var parameters = (0 ..< floats).map { own.contains($0) ? checkValue(rank: 99, index: $0, step: 0) : Float(rank) }
-        try parameters.withUnsafeMutableBufferPointer { try communicator.gatherParameters($0, layout: layout) }
+        try parameters.withUnsafeMutableBufferPointer { try communicator.gatherParameters($0, layout: layout, chunkFloats: chunkFloats) }
         log.expect(parameters.map(\.bitPattern) == (0 ..< floats).map { checkValue(rank: 99, index: $0, step: 0).bitPattern },
-                   "gatherParameters of \(floats) floats: wrong values")
+                   "gatherParameters of \(floats) floats in chunks of \(chunkFloats): wrong values")
     }
 
     private func checkReplicaRepair(_ log: Log) throws {
@@ -424,8 +437,9 @@ struct CommunicationChecks {
                    "ensureReplicasMatch did not repair the buffers from rank 0")
     }
 
-    /// The unsharded synchroniser leaves identical bits on every rank (compared by checksum).
-    private func checkSameResultOnEveryRank(_ log: Log) throws {
+    /// The unsharded synchroniser leaves identical bits on every rank (compared by checksum). Returns
+    /// the checksum, which --check prints so that MPI and simulated runs can be compared directly.
+    private func checkSameResultOnEveryRank(_ log: Log) throws -> UInt64 {
         let floats = 50_001
         let arena = UnsafeMutableBufferPointer<Float>.allocate(capacity: floats)
         defer { arena.deallocate() }
@@ -434,6 +448,7 @@ struct CommunicationChecks {
         try synchronizer.finish()
         let sums = try communicator.allGather(checksum(UnsafeBufferPointer(arena)))
         log.expect(Set(sums).count == 1, "ranks hold different gradient sums: checksums \(sums)")
+        return sums[0]
     }
 
     /// A Float derived from (rank, index, step): random sign and mantissa, exponent in 2^-8 ... 2^8,

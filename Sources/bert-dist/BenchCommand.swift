@@ -60,7 +60,7 @@ struct BenchCommand: ParsableCommand {
             let result = try runBenchmark(benchmark, threads: threads, communicator: communicator)
             let log = rootLog(communicator)
             if json {
-                log(String(decoding: result.json.serialized(), as: UTF8.self).compactJSON)
+                log(result.json.compact)
             } else {
                 log(String(format: "step %.3f s (median), %.3f s (min); %.0f tokens/s, %.1f examples/s; %d rank(s) x %d thread(s)",
                            result.stepSecondsMedian, result.stepSecondsMin, result.tokensPerSecond, result.examplesPerSecond,

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Model
 import Training
 
@@ -8,7 +9,21 @@ enum Entry {
         // Before anything loads BLAS work or MPI: pick OpenBLAS kernels the CPU deserves
         // (re-executes this process with OPENBLAS_CORETYPE set when needed).
         if let note = BLASSetup.selectKernelsOrReexecute() { printError("warning: \(note)") }
-        BertDist.main()
+        do {
+            var command = try BertDist.parseAsRoot()
+            try command.run()
+        } catch {
+            // --help and --version are "errors" that succeed; ExitCode means already reported.
+            let code = BertDist.exitCode(for: error)
+            if code == .success {
+                print(BertDist.fullMessage(for: error))
+            } else if !(error is ExitCode) {
+                // SPEC: one line `error: ...` on stderr (ArgumentParser would print "Error:" and the usage).
+                let message = BertDist.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+                printError("error: \(message) (see --help)")
+            }
+            exit(code.rawValue)
+        }
     }
 }
 

@@ -48,6 +48,8 @@ struct AGNewsDataCommand: ParsableCommand {
     var timeoutSeconds: Double = 30
 
     func run() throws {
+        // Not a distributed command: under mpirun, rank 0 alone does it (once, not N times).
+        if RankRunner.isNonZeroMPIRank { return }
         var sources = AGNews.sources
         if let base = baseURL ?? ProcessInfo.processInfo.environment["BERT_DIST_AG_NEWS_BASE_URL"] {
             guard let url = URL(string: base), url.scheme != nil else {

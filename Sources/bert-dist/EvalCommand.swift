@@ -35,30 +35,8 @@ struct EvalCommand: ParsableCommand {
             let log = rootLog(communicator)
             let metrics = try runEvaluation(checkpoint: checkpoint, data: data, batchSize: batchSize, maxSequenceLength: maxSeqLen,
                                             skipBadRows: skipBadRows, communicator: communicator, log: { printError($0) })
-            log(json ? String(decoding: metrics.json.serialized(), as: UTF8.self).trimmingCharacters(in: .newlines).compactJSON : metrics.table)
+            log(json ? metrics.json.compact : metrics.table)
         }
         if status != 0 { throw ExitCode(status) }
-    }
-}
-
-extension String {
-    /// The pretty JSON of JSONValue on one line (SPEC: "one JSON object on stdout").
-    var compactJSON: String {
-        var out = ""
-        var inString = false, escaped = false
-        for c in self {
-            if inString {
-                out.append(c)
-                if escaped { escaped = false } else if c == "\\" { escaped = true } else if c == "\"" { inString = false }
-            } else if c == "\"" {
-                inString = true
-                out.append(c)
-            } else if c == "\n" || c == " " {
-                continue
-            } else {
-                out.append(c)
-            }
-        }
-        return out
     }
 }

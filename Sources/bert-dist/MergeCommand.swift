@@ -25,6 +25,8 @@ struct MergeCommand: ParsableCommand {
     }
 
     func run() throws {
+        // Not a distributed command: under mpirun, rank 0 alone does it (once, not N times).
+        if RankRunner.isNonZeroMPIRank { return }
         do {
             for note in try merge(checkpoints: checkpoints.map { URL(fileURLWithPath: $0) }, output: URL(fileURLWithPath: output),
                                   average: average) {

@@ -26,6 +26,8 @@ struct PredictCommand: ParsableCommand {
     }
 
     func run() throws {
+        // Not a distributed command: under mpirun, rank 0 alone does it (once, not N times).
+        if RankRunner.isNonZeroMPIRank { return }
         _ = configureThreads(requested: threads)
         let inference: InferenceModel
         do { inference = try InferenceModel.load(URL(fileURLWithPath: checkpoint)) } catch {
@@ -41,7 +43,8 @@ struct PredictCommand: ParsableCommand {
             guard !pending.isEmpty else { return }
             for p in try inference.predict(pending, maxSequenceLength: maxSeqLen, batch: &batch) {
                 if json {
-                    var fields = "\"label\":\(quoteJSON(p.label)),\"label_id\":\(p.labelId),\"probs\":[\(p.probabilities.map { "\($0)" }.joined(separator: ","))]"
+                    // SPEC: {"label", "label_id", "probs"} (+ "logits"), in this order, one per line.
+                    var fields = "\"label\":\(JSONValue.quote(p.label)),\"label_id\":\(p.labelId),\"probs\":[\(p.probabilities.map { "\($0)" }.joined(separator: ","))]"
                     if logits { fields += ",\"logits\":[\(p.logits.map { "\($0)" }.joined(separator: ","))]" }
                     print("{\(fields)}")
                 } else {
@@ -62,17 +65,4 @@ struct PredictCommand: ParsableCommand {
             throw ExitCode.failure
         }
     }
-}
-
-func quoteJSON(_ s: String) -> String {
-    var out = "\""
-    for scalar in s.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    return out + "\""
 }

@@ -7,6 +7,14 @@ import Training
 /// `error: ...` line and a non-zero exit. Errors all ranks agreed on (`collectively`) exit
 /// cleanly; an error on one rank alone aborts the job so that no peer waits for it forever.
 enum RankRunner {
+    /// Started by mpirun as a rank other than 0 (read from the launcher's environment, before
+    /// and without initialising MPI).
+    static var isNonZeroMPIRank: Bool {
+        let environment = ProcessInfo.processInfo.environment
+        guard let rank = environment["OMPI_COMM_WORLD_RANK"] ?? environment["PMIX_RANK"] ?? environment["PMI_RANK"] else { return false }
+        return rank != "0"
+    }
+
     static func run(simulatedRanks: Int?, threads: Int?, _ body: @escaping @Sendable (any Communicator) throws -> Void) -> Int32 {
         if let simulatedRanks {
             do {

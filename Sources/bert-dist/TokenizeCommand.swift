@@ -35,14 +35,23 @@ struct TokenizeCommand: ParsableCommand {
     @Option(help: .hidden)
     var benchmarkSeconds: Double = 3
 
+    /// Times the data path on a data file instead: read, tokenize, write the token cache (in a
+    /// temporary folder), open it. Prints one JSON object.
+    @Option(help: .hidden)
+    var benchmarkData: String?
+
     func validate() throws {
         if maxSeqLen < 2 { throw ValidationError("--max-seq-len must be at least 2 (room for [CLS] and [SEP])") }
     }
 
     func run() throws {
+        // Not a distributed command: under mpirun, rank 0 alone does it (once, not N times).
+        if RankRunner.isNonZeroMPIRank { return }
         do {
             let tokenizer = try BertTokenizer(modelDirectory: URL(fileURLWithPath: model))
-            if benchmark {
+            if let benchmarkData {
+                try runDataBenchmark(tokenizer, URL(fileURLWithPath: benchmarkData))
+            } else if benchmark {
                 try runBenchmark(tokenizer)
             } else {
                 try tokenizeStandardInput(tokenizer)
@@ -106,6 +115,36 @@ struct TokenizeCommand: ParsableCommand {
         } while elapsed < benchmarkSeconds
         let bytes = lines.reduce(0) { $0 + $1.count } * passes
         print("{\"rows\": \(rows), \"passes\": \(passes), \"seconds\": \(elapsed), \"rows_per_s\": \(Double(rows) / elapsed), \"tokens_per_s\": \(Double(tokenCount) / elapsed), \"mb_per_s\": \(Double(bytes) / elapsed / 1e6)}")
+    }
+}
+
+extension TokenizeCommand {
+    private func runDataBenchmark(_ tokenizer: BertTokenizer, _ dataFile: URL) throws {
+        func seconds(since start: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
+        var start = DispatchTime.now().uptimeNanoseconds
+        let texts = try LabeledTexts.read(dataFile)
+        let readSeconds = seconds(since: start)
+        start = DispatchTime.now().uptimeNanoseconds
+        let dataset = TokenizedDataset.tokenize(texts, tokenizer: tokenizer, maxLength: maxSeqLen)
+        let tokenizeSeconds = seconds(since: start)
+        // The full cache path on a copy of the file in a temporary folder: locate (hashes the
+        // file), build (reads, tokenizes, writes atomically), open (maps and checks).
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("bert-dist-bench-\(getpid())")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let copy = folder.appendingPathComponent(dataFile.lastPathComponent)
+        try FileManager.default.copyItem(at: dataFile, to: copy)
+        start = DispatchTime.now().uptimeNanoseconds
+        let cache = try TokenCache.locate(dataFile: copy, tokenizer: tokenizer, maxLength: maxSeqLen)
+        let locateSeconds = seconds(since: start)
+        start = DispatchTime.now().uptimeNanoseconds
+        _ = try cache.build(tokenizer: tokenizer)
+        let buildSeconds = seconds(since: start)
+        start = DispatchTime.now().uptimeNanoseconds
+        let opened = try cache.open(vocabularySize: tokenizer.vocabulary.count)
+        let openSeconds = seconds(since: start)
+        precondition(opened.tokenCount == dataset.tokenCount)
+        print("{\"rows\": \(texts.count), \"tokens\": \(dataset.tokenCount), \"read_s\": \(readSeconds), \"tokenize_s\": \(tokenizeSeconds), \"locate_s\": \(locateSeconds), \"build_s\": \(buildSeconds), \"open_s\": \(openSeconds)}")
     }
 }
 

@@ -106,6 +106,26 @@ func loadTokenizer(_ variant: String) throws -> BertTokenizer {
         #expect(fromBytes == tokenizer.encode(text, maxLength: 128))
     }
 
+    @Test func oneTokenizerSharedByThreadsGivesTheSameIds() async throws {
+        let tokenizer = try loadTokenizer("minilm-uncased")
+        let texts = GoldenCorpus.shared.texts
+        let expected = texts.map { tokenizer.encode($0, maxLength: 64) }
+        // A fresh tokenizer (empty scalar cache) used by four tasks at once.
+        let shared = try loadTokenizer("minilm-uncased")
+        let results = await withTaskGroup(of: [[Int32]].self) { group in
+            for task in 0..<4 {
+                group.addTask {
+                    let order = task % 2 == 0 ? Array(texts.indices) : Array(texts.indices.reversed())
+                    var ids = [[Int32]](repeating: [], count: texts.count)
+                    for index in order { ids[index] = shared.encode(texts[index], maxLength: 64) }
+                    return ids
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(results.count == 4 && results.allSatisfy { $0 == expected })
+    }
+
     @Test func invalidUTF8BytesAreDroppedLikeReplacementCharacters() throws {
         let tokenizer = try loadTokenizer("minilm-uncased")
         let bytes: [UInt8] = Array("ab".utf8) + [0xFF, 0xC3] + Array("cd".utf8) + [0xE2, 0x82]

@@ -92,6 +92,20 @@ import Testing
         }
     }
 
+    /// The file checks itself: any flipped bit (a step number, a file's checksum) is an error.
+    @Test func everyFlippedBitIsDetected() throws {
+        let bytes = Self.referenceState.encoded()
+        for index in bytes.indices {
+            for bit in [0, 3, 7] {
+                var damaged = bytes
+                damaged[index] ^= UInt8(1 << bit)
+                #expect(throws: StorageError.self, "byte \(index) bit \(bit)") {
+                    _ = try TrainerState(decoding: damaged, file: "state.pb")
+                }
+            }
+        }
+    }
+
     @Test func unknownFormatVersionIsRejected() throws {
         var state = Self.referenceState
         state.formatVersion = 2

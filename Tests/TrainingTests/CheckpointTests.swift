@@ -28,6 +28,7 @@ import Testing
         #expect(try String(contentsOf: output.appendingPathComponent("latest"), encoding: .utf8) == "checkpoint-6\n")
         let config = try JSONValue.readObject(folder.appendingPathComponent("config.json"))!
         #expect(config["architectures"] == .array([.string("BertForSequenceClassification")]))
+        #expect(config["num_labels"] == .number(4))
         #expect(config["id2label"] == .object(["0": .string("World"), "1": .string("Sports"), "2": .string("Business"), "3": .string("Sci/Tech")]))
         // Names are Hugging Face's.
         let weights = try SafeTensorsFile(url: folder.appendingPathComponent("model.safetensors"))
@@ -54,14 +55,19 @@ import Testing
 
     @Test func damagedNewestCheckpointFallsBackToThePreviousOne() throws {
         let reference = try runToCompletion(ranks: 2, sharded: true, output: temporaryDirectory())
-        let damages: [(String, (URL) throws -> Void)] = [
-            ("no trainer_state", { try FileManager.default.removeItem(at: $0.appendingPathComponent("trainer_state.pb")) }),
-            ("flipped byte", { url in
-                let file = url.appendingPathComponent("model.safetensors")
+        // Any one file of the newest checkpoint corrupted (a flipped byte), truncated or missing.
+        let files = ["config.json", "model.safetensors", "optimizer-00000-of-00002.safetensors",
+                     "optimizer-00001-of-00002.safetensors", "tokenizer_config.json", "trainer_state.pb", "vocab.txt"]
+        var damages: [(String, (URL) throws -> Void)] = files.map { name in
+            ("flipped byte in \(name)", { url in
+                let file = url.appendingPathComponent(name)
                 var bytes = try Data(contentsOf: file)
                 bytes[bytes.count / 2] ^= 0x40
                 try bytes.write(to: file)
-            }),
+            })
+        }
+        damages += [
+            ("no trainer_state", { try FileManager.default.removeItem(at: $0.appendingPathComponent("trainer_state.pb")) }),
             ("truncated shard", { url in
                 let file = url.appendingPathComponent("optimizer-00001-of-00002.safetensors")
                 let bytes = try Data(contentsOf: file)
@@ -117,5 +123,30 @@ enum InProcessGroupRun {
             try body(communicator, { lines.append($0) })
         }
         return (results, lines.all)
+    }
+}
+
+/// eval, predict and merge refuse a damaged checkpoint, naming the bad file.
+@Suite struct DamagedCheckpointRefusalTests {
+    @Test func evalAndMergeNameTheBadFile() throws {
+        let output = temporaryDirectory()
+        var options = tinyOptions(output: output)
+        options.maxSteps = 2
+        try train(options, ranks: 1, data: try syntheticData())
+        let checkpoint = output.appendingPathComponent("checkpoint-2")
+        let weights = checkpoint.appendingPathComponent("model.safetensors")
+        var bytes = try Data(contentsOf: weights)
+        bytes[bytes.count - 10] ^= 1
+        try bytes.write(to: weights)
+        #expect {
+            _ = try InferenceModel.load(checkpoint)
+        } throws: { "\($0)".contains("\(weights.path): SHA-256 differs") }
+        #expect {
+            _ = try merge(checkpoints: [checkpoint], output: temporaryDirectory(), average: false)
+        } throws: { "\($0)".contains("\(weights.path): SHA-256 differs") }
+        try FileManager.default.removeItem(at: checkpoint.appendingPathComponent("trainer_state.pb"))
+        #expect {
+            _ = try InferenceModel.load(checkpoint)
+        } throws: { "\($0)".contains("incomplete checkpoint") }
     }
 }

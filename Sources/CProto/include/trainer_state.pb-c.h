@@ -119,6 +119,11 @@ struct  Bertdist__TrainerState
    */
   char *parameter_layout;
   /*
+   * SHA-256 of this message encoded without this field (end_marker included): any damaged byte
+   * of trainer_state.pb itself is detected, not only damage to the files it lists.
+   */
+  ProtobufCBinaryData state_sha256;
+  /*
    * Always 0x62657274 ("bert" in ASCII). Encoders write fields in field-number order, so with the
    * highest number this is the last thing in the file: a reader that does not find it knows the
    * file was cut short (a truncated protobuf can otherwise parse as a valid shorter message).
@@ -128,7 +133,7 @@ struct  Bertdist__TrainerState
 };
 #define BERTDIST__TRAINER_STATE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&bertdist__trainer_state__descriptor) \
-    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,NULL, NULL, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0 }
+    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,NULL, NULL, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, {0,NULL}, 0 }
 
 
 /*
