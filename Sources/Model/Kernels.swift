@@ -30,31 +30,59 @@ func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
 @inline(__always)
 func minimumRowsPerMember(work perRow: Int) -> Int { max(4, (1 << 18) / max(perRow, 1)) }
 
+/// How team members share a product whose output is (rows, columns): by blocks of rows or by
+/// blocks of columns. Each member's single-threaded GEMM packs (copies into its blocked layout)
+/// all of the operand it shares with the others: the weights when rows are split, the
+/// activations when columns are. Split the dimension whose shared operand is smaller: columns
+/// when the batch has fewer tokens than the weight has output columns (small batches of
+/// bert-base), rows otherwise.
+@inline(__always)
+func splitsColumns(rows: Int, columns: Int) -> Bool { rows < columns }
+
+/// Member `member` of `members`'s share of 0..<count, cut at multiples of 16 (whole vectors).
+@inline(__always)
+func share(_ count: Int, member: Int, of members: Int) -> Range<Int> {
+    let granules = (count + 15) / 16
+    return min(count, 16 * (granules * member / members))..<min(count, 16 * (granules * (member + 1) / members))
+}
+
 /// out (rows, outFeatures; row stride outStride) = input (rows, inFeatures) · weightᵀ + bias,
-/// as torch.nn.Linear with weight (outFeatures, inFeatures). Team members take blocks of rows;
-/// each starts its block from the bias and lets the GEMM add into it (beta = 1, which OpenBLAS
-/// does in place, where beta = 0 would cost the same extra pass to clear the output).
+/// as torch.nn.Linear with weight (outFeatures, inFeatures). Team members take blocks of rows
+/// or of output columns (splitsColumns); each starts its block from the bias and lets the GEMM
+/// add into it (beta = 1, which OpenBLAS does in place, where beta = 0 would cost the same
+/// extra pass to clear the output).
 func linearForward(out: UnsafeMutablePointer<Float>, outStride: Int? = nil, input: UnsafePointer<Float>,
                    weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                    rows: Int, inFeatures: Int, outFeatures: Int) {
-    struct Job: ChunkJob {
-        let out: UnsafeMutablePointer<Float>, ldc: Int, input, weight, bias: UnsafePointer<Float>, inFeatures, outFeatures: Int
-        func run(chunk: Int, range: Range<Int>) {
-            for r in range { (out + r * ldc).update(from: bias, count: outFeatures) }
-            sgemm(transA: false, transB: true, m: range.count, n: outFeatures, k: inFeatures,
-                  a: input + range.lowerBound * inFeatures, lda: inFeatures, b: weight, ldb: inFeatures,
-                  beta: 1, c: out + range.lowerBound * ldc, ldc: ldc)
+    struct Job: TeamJob {
+        let out: UnsafeMutablePointer<Float>, ldc: Int, input, weight, bias: UnsafePointer<Float>, rows, inFeatures, outFeatures: Int
+        func run(member: Int, of members: Int) {
+            if members > 1 && splitsColumns(rows: rows, columns: outFeatures) {
+                let columns = share(outFeatures, member: member, of: members)
+                if columns.isEmpty { return }
+                for r in 0..<rows { (out + r * ldc + columns.lowerBound).update(from: bias + columns.lowerBound, count: columns.count) }
+                sgemm(transA: false, transB: true, m: rows, n: columns.count, k: inFeatures,
+                      a: input, lda: inFeatures, b: weight + columns.lowerBound * inFeatures, ldb: inFeatures,
+                      beta: 1, c: out + columns.lowerBound, ldc: ldc)
+            } else {
+                let range = (rows * member / members)..<(rows * (member + 1) / members)
+                for r in range { (out + r * ldc).update(from: bias, count: outFeatures) }
+                sgemm(transA: false, transB: true, m: range.count, n: outFeatures, k: inFeatures,
+                      a: input + range.lowerBound * inFeatures, lda: inFeatures, b: weight, ldb: inFeatures,
+                      beta: 1, c: out + range.lowerBound * ldc, ldc: ldc)
+            }
         }
     }
-    parallelChunks(rows, minimumChunk: minimumRowsPerMember(work: inFeatures * outFeatures),
-                   Job(out: out, ldc: outStride ?? outFeatures, input: input, weight: weight, bias: bias,
-                       inFeatures: inFeatures, outFeatures: outFeatures))
+    let members = min(threadsOfThisThread, max(1, rows / minimumRowsPerMember(work: inFeatures * outFeatures)))
+    teamRun(members: members, Job(out: out, ldc: outStride ?? outFeatures, input: input, weight: weight, bias: bias,
+                                  rows: rows, inFeatures: inFeatures, outFeatures: outFeatures))
 }
 
 /// dInput (rows, in) = dOut · weight (or += when `accumulateInput`); dWeight += dOutᵀ · input;
 /// dBias += column sums of dOut. dOut rows have stride `dOutStride`. In one team job: each
-/// member computes a block of dInput rows, and a block of dWeight rows with the matching dBias
-/// entries (every dWeight element is one full-length dot product, whatever the split).
+/// member computes a block of dInput rows or columns (splitsColumns), and a block of dWeight
+/// rows with the matching dBias entries (every dWeight element is one full-length dot product,
+/// whatever the split).
 func linearBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>,
                     dBias: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, dOutStride: Int? = nil,
                     input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
@@ -64,15 +92,25 @@ func linearBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutable
         let dOut: UnsafePointer<Float>, ldd: Int, input, weight: UnsafePointer<Float>
         let rows, inFeatures, outFeatures: Int, accumulateInput: Bool
         func run(member: Int, of members: Int) {
-            let rowRange = (rows * member / members)..<(rows * (member + 1) / members)
-            if let dInput, !rowRange.isEmpty {
-                sgemm(transA: false, transB: false, m: rowRange.count, n: inFeatures, k: outFeatures,
-                      a: dOut + rowRange.lowerBound * ldd, lda: ldd, b: weight, ldb: inFeatures,
-                      beta: accumulateInput ? 1 : 0, c: dInput + rowRange.lowerBound * inFeatures, ldc: inFeatures)
+            if let dInput {
+                if members > 1 && splitsColumns(rows: rows, columns: inFeatures) {
+                    let columns = share(inFeatures, member: member, of: members)
+                    if !columns.isEmpty {
+                        sgemm(transA: false, transB: false, m: rows, n: columns.count, k: outFeatures,
+                              a: dOut, lda: ldd, b: weight + columns.lowerBound, ldb: inFeatures,
+                              beta: accumulateInput ? 1 : 0, c: dInput + columns.lowerBound, ldc: inFeatures)
+                    }
+                } else {
+                    let rowRange = (rows * member / members)..<(rows * (member + 1) / members)
+                    if !rowRange.isEmpty {
+                        sgemm(transA: false, transB: false, m: rowRange.count, n: inFeatures, k: outFeatures,
+                              a: dOut + rowRange.lowerBound * ldd, lda: ldd, b: weight, ldb: inFeatures,
+                              beta: accumulateInput ? 1 : 0, c: dInput + rowRange.lowerBound * inFeatures, ldc: inFeatures)
+                    }
+                }
             }
             // Output features split at multiples of 16 (whole vectors for the column sums).
-            let granules = (outFeatures + 15) / 16
-            let outRange = min(outFeatures, 16 * (granules * member / members))..<min(outFeatures, 16 * (granules * (member + 1) / members))
+            let outRange = share(outFeatures, member: member, of: members)
             if outRange.isEmpty || rows == 0 { return }
             sgemm(transA: true, transB: false, m: outRange.count, n: inFeatures, k: rows,
                   a: dOut + outRange.lowerBound, lda: ldd, b: input, ldb: inFeatures,
@@ -393,7 +431,7 @@ public enum LinearProduct: CaseIterable, Sendable {
 }
 
 /// Runs one product of a linear layer, split over the kernel team as the model runs it
-/// (`splitOverTeam`) or as one OpenBLAS call (with OpenBLAS's threads as currently set).
+/// (`splitOverTeam`: the same splits as linearForward and linearBackward) or as one OpenBLAS call (with OpenBLAS's threads as currently set).
 /// `output` holds y (forward) or dy (the gradients); `input` receives dx; `weight` receives dW.
 public func linearLayerProduct(_ product: LinearProduct, rows: Int, inFeatures: Int, outFeatures: Int,
                                input: UnsafeMutablePointer<Float>, weight: UnsafeMutablePointer<Float>,
@@ -403,6 +441,14 @@ public func linearLayerProduct(_ product: LinearProduct, rows: Int, inFeatures: 
         let input, weight, output: UnsafeMutablePointer<Float>
         func run(member: Int, of members: Int) {
             switch product {
+            case .forward where members > 1 && splitsColumns(rows: rows, columns: outFeatures):
+                let o = share(outFeatures, member: member, of: members)
+                sgemm(transA: false, transB: true, m: rows, n: o.count, k: inFeatures, a: input, lda: inFeatures,
+                      b: weight + o.lowerBound * inFeatures, ldb: inFeatures, beta: 1, c: output + o.lowerBound, ldc: outFeatures)
+            case .inputGradient where members > 1 && splitsColumns(rows: rows, columns: inFeatures):
+                let i = share(inFeatures, member: member, of: members)
+                sgemm(transA: false, transB: false, m: rows, n: i.count, k: outFeatures, a: output, lda: outFeatures,
+                      b: weight + i.lowerBound, ldb: inFeatures, beta: 0, c: input + i.lowerBound, ldc: inFeatures)
             case .forward:
                 let r = (rows * member / members)..<(rows * (member + 1) / members)
                 sgemm(transA: false, transB: true, m: r.count, n: outFeatures, k: inFeatures, a: input + r.lowerBound * inFeatures,

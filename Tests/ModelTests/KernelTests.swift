@@ -335,8 +335,9 @@ import Testing
 
     // MARK: products split over the team
 
-    @Test func linearLayersSplitOverThreadsEqualOneThread() {
-        let rows = 301, inFeatures = 96, outFeatures = 200
+    /// Rows split (many tokens) and columns split (fewer tokens than features, splitsColumns).
+    @Test(arguments: [(301, 96, 200), (37, 64, 300)])
+    func linearLayersSplitOverThreadsEqualOneThread(rows: Int, inFeatures: Int, outFeatures: Int) {
         let input = values(rows * inFeatures, seed: 40), weight = values(outFeatures * inFeatures, seed: 41)
         let bias = values(outFeatures, seed: 42), dOut = values(rows * outFeatures, seed: 43)
         func run() -> [[Float]] {
