@@ -22,9 +22,9 @@ struct PackedSequences {
 /// The fast attention: the fused kernel of CKernels per (sequence, head) item, items handed to
 /// team members as they become free; each member uses its own slot of `scratch`
 /// (`scratchStride` floats apart, bd_attention_scratch_floats of the longest sequence).
-/// With `clsOnly`, only each sequence's first token ([CLS]) is a query: `queries` holds one
-/// (B, C) row per sequence, `context` is (B, C) and `probabilities` holds H·len per sequence
-/// at `sequences.clsProbabilityOffsets`; keys and values still cover every token of qkv.
+/// With `clsQueries`, only each sequence's first token ([CLS]) is a query: `clsQueries` holds
+/// one (B, C) row per sequence, `context` is (B, C) and `probabilities` holds H·len per
+/// sequence at `sequences.clsProbabilityOffsets`; keys and values still cover every token of qkv.
 func attentionForward(context: UnsafeMutablePointer<Float>, probabilities: UnsafeMutablePointer<Float>,
                       qkv: UnsafePointer<Float>, sequences: PackedSequences, hidden C: Int, heads H: Int,
                       clsQueries queries: UnsafePointer<Float>?,
@@ -59,8 +59,8 @@ func attentionForward(context: UnsafeMutablePointer<Float>, probabilities: Unsaf
                       C: C, H: H, dropout: dropout, scratch: scratch, scratchStride: scratchStride))
 }
 
-/// Gradients of `attentionForward`: dqkv (T, 3C) from dContext — or with `clsOnly`, dQueries
-/// (B, C) from dContext (B, C), and the key/value columns of dqkv for every token.
+/// Gradients of `attentionForward`: dqkv (T, 3C) from dContext — or with `clsQueries`,
+/// dClsQueries (B, C) from dContext (B, C), and the key/value columns of dqkv for every token.
 func attentionBackward(dqkv: UnsafeMutablePointer<Float>, dContext: UnsafePointer<Float>,
                        qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
                        sequences: PackedSequences, hidden C: Int, heads H: Int,

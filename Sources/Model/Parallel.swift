@@ -131,7 +131,7 @@ private let threadsOverrideKey: pthread_key_t = {
 /// in-process simulated ranks never share one; inside a job, nested parallel calls run inline.
 /// @unchecked Sendable: the job pointer is written by the caller before the generation counter
 /// is published (release) and read by members after they observe it (acquire); the caller
-/// waits for every member before the job's closure goes out of scope.
+/// waits for every member before the job (a local of `run`) goes out of scope.
 final class WorkerTeam: @unchecked Sendable {
     let size: Int
     private let generation = Atomic<Int>(0)
