@@ -213,7 +213,13 @@ final class WorkerTeam: @unchecked Sendable {
                 pthread_mutex_unlock(mutex)
             }
             job.run(member: 0, of: members)
-            while remaining.load(ordering: .acquiring) > 0 { bd_cpu_relax() }
+            // Wait for the others; yield the core after a while in case a member is not
+            // running (more threads than cores: other ranks or processes on the node).
+            var spins = 0
+            while remaining.load(ordering: .acquiring) > 0 {
+                spins += 1
+                if spins < 4096 { bd_cpu_relax() } else { sched_yield() }
+            }
             jobPointer = nil
             jobType = nil
             running = false
