@@ -32,6 +32,7 @@ struct TrainingEndToEndTests {
         return process
     }
 
+    @discardableResult
     func mpirunTrain(ranks: Int, _ output: URL, _ extra: [String] = []) throws -> RunningProcess {
         try run(mpirun, BinaryLocator.mpirunTestOptions + ["-n", "\(ranks)", binary.path] + trainArguments(output, extra))
     }
