@@ -194,6 +194,22 @@ private struct RowReader {
         }
     }
 
+    /// Appends the UTF-8 sequence starting at `index` (a byte >= 0x80) to field `field`, or notes
+    /// the first invalid byte in `problem` and skips it.
+    private mutating func appendMultibyteCharacter(_ input: UnsafeBufferPointer<UInt8>, _ index: inout Int, into field: Int,
+                                                   line: Int, column: Int, _ problem: inout RowError?) {
+        let length = validUTF8SequenceLength(input, at: index)
+        guard length > 0 else {
+            if problem == nil {
+                problem = RowError(line: line, reason: "invalid UTF-8 (byte 0x\(String(input[index], radix: 16, uppercase: true)) in column \(column))")
+            }
+            index += 1
+            return
+        }
+        fields[field].append(contentsOf: UnsafeBufferPointer(rebasing: input[index..<index + length]))
+        index += length
+    }
+
     /// Parses one record starting at `index` into `fields`, leaving `index` after its line break.
     /// Structural errors (an unterminated quote, text after a closing quote) throw; a bad byte
     /// sequence is noted in `problem` and the record is read to its end.
@@ -237,16 +253,7 @@ private struct RowReader {
                         fields[fieldCount - 1].append(byte)
                         index += 1
                     } else {
-                        let length = validUTF8SequenceLength(input, at: index)
-                        if length == 0 {
-                            if problem == nil {
-                                problem = RowError(line: line, reason: "invalid UTF-8 (byte 0x\(String(byte, radix: 16, uppercase: true)) in column \(column))")
-                            }
-                            index += 1
-                            continue
-                        }
-                        fields[fieldCount - 1].append(contentsOf: UnsafeBufferPointer(rebasing: input[index..<index + length]))
-                        index += length
+                        appendMultibyteCharacter(input, &index, into: fieldCount - 1, line: line, column: column, &problem)
                     }
                 }
                 // After the closing quote: a comma, the end of the line, or the end of the file.
@@ -267,16 +274,7 @@ private struct RowReader {
                         fields[fieldCount - 1].append(byte)
                         index += 1
                     } else {
-                        let length = validUTF8SequenceLength(input, at: index)
-                        if length == 0 {
-                            if problem == nil {
-                                problem = RowError(line: line, reason: "invalid UTF-8 (byte 0x\(String(byte, radix: 16, uppercase: true)) in column \(column))")
-                            }
-                            index += 1
-                            continue
-                        }
-                        fields[fieldCount - 1].append(contentsOf: UnsafeBufferPointer(rebasing: input[index..<index + length]))
-                        index += length
+                        appendMultibyteCharacter(input, &index, into: fieldCount - 1, line: line, column: column, &problem)
                     }
                 }
             }
