@@ -40,6 +40,17 @@ import Testing
         }
     }
 
+    @Test func debugModeNamesTheFirstLayerWhereItAppears() throws {
+        var options = tinyOptions(output: temporaryDirectory())
+        options.modelDirectory = try poisonedModel()
+        options.debug = true
+        #expect {
+            try train(options, ranks: 2, data: try data(poisonEvery: 1))
+        } throws: { error in
+            "\(error)" == "non-finite value (NaN or Inf) first seen in embeddings output (forward)"
+        }
+    }
+
     @Test func anOccasionalNaNIsSkippedAndTrainingGoesOn() throws {
         // Word 50 only in one example of 64: the steps whose batch holds it are skipped.
         let output = temporaryDirectory()
