@@ -416,12 +416,6 @@ func crossEntropyBackward(dLogits: UnsafeMutablePointer<Float>, probabilities: U
     }
 }
 
-/// C (m, n) = A (m, k) · B (k, n), row-major: for benchmarks of the BLAS in use (one call,
-/// OpenBLAS's own threading as set at the time).
-public func matrixMultiply(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>) {
-    sgemm(transA: false, transB: false, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, beta: 0, c: c, ldc: n)
-}
-
 /// The three products of a linear layer (input x (rows, in), weight W (out, in), output
 /// gradient dy (rows, out)), for measuring the sgemm peak on the model's own shapes.
 public enum LinearProduct: CaseIterable, Sendable {

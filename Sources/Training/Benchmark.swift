@@ -83,7 +83,7 @@ public func runBenchmark(_ options: BenchmarkOptions, threads: Int, communicator
         return (model, try benchmarkBatches(options, vocabularySize: model.config.vocabSize))
     }
     let replica = try Replica(model: model, hyperparameters: AdamHyperparameters(), communicator: communicator,
-                              shardOptimizer: options.shardOptimizer, bucketFloats: GradientBucketDefaults.floats)
+                              shardOptimizer: options.shardOptimizer, bucketFloats: GradientSynchronizer.defaultBucketFloats)
     let largestShard = (options.batchSize + worldSize - 1) / worldSize
     let micro = min(options.microBatchSize ?? largestShard, largestShard)
     replica.reserve(microBatchSize: micro, maxSequenceLength: options.sequenceLength)
@@ -96,7 +96,7 @@ public func runBenchmark(_ options: BenchmarkOptions, threads: Int, communicator
     var result = BenchmarkResult()
     for step in 0..<(options.warmupSteps + options.steps) {
         let global = batches[step % batches.count]
-        let shard = rankShard(global.count, rank: rank, worldSize: worldSize)
+        let shard = shardRange(count: global.count, rank: rank, worldSize: worldSize)
         let microCount = (shard.count + micro - 1) / micro
         try communicator.barrier()
         // The last step's allocations get backtraces when the counter was asked for them.
@@ -147,7 +147,7 @@ public func runBenchmark(_ options: BenchmarkOptions, threads: Int, communicator
     if let counters {
         // The model's own part alone, on this rank's shard of the first batch (already seen).
         var batch = PackedBatch()
-        let shard = rankShard(batches[0].count, rank: rank, worldSize: worldSize)
+        let shard = shardRange(count: batches[0].count, rank: rank, worldSize: worldSize)
         for i in shard.prefix(micro) { batch.append(tokens: batches[0][i].tokens, label: Int32(batches[0][i].label), sampleIndex: i) }
         var model = (heap: 0, mappings: 0)
         for step in 0..<3 where batch.sequenceCount > 0 {
@@ -202,9 +202,6 @@ struct AllocationCounters {
     func trace(_ on: Bool) { backtraces(on ? 1 : 0) }
 }
 
-enum GradientBucketDefaults {
-    static let floats = GradientSynchronizer.defaultBucketFloats
-}
 
 /// Global batches for the benchmark: one synthetic batch of full-length sequences, or
 /// consecutive rows of the data file (tokenised, truncated to the sequence length).

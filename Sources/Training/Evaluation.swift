@@ -1,3 +1,4 @@
+import Data
 import Distributed
 import Foundation
 import Model
@@ -8,7 +9,7 @@ import Model
 func evaluate(model: BertForSequenceClassification, examples: any TokenizedExamples, labels: [String],
               communicator: any Communicator, batchSize: Int, batch: inout PackedBatch) throws -> ClassificationMetrics {
     let K = model.labelCount
-    let range = evaluationShard(count: examples.count, rank: communicator.rank, worldSize: communicator.worldSize)
+    let range = shardRange(count: examples.count, rank: communicator.rank, worldSize: communicator.worldSize)
     var confusion = [Double](repeating: 0, count: K * K)
     var lossSum = 0.0
     var start = range.lowerBound
@@ -29,9 +30,4 @@ func evaluate(model: BertForSequenceClassification, examples: any TokenizedExamp
     let reduced = try communicator.allReduce(confusion + [lossSum], .sum)
     let matrix = (0..<K).map { row in (0..<K).map { Int(reduced[row * K + $0]) } }
     return ClassificationMetrics(labels: labels, confusion: matrix, lossSum: reduced[K * K])
-}
-
-/// The contiguous balanced range of `count` examples that `rank` evaluates.
-func evaluationShard(count: Int, rank: Int, worldSize: Int) -> Range<Int> {
-    (count * rank / worldSize)..<(count * (rank + 1) / worldSize)
 }

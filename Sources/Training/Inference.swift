@@ -38,7 +38,7 @@ public func runEvaluation(checkpoint: URL, data: URL, batchSize: Int, maxSequenc
         guard texts.count > 0 else { throw TrainingError.invalidInput("\(data.path): no examples") }
         if texts.skippedRowCount > 0 { log("\(data.lastPathComponent): skipped \(texts.skippedRowCount) bad row(s)") }
         // Only this rank's share is tokenised; the others are left empty and never read.
-        let share = evaluationShard(count: texts.count, rank: communicator.rank, worldSize: communicator.worldSize)
+        let share = shardRange(count: texts.count, rank: communicator.rank, worldSize: communicator.worldSize)
         var sequences = [[Int32]](repeating: [], count: texts.count)
         for i in share {
             texts.withTextBytes(at: i) { inference.tokenizer.encode(utf8: $0, maxLength: maxSequenceLength, appendingTo: &sequences[i]) }

@@ -297,11 +297,6 @@ public final class TrainingRun {
     }
 }
 
-/// The contiguous part of a global batch of `count` examples that `rank` trains on.
-func rankShard(_ count: Int, rank: Int, worldSize: Int) -> Range<Int> {
-    (count * rank / worldSize)..<(count * (rank + 1) / worldSize)
-}
-
 public let bertDistVersion = "0.1.0"
 
 /// `bert-dist train` on one rank: checks the BLAS kernels, reads the data, trains.
