@@ -13,10 +13,11 @@ public protocol TokenizedExamples: Sendable {
 /// Data's token cache is what training reads.
 extension TokenizedDataset: TokenizedExamples {}
 
-/// In-memory examples (tests, predict).
+/// In-memory examples (tests, eval). The token ids of all examples live in one buffer allocated
+/// once, so the buffers `tokens(at:)` hands out stay valid as long as the examples do.
 public struct InMemoryExamples: TokenizedExamples, @unchecked Sendable {
     // @unchecked Sendable: immutable after init.
-    private let ids: [Int32]
+    private let ids: TokenStorage
     private let offsets: [Int]
     private let labels: [Int32]
 
@@ -24,16 +25,35 @@ public struct InMemoryExamples: TokenizedExamples, @unchecked Sendable {
         precondition(sequences.count == labels.count)
         var offsets = [0]
         for s in sequences { offsets.append(offsets.last! + s.count) }
-        self.ids = sequences.flatMap { $0 }
+        ids = TokenStorage(sequences, count: offsets.last!)
         self.offsets = offsets
         self.labels = labels
     }
 
     public var count: Int { labels.count }
     public func tokens(at index: Int) -> UnsafeBufferPointer<Int32> {
-        ids.withUnsafeBufferPointer { UnsafeBufferPointer(rebasing: $0[offsets[index]..<offsets[index + 1]]) }
+        UnsafeBufferPointer(rebasing: ids.buffer[offsets[index]..<offsets[index + 1]])
     }
     public func label(at index: Int) -> Int32 { labels[index] }
+}
+
+/// Token ids in memory that never moves (unlike an Array's, which is only stable inside
+/// `withUnsafeBufferPointer`); freed with the last copy of the examples holding it.
+private final class TokenStorage {
+    let buffer: UnsafeMutableBufferPointer<Int32>
+
+    init(_ sequences: [[Int32]], count: Int) {
+        buffer = .allocate(capacity: max(count, 1))
+        var next = 0
+        for sequence in sequences {
+            for id in sequence {
+                buffer[next] = id
+                next += 1
+            }
+        }
+    }
+
+    deinit { buffer.deallocate() }
 }
 
 extension PackedBatch {
