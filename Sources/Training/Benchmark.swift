@@ -261,6 +261,6 @@ public func sgemmPeakFLOPsPerSecond(config: BertConfig, rows: Int, threads: Int)
             }
         }
     }
-    BLASSetup.setThreads(threads)
+    BLASSetup.keepOpenBLASSingleThreaded()
     return flops / best.reduce(0, +)
 }

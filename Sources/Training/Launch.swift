@@ -43,7 +43,6 @@ public func configureThreads(requested: Int?) -> Int {
         let cores = allowed > 0 && allowed < online ? allowed : max(1, online / max(1, localRanks))
         threads = cores
     }
-    BLASSetup.setThreads(threads)
     kernelThreadCount = threads
     return threads
 }
