@@ -2,7 +2,7 @@ import CKernels
 
 /// Named views into one activation arena, sized for `tokens` packed tokens (T), `sequences`
 /// sequences (B), `attentionFloats` attention probabilities per layer (H·Σ len²) and sequences
-/// of up to `longestSequence` tokens, for `workers` kernel threads.
+/// of up to `longestSequence` tokens, for the kernel threads of `compute`.
 /// Forward keeps what backward needs; the d* buffers are backward's scratch.
 /// The arena's pages are committed only when touched (FloatArena), so the capacity for the
 /// longest possible micro-batch costs memory only for the rows real batches use.
@@ -54,18 +54,18 @@ final class ActivationBuffers {
     let dropoutKeys: UnsafeMutablePointer<UInt64>
 
     init(config: BertConfig, labelCount K: Int, tokens T: Int, sequences B: Int, attentionFloats A: Int,
-         longestSequence: Int, workers: Int) {
+         longestSequence: Int, compute: Compute) {
         self.tokens = T
         self.sequences = B
         self.attentionFloats = A
         self.longestSequence = longestSequence
-        self.workers = max(workers, 1)
+        self.workers = compute.threads
         let C = config.hiddenSize, I = config.intermediateSize, L = config.layerCount
         let rounded = { (n: Int) in (n + 15) / 16 * 16 }
         // First pass counts, second pass hands out pointers: one description of the layout.
         var sizes: [Int] = []
         func take(_ n: Int) -> Int { sizes.append(rounded(n)); return sizes.count - 1 }
-        let scratchStride = rounded(bd_attention_scratch_floats(max(longestSequence, 1), max(config.headSize, 1)))
+        let scratchStride = rounded(compute.kernels.attention_scratch_floats(max(longestSequence, 1), max(config.headSize, 1)))
         var ids: [Int] = []
         ids += [take(T * C), take(T), take(T)]
         for _ in 0...L { ids.append(take(T * C)) }

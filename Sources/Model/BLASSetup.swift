@@ -36,8 +36,12 @@ public enum BLASSetup {
         var vectorLevel: Int
 
         static var current: CPU {
-            let level = bd_isa_supported(Int32(BD_ISA_AVX512)) != 0 ? 3 : bd_isa_supported(Int32(BD_ISA_AVX2)) != 0 ? 2 : 0
-            return CPU(vendor: String(cString: bd_cpu_vendor()), family: Int(bd_cpu_family()), vectorLevel: level)
+            let level = InstructionSet.avx512.isSupported ? 3 : InstructionSet.avx2.isSupported ? 2 : 0
+            let vendor = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 13) { buffer in
+                bd_cpu_vendor(buffer.baseAddress!)
+                return String(cString: buffer.baseAddress!)
+            }
+            return CPU(vendor: vendor, family: Int(bd_cpu_family()), vectorLevel: level)
         }
     }
 

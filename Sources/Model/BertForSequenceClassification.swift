@@ -4,10 +4,12 @@ import Foundation
 /// Hugging Face's BertForSequenceClassification, forward and backward by hand over packed
 /// sequences. Parameters and gradients are flat arenas laid out by `ParameterLayout`;
 /// activations live in one arena sized for the largest micro-batch seen (`reserve`), so a
-/// training step allocates nothing once that size has been reached.
+/// training step allocates nothing once that size has been reached. Kernels run on the rank's
+/// `compute`.
 public final class BertForSequenceClassification {
     public let config: BertConfig
     public let labelCount: Int
+    public let compute: Compute
     public let layout: ParameterLayout
     public let parameters: FloatArena
     public let gradients: FloatArena
@@ -21,14 +23,15 @@ public final class BertForSequenceClassification {
     private let weights: [LayerWeights]
     private let weightGradients: [LayerWeights]
 
-    public init(config: BertConfig, labelCount: Int) {
+    public init(config: BertConfig, labelCount: Int, compute: Compute) {
         self.config = config
         self.labelCount = labelCount
+        self.compute = compute
         layout = ParameterLayout(config: config, labelCount: labelCount)
         parameters = FloatArena(count: layout.totalCount)
         gradients = FloatArena(count: layout.totalCount)
         activations = ActivationBuffers(config: config, labelCount: labelCount, tokens: 0, sequences: 0, attentionFloats: 0,
-                                        longestSequence: 0, workers: threadsOfThisThread)
+                                        longestSequence: 0, compute: compute)
         weights = LayerWeights.all(layout: layout, arena: parameters, layerCount: config.layerCount)
         weightGradients = LayerWeights.all(layout: layout, arena: gradients, layerCount: config.layerCount)
     }
@@ -51,14 +54,12 @@ public final class BertForSequenceClassification {
 
     private func growIfNeeded(tokens: Int, sequences: Int, attentionFloats: Int, longestSequence: Int) {
         let a = activations
-        let workers = threadsOfThisThread
         if tokens <= a.tokens && sequences <= a.sequences && attentionFloats <= a.attentionFloats
-            && longestSequence <= a.longestSequence && workers <= a.workers { return }
+            && longestSequence <= a.longestSequence { return }
         activations = ActivationBuffers(config: config, labelCount: labelCount,
                                         tokens: max(tokens, a.tokens), sequences: max(sequences, a.sequences),
                                         attentionFloats: max(attentionFloats, a.attentionFloats),
-                                        longestSequence: max(longestSequence, a.longestSequence),
-                                        workers: max(workers, a.workers))
+                                        longestSequence: max(longestSequence, a.longestSequence), compute: compute)
     }
 
     /// (B, K) logits of the last forward.
@@ -125,15 +126,15 @@ public final class BertForSequenceClassification {
 
         try withBatchPointers(batch) { b in
             // Embeddings: word + position + token type, LayerNorm, dropout.     (T, C)
-            embeddingLayerNormForward(sum: a.embeddingSum, normed: a.hidden[0], mean: a.embeddingMean, rstd: a.embeddingRstd,
-                                      tokenIds: b.ids, positions: a.positions, tokenTypeIds: b.types,
-                                      wordTable: params.base + p["bert.embeddings.word_embeddings.weight"].offset,
-                                      positionTable: params.base + p["bert.embeddings.position_embeddings.weight"].offset,
-                                      tokenTypeTable: params.base + p["bert.embeddings.token_type_embeddings.weight"].offset,
-                                      weight: params.base + p["bert.embeddings.LayerNorm.weight"].offset,
-                                      bias: params.base + p["bert.embeddings.LayerNorm.bias"].offset,
-                                      rows: T, columns: C, eps: config.layerNormEps,
-                                      dropoutAfter: rowMasks(dropout, 0, .embeddings, b))
+            compute.embeddingLayerNormForward(sum: a.embeddingSum, normed: a.hidden[0], mean: a.embeddingMean, rstd: a.embeddingRstd,
+                                              tokenIds: b.ids, positions: a.positions, tokenTypeIds: b.types,
+                                              wordTable: params.base + p["bert.embeddings.word_embeddings.weight"].offset,
+                                              positionTable: params.base + p["bert.embeddings.position_embeddings.weight"].offset,
+                                              tokenTypeTable: params.base + p["bert.embeddings.token_type_embeddings.weight"].offset,
+                                              weight: params.base + p["bert.embeddings.LayerNorm.weight"].offset,
+                                              bias: params.base + p["bert.embeddings.LayerNorm.bias"].offset,
+                                              rows: T, columns: C, eps: config.layerNormEps,
+                                              dropoutAfter: rowMasks(dropout, 0, .embeddings, b))
             try checked(a.hidden[0], T * C, "embeddings output (forward)")
 
             for l in 0..<(clsOnly ? L - 1 : L) {
@@ -147,14 +148,14 @@ public final class BertForSequenceClassification {
             }
 
             // Pooler: tanh(dense([CLS])), dropout, classifier.              (B, C) -> (B, K)
-            linearForward(out: a.pooled, input: a.clsHidden, weight: params.base + p["bert.pooler.dense.weight"].offset,
-                          bias: params.base + p["bert.pooler.dense.bias"].offset, rows: B, inFeatures: C, outFeatures: C)
+            compute.linearForward(out: a.pooled, input: a.clsHidden, weight: params.base + p["bert.pooler.dense.weight"].offset,
+                                  bias: params.base + p["bert.pooler.dense.bias"].offset, rows: B, inFeatures: C, outFeatures: C)
             tanhForward(out: a.pooled, count: B * C)
             a.pooledDropped.update(from: a.pooled, count: B * C)
-            dropoutRows(a.pooledDropped, rows: B, columns: C,
-                        dropout: rowMasks(dropout, L, .classifier, b, compact: true))
-            linearForward(out: a.logits, input: a.pooledDropped, weight: params.base + p["classifier.weight"].offset,
-                          bias: params.base + p["classifier.bias"].offset, rows: B, inFeatures: C, outFeatures: K)
+            compute.dropoutRows(a.pooledDropped, rows: B, columns: C,
+                                dropout: rowMasks(dropout, L, .classifier, b, compact: true))
+            compute.linearForward(out: a.logits, input: a.pooledDropped, weight: params.base + p["classifier.weight"].offset,
+                                  bias: params.base + p["classifier.bias"].offset, rows: B, inFeatures: C, outFeatures: K)
             try checked(a.logits, B * K, "classifier logits (forward)")
         }
         return batch.labels.withUnsafeBufferPointer { labels in
@@ -170,27 +171,27 @@ public final class BertForSequenceClassification {
         let T = b.sequences.starts[b.sequences.count]
         let a = activations, w = weights[l], x = a.hidden[l], la = a.layers[l]
         // Self-attention: one GEMM for Q, K and V.                    (T, 3C)
-        linearForward(out: la.qkv, input: x, weight: w.qkvWeight, bias: w.qkvBias, rows: T, inFeatures: C, outFeatures: 3 * C)
-        attentionForward(context: la.context, probabilities: la.probabilities, qkv: la.qkv, sequences: b.sequences,
-                         hidden: C, heads: H, clsQueries: nil,
-                         dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
-                         scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
+        compute.linearForward(out: la.qkv, input: x, weight: w.qkvWeight, bias: w.qkvBias, rows: T, inFeatures: C, outFeatures: 3 * C)
+        compute.attentionForward(context: la.context, probabilities: la.probabilities, qkv: la.qkv, sequences: b.sequences,
+                                 hidden: C, heads: H, clsQueries: nil,
+                                 dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
+                                 scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
         try checked(la.context, T * C, "layer \(l) attention context (forward)")
         // Output projection, dropout, residual, LayerNorm.              (T, C)
-        linearForward(out: la.attentionResidual, input: la.context, weight: w.attentionOutputWeight,
-                      bias: w.attentionOutputBias, rows: T, inFeatures: C, outFeatures: C)
-        residualLayerNormForward(sum: la.attentionResidual, normed: la.attentionNormed, mean: la.attentionMean,
-                                 rstd: la.attentionRstd, residual: x, weight: w.attentionNormWeight, bias: w.attentionNormBias,
-                                 rows: T, columns: C, eps: config.layerNormEps, dropout: rowMasks(dropout, l, .attentionOutput, b))
+        compute.linearForward(out: la.attentionResidual, input: la.context, weight: w.attentionOutputWeight,
+                              bias: w.attentionOutputBias, rows: T, inFeatures: C, outFeatures: C)
+        compute.residualLayerNormForward(sum: la.attentionResidual, normed: la.attentionNormed, mean: la.attentionMean,
+                                         rstd: la.attentionRstd, residual: x, weight: w.attentionNormWeight, bias: w.attentionNormBias,
+                                         rows: T, columns: C, eps: config.layerNormEps, dropout: rowMasks(dropout, l, .attentionOutput, b))
         // Feed-forward: dense, GELU, dense, dropout, residual, LayerNorm.  (T, I) -> (T, C)
-        linearForward(out: la.feedForwardDerivative, input: la.attentionNormed, weight: w.intermediateWeight,
-                      bias: w.intermediateBias, rows: T, inFeatures: C, outFeatures: I)
-        geluForward(activated: la.feedForwardActivated, derivative: la.feedForwardDerivative, count: T * I)
-        linearForward(out: la.feedForwardResidual, input: la.feedForwardActivated, weight: w.outputWeight,
-                      bias: w.outputBias, rows: T, inFeatures: I, outFeatures: C)
-        residualLayerNormForward(sum: la.feedForwardResidual, normed: a.hidden[l + 1], mean: la.outputMean, rstd: la.outputRstd,
-                                 residual: la.attentionNormed, weight: w.outputNormWeight, bias: w.outputNormBias,
-                                 rows: T, columns: C, eps: config.layerNormEps, dropout: rowMasks(dropout, l, .feedForwardOutput, b))
+        compute.linearForward(out: la.feedForwardDerivative, input: la.attentionNormed, weight: w.intermediateWeight,
+                              bias: w.intermediateBias, rows: T, inFeatures: C, outFeatures: I)
+        compute.geluForward(activated: la.feedForwardActivated, derivative: la.feedForwardDerivative, count: T * I)
+        compute.linearForward(out: la.feedForwardResidual, input: la.feedForwardActivated, weight: w.outputWeight,
+                              bias: w.outputBias, rows: T, inFeatures: I, outFeatures: C)
+        compute.residualLayerNormForward(sum: la.feedForwardResidual, normed: a.hidden[l + 1], mean: la.outputMean, rstd: la.outputRstd,
+                                         residual: la.attentionNormed, weight: w.outputNormWeight, bias: w.outputNormBias,
+                                         rows: T, columns: C, eps: config.layerNormEps, dropout: rowMasks(dropout, l, .feedForwardOutput, b))
         try checked(a.hidden[l + 1], T * C, "layer \(l) output (forward)")
     }
 
@@ -202,31 +203,31 @@ public final class BertForSequenceClassification {
         let B = b.sequences.count, T = b.sequences.starts[B]
         let a = activations, w = weights[l], x = a.hidden[l], la = a.layers[l]
         // Keys and values of every token: rows C ..< 3C of the fused weight.  (T, 2C) of (T, 3C)
-        linearForward(out: la.qkv + C, outStride: 3 * C, input: x, weight: w.qkvWeight + C * C, bias: w.qkvBias + C,
-                      rows: T, inFeatures: C, outFeatures: 2 * C)
+        compute.linearForward(out: la.qkv + C, outStride: 3 * C, input: x, weight: w.qkvWeight + C * C, bias: w.qkvBias + C,
+                              rows: T, inFeatures: C, outFeatures: 2 * C)
         // The [CLS] rows and their queries.                                  (B, C)
         for s in 0..<B { (a.lastInput + s * C).update(from: x + b.starts[s] * C, count: C) }
-        linearForward(out: a.lastQuery, input: a.lastInput, weight: w.qkvWeight, bias: w.qkvBias, rows: B, inFeatures: C, outFeatures: C)
-        attentionForward(context: la.context, probabilities: la.probabilities, qkv: la.qkv, sequences: b.sequences,
-                         hidden: C, heads: H, clsQueries: a.lastQuery,
-                         dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
-                         scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
+        compute.linearForward(out: a.lastQuery, input: a.lastInput, weight: w.qkvWeight, bias: w.qkvBias, rows: B, inFeatures: C, outFeatures: C)
+        compute.attentionForward(context: la.context, probabilities: la.probabilities, qkv: la.qkv, sequences: b.sequences,
+                                 hidden: C, heads: H, clsQueries: a.lastQuery,
+                                 dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
+                                 scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
         try checked(la.context, B * C, "layer \(l) attention context (forward)")
-        linearForward(out: la.attentionResidual, input: la.context, weight: w.attentionOutputWeight,
-                      bias: w.attentionOutputBias, rows: B, inFeatures: C, outFeatures: C)
-        residualLayerNormForward(sum: la.attentionResidual, normed: la.attentionNormed, mean: la.attentionMean,
-                                 rstd: la.attentionRstd, residual: a.lastInput, weight: w.attentionNormWeight,
-                                 bias: w.attentionNormBias, rows: B, columns: C, eps: config.layerNormEps,
-                                 dropout: rowMasks(dropout, l, .attentionOutput, b, compact: true))
-        linearForward(out: la.feedForwardDerivative, input: la.attentionNormed, weight: w.intermediateWeight,
-                      bias: w.intermediateBias, rows: B, inFeatures: C, outFeatures: I)
-        geluForward(activated: la.feedForwardActivated, derivative: la.feedForwardDerivative, count: B * I)
-        linearForward(out: la.feedForwardResidual, input: la.feedForwardActivated, weight: w.outputWeight,
-                      bias: w.outputBias, rows: B, inFeatures: I, outFeatures: C)
-        residualLayerNormForward(sum: la.feedForwardResidual, normed: a.clsHidden, mean: la.outputMean, rstd: la.outputRstd,
-                                 residual: la.attentionNormed, weight: w.outputNormWeight, bias: w.outputNormBias,
-                                 rows: B, columns: C, eps: config.layerNormEps,
-                                 dropout: rowMasks(dropout, l, .feedForwardOutput, b, compact: true))
+        compute.linearForward(out: la.attentionResidual, input: la.context, weight: w.attentionOutputWeight,
+                              bias: w.attentionOutputBias, rows: B, inFeatures: C, outFeatures: C)
+        compute.residualLayerNormForward(sum: la.attentionResidual, normed: la.attentionNormed, mean: la.attentionMean,
+                                         rstd: la.attentionRstd, residual: a.lastInput, weight: w.attentionNormWeight,
+                                         bias: w.attentionNormBias, rows: B, columns: C, eps: config.layerNormEps,
+                                         dropout: rowMasks(dropout, l, .attentionOutput, b, compact: true))
+        compute.linearForward(out: la.feedForwardDerivative, input: la.attentionNormed, weight: w.intermediateWeight,
+                              bias: w.intermediateBias, rows: B, inFeatures: C, outFeatures: I)
+        compute.geluForward(activated: la.feedForwardActivated, derivative: la.feedForwardDerivative, count: B * I)
+        compute.linearForward(out: la.feedForwardResidual, input: la.feedForwardActivated, weight: w.outputWeight,
+                              bias: w.outputBias, rows: B, inFeatures: I, outFeatures: C)
+        compute.residualLayerNormForward(sum: la.feedForwardResidual, normed: a.clsHidden, mean: la.outputMean, rstd: la.outputRstd,
+                                         residual: la.attentionNormed, weight: w.outputNormWeight, bias: w.outputNormBias,
+                                         rows: B, columns: C, eps: config.layerNormEps,
+                                         dropout: rowMasks(dropout, l, .feedForwardOutput, b, compact: true))
         try checked(a.clsHidden, B * C, "layer \(l) output (forward)")
     }
 
@@ -299,15 +300,15 @@ public final class BertForSequenceClassification {
             // Loss and classifier.                                         (B, K)
             crossEntropyBackward(dLogits: a.dLogits, probabilities: a.probabilities, labels: b.labels,
                                  rows: B, classes: K, lossScale: lossScale)
-            linearBackward(dInput: a.dPooled, dWeight: grads.base + p["classifier.weight"].offset,
-                           dBias: grads.base + p["classifier.bias"].offset, dOut: a.dLogits, input: a.pooledDropped,
-                           weight: params.base + p["classifier.weight"].offset, rows: B, inFeatures: C, outFeatures: K)
-            dropoutRows(a.dPooled, rows: B, columns: C, dropout: rowMasks(dropout, L, .classifier, b, compact: true))
+            compute.linearBackward(dInput: a.dPooled, dWeight: grads.base + p["classifier.weight"].offset,
+                                   dBias: grads.base + p["classifier.bias"].offset, dOut: a.dLogits, input: a.pooledDropped,
+                                   weight: params.base + p["classifier.weight"].offset, rows: B, inFeatures: C, outFeatures: K)
+            compute.dropoutRows(a.dPooled, rows: B, columns: C, dropout: rowMasks(dropout, L, .classifier, b, compact: true))
             // Pooler.                                                      (B, C)
             tanhBackward(dInOut: a.dPooled, output: a.pooled, count: B * C)
-            linearBackward(dInput: a.dClsHidden, dWeight: grads.base + p["bert.pooler.dense.weight"].offset,
-                           dBias: grads.base + p["bert.pooler.dense.bias"].offset, dOut: a.dPooled, input: a.clsHidden,
-                           weight: params.base + p["bert.pooler.dense.weight"].offset, rows: B, inFeatures: C, outFeatures: C)
+            compute.linearBackward(dInput: a.dClsHidden, dWeight: grads.base + p["bert.pooler.dense.weight"].offset,
+                                   dBias: grads.base + p["bert.pooler.dense.bias"].offset, dOut: a.dPooled, input: a.clsHidden,
+                                   weight: params.base + p["bert.pooler.dense.weight"].offset, rows: B, inFeatures: C, outFeatures: C)
             try checked(a.dClsHidden, B * C, "pooler input gradient (backward)")
             try parametersFinished(p.layerStarts[L])
 
@@ -325,17 +326,17 @@ public final class BertForSequenceClassification {
             }
 
             // Embeddings: dropout, LayerNorm, scatter into the three tables.
-            dropoutRows(a.dHidden, rows: T, columns: C, dropout: rowMasks(dropout, 0, .embeddings, b))
-            layerNormBackward(dInput: a.dResidual, dBranch: nil, branchDropout: rowMasks(nil, 0, .embeddings, b),
-                              dWeight: grads.base + p["bert.embeddings.LayerNorm.weight"].offset,
-                              dBias: grads.base + p["bert.embeddings.LayerNorm.bias"].offset, dOut: a.dHidden,
-                              input: a.embeddingSum, weight: params.base + p["bert.embeddings.LayerNorm.weight"].offset,
-                              mean: a.embeddingMean, rstd: a.embeddingRstd, rows: T, columns: C)
-            embeddingBackward(dWordTable: grads.base + p["bert.embeddings.word_embeddings.weight"].offset,
-                              dPositionTable: grads.base + p["bert.embeddings.position_embeddings.weight"].offset,
-                              dTokenTypeTable: grads.base + p["bert.embeddings.token_type_embeddings.weight"].offset,
-                              dOut: a.dResidual, tokenIds: b.ids, positions: a.positions,
-                              tokenTypeIds: b.types, tokens: T, hidden: C)
+            compute.dropoutRows(a.dHidden, rows: T, columns: C, dropout: rowMasks(dropout, 0, .embeddings, b))
+            compute.layerNormBackward(dInput: a.dResidual, dBranch: nil, branchDropout: rowMasks(nil, 0, .embeddings, b),
+                                      dWeight: grads.base + p["bert.embeddings.LayerNorm.weight"].offset,
+                                      dBias: grads.base + p["bert.embeddings.LayerNorm.bias"].offset, dOut: a.dHidden,
+                                      input: a.embeddingSum, weight: params.base + p["bert.embeddings.LayerNorm.weight"].offset,
+                                      mean: a.embeddingMean, rstd: a.embeddingRstd, rows: T, columns: C)
+            compute.embeddingBackward(dWordTable: grads.base + p["bert.embeddings.word_embeddings.weight"].offset,
+                                      dPositionTable: grads.base + p["bert.embeddings.position_embeddings.weight"].offset,
+                                      dTokenTypeTable: grads.base + p["bert.embeddings.token_type_embeddings.weight"].offset,
+                                      dOut: a.dResidual, tokenIds: b.ids, positions: a.positions,
+                                      tokenTypeIds: b.types, tokens: T, hidden: C)
             try checked(a.dResidual, T * C, "embeddings gradient (backward)")
             try parametersFinished(0)
         }
@@ -348,34 +349,34 @@ public final class BertForSequenceClassification {
         let a = activations, w = weights[l], g = weightGradients[l], x = a.hidden[l], la = a.layers[l]
         // Output LayerNorm. a.dResidual = dL/d(feedForwardResidual); a.dTemporary = its dropout =
         // dL/d(ffn output).
-        layerNormBackward(dInput: a.dResidual, dBranch: a.dTemporary, branchDropout: rowMasks(dropout, l, .feedForwardOutput, b),
-                          dWeight: g.outputNormWeight, dBias: g.outputNormBias, dOut: a.dHidden,
-                          input: la.feedForwardResidual, weight: w.outputNormWeight,
-                          mean: la.outputMean, rstd: la.outputRstd, rows: T, columns: C)
-        linearBackward(dInput: a.dFeedForward, dWeight: g.outputWeight, dBias: g.outputBias, dOut: a.dTemporary,
-                       input: la.feedForwardActivated, weight: w.outputWeight, rows: T, inFeatures: I, outFeatures: C)
-        geluBackward(dInOut: a.dFeedForward, derivative: la.feedForwardDerivative, count: T * I)
-        linearBackward(dInput: a.dResidual, dWeight: g.intermediateWeight, dBias: g.intermediateBias,
-                       dOut: a.dFeedForward, input: la.attentionNormed, weight: w.intermediateWeight,
-                       rows: T, inFeatures: C, outFeatures: I, accumulateInput: true)
+        compute.layerNormBackward(dInput: a.dResidual, dBranch: a.dTemporary, branchDropout: rowMasks(dropout, l, .feedForwardOutput, b),
+                                  dWeight: g.outputNormWeight, dBias: g.outputNormBias, dOut: a.dHidden,
+                                  input: la.feedForwardResidual, weight: w.outputNormWeight,
+                                  mean: la.outputMean, rstd: la.outputRstd, rows: T, columns: C)
+        compute.linearBackward(dInput: a.dFeedForward, dWeight: g.outputWeight, dBias: g.outputBias, dOut: a.dTemporary,
+                               input: la.feedForwardActivated, weight: w.outputWeight, rows: T, inFeatures: I, outFeatures: C)
+        compute.geluBackward(dInOut: a.dFeedForward, derivative: la.feedForwardDerivative, count: T * I)
+        compute.linearBackward(dInput: a.dResidual, dWeight: g.intermediateWeight, dBias: g.intermediateBias,
+                               dOut: a.dFeedForward, input: la.attentionNormed, weight: w.intermediateWeight,
+                               rows: T, inFeatures: C, outFeatures: I, accumulateInput: true)
         try checked(a.dResidual, T * C, "layer \(l) feed-forward input gradient (backward)")
         // a.dResidual = dL/d(attentionNormed).  Attention LayerNorm: a.dHidden = dL/d(attentionResidual),
         // a.dTemporary = dL/d(attention output).
-        layerNormBackward(dInput: a.dHidden, dBranch: a.dTemporary, branchDropout: rowMasks(dropout, l, .attentionOutput, b),
-                          dWeight: g.attentionNormWeight, dBias: g.attentionNormBias, dOut: a.dResidual,
-                          input: la.attentionResidual, weight: w.attentionNormWeight,
-                          mean: la.attentionMean, rstd: la.attentionRstd, rows: T, columns: C)
-        linearBackward(dInput: a.dContext, dWeight: g.attentionOutputWeight, dBias: g.attentionOutputBias,
-                       dOut: a.dTemporary, input: la.context, weight: w.attentionOutputWeight,
-                       rows: T, inFeatures: C, outFeatures: C)
-        attentionBackward(dqkv: a.dQKV, dContext: a.dContext, qkv: la.qkv, probabilities: la.probabilities,
-                          sequences: b.sequences, hidden: C, heads: H, clsQueries: nil, dClsQueries: nil,
-                          dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
-                          scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
+        compute.layerNormBackward(dInput: a.dHidden, dBranch: a.dTemporary, branchDropout: rowMasks(dropout, l, .attentionOutput, b),
+                                  dWeight: g.attentionNormWeight, dBias: g.attentionNormBias, dOut: a.dResidual,
+                                  input: la.attentionResidual, weight: w.attentionNormWeight,
+                                  mean: la.attentionMean, rstd: la.attentionRstd, rows: T, columns: C)
+        compute.linearBackward(dInput: a.dContext, dWeight: g.attentionOutputWeight, dBias: g.attentionOutputBias,
+                               dOut: a.dTemporary, input: la.context, weight: w.attentionOutputWeight,
+                               rows: T, inFeatures: C, outFeatures: C)
+        compute.attentionBackward(dqkv: a.dQKV, dContext: a.dContext, qkv: la.qkv, probabilities: la.probabilities,
+                                  sequences: b.sequences, hidden: C, heads: H, clsQueries: nil, dClsQueries: nil,
+                                  dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
+                                  scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
         try checked(a.dQKV, T * 3 * C, "layer \(l) query/key/value gradient (backward)")
         // Residual branch plus the Q, K, V projections.  a.dHidden = dL/dx.
-        linearBackward(dInput: a.dHidden, dWeight: g.qkvWeight, dBias: g.qkvBias, dOut: a.dQKV, input: x,
-                       weight: w.qkvWeight, rows: T, inFeatures: C, outFeatures: 3 * C, accumulateInput: true)
+        compute.linearBackward(dInput: a.dHidden, dWeight: g.qkvWeight, dBias: g.qkvBias, dOut: a.dQKV, input: x,
+                               weight: w.qkvWeight, rows: T, inFeatures: C, outFeatures: 3 * C, accumulateInput: true)
         try checked(a.dHidden, T * C, "layer \(l) input gradient (backward)")
     }
 
@@ -384,36 +385,36 @@ public final class BertForSequenceClassification {
         let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount, l = config.layerCount - 1
         let B = b.sequences.count, T = b.sequences.starts[B]
         let a = activations, w = weights[l], g = weightGradients[l], x = a.hidden[l], la = a.layers[l]
-        layerNormBackward(dInput: a.dResidual, dBranch: a.dTemporary,
-                          branchDropout: rowMasks(dropout, l, .feedForwardOutput, b, compact: true),
-                          dWeight: g.outputNormWeight, dBias: g.outputNormBias, dOut: a.dClsHidden,
-                          input: la.feedForwardResidual, weight: w.outputNormWeight,
-                          mean: la.outputMean, rstd: la.outputRstd, rows: B, columns: C)
-        linearBackward(dInput: a.dFeedForward, dWeight: g.outputWeight, dBias: g.outputBias, dOut: a.dTemporary,
-                       input: la.feedForwardActivated, weight: w.outputWeight, rows: B, inFeatures: I, outFeatures: C)
-        geluBackward(dInOut: a.dFeedForward, derivative: la.feedForwardDerivative, count: B * I)
-        linearBackward(dInput: a.dResidual, dWeight: g.intermediateWeight, dBias: g.intermediateBias,
-                       dOut: a.dFeedForward, input: la.attentionNormed, weight: w.intermediateWeight,
-                       rows: B, inFeatures: C, outFeatures: I, accumulateInput: true)
+        compute.layerNormBackward(dInput: a.dResidual, dBranch: a.dTemporary,
+                                  branchDropout: rowMasks(dropout, l, .feedForwardOutput, b, compact: true),
+                                  dWeight: g.outputNormWeight, dBias: g.outputNormBias, dOut: a.dClsHidden,
+                                  input: la.feedForwardResidual, weight: w.outputNormWeight,
+                                  mean: la.outputMean, rstd: la.outputRstd, rows: B, columns: C)
+        compute.linearBackward(dInput: a.dFeedForward, dWeight: g.outputWeight, dBias: g.outputBias, dOut: a.dTemporary,
+                               input: la.feedForwardActivated, weight: w.outputWeight, rows: B, inFeatures: I, outFeatures: C)
+        compute.geluBackward(dInOut: a.dFeedForward, derivative: la.feedForwardDerivative, count: B * I)
+        compute.linearBackward(dInput: a.dResidual, dWeight: g.intermediateWeight, dBias: g.intermediateBias,
+                               dOut: a.dFeedForward, input: la.attentionNormed, weight: w.intermediateWeight,
+                               rows: B, inFeatures: C, outFeatures: I, accumulateInput: true)
         // a.dLastInput = dL/d(attentionResidual) = the residual part of dL/d([CLS] input).
-        layerNormBackward(dInput: a.dLastInput, dBranch: a.dTemporary,
-                          branchDropout: rowMasks(dropout, l, .attentionOutput, b, compact: true),
-                          dWeight: g.attentionNormWeight, dBias: g.attentionNormBias, dOut: a.dResidual,
-                          input: la.attentionResidual, weight: w.attentionNormWeight,
-                          mean: la.attentionMean, rstd: la.attentionRstd, rows: B, columns: C)
-        linearBackward(dInput: a.dContext, dWeight: g.attentionOutputWeight, dBias: g.attentionOutputBias,
-                       dOut: a.dTemporary, input: la.context, weight: w.attentionOutputWeight,
-                       rows: B, inFeatures: C, outFeatures: C)
-        attentionBackward(dqkv: a.dQKV, dContext: a.dContext, qkv: la.qkv, probabilities: la.probabilities,
-                          sequences: b.sequences, hidden: C, heads: H, clsQueries: a.lastQuery, dClsQueries: a.dLastQuery,
-                          dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
-                          scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
+        compute.layerNormBackward(dInput: a.dLastInput, dBranch: a.dTemporary,
+                                  branchDropout: rowMasks(dropout, l, .attentionOutput, b, compact: true),
+                                  dWeight: g.attentionNormWeight, dBias: g.attentionNormBias, dOut: a.dResidual,
+                                  input: la.attentionResidual, weight: w.attentionNormWeight,
+                                  mean: la.attentionMean, rstd: la.attentionRstd, rows: B, columns: C)
+        compute.linearBackward(dInput: a.dContext, dWeight: g.attentionOutputWeight, dBias: g.attentionOutputBias,
+                               dOut: a.dTemporary, input: la.context, weight: w.attentionOutputWeight,
+                               rows: B, inFeatures: C, outFeatures: C)
+        compute.attentionBackward(dqkv: a.dQKV, dContext: a.dContext, qkv: la.qkv, probabilities: la.probabilities,
+                                  sequences: b.sequences, hidden: C, heads: H, clsQueries: a.lastQuery, dClsQueries: a.dLastQuery,
+                                  dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
+                                  scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
         // Keys and values of every token: a.dHidden = (dK dV) · W_kv.    (T, C)
-        linearBackward(dInput: a.dHidden, dWeight: g.qkvWeight + C * C, dBias: g.qkvBias + C, dOut: a.dQKV + C,
-                       dOutStride: 3 * C, input: x, weight: w.qkvWeight + C * C, rows: T, inFeatures: C, outFeatures: 2 * C)
+        compute.linearBackward(dInput: a.dHidden, dWeight: g.qkvWeight + C * C, dBias: g.qkvBias + C, dOut: a.dQKV + C,
+                               dOutStride: 3 * C, input: x, weight: w.qkvWeight + C * C, rows: T, inFeatures: C, outFeatures: 2 * C)
         // Queries of the [CLS] rows, added to their residual gradient, then into their tokens' rows.
-        linearBackward(dInput: a.dLastInput, dWeight: g.qkvWeight, dBias: g.qkvBias, dOut: a.dLastQuery,
-                       input: a.lastInput, weight: w.qkvWeight, rows: B, inFeatures: C, outFeatures: C, accumulateInput: true)
+        compute.linearBackward(dInput: a.dLastInput, dWeight: g.qkvWeight, dBias: g.qkvBias, dOut: a.dLastQuery,
+                               input: a.lastInput, weight: w.qkvWeight, rows: B, inFeatures: C, outFeatures: C, accumulateInput: true)
         for s in 0..<B {
             let row = a.dHidden + b.starts[s] * C, cls = a.dLastInput + s * C
             for c in 0..<C { row[c] += cls[c] }

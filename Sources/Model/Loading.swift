@@ -12,8 +12,9 @@ extension BertForSequenceClassification {
     /// Loads `DIR/config.json` and `DIR/model.safetensors` (HF names with or without the
     /// `bert.` prefix). A classifier (or pooler) missing from the file is initialised like HF,
     /// normal(0, initializer_range) weights and zero bias, from `seed`. `labelCount` nil means
-    /// "as the checkpoint's classifier/id2label says".
-    public static func load(modelDirectory: URL, labelCount: Int?, seed: UInt64) throws -> (BertForSequenceClassification, LoadReport) {
+    /// "as the checkpoint's classifier/id2label says". The model computes on `compute`.
+    public static func load(modelDirectory: URL, labelCount: Int?, seed: UInt64,
+                            compute: Compute) throws -> (BertForSequenceClassification, LoadReport) {
         let config = try BertConfig.load(modelDirectory: modelDirectory)
         let weightsURL = modelDirectory.appendingPathComponent("model.safetensors")
         guard FileManager.default.fileExists(atPath: weightsURL.path) else {
@@ -34,7 +35,7 @@ extension BertForSequenceClassification {
                                                reason: "no classifier and no id2label: cannot tell the number of labels")
             }
         }
-        let model = BertForSequenceClassification(config: config, labelCount: labels!)
+        let model = BertForSequenceClassification(config: config, labelCount: labels!, compute: compute)
         let report = try model.loadWeights(from: file, seed: seed)
         return (model, report)
     }

@@ -69,16 +69,18 @@ public struct BenchmarkResult: Sendable {
     }
 }
 
-public func runBenchmark(_ options: BenchmarkOptions, threads: Int, communicator: any Communicator) throws -> BenchmarkResult {
+public func runBenchmark(_ options: BenchmarkOptions, compute: Compute, communicator: any Communicator) throws -> BenchmarkResult {
     let rank = communicator.rank, worldSize = communicator.worldSize
     let labelCount = 4
     let (model, batches) = try collectively(communicator) { () throws -> (BertForSequenceClassification, [[(tokens: [Int32], label: Int)]]) in
         let model: BertForSequenceClassification
         if options.randomWeights {
-            model = BertForSequenceClassification(config: try BertConfig.load(modelDirectory: options.modelDirectory), labelCount: labelCount)
+            model = BertForSequenceClassification(config: try BertConfig.load(modelDirectory: options.modelDirectory), labelCount: labelCount,
+                                                  compute: compute)
             model.initializeRandomly(seed: 1)
         } else {
-            model = try BertForSequenceClassification.load(modelDirectory: options.modelDirectory, labelCount: labelCount, seed: 1).0
+            model = try BertForSequenceClassification.load(modelDirectory: options.modelDirectory, labelCount: labelCount, seed: 1,
+                                                           compute: compute).0
         }
         return (model, try benchmarkBatches(options, vocabularySize: model.config.vocabSize))
     }
@@ -141,9 +143,9 @@ public func runBenchmark(_ options: BenchmarkOptions, threads: Int, communicator
     result.examplesPerSecond = Double(options.batchSize) / result.stepSecondsMedian
     result.modelFLOPsPerSecond = flops / result.stepSecondsMedian
     result.ranks = worldSize
-    result.threads = threads
+    result.threads = compute.threads
     result.blasCore = BLASSetup.coreName
-    result.kernelInstructionSet = kernelInstructionSetName
+    result.kernelInstructionSet = compute.instructionSet.rawValue
     if let counters {
         // The model's own part alone, on this rank's shard of the first batch (already seen).
         var batch = PackedBatch()
@@ -175,7 +177,7 @@ public func runBenchmark(_ options: BenchmarkOptions, threads: Int, communicator
     // OpenBLAS's own threads, whichever is faster).
     try communicator.barrier()
     let tokensPerRank = max(64, Int(realTokens) / worldSize)
-    let peak = sgemmPeakFLOPsPerSecond(config: model.config, rows: tokensPerRank, threads: threads)
+    let peak = sgemmPeakFLOPsPerSecond(config: model.config, rows: tokensPerRank, compute: compute)
     result.sgemmPeakFLOPsPerSecond = try communicator.allReduce(peak, .sum)
     return result
 }
@@ -232,9 +234,10 @@ func benchmarkBatches(_ options: BenchmarkOptions, vocabularySize: Int) throws -
 /// FLOP/s of the GEMMs of one training step of the model's linear layers for `rows` tokens:
 /// forward (x Wᵀ), input gradient (dy W) and weight gradient (dyᵀ x) of the Q/K/V, attention
 /// output and both feed-forward weights, each timed as the best of a few runs, with this rank's
-/// threads: split over the kernel team (as the model runs them) or OpenBLAS's own threads,
-/// whichever is faster for that product.
-public func sgemmPeakFLOPsPerSecond(config: BertConfig, rows: Int, threads: Int) -> Double {
+/// threads: split over the team of `compute` (as the model runs them) or OpenBLAS's own
+/// threads, whichever is faster for that product.
+public func sgemmPeakFLOPsPerSecond(config: BertConfig, rows: Int, compute: Compute) -> Double {
+    let threads = compute.threads
     let C = config.hiddenSize, I = config.intermediateSize
     let shapes = [(C, 3 * C), (C, C), (C, I), (I, C)]
     var flops = 0.0
@@ -254,7 +257,7 @@ public func sgemmPeakFLOPsPerSecond(config: BertConfig, rows: Int, threads: Int)
                     let start = DispatchTime.now().uptimeNanoseconds
                     linearLayerProduct(product, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures,
                                        input: input.base, weight: weight.base, output: output.base,
-                                       splitOverTeam: openBLASThreads == 1)
+                                       splitOverTeam: openBLASThreads == 1, compute: compute)
                     let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
                     best[s * LinearProduct.allCases.count + p] = min(best[s * LinearProduct.allCases.count + p], seconds)
                 }

@@ -11,7 +11,7 @@ public struct InferenceModel {
     public let tokenizer: BertTokenizer
     public let labels: [String]
 
-    public static func load(_ path: URL) throws -> InferenceModel {
+    public static func load(_ path: URL, compute: Compute) throws -> InferenceModel {
         var folder = path
         let fileManager = FileManager.default
         let latest = path.appendingPathComponent("latest")
@@ -20,7 +20,7 @@ public struct InferenceModel {
             folder = path.appendingPathComponent(name)  // a training output folder: its newest checkpoint
         }
         if CheckpointFolder.isCheckpoint(folder) { _ = try CheckpointFolder.verify(folder) }
-        let (model, _) = try BertForSequenceClassification.load(modelDirectory: folder, labelCount: nil, seed: 0)
+        let (model, _) = try BertForSequenceClassification.load(modelDirectory: folder, labelCount: nil, seed: 0, compute: compute)
         let tokenizer = try BertTokenizer(modelDirectory: folder)
         let names = model.config.labelNames ?? []
         let labels = names.count == model.labelCount ? names : (0..<model.labelCount).map { "LABEL_\($0)" }
@@ -31,9 +31,9 @@ public struct InferenceModel {
 /// `bert-dist eval`: metrics of a checkpoint on a labelled file; under mpirun each rank
 /// tokenises and evaluates only its contiguous share, every example counted once.
 public func runEvaluation(checkpoint: URL, data: URL, batchSize: Int, maxSequenceLength: Int, skipBadRows: Bool,
-                          communicator: any Communicator, log: (String) -> Void) throws -> ClassificationMetrics {
+                          communicator: any Communicator, compute: Compute, log: (String) -> Void) throws -> ClassificationMetrics {
     let (inference, examples) = try collectively(communicator) { () throws -> (InferenceModel, InMemoryExamples) in
-        let inference = try InferenceModel.load(checkpoint)
+        let inference = try InferenceModel.load(checkpoint, compute: compute)
         let texts = try LabeledTexts.read(data, skipBadRows: skipBadRows, labelCount: inference.labels.count)
         guard texts.count > 0 else { throw TrainingError.invalidInput("\(data.path): no examples") }
         if texts.skippedRowCount > 0 { log("\(data.lastPathComponent): skipped \(texts.skippedRowCount) bad row(s)") }

@@ -25,9 +25,10 @@ public func collectively<T>(_ communicator: any Communicator, _ body: () throws 
     return try result.get()
 }
 
-/// Threads per rank for BLAS and our kernels: `requested` (--threads), else OPENBLAS_NUM_THREADS
-/// (what launch/train sets from cluster.conf), else the CPUs this process may run on divided by
-/// the ranks sharing the node (mpirun's OMPI_COMM_WORLD_LOCAL_SIZE).
+/// Threads per rank for our kernels and split products (a rank's `Compute`): `requested`
+/// (--threads), else OPENBLAS_NUM_THREADS (what launch/train sets from cluster.conf), else the
+/// CPUs this process may run on divided by the ranks sharing the node (mpirun's
+/// OMPI_COMM_WORLD_LOCAL_SIZE).
 public func configureThreads(requested: Int?) -> Int {
     let threads: Int
     if let requested {
@@ -43,8 +44,17 @@ public func configureThreads(requested: Int?) -> Int {
         let cores = allowed > 0 && allowed < online ? allowed : max(1, online / max(1, localRanks))
         threads = cores
     }
-    kernelThreadCount = threads
     return threads
+}
+
+/// The instruction set of the vector kernels: the best this CPU runs, unless
+/// BERT_DIST_KERNELS (baseline, avx2 or avx512) names a narrower one.
+public func kernelInstructionSet() -> InstructionSet {
+    let best = InstructionSet.best
+    guard let cap = ProcessInfo.processInfo.environment["BERT_DIST_KERNELS"].flatMap(InstructionSet.init(rawValue:)),
+          let capIndex = InstructionSet.allCases.firstIndex(of: cap), let bestIndex = InstructionSet.allCases.firstIndex(of: best),
+          capIndex < bestIndex else { return best }
+    return cap
 }
 
 /// CPUs in this process's affinity mask ("Cpus_allowed_list: 0-3,8" in /proc/self/status); 0 if unknown.

@@ -6,7 +6,8 @@ import Storage
 /// weights, config and tokenizer files, no optimizer state — after verifying it is complete;
 /// several with `average` become the element-wise mean of their weights (same config and
 /// tensor names required). The output loads in eval/predict and in HF from_pretrained.
-public func merge(checkpoints: [URL], output: URL, average: Bool) throws -> [String] {
+/// (`compute` only holds the models: merging runs no kernels.)
+public func merge(checkpoints: [URL], output: URL, average: Bool, compute: Compute) throws -> [String] {
     guard !checkpoints.isEmpty else { throw TrainingError.invalidInput("merge needs at least one checkpoint") }
     guard checkpoints.count == 1 || average else {
         throw TrainingError.invalidInput("several checkpoints given: add --average to average their weights, or give one")
@@ -14,7 +15,7 @@ public func merge(checkpoints: [URL], output: URL, average: Bool) throws -> [Str
     var notes: [String] = []
     var sources: [(folder: URL, model: BertForSequenceClassification)] = []
     for path in checkpoints {
-        let inference = try InferenceModel.load(path)
+        let inference = try InferenceModel.load(path, compute: compute)
         if let first = sources.first {
             guard inference.model.config == first.model.config, inference.model.labelCount == first.model.labelCount else {
                 throw TrainingError.invalidInput("\(inference.folder.path): config.json differs from \(first.folder.path)'s; only checkpoints of the same model can be averaged")

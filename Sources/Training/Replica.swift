@@ -32,7 +32,7 @@ final class Replica {
         self.shardOptimizer = shardOptimizer
         shards = ShardLayout(totalCount: model.layout.totalCount, worldSize: communicator.worldSize)
         let optimizerRange = shardOptimizer ? shards.range(of: communicator.rank) : 0..<model.layout.totalCount
-        optimizer = AdamOptimizer(hyperparameters: hyperparameters, layout: model.layout, range: optimizerRange)
+        optimizer = AdamOptimizer(hyperparameters: hyperparameters, layout: model.layout, range: optimizerRange, compute: model.compute)
         synchronizer = try GradientSynchronizer(communicator: communicator, gradients: model.gradients.buffer,
                                                 bucketFloats: bucketFloats, shardOptimizer: shardOptimizer)
         reduction = [Double](repeating: 0, count: 6 + communicator.worldSize)
@@ -109,7 +109,7 @@ final class Replica {
         reduction[3] = Double(examples)
         reduction[4] = lossSum.isFinite ? 0 : 1
         reduction[5] = stopRequested ? 1 : 0
-        reduction[6 + rank] = sumOfSquares(model.gradients, range: shards.range(of: rank))
+        reduction[6 + rank] = sumOfSquares(model.gradients, range: shards.range(of: rank), compute: model.compute)
         try reduction.withUnsafeMutableBufferPointer { try communicator.allReduce(inPlace: $0, .sum) }
         let reduced = reduction
         outcome.lossSum = reduced[0]

@@ -38,6 +38,7 @@ public struct RunSummary: Sendable {
 public final class TrainingRun {
     let options: TrainingOptions
     let communicator: any Communicator
+    let compute: Compute
     let data: PreparedData
     let log: (String) -> Void
     /// Asked after every step; the ranks agree to stop when any of them says yes.
@@ -45,10 +46,11 @@ public final class TrainingRun {
     /// Tests only: called on every rank after each step (e.g. to perturb one replica).
     var afterStep: ((_ step: Int, _ parameters: FloatArena) -> Void)?
 
-    public init(options: TrainingOptions, communicator: any Communicator, data: PreparedData,
+    public init(options: TrainingOptions, communicator: any Communicator, compute: Compute, data: PreparedData,
                 log: @escaping (String) -> Void, stopRequested: @escaping () -> Bool = { StopSignal.requested }) {
         self.options = options
         self.communicator = communicator
+        self.compute = compute
         self.data = data
         self.log = log
         self.stopRequested = stopRequested
@@ -63,13 +65,13 @@ public final class TrainingRun {
         // The model: pretrained weights, a classifier initialised from the seed when absent.
         let (model, loadReport, replica) = try collectively(communicator) { () throws -> (BertForSequenceClassification, LoadReport, Replica) in
             var (model, loadReport) = try BertForSequenceClassification.load(
-                modelDirectory: options.modelDirectory, labelCount: labelCount, seed: UInt64(options.seed))
+                modelDirectory: options.modelDirectory, labelCount: labelCount, seed: UInt64(options.seed), compute: compute)
             if let dropout = options.dropout {
                 var config = model.config
                 config.hiddenDropoutProb = dropout
                 config.attentionDropoutProb = dropout
                 try config.validate(file: "--dropout")
-                let replaced = BertForSequenceClassification(config: config, labelCount: labelCount)
+                let replaced = BertForSequenceClassification(config: config, labelCount: labelCount, compute: compute)
                 replaced.parameters.copy(from: model.parameters)
                 model = replaced
             }
@@ -300,8 +302,9 @@ public final class TrainingRun {
 public let bertDistVersion = "0.1.0"
 
 /// `bert-dist train` on one rank: checks the BLAS kernels, reads the data, trains.
-public func runTraining(_ options: TrainingOptions, communicator: any Communicator, log: @escaping (String) -> Void) throws -> RunSummary {
+public func runTraining(_ options: TrainingOptions, communicator: any Communicator, compute: Compute,
+                        log: @escaping (String) -> Void) throws -> RunSummary {
     try collectively(communicator) { try BLASSetup.selfTest() }
     let data = try DataLoading.prepare(options, communicator: communicator, log: log)
-    return try TrainingRun(options: options, communicator: communicator, data: data, log: log).run()
+    return try TrainingRun(options: options, communicator: communicator, compute: compute, data: data, log: log).run()
 }

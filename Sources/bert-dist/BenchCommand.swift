@@ -48,16 +48,15 @@ struct BenchCommand: ParsableCommand {
         let (json, requested) = (json, threads)
         let benchmark = options
         let (sgemmOnly, tokens) = (sgemmOnly, batchSize * seqLen)
-        let status = RankRunner.run(simulatedRanks: nil, threads: requested) { communicator in
-            let threads = configureThreads(requested: requested)
+        let status = RankRunner.run(simulatedRanks: nil, threads: requested) { communicator, compute in
             if sgemmOnly {
                 let config = try BertConfig.load(modelDirectory: benchmark.modelDirectory)
                 try communicator.barrier()
-                let peak = try communicator.allReduce(sgemmPeakFLOPsPerSecond(config: config, rows: tokens, threads: threads), .sum)
+                let peak = try communicator.allReduce(sgemmPeakFLOPsPerSecond(config: config, rows: tokens, compute: compute), .sum)
                 rootLog(communicator)(String(format: "{\"blas_core\": \"%@\", \"sgemm_peak_gflops_per_s\": %.1f}", BLASSetup.coreName, peak / 1e9))
                 return
             }
-            let result = try runBenchmark(benchmark, threads: threads, communicator: communicator)
+            let result = try runBenchmark(benchmark, compute: compute, communicator: communicator)
             let log = rootLog(communicator)
             if json {
                 log(result.json.compact)

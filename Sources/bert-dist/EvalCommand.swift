@@ -31,10 +31,11 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         let (checkpoint, data, batchSize, maxSeqLen, skipBadRows, json) =
             (URL(fileURLWithPath: checkpoint), URL(fileURLWithPath: data), batchSize, maxSeqLen, skipBadRows, json)
-        let status = RankRunner.run(simulatedRanks: nil, threads: threads) { communicator in
+        let status = RankRunner.run(simulatedRanks: nil, threads: threads) { communicator, compute in
             let log = rootLog(communicator)
             let metrics = try runEvaluation(checkpoint: checkpoint, data: data, batchSize: batchSize, maxSequenceLength: maxSeqLen,
-                                            skipBadRows: skipBadRows, communicator: communicator, log: { printError($0) })
+                                            skipBadRows: skipBadRows, communicator: communicator, compute: compute,
+                                            log: { printError($0) })
             log(json ? metrics.json.compact : metrics.table)
         }
         if status != 0 { throw ExitCode(status) }

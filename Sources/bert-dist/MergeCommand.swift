@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Model
 import Training
 
 struct MergeCommand: ParsableCommand {
@@ -29,7 +30,7 @@ struct MergeCommand: ParsableCommand {
         if RankRunner.isNonZeroMPIRank { return }
         do {
             for note in try merge(checkpoints: checkpoints.map { URL(fileURLWithPath: $0) }, output: URL(fileURLWithPath: output),
-                                  average: average) {
+                                  average: average, compute: Compute(threads: 1)) {
                 print(note)
             }
         } catch {

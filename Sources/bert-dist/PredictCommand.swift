@@ -28,9 +28,9 @@ struct PredictCommand: ParsableCommand {
     func run() throws {
         // Not a distributed command: under mpirun, rank 0 alone does it (once, not N times).
         if RankRunner.isNonZeroMPIRank { return }
-        _ = configureThreads(requested: threads)
+        let compute = Compute(threads: configureThreads(requested: threads), instructionSet: kernelInstructionSet())
         let inference: InferenceModel
-        do { inference = try InferenceModel.load(URL(fileURLWithPath: checkpoint)) } catch {
+        do { inference = try InferenceModel.load(URL(fileURLWithPath: checkpoint), compute: compute) } catch {
             printError("error: \(error)")
             throw ExitCode.failure
         }

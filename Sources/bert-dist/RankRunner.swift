@@ -1,9 +1,11 @@
 import Distributed
 import Foundation
+import Model
 import Training
 
 /// Runs `body` once per rank — MPI ranks (also the plain single process, an MPI singleton), or
-/// with `simulatedRanks` N threads of this process — and turns failures into one
+/// with `simulatedRanks` N threads of this process, each with its own Compute of `threads`
+/// threads — and turns failures into one
 /// `error: ...` line and a non-zero exit. Errors all ranks agreed on (`collectively`) exit
 /// cleanly; an error on one rank alone aborts the job so that no peer waits for it forever.
 enum RankRunner {
@@ -15,12 +17,13 @@ enum RankRunner {
         return rank != "0"
     }
 
-    static func run(simulatedRanks: Int?, threads: Int?, _ body: @escaping @Sendable (any Communicator) throws -> Void) -> Int32 {
+    static func run(simulatedRanks: Int?, threads: Int?, _ body: @escaping @Sendable (any Communicator, Compute) throws -> Void) -> Int32 {
         if let simulatedRanks {
             do {
                 _ = try InProcessGroup.run(worldSize: simulatedRanks) { communicator in
-                    _ = configureThreads(requested: threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / simulatedRanks))
-                    try body(communicator)
+                    let threads = configureThreads(requested: threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / simulatedRanks))
+                    let compute = Compute(threads: threads, instructionSet: kernelInstructionSet())
+                    try body(communicator, compute)
                 }
                 return 0
             } catch let failure as AgreedFailure {
@@ -36,10 +39,10 @@ enum RankRunner {
             printError("error: \(error)")
             return 1
         }
-        _ = configureThreads(requested: threads)
+        let compute = Compute(threads: configureThreads(requested: threads), instructionSet: kernelInstructionSet())
         let prefix = communicator.rank == 0 ? "" : "rank \(communicator.rank): "
         do {
-            try body(communicator)
+            try body(communicator, compute)
             try communicator.finalize()
             return 0
         } catch let failure as AgreedFailure {

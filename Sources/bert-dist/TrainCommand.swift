@@ -141,9 +141,9 @@ struct TrainCommand: ParsableCommand {
     func run() throws {
         let options = self.options
         StopSignal.install()
-        let status = RankRunner.run(simulatedRanks: debug ? options.simulatedRanks : nil, threads: threads) { communicator in
+        let status = RankRunner.run(simulatedRanks: debug ? options.simulatedRanks : nil, threads: threads) { communicator, compute in
             let log = rootLog(communicator)
-            let summary = try runTraining(options, communicator: communicator, log: log)
+            let summary = try runTraining(options, communicator: communicator, compute: compute, log: log)
             guard communicator.rank == 0 else { return }
             if summary.stoppedBySignal {
                 log("stopped by a signal after step \(summary.stepsDone) of \(summary.totalSteps); checkpoint written: \(summary.finalCheckpoint?.path ?? "-")")

@@ -95,7 +95,7 @@ import Testing
                 .map { ($0.0.hasPrefix("bert.") ? String($0.0.dropFirst(5)) : $0.0, $0.1, $0.2) }
                 + [("cls.predictions.bias", [99], [Float](repeating: 0, count: 99))]
         }
-        let (model, report) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: 4, seed: 11)
+        let (model, report) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: 4, seed: 11, compute: Compute(threads: 1))
         #expect(report.initialized == ["classifier.weight", "classifier.bias"])
         #expect(report.ignored == ["cls.predictions.bias"])
         let weight = Array(model.parameters[model.layout["classifier.weight"].range])
@@ -104,7 +104,7 @@ import Testing
         let std = (weight.map { Double($0 * $0) }.reduce(0, +) / Double(weight.count)).squareRoot()
         #expect(std > 0.014 && std < 0.026)
         // ... and the same seed gives the same head.
-        let (again, _) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: 4, seed: 11)
+        let (again, _) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: 4, seed: 11, compute: Compute(threads: 1))
         #expect(Array(again.parameters[again.layout["classifier.weight"].range]) == weight)
     }
 
@@ -113,11 +113,11 @@ import Testing
         #expect(throws: ModelError.tensor(file: missing.appendingPathComponent("model.safetensors").path,
                                           tensor: "bert.encoder.layer.1.output.dense.weight",
                                           reason: "missing (is this a BERT checkpoint matching its config.json?)")) {
-            try BertForSequenceClassification.load(modelDirectory: missing, labelCount: 4, seed: 0)
+            try BertForSequenceClassification.load(modelDirectory: missing, labelCount: 4, seed: 0, compute: Compute(threads: 1))
         }
         let twoLabels = try folder("two") { $0.map { $0.0 == "classifier.weight" ? ($0.0, [2, 32], Array($0.2.prefix(64))) : $0 } }
         do {
-            _ = try BertForSequenceClassification.load(modelDirectory: twoLabels, labelCount: 4, seed: 0)
+            _ = try BertForSequenceClassification.load(modelDirectory: twoLabels, labelCount: 4, seed: 0, compute: Compute(threads: 1))
             Issue.record("expected a shape error")
         } catch let error as ModelError {
             #expect(error.description.contains("classifier.weight: shape [2, 32], expected [4, 32]"))

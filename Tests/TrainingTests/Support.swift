@@ -63,7 +63,7 @@ func tinyOptions(output: URL) -> TrainingOptions {
 @discardableResult
 func train(_ options: TrainingOptions, ranks: Int, data: PreparedData, stopAfterFirstStep: Bool = false) throws -> RunSummary {
     let results = try InProcessGroup.run(worldSize: ranks) { communicator in
-        try TrainingRun(options: options, communicator: communicator, data: data, log: { _ in },
+        try TrainingRun(options: options, communicator: communicator, compute: Compute(threads: 1), data: data, log: { _ in },
                         stopRequested: { stopAfterFirstStep && communicator.rank == ranks - 1 }).run()
     }
     return results[0]
