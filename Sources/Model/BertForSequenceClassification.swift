@@ -20,8 +20,9 @@ public final class BertForSequenceClassification {
     private var activations: ActivationBuffers
     private var probabilityOffsets: [Int] = [0]     // (B + 1) of the H·len² probabilities per sequence
     private var clsProbabilityOffsets: [Int] = [0]  // (B + 1) of the H·len [CLS] probabilities per sequence
-    private let weights: [LayerWeights]
-    private let weightGradients: [LayerWeights]
+    /// Every tensor of `parameters` and of `gradients`.
+    private let weights: ModelParameters<UnsafeMutablePointer<Float>>
+    private let weightGradients: ModelParameters<UnsafeMutablePointer<Float>>
 
     public init(config: BertConfig, labelCount: Int, compute: Compute) {
         self.config = config
@@ -30,10 +31,9 @@ public final class BertForSequenceClassification {
         layout = ParameterLayout(config: config, labelCount: labelCount)
         parameters = FloatArena(count: layout.totalCount)
         gradients = FloatArena(count: layout.totalCount)
-        activations = ActivationBuffers(config: config, labelCount: labelCount, tokens: 0, sequences: 0, attentionFloats: 0,
-                                        longestSequence: 0, compute: compute)
-        weights = LayerWeights.all(layout: layout, arena: parameters, layerCount: config.layerCount)
-        weightGradients = LayerWeights.all(layout: layout, arena: gradients, layerCount: config.layerCount)
+        activations = ActivationBuffers(config: config, labelCount: labelCount, capacity: ActivationCapacity(), compute: compute)
+        weights = layout.views(in: parameters)
+        weightGradients = layout.views(in: gradients)
     }
 
     /// In the last encoder layer only the [CLS] rows reach the pooler, so only their queries,
@@ -45,27 +45,27 @@ public final class BertForSequenceClassification {
     /// Sizes the activation arena for micro-batches of up to `sequences` sequences of at most
     /// `longestSequence` tokens, so that no step allocates afterwards.
     public func reserve(sequences: Int, longestSequence: Int) {
-        let tokens = sequences * longestSequence
-        let attention = config.headCount * sequences * longestSequence * longestSequence
-        growIfNeeded(tokens: tokens, sequences: sequences, attentionFloats: attention, longestSequence: longestSequence)
+        growIfNeeded(ActivationCapacity(tokens: sequences * longestSequence, sequences: sequences,
+                                        attentionFloats: config.headCount * sequences * longestSequence * longestSequence,
+                                        longestSequence: longestSequence))
         probabilityOffsets.reserveCapacity(sequences + 1)
         clsProbabilityOffsets.reserveCapacity(sequences + 1)
     }
 
-    private func growIfNeeded(tokens: Int, sequences: Int, attentionFloats: Int, longestSequence: Int) {
-        let a = activations
-        if tokens <= a.tokens && sequences <= a.sequences && attentionFloats <= a.attentionFloats
-            && longestSequence <= a.longestSequence { return }
-        activations = ActivationBuffers(config: config, labelCount: labelCount,
-                                        tokens: max(tokens, a.tokens), sequences: max(sequences, a.sequences),
-                                        attentionFloats: max(attentionFloats, a.attentionFloats),
-                                        longestSequence: max(longestSequence, a.longestSequence), compute: compute)
+    private func growIfNeeded(_ needed: ActivationCapacity) {
+        if activations.capacity.covers(needed) { return }
+        activations = ActivationBuffers(config: config, labelCount: labelCount, capacity: activations.capacity.union(needed),
+                                        compute: compute)
     }
 
     /// (B, K) logits of the last forward.
-    public var logits: UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: activations.logits, count: lastSequenceCount * labelCount) }
+    public var logits: UnsafeBufferPointer<Float> {
+        UnsafeBufferPointer(start: activations.views.logits, count: lastSequenceCount * labelCount)
+    }
     /// (B, K) softmax probabilities of the last forward.
-    public var probabilities: UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: activations.probabilities, count: lastSequenceCount * labelCount) }
+    public var probabilities: UnsafeBufferPointer<Float> {
+        UnsafeBufferPointer(start: activations.views.probabilities, count: lastSequenceCount * labelCount)
+    }
     private var lastSequenceCount = 0
 
     public struct ForwardResult: Sendable {
@@ -119,20 +119,18 @@ public final class BertForSequenceClassification {
         let T = batch.tokenCount, B = batch.sequenceCount
         try prepare(batch)
         lastSequenceCount = B
-        let a = activations
-        let p = layout
-        let params = parameters
+        let a = activations.views, w = weights
         let clsOnly = clsOnlyLastLayer && L >= 1
 
         try withBatchPointers(batch) { b in
             // Embeddings: word + position + token type, LayerNorm, dropout.     (T, C)
             compute.embeddingLayerNormForward(sum: a.embeddingSum, normed: a.hidden[0], mean: a.embeddingMean, rstd: a.embeddingRstd,
-                                              tokenIds: b.ids, positions: a.positions, tokenTypeIds: b.types,
-                                              wordTable: params.base + p["bert.embeddings.word_embeddings.weight"].offset,
-                                              positionTable: params.base + p["bert.embeddings.position_embeddings.weight"].offset,
-                                              tokenTypeTable: params.base + p["bert.embeddings.token_type_embeddings.weight"].offset,
-                                              weight: params.base + p["bert.embeddings.LayerNorm.weight"].offset,
-                                              bias: params.base + p["bert.embeddings.LayerNorm.bias"].offset,
+                                              tokenIds: b.ids, positions: activations.positions, tokenTypeIds: b.types,
+                                              wordTable: w.embeddings.wordTable,
+                                              positionTable: w.embeddings.positionTable,
+                                              tokenTypeTable: w.embeddings.tokenTypeTable,
+                                              weight: w.embeddings.normWeight,
+                                              bias: w.embeddings.normBias,
                                               rows: T, columns: C, eps: config.layerNormEps,
                                               dropoutAfter: rowMasks(dropout, 0, .embeddings, b))
             try checked(a.hidden[0], T * C, "embeddings output (forward)")
@@ -148,14 +146,14 @@ public final class BertForSequenceClassification {
             }
 
             // Pooler: tanh(dense([CLS])), dropout, classifier.              (B, C) -> (B, K)
-            compute.linearForward(out: a.pooled, input: a.clsHidden, weight: params.base + p["bert.pooler.dense.weight"].offset,
-                                  bias: params.base + p["bert.pooler.dense.bias"].offset, rows: B, inFeatures: C, outFeatures: C)
+            compute.linearForward(out: a.pooled, input: a.clsHidden, weight: w.head.poolerWeight,
+                                  bias: w.head.poolerBias, rows: B, inFeatures: C, outFeatures: C)
             tanhForward(out: a.pooled, count: B * C)
             a.pooledDropped.update(from: a.pooled, count: B * C)
             compute.dropoutRows(a.pooledDropped, rows: B, columns: C,
                                 dropout: rowMasks(dropout, L, .classifier, b, compact: true))
-            compute.linearForward(out: a.logits, input: a.pooledDropped, weight: params.base + p["classifier.weight"].offset,
-                                  bias: params.base + p["classifier.bias"].offset, rows: B, inFeatures: C, outFeatures: K)
+            compute.linearForward(out: a.logits, input: a.pooledDropped, weight: w.head.classifierWeight,
+                                  bias: w.head.classifierBias, rows: B, inFeatures: C, outFeatures: K)
             try checked(a.logits, B * K, "classifier logits (forward)")
         }
         return batch.labels.withUnsafeBufferPointer { labels in
@@ -169,13 +167,13 @@ public final class BertForSequenceClassification {
     private func layerForward(_ l: Int, _ b: BatchPointers, dropout: DropoutContext?) throws {
         let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount
         let T = b.sequences.starts[b.sequences.count]
-        let a = activations, w = weights[l], x = a.hidden[l], la = a.layers[l]
+        let a = activations.views, w = weights.layers[l], x = a.hidden[l], la = a.layers[l]
         // Self-attention: one GEMM for Q, K and V.                    (T, 3C)
         compute.linearForward(out: la.qkv, input: x, weight: w.qkvWeight, bias: w.qkvBias, rows: T, inFeatures: C, outFeatures: 3 * C)
         compute.attentionForward(context: la.context, probabilities: la.probabilities, qkv: la.qkv, sequences: b.sequences,
                                  hidden: C, heads: H, clsQueries: nil,
                                  dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
-                                 scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
+                                 scratch: a.attentionScratch, scratchStride: activations.attentionScratchStride, workers: activations.workers)
         try checked(la.context, T * C, "layer \(l) attention context (forward)")
         // Output projection, dropout, residual, LayerNorm.              (T, C)
         compute.linearForward(out: la.attentionResidual, input: la.context, weight: w.attentionOutputWeight,
@@ -201,7 +199,7 @@ public final class BertForSequenceClassification {
     private func lastLayerForward(_ b: BatchPointers, dropout: DropoutContext?) throws {
         let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount, l = config.layerCount - 1
         let B = b.sequences.count, T = b.sequences.starts[B]
-        let a = activations, w = weights[l], x = a.hidden[l], la = a.layers[l]
+        let a = activations.views, w = weights.layers[l], x = a.hidden[l], la = a.layers[l]
         // Keys and values of every token: rows C ..< 3C of the fused weight.  (T, 2C) of (T, 3C)
         compute.linearForward(out: la.qkv + C, outStride: 3 * C, input: x, weight: w.qkvWeight + C * C, bias: w.qkvBias + C,
                               rows: T, inFeatures: C, outFeatures: 2 * C)
@@ -211,7 +209,7 @@ public final class BertForSequenceClassification {
         compute.attentionForward(context: la.context, probabilities: la.probabilities, qkv: la.qkv, sequences: b.sequences,
                                  hidden: C, heads: H, clsQueries: a.lastQuery,
                                  dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
-                                 scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
+                                 scratch: a.attentionScratch, scratchStride: activations.attentionScratchStride, workers: activations.workers)
         try checked(la.context, B * C, "layer \(l) attention context (forward)")
         compute.linearForward(out: la.attentionResidual, input: la.context, weight: w.attentionOutputWeight,
                               bias: w.attentionOutputBias, rows: B, inFeatures: C, outFeatures: C)
@@ -264,7 +262,7 @@ public final class BertForSequenceClassification {
         for label in batch.labels where label < 0 || Int(label) >= labelCount {
             throw ModelError.invalidBatch(reason: "label \(label) is outside 0..<\(labelCount)")
         }
-        growIfNeeded(tokens: T, sequences: B, attentionFloats: probabilityOffsets[B], longestSequence: longest)
+        growIfNeeded(ActivationCapacity(tokens: T, sequences: B, attentionFloats: probabilityOffsets[B], longestSequence: longest))
         let a = activations
         for s in 0..<B {
             for t in batch.sequenceStarts[s]..<batch.sequenceStarts[s + 1] {
@@ -291,24 +289,23 @@ public final class BertForSequenceClassification {
         let C = config.hiddenSize, K = labelCount, L = config.layerCount
         let T = batch.tokenCount, B = batch.sequenceCount
         precondition(B == lastSequenceCount, "backward must follow forward of the same batch")
-        let a = activations
+        let a = activations.views, w = weights, g = weightGradients
         let p = layout
-        let params = parameters, grads = gradients
         let clsOnly = clsOnlyLastLayer && L >= 1
 
         try withBatchPointers(batch) { b in
             // Loss and classifier.                                         (B, K)
             crossEntropyBackward(dLogits: a.dLogits, probabilities: a.probabilities, labels: b.labels,
                                  rows: B, classes: K, lossScale: lossScale)
-            compute.linearBackward(dInput: a.dPooled, dWeight: grads.base + p["classifier.weight"].offset,
-                                   dBias: grads.base + p["classifier.bias"].offset, dOut: a.dLogits, input: a.pooledDropped,
-                                   weight: params.base + p["classifier.weight"].offset, rows: B, inFeatures: C, outFeatures: K)
+            compute.linearBackward(dInput: a.dPooled, dWeight: g.head.classifierWeight,
+                                   dBias: g.head.classifierBias, dOut: a.dLogits, input: a.pooledDropped,
+                                   weight: w.head.classifierWeight, rows: B, inFeatures: C, outFeatures: K)
             compute.dropoutRows(a.dPooled, rows: B, columns: C, dropout: rowMasks(dropout, L, .classifier, b, compact: true))
             // Pooler.                                                      (B, C)
             tanhBackward(dInOut: a.dPooled, output: a.pooled, count: B * C)
-            compute.linearBackward(dInput: a.dClsHidden, dWeight: grads.base + p["bert.pooler.dense.weight"].offset,
-                                   dBias: grads.base + p["bert.pooler.dense.bias"].offset, dOut: a.dPooled, input: a.clsHidden,
-                                   weight: params.base + p["bert.pooler.dense.weight"].offset, rows: B, inFeatures: C, outFeatures: C)
+            compute.linearBackward(dInput: a.dClsHidden, dWeight: g.head.poolerWeight,
+                                   dBias: g.head.poolerBias, dOut: a.dPooled, input: a.clsHidden,
+                                   weight: w.head.poolerWeight, rows: B, inFeatures: C, outFeatures: C)
             try checked(a.dClsHidden, B * C, "pooler input gradient (backward)")
             try parametersFinished(p.layerStarts[L])
 
@@ -328,14 +325,14 @@ public final class BertForSequenceClassification {
             // Embeddings: dropout, LayerNorm, scatter into the three tables.
             compute.dropoutRows(a.dHidden, rows: T, columns: C, dropout: rowMasks(dropout, 0, .embeddings, b))
             compute.layerNormBackward(dInput: a.dResidual, dBranch: nil, branchDropout: rowMasks(nil, 0, .embeddings, b),
-                                      dWeight: grads.base + p["bert.embeddings.LayerNorm.weight"].offset,
-                                      dBias: grads.base + p["bert.embeddings.LayerNorm.bias"].offset, dOut: a.dHidden,
-                                      input: a.embeddingSum, weight: params.base + p["bert.embeddings.LayerNorm.weight"].offset,
+                                      dWeight: g.embeddings.normWeight,
+                                      dBias: g.embeddings.normBias, dOut: a.dHidden,
+                                      input: a.embeddingSum, weight: w.embeddings.normWeight,
                                       mean: a.embeddingMean, rstd: a.embeddingRstd, rows: T, columns: C)
-            compute.embeddingBackward(dWordTable: grads.base + p["bert.embeddings.word_embeddings.weight"].offset,
-                                      dPositionTable: grads.base + p["bert.embeddings.position_embeddings.weight"].offset,
-                                      dTokenTypeTable: grads.base + p["bert.embeddings.token_type_embeddings.weight"].offset,
-                                      dOut: a.dResidual, tokenIds: b.ids, positions: a.positions,
+            compute.embeddingBackward(dWordTable: g.embeddings.wordTable,
+                                      dPositionTable: g.embeddings.positionTable,
+                                      dTokenTypeTable: g.embeddings.tokenTypeTable,
+                                      dOut: a.dResidual, tokenIds: b.ids, positions: activations.positions,
                                       tokenTypeIds: b.types, tokens: T, hidden: C)
             try checked(a.dResidual, T * C, "embeddings gradient (backward)")
             try parametersFinished(0)
@@ -346,7 +343,7 @@ public final class BertForSequenceClassification {
     private func layerBackward(_ l: Int, _ b: BatchPointers, dropout: DropoutContext?) throws {
         let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount
         let T = b.sequences.starts[b.sequences.count]
-        let a = activations, w = weights[l], g = weightGradients[l], x = a.hidden[l], la = a.layers[l]
+        let a = activations.views, w = weights.layers[l], g = weightGradients.layers[l], x = a.hidden[l], la = a.layers[l]
         // Output LayerNorm. a.dResidual = dL/d(feedForwardResidual); a.dTemporary = its dropout =
         // dL/d(ffn output).
         compute.layerNormBackward(dInput: a.dResidual, dBranch: a.dTemporary, branchDropout: rowMasks(dropout, l, .feedForwardOutput, b),
@@ -372,7 +369,7 @@ public final class BertForSequenceClassification {
         compute.attentionBackward(dqkv: a.dQKV, dContext: a.dContext, qkv: la.qkv, probabilities: la.probabilities,
                                   sequences: b.sequences, hidden: C, heads: H, clsQueries: nil, dClsQueries: nil,
                                   dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
-                                  scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
+                                  scratch: a.attentionScratch, scratchStride: activations.attentionScratchStride, workers: activations.workers)
         try checked(a.dQKV, T * 3 * C, "layer \(l) query/key/value gradient (backward)")
         // Residual branch plus the Q, K, V projections.  a.dHidden = dL/dx.
         compute.linearBackward(dInput: a.dHidden, dWeight: g.qkvWeight, dBias: g.qkvBias, dOut: a.dQKV, input: x,
@@ -384,7 +381,7 @@ public final class BertForSequenceClassification {
     private func lastLayerBackward(_ b: BatchPointers, dropout: DropoutContext?) throws {
         let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount, l = config.layerCount - 1
         let B = b.sequences.count, T = b.sequences.starts[B]
-        let a = activations, w = weights[l], g = weightGradients[l], x = a.hidden[l], la = a.layers[l]
+        let a = activations.views, w = weights.layers[l], g = weightGradients.layers[l], x = a.hidden[l], la = a.layers[l]
         compute.layerNormBackward(dInput: a.dResidual, dBranch: a.dTemporary,
                                   branchDropout: rowMasks(dropout, l, .feedForwardOutput, b, compact: true),
                                   dWeight: g.outputNormWeight, dBias: g.outputNormBias, dOut: a.dClsHidden,
@@ -408,7 +405,7 @@ public final class BertForSequenceClassification {
         compute.attentionBackward(dqkv: a.dQKV, dContext: a.dContext, qkv: la.qkv, probabilities: la.probabilities,
                                   sequences: b.sequences, hidden: C, heads: H, clsQueries: a.lastQuery, dClsQueries: a.dLastQuery,
                                   dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
-                                  scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
+                                  scratch: a.attentionScratch, scratchStride: activations.attentionScratchStride, workers: activations.workers)
         // Keys and values of every token: a.dHidden = (dK dV) · W_kv.    (T, C)
         compute.linearBackward(dInput: a.dHidden, dWeight: g.qkvWeight + C * C, dBias: g.qkvBias + C, dOut: a.dQKV + C,
                                dOutStride: 3 * C, input: x, weight: w.qkvWeight + C * C, rows: T, inFeatures: C, outFeatures: 2 * C)
@@ -420,37 +417,5 @@ public final class BertForSequenceClassification {
             for c in 0..<C { row[c] += cls[c] }
         }
         try checked(a.dHidden, T * C, "layer \(l) input gradient (backward)")
-    }
-}
-
-/// Pointers to one encoder layer's tensors in an arena (parameters or gradients).
-struct LayerWeights {
-    let qkvWeight, qkvBias: UnsafeMutablePointer<Float>          // (3C, C), (3C)
-    let attentionOutputWeight, attentionOutputBias: UnsafeMutablePointer<Float>   // (C, C), (C)
-    let attentionNormWeight, attentionNormBias: UnsafeMutablePointer<Float>       // (C)
-    let intermediateWeight, intermediateBias: UnsafeMutablePointer<Float>         // (I, C), (I)
-    let outputWeight, outputBias: UnsafeMutablePointer<Float>                     // (C, I), (C)
-    let outputNormWeight, outputNormBias: UnsafeMutablePointer<Float>             // (C)
-
-    static func all(layout: ParameterLayout, arena: FloatArena, layerCount: Int) -> [LayerWeights] {
-        (0..<layerCount).map { l in
-            let prefix = "bert.encoder.layer.\(l)."
-            func at(_ name: String) -> UnsafeMutablePointer<Float> { arena.base + layout[prefix + name].offset }
-            let q = layout[prefix + "attention.self.query.weight"], k = layout[prefix + "attention.self.key.weight"]
-            let v = layout[prefix + "attention.self.value.weight"]
-            let qb = layout[prefix + "attention.self.query.bias"], kb = layout[prefix + "attention.self.key.bias"]
-            let vb = layout[prefix + "attention.self.value.bias"]
-            // The fused (3C, C) matrix relies on Q, K, V being adjacent in the layout.
-            precondition(k.offset == q.offset + q.count && v.offset == k.offset + k.count
-                         && kb.offset == qb.offset + qb.count && vb.offset == kb.offset + kb.count,
-                         "query/key/value must be adjacent in the parameter layout")
-            return LayerWeights(
-                qkvWeight: arena.base + q.offset, qkvBias: arena.base + qb.offset,
-                attentionOutputWeight: at("attention.output.dense.weight"), attentionOutputBias: at("attention.output.dense.bias"),
-                attentionNormWeight: at("attention.output.LayerNorm.weight"), attentionNormBias: at("attention.output.LayerNorm.bias"),
-                intermediateWeight: at("intermediate.dense.weight"), intermediateBias: at("intermediate.dense.bias"),
-                outputWeight: at("output.dense.weight"), outputBias: at("output.dense.bias"),
-                outputNormWeight: at("output.LayerNorm.weight"), outputNormBias: at("output.LayerNorm.bias"))
-        }
     }
 }
