@@ -6,15 +6,41 @@ import Testing
 /// Every fast kernel (CKernels, each instruction set this CPU supports) against the naive loop
 /// next to it in Sources/Model, or against libm / double precision.
 @Suite struct KernelTests {
-    /// The instruction sets to test: all this CPU runs.
-    static let instructionSets = InstructionSet.allCases.filter(\.isSupported)
+    /// The instruction sets to test: every one this CPU runs. The others are skipped, and the
+    /// output says which and why.
+    static let instructionSets: [InstructionSet] = {
+        for isa in InstructionSet.allCases where !isa.isSupported {
+            print("KernelTests: skipping the \(isa.rawValue) kernels: this CPU lacks \(requirement(of: isa))")
+        }
+        let supported = InstructionSet.allCases.filter(\.isSupported)
+        print("KernelTests: testing the kernels of \(supported.map(\.rawValue).joined(separator: ", "))")
+        return supported
+    }()
 
-    /// Runs `body` with the kernel table of each instruction set (and a one-thread Compute of it).
+    static func requirement(of isa: InstructionSet) -> String {
+        switch isa {
+        case .baseline: "SSE2"
+        case .avx2: "AVX2 and FMA"
+        case .avx512: "AVX-512 F, BW, DQ and VL"
+        }
+    }
+
+    /// Runs `body` with the kernel table of each instruction set in `instructionSets` (and a
+    /// one-thread Compute of it), and checks that every one ran.
     func onEachInstructionSet(_ body: (_ isa: String, _ kernels: bd_kernel_table, _ compute: Compute) throws -> Void) rethrows {
+        var tested: [InstructionSet] = []
         for isa in Self.instructionSets {
             let compute = Compute(threads: 1, instructionSet: isa)
             try body(isa.rawValue, compute.kernels, compute)
+            tested.append(isa)
         }
+        #expect(tested == InstructionSet.allCases.filter(\.isSupported))
+    }
+
+    @Test func everyInstructionSetThisCPURunsIsTested() {
+        #expect(Self.instructionSets.first == .baseline)
+        #expect(Self.instructionSets.last == InstructionSet.best)
+        #expect(Self.instructionSets == InstructionSet.allCases.filter(\.isSupported))
     }
 
     /// Deterministic pseudo-random floats in [-scale, scale).
