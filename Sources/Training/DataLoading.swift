@@ -20,26 +20,27 @@ enum DataLoading {
 
     /// The token ids of one data file through its token cache: rank 0 builds the cache when it
     /// is missing (or damaged) while the other ranks wait, then they all map it.
-    static func examples(_ url: URL, tokenizer: BertTokenizer, options: TrainingOptions, labelCount: Int,
+    static func examples(_ url: URL, labels: LabelRule, tokenizer: BertTokenizer, options: TrainingOptions,
                          communicator: any Communicator, log: (String) -> Void) throws -> TokenizedDataset {
+        // Until --cache-dir is wired: a cache folder inside the output folder (never the data folder).
         let cache = try collectively(communicator) {
-            try TokenCache.locate(dataFile: url, tokenizer: tokenizer, maxLength: options.maxSequenceLength,
+            try TokenCache.locate(dataFile: url, labels: labels, tokenizer: tokenizer, maxLength: options.maxSequenceLength,
                                   skipBadRows: options.skipBadRows,
-                                  fallbackDirectory: options.outputDirectory.appendingPathComponent(".token-cache"))
+                                  directory: options.outputDirectory.appendingPathComponent(".token-cache"))
         }
         let built = try collectively(communicator) { () throws -> TokenizedDataset? in
             guard communicator.rank == 0 else { return nil }
-            if cache.exists, let dataset = try? cache.open(vocabularySize: tokenizer.vocabulary.count, labelCount: labelCount) {
+            if cache.exists, let dataset = try? cache.open(vocabularySize: tokenizer.vocabulary.count) {
                 return dataset
             }
             let started = Date()
-            let dataset = try cache.build(tokenizer: tokenizer, labelCount: labelCount)
+            let dataset = try cache.build(tokenizer: tokenizer)
             log(String(format: "tokenised %@: %d examples, %d tokens in %.1f s (cached in %@)", url.lastPathComponent,
                        dataset.count, dataset.tokenCount, Date().timeIntervalSince(started), cache.url.path))
             return dataset
         }
         let dataset = try collectively(communicator) {
-            try built ?? cache.open(vocabularySize: tokenizer.vocabulary.count, labelCount: labelCount)
+            try built ?? cache.open(vocabularySize: tokenizer.vocabulary.count)
         }
         guard dataset.count > 0 else { throw AgreedFailure(error: communicator.rank == 0 ? TrainingError.invalidInput("\(url.path): no examples") : nil) }
         if dataset.skippedRowCount > 0 { log("\(url.lastPathComponent): skipped \(dataset.skippedRowCount) bad row(s)") }
@@ -52,11 +53,11 @@ enum DataLoading {
             let tokenizer = try BertTokenizer(modelDirectory: options.modelDirectory)
             return (tokenizer, try modelFiles(modelDirectory: options.modelDirectory, tokenizer: tokenizer))
         }
-        let labels = agNewsLabelNames
-        let train = try examples(options.trainFile, tokenizer: tokenizer, options: options, labelCount: labels.count,
+        let train = try examples(options.trainFile, labels: .fromData, tokenizer: tokenizer, options: options,
                                  communicator: communicator, log: log)
+        let labels = train.labelSet.names
         let eval = try options.evalFile.map {
-            try examples($0, tokenizer: tokenizer, options: options, labelCount: labels.count, communicator: communicator, log: log)
+            try examples($0, labels: .fixed(train.labelSet), tokenizer: tokenizer, options: options, communicator: communicator, log: log)
         }
         return PreparedData(train: train, eval: eval, labels: labels, trainFingerprint: String(format: "%016llx", train.dataHash),
                             modelFiles: files)

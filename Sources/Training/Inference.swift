@@ -34,7 +34,8 @@ public func runEvaluation(checkpoint: URL, data: URL, batchSize: Int, maxSequenc
                           communicator: any Communicator, log: (String) -> Void) throws -> ClassificationMetrics {
     let (inference, examples) = try collectively(communicator) { () throws -> (InferenceModel, InMemoryExamples) in
         let inference = try InferenceModel.load(checkpoint)
-        let texts = try LabeledTexts.read(data, skipBadRows: skipBadRows, labelCount: inference.labels.count)
+        let labelSet = try LabelSet(names: inference.labels, origin: inference.folder.appendingPathComponent("config.json").path)
+        let texts = try LabeledTexts.read(data, labels: .fixed(labelSet), skipBadRows: skipBadRows)
         guard texts.count > 0 else { throw TrainingError.invalidInput("\(data.path): no examples") }
         if texts.skippedRowCount > 0 { log("\(data.lastPathComponent): skipped \(texts.skippedRowCount) bad row(s)") }
         // Only this rank's share is tokenised; the others are left empty and never read.
