@@ -10,6 +10,7 @@ extension RowReader {
     }
 
     mutating func readDelimited(_ input: UnsafeBufferPointer<UInt8>, into result: inout LabeledTexts) throws {
+        let preset: DataPreset? = { if case .preset(let preset) = format { return preset } else { return nil } }()
         let count = input.count
         var index = 0
         var line = 1
@@ -48,17 +49,12 @@ extension RowReader {
                 try fail(line: problem.line, problem.reason, &result)
                 continue
             }
-            switch format {
-            case .preset(let preset):
+            if let preset {
                 try addPresetRow(preset, line: recordLine, into: &result)
-            case .csv(let columns), .tsv(let columns):
-                if headerLine == nil {
-                    try readHeader(columns, line: recordLine)
-                } else {
-                    try addRow(line: recordLine, into: &result)
-                }
-            case .jsonLines:
-                preconditionFailure("JSON Lines are not delimited")
+            } else if headerLine == nil {
+                try readHeader(format.columns!, line: recordLine)
+            } else {
+                try addRow(line: recordLine, into: &result)
             }
         }
     }

@@ -8,7 +8,7 @@ extension RowReader {
         var index = 0
         var line = 0
         if count >= 3 && input[0] == 0xEF && input[1] == 0xBB && input[2] == 0xBF { index = 3 }
-        var label: [UInt8] = []
+        var parser = JSONLineParser(keys: keys)  // one for all lines: its buffers are reused
         while index < count {
             line += 1
             var end = index
@@ -16,16 +16,7 @@ extension RowReader {
             let next = end + 1
             if end > index && input[end - 1] == 0x0D { end -= 1 }
             defer { index = next }
-            var parser = JSONLineParser(input: UnsafeBufferPointer(rebasing: input[index..<end]), keys: keys)
-            // Reuse the buffers (no copies).
-            swap(&parser.text, &text)
-            swap(&parser.pair, &pair)
-            swap(&parser.label, &label)
-            defer {
-                swap(&parser.text, &text)
-                swap(&parser.pair, &pair)
-                swap(&parser.label, &label)
-            }
+            parser.start(UnsafeBufferPointer(rebasing: input[index..<end]))
             parser.skipWhitespace()
             if parser.atEnd { continue }  // blank line
             if line == 1 && parser.peek == 0x5B {
@@ -75,7 +66,7 @@ struct JSONLineKeys {
 /// as configured). Strict like Python's json module (no raw control characters in strings,
 /// valid escapes, valid UTF-8); a key given twice keeps its last value, as in Python.
 struct JSONLineParser {
-    let input: UnsafeBufferPointer<UInt8>
+    private(set) var input = UnsafeBufferPointer<UInt8>(start: nil, count: 0)
     let keys: JSONLineKeys
     var index = 0
     var text: [UInt8] = []   // the text value
@@ -83,9 +74,14 @@ struct JSONLineParser {
     var label: [UInt8] = []  // the label: a string's UTF-8, or an integer in decimal
     var string: [UInt8] = [] // the last string parsed
 
-    init(input: UnsafeBufferPointer<UInt8>, keys: JSONLineKeys) {
-        self.input = input
+    init(keys: JSONLineKeys) {
         self.keys = keys
+    }
+
+    /// Starts parsing one line (the buffers keep their capacity).
+    mutating func start(_ line: UnsafeBufferPointer<UInt8>) {
+        input = line
+        index = 0
     }
 
     var atEnd: Bool { index >= input.count }

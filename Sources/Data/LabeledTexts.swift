@@ -141,7 +141,6 @@ struct RowReader {
     var labels: LabelCollector
     var fields: [[UInt8]] = []   // fields of the current CSV/TSV record (reused)
     var text: [UInt8] = []       // text of the current row (reused)
-    var pair: [UInt8] = []       // second text of the current row (reused)
     /// CSV and TSV with a header: its line, and the columns of text, pair and label.
     var headerLine: Int? = nil
     var columnCount = 0

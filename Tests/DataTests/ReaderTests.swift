@@ -225,3 +225,17 @@ func dataErrorMessage(_ body: () throws -> Void) -> String {
         print("read 120,000 AG News-style rows (\(csv.utf8.count / 1_000_000) MB) in \(String(format: "%.3f", seconds)) s (debug build)")
     }
 }
+
+@Suite struct ExampleDataTests {
+    /// The offline demo data committed under examples/ag_news_sample.
+    @Test func agNewsSampleReadsAsTheAGNewsPreset() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("examples/ag_news_sample")
+        let train = try LabeledTexts.read(folder.appendingPathComponent("train.csv"))
+        let test = try LabeledTexts.read(folder.appendingPathComponent("test.csv"))
+        #expect(train.format == .preset(.agNews) && train.count == 300 && test.count == 100)
+        #expect(train.labelCounts == [89, 74, 72, 65] && test.labelCounts == [23, 24, 31, 22])
+        #expect(train.labelSet.names == ["World", "Sports", "Business", "Sci/Tech"])
+        #expect(train.skippedRowCount == 0 && test.skippedRowCount == 0)
+    }
+}
