@@ -23,9 +23,9 @@ enum DataLoading {
     static func examples(_ url: URL, tokenizer: BertTokenizer, options: TrainingOptions, labelCount: Int,
                          communicator: any Communicator, log: (String) -> Void) throws -> TokenizedDataset {
         let cache = try collectively(communicator) {
-            try TokenCache.locate(dataFile: url, tokenizer: tokenizer, maxLength: options.maxSequenceLength,
+            try TokenCache.locate(dataFile: url, tokenizer: tokenizer, maxLength: options.maxSequenceLength ?? defaultMaxSequenceLength,
                                   skipBadRows: options.skipBadRows,
-                                  fallbackDirectory: options.outputDirectory.appendingPathComponent(".token-cache"))
+                                  fallbackDirectory: options.outputDirectory?.appendingPathComponent(".token-cache"))
         }
         let built = try collectively(communicator) { () throws -> TokenizedDataset? in
             guard communicator.rank == 0 else { return nil }
@@ -52,8 +52,9 @@ enum DataLoading {
             let tokenizer = try BertTokenizer(modelDirectory: options.modelDirectory)
             return (tokenizer, try modelFiles(modelDirectory: options.modelDirectory, tokenizer: tokenizer))
         }
+        guard let trainFile = options.trainFile else { throw TrainingError.invalidInput("training needs a data file (--train)") }
         let labels = agNewsLabelNames
-        let train = try examples(options.trainFile, tokenizer: tokenizer, options: options, labelCount: labels.count,
+        let train = try examples(trainFile, tokenizer: tokenizer, options: options, labelCount: labels.count,
                                  communicator: communicator, log: log)
         let eval = try options.evalFile.map {
             try examples($0, tokenizer: tokenizer, options: options, labelCount: labels.count, communicator: communicator, log: log)

@@ -11,7 +11,7 @@ public struct InferenceModel {
     public let tokenizer: BertTokenizer
     public let labels: [String]
 
-    public static func load(_ path: URL) throws -> InferenceModel {
+    public static func load(_ path: URL, runtime: Runtime) throws -> InferenceModel {
         var folder = path
         let fileManager = FileManager.default
         let latest = path.appendingPathComponent("latest")
@@ -30,10 +30,11 @@ public struct InferenceModel {
 
 /// `bert-dist eval`: metrics of a checkpoint on a labelled file; under mpirun each rank
 /// tokenises and evaluates only its contiguous share, every example counted once.
-public func runEvaluation(checkpoint: URL, data: URL, batchSize: Int, maxSequenceLength: Int, skipBadRows: Bool,
-                          communicator: any Communicator, log: (String) -> Void) throws -> ClassificationMetrics {
-    let (inference, examples) = try collectively(communicator) { () throws -> (InferenceModel, InMemoryExamples) in
-        let inference = try InferenceModel.load(checkpoint)
+public func runEvaluation(checkpoint: URL, data: URL, batchSize: Int, maxSequenceLength requested: Int?, skipBadRows: Bool,
+                          runtime: Runtime, communicator: any Communicator, log: (String) -> Void) throws -> ClassificationMetrics {
+    let (inference, examples, maxSequenceLength) = try collectively(communicator) { () throws -> (InferenceModel, InMemoryExamples, Int) in
+        let inference = try InferenceModel.load(checkpoint, runtime: runtime)
+        let maxSequenceLength = try resolvedSequenceLength(requested, config: inference.model.config, modelDirectory: inference.folder)
         let texts = try LabeledTexts.read(data, skipBadRows: skipBadRows, labelCount: inference.labels.count)
         guard texts.count > 0 else { throw TrainingError.invalidInput("\(data.path): no examples") }
         if texts.skippedRowCount > 0 { log("\(data.lastPathComponent): skipped \(texts.skippedRowCount) bad row(s)") }
@@ -43,7 +44,7 @@ public func runEvaluation(checkpoint: URL, data: URL, batchSize: Int, maxSequenc
         for i in share {
             texts.withTextBytes(at: i) { inference.tokenizer.encode(utf8: $0, maxLength: maxSequenceLength, appendingTo: &sequences[i]) }
         }
-        return (inference, InMemoryExamples(sequences: sequences, labels: texts.labels))
+        return (inference, InMemoryExamples(sequences: sequences, labels: texts.labels), maxSequenceLength)
     }
     inference.model.reserve(sequences: batchSize, longestSequence: maxSequenceLength)
     var batch = PackedBatch()

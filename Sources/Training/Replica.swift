@@ -22,6 +22,8 @@ final class Replica {
     let shards: ShardLayout
     let shardOptimizer: Bool
     private var batch = PackedBatch()
+    /// Evaluation's batch, kept across evaluations of the run.
+    var evaluationBatch = PackedBatch()
     /// The per-step collective's values: 6 metrics + one partial sum of squares per rank.
     private var reduction: [Double]
 
@@ -62,6 +64,17 @@ final class Replica {
             data += other.data; forward += other.forward; backward += other.backward
             sync += other.sync; optimizer += other.optimizer
         }
+        /// "data 0.012s forward 0.100s ..." (the debug mode's per-step and total lines).
+        func line(decimals: Int) -> String {
+            [("data", data), ("forward", forward), ("backward", backward), ("sync", sync), ("optimizer", optimizer)]
+                .map { String(format: "%@ %.\(decimals)fs", $0.0, $0.1) }.joined(separator: " ")
+        }
+    }
+
+    /// What every rank holds an identical copy of: the parameters, and the Adam moments unless
+    /// they are sharded.
+    var replicatedBuffers: [UnsafeMutableBufferPointer<Float>] {
+        shardOptimizer ? [model.parameters.buffer] : [model.parameters.buffer, optimizer.m.buffer, optimizer.v.buffer]
     }
 
     /// One optimizer step. `fill(i, &batch)` packs micro-batch i of this rank's shard.
