@@ -67,8 +67,10 @@ public struct BenchmarkResult: Sendable {
 
 public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communicator: any Communicator) throws -> BenchmarkResult {
     let rank = communicator.rank, worldSize = communicator.worldSize
+    // Rank 0 reads the model and the rows; the other ranks get them from it.
     var training = options.training
-    let (model, examples, maxSequenceLength) = try collectively(communicator) { () throws -> (BertForSequenceClassification, InMemoryExamples, Int) in
+    let local = try collectively(communicator) { () throws -> (BertForSequenceClassification, InMemoryExamples, Int)? in
+        guard rank == 0 else { return nil }
         let model: BertForSequenceClassification
         if options.randomWeights {
             model = BertForSequenceClassification(config: try BertConfig.load(modelDirectory: training.modelDirectory), labelCount: benchmarkLabelCount)
@@ -79,6 +81,10 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
         let length = try resolvedSequenceLength(training.maxSequenceLength, config: model.config, modelDirectory: training.modelDirectory)
         return (model, try benchmarkExamples(options, sequenceLength: length, vocabularySize: model.config.vocabSize), length)
     }
+    let model = try shareModel(local?.0, communicator: communicator)
+    try communicator.broadcast(model.parameters.buffer, root: 0)
+    let examples = try shareExamples(local?.1, communicator: communicator)
+    let maxSequenceLength = Int(try communicator.allReduce(Double(local?.2 ?? 0), .max))
     training.maxSequenceLength = maxSequenceLength
     let replica = try Replica(model: model, hyperparameters: training.adamHyperparameters, communicator: communicator,
                               shardOptimizer: training.shardOptimizer, bucketFloats: max(1, Int(training.bucketMegabytes * 1_000_000 / 4)))

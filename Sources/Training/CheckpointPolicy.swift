@@ -74,42 +74,56 @@ struct CheckpointPolicy {
         return try writer.write(step: progress.step, replica: replica, content: .init(state: state, labels: labels, files: files))
     }
 
-    /// Loads the newest complete checkpoint of --output into `replica`; nil (after giving every
-    /// rank rank 0's weights) when there is none. Rank 0 verifies (checksums) and falls back past
-    /// damaged ones, saying so; every rank then reads the weights and the part of the Adam state
-    /// its (new) range needs, and rank 0's copy is broadcast anyway, so that replicas start
-    /// identical whatever the file system showed each rank.
+    /// Loads the newest complete checkpoint of --output into `replica`; nil when there is none.
+    /// Rank 0 alone reads: it verifies (checksums) and falls back past damaged checkpoints,
+    /// saying so, then sends every rank the state, the weights and the part of the Adam state its
+    /// (new) range needs — so a resume works on any rank count and without a shared disk.
     func resume(into replica: Replica, log: (String) -> Void) throws -> TrainerState? {
-        var chosen: Int64 = -1
-        if communicator.rank == 0 {
+        let isRoot = communicator.rank == 0
+        let chosen = try collectively(communicator) { () throws -> (state: TrainerState, folder: URL)? in
+            guard isRoot else { return nil }
+            var found: (state: TrainerState, folder: URL)?
             for candidate in CheckpointFolder.candidates(in: output) {
                 do {
                     let state = try CheckpointFolder.verify(candidate.url)
                     guard state.parameterLayout == replica.model.layout.fingerprint else {
                         throw CheckpointError.incompatible(folder: candidate.url.path, reason: "written for a different model layout (another model or label count)")
                     }
-                    chosen = Int64(candidate.step)
+                    found = (state, candidate.url)
                     break
                 } catch {
                     log("warning: not resuming from \(candidate.url.lastPathComponent): \(error); trying the previous checkpoint")
                 }
             }
-            if chosen < 0 { log("no complete checkpoint in \(output.path): starting from the beginning") }
-        }
-        try withUnsafeMutableBytes(of: &chosen) { try communicator.broadcast($0, root: 0) }
-        guard chosen >= 0 else { return nil }
-        let folder = output.appendingPathComponent(CheckpointFolder.name(step: Int(chosen)))
-        let state = try collectively(communicator) {
-            let state = try TrainerState(contentsOf: folder.appendingPathComponent(TrainerState.fileName))
-            if !trainFingerprint.isEmpty && !state.trainDataFingerprint.isEmpty && state.trainDataFingerprint != trainFingerprint {
-                throw CheckpointError.incompatible(folder: folder.path, reason: "was trained on other data (fingerprint \(state.trainDataFingerprint), this run's is \(trainFingerprint)); use another --output or the same --train file")
+            guard let found else {
+                log("no complete checkpoint in \(output.path): starting from the beginning")
+                return nil
             }
-            let weights = try SafeTensorsFile(url: folder.appendingPathComponent(CheckpointFolder.modelFile))
+            let recorded = found.state.trainDataFingerprint
+            if !trainFingerprint.isEmpty && !recorded.isEmpty && recorded != trainFingerprint {
+                throw CheckpointError.incompatible(folder: found.folder.path, reason: "was trained on other data (fingerprint \(recorded), this run's is \(trainFingerprint)); use another --output or the same --train file")
+            }
+            let weights = try SafeTensorsFile(url: found.folder.appendingPathComponent(CheckpointFolder.modelFile))
             _ = try replica.model.loadWeights(from: weights, seed: 0)
-            try readOptimizer(into: replica.optimizer, from: folder, state: state)
-            return state
+            return found
         }
-        for buffer in replica.replicatedBuffers { try communicator.broadcast(buffer, root: 0) }
+        let encoded = try communicator.broadcast(bytes: chosen?.state.encoded() ?? [], root: 0)
+        guard !encoded.isEmpty else { return nil }
+        let state = try chosen?.state ?? TrainerState(decoding: encoded, file: "rank 0's \(TrainerState.fileName)")
+        // Each rank's range of the Adam state, read by rank 0 and streamed to it.
+        let files = chosen.map { OptimizerFiles(folder: $0.folder, state: $0.state) }
+        let shards = replica.shards, total = replica.model.layout.totalCount, sharded = replica.shardOptimizer
+        try collectively(communicator) {
+            for (moment, name) in [(replica.optimizer.m, "exp_avg"), (replica.optimizer.v, "exp_avg_sq")] {
+                try communicator.streamFromRoot(into: moment.buffer, root: 0, chunkFloats: CheckpointWriter.chunkFloats) { rank, offset, chunk in
+                    let start = (sharded ? shards.range(of: rank).lowerBound : 0) + offset
+                    precondition(start + chunk.count <= total)
+                    try files?.copy(name, range: start..<(start + chunk.count), into: chunk)
+                }
+            }
+        }
+        replica.optimizer.stepCount = state.optimizerStep
+        try communicator.broadcast(replica.model.parameters.buffer, root: 0)
         return state
     }
 }

@@ -135,9 +135,9 @@ public final class TrainingRun {
     /// The pretrained model (a classifier initialised from the seed when absent), with the
     /// dropout of --dropout, wrapped in this rank's replica.
     private func makeReplica() throws -> (replica: Replica, initialized: [String], maxSequenceLength: Int) {
-        try collectively(communicator) {
-            var (model, loadReport) = try BertForSequenceClassification.load(
-                modelDirectory: options.modelDirectory, labelCount: data.labels.count, seed: UInt64(options.seed))
+        var (model, loadReport) = try loadModelOnRoot(options.modelDirectory, labelCount: data.labels.count,
+                                                      seed: UInt64(options.seed), communicator: communicator)
+        return try collectively(communicator) {
             let maxSequenceLength = try resolvedSequenceLength(options.maxSequenceLength, config: model.config,
                                                                modelDirectory: options.modelDirectory)
             if let dropout = options.dropout {
