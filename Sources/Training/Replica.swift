@@ -24,7 +24,8 @@ final class Replica {
     private var batch = PackedBatch()
     /// Evaluation's batch, kept across evaluations of the run.
     var evaluationBatch = PackedBatch()
-    /// The per-step collective's values: 6 metrics + one partial sum of squares per rank.
+    /// The per-step collective's values: 6 metrics, then per rank its partial sum of squares,
+    /// its compute seconds (data, forward, backward) and its seconds waiting for the gradient sum.
     private var reduction: [Double]
 
     init(model: BertForSequenceClassification, hyperparameters: AdamHyperparameters, communicator: any Communicator,
@@ -37,7 +38,7 @@ final class Replica {
         optimizer = AdamOptimizer(hyperparameters: hyperparameters, layout: model.layout, range: optimizerRange)
         synchronizer = try GradientSynchronizer(communicator: communicator, gradients: model.gradients.buffer,
                                                 bucketFloats: bucketFloats, shardOptimizer: shardOptimizer)
-        reduction = [Double](repeating: 0, count: 6 + communicator.worldSize)
+        reduction = [Double](repeating: 0, count: 6 + 3 * communicator.worldSize)
     }
 
     func reserve(microBatchSize: Int, maxSequenceLength: Int) {
@@ -123,6 +124,9 @@ final class Replica {
         reduction[4] = lossSum.isFinite ? 0 : 1
         reduction[5] = stopRequested ? 1 : 0
         reduction[6 + rank] = sumOfSquares(model.gradients, range: shards.range(of: rank))
+        let phases = outcome.phaseSeconds
+        reduction[6 + worldSize + rank] = phases.data + phases.forward + phases.backward
+        reduction[6 + 2 * worldSize + rank] = phases.sync
         try reduction.withUnsafeMutableBufferPointer { try communicator.allReduce(inPlace: $0, .sum) }
         let reduced = reduction
         outcome.lossSum = reduced[0]
@@ -145,6 +149,13 @@ final class Replica {
         }
         clock.lap(into: &outcome.phaseSeconds.optimizer)
         return outcome
+    }
+
+    /// Rank `rank`'s compute seconds (data, forward, backward) and seconds waiting for the
+    /// gradient sum in the last step, as every rank learnt them from that step's collective.
+    func lastStepSeconds(ofRank rank: Int) -> (compute: Double, wait: Double) {
+        let worldSize = communicator.worldSize
+        return (reduction[6 + worldSize + rank], reduction[6 + 2 * worldSize + rank])
     }
 
     /// Names the first parameter (in backward order) whose summed gradient is not finite, from

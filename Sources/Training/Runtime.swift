@@ -10,11 +10,15 @@ public struct Runtime: Sendable {
     public var progress: ProgressMode
     /// Who started this process.
     public var launcher: Launcher
+    /// The host this process runs on, as reports name it (stragglers, silent peers).
+    public var hostName: String
 
-    public init(threadsPerRank: Int = 1, progress: ProgressMode = .lines, launcher: Launcher = .standalone) {
+    public init(threadsPerRank: Int = 1, progress: ProgressMode = .lines, launcher: Launcher = .standalone,
+                hostName: String = "localhost") {
         self.threadsPerRank = max(1, threadsPerRank)
         self.progress = progress
         self.launcher = launcher
+        self.hostName = hostName
     }
 }
 

@@ -41,6 +41,8 @@ public struct TrainingOptions: Sendable {
     public var logEvery = 10
     public var tensorboardDirectory: URL?
     public var consistencyEvery = 100
+    /// Steps over which rank 0 compares the ranks' compute times to name stragglers.
+    public var stragglerWindow = 20
     /// Consecutive skipped (non-finite) steps after which the run stops with an error.
     public var maxConsecutiveNonFiniteSteps = 5
     /// Single-node debug mode: in-process ranks, NaN/Inf checks everywhere, per-phase times.

@@ -50,6 +50,8 @@ public final class TrainingRun {
     let stopRequested: () -> Bool
     /// Tests only: called on every rank after each step (e.g. to perturb one replica).
     var afterStep: ((_ step: Int, _ parameters: FloatArena) -> Void)?
+    /// Tests only: called on every rank while it computes step `step` (e.g. to slow one rank).
+    var duringStep: ((_ step: Int) -> Void)?
 
     public init(options: TrainingOptions, runtime: Runtime, communicator: any Communicator, data: PreparedData,
                 log: @escaping (String) -> Void, stopRequested: @escaping () -> Bool = { StopSignal.requested }) {
@@ -93,6 +95,8 @@ public final class TrainingRun {
         let reporter = try Reporter(enabled: isRoot, totalSteps: plan.totalSteps, logEvery: options.logEvery,
                                     progress: runtime.progress, tensorBoardDirectory: options.tensorboardDirectory, output: log)
         defer { reporter.finish() }
+        var stragglers = StragglerMonitor(hosts: try communicator.allGather(bytes: Array(runtime.hostName.utf8)).map { String(decoding: $0, as: UTF8.self) },
+                                          window: options.stragglerWindow)
         var summary = RunSummary(stepsDone: progress.step, totalSteps: plan.totalSteps)
         let started = Date()
         while progress.step < plan.totalSteps {
@@ -103,6 +107,7 @@ public final class TrainingRun {
             try reporter.step(progress.step - 1, outcome: outcome, stepSeconds: Date().timeIntervalSince(stepStart))
             if options.debug && isRoot { reporter.say("  step \(progress.step) phases: \(outcome.phaseSeconds.line(decimals: 3))") }
             afterStep?(progress.step, replica.model.parameters)
+            if isRoot, let line = stragglers.record(step: progress.step, seconds: replica.lastStepSeconds) { reporter.say(line) }
 
             if communicator.worldSize > 1 && options.consistencyEvery > 0 && progress.step % options.consistencyEvery == 0 {
                 let repaired = try ensureReplicasMatch(buffers: replica.replicatedBuffers, communicator: communicator)
@@ -186,11 +191,12 @@ public final class TrainingRun {
     private func step(_ replica: Replica, _ progress: inout Progress) throws -> Replica.Outcome {
         let (rankBatch, order) = progress.batches.current(rank: communicator.rank, worldSize: communicator.worldSize)
         let learningRate = progress.batches.plan.schedule.learningRate(atStep: progress.step)
-        let train = data.train
+        let train = data.train, step = progress.step, duringStep = duringStep
         let outcome = try replica.step(
             microBatchCount: rankBatch.microBatchCount, globalBatchSize: rankBatch.globalRange.count, stepIndex: progress.step,
             learningRate: learningRate, maxGradNorm: options.maxGradNorm,
             dropout: DropoutContext(seed: UInt64(options.seed), step: progress.step), stopRequested: stopRequested()) { micro, batch in
+                duringStep?(step)
                 batch.append(micro: micro, of: rankBatch, order: order, from: train)
             }
         progress.batches.advance()

@@ -58,7 +58,14 @@ struct ProcessEnvironment {
         // TEMPORARY (until Model's Compute lands): the kernels still read a global thread count.
         kernelThreadCount = threadsPerRank(requested: requested, simulatedRanks: simulatedRanks)
         BLASSetup.setThreads(kernelThreadCount)
-        return Runtime(threadsPerRank: threadsPerRank(requested: requested, simulatedRanks: simulatedRanks), progress: progress, launcher: launcher)
+        return Runtime(threadsPerRank: threadsPerRank(requested: requested, simulatedRanks: simulatedRanks), progress: progress,
+                       launcher: launcher, hostName: hostName)
+    }
+
+    /// This machine's name (gethostname; no name lookup).
+    var hostName: String {
+        var name = [CChar](repeating: 0, count: 256)
+        return gethostname(&name, name.count - 1) == 0 ? String(cString: name) : "unknown-host"
     }
 }
 
