@@ -290,38 +290,64 @@ public final class TokenizedDataset: @unchecked Sendable {
         guard let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, descriptor, 0), mapped != MAP_FAILED else {
             throw DataError("\(path): cannot map the token cache (\(String(cString: strerror(errno))))")
         }
-        let raw = UnsafeRawBufferPointer(start: mapped, count: size)
+        return try checked(storage: mapped, byteCount: size, isMapped: true, cacheFile: url, origin: path,
+                           vocabularySize: vocabularySize, damaged: damaged) { version in
+            DataError("\(path): token cache format \(version) is not \(formatVersion); delete it and it will be rebuilt")
+        }
+    }
+
+    /// The dataset's bytes in the token cache layout (what `deserialize` reads): to send the
+    /// dataset to other ranks. Valid while the dataset lives.
+    public var serializedBytes: UnsafeRawBufferPointer { bytes }
+
+    /// A dataset from bytes in the token cache layout (`serializedBytes`, e.g. received from rank
+    /// 0), copied and checked as `open` checks a file; `source` names them in errors.
+    public static func deserialize(_ bytes: UnsafeRawBufferPointer, source: String, vocabularySize: Int? = nil) throws -> TokenizedDataset {
+        let damaged = { (reason: String) in DataError("\(source): the token data is damaged (\(reason))") }
+        guard bytes.count >= 12 else { throw damaged("\(bytes.count) bytes, shorter than its header") }
+        let storage = UnsafeMutableRawPointer.allocate(byteCount: bytes.count, alignment: 16)
+        storage.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        return try checked(storage: storage, byteCount: bytes.count, isMapped: false, cacheFile: nil, origin: source,
+                           vocabularySize: vocabularySize, damaged: damaged) { version in
+            DataError("\(source): token data format \(version) is not \(formatVersion) (every rank must run the same bert-dist)")
+        }
+    }
+
+    /// Checks the bytes at `storage` (at least 12) and makes them a dataset, which then owns them;
+    /// on failure they are released here.
+    private static func checked(storage: UnsafeMutableRawPointer, byteCount size: Int, isMapped: Bool, cacheFile: URL?,
+                                origin: String, vocabularySize: Int?, damaged: (String) -> DataError,
+                                versionMismatch: (UInt32) -> DataError) throws -> TokenizedDataset {
+        let raw = UnsafeRawBufferPointer(start: storage, count: size)
         func fail(_ error: DataError) -> DataError {
-            munmap(mapped, size)
+            if isMapped { munmap(storage, size) } else { storage.deallocate() }
             return error
         }
         guard Array(raw[0..<8]) == magic else { throw fail(damaged("not a bert-dist token cache")) }
         let version = raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian
-        guard version == formatVersion else {
-            throw fail(DataError("\(path): token cache format \(version) is not \(formatVersion); delete it and it will be rebuilt"))
-        }
+        guard version == formatVersion else { throw fail(versionMismatch(version)) }
         guard size >= headerByteCount else { throw fail(damaged("\(size) bytes, shorter than its header")) }
         let exampleCount = raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self).littleEndian
         let tokenCount = raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self).littleEndian
         let hasPairs = raw.loadUnaligned(fromByteOffset: 64, as: UInt32.self).littleEndian & 1 != 0
         let labelCount = raw.loadUnaligned(fromByteOffset: 68, as: UInt32.self).littleEndian
         let namesByteCount = raw.loadUnaligned(fromByteOffset: 72, as: UInt64.self).littleEndian
-        guard exampleCount < UInt64(Int32.max), tokenCount < UInt64(Int.max / 8), namesByteCount < UInt64(size),
-              Layout(exampleCount: Int(exampleCount), tokenCount: Int(tokenCount), hasPairs: hasPairs,
-                     labelNamesByteCount: Int(namesByteCount)).total == size else {
+        guard exampleCount < UInt64(Int32.max), tokenCount < UInt64(Int.max / 8), namesByteCount < UInt64(size) else {
             throw fail(damaged("its size \(size) does not match its header"))
         }
+        let layout = Layout(exampleCount: Int(exampleCount), tokenCount: Int(tokenCount), hasPairs: hasPairs,
+                            labelNamesByteCount: Int(namesByteCount))
+        guard layout.total == size else { throw fail(damaged("its size \(size) does not match its header")) }
         let expectedHash = raw.loadUnaligned(fromByteOffset: 56, as: UInt64.self).littleEndian
         guard ContentHash64.hash(UnsafeRawBufferPointer(rebasing: raw[headerByteCount...])) == expectedHash else {
             throw fail(damaged("checksum mismatch"))
         }
-        let layout = Layout(exampleCount: Int(exampleCount), tokenCount: Int(tokenCount), hasPairs: hasPairs,
-                            labelNamesByteCount: Int(namesByteCount))
         guard let names = decodeLabelNames(UnsafeRawBufferPointer(rebasing: raw[layout.labelNames..<layout.tokens]), count: Int(labelCount)),
-              let labelSet = try? LabelSet(names: names, origin: path) else {
+              let labelSet = try? LabelSet(names: names, origin: origin) else {
             throw fail(damaged("bad label names"))
         }
-        let dataset = TokenizedDataset(storage: mapped, byteCount: size, isMapped: true, cacheFile: url, labelSet: labelSet)
+        // From here the dataset owns (and releases) the bytes.
+        let dataset = TokenizedDataset(storage: storage, byteCount: size, isMapped: isMapped, cacheFile: cacheFile, labelSet: labelSet)
         // Structure: offsets increase from 0 to T, lengths 2...maxLength (3 for pairs), labels,
         // segment starts and ids in range.
         guard dataset.offsets[0] == 0, dataset.offsets[dataset.count] == Int64(dataset.tokenCount) else {

@@ -193,6 +193,16 @@ import Testing
                                         paddingTokenId: tokenizer.paddingTokenId, maxLength: 12)
             #expect(batch == reference && batch.tokenTypeIds.contains(1))
         }
+        // The same bytes travel to other ranks: deserialized, they are the same dataset.
+        let copy = try TokenizedDataset.deserialize(built.serializedBytes, source: "rank 0", vocabularySize: tokenizer.vocabulary.count)
+        #expect(copy.hasPairs && copy.labelSet == built.labelSet && copy.cacheFile == nil)
+        #expect((0..<4).allSatisfy { Array(copy.tokens(at: $0)) == Array(built.tokens(at: $0)) && copy.secondSegmentStart(at: $0) == built.secondSegmentStart(at: $0) })
+        var bent = Array(built.serializedBytes)
+        bent[bent.count - 1] ^= 1
+        #expect(dataErrorMessage { _ = try bent.withUnsafeBytes { try TokenizedDataset.deserialize($0, source: "rank 0") } }
+                == "rank 0: the token data is damaged (checksum mismatch)")
+        #expect(dataErrorMessage { _ = try [UInt8](repeating: 0, count: 4).withUnsafeBytes { try TokenizedDataset.deserialize($0, source: "rank 0") } }
+                == "rank 0: the token data is damaged (4 bytes, shorter than its header)")
         // A cache of the same file read with a given label set is another file; a cache copied
         // over its name is refused.
         let fixed = try LabelSet(names: ["positif", "négatif", "日本"], origin: "--labels")
