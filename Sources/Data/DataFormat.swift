@@ -46,7 +46,7 @@ public struct DataPreset: Sendable, Hashable {
         firstClassIndex: 1, labelNames: ["World", "Sports", "Business", "Sci/Tech"])
 
     /// The preset's labels, in class index order.
-    public var labelSet: LabelSet { LabelSet(checkedNames: labelNames) }
+    public var labelSet: LabelSet { LabelSet(checkedNames: labelNames, origin: "the \(name) preset") }
 }
 
 /// How the rows of a data file are written.

@@ -33,7 +33,7 @@ public struct LabelSet: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Names known to be valid (a preset's, or from the data).
-    init(checkedNames names: [String], origin: String = "preset") {
+    init(checkedNames names: [String], origin: String) {
         self.names = names
         self.origin = origin
         var ids: [[UInt8]: Int32] = [:]

@@ -31,7 +31,7 @@ public struct LabeledTexts: Sendable {
     init(source: URL, format: DataFormat) {
         self.source = source
         self.format = format
-        labelSet = LabelSet(checkedNames: [])
+        labelSet = LabelSet(checkedNames: [], origin: source.path)  // set by parse
     }
 
     public func text(at index: Int) -> String {
@@ -182,7 +182,7 @@ struct RowReader {
 
     func finishLabels() throws -> (LabelSet, [Int32]?) {
         if case .preset(let preset) = format, case .fromData = labels.rule {
-            return (LabelSet(checkedNames: preset.labelNames, origin: "the \(preset.name) preset"), nil)
+            return (preset.labelSet, nil)
         }
         return try labels.finish(path: path)
     }
