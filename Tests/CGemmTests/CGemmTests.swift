@@ -68,19 +68,29 @@ import Testing
 
     // MARK: layouts
 
-    @Test func packedLayoutsAreTheDocumentedOnesAndRangesWriteOnlyTheirRange() {
-        let depth = 37, columns = 21, rows = 5
+    typealias PackA = @convention(c) (UnsafeMutablePointer<UInt16>?, Int, UnsafePointer<Float>?, Int, Int32, Int, Int, Int, Int) -> Void
+    typealias PackB = @convention(c) (UnsafeMutablePointer<UInt16>?, UnsafePointer<Float>?, Int, Int32, Int, Int, Int, Int, Int, Int) -> Void
+    /// The packing entry points (vector code for whole blocks on AVX-512 CPUs) and the portable loops.
+    static let packers: [(name: String, a: PackA, b: PackB)] = [("bg_pack", bg_pack_a, bg_pack_b), ("portable", bg_pack_a_portable, bg_pack_b_portable)]
+
+    /// Small sizes (edges only) and sizes with whole 16 x 16 blocks of pair words (the vector paths).
+    @Test(arguments: [(depth: 37, columns: 21, rows: 5), (depth: 70, columns: 50, rows: 40)], [0, 1])
+    func packedLayoutsAreTheDocumentedOnesAndRangesWriteOnlyTheirRange(size: (depth: Int, columns: Int, rows: Int), packer: Int) {
+        let (depth, columns, rows) = size
+        let packA = Self.packers[packer].a, packB = Self.packers[packer].b
         let source = Self.values(depth * columns, seed: 3)   // (depth, columns) and, read transposed, (columns, depth)
         let paddedDepth = bg_padded_depth(depth), strips = bg_strip_count(columns)
-        #expect(paddedDepth == 64 && strips == 2 && bg_packed_b_count(depth, columns) == 64 * 16 * 2)
+        #expect(paddedDepth % 32 == 0 && paddedDepth - depth < 32 && strips == (columns + 15) / 16)
+        #expect(bg_packed_b_count(depth, columns) == paddedDepth * 16 * strips)
         for transposed in [Int32(0), 1] {
             var packed = [UInt16](repeating: 0xffff, count: bg_packed_b_count(depth, columns))
             let stride = transposed == 1 ? depth : columns
-            // Two calls: pairs [0, 10) of strip 1, then everything else (strip 0, pairs [10, 32) of strip 1).
-            bg_pack_b(&packed, source, stride, transposed, depth, columns, 0, 10, 1, 2)
+            // Three calls: pairs [0, 10) of strips 1..., strip 0, then pairs [10, end) of strips 1...
+            packB(&packed, source, stride, transposed, depth, columns, 0, 10, 1, strips)
             #expect(packed[0] == 0xffff, "strip 0 untouched by the first call")
-            bg_pack_b(&packed, source, stride, transposed, depth, columns, 0, paddedDepth / 2, 0, 1)
-            bg_pack_b(&packed, source, stride, transposed, depth, columns, 10, paddedDepth / 2, 1, 2)
+            #expect(packed[16 * paddedDepth + 10 * 32] == 0xffff, "pair 10 of strip 1 untouched by the first call")
+            packB(&packed, source, stride, transposed, depth, columns, 0, paddedDepth / 2, 0, 1)
+            packB(&packed, source, stride, transposed, depth, columns, 10, paddedDepth / 2, 1, strips)
             for s in 0..<strips {
                 for p in 0..<(paddedDepth / 2) {
                     for j in 0..<16 {
@@ -88,23 +98,26 @@ import Testing
                             let d = 2 * p + h, n = 16 * s + j
                             let value: Float = d < depth && n < columns ? (transposed == 1 ? source[n * depth + d] : source[d * columns + n]) : 0
                             let got = packed[s * paddedDepth * 16 + p * 32 + 2 * j + h]
-                            if got != bg_round(value) { Issue.record("transposed \(transposed): B[\(d)][\(n)] = \(got), expected \(bg_round(value))") }
+                            if got != bg_round(value) { Issue.record("\(Self.packers[packer].name) transposed \(transposed): B[\(d)][\(n)] = \(got), expected \(bg_round(value))") }
                         }
                     }
                 }
             }
         }
         let lda = paddedDepth + 8, paddedRows = bg_padded_rows(rows)
-        #expect(paddedRows == 16)
+        #expect(paddedRows % 16 == 0 && paddedRows - rows < 16)
         for transposed in [Int32(0), 1] {
             var a = [UInt16](repeating: 0xffff, count: paddedRows * lda)
             let x = Self.values(rows * depth, seed: 4)   // (rows, depth) or, transposed, (depth, rows)
-            bg_pack_a(&a, lda, x, transposed == 1 ? rows : depth, transposed, rows, depth, 0, paddedRows)
+            // Two calls: the first 3 rows, then the rest.
+            packA(&a, lda, x, transposed == 1 ? rows : depth, transposed, rows, depth, 0, 3)
+            #expect(a[3 * lda] == 0xffff, "row 3 untouched by the first call")
+            packA(&a, lda, x, transposed == 1 ? rows : depth, transposed, rows, depth, 3, paddedRows)
             for r in 0..<paddedRows {
                 for d in 0..<lda {
                     let expected: UInt16 = d >= paddedDepth ? 0xffff   // beyond the padded depth: not ours
                         : r < rows && d < depth ? bg_round(transposed == 1 ? x[d * rows + r] : x[r * depth + d]) : 0
-                    if a[r * lda + d] != expected { Issue.record("transposed \(transposed): A[\(r)][\(d)] = \(a[r * lda + d]), expected \(expected)") }
+                    if a[r * lda + d] != expected { Issue.record("\(Self.packers[packer].name) transposed \(transposed): A[\(r)][\(d)] = \(a[r * lda + d]), expected \(expected)") }
                 }
             }
         }

@@ -95,6 +95,14 @@ void bg_pack_b(bg_bf16 *packed, const float *source, long stride, int transposed
                long depth, long columns, long pair_begin, long pair_end,
                long strip_begin, long strip_end);
 
+/// The portable loops of bg_pack_a and bg_pack_b (what CPUs without AVX-512 run; the others
+/// use vector code for whole blocks), for tests comparing the two.
+void bg_pack_a_portable(bg_bf16 *a, long lda, const float *source, long stride, int transposed,
+                        long rows, long depth, long row_begin, long row_end);
+void bg_pack_b_portable(bg_bf16 *packed, const float *source, long stride, int transposed,
+                        long depth, long columns, long pair_begin, long pair_end,
+                        long strip_begin, long strip_end);
+
 // MARK: - Product
 
 /// C[r][n] = (accumulate ? C[r][n] : 0) + sum_d A[r][d] B[d][n] in fp32 for rows
