@@ -6,8 +6,8 @@
 #include <immintrin.h>
 
 enum { ROWS = 6, STRIPS = 4 };
-/// Strips per column block: 96 strips x 16 columns x 2 bytes = 3 KB per depth pair... sized by
-/// depth below so that one block of B is about 1 MB.
+/// Strips per column block, so that the block of B swept by every group of ROWS rows (all its
+/// depth) is about 1 MB and stays in L2.
 static long block_strips(long depth) {
     long bytes_per_strip = bg_strip_stride(depth) * 2;
     long strips = (1L << 20) / bytes_per_strip;
