@@ -31,6 +31,8 @@ let package = Package(
 
         // The model's vector kernels, compiled per instruction set and chosen at run time (see CKernels.h).
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
+        // bf16 matrix products with fp32 accumulation (AMX, AVX512-BF16, an exact software engine).
+        .target(name: "CGemm", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
         // Tensors in flat arenas, BLAS kernels, BERT forward/backward, AdamW, safetensors.
         .target(name: "Model", dependencies: ["CBLAS", "CKernels"], swiftSettings: optimized),
         // WordPiece tokenizer, AG News / JSONL readers, sampler, token cache, download.
@@ -43,15 +45,18 @@ let package = Package(
         .target(name: "Training", dependencies: ["Model", "Data", "Distributed", "Storage"], swiftSettings: optimized),
         // The command line only: argument parsing, wiring, exit codes.
         .executableTarget(name: "bert-dist", dependencies: [
-            "Training",
+            "Training", "Model", "Data", "Distributed",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // Helpers shared by the test targets (temporary folders, programs, tmpfs mounts).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "CGemmTests", dependencies: ["CGemm"]),
         .testTarget(name: "ModelTests", dependencies: ["Model"], exclude: ["Fixtures"]),
         .testTarget(name: "DataTests", dependencies: ["Data"], exclude: ["Fixtures"]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
-        .testTarget(name: "StorageTests", dependencies: ["Storage"], exclude: ["Fixtures"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Data", "Distributed", "Storage", "TestSupport"]),
         // Runs the built bert-dist binary (alone and under mpirun) as a user would.
         .testTarget(name: "EndToEndTests", dependencies: ["bert-dist", "Model", "Storage"]),
     ]

@@ -25,7 +25,13 @@ public struct InMemoryExamples: TokenizedExamples, @unchecked Sendable {
         precondition(sequences.count == labels.count)
         var offsets = [0]
         for s in sequences { offsets.append(offsets.last! + s.count) }
-        ids = TokenStorage(sequences, count: offsets.last!)
+        self.init(ids: sequences.flatMap { $0 }, offsets: offsets, labels: labels)
+    }
+
+    /// Examples already flat: example i is ids[offsets[i] ..< offsets[i + 1]].
+    init(ids: [Int32], offsets: [Int], labels: [Int32]) {
+        precondition(offsets.count == labels.count + 1 && offsets.last == ids.count)
+        self.ids = TokenStorage(ids)
         self.offsets = offsets
         self.labels = labels
     }
@@ -42,15 +48,9 @@ public struct InMemoryExamples: TokenizedExamples, @unchecked Sendable {
 private final class TokenStorage {
     let buffer: UnsafeMutableBufferPointer<Int32>
 
-    init(_ sequences: [[Int32]], count: Int) {
-        buffer = .allocate(capacity: max(count, 1))
-        var next = 0
-        for sequence in sequences {
-            for id in sequence {
-                buffer[next] = id
-                next += 1
-            }
-        }
+    init(_ ids: [Int32]) {
+        buffer = .allocate(capacity: max(ids.count, 1))
+        _ = buffer.initialize(from: ids)
     }
 
     deinit { buffer.deallocate() }

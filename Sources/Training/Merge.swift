@@ -6,8 +6,7 @@ import Storage
 /// weights, config and tokenizer files, no optimizer state — after verifying it is complete;
 /// several with `average` become the element-wise mean of their weights (same config and
 /// tensor names required). The output loads in eval/predict and in HF from_pretrained.
-/// (`compute` only holds the models: merging runs no kernels.)
-public func merge(checkpoints: [URL], output: URL, average: Bool, compute: Compute) throws -> [String] {
+public func merge(checkpoints: [URL], output: URL, average: Bool) throws -> [String] {
     guard !checkpoints.isEmpty else { throw TrainingError.invalidInput("merge needs at least one checkpoint") }
     guard checkpoints.count == 1 || average else {
         throw TrainingError.invalidInput("several checkpoints given: add --average to average their weights, or give one")
@@ -15,7 +14,8 @@ public func merge(checkpoints: [URL], output: URL, average: Bool, compute: Compu
     var notes: [String] = []
     var sources: [(folder: URL, model: BertForSequenceClassification)] = []
     for path in checkpoints {
-        let inference = try InferenceModel.load(path, compute: compute)
+        // One thread, any kernels: merging runs no kernels.
+        let inference = try InferenceModel.load(path, compute: Compute(threads: 1))
         if let first = sources.first {
             guard inference.model.config == first.model.config, inference.model.labelCount == first.model.labelCount else {
                 throw TrainingError.invalidInput("\(inference.folder.path): config.json differs from \(first.folder.path)'s; only checkpoints of the same model can be averaged")

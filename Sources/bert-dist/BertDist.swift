@@ -8,7 +8,7 @@ enum Entry {
     static func main() {
         // Before anything loads BLAS work or MPI: OpenBLAS single-threaded, with the kernels the
         // CPU deserves (re-executes this process with OPENBLAS_CORETYPE set when needed).
-        if let note = startOpenBLAS() { printError("warning: \(note)") }
+        if let note = startOpenBLAS(.current) { printError("warning: \(note)") }
         do {
             var command = try BertDist.parseAsRoot()
             try command.run()
@@ -18,9 +18,10 @@ enum Entry {
             if code == .success {
                 print(BertDist.fullMessage(for: error))
             } else if !(error is ExitCode) {
-                // SPEC: one line `error: ...` on stderr (ArgumentParser would print "Error:" and the usage).
+                // SPEC: one line `error: ...` on stderr (ArgumentParser would print "Error:" and the
+                // usage); a usage mistake points at --help, a failure of the work does not.
                 let message = BertDist.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
-                printError("error: \(message) (see --help)")
+                printError("error: \(message)" + (code == .validationFailure ? " (see --help)" : ""))
             }
             exit(code.rawValue)
         }

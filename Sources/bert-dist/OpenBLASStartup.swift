@@ -8,9 +8,9 @@ import Model
 /// then checked with BLASSetup.selfTest, and if they compute wrong results the process
 /// re-executes once more with OpenBLAS's own choice. A user's OPENBLAS_CORETYPE always wins.
 /// Returns a note to print, or nil.
-func startOpenBLAS() -> String? {
+func startOpenBLAS(_ environment: ProcessEnvironment) -> String? {
     BLASSetup.keepOpenBLASSingleThreaded()
-    let environment = ProcessInfo.processInfo.environment
+    let environment = environment.variables
     if let stage = environment["BERT_DIST_BLAS_REEXEC"] {
         guard stage == "preferred", let detected = environment["BERT_DIST_BLAS_DETECTED"] else { return nil }
         do {

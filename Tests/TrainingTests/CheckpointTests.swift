@@ -88,7 +88,7 @@ import Testing
             options.shardOptimizer = true
             let resumeOptions = options
             let messages = try InProcessGroupRun.collectingLog(ranks: 2) { communicator, log in
-                try TrainingRun(options: resumeOptions, communicator: communicator, compute: Compute(threads: 1), data: try syntheticData(), log: log).run()
+                try TrainingRun(options: resumeOptions, runtime: Runtime(), communicator: communicator, data: try syntheticData(), log: log).run()
             }.log
             #expect(messages.contains { $0.contains("not resuming from checkpoint-4") }, "\(what): \(messages)")
             #expect(messages.contains { $0.contains("resumed from checkpoint-2") }, "\(what): \(messages)")
@@ -142,7 +142,7 @@ enum InProcessGroupRun {
             _ = try InferenceModel.load(checkpoint, compute: Compute(threads: 1))
         } throws: { "\($0)".contains("\(weights.path): SHA-256 differs") }
         #expect {
-            _ = try merge(checkpoints: [checkpoint], output: temporaryDirectory(), average: false, compute: Compute(threads: 1))
+            _ = try merge(checkpoints: [checkpoint], output: temporaryDirectory(), average: false)
         } throws: { "\($0)".contains("\(weights.path): SHA-256 differs") }
         try FileManager.default.removeItem(at: checkpoint.appendingPathComponent("trainer_state.pb"))
         #expect {
