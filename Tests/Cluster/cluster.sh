@@ -27,7 +27,8 @@
 #                                 bound to NAME, for `--mca plm_rsh_agent $state/rsh`
 #   cluster.sh conf NAME [HOSTS]  print a cluster.conf for launch/train (first HOSTS hosts)
 #   cluster.sh hostfile NAME [HOSTS]   print an Open MPI hostfile (one slot per core of each host)
-#   cluster.sh mpirun-options NAME     print the mpirun options the cluster needs (one per line)
+#   cluster.sh mpirun-options NAME     print the options a plain mpirun needs here (one per line;
+#                                 after any --bind-to of your own: it ends with --bind-to none)
 #   cluster.sh pids NAME HOST     pids of every process running on the host
 #   cluster.sh cut NAME HOST | mend NAME HOST       the host's cable: eth1 down / up
 #   cluster.sh freeze NAME HOST | thaw NAME HOST    SIGSTOP / SIGCONT every process of the host
@@ -209,7 +210,11 @@ command_conf() {
         echo "host h$index slots=$cores cores=$cores"
     done
     echo "network_interface = eth1"
-    echo "mpirun_options = $(command_mpirun_options "$name" | tr '\n' ' ')"
+    # The interface comes from network_interface (Open MPI refuses a parameter given twice).
+    # --bind-to none (after launch/train's own binding, so it wins): each host is pinned to its cores
+    # by taskset, and Open MPI would otherwise bind every host's ranks by the head's topology, which
+    # is not theirs (host 2's rank 0 ends up on core 0, the head's).
+    echo "mpirun_options = --mca plm_rsh_agent $state/rsh --mca btl tcp,self --bind-to none"
 }
 
 command_hostfile() {
@@ -230,12 +235,13 @@ cpu_count() {
     echo "$total"
 }
 
+# For a plain mpirun (see command_conf for --bind-to none).
 command_mpirun_options() {
     local state
     state="$(state_of "$1")"
     host_count "$1" >/dev/null
     printf '%s\n' --mca plm_rsh_agent "$state/rsh" --mca btl tcp,self \
-        --mca btl_tcp_if_include eth1 --mca oob_tcp_if_include eth1
+        --mca btl_tcp_if_include eth1 --mca oob_tcp_if_include eth1 --bind-to none
 }
 
 command_limit() {
