@@ -76,9 +76,11 @@ final class HeartbeatSocket {
     }
 
     /// The IPv4 addresses (network byte order) of the interfaces that are up: those named in
-    /// `interfaces`, or when it is empty every interface but loopback; loopback only when nothing
-    /// else exists (a machine without network: all ranks are local).
+    /// `interfaces` (names such as eth1, or subnets such as 10.0.0.0/16, as Open MPI's
+    /// btl_tcp_if_include takes them), or when it is empty every interface but loopback; loopback
+    /// only when nothing else exists (a machine without network: all ranks are local).
     static func localAddresses(interfaces: [String]) throws -> [UInt32] {
+        let subnets = interfaces.compactMap(Subnet.init)
         var list: UnsafeMutablePointer<ifaddrs>? = nil
         guard getifaddrs(&list) == 0 else { throw error("getifaddrs") }
         defer { freeifaddrs(list) }
@@ -93,7 +95,7 @@ final class HeartbeatSocket {
             let isLoopback = current.pointee.ifa_flags & UInt32(IFF_LOOPBACK) != 0
             if interfaces.isEmpty {
                 if isLoopback { loopback.append(address) } else { chosen.append(address) }
-            } else if interfaces.contains(name) {
+            } else if interfaces.contains(name) || subnets.contains(where: { $0.contains(address) }) {
                 chosen.append(address)
             }
         }
@@ -102,6 +104,26 @@ final class HeartbeatSocket {
                                      reason: "no interface named \(interfaces.joined(separator: " or ")) with an IPv4 address is up on this host")
         }
         return chosen.isEmpty ? loopback : chosen
+    }
+
+    /// An IPv4 subnet written a.b.c.d/n.
+    struct Subnet {
+        var network: UInt32  // host byte order
+        var mask: UInt32
+
+        init?(_ text: String) {
+            let parts = text.split(separator: "/")
+            let octets = parts.first?.split(separator: ".").compactMap { UInt32($0) } ?? []
+            guard parts.count == 2, let bits = UInt32(parts[1]), bits <= 32, octets.count == 4, octets.allSatisfy({ $0 < 256 })
+            else { return nil }
+            mask = bits == 0 ? 0 : ~UInt32(0) << (32 - bits)
+            network = (octets[0] << 24 | octets[1] << 16 | octets[2] << 8 | octets[3]) & mask
+        }
+
+        /// `address` in network byte order.
+        func contains(_ address: UInt32) -> Bool {
+            UInt32(bigEndian: address) & mask == network
+        }
     }
 
     private static func error(_ call: String) -> CommunicationError {

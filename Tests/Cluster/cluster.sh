@@ -13,6 +13,7 @@
 #     otherwise. Open MPI binds a host's first rank to that host's first core; without this every
 #     "host" would put its rank 0 on core 0.
 #
+#   cluster.sh setup              install iproute2 (ip, tc) if missing (apt; launch/test runs this)
 #   cluster.sh up NAME HOSTS [--cpus "LIST1 LIST2 ..."] [--owner PID]
 #         create the cluster (fails if NAME exists); prints the state folder. --owner: the process
 #         whose life the cluster belongs to (default: the caller); `clean` removes clusters whose
@@ -266,10 +267,17 @@ command_signal_host() {
     return 0
 }
 
-[[ $# -ge 1 ]] || fail "usage: cluster.sh up|down|clean|exec|rsh|conf|hostfile|mpirun-options|pids|cut|mend|freeze|thaw|limit|local|disk|list ... (see the top of this file)"
+[[ $# -ge 1 ]] || fail "usage: cluster.sh setup|up|down|clean|exec|rsh|conf|hostfile|mpirun-options|pids|cut|mend|freeze|thaw|limit|local|disk|list ... (see the top of this file)"
 action="$1"; shift
 need() { [[ $# -ge $1 ]] || fail "$action: expected $2"; }
 case "$action" in
+    setup)
+        if ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
+            sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+            echo "cluster.sh: installing iproute2"
+            $sudo apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
+        fi ;;
     up) need 2 "NAME HOSTS" "$@"; command_up "$@" ;;
     down) need 1 "NAME" "$@"; command_down "$1" ;;
     clean) need 1 "PREFIX" "$@"; command_clean "$1" ;;

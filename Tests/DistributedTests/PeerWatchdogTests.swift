@@ -51,6 +51,23 @@ struct PeerWatchdogTests {
         #expect(PeerWatchdog.rankList([1, 2, 4, 5, 6, 9]) == "1, 2, 4-6, 9")
     }
 
+    @Test func interfacesAreChosenByNameOrSubnetAsOpenMPITakesThem() throws {
+        let tenSeventySeven = try #require(HeartbeatSocket.Subnet("10.77.0.0/24"))
+        #expect(tenSeventySeven.contains(UInt32(0x0A4D_0002).bigEndian) && !tenSeventySeven.contains(UInt32(0x0A4D_0102).bigEndian))
+        #expect(try #require(HeartbeatSocket.Subnet("0.0.0.0/0")).contains(UInt32(0xC0A8_0001).bigEndian))
+        #expect(HeartbeatSocket.Subnet("eth1") == nil && HeartbeatSocket.Subnet("10.77.0/24") == nil && HeartbeatSocket.Subnet("10.0.0.0/33") == nil)
+        let loopback = UInt32(0x7F00_0001).bigEndian
+        #expect(try HeartbeatSocket.localAddresses(interfaces: ["lo"]) == [loopback])
+        #expect(try HeartbeatSocket.localAddresses(interfaces: ["127.0.0.0/8"]) == [loopback])
+        let all = try HeartbeatSocket.localAddresses(interfaces: [])
+        #expect(!all.isEmpty && (!all.contains(loopback) || all == [loopback]), "loopback chosen beside other interfaces: \(all)")
+        // A subnet this machine has no address in (documentation ranges; some sandboxes use one).
+        let absent = try #require(["203.0.113.0/24", "198.51.100.0/24", "192.0.2.0/24"].first { text in
+            !all.contains { HeartbeatSocket.Subnet(text)!.contains($0) }
+        })
+        #expect(throws: CommunicationError.self) { try HeartbeatSocket.localAddresses(interfaces: [absent]) }
+    }
+
     @Test func startAddressesAndDatagramsRoundTripAndForeignDatagramsAreIgnored() throws {
         let addresses = PeerAddresses(token: 0x0123_4567_89AB_CDEF, port: 40_001,
                                       addresses: [UInt32(0x0A4D_0002).bigEndian, UInt32(0x7F00_0001).bigEndian], hostName: "node-07")
