@@ -43,15 +43,17 @@ let package = Package(
         .target(name: "Training", dependencies: ["Model", "Data", "Distributed", "Storage"], swiftSettings: optimized),
         // The command line only: argument parsing, wiring, exit codes.
         .executableTarget(name: "bert-dist", dependencies: [
-            "Training",
+            "Training", "Model", "Data", "Distributed",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // Helpers shared by the test targets (temporary folders, programs, tmpfs mounts).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "ModelTests", dependencies: ["Model"], exclude: ["Fixtures"]),
         .testTarget(name: "DataTests", dependencies: ["Data"], exclude: ["Fixtures"]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
-        .testTarget(name: "StorageTests", dependencies: ["Storage"], exclude: ["Fixtures"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Data", "Distributed", "Storage", "TestSupport"]),
         // Test-only: drives the peer watchdog under mpirun on the namespace cluster (Tests/Cluster).
         .executableTarget(name: "watchdog-soak", dependencies: ["Distributed"], path: "Tests/Cluster/WatchdogSoak"),
         // Runs the built bert-dist binary (alone and under mpirun) as a user would; the cluster and

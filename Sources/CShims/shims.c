@@ -5,13 +5,8 @@ MPI_Errhandler shim_mpi_errors_return(void) { return MPI_ERRORS_RETURN; }
 
 MPI_Datatype shim_mpi_byte(void) { return MPI_BYTE; }
 MPI_Datatype shim_mpi_float(void) { return MPI_FLOAT; }
-MPI_Datatype shim_mpi_double(void) { return MPI_DOUBLE; }
-MPI_Datatype shim_mpi_uint64(void) { return MPI_UINT64_T; }
-MPI_Datatype shim_mpi_int(void) { return MPI_INT; }
 
 MPI_Op shim_mpi_sum(void) { return MPI_SUM; }
-MPI_Op shim_mpi_max(void) { return MPI_MAX; }
-MPI_Op shim_mpi_min(void) { return MPI_MIN; }
 
 void *shim_mpi_in_place(void) { return MPI_IN_PLACE; }
 MPI_Request shim_mpi_request_null(void) { return MPI_REQUEST_NULL; }

@@ -72,8 +72,10 @@ public struct Sampler: Sendable {
     public let seed: UInt64
     /// Token counts of the examples when grouping by length, else nil.
     public let groupingLengths: [Int32]?
+    /// false: every epoch takes the examples in file order (the bench's consecutive rows).
+    public let shuffles: Bool
 
-    public init(exampleCount: Int, globalBatchSize: Int, seed: UInt64, groupByLength lengths: [Int32]? = nil) {
+    public init(exampleCount: Int, globalBatchSize: Int, seed: UInt64, groupByLength lengths: [Int32]? = nil, shuffle: Bool = true) {
         precondition(exampleCount > 0, "the data set is empty")
         precondition(globalBatchSize > 0, "the global batch size must be positive")
         precondition(lengths == nil || lengths!.count == exampleCount, "one length per example")
@@ -81,6 +83,7 @@ public struct Sampler: Sendable {
         self.globalBatchSize = globalBatchSize
         self.seed = seed
         self.groupingLengths = lengths
+        self.shuffles = shuffle
     }
 
     /// Global batches per epoch, the last one possibly smaller.
@@ -91,7 +94,7 @@ public struct Sampler: Sendable {
         precondition(exampleCount <= Int(Int32.max))
         var generator = SplitMix64(seed: SplitMix64.mix(seed ^ SplitMix64.mix(UInt64(epoch) ^ 0xA076_1D64_78BD_642F)))
         var order = (0..<Int32(exampleCount)).map { $0 }
-        var index = exampleCount - 1
+        var index = shuffles ? exampleCount - 1 : 0
         while index > 0 {
             let other = Int(generator.next(below: UInt64(index + 1)))
             order.swapAt(index, other)
@@ -179,8 +182,20 @@ public struct RankBatch: Sendable {
     public let globalRange: Range<Int>
     /// This rank's contiguous part of `globalRange` (possibly empty).
     public let shard: Range<Int>
-    /// `shard` cut into micro-batches of at most the micro-batch size.
-    public let microBatches: [Range<Int>]
+    /// `shard` is cut into micro-batches of at most this many examples.
+    public let microBatchSize: Int
+
+    /// How many micro-batches `shard` makes (0 when it is empty).
+    public var microBatchCount: Int { (shard.count + microBatchSize - 1) / microBatchSize }
+
+    /// Micro-batch `index` of `shard` (computed, so that a step allocates nothing).
+    public func microBatch(_ index: Int) -> Range<Int> {
+        let start = shard.lowerBound + index * microBatchSize
+        return start..<min(start + microBatchSize, shard.upperBound)
+    }
+
+    /// Every micro-batch of `shard`, in order (= microBatchRanges(shard, microBatchSize)).
+    public var microBatches: [Range<Int>] { (0..<microBatchCount).map(microBatch) }
 }
 
 extension Sampler {
@@ -189,7 +204,6 @@ extension Sampler {
         let global = globalBatchRange(at: position)
         let local = shardRange(count: global.count, rank: rank, worldSize: worldSize)
         let shard = (global.lowerBound + local.lowerBound)..<(global.lowerBound + local.upperBound)
-        return RankBatch(position: position, globalRange: global, shard: shard,
-                         microBatches: microBatchRanges(shard, microBatchSize: microBatchSize))
+        return RankBatch(position: position, globalRange: global, shard: shard, microBatchSize: microBatchSize)
     }
 }

@@ -230,8 +230,10 @@ extension Communicator {
 /// (reduce phase, gather phase) so that phases of different buckets can complete in any order.
 enum TransferTag {
     static let parameterGather = 0
-    static func bucketReduce(_ bucketIndex: Int) -> Int { 1 + 2 * bucketIndex }
-    static func bucketGather(_ bucketIndex: Int) -> Int { 2 + 2 * bucketIndex }
+    /// Chunks streamed to or from the root (RootStreams.swift).
+    static let rootStream = 1
+    static func bucketReduce(_ bucketIndex: Int) -> Int { 2 + 2 * bucketIndex }
+    static func bucketGather(_ bucketIndex: Int) -> Int { 3 + 2 * bucketIndex }
 }
 
 /// Seconds on a monotonic clock, for durations.

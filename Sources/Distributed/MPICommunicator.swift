@@ -19,8 +19,6 @@ import Glibc
 public final class MPICommunicator: Communicator {
     public let rank: Int
     public let worldSize: Int
-    /// True when started by mpirun/srun rather than as a singleton.
-    public let isLaunchedByMPIRun: Bool
     /// The largest tag point-to-point messages may use (MPI_TAG_UB; at least 32767 by the standard).
     public let maximumTag: Int
     private let initialisingThread: pthread_t
@@ -57,8 +55,6 @@ public final class MPICommunicator: Communicator {
         try MPICommunicator.check(MPI_Comm_get_attr(shim_mpi_comm_world(), Int32(MPI_TAG_UB), &tagUpperBound, &found),
                                   "MPI_Comm_get_attr(MPI_TAG_UB)", rank: rank)
         maximumTag = (found != 0 && tagUpperBound != nil) ? Int(tagUpperBound!.pointee) : 32767
-        let launcherVariables: [String] = ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"]
-        isLaunchedByMPIRun = launcherVariables.contains { getenv($0) != nil }
     }
 
     deinit {

@@ -114,13 +114,18 @@ public struct BertConfig: Codable, Equatable, Sendable {
         guard let bytes = try? Data(contentsOf: url) else {
             throw ModelError.missingFile(path: url.path, hint: "a Hugging Face BERT folder has config.json, vocab.txt and model.safetensors")
         }
+        return try decode(bytes, file: url.path)
+    }
+
+    /// The config in the bytes of a config.json (`file` names it in errors), validated.
+    public static func decode(_ bytes: Data, file: String) throws -> BertConfig {
         let config: BertConfig
         do {
             config = try JSONDecoder().decode(BertConfig.self, from: bytes)
         } catch {
-            throw ModelError.invalidConfig(file: url.path, reason: "not a valid BERT config.json (\(describeDecodingError(error)))")
+            throw ModelError.invalidConfig(file: file, reason: "not a valid BERT config.json (\(describeDecodingError(error)))")
         }
-        try config.validate(file: url.path)
+        try config.validate(file: file)
         return config
     }
 }

@@ -6,6 +6,7 @@ public struct LoadReport: Sendable {
     public var initialized: [String] = []
     /// Floating-point tensors in the file that the model does not use (MLM/NSP heads, ...).
     public var ignored: [String] = []
+    public init() {}
 }
 
 extension BertForSequenceClassification {

@@ -124,13 +124,23 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// Copies a floating-point tensor into `destination` as F32 (F16 and BF16 widened).
     public func copyFloats(_ name: String, into destination: UnsafeMutableBufferPointer<Float>) throws {
         let record = try record(name)
-        guard record.dtype.isFloat else {
-            throw ModelError.tensor(file: path, tensor: name, reason: "dtype \(record.dtype.rawValue) is not a floating-point type (F32, F16 or BF16)")
-        }
         guard record.elementCount == destination.count else {
             throw ModelError.tensor(file: path, tensor: name, reason: "has \(record.elementCount) elements, expected \(destination.count)")
         }
-        let source = mapping! + dataStart + record.byteRange.lowerBound
+        try copyFloats(name, elements: 0..<record.elementCount, into: destination)
+    }
+
+    /// Copies elements `elements` of a floating-point tensor (flattened) into `destination`.
+    public func copyFloats(_ name: String, elements: Range<Int>, into destination: UnsafeMutableBufferPointer<Float>) throws {
+        let record = try record(name)
+        guard record.dtype.isFloat else {
+            throw ModelError.tensor(file: path, tensor: name, reason: "dtype \(record.dtype.rawValue) is not a floating-point type (F32, F16 or BF16)")
+        }
+        guard elements.upperBound <= record.elementCount, elements.count == destination.count else {
+            throw ModelError.tensor(file: path, tensor: name, reason: "has \(record.elementCount) elements, elements \(elements) were asked for")
+        }
+        let elementBytes = record.dtype == .f32 ? 4 : 2
+        let source = mapping! + dataStart + record.byteRange.lowerBound + elements.lowerBound * elementBytes
         let out = destination.baseAddress!
         switch record.dtype {
         case .f32:
@@ -188,11 +198,10 @@ public struct SafeTensorsEntry {
     }
 }
 
-/// Writes F32 tensors in the safetensors format through `sink`, in the order given, so that a
-/// checkpoint is written straight from arena views with no copy. The header is padded with
-/// spaces so that the data starts 8-byte aligned; the output is deterministic.
-public func writeSafeTensors(_ entries: [SafeTensorsEntry], metadata: [String: String] = [:],
-                             to sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+/// The first bytes of a safetensors file of F32 tensors with these names and shapes, in this
+/// order: the 8-byte header length and the JSON header, padded with spaces so that the data
+/// starts 8-byte aligned. The tensors' bytes follow in the same order. Deterministic.
+public func safeTensorsHeader(_ tensors: [(name: String, shape: [Int])], metadata: [String: String] = [:]) -> [UInt8] {
     func quoted(_ s: String) -> String {
         var out = "\""
         for scalar in s.unicodeScalars {
@@ -211,17 +220,22 @@ public func writeSafeTensors(_ entries: [SafeTensorsEntry], metadata: [String: S
         fields.append("\"__metadata__\":{\(items.joined(separator: ","))}")
     }
     var offset = 0
-    for entry in entries {
-        let bytes = entry.values.count * 4
-        let shape = entry.shape.map(String.init).joined(separator: ",")
-        fields.append("\(quoted(entry.name)):{\"dtype\":\"F32\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + bytes)]}")
+    for tensor in tensors {
+        let bytes = tensor.shape.reduce(1, *) * 4
+        let shape = tensor.shape.map(String.init).joined(separator: ",")
+        fields.append("\(quoted(tensor.name)):{\"dtype\":\"F32\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + bytes)]}")
         offset += bytes
     }
     var header = Array("{\(fields.joined(separator: ","))}".utf8)
     while (8 + header.count) % 8 != 0 { header.append(UInt8(ascii: " ")) }
-    var length = UInt64(header.count).littleEndian
-    try withUnsafeBytes(of: &length) { try sink($0) }
-    try header.withUnsafeBytes { try sink($0) }
+    return withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) } + header
+}
+
+/// Writes F32 tensors in the safetensors format through `sink`, in the order given, so that a
+/// checkpoint is written straight from arena views with no copy.
+public func writeSafeTensors(_ entries: [SafeTensorsEntry], metadata: [String: String] = [:],
+                             to sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+    try safeTensorsHeader(entries.map { ($0.name, $0.shape) }, metadata: metadata).withUnsafeBytes { try sink($0) }
     for entry in entries where entry.values.count > 0 {
         // Little-endian hosts only (x86_64, arm64): the F32 bytes are written as they are.
         try sink(UnsafeRawBufferPointer(entry.values))

@@ -4,20 +4,16 @@ import Foundation
 import Model
 
 /// `bert-dist bench`: full training steps (forward, backward, gradient sync, AdamW) after
-/// warm-up, on synthetic sequences of `sequenceLength` tokens or on consecutive real rows.
+/// warm-up, on synthetic sequences of `sequenceLength` tokens or on consecutive real rows. The
+/// steps follow `training` (model, global batch, micro-batch, sharding; its max sequence length
+/// is the bench's sequence length) through the same plan and sampler as training, in file order.
 public struct BenchmarkOptions: Sendable {
-    public var modelDirectory: URL
-    /// Global batch (split over ranks).
-    public var batchSize = 8
-    public var sequenceLength = 128
-    public var dataFile: URL?
+    public var training: TrainingOptions
     public var steps = 20
     public var warmupSteps = 3
-    public var microBatchSize: Int?
-    public var shardOptimizer = false
     /// Initialise from config.json alone (timing a model whose weights are not at hand).
     public var randomWeights = false
-    public init(modelDirectory: URL) { self.modelDirectory = modelDirectory }
+    public init(training: TrainingOptions) { self.training = training }
 }
 
 public struct BenchmarkResult: Sendable {
@@ -69,46 +65,57 @@ public struct BenchmarkResult: Sendable {
     }
 }
 
-public func runBenchmark(_ options: BenchmarkOptions, threads: Int, communicator: any Communicator) throws -> BenchmarkResult {
+public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communicator: any Communicator) throws -> BenchmarkResult {
     let rank = communicator.rank, worldSize = communicator.worldSize
-    let labelCount = 4
-    let (model, batches) = try collectively(communicator) { () throws -> (BertForSequenceClassification, [[(tokens: [Int32], label: Int)]]) in
+    // Rank 0 reads the model and the rows; the other ranks get them from it.
+    var training = options.training
+    let local = try collectively(communicator) { () throws -> (BertForSequenceClassification, InMemoryExamples, Int)? in
+        guard rank == 0 else { return nil }
         let model: BertForSequenceClassification
         if options.randomWeights {
-            model = BertForSequenceClassification(config: try BertConfig.load(modelDirectory: options.modelDirectory), labelCount: labelCount)
+            model = BertForSequenceClassification(config: try BertConfig.load(modelDirectory: training.modelDirectory), labelCount: benchmarkLabelCount)
             model.initializeRandomly(seed: 1)
         } else {
-            model = try BertForSequenceClassification.load(modelDirectory: options.modelDirectory, labelCount: labelCount, seed: 1).0
+            model = try BertForSequenceClassification.load(modelDirectory: training.modelDirectory, labelCount: benchmarkLabelCount, seed: 1).0
         }
-        return (model, try benchmarkBatches(options, vocabularySize: model.config.vocabSize))
+        let length = try resolvedSequenceLength(training.maxSequenceLength, config: model.config, modelDirectory: training.modelDirectory)
+        return (model, try benchmarkExamples(options, sequenceLength: length, vocabularySize: model.config.vocabSize), length)
     }
-    let replica = try Replica(model: model, hyperparameters: AdamHyperparameters(), communicator: communicator,
-                              shardOptimizer: options.shardOptimizer, bucketFloats: GradientSynchronizer.defaultBucketFloats)
-    let largestShard = (options.batchSize + worldSize - 1) / worldSize
-    let micro = min(options.microBatchSize ?? largestShard, largestShard)
-    replica.reserve(microBatchSize: micro, maxSequenceLength: options.sequenceLength)
+    let model = try shareModel(local?.0, communicator: communicator)
+    try communicator.broadcast(model.parameters.buffer, root: 0)
+    let examples = try shareExamples(local?.1, communicator: communicator)
+    let maxSequenceLength = Int(try communicator.allReduce(Double(local?.2 ?? 0), .max))
+    training.maxSequenceLength = maxSequenceLength
+    let replica = try Replica(model: model, hyperparameters: training.adamHyperparameters, communicator: communicator,
+                              shardOptimizer: training.shardOptimizer, bucketFloats: max(1, Int(training.bucketMegabytes * 1_000_000 / 4)))
+    let stepCount = options.warmupSteps + options.steps
+    var stepsOptions = training
+    stepsOptions.maxSteps = stepCount
+    let plan = try TrainingPlan(options: stepsOptions, exampleCount: examples.count, worldSize: worldSize, shuffle: false)
+    replica.reserve(microBatchSize: plan.microBatchSize, maxSequenceLength: maxSequenceLength)
+    var cursor = BatchCursor(plan: plan, position: SamplePosition(epoch: 0, samplesConsumed: 0))
 
     let counters = AllocationCounters()
     var allocationsPerStep = (heap: 0, mappings: 0)
     var stepSeconds: [Double] = [], waitSeconds: [Double] = []
     let phaseNames = ["data", "forward", "backward", "sync", "optimizer"]
     var phaseSeconds: [[Double]] = Array(repeating: [], count: phaseNames.count)
+    var timedLengths: [[Int]] = []
     var result = BenchmarkResult()
-    for step in 0..<(options.warmupSteps + options.steps) {
-        let global = batches[step % batches.count]
-        let shard = shardRange(count: global.count, rank: rank, worldSize: worldSize)
-        let microCount = (shard.count + micro - 1) / micro
+    for step in 0..<stepCount {
+        let (rankBatch, order) = cursor.current(rank: rank, worldSize: worldSize)
+        if step >= options.warmupSteps { timedLengths.append(rankBatch.globalRange.map { examples.tokens(at: Int(order[$0])).count }) }
         try communicator.barrier()
         // The last step's allocations get backtraces when the counter was asked for them.
-        if step == options.warmupSteps + options.steps - 1 { counters?.trace(true) }
+        if step == stepCount - 1 { counters?.trace(true) }
         let countsBefore = counters?.read()
         let start = DispatchTime.now().uptimeNanoseconds
-        let outcome = try replica.step(microBatchCount: microCount, globalBatchSize: global.count, stepIndex: step, learningRate: 2e-5,
-                                       maxGradNorm: 1, dropout: DropoutContext(seed: 1, step: step), stopRequested: false) { m, batch in
-            for i in (shard.lowerBound + m * micro)..<min(shard.lowerBound + (m + 1) * micro, shard.upperBound) {
-                batch.append(tokens: global[i].tokens, label: Int32(global[i].label), sampleIndex: i)
-            }
+        let outcome = try replica.step(microBatchCount: rankBatch.microBatchCount, globalBatchSize: rankBatch.globalRange.count,
+                                       stepIndex: step, learningRate: training.learningRate, maxGradNorm: training.maxGradNorm,
+                                       dropout: DropoutContext(seed: 1, step: step), stopRequested: false) { micro, batch in
+            batch.append(micro: micro, of: rankBatch, order: order, from: examples)
         }
+        cursor.advance()
         // The step ends when the slowest rank is done.
         if let counters, let countsBefore, step >= options.warmupSteps {
             let countsAfter = counters.read()
@@ -126,29 +133,28 @@ public func runBenchmark(_ options: BenchmarkOptions, threads: Int, communicator
         }
     }
     func median(_ values: [Double]) -> Double { let s = values.sorted(); return s.isEmpty ? 0 : s[s.count / 2] }
+    func mean(_ values: [Double]) -> Double { values.reduce(0, +) / Double(max(values.count, 1)) }
     result.stepSecondsMedian = median(stepSeconds)
     result.stepSecondsMin = stepSeconds.min() ?? 0
     result.communicationWaitSecondsMedian = median(waitSeconds)
     for p in phaseNames.indices { result.phaseSecondsMedian[phaseNames[p]] = median(phaseSeconds[p]) }
-    let timed = (options.warmupSteps..<(options.warmupSteps + options.steps)).map { batches[$0 % batches.count] }
-    let realTokens = timed.map { Double($0.reduce(0) { $0 + $1.tokens.count }) }.reduce(0, +) / Double(timed.count)
-    let padded = timed.map { b in Double(b.count * (b.map(\.tokens.count).max() ?? 0)) }.reduce(0, +) / Double(timed.count)
-    let flops = timed.map { trainingFLOPs(config: model.config, labelCount: labelCount, sequenceLengths: $0.map(\.tokens.count)) }
-        .reduce(0, +) / Double(timed.count)
+    let realTokens = mean(timedLengths.map { Double($0.reduce(0, +)) })
     result.realTokensPerBatch = realTokens
-    result.paddedTokensPerBatch = padded
+    result.paddedTokensPerBatch = mean(timedLengths.map { Double($0.count * ($0.max() ?? 0)) })
+    let flops = mean(timedLengths.map { trainingFLOPs(config: model.config, labelCount: benchmarkLabelCount, sequenceLengths: $0) })
     result.tokensPerSecond = realTokens / result.stepSecondsMedian
-    result.examplesPerSecond = Double(options.batchSize) / result.stepSecondsMedian
+    result.examplesPerSecond = Double(training.globalBatchSize) / result.stepSecondsMedian
     result.modelFLOPsPerSecond = flops / result.stepSecondsMedian
     result.ranks = worldSize
-    result.threads = threads
+    result.threads = runtime.threadsPerRank
     result.blasCore = BLASSetup.coreName
     result.kernelInstructionSet = kernelInstructionSetName
     if let counters {
-        // The model's own part alone, on this rank's shard of the first batch (already seen).
+        // The model's own part alone, on this rank's first micro-batch of the first batch (already seen).
+        let first = plan.sampler.rankBatch(at: SamplePosition(epoch: 0, samplesConsumed: 0), rank: rank, worldSize: worldSize,
+                                           microBatchSize: plan.microBatchSize)
         var batch = PackedBatch()
-        let shard = shardRange(count: batches[0].count, rank: rank, worldSize: worldSize)
-        for i in shard.prefix(micro) { batch.append(tokens: batches[0][i].tokens, label: Int32(batches[0][i].label), sampleIndex: i) }
+        if first.microBatchCount > 0 { batch.append(micro: 0, of: first, order: plan.sampler.order(epoch: 0), from: examples) }
         var model = (heap: 0, mappings: 0)
         for step in 0..<3 where batch.sequenceCount > 0 {
             let before = counters.read()
@@ -175,7 +181,7 @@ public func runBenchmark(_ options: BenchmarkOptions, threads: Int, communicator
     // OpenBLAS's own threads, whichever is faster).
     try communicator.barrier()
     let tokensPerRank = max(64, Int(realTokens) / worldSize)
-    let peak = sgemmPeakFLOPsPerSecond(config: model.config, rows: tokensPerRank, threads: threads)
+    let peak = sgemmPeakFLOPsPerSecond(config: model.config, rows: tokensPerRank, threads: runtime.threadsPerRank)
     result.sgemmPeakFLOPsPerSecond = try communicator.allReduce(peak, .sum)
     return result
 }
@@ -203,30 +209,32 @@ struct AllocationCounters {
 }
 
 
-/// Global batches for the benchmark: one synthetic batch of full-length sequences, or
-/// consecutive rows of the data file (tokenised, truncated to the sequence length).
-func benchmarkBatches(_ options: BenchmarkOptions, vocabularySize: Int) throws -> [[(tokens: [Int32], label: Int)]] {
-    guard let dataFile = options.dataFile else {
-        let batch = (0..<options.batchSize).map { s -> (tokens: [Int32], label: Int) in
-            let tokens = (0..<options.sequenceLength).map { Int32(1000 + ($0 * 7919 + s * 104729) % max(1, vocabularySize - 1000)) }
-            return (tokens, s % 4)
+/// Labels of the bench's classifier: its examples are AG News rows (or synthetic).
+let benchmarkLabelCount = 4
+
+/// The bench's examples: one synthetic batch of full-length sequences (every step takes it), or
+/// as many consecutive rows of the data file as the steps take, up to the whole file (tokenised,
+/// truncated to the sequence length; the steps wrap around).
+func benchmarkExamples(_ options: BenchmarkOptions, sequenceLength length: Int, vocabularySize: Int) throws -> InMemoryExamples {
+    let training = options.training, batchSize = training.globalBatchSize
+    guard let dataFile = training.trainFile else {
+        let sequences = (0..<batchSize).map { s in
+            (0..<length).map { Int32(1000 + ($0 * 7919 + s * 104729) % max(1, vocabularySize - 1000)) }
         }
-        return [batch]
+        return InMemoryExamples(sequences: sequences, labels: (0..<batchSize).map { Int32($0 % benchmarkLabelCount) })
     }
-    let tokenizer = try BertTokenizer(modelDirectory: options.modelDirectory)
+    let tokenizer = try BertTokenizer(modelDirectory: training.modelDirectory)
     let texts = try LabeledTexts.read(dataFile, skipBadRows: true)
-    guard texts.count >= options.batchSize else {
-        throw TrainingError.invalidInput("\(dataFile.path): \(texts.count) rows, fewer than one batch of \(options.batchSize)")
+    guard texts.count >= batchSize else {
+        throw TrainingError.invalidInput("\(dataFile.path): \(texts.count) rows, fewer than one batch of \(batchSize)")
     }
-    let batchCount = min(texts.count / options.batchSize, options.warmupSteps + options.steps)
-    return (0..<batchCount).map { b in
-        (0..<options.batchSize).map { s in
-            let i = b * options.batchSize + s
-            var ids: [Int32] = []
-            texts.withTextBytes(at: i) { tokenizer.encode(utf8: $0, maxLength: options.sequenceLength, appendingTo: &ids) }
-            return (ids, Int(texts.labels[i]))
-        }
+    let count = min(texts.count / batchSize, options.warmupSteps + options.steps) * batchSize
+    let sequences = (0..<count).map { i in
+        var ids: [Int32] = []
+        texts.withTextBytes(at: i) { tokenizer.encode(utf8: $0, maxLength: length, appendingTo: &ids) }
+        return ids
     }
+    return InMemoryExamples(sequences: sequences, labels: Array(texts.labels[0..<count]))
 }
 
 /// FLOP/s of the GEMMs of one training step of the model's linear layers for `rows` tokens:

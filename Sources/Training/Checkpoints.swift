@@ -105,11 +105,16 @@ enum CheckpointFolder {
     }
 }
 
-/// Writes one checkpoint. A collective: every rank calls it with the same step.
+/// Writes one checkpoint. A collective: every rank calls it with the same step. Rank 0 writes
+/// every file, so the hosts need not share a disk: with a sharded optimizer the other ranks'
+/// Adam moments reach it in chunks (one chunk of memory on rank 0, no second copy of the state)
+/// and it writes one optimizer file per shard, as the ranks would have.
 struct CheckpointWriter {
     let output: URL
     let communicator: any Communicator
     let keep: Int
+    /// Floats per message when the shards travel to rank 0 (4 MB).
+    static let chunkFloats = 1 << 20
 
     /// What rank 0 needs besides the arenas to fill trainer_state.pb.
     struct Content {
@@ -120,74 +125,94 @@ struct CheckpointWriter {
 
     func write(step: Int, replica: Replica, content: Content) throws -> URL {
         let folder = output.appendingPathComponent(CheckpointFolder.name(step: step))
-        let rank = communicator.rank, worldSize = communicator.worldSize
-        var localError: String? = nil
-        if rank == 0 {
-            do {
-                // Re-writing a step (after a resume) first removes the old commit record.
-                try? FileManager.default.removeItem(at: folder.appendingPathComponent(TrainerState.fileName))
-                try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-            } catch { localError = "cannot create \(folder.path): \(error.localizedDescription)" }
-        }
-        try communicator.barrier()
-
+        let isRoot = communicator.rank == 0
+        // Rank 0's first failure; after one, it writes nothing more but still takes part in the transfers.
+        var failure: String?
         var written: [TrainerState.FileChecksum] = []
+        func attempt(_ body: () throws -> Void) {
+            guard isRoot && failure == nil else { return }
+            do { try body() } catch { failure = "\(error)" }
+        }
         func record(_ name: String, _ digest: SHA256Digest) throws {
             let attributes = try FileManager.default.attributesOfItem(atPath: folder.appendingPathComponent(name).path)
             written.append(.init(name: name, sizeBytes: (attributes[.size] as? Int) ?? 0, sha256: digest))
         }
-        if localError == nil {
-            do {
-                let optimizer = replica.optimizer
-                if replica.shardOptimizer {
-                    let name = CheckpointFolder.optimizerShardFile(rank: rank, worldSize: worldSize)
-                    try record(name, try writeOptimizer(optimizer, to: folder.appendingPathComponent(name), layout: replica.model.layout))
-                }
-                if rank == 0 {
-                    let model = replica.model
-                    try record(CheckpointFolder.modelFile, try writeModelWeights(model, to: folder.appendingPathComponent(CheckpointFolder.modelFile)))
-                    try record("config.json", try writeFileAtomically(folder.appendingPathComponent("config.json"),
-                                                                     bytes: content.files.configJSON(labels: content.labels, modelConfig: model.config)))
-                    try record("vocab.txt", try writeFileAtomically(folder.appendingPathComponent("vocab.txt"), bytes: content.files.vocabularyText))
-                    try record("tokenizer_config.json", try writeFileAtomically(folder.appendingPathComponent("tokenizer_config.json"),
-                                                                               bytes: content.files.tokenizerConfigJSON))
-                    if !replica.shardOptimizer {
-                        try record(CheckpointFolder.replicatedOptimizerFile,
-                                   try writeOptimizer(optimizer, to: folder.appendingPathComponent(CheckpointFolder.replicatedOptimizerFile), layout: model.layout))
-                    }
-                }
-            } catch { localError = "\(error)" }
+        attempt {
+            // Re-writing a step (after a resume) first removes the old commit record.
+            try? FileManager.default.removeItem(at: folder.appendingPathComponent(TrainerState.fileName))
+            do { try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true) } catch {
+                throw CheckpointError.writeFailed(folder: folder.path, reason: "cannot create it: \(error.localizedDescription)")
+            }
         }
-
-        // Rank 0 collects every rank's files (or errors) and commits with trainer_state.pb.
-        let report = localError.map { "error\t\($0)" }
-            ?? written.map { "\($0.name)\t\($0.sizeBytes)\t\($0.sha256.hex)" }.joined(separator: "\n")
-        let reports = try communicator.allGather(bytes: Array(report.utf8)).map { String(decoding: $0, as: UTF8.self) }
-        let errors = reports.enumerated().filter { $0.element.hasPrefix("error\t") }
-            .map { "rank \($0.offset): \($0.element.dropFirst(6))" }
-        if !errors.isEmpty {
-            if rank == 0 { try? FileManager.default.removeItem(at: folder) }
-            try communicator.barrier()
-            throw CheckpointError.writeFailed(folder: folder.path, reason: errors.joined(separator: "; "))
+        attempt {
+            let model = replica.model
+            try record(CheckpointFolder.modelFile, try writeModelWeights(model, to: folder.appendingPathComponent(CheckpointFolder.modelFile)))
+            try record("config.json", try writeFileAtomically(folder.appendingPathComponent("config.json"),
+                                                             bytes: content.files.configJSON(labels: content.labels, modelConfig: model.config)))
+            try record("vocab.txt", try writeFileAtomically(folder.appendingPathComponent("vocab.txt"), bytes: content.files.vocabularyText))
+            try record("tokenizer_config.json", try writeFileAtomically(folder.appendingPathComponent("tokenizer_config.json"),
+                                                                       bytes: content.files.tokenizerConfigJSON))
+            if !replica.shardOptimizer {
+                let url = folder.appendingPathComponent(CheckpointFolder.replicatedOptimizerFile)
+                try record(CheckpointFolder.replicatedOptimizerFile, try writeOptimizer(replica.optimizer, to: url, layout: model.layout))
+            }
         }
-        if rank == 0 {
+        if replica.shardOptimizer {
+            try writeOptimizerShards(of: replica, into: folder, failure: &failure) { try record($0, $1) }
+        }
+        attempt {
             var state = content.state
-            state.files = reports.flatMap { report in
-                report.split(separator: "\n").compactMap { line -> TrainerState.FileChecksum? in
-                    let fields = line.split(separator: "\t").map(String.init)
-                    guard fields.count == 3, let size = Int(fields[1]), let digest = SHA256Digest(hex: fields[2]) else { return nil }
-                    return .init(name: fields[0], sizeBytes: size, sha256: digest)
-                }
-            }.sorted { $0.name < $1.name }
-            do {
-                try state.write(to: folder.appendingPathComponent(TrainerState.fileName))
-                try writeFileAtomically(output.appendingPathComponent("latest"), bytes: Array("\(CheckpointFolder.name(step: step))\n".utf8))
-                pruneOldCheckpoints()
-            } catch { localError = "\(error)" }
+            state.files = written.sorted { $0.name < $1.name }
+            try state.write(to: folder.appendingPathComponent(TrainerState.fileName))
+            try writeFileAtomically(output.appendingPathComponent("latest"), bytes: Array("\(CheckpointFolder.name(step: step))\n".utf8))
+            pruneOldCheckpoints()
         }
-        let failed = try communicator.anyRank(localError != nil)
-        if failed { throw CheckpointError.writeFailed(folder: folder.path, reason: localError ?? "rank 0 could not commit the checkpoint") }
+        // Every rank learns how it went, with rank 0's reason.
+        let reason = try communicator.broadcast(bytes: Array((failure ?? "").utf8), root: 0)
+        guard reason.isEmpty else {
+            if isRoot { try? FileManager.default.removeItem(at: folder) }
+            throw CheckpointError.writeFailed(folder: folder.path, reason: String(decoding: reason, as: UTF8.self))
+        }
         return folder
+    }
+
+    /// ZeRO-1 Adam state: one file per rank's shard, `exp_avg` then `exp_avg_sq`, written by
+    /// rank 0 as the moments stream in (first every rank's m, then every rank's v).
+    private func writeOptimizerShards(of replica: Replica, into folder: URL, failure: inout String?,
+                                      record: (String, SHA256Digest) throws -> Void) throws {
+        let isRoot = communicator.rank == 0, worldSize = communicator.worldSize
+        let optimizer = replica.optimizer, layout = replica.shards
+        var writers: [AtomicFileWriter] = []
+        if isRoot && failure == nil {
+            do {
+                for rank in 0..<worldSize {
+                    let range = layout.range(of: rank)
+                    let writer = try AtomicFileWriter(destination: folder.appendingPathComponent(CheckpointFolder.optimizerShardFile(rank: rank, worldSize: worldSize)))
+                    writers.append(writer)
+                    try writer.write(optimizerFileHeader(range: range, step: optimizer.stepCount, layout: replica.model.layout))
+                }
+            } catch { failure = "\(error)" }
+        }
+        for moment in [optimizer.m, optimizer.v] {
+            do {
+                try communicator.streamToRoot(UnsafeBufferPointer(moment.buffer), root: 0, chunkFloats: Self.chunkFloats) { rank, _, chunk in
+                    guard failure == nil else { return }
+                    try writers[rank].write(UnsafeRawBufferPointer(chunk))
+                }
+            } catch let error where isRoot {
+                if failure == nil { failure = "\(error)" }
+            }
+        }
+        guard isRoot else { return }
+        if failure == nil {
+            do {
+                for (rank, writer) in writers.enumerated() {
+                    try record(CheckpointFolder.optimizerShardFile(rank: rank, worldSize: worldSize), try writer.commit())
+                }
+                return
+            } catch { failure = "\(error)" }
+        }
+        for writer in writers { writer.abandon() }
     }
 
     /// Keeps the `keep` newest complete checkpoints (a folder with trainer_state.pb).
@@ -215,17 +240,22 @@ func writeModelWeights(_ model: BertForSequenceClassification, to url: URL) thro
     }
 }
 
-/// The Adam moments of the optimizer's range of the flat layout: tensors `exp_avg` and
-/// `exp_avg_sq`, metadata start/count/step/layout so that any rank count can read them back.
+/// The header of an optimizer file holding the Adam moments of `range` of the flat layout:
+/// tensors `exp_avg` and `exp_avg_sq`, metadata start/count/step/layout so that any rank count
+/// can read them back.
+func optimizerFileHeader(range: Range<Int>, step: Int, layout: ParameterLayout) -> [UInt8] {
+    safeTensorsHeader([("exp_avg", [range.count]), ("exp_avg_sq", [range.count])],
+                      metadata: ["start": String(range.lowerBound), "count": String(range.count),
+                                 "step": String(step), "layout": layout.fingerprint])
+}
+
+/// The whole optimizer state of one rank in one file (see `optimizerFileHeader`).
 func writeOptimizer(_ optimizer: AdamOptimizer, to url: URL, layout: ParameterLayout) throws -> SHA256Digest {
     let writer = try AtomicFileWriter(destination: url)
-    let n = optimizer.range.count
-    let entries = [SafeTensorsEntry(name: "exp_avg", shape: [n], values: UnsafeBufferPointer(optimizer.m.buffer)),
-                   SafeTensorsEntry(name: "exp_avg_sq", shape: [n], values: UnsafeBufferPointer(optimizer.v.buffer))]
-    let metadata = ["start": String(optimizer.range.lowerBound), "count": String(n),
-                    "step": String(optimizer.stepCount), "layout": layout.fingerprint]
     do {
-        try writeSafeTensors(entries, metadata: metadata) { try writer.write($0) }
+        try writer.write(optimizerFileHeader(range: optimizer.range, step: optimizer.stepCount, layout: layout))
+        try writer.write(UnsafeRawBufferPointer(optimizer.m.buffer))
+        try writer.write(UnsafeRawBufferPointer(optimizer.v.buffer))
         return try writer.commit()
     } catch {
         writer.abandon()
@@ -233,15 +263,37 @@ func writeOptimizer(_ optimizer: AdamOptimizer, to url: URL, layout: ParameterLa
     }
 }
 
-/// Fills the optimizer's range of m and v from a checkpoint's optimizer files, whatever rank
-/// count or sharding wrote them: each file holds a range of the same flat layout.
-func readOptimizer(into optimizer: AdamOptimizer, from folder: URL, state: TrainerState) throws {
-    let wanted = optimizer.range
-    var covered = 0
-    for shard in state.optimizerShards {
-        let source = shard.start..<(shard.start + shard.count)
-        let overlap = source.clamped(to: wanted)
-        if overlap.isEmpty { continue }
+/// The Adam moments of a checkpoint, read by element range of the flat layout whatever rank
+/// count or sharding wrote them: each optimizer file holds one range of the same layout.
+final class OptimizerFiles {
+    let folder: URL
+    let state: TrainerState
+    private var opened: [Int: SafeTensorsFile] = [:]
+
+    init(folder: URL, state: TrainerState) {
+        self.folder = folder
+        self.state = state
+    }
+
+    /// Elements `range` of moment `name` ("exp_avg" or "exp_avg_sq") into `destination`.
+    func copy(_ name: String, range: Range<Int>, into destination: UnsafeMutableBufferPointer<Float>) throws {
+        var covered = 0
+        for (index, shard) in state.optimizerShards.enumerated() {
+            let source = shard.start..<(shard.start + shard.count)
+            let overlap = source.clamped(to: range)
+            if overlap.isEmpty { continue }
+            try file(index).copyFloats(name, elements: (overlap.lowerBound - shard.start)..<(overlap.upperBound - shard.start),
+                                       into: UnsafeMutableBufferPointer(rebasing: destination[(overlap.lowerBound - range.lowerBound)..<(overlap.upperBound - range.lowerBound)]))
+            covered += overlap.count
+        }
+        guard covered == range.count else {
+            throw CheckpointError.damaged(file: folder.path, reason: "the optimizer files cover \(covered) of the \(range.count) values asked for")
+        }
+    }
+
+    private func file(_ index: Int) throws -> SafeTensorsFile {
+        if let file = opened[index] { return file }
+        let shard = state.optimizerShards[index]
         let name = state.shardOptimizer
             ? CheckpointFolder.optimizerShardFile(rank: shard.rank, worldSize: state.worldSize)
             : CheckpointFolder.replicatedOptimizerFile
@@ -250,17 +302,7 @@ func readOptimizer(into optimizer: AdamOptimizer, from folder: URL, state: Train
         guard file.metadata["start"] == String(shard.start), file.metadata["count"] == String(shard.count) else {
             throw CheckpointError.damaged(file: url.path, reason: "holds a different range than \(TrainerState.fileName) records")
         }
-        let m = try file.floats("exp_avg"), v = try file.floats("exp_avg_sq")
-        for (source, destination) in [(m, optimizer.m), (v, optimizer.v)] {
-            source.withUnsafeBufferPointer { values in
-                (destination.base + (overlap.lowerBound - wanted.lowerBound))
-                    .update(from: values.baseAddress! + (overlap.lowerBound - shard.start), count: overlap.count)
-            }
-        }
-        covered += overlap.count
+        opened[index] = file
+        return file
     }
-    guard covered == wanted.count else {
-        throw CheckpointError.damaged(file: folder.path, reason: "the optimizer files cover \(covered) of the \(wanted.count) values this rank needs")
-    }
-    optimizer.stepCount = state.optimizerStep
 }

@@ -18,47 +18,46 @@ enum DataLoading {
         return ModelFiles(config: config, vocabulary: tokenizer.vocabulary.tokens, tokenizerConfig: tokenizerConfig)
     }
 
-    /// The token ids of one data file through its token cache: rank 0 builds the cache when it
-    /// is missing (or damaged) while the other ranks wait, then they all map it.
+    /// The token ids of one data file through its token cache (rank 0 only): opened when it is
+    /// there and intact, else built.
     static func examples(_ url: URL, tokenizer: BertTokenizer, options: TrainingOptions, labelCount: Int,
-                         communicator: any Communicator, log: (String) -> Void) throws -> TokenizedDataset {
-        let cache = try collectively(communicator) {
-            try TokenCache.locate(dataFile: url, tokenizer: tokenizer, maxLength: options.maxSequenceLength,
-                                  skipBadRows: options.skipBadRows,
-                                  fallbackDirectory: options.outputDirectory.appendingPathComponent(".token-cache"))
-        }
-        let built = try collectively(communicator) { () throws -> TokenizedDataset? in
-            guard communicator.rank == 0 else { return nil }
-            if cache.exists, let dataset = try? cache.open(vocabularySize: tokenizer.vocabulary.count, labelCount: labelCount) {
-                return dataset
-            }
+                         log: (String) -> Void) throws -> TokenizedDataset {
+        let cache = try TokenCache.locate(dataFile: url, tokenizer: tokenizer, maxLength: options.maxSequenceLength ?? defaultMaxSequenceLength,
+                                          skipBadRows: options.skipBadRows,
+                                          fallbackDirectory: options.outputDirectory?.appendingPathComponent(".token-cache"))
+        var dataset: TokenizedDataset
+        if cache.exists, let cached = try? cache.open(vocabularySize: tokenizer.vocabulary.count, labelCount: labelCount) {
+            dataset = cached
+        } else {
             let started = Date()
-            let dataset = try cache.build(tokenizer: tokenizer, labelCount: labelCount)
+            dataset = try cache.build(tokenizer: tokenizer, labelCount: labelCount)
             log(String(format: "tokenised %@: %d examples, %d tokens in %.1f s (cached in %@)", url.lastPathComponent,
                        dataset.count, dataset.tokenCount, Date().timeIntervalSince(started), cache.url.path))
-            return dataset
         }
-        let dataset = try collectively(communicator) {
-            try built ?? cache.open(vocabularySize: tokenizer.vocabulary.count, labelCount: labelCount)
-        }
-        guard dataset.count > 0 else { throw AgreedFailure(error: communicator.rank == 0 ? TrainingError.invalidInput("\(url.path): no examples") : nil) }
+        guard dataset.count > 0 else { throw TrainingError.invalidInput("\(url.path): no examples") }
         if dataset.skippedRowCount > 0 { log("\(url.lastPathComponent): skipped \(dataset.skippedRowCount) bad row(s)") }
         return dataset
     }
 
-    /// Everything a run needs; a collective (rank 0 builds token caches).
+    /// Everything a run needs, a collective: rank 0 reads the tokenizer and the data files
+    /// (through its token caches) and sends the examples to the other ranks; only rank 0 keeps
+    /// the model files checkpoints carry (it writes them).
     static func prepare(_ options: TrainingOptions, communicator: any Communicator, log: (String) -> Void) throws -> PreparedData {
-        let (tokenizer, files) = try collectively(communicator) { () throws -> (BertTokenizer, ModelFiles) in
-            let tokenizer = try BertTokenizer(modelDirectory: options.modelDirectory)
-            return (tokenizer, try modelFiles(modelDirectory: options.modelDirectory, tokenizer: tokenizer))
-        }
+        guard let trainFile = options.trainFile else { throw TrainingError.invalidInput("training needs a data file (--train)") }
         let labels = agNewsLabelNames
-        let train = try examples(options.trainFile, tokenizer: tokenizer, options: options, labelCount: labels.count,
-                                 communicator: communicator, log: log)
-        let eval = try options.evalFile.map {
-            try examples($0, tokenizer: tokenizer, options: options, labelCount: labels.count, communicator: communicator, log: log)
+        let local = try collectively(communicator) { () throws -> (ModelFiles, TokenizedDataset, TokenizedDataset?)? in
+            guard communicator.rank == 0 else { return nil }
+            let tokenizer = try BertTokenizer(modelDirectory: options.modelDirectory)
+            let files = try modelFiles(modelDirectory: options.modelDirectory, tokenizer: tokenizer)
+            let train = try examples(trainFile, tokenizer: tokenizer, options: options, labelCount: labels.count, log: log)
+            let eval = try options.evalFile.map { try examples($0, tokenizer: tokenizer, options: options, labelCount: labels.count, log: log) }
+            return (files, train, eval)
         }
-        return PreparedData(train: train, eval: eval, labels: labels, trainFingerprint: String(format: "%016llx", train.dataHash),
-                            modelFiles: files)
+        let train = try shareExamples(local?.1, communicator: communicator)
+        let hasEval = try communicator.anyRank(local?.2 != nil)
+        let eval = hasEval ? try shareExamples(local?.2, communicator: communicator) : nil
+        let fingerprint = try shareStrings([local.map { String(format: "%016llx", $0.1.dataHash) } ?? ""], communicator: communicator)[0]
+        return PreparedData(train: train, eval: eval, labels: labels, trainFingerprint: fingerprint,
+                            modelFiles: local?.0 ?? ModelFiles(config: [:], vocabulary: [], tokenizerConfig: [:]))
     }
 }

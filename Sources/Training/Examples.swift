@@ -29,6 +29,14 @@ public struct InMemoryExamples: TokenizedExamples, @unchecked Sendable {
         self.labels = labels
     }
 
+    /// Examples already flat: example i is ids[offsets[i] ..< offsets[i + 1]].
+    init(ids: [Int32], offsets: [Int], labels: [Int32]) {
+        precondition(offsets.count == labels.count + 1 && offsets.last == ids.count)
+        self.ids = ids
+        self.offsets = offsets
+        self.labels = labels
+    }
+
     public var count: Int { labels.count }
     public func tokens(at index: Int) -> UnsafeBufferPointer<Int32> {
         ids.withUnsafeBufferPointer { UnsafeBufferPointer(rebasing: $0[offsets[index]..<offsets[index + 1]]) }

@@ -11,7 +11,7 @@ public struct InferenceModel {
     public let tokenizer: BertTokenizer
     public let labels: [String]
 
-    public static func load(_ path: URL) throws -> InferenceModel {
+    public static func load(_ path: URL, runtime: Runtime) throws -> InferenceModel {
         var folder = path
         let fileManager = FileManager.default
         let latest = path.appendingPathComponent("latest")
@@ -28,27 +28,33 @@ public struct InferenceModel {
     }
 }
 
-/// `bert-dist eval`: metrics of a checkpoint on a labelled file; under mpirun each rank
-/// tokenises and evaluates only its contiguous share, every example counted once.
-public func runEvaluation(checkpoint: URL, data: URL, batchSize: Int, maxSequenceLength: Int, skipBadRows: Bool,
-                          communicator: any Communicator, log: (String) -> Void) throws -> ClassificationMetrics {
-    let (inference, examples) = try collectively(communicator) { () throws -> (InferenceModel, InMemoryExamples) in
-        let inference = try InferenceModel.load(checkpoint)
+/// `bert-dist eval`: metrics of a checkpoint on a labelled file. Rank 0 alone reads the
+/// checkpoint and the data and sends the model and the examples to the other ranks; each rank
+/// evaluates a contiguous share, every example counted once.
+public func runEvaluation(checkpoint: URL, data: URL, batchSize: Int, maxSequenceLength requested: Int?, skipBadRows: Bool,
+                          runtime: Runtime, communicator: any Communicator, log: (String) -> Void) throws -> ClassificationMetrics {
+    let local = try collectively(communicator) { () throws -> (InferenceModel, InMemoryExamples, Int)? in
+        guard communicator.rank == 0 else { return nil }
+        let inference = try InferenceModel.load(checkpoint, runtime: runtime)
+        let maxSequenceLength = try resolvedSequenceLength(requested, config: inference.model.config, modelDirectory: inference.folder)
         let texts = try LabeledTexts.read(data, skipBadRows: skipBadRows, labelCount: inference.labels.count)
         guard texts.count > 0 else { throw TrainingError.invalidInput("\(data.path): no examples") }
         if texts.skippedRowCount > 0 { log("\(data.lastPathComponent): skipped \(texts.skippedRowCount) bad row(s)") }
-        // Only this rank's share is tokenised; the others are left empty and never read.
-        let share = shardRange(count: texts.count, rank: communicator.rank, worldSize: communicator.worldSize)
-        var sequences = [[Int32]](repeating: [], count: texts.count)
-        for i in share {
-            texts.withTextBytes(at: i) { inference.tokenizer.encode(utf8: $0, maxLength: maxSequenceLength, appendingTo: &sequences[i]) }
+        let sequences = (0..<texts.count).map { i in
+            var ids: [Int32] = []
+            texts.withTextBytes(at: i) { inference.tokenizer.encode(utf8: $0, maxLength: maxSequenceLength, appendingTo: &ids) }
+            return ids
         }
-        return (inference, InMemoryExamples(sequences: sequences, labels: texts.labels))
+        return (inference, InMemoryExamples(sequences: sequences, labels: texts.labels), maxSequenceLength)
     }
-    inference.model.reserve(sequences: batchSize, longestSequence: maxSequenceLength)
+    let model = try shareModel(local?.0.model, communicator: communicator)
+    try communicator.broadcast(model.parameters.buffer, root: 0)
+    let labels = try shareStrings(local?.0.labels ?? [], communicator: communicator)
+    let examples = try shareExamples(local?.1, communicator: communicator)
+    let maxSequenceLength = Int(try communicator.allReduce(Double(local?.2 ?? 0), .max))
+    model.reserve(sequences: batchSize, longestSequence: maxSequenceLength)
     var batch = PackedBatch()
-    return try evaluate(model: inference.model, examples: examples, labels: inference.labels, communicator: communicator,
-                        batchSize: batchSize, batch: &batch)
+    return try evaluate(model: model, examples: examples, labels: labels, communicator: communicator, batchSize: batchSize, batch: &batch)
 }
 
 /// One prediction of `bert-dist predict`.

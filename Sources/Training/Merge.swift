@@ -14,7 +14,7 @@ public func merge(checkpoints: [URL], output: URL, average: Bool) throws -> [Str
     var notes: [String] = []
     var sources: [(folder: URL, model: BertForSequenceClassification)] = []
     for path in checkpoints {
-        let inference = try InferenceModel.load(path)
+        let inference = try InferenceModel.load(path, runtime: Runtime())
         if let first = sources.first {
             guard inference.model.config == first.model.config, inference.model.labelCount == first.model.labelCount else {
                 throw TrainingError.invalidInput("\(inference.folder.path): config.json differs from \(first.folder.path)'s; only checkpoints of the same model can be averaged")

@@ -22,7 +22,10 @@ final class Replica {
     let shards: ShardLayout
     let shardOptimizer: Bool
     private var batch = PackedBatch()
-    /// The per-step collective's values: 6 metrics + one partial sum of squares per rank.
+    /// Evaluation's batch, kept across evaluations of the run.
+    var evaluationBatch = PackedBatch()
+    /// The per-step collective's values: 6 metrics, then per rank its partial sum of squares,
+    /// its compute seconds (data, forward, backward) and its seconds waiting for the gradient sum.
     private var reduction: [Double]
 
     init(model: BertForSequenceClassification, hyperparameters: AdamHyperparameters, communicator: any Communicator,
@@ -35,7 +38,7 @@ final class Replica {
         optimizer = AdamOptimizer(hyperparameters: hyperparameters, layout: model.layout, range: optimizerRange)
         synchronizer = try GradientSynchronizer(communicator: communicator, gradients: model.gradients.buffer,
                                                 bucketFloats: bucketFloats, shardOptimizer: shardOptimizer)
-        reduction = [Double](repeating: 0, count: 6 + communicator.worldSize)
+        reduction = [Double](repeating: 0, count: 6 + 3 * communicator.worldSize)
     }
 
     func reserve(microBatchSize: Int, maxSequenceLength: Int) {
@@ -62,6 +65,17 @@ final class Replica {
             data += other.data; forward += other.forward; backward += other.backward
             sync += other.sync; optimizer += other.optimizer
         }
+        /// "data 0.012s forward 0.100s ..." (the debug mode's per-step and total lines).
+        func line(decimals: Int) -> String {
+            [("data", data), ("forward", forward), ("backward", backward), ("sync", sync), ("optimizer", optimizer)]
+                .map { String(format: "%@ %.\(decimals)fs", $0.0, $0.1) }.joined(separator: " ")
+        }
+    }
+
+    /// What every rank holds an identical copy of: the parameters, and the Adam moments unless
+    /// they are sharded.
+    var replicatedBuffers: [UnsafeMutableBufferPointer<Float>] {
+        shardOptimizer ? [model.parameters.buffer] : [model.parameters.buffer, optimizer.m.buffer, optimizer.v.buffer]
     }
 
     /// One optimizer step. `fill(i, &batch)` packs micro-batch i of this rank's shard.
@@ -110,6 +124,9 @@ final class Replica {
         reduction[4] = lossSum.isFinite ? 0 : 1
         reduction[5] = stopRequested ? 1 : 0
         reduction[6 + rank] = sumOfSquares(model.gradients, range: shards.range(of: rank))
+        let phases = outcome.phaseSeconds
+        reduction[6 + worldSize + rank] = phases.data + phases.forward + phases.backward
+        reduction[6 + 2 * worldSize + rank] = phases.sync
         try reduction.withUnsafeMutableBufferPointer { try communicator.allReduce(inPlace: $0, .sum) }
         let reduced = reduction
         outcome.lossSum = reduced[0]
@@ -132,6 +149,13 @@ final class Replica {
         }
         clock.lap(into: &outcome.phaseSeconds.optimizer)
         return outcome
+    }
+
+    /// Rank `rank`'s compute seconds (data, forward, backward) and seconds waiting for the
+    /// gradient sum in the last step, as every rank learnt them from that step's collective.
+    func lastStepSeconds(ofRank rank: Int) -> (compute: Double, wait: Double) {
+        let worldSize = communicator.worldSize
+        return (reduction[6 + worldSize + rank], reduction[6 + 2 * worldSize + rank])
     }
 
     /// Names the first parameter (in backward order) whose summed gradient is not finite, from

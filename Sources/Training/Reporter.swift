@@ -20,27 +20,14 @@ final class Reporter {
     /// Where whole lines go (stdout of rank 0 in the CLI; collected in tests).
     private let output: (String) -> Void
 
-    init(enabled: Bool, totalSteps: Int, logEvery: Int, tensorBoardDirectory: URL?, output: @escaping (String) -> Void) throws {
+    init(enabled: Bool, totalSteps: Int, logEvery: Int, progress: ProgressMode, tensorBoardDirectory: URL?,
+         output: @escaping (String) -> Void) throws {
         self.enabled = enabled
         self.output = output
         self.totalSteps = totalSteps
         self.logEvery = max(1, logEvery)
-        isTerminal = Reporter.showsProgressBar()
+        isTerminal = progress == .bar
         tensorBoard = enabled ? try tensorBoardDirectory.map { try TensorBoardWriter(directory: $0) } : nil
-    }
-
-    /// A progress bar needs a terminal. Open MPI gives every rank a pseudo-terminal for stdout
-    /// even when mpirun's own output goes to a file, so under mpirun the launcher tells us
-    /// (launch/train sets BERT_DIST_PROGRESS=bar when its stdout is a terminal), else plain lines.
-    static func showsProgressBar() -> Bool {
-        let environment = ProcessInfo.processInfo.environment
-        switch environment["BERT_DIST_PROGRESS"] {
-        case "bar": return true
-        case "lines": return false
-        default:
-            if environment["OMPI_COMM_WORLD_SIZE"] != nil || environment["PMIX_RANK"] != nil { return false }
-            return isatty(STDOUT_FILENO) == 1 && environment["TERM"] != "dumb"
-        }
     }
 
     /// A line that is not the progress bar (notes, evaluation results).
@@ -83,7 +70,7 @@ final class Reporter {
             let line = String(format: "step %d/%d  loss %.4f  accuracy %.4f  lr %.3g  grad_norm %.3f  tokens/s %.0f  elapsed %@  eta %@",
                               stepNumber, totalSteps, lossSinceLog / max(examplesSinceLog, 1), correctSinceLog / max(examplesSinceLog, 1),
                               outcome.learningRate, outcome.gradientNorm, tokensSinceLog / max(elapsed, 1e-9),
-                              duration(Date().timeIntervalSince(started)), eta(stepNumber))
+                              formatDuration(Date().timeIntervalSince(started)), eta(stepNumber))
             output(line)
             fflush(nil)
             resetWindow()
@@ -126,12 +113,12 @@ final class Reporter {
     private func eta(_ stepNumber: Int) -> String {
         guard let firstStep, stepNumber > firstStep + 1 else { return "--:--" }
         let perStep = Date().timeIntervalSince(started) / Double(stepNumber - firstStep)
-        return duration(perStep * Double(totalSteps - stepNumber))
+        return formatDuration(perStep * Double(totalSteps - stepNumber))
     }
 }
 
 /// 75 s -> "1:15", 3725 s -> "1:02:05".
-func duration(_ seconds: Double) -> String {
+public func formatDuration(_ seconds: Double) -> String {
     let total = Int(seconds.rounded())
     let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60)
     return h > 0 ? String(format: "%d:%02d:%02d", h, m, s) : String(format: "%d:%02d", m, s)

@@ -1,12 +1,14 @@
 import Foundation
 import Model
 
-/// Everything a training run is configured by (the `bert-dist train` flags, SPEC.md).
+/// Everything a training run is configured by (the `bert-dist train` flags; docs/commands.md).
+/// The bench steps through the same options: it never writes (no output folder) and its rows
+/// are `trainFile` (none: synthetic sequences); training requires both (the command line does).
 public struct TrainingOptions: Sendable {
     public var modelDirectory: URL
-    public var trainFile: URL
+    public var trainFile: URL?
     public var evalFile: URL?
-    public var outputDirectory: URL
+    public var outputDirectory: URL?
 
     /// Global batch: split over all ranks, then into micro-batches.
     public var globalBatchSize = 32
@@ -18,7 +20,8 @@ public struct TrainingOptions: Sendable {
     public var warmupRatio = 0.0
     public var weightDecay = 0.0
     public var maxGradNorm = 1.0
-    public var maxSequenceLength = 128
+    /// --max-seq-len; nil: 128, capped at the model's max_position_embeddings (resolvedSequenceLength).
+    public var maxSequenceLength: Int?
     public var seed = 42
     /// Overrides hidden_dropout_prob and attention_probs_dropout_prob of config.json.
     public var dropout: Float?
@@ -33,25 +36,25 @@ public struct TrainingOptions: Sendable {
     public var keepCheckpoints = 3
     public var resume = false
     public var evalEvery: Int?
+    /// Examples per forward pass when evaluating.
+    public var evalBatchSize = 64
     public var logEvery = 10
     public var tensorboardDirectory: URL?
     public var consistencyEvery = 100
+    /// Steps over which rank 0 compares the ranks' compute times to name stragglers.
+    public var stragglerWindow = 20
     /// Consecutive skipped (non-finite) steps after which the run stops with an error.
     public var maxConsecutiveNonFiniteSteps = 5
-    /// BLAS and kernel threads per rank; nil = cores per node / ranks per node.
-    public var threads: Int?
-
     /// Single-node debug mode: in-process ranks, NaN/Inf checks everywhere, per-phase times.
     public var debug = false
     public var simulatedRanks = 1
 
-    public init(modelDirectory: URL, trainFile: URL, evalFile: URL?, outputDirectory: URL) {
+    public init(modelDirectory: URL, trainFile: URL? = nil, evalFile: URL? = nil, outputDirectory: URL? = nil) {
         self.modelDirectory = modelDirectory
         self.trainFile = trainFile
         self.evalFile = evalFile
         self.outputDirectory = outputDirectory
     }
 
-    /// Label names of AG News, the reference task (also used for JSON Lines data, 0-based).
-    public static let agNewsLabels = ["World", "Sports", "Business", "Sci/Tech"]
+    var adamHyperparameters: AdamHyperparameters { AdamHyperparameters(kind: optimizer, weightDecay: Float(weightDecay)) }
 }

@@ -26,17 +26,23 @@ public struct PreparedData: Sendable {
 public struct RunSummary: Sendable {
     public var stepsDone: Int
     public var totalSteps: Int
-    public var stoppedBySignal: Bool
+    public var stoppedBySignal = false
     public var finalCheckpoint: URL?
     public var finalEvaluation: ClassificationMetrics?
-    public var trainSeconds: Double
-    public var skippedSteps: Int
+    public var trainSeconds = 0.0
+    public var skippedSteps = 0
 }
 
 /// The training loop of one rank. Every rank runs the same code with its own communicator
-/// (MPI, or one thread of the in-process group in the debug mode).
+/// (MPI, or one thread of the in-process group in the debug mode):
+///
+///     start     the model, the plan, and fresh weights or the newest complete checkpoint
+///     step      one optimizer step over this rank's share of the global batch
+///     after it  the non-finite policy, reports, replica consistency, evaluation, checkpoints
+///     stop      a signal: checkpoint this step and end; the end: evaluate, checkpoint the last step
 public final class TrainingRun {
     let options: TrainingOptions
+    let runtime: Runtime
     let communicator: any Communicator
     let data: PreparedData
     let log: (String) -> Void
@@ -44,264 +50,227 @@ public final class TrainingRun {
     let stopRequested: () -> Bool
     /// Tests only: called on every rank after each step (e.g. to perturb one replica).
     var afterStep: ((_ step: Int, _ parameters: FloatArena) -> Void)?
+    /// Tests only: called on every rank while it computes step `step` (e.g. to slow one rank).
+    var duringStep: ((_ step: Int) -> Void)?
 
-    public init(options: TrainingOptions, communicator: any Communicator, data: PreparedData,
+    public init(options: TrainingOptions, runtime: Runtime, communicator: any Communicator, data: PreparedData,
                 log: @escaping (String) -> Void, stopRequested: @escaping () -> Bool = { StopSignal.requested }) {
         self.options = options
+        self.runtime = runtime
         self.communicator = communicator
         self.data = data
         self.log = log
         self.stopRequested = stopRequested
     }
 
-    public func run() throws -> RunSummary {
-        let isRoot = communicator.rank == 0
-        let worldSize = communicator.worldSize
-        let labelCount = data.labels.count
-        let hyperparameters = AdamHyperparameters(kind: options.optimizer, weightDecay: Float(options.weightDecay))
+    var isRoot: Bool { communicator.rank == 0 }
 
-        // The model: pretrained weights, a classifier initialised from the seed when absent.
-        let (model, loadReport, replica) = try collectively(communicator) { () throws -> (BertForSequenceClassification, LoadReport, Replica) in
-            var (model, loadReport) = try BertForSequenceClassification.load(
-                modelDirectory: options.modelDirectory, labelCount: labelCount, seed: UInt64(options.seed))
+    /// The state the loop carries from step to step.
+    struct Progress {
+        var step: Int
+        var batches: BatchCursor
+        var learningRate: Double
+        var consecutiveSkipped = 0
+        /// Where the current run of non-finite steps began.
+        var firstNonFinite: String?
+        /// The latest train/eval metrics, stored in the next checkpoint.
+        var recentMetrics: [TrainerState.Metric] = []
+        var phaseTotals = Replica.PhaseSeconds()
+    }
+
+    public func run() throws -> RunSummary {
+        let (replica, initialized, maxSequenceLength) = try makeReplica()
+        // The options with the max sequence length settled (it may default to the model's).
+        var options = self.options
+        options.maxSequenceLength = maxSequenceLength
+        guard let output = options.outputDirectory else { throw TrainingError.invalidInput("training needs an output folder (--output)") }
+        let checkpoints = CheckpointPolicy(options: options, output: output, communicator: communicator, labels: data.labels,
+                                           files: data.modelFiles, trainFingerprint: data.trainFingerprint)
+        try checkpoints.prepareOutputFolder()
+        let plan = try TrainingPlan(options: options, exampleCount: data.train.count, worldSize: communicator.worldSize,
+                                    lengths: options.groupByLength ? (0..<data.train.count).map { Int32(data.train.tokens(at: $0).count) } : nil)
+        replica.reserve(microBatchSize: plan.microBatchSize, maxSequenceLength: maxSequenceLength)
+        var progress = try start(replica, initialized: initialized, plan: plan, checkpoints: checkpoints)
+
+        let reporter = try Reporter(enabled: isRoot, totalSteps: plan.totalSteps, logEvery: options.logEvery,
+                                    progress: runtime.progress, tensorBoardDirectory: options.tensorboardDirectory, output: log)
+        defer { reporter.finish() }
+        var stragglers = StragglerMonitor(hosts: try communicator.allGather(bytes: Array(runtime.hostName.utf8)).map { String(decoding: $0, as: UTF8.self) },
+                                          window: options.stragglerWindow)
+        var summary = RunSummary(stepsDone: progress.step, totalSteps: plan.totalSteps)
+        let started = Date()
+        while progress.step < plan.totalSteps {
+            let stepStart = Date()
+            let outcome = try step(replica, &progress)
+            summary.stepsDone = progress.step
+            try apply(outcome, to: &progress, summary: &summary, reporter: reporter)
+            try reporter.step(progress.step - 1, outcome: outcome, stepSeconds: Date().timeIntervalSince(stepStart))
+            if options.debug && isRoot { reporter.say("  step \(progress.step) phases: \(outcome.phaseSeconds.line(decimals: 3))") }
+            afterStep?(progress.step, replica.model.parameters)
+            if isRoot, let line = stragglers.record(step: progress.step, seconds: replica.lastStepSeconds) { reporter.say(line) }
+
+            if communicator.worldSize > 1 && options.consistencyEvery > 0 && progress.step % options.consistencyEvery == 0 {
+                let repaired = try ensureReplicasMatch(buffers: replica.replicatedBuffers, communicator: communicator)
+                if !repaired.isEmpty { reporter.say("warning: step \(progress.step): replicas of ranks \(repaired) differed from rank 0 and were repaired") }
+            }
+            if let every = options.evalEvery, progress.step % every == 0, progress.step < plan.totalSteps {
+                _ = try evaluateNow(replica, &progress, reporter: reporter)
+            }
+            if outcome.stopRequested {
+                summary.stoppedBySignal = true
+                summary.finalCheckpoint = try checkpoints.write(replica, plan: plan, progress: progress, reporter: reporter)
+                break
+            }
+            if checkpoints.isDue(afterStep: progress.step, totalSteps: plan.totalSteps) {
+                summary.finalCheckpoint = try checkpoints.write(replica, plan: plan, progress: progress, reporter: reporter)
+            }
+        }
+        summary.trainSeconds = Date().timeIntervalSince(started)
+        if !summary.stoppedBySignal {
+            summary.finalEvaluation = try evaluateNow(replica, &progress, reporter: reporter)
+            // The last step is always checkpointed: OUTPUT/checkpoint-<last step> is the trained model.
+            summary.finalCheckpoint = try checkpoints.write(replica, plan: plan, progress: progress, reporter: reporter)
+        }
+        if options.debug { reporter.say("phase totals: \(progress.phaseTotals.line(decimals: 2))") }
+        return summary
+    }
+
+    // MARK: start
+
+    /// The pretrained model (a classifier initialised from the seed when absent), with the
+    /// dropout of --dropout, wrapped in this rank's replica.
+    private func makeReplica() throws -> (replica: Replica, initialized: [String], maxSequenceLength: Int) {
+        var (model, loadReport) = try loadModelOnRoot(options.modelDirectory, labelCount: data.labels.count,
+                                                      seed: UInt64(options.seed), communicator: communicator)
+        return try collectively(communicator) {
+            let maxSequenceLength = try resolvedSequenceLength(options.maxSequenceLength, config: model.config,
+                                                               modelDirectory: options.modelDirectory)
             if let dropout = options.dropout {
                 var config = model.config
                 config.hiddenDropoutProb = dropout
                 config.attentionDropoutProb = dropout
                 try config.validate(file: "--dropout")
-                let replaced = BertForSequenceClassification(config: config, labelCount: labelCount)
+                let replaced = BertForSequenceClassification(config: config, labelCount: data.labels.count)
                 replaced.parameters.copy(from: model.parameters)
                 model = replaced
             }
             model.checkFinite = options.debug
-            let replica = try Replica(model: model, hyperparameters: hyperparameters, communicator: communicator,
+            let replica = try Replica(model: model, hyperparameters: options.adamHyperparameters, communicator: communicator,
                                       shardOptimizer: options.shardOptimizer,
                                       bucketFloats: max(1, Int(options.bucketMegabytes * 1_000_000 / 4)))
-            return (model, loadReport, replica)
+            return (replica, loadReport.initialized, maxSequenceLength)
         }
+    }
 
-        // The plan: steps, schedule, micro-batches.
-        let trainCount = data.train.count
-        let stepsPerEpoch = (trainCount + options.globalBatchSize - 1) / options.globalBatchSize
-        let totalSteps = options.maxSteps ?? Int((Double(stepsPerEpoch) * (options.epochs ?? 1)).rounded(.up))
-        guard totalSteps > 0 else { throw TrainingError.invalidInput("nothing to train: 0 steps (check --max-steps / --epochs and the data)") }
-        let schedule = LearningRateSchedule(shape: options.schedule, baseLearningRate: options.learningRate,
-                                            warmupSteps: LearningRateSchedule.warmupSteps(ratio: options.warmupRatio, totalSteps: totalSteps),
-                                            totalSteps: totalSteps)
-        let largestShard = (options.globalBatchSize + worldSize - 1) / worldSize
-        let microBatchSize = min(options.microBatchSize ?? largestShard, largestShard)
-        replica.reserve(microBatchSize: max(microBatchSize, 1), maxSequenceLength: options.maxSequenceLength)
-        let lengths: [Int32]? = options.groupByLength ? (0..<trainCount).map { Int32(data.train.tokens(at: $0).count) } : nil
-        let sampler = Sampler(exampleCount: trainCount, globalBatchSize: options.globalBatchSize, seed: UInt64(options.seed),
-                              groupByLength: lengths)
-
-        // Start: fresh (rank 0's weights to everyone) or from the newest complete checkpoint.
-        var startStep = 0
+    /// Fresh (rank 0's weights to everyone) or from the newest complete checkpoint of --output.
+    private func start(_ replica: Replica, initialized: [String], plan: TrainingPlan, checkpoints: CheckpointPolicy) throws -> Progress {
+        var step = 0
         var position = SamplePosition(epoch: 0, samplesConsumed: 0)
-        if options.resume, let resumed = try resume(into: replica) {
-            // Every rank read the same files; rank 0's copy is broadcast anyway, so that replicas
-            // start identical whatever the file system showed each rank.
-            try synchronizeReplicas(replica)
-            startStep = resumed.step
+        if options.resume, let resumed = try checkpoints.resume(into: replica, log: log) {
+            step = resumed.step
             position = SamplePosition(epoch: resumed.epoch, samplesConsumed: resumed.samplesConsumedInEpoch)
-            if isRoot { log("resumed from \(CheckpointFolder.name(step: resumed.step)) (step \(resumed.step) of \(totalSteps), written by \(resumed.worldSize) rank(s)\(resumed.shardOptimizer ? " with a sharded optimizer" : ""))") }
+            if isRoot { log("resumed from \(CheckpointFolder.name(step: resumed.step)) (step \(resumed.step) of \(plan.totalSteps), written by \(resumed.worldSize) rank(s)\(resumed.shardOptimizer ? " with a sharded optimizer" : ""))") }
         } else {
-            try communicator.broadcast(model.parameters.buffer, root: 0)
-            if isRoot && !loadReport.initialized.isEmpty {
-                log("initialised from seed \(options.seed) (not in the checkpoint): \(loadReport.initialized.joined(separator: ", "))")
+            try communicator.broadcast(replica.model.parameters.buffer, root: 0)
+            if isRoot && !initialized.isEmpty {
+                log("initialised from seed \(options.seed) (not in the checkpoint): \(initialized.joined(separator: ", "))")
             }
         }
         if isRoot {
-            log("training \(options.modelDirectory.lastPathComponent): \(trainCount) examples, \(totalSteps) steps of \(options.globalBatchSize) "
-                + "over \(worldSize) rank(s), micro-batch \(microBatchSize), \(model.layout.totalCount) parameters; Adam state "
+            log("training \(options.modelDirectory.lastPathComponent): \(data.train.count) examples, \(plan.totalSteps) steps of \(plan.globalBatchSize) "
+                + "over \(communicator.worldSize) rank(s), micro-batch \(plan.microBatchSize), \(replica.model.layout.totalCount) parameters; Adam state "
                 + String(format: "%.1f MB per rank", Double(2 * 4 * replica.optimizer.range.count) / 1e6)
-                + (options.shardOptimizer ? " (sharded 1/\(worldSize))" : ""))
+                + (options.shardOptimizer ? " (sharded 1/\(communicator.worldSize))" : ""))
         }
-
-        let reporter = try Reporter(enabled: isRoot, totalSteps: totalSteps, logEvery: options.logEvery,
-                                    tensorBoardDirectory: options.tensorboardDirectory, output: log)
-        defer { reporter.finish() }
-        let writer = CheckpointWriter(output: options.outputDirectory, communicator: communicator, keep: options.keepCheckpoints)
-        var evalBatch = PackedBatch()
-        var summary = RunSummary(stepsDone: startStep, totalSteps: totalSteps, stoppedBySignal: false, finalCheckpoint: nil,
-                                 finalEvaluation: nil, trainSeconds: 0, skippedSteps: 0)
-        var consecutiveSkipped = 0
-        var firstNonFinite: String?
-        var recentMetrics: [TrainerState.Metric] = []
-        var phaseTotals = Replica.PhaseSeconds()
-        let started = Date()
-
-        func checkpoint(step: Int, learningRate: Double) throws -> URL {
-            let state = TrainerState(
-                step: step, epoch: position.epoch, samplesConsumedInEpoch: position.samplesConsumed,
-                totalSteps: totalSteps, warmupSteps: schedule.warmupSteps, seed: options.seed,
-                worldSize: worldSize, shardOptimizer: options.shardOptimizer, parameterCount: model.layout.totalCount,
-                optimizerShards: options.shardOptimizer
-                    ? replica.shards.ranges.enumerated().map { .init(rank: $0.offset, start: $0.element.lowerBound, count: $0.element.count) }
-                    : [.init(rank: 0, start: 0, count: model.layout.totalCount)],
-                optimizer: .init(kind: options.optimizer.rawValue, learningRate: options.learningRate,
-                                 beta1: Double(hyperparameters.beta1), beta2: Double(hyperparameters.beta2),
-                                 epsilon: Double(hyperparameters.epsilon), weightDecay: options.weightDecay,
-                                 maxGradNorm: options.maxGradNorm, schedule: options.schedule.rawValue),
-                currentLearningRate: learningRate, globalBatchSize: options.globalBatchSize,
-                microBatchSize: microBatchSize, maxSequenceLength: options.maxSequenceLength,
-                trainDataFingerprint: data.trainFingerprint, recentMetrics: recentMetrics,
-                createdUnixSeconds: Date().timeIntervalSince1970, bertDistVersion: bertDistVersion,
-                optimizerStep: replica.optimizer.stepCount, parameterLayout: model.layout.fingerprint)
-            if worldSize > 1 {
-                // Rank 0 alone writes the weights (and the replicated Adam state): make sure they are everyone's.
-                let repaired = try ensureReplicasMatch(buffers: replicatedBuffers(replica), communicator: communicator)
-                if isRoot && !repaired.isEmpty { reporter.say("warning: ranks \(repaired) had drifted from rank 0 and were repaired before checkpointing") }
-            }
-            return try writer.write(step: step, replica: replica,
-                                    content: .init(state: state, labels: data.labels, files: data.modelFiles))
-        }
-
-        var lastLearningRate = schedule.learningRate(atStep: startStep)
-        var step = startStep
-        var epochOrder: [Int32] = []
-        var orderEpoch = -1
-        while step < totalSteps {
-            let stepStart = Date()
-            if orderEpoch != position.epoch {
-                epochOrder = sampler.order(epoch: position.epoch)
-                orderEpoch = position.epoch
-            }
-            // This rank's contiguous part of the global batch, in micro-batches.
-            let rankBatch = sampler.rankBatch(at: position, rank: communicator.rank, worldSize: worldSize, microBatchSize: microBatchSize)
-            let learningRate = schedule.learningRate(atStep: step)
-            let outcome = try replica.step(
-                microBatchCount: rankBatch.microBatches.count, globalBatchSize: rankBatch.globalRange.count, stepIndex: step,
-                learningRate: learningRate, maxGradNorm: options.maxGradNorm,
-                dropout: DropoutContext(seed: UInt64(options.seed), step: step), stopRequested: stopRequested()) { micro, batch in
-                    for slot in rankBatch.microBatches[micro] { batch.append(data.train, index: Int(epochOrder[slot])) }
-                }
-            position = sampler.position(after: position)
-            lastLearningRate = learningRate
-            step += 1
-            summary.stepsDone = step
-            phaseTotals.add(outcome.phaseSeconds)
-
-            if outcome.skipped {
-                summary.skippedSteps += 1
-                consecutiveSkipped += 1
-                if firstNonFinite == nil { firstNonFinite = "step \(step): \(outcome.nonFiniteWhere)" }
-                reporter.say("warning: step \(step) skipped on every rank: non-finite gradient (\(outcome.nonFiniteWhere))")
-                if consecutiveSkipped >= options.maxConsecutiveNonFiniteSteps {
-                    throw TrainingError.diverged("training diverged: \(consecutiveSkipped) consecutive steps had non-finite gradients, first at \(firstNonFinite!); lower --lr, raise --warmup-ratio or check the data (--debug names the first layer)")
-                }
-            } else {
-                consecutiveSkipped = 0
-                firstNonFinite = nil
-                let loss = outcome.lossSum / max(outcome.examples, 1)
-                recentMetrics = [.init(name: "train/loss", value: loss, step: step),
-                                 .init(name: "train/accuracy", value: outcome.correct / max(outcome.examples, 1), step: step),
-                                 .init(name: "train/grad_norm", value: outcome.gradientNorm, step: step)]
-            }
-            try reporter.step(step - 1, outcome: outcome, stepSeconds: Date().timeIntervalSince(stepStart))
-            if options.debug && isRoot {
-                let p = outcome.phaseSeconds
-                reporter.say(String(format: "  step %d phases: data %.3fs forward %.3fs backward %.3fs sync %.3fs optimizer %.3fs",
-                                    step, p.data, p.forward, p.backward, p.sync, p.optimizer))
-            }
-
-            afterStep?(step, model.parameters)
-            if worldSize > 1 && options.consistencyEvery > 0 && step % options.consistencyEvery == 0 {
-                let repaired = try ensureReplicasMatch(buffers: replicatedBuffers(replica), communicator: communicator)
-                if isRoot && !repaired.isEmpty { reporter.say("warning: step \(step): replicas of ranks \(repaired) differed from rank 0 and were repaired") }
-            }
-            if let evalExamples = data.eval, let every = options.evalEvery, every > 0, step % every == 0, step < totalSteps {
-                let metrics = try evaluate(model: model, examples: evalExamples, labels: data.labels, communicator: communicator,
-                                           batchSize: 64, batch: &evalBatch)
-                recentMetrics += [.init(name: "eval/accuracy", value: metrics.accuracy, step: step),
-                                  .init(name: "eval/loss", value: metrics.loss, step: step)]
-                try reporter.evaluation(metrics, step: step)
-            }
-            if outcome.stopRequested {
-                summary.stoppedBySignal = true
-                summary.finalCheckpoint = try checkpoint(step: step, learningRate: learningRate)
-                break
-            }
-            if step < totalSteps && options.checkpointEvery > 0 && step % options.checkpointEvery == 0 {
-                summary.finalCheckpoint = try checkpoint(step: step, learningRate: learningRate)
-            }
-        }
-        summary.trainSeconds = Date().timeIntervalSince(started)
-        if !summary.stoppedBySignal {
-            if let evalExamples = data.eval {
-                let metrics = try evaluate(model: model, examples: evalExamples, labels: data.labels, communicator: communicator,
-                                           batchSize: 64, batch: &evalBatch)
-                recentMetrics += [.init(name: "eval/accuracy", value: metrics.accuracy, step: step),
-                                  .init(name: "eval/loss", value: metrics.loss, step: step)]
-                try reporter.evaluation(metrics, step: step)
-                summary.finalEvaluation = metrics
-            }
-            // The last step is always checkpointed: OUTPUT/checkpoint-<last step> is the trained model.
-            summary.finalCheckpoint = try checkpoint(step: step, learningRate: lastLearningRate)
-        }
-        if options.debug && isRoot {
-            let p = phaseTotals
-            reporter.say(String(format: "phase totals: data %.2fs forward %.2fs backward %.2fs sync %.2fs optimizer %.2fs",
-                                p.data, p.forward, p.backward, p.sync, p.optimizer))
-        }
-        return summary
+        return Progress(step: step, batches: BatchCursor(plan: plan, position: position), learningRate: plan.schedule.learningRate(atStep: step))
     }
 
-    /// What every rank holds an identical copy of: the parameters, and the Adam moments unless
-    /// they are sharded.
-    private func replicatedBuffers(_ replica: Replica) -> [UnsafeMutableBufferPointer<Float>] {
-        replica.shardOptimizer ? [replica.model.parameters.buffer]
-            : [replica.model.parameters.buffer, replica.optimizer.m.buffer, replica.optimizer.v.buffer]
+    // MARK: one step
+
+    /// One optimizer step over this rank's contiguous part of the global batch, in micro-batches.
+    private func step(_ replica: Replica, _ progress: inout Progress) throws -> Replica.Outcome {
+        let (rankBatch, order) = progress.batches.current(rank: communicator.rank, worldSize: communicator.worldSize)
+        let learningRate = progress.batches.plan.schedule.learningRate(atStep: progress.step)
+        let train = data.train, step = progress.step, duringStep = duringStep
+        let outcome = try replica.step(
+            microBatchCount: rankBatch.microBatchCount, globalBatchSize: rankBatch.globalRange.count, stepIndex: progress.step,
+            learningRate: learningRate, maxGradNorm: options.maxGradNorm,
+            dropout: DropoutContext(seed: UInt64(options.seed), step: progress.step), stopRequested: stopRequested()) { micro, batch in
+                duringStep?(step)
+                batch.append(micro: micro, of: rankBatch, order: order, from: train)
+            }
+        progress.batches.advance()
+        progress.learningRate = learningRate
+        progress.step += 1
+        progress.phaseTotals.add(outcome.phaseSeconds)
+        return outcome
     }
 
-    private func synchronizeReplicas(_ replica: Replica) throws {
-        for buffer in replicatedBuffers(replica) { try communicator.broadcast(buffer, root: 0) }
+    /// The non-finite policy: a skipped step is reported; too many in a row stop the run,
+    /// naming where they began. A good step becomes the recent metrics.
+    private func apply(_ outcome: Replica.Outcome, to progress: inout Progress, summary: inout RunSummary, reporter: Reporter) throws {
+        let step = progress.step
+        guard outcome.skipped else {
+            progress.consecutiveSkipped = 0
+            progress.firstNonFinite = nil
+            let examples = max(outcome.examples, 1)
+            progress.recentMetrics = [.init(name: "train/loss", value: outcome.lossSum / examples, step: step),
+                                      .init(name: "train/accuracy", value: outcome.correct / examples, step: step),
+                                      .init(name: "train/grad_norm", value: outcome.gradientNorm, step: step)]
+            return
+        }
+        summary.skippedSteps += 1
+        progress.consecutiveSkipped += 1
+        let firstNonFinite = progress.firstNonFinite ?? "step \(step): \(outcome.nonFiniteWhere)"
+        progress.firstNonFinite = firstNonFinite
+        reporter.say("warning: step \(step) skipped on every rank: non-finite gradient (\(outcome.nonFiniteWhere))")
+        if progress.consecutiveSkipped >= options.maxConsecutiveNonFiniteSteps {
+            throw TrainingError.diverged("training diverged: \(progress.consecutiveSkipped) consecutive steps had non-finite gradients, first at \(firstNonFinite); lower --lr, raise --warmup-ratio or check the data (--debug names the first layer)")
+        }
     }
 
-    /// Loads the newest complete checkpoint of the output folder into `replica`; nil when there
-    /// is none. Rank 0 verifies (checksums) and falls back past damaged ones, saying so; every
-    /// rank then reads the weights and the part of the Adam state its (new) range needs.
-    private func resume(into replica: Replica) throws -> TrainerState? {
-        var chosen: Int64 = -1
-        if communicator.rank == 0 {
-            for candidate in CheckpointFolder.candidates(in: options.outputDirectory) {
-                do {
-                    let state = try CheckpointFolder.verify(candidate.url)
-                    guard state.parameterLayout == replica.model.layout.fingerprint else {
-                        throw CheckpointError.incompatible(folder: candidate.url.path, reason: "written for a different model layout (another model or label count)")
-                    }
-                    chosen = Int64(candidate.step)
-                    break
-                } catch {
-                    log("warning: not resuming from \(candidate.url.lastPathComponent): \(error); trying the previous checkpoint")
-                }
-            }
-            if chosen < 0 { log("no complete checkpoint in \(options.outputDirectory.path): starting from the beginning") }
-        }
-        try withUnsafeMutableBytes(of: &chosen) { try communicator.broadcast($0, root: 0) }
-        guard chosen >= 0 else {
-            try communicator.broadcast(replica.model.parameters.buffer, root: 0)
-            return nil
-        }
-        let folder = options.outputDirectory.appendingPathComponent(CheckpointFolder.name(step: Int(chosen)))
-        return try collectively(communicator) {
-            let state = try TrainerState(contentsOf: folder.appendingPathComponent(TrainerState.fileName))
-            if !data.trainFingerprint.isEmpty && !state.trainDataFingerprint.isEmpty && state.trainDataFingerprint != data.trainFingerprint {
-                throw CheckpointError.incompatible(folder: folder.path, reason: "was trained on other data (fingerprint \(state.trainDataFingerprint), this run's is \(data.trainFingerprint)); use another --output or the same --train file")
-            }
-            let weights = try SafeTensorsFile(url: folder.appendingPathComponent(CheckpointFolder.modelFile))
-            _ = try replica.model.loadWeights(from: weights, seed: 0)
-            try readOptimizer(into: replica.optimizer, from: folder, state: state)
-            return state
-        }
+    // MARK: evaluation
+
+    /// Evaluates on --eval (when given) and reports; the metrics join the recent metrics.
+    private func evaluateNow(_ replica: Replica, _ progress: inout Progress, reporter: Reporter) throws -> ClassificationMetrics? {
+        guard let examples = data.eval else { return nil }
+        let metrics = try evaluate(model: replica.model, examples: examples, labels: data.labels, communicator: communicator,
+                                   batchSize: options.evalBatchSize, batch: &replica.evaluationBatch)
+        progress.recentMetrics += [.init(name: "eval/accuracy", value: metrics.accuracy, step: progress.step),
+                                   .init(name: "eval/loss", value: metrics.loss, step: progress.step)]
+        try reporter.evaluation(metrics, step: progress.step)
+        return metrics
     }
+}
+
+/// --max-seq-len when not given.
+public let defaultMaxSequenceLength = 128
+
+/// The max sequence length a run uses: `requested` (--max-seq-len), which must fit the model's
+/// position table (an error before any data is tokenised); without it 128, or
+/// max_position_embeddings when the model has fewer positions (as HF run_classification caps
+/// max_seq_length at the model's maximum).
+public func resolvedSequenceLength(_ requested: Int?, config: BertConfig, modelDirectory: URL) throws -> Int {
+    guard let requested else { return min(defaultMaxSequenceLength, config.maxPositionEmbeddings) }
+    guard requested <= config.maxPositionEmbeddings else {
+        throw TrainingError.invalidInput("--max-seq-len \(requested) is longer than the model's max_position_embeddings \(config.maxPositionEmbeddings) (\(modelDirectory.appendingPathComponent("config.json").path)); use --max-seq-len \(config.maxPositionEmbeddings) or less")
+    }
+    return requested
 }
 
 public let bertDistVersion = "0.1.0"
 
-/// `bert-dist train` on one rank: checks the BLAS kernels, reads the data, trains.
-public func runTraining(_ options: TrainingOptions, communicator: any Communicator, log: @escaping (String) -> Void) throws -> RunSummary {
-    try collectively(communicator) { try BLASSetup.selfTest() }
+/// `bert-dist train` on one rank: checks the BLAS kernels and what can be checked before any
+/// work (--output, the model's config against --max-seq-len), reads the data, trains.
+public func runTraining(_ options: TrainingOptions, runtime: Runtime, communicator: any Communicator,
+                        log: @escaping (String) -> Void) throws -> RunSummary {
+    var options = options
+    if let output = options.outputDirectory { try CheckpointPolicy.prepareOutputFolder(output, communicator: communicator) }
+    options.maxSequenceLength = try collectively(communicator) {
+        try BLASSetup.selfTest()
+        return try resolvedSequenceLength(options.maxSequenceLength, config: BertConfig.load(modelDirectory: options.modelDirectory),
+                                          modelDirectory: options.modelDirectory)
+    }
     let data = try DataLoading.prepare(options, communicator: communicator, log: log)
-    return try TrainingRun(options: options, communicator: communicator, data: data, log: log).run()
+    return try TrainingRun(options: options, runtime: runtime, communicator: communicator, data: data, log: log).run()
 }

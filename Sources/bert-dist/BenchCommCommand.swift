@@ -1,6 +1,7 @@
 import ArgumentParser
 import Distributed
 import Foundation
+import Training
 import Synchronization
 
 /// `bert-dist bench-comm`: developer tool for the communication layer. Runs alone (MPI singleton),
@@ -72,59 +73,37 @@ struct BenchCommCommand: ParsableCommand {
     }
 
     func run() throws {
-        if check, let simulateRanks {
-            let outcomes = try InProcessGroup.run(worldSize: simulateRanks) { communicator in
-                try CommunicationChecks(communicator: communicator).run()
-            }
-            let failures = outcomes.flatMap(\.failures)
-            for failure in failures { FileHandle.standardError.write(Data("\(failure)\n".utf8)) }
-            try reportChecks(checkCount: outcomes[0].checkCount, failureCount: failures.count,
-                             worldSize: simulateRanks, mode: "simulated ranks", sumChecksum: outcomes[0].sumChecksum)
-            return
-        }
-        let communicator = try MPICommunicator()
-        do {
+        let (check, soakSeconds) = (check, soakSeconds)
+        let command = self
+        let status = RankRunner.run(simulatedRanks: check ? simulateRanks : nil) { communicator in
             if check {
-                let outcome = try CommunicationChecks(communicator: communicator).run()
-                for failure in outcome.failures { FileHandle.standardError.write(Data("\(failure)\n".utf8)) }
-                let failureCount = Int(try communicator.allReduce(Double(outcome.failures.count), .sum))
-                try communicator.finalize()
-                if communicator.rank == 0 {
-                    try reportChecks(checkCount: outcome.checkCount, failureCount: failureCount,
-                                     worldSize: communicator.worldSize, mode: "MPI ranks", sumChecksum: outcome.sumChecksum)
-                } else if failureCount > 0 {
-                    throw ExitCode.failure
-                }
-            } else if let soakSeconds {
-                try soak(communicator: communicator, seconds: soakSeconds)
-                try communicator.finalize()
-            } else {
-                try benchmark(communicator: communicator)
-                try communicator.finalize()
+                try command.runChecks(communicator: communicator, mode: command.simulateRanks == nil ? "MPI ranks" : "simulated ranks")
+            } else if let mpi = communicator as? MPICommunicator {
+                if let soakSeconds { try command.soak(communicator: mpi, seconds: soakSeconds) } else { try command.benchmark(communicator: mpi) }
             }
-        } catch let exit as ExitCode {
-            throw exit
-        } catch {
-            // A rank that cannot continue ends the whole job rather than leaving its peers waiting.
-            if communicator.worldSize > 1 { communicator.abort(message: "\(error)") }
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-            throw ExitCode.failure
         }
+        if status != 0 { throw ExitCode(status) }
     }
 
-    private func reportChecks(checkCount: Int, failureCount: Int, worldSize: Int, mode: String, sumChecksum: UInt64) throws {
-        if failureCount == 0 {
-            print("bench-comm --check: all \(checkCount) checks passed on each of \(worldSize) \(mode)")
-            print("bench-comm --check: checksum of a synchronised gradient arena: \(String(sumChecksum, radix: 16))")
-        } else {
-            FileHandle.standardError.write(Data("error: bench-comm --check: \(failureCount) mismatches on \(worldSize) \(mode) (listed above)\n".utf8))
-            throw ExitCode.failure
+    /// Every rank runs the checks; rank 0 reports them all (the failures of each rank are
+    /// printed by that rank), and a mismatch anywhere fails the command on every rank.
+    private func runChecks(communicator: any Communicator, mode: String) throws {
+        let outcome = try CommunicationChecks(communicator: communicator).run()
+        for failure in outcome.failures { printError(failure) }
+        let failureCount = Int(try communicator.allReduce(Double(outcome.failures.count), .sum))
+        guard failureCount == 0 else {
+            throw AgreedFailure(error: communicator.rank == 0
+                ? TrainingError.invalidInput("bench-comm --check: \(failureCount) mismatches on \(communicator.worldSize) \(mode) (listed above)") : nil)
+        }
+        if communicator.rank == 0 {
+            print("bench-comm --check: all \(outcome.checkCount) checks passed on each of \(communicator.worldSize) \(mode)")
+            print("bench-comm --check: checksum of a synchronised gradient arena: \(String(outcome.sumChecksum, radix: 16))")
         }
     }
 
     // MARK: - benchmark
 
-    private func benchmark(communicator: MPICommunicator) throws {
+    fileprivate func benchmark(communicator: MPICommunicator) throws {
         let rank = communicator.rank
         var results: [[String: Any]] = []
         if rank == 0 && !json {
@@ -253,7 +232,7 @@ struct BenchCommCommand: ParsableCommand {
     /// Prints `bench-comm: rank R pid P soaking` once per rank, then reports signals as they arrive.
     /// With --stop-on-signal, a signal on any rank stops every rank after the current step (decided
     /// collectively), exit 0: the pattern the trainer uses for preemption.
-    private func soak(communicator: MPICommunicator, seconds: Double) throws {
+    fileprivate func soak(communicator: MPICommunicator, seconds: Double) throws {
         for signalNumber in [SIGTERM, SIGINT, SIGUSR1] {
             signal(signalNumber) { number in receivedSignal.store(number, ordering: .relaxed) }
         }

@@ -9,9 +9,8 @@ struct BenchCommand: ParsableCommand {
         abstract: "Time training steps (forward, backward, gradient sync, AdamW) on synthetic or real batches.",
         discussion: "Under mpirun --batch-size is the global batch. tokens/s counts real tokens, not padding.")
 
-    @Option(help: "Hugging Face BERT folder.")
-    var model: String
-    @Option(help: "Global batch size.")
+    @OptionGroup var model: ModelOptions
+    @Option(help: "Global batch size (split over ranks under mpirun).")
     var batchSize = 8
     @Option(help: "Synthetic sequence length, or truncation of real rows.")
     var seqLen = 128
@@ -19,16 +18,10 @@ struct BenchCommand: ParsableCommand {
     var data: String?
     @Option(help: "Timed steps (after 3 warm-up steps).")
     var steps = 20
-    @Option(help: "Threads per rank (default: cores per node / ranks per node).")
-    var threads: Int?
-    @Option(help: "Per-rank micro-batch size.")
-    var microBatchSize: Int?
-    @Flag(help: "ZeRO-1 sharded optimizer.")
-    var shardOptimizer = false
+    @OptionGroup var parallel: ParallelOptions
     @Flag(help: "Initialise from config.json alone (e.g. to time bert-base without its weights).")
     var randomWeights = false
-    @Flag(help: "Print one JSON object.")
-    var json = false
+    @OptionGroup var output: OutputOptions
     @Flag(help: .hidden)
     var sgemmOnly = false   // benchmarks/blas_cores.sh: only the sgemm peak of batch-size x seq-len tokens per rank
 
@@ -36,28 +29,33 @@ struct BenchCommand: ParsableCommand {
         if batchSize < 1 || seqLen < 2 || steps < 1 { throw ValidationError("--batch-size, --steps must be at least 1 and --seq-len at least 2") }
     }
 
-    func run() throws {
-        var options = BenchmarkOptions(modelDirectory: URL(fileURLWithPath: model))
-        options.batchSize = batchSize
-        options.sequenceLength = seqLen
-        options.dataFile = data.map { URL(fileURLWithPath: $0) }
+    /// The steps follow the training options a `bert-dist train` with these flags would use.
+    var options: BenchmarkOptions {
+        var training = TrainingOptions(modelDirectory: model.directory, trainFile: data.map { URL(fileURLWithPath: $0) })
+        training.globalBatchSize = batchSize
+        training.maxSequenceLength = seqLen
+        training.microBatchSize = parallel.microBatchSize
+        training.shardOptimizer = parallel.shardOptimizer
+        training.bucketMegabytes = parallel.bucketMb
+        var options = BenchmarkOptions(training: training)
         options.steps = steps
-        options.microBatchSize = microBatchSize
-        options.shardOptimizer = shardOptimizer
         options.randomWeights = randomWeights
-        let (json, requested) = (json, threads)
+        return options
+    }
+
+    func run() throws {
         let benchmark = options
-        let (sgemmOnly, tokens) = (sgemmOnly, batchSize * seqLen)
-        let status = RankRunner.run(simulatedRanks: nil, threads: requested) { communicator in
-            let threads = configureThreads(requested: requested)
+        let runtime = ProcessEnvironment.current.runtime(threads: parallel.threads.threads)
+        let (json, sgemmOnly, tokens) = (output.json, sgemmOnly, batchSize * seqLen)
+        let status = RankRunner.run(simulatedRanks: nil) { communicator in
             if sgemmOnly {
-                let config = try BertConfig.load(modelDirectory: benchmark.modelDirectory)
+                let config = try BertConfig.load(modelDirectory: benchmark.training.modelDirectory)
                 try communicator.barrier()
-                let peak = try communicator.allReduce(sgemmPeakFLOPsPerSecond(config: config, rows: tokens, threads: threads), .sum)
+                let peak = try communicator.allReduce(sgemmPeakFLOPsPerSecond(config: config, rows: tokens, threads: runtime.threadsPerRank), .sum)
                 rootLog(communicator)(String(format: "{\"blas_core\": \"%@\", \"sgemm_peak_gflops_per_s\": %.1f}", BLASSetup.coreName, peak / 1e9))
                 return
             }
-            let result = try runBenchmark(benchmark, threads: threads, communicator: communicator)
+            let result = try runBenchmark(benchmark, runtime: runtime, communicator: communicator)
             let log = rootLog(communicator)
             if json {
                 log(result.json.compact)

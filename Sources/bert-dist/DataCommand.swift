@@ -48,10 +48,9 @@ struct AGNewsDataCommand: ParsableCommand {
     var timeoutSeconds: Double = 30
 
     func run() throws {
-        // Not a distributed command: under mpirun, rank 0 alone does it (once, not N times).
-        if RankRunner.isNonZeroMPIRank { return }
+        if ProcessEnvironment.current.isNonZeroRank { return }  // rank 0 alone downloads
         var sources = AGNews.sources
-        if let base = baseURL ?? ProcessInfo.processInfo.environment["BERT_DIST_AG_NEWS_BASE_URL"] {
+        if let base = baseURL ?? ProcessEnvironment.current.variables["BERT_DIST_AG_NEWS_BASE_URL"] {
             guard let url = URL(string: base), url.scheme != nil else {
                 throw ValidationError("--base-url: '\(base)' is not a URL")
             }
@@ -64,10 +63,9 @@ struct AGNewsDataCommand: ParsableCommand {
         let progress = ProgressPrinter(isTerminal: isatty(STDERR_FILENO) == 1)
         do {
             try downloadFiles(sources, into: directory, timeoutSeconds: timeoutSeconds) { progress.show($0) }
-        } catch let error as DataError {
-            progress.endLine()
-            FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
-            throw ExitCode.failure
+        } catch {
+            progress.endLine()  // the error line starts on a line of its own
+            throw error
         }
         let sizes = sources.map { source -> String in
             let size = (try? FileManager.default.attributesOfItem(atPath: directory.appendingPathComponent(source.fileName).path)[.size] as? Int) ?? 0

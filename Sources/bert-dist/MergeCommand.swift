@@ -25,16 +25,11 @@ struct MergeCommand: ParsableCommand {
     }
 
     func run() throws {
-        // Not a distributed command: under mpirun, rank 0 alone does it (once, not N times).
-        if RankRunner.isNonZeroMPIRank { return }
-        do {
+        try RankRunner.onRankZeroOnly {
             for note in try merge(checkpoints: checkpoints.map { URL(fileURLWithPath: $0) }, output: URL(fileURLWithPath: output),
                                   average: average) {
                 print(note)
             }
-        } catch {
-            printError("error: \(error)")
-            throw ExitCode.failure
         }
     }
 }

@@ -9,31 +9,26 @@ struct PredictCommand: ParsableCommand {
         abstract: "Classify lines of text read from stdin.",
         discussion: "Plain output: LABEL<TAB>probability per line. --json: one object per line.")
 
-    @Option(help: "A checkpoint folder, a merged model folder, or a training output folder.")
-    var checkpoint: String
-    @Flag(help: "One JSON object per line: {\"label\", \"label_id\", \"probs\"}.")
-    var json = false
+    @OptionGroup var checkpoint: CheckpointInputOptions
+    @OptionGroup var output: OutputOptions
     @Flag(help: "With --json, also the raw logits.")
     var logits = false
-    @Option(help: "Longest tokenised text; longer ones are truncated.")
-    var maxSeqLen = 128
-    @Option(help: "Threads.")
-    var threads: Int?
+    @OptionGroup var sequence: SequenceOptions
+    @OptionGroup var threads: ThreadOptions
 
     func validate() throws {
-        if logits && !json { throw ValidationError("--logits needs --json") }
-        if maxSeqLen < 2 { throw ValidationError("--max-seq-len must be at least 2") }
+        if logits && !output.json { throw ValidationError("--logits needs --json") }
     }
 
     func run() throws {
-        // Not a distributed command: under mpirun, rank 0 alone does it (once, not N times).
-        if RankRunner.isNonZeroMPIRank { return }
-        _ = configureThreads(requested: threads)
-        let inference: InferenceModel
-        do { inference = try InferenceModel.load(URL(fileURLWithPath: checkpoint)) } catch {
-            printError("error: \(error)")
-            throw ExitCode.failure
-        }
+        try RankRunner.onRankZeroOnly(classifyStandardInput)
+    }
+
+    private func classifyStandardInput() throws {
+        let runtime = ProcessEnvironment.current.runtime(threads: threads.threads)
+        let inference = try InferenceModel.load(checkpoint.folder, runtime: runtime)
+        let json = output.json
+        let maxSeqLen = try resolvedSequenceLength(sequence.maxSeqLen, config: inference.model.config, modelDirectory: inference.folder)
         // Interactive use answers each line at once; piped input is classified in batches.
         let batchLines = isatty(STDIN_FILENO) == 1 ? 1 : 64
         inference.model.reserve(sequences: batchLines, longestSequence: maxSeqLen)
@@ -54,15 +49,10 @@ struct PredictCommand: ParsableCommand {
             fflush(nil)
             pending.removeAll(keepingCapacity: true)
         }
-        do {
-            while let line = readLine(strippingNewline: true) {
-                pending.append(line)
-                if pending.count >= batchLines { try flush() }
-            }
-            try flush()
-        } catch {
-            printError("error: \(error)")
-            throw ExitCode.failure
+        while let line = readLine(strippingNewline: true) {
+            pending.append(line)
+            if pending.count >= batchLines { try flush() }
         }
+        try flush()
     }
 }

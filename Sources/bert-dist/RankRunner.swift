@@ -2,32 +2,27 @@ import Distributed
 import Foundation
 import Training
 
-/// Runs `body` once per rank — MPI ranks (also the plain single process, an MPI singleton), or
-/// with `simulatedRanks` N threads of this process — and turns failures into one
-/// `error: ...` line and a non-zero exit. Errors all ranks agreed on (`collectively`) exit
-/// cleanly; an error on one rank alone aborts the job so that no peer waits for it forever.
+/// Starts and stops the ranks of a distributed command, in this one place: runs `body` once per
+/// rank — MPI ranks (also the plain single process, an MPI singleton), or with `simulatedRanks`
+/// N threads of this process — and turns failures into one `error: ...` line and a non-zero
+/// exit. Errors all ranks agreed on (`AgreedFailure`) exit cleanly; an error on one rank alone
+/// aborts the job so that no peer waits for it forever.
 enum RankRunner {
-    /// Started by mpirun as a rank other than 0 (read from the launcher's environment, before
-    /// and without initialising MPI).
-    static var isNonZeroMPIRank: Bool {
-        let environment = ProcessInfo.processInfo.environment
-        guard let rank = environment["OMPI_COMM_WORLD_RANK"] ?? environment["PMIX_RANK"] ?? environment["PMI_RANK"] else { return false }
-        return rank != "0"
-    }
-
-    static func run(simulatedRanks: Int?, threads: Int?, _ body: @escaping @Sendable (any Communicator) throws -> Void) -> Int32 {
+    static func run(simulatedRanks: Int?, _ body: @escaping @Sendable (any Communicator) throws -> Void) -> Int32 {
         if let simulatedRanks {
             do {
                 _ = try InProcessGroup.run(worldSize: simulatedRanks) { communicator in
-                    _ = configureThreads(requested: threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / simulatedRanks))
-                    try body(communicator)
+                    // The rank that carries an agreed error prints it, whichever rank's error the group rethrows.
+                    do { try body(communicator) } catch let failure as AgreedFailure {
+                        report(failure, prefix: "")
+                        throw failure
+                    }
                 }
                 return 0
-            } catch let failure as AgreedFailure {
-                if let error = failure.error { printError("error: \(error)") }
+            } catch is AgreedFailure {
                 return 1
             } catch {
-                printError("error: \(error)")
+                report(error, prefix: "")
                 return 1
             }
         }
@@ -36,22 +31,37 @@ enum RankRunner {
             printError("error: \(error)")
             return 1
         }
-        _ = configureThreads(requested: threads)
         let prefix = communicator.rank == 0 ? "" : "rank \(communicator.rank): "
         do {
             try body(communicator)
             try communicator.finalize()
             return 0
         } catch let failure as AgreedFailure {
-            if let error = failure.error { printError("\(prefix)error: \(error)") }
+            report(failure, prefix: prefix)
             try? communicator.finalize()
             return 1
         } catch {
-            printError("\(prefix)error: \(error)")
+            report(error, prefix: prefix)
             if communicator.worldSize > 1 { communicator.abort(message: "\(prefix)stopping all ranks") }
             try? communicator.finalize()
             return 1
         }
+    }
+
+    /// One line on stderr; an agreed failure is printed by the rank that carries its error only.
+    private static func report(_ error: any Error, prefix: String) {
+        if let failure = error as? AgreedFailure {
+            if let error = failure.error { printError("\(prefix)error: \(error)") }
+        } else {
+            printError("\(prefix)error: \(error)")
+        }
+    }
+
+    /// For commands that are not distributed (predict, merge, tokenize, data): under a launcher
+    /// rank 0 alone runs `body` (once, not N times); the other ranks return at once.
+    static func onRankZeroOnly(_ body: () throws -> Void) throws {
+        if ProcessEnvironment.current.isNonZeroRank { return }
+        try body()
     }
 }
 

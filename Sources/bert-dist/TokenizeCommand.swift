@@ -1,6 +1,7 @@
 import ArgumentParser
 import Data
 import Foundation
+import Training
 
 #if canImport(Glibc)
 import Glibc
@@ -21,11 +22,9 @@ struct TokenizeCommand: ParsableCommand {
               echo "Hello, world!" | bert-dist tokenize --model models/minilm
             """)
 
-    @Option(help: "Hugging Face model folder with vocab.txt or tokenizer.json (and tokenizer_config.json).")
-    var model: String
-
-    @Option(name: .customLong("max-seq-len"), help: "Truncate to this many ids, [CLS] and [SEP] included.")
-    var maxSeqLen: Int = 128
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var sequence: SequenceOptions
+    var maxSeqLen: Int { sequence.maxSeqLen ?? defaultMaxSequenceLength }
 
     /// Times the tokenizer on the stdin lines instead of printing ids (single thread, release
     /// build): prints one JSON object. Used by tools/bench_tokenizer.py.
@@ -40,15 +39,9 @@ struct TokenizeCommand: ParsableCommand {
     @Option(help: .hidden)
     var benchmarkData: String?
 
-    func validate() throws {
-        if maxSeqLen < 2 { throw ValidationError("--max-seq-len must be at least 2 (room for [CLS] and [SEP])") }
-    }
-
     func run() throws {
-        // Not a distributed command: under mpirun, rank 0 alone does it (once, not N times).
-        if RankRunner.isNonZeroMPIRank { return }
-        do {
-            let tokenizer = try BertTokenizer(modelDirectory: URL(fileURLWithPath: model))
+        try RankRunner.onRankZeroOnly {
+            let tokenizer = try BertTokenizer(modelDirectory: model.directory)
             if let benchmarkData {
                 try runDataBenchmark(tokenizer, URL(fileURLWithPath: benchmarkData))
             } else if benchmark {
@@ -56,9 +49,6 @@ struct TokenizeCommand: ParsableCommand {
             } else {
                 try tokenizeStandardInput(tokenizer)
             }
-        } catch let error as DataError {
-            printError(error.description)
-            throw ExitCode.failure
         }
     }
 
@@ -216,9 +206,4 @@ private func writeStandardOutput(_ bytes: [UInt8]) throws {
         }
         offset += written
     }
-}
-
-/// `error: <message>` on stderr, the format every bert-dist command uses.
-private func printError(_ message: String) {
-    FileHandle.standardError.write(Data("error: \(message)\n".utf8))
 }

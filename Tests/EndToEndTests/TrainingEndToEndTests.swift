@@ -176,13 +176,19 @@ struct TrainingEndToEndTests {
     @Test func badInputIsOneClearLine() throws {
         let broken = workspace.root.appendingPathComponent("broken.csv")
         try "\"1\",\"fine\",\"row\"\n\"7\",\"label out of range\",\"x\"\n".write(to: broken, atomically: true, encoding: .utf8)
-        for (arguments, expected) in [
+        let cases: [(arguments: [String], expected: String)] = [
             (["train", "--model", workspace.model.path, "--train", broken.path, "--output", workspace.output("bad").path],
              "\(broken.path):2:"),
             (["train", "--model", workspace.model.path, "--train", workspace.root.appendingPathComponent("missing.csv").path,
               "--output", workspace.output("bad2").path], "missing.csv"),
             (["eval", "--checkpoint", workspace.root.appendingPathComponent("nothing").path, "--data", workspace.test.path], "nothing"),
-        ] {
+            // Found before any work is done: an --output that is a file, a --max-seq-len the model has no positions for.
+            (["train", "--model", workspace.model.path, "--train", workspace.train.path, "--output", workspace.test.path],
+             "--output \(workspace.test.path) is a file"),
+            (["train", "--model", workspace.model.path, "--train", workspace.train.path, "--output", workspace.output("bad3").path,
+              "--max-seq-len", "100"], "max_position_embeddings 64"),
+        ]
+        for (arguments, expected) in cases {
             for ranks in [1, 2] {
                 let process = try RunningProcess(mpirun, BinaryLocator.mpirunTestOptions + ["-n", "\(ranks)", binary.path] + arguments)
                 let status = process.waitForExit(timeoutSeconds: 60)

@@ -1,17 +1,7 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import Storage
-
-/// True when this process may mount a tmpfs (root with CAP_SYS_ADMIN): probed once by mounting one.
-let canMountTmpfs: Bool = {
-    guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/bin/mount") else { return false }
-    guard let probe = try? makeTemporaryDirectory("tmpfsprobe") else { return false }
-    defer { try? FileManager.default.removeItem(at: probe) }
-    guard let mounted = try? runProgram("/bin/mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", probe.path]),
-          mounted.status == 0 else { return false }
-    _ = try? runProgram("/bin/umount", [probe.path])
-    return true
-}()
 
 @Suite struct AtomicFileWriterTests {
     private func contents(_ url: URL) throws -> [UInt8] { [UInt8](try Data(contentsOf: url)) }
@@ -110,11 +100,9 @@ let canMountTmpfs: Bool = {
     /// A real full filesystem: a 1 MiB tmpfs. The failed write must leave the previous file and no temporary.
     @Test(.enabled(if: canMountTmpfs, "needs root with CAP_SYS_ADMIN to mount a 1 MiB tmpfs"))
     func fullFilesystemLeavesThePreviousFileIntact() throws {
-        let directory = try makeTemporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let mounted = try runProgram("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", directory.path])
-        try #require(mounted.status == 0, "mount failed: \(mounted.output)")
-        defer { _ = try? runProgram("/bin/umount", [directory.path]) }
+        let tmpfs = try TmpfsMount(size: "1m")
+        defer { tmpfs.unmount() }
+        let directory = tmpfs.folder
 
         let file = directory.appendingPathComponent("model.safetensors")
         let previous = pseudoRandomBytes(count: 300_000, seed: 8)

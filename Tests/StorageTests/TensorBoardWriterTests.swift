@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import Storage
 
 @Suite struct TensorBoardWriterTests {
@@ -86,11 +87,9 @@ import Testing
     /// and writing resumes once there is room again.
     @Test(.enabled(if: canMountTmpfs, "needs root with CAP_SYS_ADMIN to mount a small tmpfs"))
     func fullDiskLeavesAValidFile() throws {
-        let directory = try makeTemporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let mounted = try runProgram("/bin/mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", directory.path])
-        try #require(mounted.status == 0, "mount failed: \(mounted.output)")
-        defer { _ = try? runProgram("/bin/umount", [directory.path]) }
+        let tmpfs = try TmpfsMount(size: "256k")
+        defer { tmpfs.unmount() }
+        let directory = tmpfs.folder
 
         let writer = try TensorBoardWriter(directory: directory)
         // Fill the rest of the filesystem.

@@ -88,7 +88,7 @@ import Testing
             options.shardOptimizer = true
             let resumeOptions = options
             let messages = try InProcessGroupRun.collectingLog(ranks: 2) { communicator, log in
-                try TrainingRun(options: resumeOptions, communicator: communicator, data: try syntheticData(), log: log).run()
+                try TrainingRun(options: resumeOptions, runtime: Runtime(), communicator: communicator, data: try syntheticData(), log: log).run()
             }.log
             #expect(messages.contains { $0.contains("not resuming from checkpoint-4") }, "\(what): \(messages)")
             #expect(messages.contains { $0.contains("resumed from checkpoint-2") }, "\(what): \(messages)")
@@ -139,14 +139,14 @@ enum InProcessGroupRun {
         bytes[bytes.count - 10] ^= 1
         try bytes.write(to: weights)
         #expect {
-            _ = try InferenceModel.load(checkpoint)
+            _ = try InferenceModel.load(checkpoint, runtime: Runtime())
         } throws: { "\($0)".contains("\(weights.path): SHA-256 differs") }
         #expect {
             _ = try merge(checkpoints: [checkpoint], output: temporaryDirectory(), average: false)
         } throws: { "\($0)".contains("\(weights.path): SHA-256 differs") }
         try FileManager.default.removeItem(at: checkpoint.appendingPathComponent("trainer_state.pb"))
         #expect {
-            _ = try InferenceModel.load(checkpoint)
+            _ = try InferenceModel.load(checkpoint, runtime: Runtime())
         } throws: { "\($0)".contains("incomplete checkpoint") }
     }
 }

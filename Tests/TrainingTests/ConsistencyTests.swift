@@ -19,7 +19,7 @@ import Testing
         let data = try syntheticData()
         let captured = Captured()
         let log = try InProcessGroupRun.collectingLog(ranks: 2) { communicator, log in
-            let run = TrainingRun(options: options, communicator: communicator, data: data, log: log)
+            let run = TrainingRun(options: options, runtime: Runtime(), communicator: communicator, data: data, log: log)
             run.afterStep = { step, parameters in
                 if step == 2 && communicator.rank == 1 { parameters.base[7] += 0.5 }
                 if step == 6 {

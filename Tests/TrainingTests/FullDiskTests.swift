@@ -1,29 +1,17 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import Training
 
 /// A disk that fills up while a checkpoint is written: the run stops with a clear error, the
 /// previous checkpoint stays complete and resumable, the broken one is removed.
 @Suite struct FullDiskTests {
-    @Test func fullDiskLeavesThePreviousCheckpointIntact() throws {
-        // A real full file system: a 1 MiB tmpfs (needs root; skipped with the reason otherwise).
-        let mountPoint = temporaryDirectory("full-disk")
-        let mounted = Process()
-        mounted.executableURL = URL(fileURLWithPath: "/bin/mount")
-        mounted.arguments = ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mountPoint.path]
-        try mounted.run()
-        mounted.waitUntilExit()
-        guard mounted.terminationStatus == 0 else {
-            print("skipped: cannot mount a tmpfs here (needs root)")
-            return
-        }
-        defer {
-            let unmount = Process()
-            unmount.executableURL = URL(fileURLWithPath: "/bin/umount")
-            unmount.arguments = [mountPoint.path]
-            try? unmount.run()
-            unmount.waitUntilExit()
-        }
+    /// A real full file system: a 1 MiB tmpfs.
+    @Test(.enabled(if: canMountTmpfs, "needs root with CAP_SYS_ADMIN to mount a 1 MiB tmpfs"))
+    func fullDiskLeavesThePreviousCheckpointIntact() throws {
+        let tmpfs = try TmpfsMount(size: "1m")
+        defer { tmpfs.unmount() }
+        let mountPoint = tmpfs.folder
         // Each tiny checkpoint takes ~0.35 MB: the third one does not fit.
         var options = tinyOptions(output: mountPoint)
         options.checkpointEvery = 1

@@ -1,3 +1,4 @@
+import Data
 import Foundation
 import Model
 import Testing
@@ -23,7 +24,7 @@ import Testing
             labels.append(Int32(i % 4))
         }
         return PreparedData(train: InMemoryExamples(sequences: sequences, labels: labels), eval: nil,
-                            labels: TrainingOptions.agNewsLabels, trainFingerprint: "", modelFiles: try tinyModelFiles())
+                            labels: agNewsLabelNames, trainFingerprint: "", modelFiles: try tinyModelFiles())
     }
 
     @Test func everyRankSkipsAndTheRunStopsAfterSeveral() throws {

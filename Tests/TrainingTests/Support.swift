@@ -1,4 +1,5 @@
 import Distributed
+import Data
 import Foundation
 import Model
 import Testing
@@ -43,7 +44,7 @@ func tinyModelFiles() throws -> ModelFiles {
 
 func syntheticData(train: Int = 64, eval: Int = 0) throws -> PreparedData {
     PreparedData(train: syntheticExamples(count: train, seed: 1), eval: eval > 0 ? syntheticExamples(count: eval, seed: 2) : nil,
-                 labels: TrainingOptions.agNewsLabels, trainFingerprint: "synthetic-\(train)", modelFiles: try tinyModelFiles())
+                 labels: agNewsLabelNames, trainFingerprint: "synthetic-\(train)", modelFiles: try tinyModelFiles())
 }
 
 func tinyOptions(output: URL) -> TrainingOptions {
@@ -55,7 +56,6 @@ func tinyOptions(output: URL) -> TrainingOptions {
     options.weightDecay = 0.01
     options.warmupRatio = 0.2
     options.logEvery = 1000
-    options.threads = 1
     return options
 }
 
@@ -63,7 +63,7 @@ func tinyOptions(output: URL) -> TrainingOptions {
 @discardableResult
 func train(_ options: TrainingOptions, ranks: Int, data: PreparedData, stopAfterFirstStep: Bool = false) throws -> RunSummary {
     let results = try InProcessGroup.run(worldSize: ranks) { communicator in
-        try TrainingRun(options: options, communicator: communicator, data: data, log: { _ in },
+        try TrainingRun(options: options, runtime: Runtime(), communicator: communicator, data: data, log: { _ in },
                         stopRequested: { stopAfterFirstStep && communicator.rank == ranks - 1 }).run()
     }
     return results[0]

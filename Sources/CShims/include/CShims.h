@@ -14,14 +14,9 @@ MPI_Errhandler shim_mpi_errors_return(void);
 // Datatypes.
 MPI_Datatype shim_mpi_byte(void);
 MPI_Datatype shim_mpi_float(void);
-MPI_Datatype shim_mpi_double(void);
-MPI_Datatype shim_mpi_uint64(void);
-MPI_Datatype shim_mpi_int(void);
 
-// Reduction operations.
+// Reduction operations (the baseline MPI_Allreduce of bench-comm).
 MPI_Op shim_mpi_sum(void);
-MPI_Op shim_mpi_max(void);
-MPI_Op shim_mpi_min(void);
 
 // Sentinels.
 void *shim_mpi_in_place(void);

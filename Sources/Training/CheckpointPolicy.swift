@@ -1,0 +1,129 @@
+import Data
+import Distributed
+import Foundation
+import Model
+import Storage
+
+/// When the training loop checkpoints, what a checkpoint records about the run, and how a run
+/// resumes from one. Every method is a collective: all ranks call it at the same point.
+struct CheckpointPolicy {
+    let options: TrainingOptions
+    /// --output: where checkpoints go.
+    let output: URL
+    let communicator: any Communicator
+    let labels: [String]
+    let files: ModelFiles
+    /// Identifies the training data: a checkpoint of other data is not resumed from.
+    let trainFingerprint: String
+
+    var writer: CheckpointWriter { CheckpointWriter(output: output, communicator: communicator, keep: options.keepCheckpoints) }
+
+    /// Before any work: --output must be a folder this process can write (created if needed),
+    /// not a file — else the first checkpoint would fail after the training work.
+    func prepareOutputFolder() throws { try Self.prepareOutputFolder(output, communicator: communicator) }
+
+    static func prepareOutputFolder(_ output: URL, communicator: any Communicator) throws {
+        try collectively(communicator) {
+            guard communicator.rank == 0 else { return }
+            var isFolder: ObjCBool = false
+            if FileManager.default.fileExists(atPath: output.path, isDirectory: &isFolder), !isFolder.boolValue {
+                throw TrainingError.invalidInput("--output \(output.path) is a file, not a folder; name a folder for the checkpoints")
+            }
+            do {
+                try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+                let probe = output.appendingPathComponent(".write-test-\(getpid())")
+                try Data().write(to: probe)
+                try FileManager.default.removeItem(at: probe)
+            } catch {
+                throw TrainingError.invalidInput("--output \(output.path) cannot be written (\(error.localizedDescription)); name a folder you may write")
+            }
+        }
+    }
+
+    /// A checkpoint every --checkpoint-every steps; the last step is checkpointed by the loop's end.
+    func isDue(afterStep step: Int, totalSteps: Int) -> Bool {
+        step < totalSteps && options.checkpointEvery > 0 && step % options.checkpointEvery == 0
+    }
+
+    /// Writes OUTPUT/checkpoint-STEP for the step just taken (rank 0 writes the replicated files).
+    func write(_ replica: Replica, plan: TrainingPlan, progress: TrainingRun.Progress, reporter: Reporter) throws -> URL {
+        let model = replica.model, worldSize = communicator.worldSize
+        let hyperparameters = replica.optimizer.hyperparameters
+        let position = progress.batches.position
+        let state = TrainerState(
+            step: progress.step, epoch: position.epoch, samplesConsumedInEpoch: position.samplesConsumed,
+            totalSteps: plan.totalSteps, warmupSteps: plan.schedule.warmupSteps, seed: options.seed,
+            worldSize: worldSize, shardOptimizer: options.shardOptimizer, parameterCount: model.layout.totalCount,
+            optimizerShards: options.shardOptimizer
+                ? replica.shards.ranges.enumerated().map { .init(rank: $0.offset, start: $0.element.lowerBound, count: $0.element.count) }
+                : [.init(rank: 0, start: 0, count: model.layout.totalCount)],
+            optimizer: .init(kind: options.optimizer.rawValue, learningRate: options.learningRate,
+                             beta1: Double(hyperparameters.beta1), beta2: Double(hyperparameters.beta2),
+                             epsilon: Double(hyperparameters.epsilon), weightDecay: options.weightDecay,
+                             maxGradNorm: options.maxGradNorm, schedule: options.schedule.rawValue),
+            currentLearningRate: progress.learningRate, globalBatchSize: plan.globalBatchSize,
+            microBatchSize: plan.microBatchSize, maxSequenceLength: options.maxSequenceLength ?? 0,
+            trainDataFingerprint: trainFingerprint, recentMetrics: progress.recentMetrics,
+            createdUnixSeconds: Date().timeIntervalSince1970, bertDistVersion: bertDistVersion,
+            optimizerStep: replica.optimizer.stepCount, parameterLayout: model.layout.fingerprint)
+        if worldSize > 1 {
+            // Rank 0 alone writes the weights (and the replicated Adam state): make sure they are everyone's.
+            let repaired = try ensureReplicasMatch(buffers: replica.replicatedBuffers, communicator: communicator)
+            if !repaired.isEmpty { reporter.say("warning: ranks \(repaired) had drifted from rank 0 and were repaired before checkpointing") }
+        }
+        return try writer.write(step: progress.step, replica: replica, content: .init(state: state, labels: labels, files: files))
+    }
+
+    /// Loads the newest complete checkpoint of --output into `replica`; nil when there is none.
+    /// Rank 0 alone reads: it verifies (checksums) and falls back past damaged checkpoints,
+    /// saying so, then sends every rank the state, the weights and the part of the Adam state its
+    /// (new) range needs — so a resume works on any rank count and without a shared disk.
+    func resume(into replica: Replica, log: (String) -> Void) throws -> TrainerState? {
+        let isRoot = communicator.rank == 0
+        let chosen = try collectively(communicator) { () throws -> (state: TrainerState, folder: URL)? in
+            guard isRoot else { return nil }
+            var found: (state: TrainerState, folder: URL)?
+            for candidate in CheckpointFolder.candidates(in: output) {
+                do {
+                    let state = try CheckpointFolder.verify(candidate.url)
+                    guard state.parameterLayout == replica.model.layout.fingerprint else {
+                        throw CheckpointError.incompatible(folder: candidate.url.path, reason: "written for a different model layout (another model or label count)")
+                    }
+                    found = (state, candidate.url)
+                    break
+                } catch {
+                    log("warning: not resuming from \(candidate.url.lastPathComponent): \(error); trying the previous checkpoint")
+                }
+            }
+            guard let found else {
+                log("no complete checkpoint in \(output.path): starting from the beginning")
+                return nil
+            }
+            let recorded = found.state.trainDataFingerprint
+            if !trainFingerprint.isEmpty && !recorded.isEmpty && recorded != trainFingerprint {
+                throw CheckpointError.incompatible(folder: found.folder.path, reason: "was trained on other data (fingerprint \(recorded), this run's is \(trainFingerprint)); use another --output or the same --train file")
+            }
+            let weights = try SafeTensorsFile(url: found.folder.appendingPathComponent(CheckpointFolder.modelFile))
+            _ = try replica.model.loadWeights(from: weights, seed: 0)
+            return found
+        }
+        let encoded = try communicator.broadcast(bytes: chosen?.state.encoded() ?? [], root: 0)
+        guard !encoded.isEmpty else { return nil }
+        let state = try chosen?.state ?? TrainerState(decoding: encoded, file: "rank 0's \(TrainerState.fileName)")
+        // Each rank's range of the Adam state, read by rank 0 and streamed to it.
+        let files = chosen.map { OptimizerFiles(folder: $0.folder, state: $0.state) }
+        let shards = replica.shards, total = replica.model.layout.totalCount, sharded = replica.shardOptimizer
+        try collectively(communicator) {
+            for (moment, name) in [(replica.optimizer.m, "exp_avg"), (replica.optimizer.v, "exp_avg_sq")] {
+                try communicator.streamFromRoot(into: moment.buffer, root: 0, chunkFloats: CheckpointWriter.chunkFloats) { rank, offset, chunk in
+                    let start = (sharded ? shards.range(of: rank).lowerBound : 0) + offset
+                    precondition(start + chunk.count <= total)
+                    try files?.copy(name, range: start..<(start + chunk.count), into: chunk)
+                }
+            }
+        }
+        replica.optimizer.stepCount = state.optimizerStep
+        try communicator.broadcast(replica.model.parameters.buffer, root: 0)
+        return state
+    }
+}

@@ -1,0 +1,41 @@
+import Foundation
+
+/// Facts and choices about this process that are not training options: decided once by the
+/// executable (from the command line, the environment and the CPU) and passed down as a value,
+/// so nothing below the executable reads the environment or a mutable global.
+public struct Runtime: Sendable {
+    /// Threads of each rank's kernel team (GEMMs split over them, vector kernels).
+    public var threadsPerRank: Int
+    /// How rank 0 shows progress: a redrawn bar on a terminal, or plain periodic lines.
+    public var progress: ProgressMode
+    /// Who started this process.
+    public var launcher: Launcher
+    /// The host this process runs on, as reports name it (stragglers, silent peers).
+    public var hostName: String
+
+    public init(threadsPerRank: Int = 1, progress: ProgressMode = .lines, launcher: Launcher = .standalone,
+                hostName: String = "localhost") {
+        self.threadsPerRank = max(1, threadsPerRank)
+        self.progress = progress
+        self.launcher = launcher
+        self.hostName = hostName
+    }
+}
+
+public enum ProgressMode: String, Sendable {
+    case bar, lines
+}
+
+/// How the process was started.
+public enum Launcher: Sendable, Equatable {
+    /// A plain process (an MPI singleton of world size 1, or in-process simulated ranks).
+    case standalone
+    /// One rank of mpirun or srun: its world rank and how many ranks share its node.
+    case mpi(rank: Int, ranksOnNode: Int)
+
+    /// The rank the launcher gave this process (0 when standalone).
+    public var rank: Int {
+        if case .mpi(let rank, _) = self { return rank }
+        return 0
+    }
+}

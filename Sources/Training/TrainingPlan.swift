@@ -1,0 +1,62 @@
+import Data
+import Foundation
+import Model
+
+/// What the steps of a run are, decided before the first one: how many, their learning rates,
+/// and which examples each rank's micro-batches hold. Training and the bench both step through
+/// a plan, so they cut global batches, shards and micro-batches the same way.
+struct TrainingPlan {
+    let totalSteps: Int
+    let globalBatchSize: Int
+    /// Per-rank forward/backward size: the micro-batch option, at most the largest shard.
+    let microBatchSize: Int
+    let schedule: LearningRateSchedule
+    let sampler: Sampler
+
+    /// `totalSteps`: --max-steps, or --epochs (default 1) passes over `exampleCount` examples.
+    init(options: TrainingOptions, exampleCount: Int, worldSize: Int, lengths: [Int32]? = nil, shuffle: Bool = true) throws {
+        guard exampleCount > 0 else { throw TrainingError.invalidInput("nothing to train: the training data has no examples") }
+        globalBatchSize = options.globalBatchSize
+        let stepsPerEpoch = (exampleCount + globalBatchSize - 1) / globalBatchSize
+        totalSteps = options.maxSteps ?? Int((Double(stepsPerEpoch) * (options.epochs ?? 1)).rounded(.up))
+        guard totalSteps > 0 else { throw TrainingError.invalidInput("nothing to train: 0 steps (check --max-steps / --epochs and the data)") }
+        let largestShard = (globalBatchSize + worldSize - 1) / worldSize
+        microBatchSize = max(1, min(options.microBatchSize ?? largestShard, largestShard))
+        schedule = LearningRateSchedule(shape: options.schedule, baseLearningRate: options.learningRate,
+                                        warmupSteps: LearningRateSchedule.warmupSteps(ratio: options.warmupRatio, totalSteps: totalSteps),
+                                        totalSteps: totalSteps)
+        sampler = Sampler(exampleCount: exampleCount, globalBatchSize: globalBatchSize, seed: UInt64(options.seed),
+                          groupByLength: lengths, shuffle: shuffle)
+    }
+}
+
+/// Walks a plan's global batches in order, keeping the current epoch's example order.
+struct BatchCursor {
+    let plan: TrainingPlan
+    private(set) var position: SamplePosition
+    private var order: [Int32] = []
+    private var orderEpoch = -1
+
+    init(plan: TrainingPlan, position: SamplePosition) {
+        self.plan = plan
+        self.position = position
+    }
+
+    /// Rank `rank`'s part of the current global batch, and the epoch order its slots index.
+    mutating func current(rank: Int, worldSize: Int) -> (batch: RankBatch, order: [Int32]) {
+        if orderEpoch != position.epoch {
+            order = plan.sampler.order(epoch: position.epoch)
+            orderEpoch = position.epoch
+        }
+        return (plan.sampler.rankBatch(at: position, rank: rank, worldSize: worldSize, microBatchSize: plan.microBatchSize), order)
+    }
+
+    mutating func advance() { position = plan.sampler.position(after: position) }
+}
+
+extension PackedBatch {
+    /// Packs micro-batch `micro` of `rankBatch` (slots of `order`) from `examples`.
+    mutating func append(micro: Int, of rankBatch: RankBatch, order: [Int32], from examples: any TokenizedExamples) {
+        for slot in rankBatch.microBatch(micro) { append(examples, index: Int(order[slot])) }
+    }
+}

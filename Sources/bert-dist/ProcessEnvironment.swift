@@ -1,0 +1,82 @@
+import Foundation
+import Model
+import Training
+
+/// Everything bert-dist takes from the process environment, read in this one place; the
+/// libraries below the executable get the decisions as values (`Runtime`).
+///
+/// - Launchers: Open MPI's mpirun (OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_LOCAL_SIZE), PMIx/PMI
+///   (PMIX_RANK, PMI_RANK, under srun), Slurm (SLURM_NTASKS_PER_NODE).
+/// - OPENBLAS_NUM_THREADS: threads per rank, as launch/train sets them from cluster.conf.
+/// - BERT_DIST_PROGRESS=bar|lines: launch/train tells the ranks whether its own stdout is a
+///   terminal (mpirun gives every rank a pseudo-terminal, so they cannot tell by themselves).
+struct ProcessEnvironment {
+    let variables: [String: String]
+
+    static let current = ProcessEnvironment(variables: ProcessInfo.processInfo.environment)
+
+    /// The rank a launcher gave this process and the ranks on its node, or nil when standalone.
+    var launcher: Launcher {
+        guard let rank = (variables["OMPI_COMM_WORLD_RANK"] ?? variables["PMIX_RANK"] ?? variables["PMI_RANK"]).flatMap({ Int($0) }) else {
+            return .standalone
+        }
+        let onNode = Int(variables["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? variables["SLURM_NTASKS_PER_NODE"] ?? "") ?? 1
+        return .mpi(rank: rank, ranksOnNode: max(1, onNode))
+    }
+
+    /// Started by a launcher as a rank other than 0 (known before, and without, starting MPI).
+    var isNonZeroRank: Bool { launcher.rank != 0 }
+
+    /// A progress bar needs a terminal; under a launcher only launch/train can say.
+    var progress: ProgressMode {
+        switch variables["BERT_DIST_PROGRESS"] {
+        case "bar": return .bar
+        case "lines": return .lines
+        default:
+            if launcher != .standalone { return .lines }
+            return isatty(STDOUT_FILENO) == 1 && variables["TERM"] != "dumb" ? .bar : .lines
+        }
+    }
+
+    /// Threads per rank: `requested` (--threads); with `simulatedRanks` the CPUs divided among
+    /// them; else OPENBLAS_NUM_THREADS; else the CPUs this process may run on when bound to fewer
+    /// than the node has (mpirun --bind-to: that is our share already); else the node's CPUs
+    /// divided by the launcher's ranks on the node.
+    func threadsPerRank(requested: Int?, simulatedRanks: Int? = nil) -> Int {
+        let online = ProcessInfo.processInfo.activeProcessorCount
+        if let requested { return max(1, requested) }
+        if let simulatedRanks { return max(1, online / max(1, simulatedRanks)) }
+        if let fromEnvironment = variables["OPENBLAS_NUM_THREADS"].flatMap({ Int($0) }), fromEnvironment > 0 { return fromEnvironment }
+        let allowed = allowedCPUCount()
+        if allowed > 0 && allowed < online { return allowed }
+        guard case .mpi(_, let ranksOnNode) = launcher else { return online }
+        return max(1, online / ranksOnNode)
+    }
+
+    /// The run-time value of this process (see `Runtime`).
+    func runtime(threads requested: Int?, simulatedRanks: Int? = nil) -> Runtime {
+        // TEMPORARY (until Model's Compute lands): the kernels still read a global thread count.
+        kernelThreadCount = threadsPerRank(requested: requested, simulatedRanks: simulatedRanks)
+        BLASSetup.setThreads(kernelThreadCount)
+        return Runtime(threadsPerRank: threadsPerRank(requested: requested, simulatedRanks: simulatedRanks), progress: progress,
+                       launcher: launcher, hostName: hostName)
+    }
+
+    /// This machine's name (gethostname; no name lookup).
+    var hostName: String {
+        var name = [CChar](repeating: 0, count: 256)
+        return gethostname(&name, name.count - 1) == 0 ? String(cString: name) : "unknown-host"
+    }
+}
+
+/// CPUs in this process's affinity mask ("Cpus_allowed_list: 0-3,8" in /proc/self/status); 0 if unknown.
+func allowedCPUCount() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }) else { return 0 }
+    var count = 0
+    for part in line.dropFirst("Cpus_allowed_list:".count).split(separator: ",") {
+        let bounds = part.trimmingCharacters(in: .whitespaces).split(separator: "-").compactMap { Int($0) }
+        if bounds.count == 2 { count += bounds[1] - bounds[0] + 1 } else if bounds.count == 1 { count += 1 }
+    }
+    return count
+}
