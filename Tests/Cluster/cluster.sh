@@ -46,6 +46,8 @@ set -euo pipefail
 self="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 root_state="${BERT_DIST_CLUSTER_STATE:-/tmp/bert-dist-clusters}"
 subnet="10.77.0"
+# shellcheck source=owner.sh
+source "$(dirname "$self")/owner.sh"
 
 fail() { echo "cluster.sh: error: $*" >&2; exit 2; }
 
@@ -77,21 +79,6 @@ host_field() {
     sed -n "$2p" "$(state_of "$1")/hosts" | cut -d' ' -f"$3"
 }
 
-# The start time of a process (field 22 of /proc/PID/stat), so a reused pid is not taken for the owner.
-start_time() {
-    local stat
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    echo "$stat" | cut -d' ' -f20
-}
-
-owner_alive() {
-    local state pid time
-    state="$(state_of "$1")"
-    read -r pid time < "$state/owner" 2>/dev/null || return 1
-    [[ "$(start_time "$pid" 2>/dev/null)" == "$time" ]]
-}
-
 namespaces_of() {
     ip netns list 2>/dev/null | cut -d' ' -f1 | grep -E "^$1-(switch|h[0-9]+)\$" || true
 }
@@ -114,7 +101,7 @@ command_up() {
     state="$(state_of "$name")"
     [[ -e "$state" || -n "$(namespaces_of "$name")" ]] && fail "cluster $name exists already (cluster.sh down $name)"
     mkdir -p "$state/disks" "$state/local"
-    echo "$owner $(start_time "$owner" || fail "owner $owner is not a running process")" > "$state/owner"
+    record_owner "$state" "$owner" || exit 2
     local cores
     cores="$(nproc)"
     read -r -a cpu_lists <<< "$cpus"
@@ -173,7 +160,7 @@ command_clean() {
                ls "$root_state" 2>/dev/null; } | grep "^$prefix" | sort -u || true)"
     for name in $names; do
         [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9-]{0,39}$ ]] || continue
-        if ! owner_alive "$name"; then
+        if ! owner_alive "$(state_of "$name")"; then
             echo "cluster.sh: removing cluster $name (its owner is gone)" >&2
             command_down "$name"
         fi
@@ -306,7 +293,7 @@ case "$action" in
         for state in "$root_state"/*/; do
             [[ -r "$state/owner" ]] || continue
             name="$(basename "$state")"
-            alive="owner gone"; owner_alive "$name" && alive="owner alive"
+            alive="owner gone"; owner_alive "$state" && alive="owner alive"
             echo "$name $(host_count "$name") hosts, owner $(cut -d' ' -f1 "$state/owner") ($alive)"
         done ;;
     *) fail "unknown action '$action' (see the top of this file)" ;;

@@ -19,23 +19,12 @@ set -euo pipefail
 
 root_state="${BERT_DIST_SLURM_STATE:-/tmp/bert-dist-slurm}"
 packages=(slurmctld slurmd slurm-client munge)
+# shellcheck source=owner.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/owner.sh"
 
 fail() { echo "slurm.sh: error: $*" >&2; exit 2; }
 state_of() { echo "$root_state/$1"; }
 check_name() { [[ "$1" =~ ^[A-Za-z0-9][A-Za-z0-9-]{0,39}$ ]] || fail "name '$1': use letters, digits and '-'"; }
-
-start_time() {
-    local stat
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    echo "$stat" | cut -d' ' -f20
-}
-
-owner_alive() {
-    local pid time
-    read -r pid time < "$(state_of "$1")/owner" 2>/dev/null || return 1
-    [[ "$(start_time "$pid" 2>/dev/null)" == "$time" ]]
-}
 
 command_available() {
     local missing=()
@@ -80,7 +69,7 @@ command_up() {
     state="$(state_of "$name")"
     [[ -e "$state" ]] && fail "a Slurm named $name exists already (slurm.sh down $name)"
     mkdir -p "$state"/{spool/ctld,spool/d,log,run,munge}
-    echo "$owner $(start_time "$owner" || fail "owner $owner is not a running process")" > "$state/owner"
+    record_owner "$state" "$owner" || exit 2
     trap 'command_down "$name" >/dev/null 2>&1 || true' ERR
 
     # munge: a key of our own (any 32+ random bytes), readable by root only.
@@ -186,7 +175,7 @@ command_clean() {
         [[ -d "$state" ]] || continue
         local name
         name="$(basename "$state")"
-        if ! owner_alive "$name"; then
+        if ! owner_alive "$state"; then
             echo "slurm.sh: removing Slurm $name (its owner is gone)" >&2
             command_down "$name"
         fi

@@ -32,6 +32,15 @@ final class TestCluster {
     private static let counter = NSLock()
     nonisolated(unsafe) private static var made = 0
 
+    /// `bdt-<pid>-<n>`: unique in this test process (clusters and test Slurms), recognisable by
+    /// `clean bdt-` in the next one.
+    static func uniqueName() -> String {
+        counter.lock()
+        defer { counter.unlock() }
+        made += 1
+        return "\(prefix)\(getpid())-\(made)"
+    }
+
     let name: String
     let hostCount: Int
     /// The cluster's state folder (outside view): hosts, rsh agent, disks/hK.
@@ -40,10 +49,7 @@ final class TestCluster {
 
     /// `cpus`: a taskset list per host (default: host K on core K-1 modulo the cores).
     init(hosts: Int, cpus: [String]? = nil) throws {
-        TestCluster.counter.lock()
-        TestCluster.made += 1
-        name = "\(TestCluster.prefix)\(getpid())-\(TestCluster.made)"
-        TestCluster.counter.unlock()
+        name = TestCluster.uniqueName()
         hostCount = hosts
         try TestCluster.run(["clean", TestCluster.prefix])
         var arguments = ["up", name, "\(hosts)", "--owner", "\(getpid())"]

@@ -17,20 +17,14 @@ final class TestSlurm {
     }()
     static var isAvailable: Bool { unavailableReason == nil }
 
-    private static let counter = NSLock()
-    nonisolated(unsafe) private static var made = 0
-
     let name: String
     let state: URL
     private var isDown = false
 
     /// `killWaitSeconds`: Slurm's KillWait (SIGTERM, then SIGKILL this much later).
     init(killWaitSeconds: Int) throws {
-        TestSlurm.counter.lock()
-        TestSlurm.made += 1
-        name = "bdt-\(getpid())-\(TestSlurm.made)"
-        TestSlurm.counter.unlock()
-        _ = try TestSlurm.run(["clean", "bdt-"])
+        name = TestCluster.uniqueName()
+        _ = try TestSlurm.run(["clean", TestCluster.prefix])
         state = URL(fileURLWithPath: try TestSlurm.run(["up", name, "--kill-wait", "\(killWaitSeconds)", "--owner", "\(getpid())"])
             .trimmingCharacters(in: .whitespacesAndNewlines))
     }
