@@ -7,7 +7,9 @@ import Glibc
 /// The thread of a `PeerWatchdog`: sends heartbeats, notes when each peer was last heard, and
 /// trips when one has been silent longer than the timeout (see PeerWatchdog for what tripping does).
 ///
-/// Everything but `note` and the stop request belongs to the watchdog's thread alone.
+/// Everything but `note` and the stop request belongs to the watchdog's thread alone. Its steady
+/// state (heartbeats, datagrams, silence checks) allocates nothing: the trainer counts every heap
+/// allocation of the process per step (benchmarks/check_allocations.sh); only tripping does.
 /// @unchecked Sendable: the thread-owned state is touched by that thread only; `note` is a Mutex,
 /// the stop request an Atomic, and the socket is safe to send on from two threads (stop's wake-up).
 final class PeerWatchdogMonitor: @unchecked Sendable {
@@ -20,6 +22,8 @@ final class PeerWatchdogMonitor: @unchecked Sendable {
     let followerGraceSeconds: Double
     let response: PeerWatchdog.Response
     let note = Mutex<String>("")
+    /// Every peer's addresses (its own entry unused), made once.
+    private let endpoints: [[HeartbeatEndpoint]]
 
     private enum StopRequest: Int { case none = 0, goodbye = 1, silent = 2 }
     private let stopRequest = Atomic<Int>(StopRequest.none.rawValue)
@@ -45,6 +49,7 @@ final class PeerWatchdogMonitor: @unchecked Sendable {
         self.heartbeatSeconds = heartbeatSeconds
         self.followerGraceSeconds = followerGraceSeconds
         self.response = response
+        endpoints = peers.map(\.endpoints)
         lastHeard = Array(repeating: 0, count: peers.count)
         notExpected = Array(repeating: false, count: peers.count)
         notExpected[rank] = true
@@ -84,7 +89,7 @@ final class PeerWatchdogMonitor: @unchecked Sendable {
         while true {
             switch StopRequest(rawValue: stopRequest.load(ordering: .sequentiallyConsistent)) {
             case .goodbye:
-                for _ in 0 ..< 2 { send(.goodbye, to: expectedPeers()) }  // two copies: datagrams can be lost
+                for _ in 0 ..< 2 { sendToExpectedPeers(.goodbye) }  // two copies: datagrams can be lost
                 return
             case .silent:
                 return
@@ -93,9 +98,8 @@ final class PeerWatchdogMonitor: @unchecked Sendable {
             }
             let now = monotonicSeconds()
             heartbeatIfDue(now)
-            let silent = lastHeard.indices.filter { !notExpected[$0] && now - lastHeard[$0] > timeoutSeconds }
-            if !silent.isEmpty {
-                trip(silent: silent, now: now)
+            if lastHeard.indices.contains(where: { !notExpected[$0] && now - lastHeard[$0] > timeoutSeconds }) {
+                trip(silent: lastHeard.indices.filter { !notExpected[$0] && now - lastHeard[$0] > timeoutSeconds }, now: now)
                 return
             }
             if let (kind, sender, text) = receive(until: nextHeartbeat), kind == .end {
@@ -150,20 +154,23 @@ final class PeerWatchdogMonitor: @unchecked Sendable {
 
     private func heartbeatIfDue(_ now: Double) {
         guard now >= nextHeartbeat else { return }
-        send(.heartbeat, to: expectedPeers())
+        sendToExpectedPeers(.heartbeat)
         nextHeartbeat = now + heartbeatSeconds
     }
 
-    private func expectedPeers() -> [Int] {
-        lastHeard.indices.filter { !notExpected[$0] }
+    /// To every peer that has not said goodbye.
+    private func sendToExpectedPeers(_ kind: HeartbeatPacket.Kind) {
+        let length = HeartbeatPacket.encode(kind, token: token, rank: rank, into: packet)
+        for peer in lastHeard.indices where !notExpected[peer] { send(UnsafeRawBufferPointer(rebasing: packet[..<length]), to: peer) }
     }
 
-    private func send(_ kind: HeartbeatPacket.Kind, text: String = "", to ranks: [Int]) {
+    private func send(_ kind: HeartbeatPacket.Kind, text: String, to ranks: [Int]) {
         let length = HeartbeatPacket.encode(kind, token: token, rank: rank, text: text, into: packet)
-        let bytes = UnsafeRawBufferPointer(rebasing: packet[..<length])
-        for peer in ranks {
-            for endpoint in peers[peer].endpoints { socket.send(bytes, to: endpoint) }
-        }
+        for peer in ranks { send(UnsafeRawBufferPointer(rebasing: packet[..<length]), to: peer) }
+    }
+
+    private func send(_ bytes: UnsafeRawBufferPointer, to peer: Int) {
+        for endpoint in endpoints[peer] { socket.send(bytes, to: endpoint) }
     }
 
     /// Waits for datagrams until `deadline` (monotonic seconds), noting heartbeats and goodbyes;

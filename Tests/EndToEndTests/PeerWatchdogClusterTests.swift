@@ -144,3 +144,26 @@ struct PeerWatchdogClusterTests {
         #expect(!output.contains("stopped answering"), "\(output)")
     }
 }
+
+/// The watchdog's thread allocates nothing in its steady state (heartbeats sent and received,
+/// silence checked): the trainer counts every heap allocation of the process per step
+/// (benchmarks/check_allocations.sh). Measured with benchmarks/malloc_counter.c preloaded into
+/// 2 ranks under mpirun on this machine, while their main threads sleep.
+@Suite(.enabled(if: TestCluster.tool("cc") != nil, "needs a C compiler (cc) for benchmarks/malloc_counter.c"),
+       .timeLimit(.minutes(2)))
+struct PeerWatchdogAllocationTests {
+    @Test func theWatchdogAllocatesNothingWhileRunning() throws {
+        let driver = try BinaryLocator.bertDist().deletingLastPathComponent().appendingPathComponent("watchdog-soak")
+        let library = FileManager.default.temporaryDirectory.appendingPathComponent("malloc-counter-\(UUID().uuidString).so")
+        defer { try? FileManager.default.removeItem(at: library) }
+        let compile = try RunningProcess(try #require(TestCluster.tool("cc")), ["-O2", "-shared", "-fPIC", "-o", library.path,
+            BinaryLocator.repositoryRoot.appendingPathComponent("benchmarks/malloc_counter.c").path, "-ldl"])
+        try #require(compile.waitForExit(timeoutSeconds: 60) == 0, "\(compile.standardError)")
+        let run = try RunningProcess(try BinaryLocator.mpirun(), BinaryLocator.mpirunTestOptions
+            + ["-n", "2", "-x", "LD_PRELOAD=\(library.path)", driver.path, "--collective-timeout", "2", "--idle-allocations", "3", "--seconds", "0"])
+        #expect(run.waitForExit(timeoutSeconds: 60) == 0, "\(run.standardError)")
+        for rank in 0 ..< 2 {
+            #expect(run.standardOutput.contains("rank \(rank) allocations while idle: 0"), "\(run.standardOutput)")
+        }
+    }
+}

@@ -19,6 +19,9 @@ let stopRequested = Atomic<Bool>(false)
 //                  which launch/train sets from cluster.conf's network_interface; else all)
 //   --rank0-pause  after 2 s rank 0 spends P seconds outside any collective while the others wait
 //                  in one (a long checkpoint write): the watchdog must not trip
+//   --idle-allocations S   first, with benchmarks/malloc_counter.c preloaded, let the watchdog run
+//                  S seconds while the main thread sleeps and print the heap allocations the
+//                  process made meanwhile (`watchdog-soak: rank R allocations while idle: N`)
 //
 // Prints `watchdog-soak: rank R pid P host H soaking` per rank, `watchdog-soak: rank R done` at a
 // normal end (exit 0). A tripped watchdog prints its line and exits 3. SIGUSR1 or SIGTERM asks for
@@ -58,6 +61,24 @@ func soak() throws {
                                           interfaces: interface.map { $0.split(separator: ",").map(String.init) } ?? [],
                                           response: .printAndExit(status: 3))
     watchdog.setNote("newest complete checkpoint: none (watchdog-soak)")
+    if let idle = argument("--idle-allocations").flatMap(Double.init) {
+        try communicator.barrier()
+        Thread.sleep(forTimeInterval: 0.5)  // past the first heartbeats
+        guard let program = dlopen(nil, RTLD_NOW), let counter = dlsym(program, "bert_dist_heap_allocations"),
+              let tracing = dlsym(program, "bert_dist_allocation_backtraces") else {
+            FileHandle.standardError.write(Data("error: --idle-allocations needs benchmarks/malloc_counter.c preloaded\n".utf8))
+            exit(2)
+        }
+        let count = unsafeBitCast(counter, to: (@convention(c) () -> Int).self)
+        let trace = unsafeBitCast(tracing, to: (@convention(c) (Int32) -> Void).self)
+        let before = count()
+        trace(1)
+        Thread.sleep(forTimeInterval: idle)
+        trace(0)
+        let allocations = count() - before
+        say("watchdog-soak: rank \(communicator.rank) allocations while idle: \(allocations)")
+        try communicator.barrier()
+    }
     let arena = UnsafeMutableBufferPointer<Float>.allocate(capacity: 1 << 18)
     defer { arena.deallocate() }
     arena.initialize(repeating: 0)
