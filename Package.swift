@@ -31,6 +31,8 @@ let package = Package(
 
         // The model's vector kernels, compiled per instruction set and chosen at run time (see CKernels.h).
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
+        // bf16 matrix products with fp32 accumulation (AMX, AVX512-BF16, an exact software engine).
+        .target(name: "CGemm", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
         // Tensors in flat arenas, BLAS kernels, BERT forward/backward, AdamW, safetensors.
         .target(name: "Model", dependencies: ["CBLAS", "CKernels"], swiftSettings: optimized),
         // WordPiece tokenizer, AG News / JSONL readers, sampler, token cache, download.
@@ -49,6 +51,7 @@ let package = Package(
 
         // Helpers shared by the test targets (temporary folders, programs, tmpfs mounts).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "CGemmTests", dependencies: ["CGemm"]),
         .testTarget(name: "ModelTests", dependencies: ["Model"], exclude: ["Fixtures"]),
         .testTarget(name: "DataTests", dependencies: ["Data"], exclude: ["Fixtures"]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),

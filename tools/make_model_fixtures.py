@@ -16,6 +16,20 @@ Writes Tests/ModelTests/Fixtures/:
   minilm_reference.safetensors (with --minilm)
       input_ids, attention_mask, token_type_ids, classifier.weight, classifier.bias, logits
       for a handful of sentences through the real MiniLM-L6-H384 with a seeded classifier head.
+  tiny_bf16_reference.safetensors (bf16 mixed precision, SPEC "Precision"; the model of
+  tiny_bert/ and the batch of tiny_reference.safetensors, read back, so that the fp32 fixtures
+  need not be regenerated), for each of
+      fp32.          PyTorch fp32 (as tiny_reference, recomputed by the same PyTorch)
+      autocast.      torch.autocast("cpu", dtype=torch.bfloat16), HF's default attention (sdpa)
+      autocast_eager. the same with attn_implementation="eager"
+      emulated.      bert-dist's --bf16 semantics written in PyTorch: every matrix product
+                     (Linear and attention, forward and backward) rounds both inputs to bf16 and
+                     accumulates in fp32; nothing else is rounded
+  the tensors logits, loss, and (not for autocast_eager) grad.<name>, adamw.loss, adamw.<name>
+  (the AdamW recipe below, autocast around the forward pass as HF Trainer's bf16=True does).
+  minilm_bf16_reference.safetensors (with --minilm): autocast.logits, autocast_eager.logits,
+  emulated.logits, fp32.logits for the sentences and head of minilm_reference.safetensors.
+  Run with --only-bf16 to write only these two files.
 
 Training recipe of the optimizer fixtures (what the Swift test must replay): the same batch each
 step; loss = mean cross-entropy; clip the global gradient norm to MAX_GRAD_NORM; HF Trainer's
@@ -23,11 +37,12 @@ parameter groups (no weight decay for biases and LayerNorm weights); linear warm
 schedule (transformers.get_linear_schedule_with_warmup) with WARMUP_STEPS of TOTAL_STEPS.
 """
 import argparse
+import contextlib
 import json
 import os
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 from transformers import get_linear_schedule_with_warmup
 
@@ -170,14 +185,192 @@ def make_minilm(path):
     print("minilm logits", logits)
 
 
+# MARK: - bf16 mixed precision
+
+def bf16_round(x):
+    """fp32 -> bf16 -> fp32: round to nearest even (what the product's inputs become)."""
+    return x.to(torch.bfloat16).to(torch.float32)
+
+
+ACCUMULATE_IN_FLOAT64 = False   # True: the same products summed exactly (for the sensitivity to summation order)
+
+
+def product(a, b):
+    if ACCUMULATE_IN_FLOAT64:
+        return torch.matmul(a.double(), b.double()).float()
+    return torch.matmul(a, b)
+
+
+class Bf16Product(torch.autograd.Function):
+    """a @ b with both inputs rounded to bf16, fp32 accumulation; the two backward products
+    round their inputs the same way (bert-dist's --bf16 semantics)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return product(bf16_round(a), bf16_round(b))
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        g = bf16_round(grad)
+        return product(g, bf16_round(b).transpose(-1, -2)), product(bf16_round(a).transpose(-1, -2), g)
+
+
+def emulated_linear(module, x):
+    flat = x.reshape(-1, x.shape[-1])
+    y = Bf16Product.apply(flat, module.weight.t())
+    if module.bias is not None:
+        y = y + module.bias          # the bias is added in fp32, not rounded
+    return y.reshape(*x.shape[:-1], module.weight.shape[0])
+
+
+def emulated_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    # HF's eager attention with both products in bf16 inputs / fp32 accumulation; the scaling
+    # is applied to the fp32 scores (after the product), softmax in fp32.
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = Bf16Product.apply(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probabilities = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32)
+    probabilities = torch.nn.functional.dropout(probabilities, p=dropout, training=module.training)
+    output = Bf16Product.apply(probabilities, value)
+    return output.transpose(1, 2).contiguous(), probabilities
+
+
+def register_emulated_attention():
+    # An attention implementation of our own needs its mask function too (else HF passes no
+    # mask at all): eager's additive fp32 mask.
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+    AttentionInterface.register("bert_dist_bf16", emulated_attention)
+    AttentionMaskInterface.register("bert_dist_bf16", eager_mask)
+
+
+def make_variant(folder, variant, **load_arguments):
+    """The model of `folder` set up for `variant` (fp32, autocast, autocast_eager, emulated),
+    and the context its forward pass runs in."""
+    attention = {"autocast_eager": "eager", "emulated": "bert_dist_bf16"}.get(variant, "sdpa")
+    model = BertForSequenceClassification.from_pretrained(folder, attn_implementation=attention, **load_arguments)
+    if variant == "emulated":
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.forward = (lambda m: (lambda x: emulated_linear(m, x)))(module)
+    autocast = variant.startswith("autocast")
+    context = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if autocast else contextlib.nullcontext
+    return model, context
+
+
+def relative_distance(x, y):
+    return ((x.double() - y.double()).norm() / max(y.double().norm().item(), 1e-30)).item()
+
+
+VARIANTS = ("fp32", "autocast", "autocast_eager", "emulated")
+
+
+def make_tiny_bf16():
+    register_emulated_attention()
+    folder = os.path.join(FIXTURES, "tiny_bert")
+    reference = load_file(os.path.join(FIXTURES, "tiny_reference.safetensors"))
+    ids, mask, types, labels = (reference[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels"))
+    tensors = {}
+    for variant in VARIANTS:
+        model, context = make_variant(folder, variant)
+        model.train()  # dropout probabilities are 0
+        with context():
+            out = model(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels)
+        out.loss.backward()
+        tensors[variant + ".logits"] = out.logits.detach().float()
+        tensors[variant + ".loss"] = out.loss.detach().float().reshape(1)
+        for name, p in model.named_parameters():
+            tensors[variant + ".grad." + name] = p.grad.detach().clone()
+        if variant == "autocast_eager":
+            continue
+        model, context = make_variant(folder, variant)
+        model.train()
+        optimizer = torch.optim.AdamW(parameter_groups(model), lr=LR, betas=BETAS, eps=EPS)
+        scheduler = get_linear_schedule_with_warmup(optimizer, WARMUP_STEPS, TOTAL_STEPS)
+        losses = []
+        for _ in range(STEPS):
+            optimizer.zero_grad()
+            with context():
+                out = model(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+            optimizer.step()
+            scheduler.step()
+            losses.append(out.loss.item())
+        tensors[variant + ".adamw.loss"] = torch.tensor(losses)
+        for name, p in model.named_parameters():
+            tensors[variant + ".adamw." + name] = p.detach().clone()
+    # (autocast_eager's gradients only enter the summary below: the file stays small.)
+    save_file({k: v.contiguous() for k, v in tensors.items() if not k.startswith("autocast_eager.grad.")},
+              os.path.join(FIXTURES, "tiny_bf16_reference.safetensors"))
+
+    # How far each result is from fp32 and from each other (relative L2 distance), the basis of
+    # the tolerances of the Swift tests (benchmarks/bf16-autocast.md).
+    names = [n for n, _ in model.named_parameters()]
+    pairs = [("autocast", "fp32"), ("autocast_eager", "fp32"), ("emulated", "fp32"), ("emulated", "autocast"), ("autocast_eager", "autocast")]
+    print("tiny, relative L2 distance   " + "  ".join(f"{a} vs {b}" for a, b in pairs))
+    rows = [("logits", ["logits"]), ("loss", ["loss"])]
+    rows += [("grad " + n, ["grad." + n]) for n in names]
+    rows += [("adamw loss", ["adamw.loss"])] + [("adamw " + n, ["adamw." + n]) for n in names]
+    for label, keys in rows:
+        cells = []
+        for a, b in pairs:
+            ka, kb = a + "." + keys[0], b + "." + keys[0]
+            cells.append(f"{relative_distance(tensors[ka], tensors[kb]):.2e}" if ka in tensors and kb in tensors else "-")
+        print(f"  {label:60s} " + "  ".join(cells))
+    # The sensitivity of the emulated result to the order of the fp32 sums (what a Swift
+    # implementation of the same semantics may differ by): the same products summed in float64.
+    global ACCUMULATE_IN_FLOAT64
+    ACCUMULATE_IN_FLOAT64 = True
+    model, _ = make_variant(folder, "emulated")
+    model.train()
+    out = model(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels)
+    out.loss.backward()
+    ACCUMULATE_IN_FLOAT64 = False
+    print("emulated, fp32 sums vs float64 sums: logits %.1e, loss %.1e, gradients up to %.1e (biases of keys excluded: their"
+          " gradient is zero up to rounding)" % (
+              relative_distance(tensors["emulated.logits"], out.logits.detach()),
+              relative_distance(tensors["emulated.loss"], out.loss.detach().reshape(1)),
+              max(relative_distance(tensors["emulated.grad." + n], p.grad) for n, p in model.named_parameters() if "key.bias" not in n)))
+
+
+def make_minilm_bf16(path):
+    register_emulated_attention()
+    reference = load_file(os.path.join(FIXTURES, "minilm_reference.safetensors"))
+    inputs = {k: reference[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    tensors = {}
+    for variant in VARIANTS:
+        model, context = make_variant(path, variant, num_labels=4)
+        with torch.no_grad():
+            model.classifier.weight.copy_(reference["classifier.weight"])
+            model.classifier.bias.copy_(reference["classifier.bias"])
+        model.eval()
+        with torch.no_grad(), context():
+            tensors[variant + ".logits"] = model(**inputs).logits.float()
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(FIXTURES, "minilm_bf16_reference.safetensors"))
+    print("minilm logits, relative L2 distance: fp32 fixture vs fp32 now %.1e" % relative_distance(tensors["fp32.logits"], reference["logits"]))
+    for a, b in [("autocast", "fp32"), ("autocast_eager", "fp32"), ("emulated", "fp32"), ("emulated", "autocast"), ("autocast_eager", "autocast")]:
+        d = (tensors[a + ".logits"] - tensors[b + ".logits"]).abs().max().item()
+        print(f"  {a} vs {b}: relative L2 {relative_distance(tensors[a + '.logits'], tensors[b + '.logits']):.2e}, max |difference| {d:.2e}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--minilm", default="models/minilm", help="MiniLM-L6-H384 HF folder")
+    parser.add_argument("--only-bf16", action="store_true", help="write only the bf16 fixtures")
     args = parser.parse_args()
     os.makedirs(FIXTURES, exist_ok=True)
     torch.set_num_threads(1)
-    make_tiny()
+    if not args.only_bf16:
+        make_tiny()
+    make_tiny_bf16()
     if os.path.isdir(args.minilm):
-        make_minilm(args.minilm)
+        if not args.only_bf16:
+            make_minilm(args.minilm)
+        make_minilm_bf16(args.minilm)
     else:
-        print("skipping MiniLM fixture: no folder", args.minilm)
+        print("skipping MiniLM fixtures: no folder", args.minilm)

@@ -12,6 +12,8 @@ What it writes (all under Tests/DataTests/Fixtures/):
   minilm-tokenizer-json/          tokenizer.json alone (what transformers 5 needs)
   tokenizer_golden.json           texts and the ids HF gives for them, per variant and max length,
                                   and one batch padded by HF's DataCollatorWithPadding
+  tokenizer_pairs_golden.json     text pairs and the ids and token_type_ids HF gives for them
+                                  (truncation=True, i.e. longest_first), and a padded pair batch
   unicode_pretokenization.txt     for every Unicode scalar c and four normalizer settings, the
                                   pre-tokens HF makes of "x" + c + "x" (see write_unicode_table)
   ag_news_reader.csv + .json      a small AG News-style CSV with awkward quoting, and the
@@ -187,6 +189,102 @@ def read_ag_news_like_hf(path):
             label, title, description = row
             rows.append((" ".join((title, description)), int(label) - 1))
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Text pairs: [CLS] A [SEP] B [SEP], token_type_ids 0 then 1, longest_first truncation.
+
+COUNTING = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
+GREEK = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho"
+HAND_WRITTEN_PAIRS = [
+    ("The cat sat on the mat.", "A cat was sitting on a mat."),
+    ("Is this a question?", "Yes."),
+    (COUNTING, GREEK),
+    ("a b c d e f g h i j", "k l m n o p q r s t"),  # equal lengths: the odd piece goes to B
+    (COUNTING, GREEK[:40]),                 # A longer
+    (COUNTING[:30], GREEK),                 # B longer
+    (COUNTING + " " + COUNTING, "short"),   # only A is cut
+    ("short", GREEK + " " + GREEK),         # only B is cut
+    (COUNTING * 3, GREEK * 2),              # both cut, A much longer
+    (GREEK * 2, COUNTING * 3),              # both cut, B much longer
+    ("tokenization supercalifragilisticexpialidocious", "untokenizable antidisestablishmentarianism"),
+    ("hello world", ""),                    # empty B: a pair in a batch call, no pair in a single call
+    ("", "hello world"),                    # empty A
+    ("", ""),
+    ("hello world", " "),                   # B that has no word pieces
+    ("hello", "\u200b\u200b"),
+    ("x[SEP]y", "[CLS] and [MASK]"),        # special tokens typed in the text
+    ("Café naïve résumé", "日本語のテキストです。"),
+    ("\U0001F389 party", "Москва — столица России."),
+    ("A" * 150, "b " * 150),                # one [UNK] word against many pieces
+]
+PAIR_MAX_LENGTHS = [3, 4, 5, 6, 7, 8, 9, 16, 17, 32, 128, 512]
+
+
+def pair_corpus(ag_news_rows, rng):
+    """The hand-written pairs, AG News titles against their descriptions, and random pairs of
+    AG News texts cut at random word counts (every balance of lengths)."""
+    pairs = list(HAND_WRITTEN_PAIRS)
+    hand = len(pairs)
+    with open(ag_news_rows, encoding="utf-8") as csv_file:
+        reader = csv.reader(csv_file, quotechar='"', delimiter=",", quoting=csv.QUOTE_ALL, skipinitialspace=True)
+        rows = [(title, description) for _, title, description in reader]
+    pairs += rows[:60]
+    words = [w for _, d in rows for w in d.split()]
+    for _ in range(60):
+        a = " ".join(rng.choice(words) for _ in range(rng.choice([0, 1, 3, 10, 30, 60, 120])))
+        b = " ".join(rng.choice(words) for _ in range(rng.choice([0, 1, 3, 10, 30, 60, 120])))
+        pairs.append((a, b))
+    return pairs, hand
+
+
+def write_pair_golden(folder, ag_news_sample, path):
+    """Golden ids for pairs from HF BertTokenizer, batch call (what run_glue-style training does);
+    checked against tokenizers.Tokenizer with truncation enabled, and, apart from an empty B,
+    against the single call encode(A, B). The single call's ids for an empty B are recorded too."""
+    from transformers import DataCollatorWithPadding
+    tokenizer = BertTokenizer.from_pretrained(folder)
+    legacy = BertTokenizerLegacy.from_pretrained(folder)
+    raw = Tokenizer.from_file(os.path.join(folder, "..", "minilm-tokenizer-json", "tokenizer.json"))
+    raw.no_padding()
+    pairs, hand = pair_corpus(ag_news_sample, random.Random(99))
+    golden = {"pairs": [list(p) for p in pairs], "cases": [], "single_call": [], "legacy_differs": 0}
+    for index, (a, b) in enumerate(pairs):
+        max_lengths = PAIR_MAX_LENGTHS if index < hand else [8, 32, 128]
+        for max_length in max_lengths:
+            batch = tokenizer([a], [b], truncation=True, max_length=max_length)
+            ids, types = batch["input_ids"][0], batch["token_type_ids"][0]
+            raw.enable_truncation(max_length=max_length)
+            encoding = raw.encode(a, b)
+            if encoding.ids != ids or encoding.type_ids != types:
+                sys.exit(f"pair {index} max_length={max_length}: tokenizers.Tokenizer disagrees with BertTokenizer")
+            if len(ids) > max_length or types != [0] * types.index(1) + [1] * (len(types) - types.index(1)):
+                sys.exit(f"pair {index} max_length={max_length}: unexpected shape {ids} {types}")
+            golden["cases"].append([index, max_length, ids, types])
+            single = tokenizer.encode(a, b, truncation=True, max_length=max_length)
+            if single != ids:
+                if b != "":
+                    sys.exit(f"pair {index} max_length={max_length}: encode(A, B) and the batch call disagree")
+                golden["single_call"].append([index, max_length, single])
+            if legacy.encode(a, b, truncation=True, max_length=max_length) != ids:
+                golden["legacy_differs"] += 1
+    # One padded micro-batch of pairs (DataCollatorWithPadding, padding to the longest), encoded
+    # by a batch call (pair 11 has an empty B).
+    batch_indices = [0, 5, hand + 2, 11, hand + 7]
+    encoded = tokenizer([pairs[i][0] for i in batch_indices], [pairs[i][1] for i in batch_indices],
+                        truncation=True, max_length=24)
+    features = [{key: values[row] for key, values in encoded.items()} for row in range(len(batch_indices))]
+    padded = DataCollatorWithPadding(tokenizer, padding="longest", return_tensors="np")(features)
+    golden["padded_batch"] = {
+        "pair_indices": batch_indices, "max_length": 24,
+        "input_ids": padded["input_ids"].tolist(), "attention_mask": padded["attention_mask"].tolist(),
+        "token_type_ids": padded["token_type_ids"].tolist(),
+    }
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(golden, fh, ensure_ascii=False, separators=(",", ":"))
+        fh.write("\n")
+    print(f"wrote {len(pairs)} pairs, {len(golden['cases'])} cases; {len(golden['single_call'])} single-call "
+          f"differences (empty B); the Python tokenizer differs on {golden['legacy_differs']}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,6 +543,7 @@ def main():
         fh.write("\n")
 
     write_unicode_table(os.path.join(FIXTURES, "unicode_pretokenization.txt"))
+    write_pair_golden(uncased, args.ag_news_sample, os.path.join(FIXTURES, "tokenizer_pairs_golden.json"))
 
     csv_path = os.path.join(FIXTURES, "ag_news_reader.csv")
     with open(csv_path, "w", encoding="utf-8", newline="") as fh:

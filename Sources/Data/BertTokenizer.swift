@@ -2,7 +2,8 @@ import Foundation
 
 /// BERT's WordPiece tokenizer: the same ids as Hugging Face's `BertTokenizer` (transformers 5,
 /// i.e. the Rust `tokenizers` pipeline BertNormalizer + BertPreTokenizer + WordPiece +
-/// "[CLS] $A [SEP]") for `tokenizer.encode(text, truncation=True, max_length=maxLength)`.
+/// "[CLS] $A [SEP]") for `tokenizer.encode(text, truncation=True, max_length=maxLength)`, and
+/// "[CLS] $A [SEP] $B [SEP]" for pairs (`encodePair`).
 ///
 /// The pipeline runs on UTF-8 bytes in one pass: ASCII bytes go through two 128-entry tables
 /// (kind, lowercase), other scalars through `ScalarNormalizer` (cached per scalar); words are
@@ -164,17 +165,105 @@ public final class BertTokenizer: Sendable {
     public func encode(utf8 text: UnsafeBufferPointer<UInt8>, maxLength: Int, appendingTo ids: inout [Int32]) {
         precondition(maxLength >= 2, "maxLength must leave room for [CLS] and [SEP]")
         ids.append(classifierTokenId)
+        wordPieces(of: text, keeping: maxLength - 2, readingUpTo: maxLength - 2, appendingTo: &ids)
+        ids.append(separatorTokenId)
+    }
+
+    // MARK: - Text pairs
+
+    /// `[CLS] A [SEP] B [SEP]`: what HF's `tokenizer(A, B, truncation=True, max_length=maxLength)`
+    /// gives when called on a batch (as training scripts such as run_glue call it). Called on a
+    /// single pair, HF treats an empty B as no pair at all (a Python truthiness test) and gives
+    /// `encode(A)`; callers that want that quirk check for an empty B themselves.
+    /// Returns `ids` and `tokenTypeIds` (0 up to and including the first [SEP], then 1).
+    public func encodePair(_ first: String, _ second: String, maxLength: Int) -> (ids: [Int32], tokenTypeIds: [Int32]) {
+        var ids: [Int32] = []
+        ids.reserveCapacity(maxLength)
+        var first = first, second = second
+        let secondStart = first.withUTF8 { a in
+            second.withUTF8 { b in encodePair(utf8: a, utf8: b, maxLength: maxLength, appendingTo: &ids) }
+        }
+        let types = (0..<ids.count).map { Int32($0 >= secondStart ? 1 : 0) }
+        return (ids, types)
+    }
+
+    /// Appends `[CLS] A [SEP] B [SEP]` (at most `maxLength` ids, `maxLength >= 3`) to `ids` and
+    /// returns where B's segment starts, counted from the [CLS]: token type 0 before it, 1 from
+    /// it on (B's word pieces and the last [SEP]). No allocation when `ids` has room for
+    /// `maxLength` more (plus one).
+    ///
+    /// Truncation is HF's `longest_first` as the Rust tokenizers library does it (which is what
+    /// transformers 5's BertTokenizer runs): with a budget of `maxLength - 3` word pieces, nothing
+    /// is cut when both fit; else when the shorter text fits in half the budget it is kept whole
+    /// and the longer gets the rest; else each gets half, the longer one (B on a tie) the odd
+    /// piece. (The Python tokenizer of transformers 4 cuts one piece at a time and can differ by
+    /// one piece when both are long.)
+    @discardableResult
+    public func encodePair(utf8 first: UnsafeBufferPointer<UInt8>, utf8 second: UnsafeBufferPointer<UInt8>, maxLength: Int,
+                           appendingTo ids: inout [Int32]) -> Int {
+        precondition(maxLength >= 3, "maxLength must leave room for [CLS], [SEP] and [SEP]")
+        let budget = maxLength - 3
+        let start = ids.count
+        ids.append(classifierTokenId)
+        // Each text is read until it has one piece more than the budget: enough to know whether
+        // it fits and which text is the longer, except when both are over (below).
+        let firstCount = wordPieces(of: first, keeping: budget, readingUpTo: budget + 1, appendingTo: &ids)
+        let firstKept = min(firstCount, budget)
+        let secondCount = wordPieces(of: second, keeping: budget, readingUpTo: budget + 1, appendingTo: &ids)
+        let secondKept = min(secondCount, budget)
+        var lengths = (firstCount, secondCount)
+        if firstCount > budget && secondCount > budget && budget % 2 == 1 {
+            // Both are over: each gets half the budget and the odd piece goes to the longer, so
+            // count them properly (only as far as telling which is longer).
+            var none: [Int32] = []
+            let firstTotal = wordPieces(of: first, keeping: 0, readingUpTo: Int.max, appendingTo: &none)
+            let secondTotal = wordPieces(of: second, keeping: 0, readingUpTo: firstTotal + 1, appendingTo: &none)
+            lengths = (firstTotal, secondTotal)
+        }
+        let (firstLength, secondLength) = BertTokenizer.longestFirst(lengths.0, lengths.1, budget: budget)
+        // [CLS] A(firstKept) B(secondKept) -> [CLS] A(firstLength) [SEP] B(secondLength) [SEP]
+        ids.removeLast(secondKept - secondLength)
+        ids.replaceSubrange((start + 1 + firstLength)..<(start + 1 + firstKept), with: CollectionOfOne(separatorTokenId))
+        ids.append(separatorTokenId)
+        return 2 + firstLength
+    }
+
+    /// How many word pieces of each text `longest_first` keeps within `budget`, given their
+    /// lengths (tokenizers' truncate_encodings, LongestFirst, on the texts without special tokens).
+    static func longestFirst(_ first: Int, _ second: Int, budget: Int) -> (Int, Int) {
+        if first + second <= budget { return (first, second) }
+        let swapped = first > second
+        var shorter = min(first, second)
+        var longer: Int
+        if shorter > budget {
+            longer = shorter
+        } else {
+            longer = max(shorter, budget - shorter)
+        }
+        if shorter + longer > budget {
+            shorter = budget / 2
+            longer = shorter + budget % 2
+        }
+        return swapped ? (longer, shorter) : (shorter, longer)
+    }
+
+    /// Appends the first `keep` word pieces of `text` to `ids` and returns how many it found
+    /// before it stopped reading, which it does once it has `readingUpTo` of them (the count may
+    /// end a few pieces over that, inside the last word).
+    @discardableResult
+    func wordPieces(of text: UnsafeBufferPointer<UInt8>, keeping keep: Int, readingUpTo limit: Int,
+                    appendingTo ids: inout [Int32]) -> Int {
         let wordCapacity = maxInputCharactersPerWord * 4 + 8
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: wordCapacity) { word in
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: wordCapacity) { word in
             withUnsafeTemporaryAllocation(of: Int32.self, capacity: wordCapacity) { pieces in
                 withUnsafeTemporaryAllocation(of: NormalizedScalar.self, capacity: 32) { expansion in
                     var encoder = Encoder(tokenizer: self, word: word, pieces: pieces, expansion: expansion,
-                                          limit: maxLength - 2)
+                                          keep: keep, limit: limit)
                     encoder.run(text, ids: &ids)
+                    return encoder.emitted
                 }
             }
         }
-        ids.append(separatorTokenId)
     }
 
     /// The state of one `encode` call: the word being built and the pieces budget.
@@ -192,12 +281,14 @@ public final class BertTokenizer: Sendable {
         let expansion: UnsafeMutableBufferPointer<NormalizedScalar>
         var wordByteCount = 0
         var wordCharacterCount = 0                         // normalized scalars
-        var remaining: Int                                 // word pieces we may still emit
+        var emitted = 0                                    // word pieces found so far
+        let keep: Int                                      // ... of which the first `keep` are appended
+        let limit: Int                                     // stop reading once `limit` are found
         let maxCharacters: Int
 
         init(tokenizer: BertTokenizer, word: UnsafeMutableBufferPointer<UInt8>,
              pieces: UnsafeMutableBufferPointer<Int32>, expansion: UnsafeMutableBufferPointer<NormalizedScalar>,
-             limit: Int) {
+             keep: Int, limit: Int) {
             self.tokenizer = tokenizer
             self.trie = tokenizer.trie.view
             self.actions = tokenizer.byteTables.actions
@@ -207,16 +298,15 @@ public final class BertTokenizer: Sendable {
             self.word = word
             self.pieces = pieces
             self.expansion = expansion
-            self.remaining = limit
+            self.keep = keep
+            self.limit = limit
             self.maxCharacters = tokenizer.maxInputCharactersPerWord
         }
 
         @inline(__always)
         mutating func emit(_ id: Int32, _ ids: inout [Int32]) {
-            if remaining > 0 {
-                ids.append(id)
-                remaining -= 1
-            }
+            if emitted < keep { ids.append(id) }
+            emitted += 1
         }
 
         @inline(__always)
@@ -326,7 +416,7 @@ public final class BertTokenizer: Sendable {
         mutating func run(_ text: UnsafeBufferPointer<UInt8>, ids: inout [Int32]) {
             let count = text.count
             var index = 0
-            while index < count && remaining > 0 {
+            while index < count && emitted < limit {
                 let byte = text[index]
                 var action = actions[Int(byte)]
                 if action >= ByteTables.literalStart {

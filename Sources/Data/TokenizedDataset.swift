@@ -7,15 +7,16 @@ import Glibc
 import Darwin
 #endif
 
-/// Every example of a data file as token ids ([CLS] ... [SEP], truncated to `maxLength`), flat:
-/// one Int32 array of all tokens, per-example offsets, labels.
+/// Every example of a data file as token ids ([CLS] ... [SEP], or [CLS] A [SEP] B [SEP] for text
+/// pairs, truncated to `maxLength`), flat: one Int32 array of all tokens, per-example offsets,
+/// labels, and for pairs where each example's second segment starts; plus the label set.
 ///
 /// In memory and on disk the bytes have the same layout (the token cache file), so `open` maps
 /// the file and reads it in place:
 ///
 ///     offset  size              field
 ///     0       8                 magic "BDTOKENS"
-///     8       4                 format version (1), little-endian like everything else
+///     8       4                 format version (2), little-endian like everything else
 ///     12      4                 max length
 ///     16      8                 example count N
 ///     24      8                 token count T
@@ -23,9 +24,18 @@ import Darwin
 ///     40      8                 content hash of the data file (ContentHash64)
 ///     48      8                 tokenizer fingerprint
 ///     56      8                 ContentHash64 of every byte after the header (damage check)
-///     64      8 (N + 1)         Int64 offsets: example i is tokens[offsets[i] ..< offsets[i + 1]]
+///     64      4                 flags: bit 0 = text pairs (the segment starts are present)
+///     68      4                 label count K
+///     72      8                 byte count B of the label names
+///     80      8 (N + 1)         Int64 offsets: example i is tokens[offsets[i] ..< offsets[i + 1]]
 ///     ..      4 N (+4 if N odd) Int32 labels (padded to 8 bytes)
+///     ..      4 N (+4 if N odd) pairs only: Int32 start of the second segment of each example
+///     ..      B                 label names in id order, each a UInt32 byte count + UTF-8;
+///                               zero-padded to a multiple of 8
 ///     ..      4 T               Int32 token ids
+///
+/// Token type ids are 0 before an example's second segment start and 1 from it on (it is the
+/// example's length for single texts, which store no segment starts).
 ///
 /// Immutable after creation; the memory it reads is never written, so it is safe to share
 /// between threads (hence @unchecked Sendable).
@@ -36,29 +46,74 @@ public final class TokenizedDataset: @unchecked Sendable {
     public let skippedRowCount: Int
     public let dataHash: UInt64
     public let tokenizerFingerprint: UInt64
+    /// Whether the examples are text pairs (token type 1 segments).
+    public let hasPairs: Bool
+    /// The labels' names in id order.
+    public let labelSet: LabelSet
     /// The cache file this was read from or written to, if any.
     public private(set) var cacheFile: URL?
 
     private let storage: UnsafeMutableRawPointer
     private let storageByteCount: Int
     private let isMapped: Bool
-    private let offsets: UnsafePointer<Int64>      // (N + 1)
-    private let labelValues: UnsafePointer<Int32>  // (N)
-    private let tokenValues: UnsafePointer<Int32>  // (T)
+    private let offsets: UnsafePointer<Int64>        // (N + 1)
+    private let labelValues: UnsafePointer<Int32>    // (N)
+    private let segmentStarts: UnsafePointer<Int32>? // (N), pairs only
+    private let tokenValues: UnsafePointer<Int32>    // (T)
 
     static let magic: [UInt8] = Array("BDTOKENS".utf8)
-    static let formatVersion: UInt32 = 1
-    static let headerByteCount = 64
+    static let formatVersion: UInt32 = 2
+    static let headerByteCount = 80
 
-    static func byteCount(exampleCount: Int, tokenCount: Int) -> Int {
-        headerByteCount + 8 * (exampleCount + 1) + 4 * (exampleCount + exampleCount % 2) + 4 * tokenCount
+    /// Where each section starts.
+    struct Layout {
+        let offsets: Int, labels: Int, segmentStarts: Int, labelNames: Int, tokens: Int, total: Int
+
+        init(exampleCount: Int, tokenCount: Int, hasPairs: Bool, labelNamesByteCount: Int) {
+            let int32Section = 4 * (exampleCount + exampleCount % 2)
+            offsets = TokenizedDataset.headerByteCount
+            labels = offsets + 8 * (exampleCount + 1)
+            segmentStarts = labels + int32Section
+            labelNames = segmentStarts + (hasPairs ? int32Section : 0)
+            tokens = labelNames + labelNamesByteCount
+            total = tokens + 4 * tokenCount
+        }
     }
 
-    private init(storage: UnsafeMutableRawPointer, byteCount: Int, isMapped: Bool, cacheFile: URL?) {
+    /// The label names section: each a UInt32 byte count and the UTF-8, zero-padded to 8 bytes.
+    static func encodeLabelNames(_ names: [String]) -> [UInt8] {
+        var bytes: [UInt8] = []
+        for name in names {
+            withUnsafeBytes(of: UInt32(name.utf8.count).littleEndian) { bytes.append(contentsOf: $0) }
+            bytes.append(contentsOf: name.utf8)
+        }
+        bytes.append(contentsOf: [UInt8](repeating: 0, count: (8 - bytes.count % 8) % 8))
+        return bytes
+    }
+
+    /// The names of a label names section, or nil when it is malformed.
+    static func decodeLabelNames(_ bytes: UnsafeRawBufferPointer, count: Int) -> [String]? {
+        var names: [String] = []
+        var position = 0
+        for _ in 0..<count {
+            guard position + 4 <= bytes.count else { return nil }
+            let length = Int(bytes.loadUnaligned(fromByteOffset: position, as: UInt32.self).littleEndian)
+            position += 4
+            guard length <= bytes.count - position else { return nil }
+            names.append(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[position..<position + length]), as: UTF8.self))
+            position += length
+        }
+        guard bytes.count - position < 8, bytes[position...].allSatisfy({ $0 == 0 }) else { return nil }
+        return names
+    }
+
+    /// `storage` holds a complete dataset whose header, sizes and label names were checked.
+    private init(storage: UnsafeMutableRawPointer, byteCount: Int, isMapped: Bool, cacheFile: URL?, labelSet: LabelSet) {
         self.storage = storage
         self.storageByteCount = byteCount
         self.isMapped = isMapped
         self.cacheFile = cacheFile
+        self.labelSet = labelSet
         let header = UnsafeRawPointer(storage)
         maxLength = Int(header.loadUnaligned(fromByteOffset: 12, as: UInt32.self).littleEndian)
         count = Int(header.loadUnaligned(fromByteOffset: 16, as: UInt64.self).littleEndian)
@@ -66,12 +121,13 @@ public final class TokenizedDataset: @unchecked Sendable {
         skippedRowCount = Int(header.loadUnaligned(fromByteOffset: 32, as: UInt64.self).littleEndian)
         dataHash = header.loadUnaligned(fromByteOffset: 40, as: UInt64.self).littleEndian
         tokenizerFingerprint = header.loadUnaligned(fromByteOffset: 48, as: UInt64.self).littleEndian
-        let offsetsStart = TokenizedDataset.headerByteCount
-        let labelsStart = offsetsStart + 8 * (count + 1)
-        let tokensStart = labelsStart + 4 * (count + count % 2)
-        offsets = UnsafePointer((header + offsetsStart).assumingMemoryBound(to: Int64.self))
-        labelValues = UnsafePointer((header + labelsStart).assumingMemoryBound(to: Int32.self))
-        tokenValues = UnsafePointer((header + tokensStart).assumingMemoryBound(to: Int32.self))
+        hasPairs = header.loadUnaligned(fromByteOffset: 64, as: UInt32.self).littleEndian & 1 != 0
+        let namesByteCount = Int(header.loadUnaligned(fromByteOffset: 72, as: UInt64.self).littleEndian)
+        let layout = Layout(exampleCount: count, tokenCount: tokenCount, hasPairs: hasPairs, labelNamesByteCount: namesByteCount)
+        offsets = UnsafePointer((header + layout.offsets).assumingMemoryBound(to: Int64.self))
+        labelValues = UnsafePointer((header + layout.labels).assumingMemoryBound(to: Int32.self))
+        segmentStarts = hasPairs ? UnsafePointer((header + layout.segmentStarts).assumingMemoryBound(to: Int32.self)) : nil
+        tokenValues = UnsafePointer((header + layout.tokens).assumingMemoryBound(to: Int32.self))
     }
 
     deinit {
@@ -99,6 +155,21 @@ public final class TokenizedDataset: @unchecked Sendable {
         labelValues[index]
     }
 
+    /// Where the second text of example `index` starts ([CLS] A [SEP] come before it): its token
+    /// type ids are 0 before this position and 1 from it on. The example's length for single texts.
+    @inline(__always)
+    public func secondSegmentStart(at index: Int) -> Int {
+        if let segmentStarts { return Int(segmentStarts[index]) }
+        return length(at: index)
+    }
+
+    /// Writes the token type ids of example `index` (0 then 1) to `destination`
+    /// (`length(at: index)` elements).
+    public func tokenTypes(at index: Int, into destination: UnsafeMutableBufferPointer<Int32>) {
+        let start = secondSegmentStart(at: index)
+        for position in 0..<length(at: index) { destination[position] = position < start ? 0 : 1 }
+    }
+
     /// Lengths of all examples (for length grouping).                                  (N)
     public var lengths: [Int32] {
         (0..<count).map { Int32(length(at: $0)) }
@@ -115,27 +186,47 @@ public final class TokenizedDataset: @unchecked Sendable {
 
     // MARK: - Building
 
-    /// Tokenizes every text of `texts` (in memory; see `TokenCache.build` for the cached path).
+    /// Tokenizes every text (or text pair) of `texts` (in memory; see `TokenCache.build` for the
+    /// cached path).
     public static func tokenize(_ texts: LabeledTexts, tokenizer: BertTokenizer, maxLength: Int,
                                 dataHash: UInt64 = 0) -> TokenizedDataset {
-        precondition(maxLength >= 2)
+        precondition(maxLength >= (texts.hasPairs ? 3 : 2))
         var tokens: [Int32] = []
-        tokens.reserveCapacity(texts.textBytes.count / 4 + 2 * texts.count)
+        tokens.reserveCapacity((texts.textBytes.count + texts.pairBytes.count) / 4 + 3 * texts.count + maxLength)
         var offsets: [Int64] = [0]
         offsets.reserveCapacity(texts.count + 1)
-        texts.textBytes.withUnsafeBufferPointer { all in
+        var segmentStarts: [Int32] = []
+        if texts.hasPairs {
+            segmentStarts.reserveCapacity(texts.count)
             for index in 0..<texts.count {
-                let text = UnsafeBufferPointer(rebasing: all[texts.textOffsets[index]..<texts.textOffsets[index + 1]])
-                tokenizer.encode(utf8: text, maxLength: maxLength, appendingTo: &tokens)
+                texts.withPairBytes(at: index) { first, second in
+                    let start = tokenizer.encodePair(utf8: first, utf8: second, maxLength: maxLength, appendingTo: &tokens)
+                    segmentStarts.append(Int32(start))
+                }
                 offsets.append(Int64(tokens.count))
+            }
+        } else {
+            texts.textBytes.withUnsafeBufferPointer { all in
+                for index in 0..<texts.count {
+                    let text = UnsafeBufferPointer(rebasing: all[texts.textOffsets[index]..<texts.textOffsets[index + 1]])
+                    tokenizer.encode(utf8: text, maxLength: maxLength, appendingTo: &tokens)
+                    offsets.append(Int64(tokens.count))
+                }
             }
         }
         let exampleCount = texts.count
-        let total = byteCount(exampleCount: exampleCount, tokenCount: tokens.count)
-        let storage = UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 16)
-        storage.initializeMemory(as: UInt8.self, repeating: 0, count: total)
+        let labelNames = encodeLabelNames(texts.labelSet.names)
+        let layout = Layout(exampleCount: exampleCount, tokenCount: tokens.count, hasPairs: texts.hasPairs,
+                            labelNamesByteCount: labelNames.count)
+        let storage = UnsafeMutableRawPointer.allocate(byteCount: layout.total, alignment: 16)
+        storage.initializeMemory(as: UInt8.self, repeating: 0, count: layout.total)
         func store<T: FixedWidthInteger>(_ value: T, at offset: Int) {
             storage.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
+        }
+        func copy<T>(_ array: [T], to offset: Int) {
+            array.withUnsafeBytes {
+                if $0.count > 0 { (storage + offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            }
         }
         for (index, byte) in magic.enumerated() { store(byte, at: index) }
         store(formatVersion, at: 8)
@@ -145,17 +236,18 @@ public final class TokenizedDataset: @unchecked Sendable {
         store(UInt64(texts.skippedRowCount), at: 32)
         store(dataHash, at: 40)
         store(tokenizer.fingerprint, at: 48)
-        let offsetsStart = headerByteCount
-        let labelsStart = offsetsStart + 8 * (exampleCount + 1)
-        let tokensStart = labelsStart + 4 * (exampleCount + exampleCount % 2)
-        offsets.withUnsafeBytes { (storage + offsetsStart).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        texts.labels.withUnsafeBytes { (storage + labelsStart).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        tokens.withUnsafeBytes {
-            if $0.count > 0 { (storage + tokensStart).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        }
-        let payload = UnsafeRawBufferPointer(start: storage + headerByteCount, count: total - headerByteCount)
+        store(UInt32(texts.hasPairs ? 1 : 0), at: 64)
+        store(UInt32(texts.labelSet.count), at: 68)
+        store(UInt64(labelNames.count), at: 72)
+        copy(offsets, to: layout.offsets)
+        copy(texts.labels, to: layout.labels)
+        copy(segmentStarts, to: layout.segmentStarts)
+        copy(labelNames, to: layout.labelNames)
+        copy(tokens, to: layout.tokens)
+        let payload = UnsafeRawBufferPointer(start: storage + headerByteCount, count: layout.total - headerByteCount)
         store(ContentHash64.hash(payload), at: 56)
-        return TokenizedDataset(storage: storage, byteCount: total, isMapped: false, cacheFile: nil)
+        return TokenizedDataset(storage: storage, byteCount: layout.total, isMapped: false, cacheFile: nil,
+                                labelSet: texts.labelSet)
     }
 
     /// Writes the dataset to `url` atomically (temp file, fsync, rename) and returns it, now
@@ -168,7 +260,7 @@ public final class TokenizedDataset: @unchecked Sendable {
             _ = try writer!.commit()
         } catch {
             writer?.abandon()
-            throw DataError("\(url.path): cannot write the token cache (\(error)); give a writable cache folder")
+            throw DataError("\(url.path): cannot write the token cache (\(error)); give a writable cache folder (--cache-dir)")
         }
         cacheFile = url  // before the dataset is shared with anyone
         return self
@@ -176,9 +268,10 @@ public final class TokenizedDataset: @unchecked Sendable {
 
     // MARK: - Opening
 
-    /// Maps a token cache file and checks it: header, sizes, damage hash, offsets, labels and
-    /// (when `vocabularySize` is given) token ids. Every failure names the file.
-    public static func open(_ url: URL, vocabularySize: Int? = nil, labelCount: Int = agNewsLabelNames.count) throws -> TokenizedDataset {
+    /// Maps a token cache file and checks it: header, sizes, damage hash, offsets, labels, label
+    /// names, segment starts and (when `vocabularySize` is given) token ids. Every failure names
+    /// the file.
+    public static func open(_ url: URL, vocabularySize: Int? = nil) throws -> TokenizedDataset {
         let path = url.path
         let descriptor = Glibc.open(path, O_RDONLY)
         guard descriptor >= 0 else {
@@ -193,40 +286,83 @@ public final class TokenizedDataset: @unchecked Sendable {
         let damaged = { (reason: String) in
             DataError("\(path): the token cache is damaged (\(reason)); delete it and it will be rebuilt")
         }
-        guard size >= headerByteCount else { throw damaged("\(size) bytes, shorter than its header") }
+        guard size >= 12 else { throw damaged("\(size) bytes, shorter than its header") }
         guard let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, descriptor, 0), mapped != MAP_FAILED else {
             throw DataError("\(path): cannot map the token cache (\(String(cString: strerror(errno))))")
         }
-        let raw = UnsafeRawBufferPointer(start: mapped, count: size)
+        return try checked(storage: mapped, byteCount: size, isMapped: true, cacheFile: url, origin: path,
+                           vocabularySize: vocabularySize, damaged: damaged) { version in
+            DataError("\(path): token cache format \(version) is not \(formatVersion); delete it and it will be rebuilt")
+        }
+    }
+
+    /// The dataset's bytes in the token cache layout (what `deserialize` reads): to send the
+    /// dataset to other ranks. Valid while the dataset lives.
+    public var serializedBytes: UnsafeRawBufferPointer { bytes }
+
+    /// A dataset from bytes in the token cache layout (`serializedBytes`, e.g. received from rank
+    /// 0), copied and checked as `open` checks a file; `source` names them in errors.
+    public static func deserialize(_ bytes: UnsafeRawBufferPointer, source: String, vocabularySize: Int? = nil) throws -> TokenizedDataset {
+        let damaged = { (reason: String) in DataError("\(source): the token data is damaged (\(reason))") }
+        guard bytes.count >= 12 else { throw damaged("\(bytes.count) bytes, shorter than its header") }
+        let storage = UnsafeMutableRawPointer.allocate(byteCount: bytes.count, alignment: 16)
+        storage.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        return try checked(storage: storage, byteCount: bytes.count, isMapped: false, cacheFile: nil, origin: source,
+                           vocabularySize: vocabularySize, damaged: damaged) { version in
+            DataError("\(source): token data format \(version) is not \(formatVersion) (every rank must run the same bert-dist)")
+        }
+    }
+
+    /// Checks the bytes at `storage` (at least 12) and makes them a dataset, which then owns them;
+    /// on failure they are released here.
+    private static func checked(storage: UnsafeMutableRawPointer, byteCount size: Int, isMapped: Bool, cacheFile: URL?,
+                                origin: String, vocabularySize: Int?, damaged: (String) -> DataError,
+                                versionMismatch: (UInt32) -> DataError) throws -> TokenizedDataset {
+        let raw = UnsafeRawBufferPointer(start: storage, count: size)
         func fail(_ error: DataError) -> DataError {
-            munmap(mapped, size)
+            if isMapped { munmap(storage, size) } else { storage.deallocate() }
             return error
         }
         guard Array(raw[0..<8]) == magic else { throw fail(damaged("not a bert-dist token cache")) }
         let version = raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian
-        guard version == formatVersion else {
-            throw fail(DataError("\(path): token cache format \(version) is not \(formatVersion); delete it and it will be rebuilt"))
-        }
+        guard version == formatVersion else { throw fail(versionMismatch(version)) }
+        guard size >= headerByteCount else { throw fail(damaged("\(size) bytes, shorter than its header")) }
         let exampleCount = raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self).littleEndian
         let tokenCount = raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self).littleEndian
-        guard exampleCount < UInt64(Int32.max), tokenCount < UInt64(Int.max / 8),
-              byteCount(exampleCount: Int(exampleCount), tokenCount: Int(tokenCount)) == size else {
+        let hasPairs = raw.loadUnaligned(fromByteOffset: 64, as: UInt32.self).littleEndian & 1 != 0
+        let labelCount = raw.loadUnaligned(fromByteOffset: 68, as: UInt32.self).littleEndian
+        let namesByteCount = raw.loadUnaligned(fromByteOffset: 72, as: UInt64.self).littleEndian
+        guard exampleCount < UInt64(Int32.max), tokenCount < UInt64(Int.max / 8), namesByteCount < UInt64(size) else {
             throw fail(damaged("its size \(size) does not match its header"))
         }
+        let layout = Layout(exampleCount: Int(exampleCount), tokenCount: Int(tokenCount), hasPairs: hasPairs,
+                            labelNamesByteCount: Int(namesByteCount))
+        guard layout.total == size else { throw fail(damaged("its size \(size) does not match its header")) }
         let expectedHash = raw.loadUnaligned(fromByteOffset: 56, as: UInt64.self).littleEndian
         guard ContentHash64.hash(UnsafeRawBufferPointer(rebasing: raw[headerByteCount...])) == expectedHash else {
             throw fail(damaged("checksum mismatch"))
         }
-        let dataset = TokenizedDataset(storage: mapped, byteCount: size, isMapped: true, cacheFile: url)
-        // Structure: offsets increase from 0 to T, lengths 2...maxLength, labels and ids in range.
+        guard let names = decodeLabelNames(UnsafeRawBufferPointer(rebasing: raw[layout.labelNames..<layout.tokens]), count: Int(labelCount)),
+              let labelSet = try? LabelSet(names: names, origin: origin) else {
+            throw fail(damaged("bad label names"))
+        }
+        // From here the dataset owns (and releases) the bytes.
+        let dataset = TokenizedDataset(storage: storage, byteCount: size, isMapped: isMapped, cacheFile: cacheFile, labelSet: labelSet)
+        // Structure: offsets increase from 0 to T, lengths 2...maxLength (3 for pairs), labels,
+        // segment starts and ids in range.
         guard dataset.offsets[0] == 0, dataset.offsets[dataset.count] == Int64(dataset.tokenCount) else {
             throw damaged("bad offsets")
         }
+        let shortest = hasPairs ? 3 : 2
         for index in 0..<dataset.count {
             let length = dataset.length(at: index)
-            guard length >= 2 && length <= dataset.maxLength else { throw damaged("example \(index) has \(length) tokens") }
+            guard length >= shortest && length <= dataset.maxLength else { throw damaged("example \(index) has \(length) tokens") }
             let label = dataset.label(at: index)
-            guard label >= 0 && label < labelCount else { throw damaged("example \(index) has label \(label)") }
+            guard label >= 0 && label < labelSet.count else { throw damaged("example \(index) has label \(label)") }
+            let start = dataset.secondSegmentStart(at: index)
+            guard !hasPairs || (start >= 2 && start < length) else {
+                throw damaged("example \(index) has its second segment at \(start) of \(length) tokens")
+            }
         }
         if let vocabularySize {
             for index in 0..<dataset.tokenCount where dataset.tokenValues[index] < 0 || dataset.tokenValues[index] >= vocabularySize {

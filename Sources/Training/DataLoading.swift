@@ -20,17 +20,20 @@ enum DataLoading {
 
     /// The token ids of one data file through its token cache (rank 0 only): opened when it is
     /// there and intact, else built.
-    static func examples(_ url: URL, tokenizer: BertTokenizer, options: TrainingOptions, labelCount: Int,
+    static func examples(_ url: URL, labels: LabelRule, tokenizer: BertTokenizer, options: TrainingOptions,
                          log: (String) -> Void) throws -> TokenizedDataset {
-        let cache = try TokenCache.locate(dataFile: url, tokenizer: tokenizer, maxLength: options.maxSequenceLength ?? defaultMaxSequenceLength,
-                                          skipBadRows: options.skipBadRows,
-                                          fallbackDirectory: options.outputDirectory?.appendingPathComponent(".token-cache"))
+        // Until --cache-dir is wired: a cache folder inside the output folder (never the data folder).
+        let directory = (options.outputDirectory ?? URL(fileURLWithPath: FileManager.default.temporaryDirectory.path))
+            .appendingPathComponent(".token-cache")
+        let cache = try TokenCache.locate(dataFile: url, labels: labels, tokenizer: tokenizer,
+                                          maxLength: options.maxSequenceLength ?? defaultMaxSequenceLength,
+                                          skipBadRows: options.skipBadRows, directory: directory)
         var dataset: TokenizedDataset
-        if cache.exists, let cached = try? cache.open(vocabularySize: tokenizer.vocabulary.count, labelCount: labelCount) {
+        if cache.exists, let cached = try? cache.open(vocabularySize: tokenizer.vocabulary.count) {
             dataset = cached
         } else {
             let started = Date()
-            dataset = try cache.build(tokenizer: tokenizer, labelCount: labelCount)
+            dataset = try cache.build(tokenizer: tokenizer)
             log(String(format: "tokenised %@: %d examples, %d tokens in %.1f s (cached in %@)", url.lastPathComponent,
                        dataset.count, dataset.tokenCount, Date().timeIntervalSince(started), cache.url.path))
         }
@@ -44,15 +47,16 @@ enum DataLoading {
     /// the model files checkpoints carry (it writes them).
     static func prepare(_ options: TrainingOptions, communicator: any Communicator, log: (String) -> Void) throws -> PreparedData {
         guard let trainFile = options.trainFile else { throw TrainingError.invalidInput("training needs a data file (--train)") }
-        let labels = agNewsLabelNames
         let local = try collectively(communicator) { () throws -> (ModelFiles, TokenizedDataset, TokenizedDataset?)? in
             guard communicator.rank == 0 else { return nil }
             let tokenizer = try BertTokenizer(modelDirectory: options.modelDirectory)
             let files = try modelFiles(modelDirectory: options.modelDirectory, tokenizer: tokenizer)
-            let train = try examples(trainFile, tokenizer: tokenizer, options: options, labelCount: labels.count, log: log)
-            let eval = try options.evalFile.map { try examples($0, tokenizer: tokenizer, options: options, labelCount: labels.count, log: log) }
+            let train = try examples(trainFile, labels: .fromData, tokenizer: tokenizer, options: options, log: log)
+            let eval = try options.evalFile.map { try examples($0, labels: .fixed(train.labelSet), tokenizer: tokenizer, options: options, log: log) }
             return (files, train, eval)
         }
+        // The label set of the training data (rank 0 read it).
+        let labels = try shareStrings(local?.1.labelSet.names ?? [], communicator: communicator)
         let train = try shareExamples(local?.1, communicator: communicator)
         let hasEval = try communicator.anyRank(local?.2 != nil)
         let eval = hasEval ? try shareExamples(local?.2, communicator: communicator) : nil

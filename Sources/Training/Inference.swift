@@ -37,7 +37,8 @@ public func runEvaluation(checkpoint: URL, data: URL, batchSize: Int, maxSequenc
         guard communicator.rank == 0 else { return nil }
         let inference = try InferenceModel.load(checkpoint, runtime: runtime)
         let maxSequenceLength = try resolvedSequenceLength(requested, config: inference.model.config, modelDirectory: inference.folder)
-        let texts = try LabeledTexts.read(data, skipBadRows: skipBadRows, labelCount: inference.labels.count)
+        let labelSet = try LabelSet(names: inference.labels, origin: inference.folder.appendingPathComponent("config.json").path)
+        let texts = try LabeledTexts.read(data, labels: .fixed(labelSet), skipBadRows: skipBadRows)
         guard texts.count > 0 else { throw TrainingError.invalidInput("\(data.path): no examples") }
         if texts.skippedRowCount > 0 { log("\(data.lastPathComponent): skipped \(texts.skippedRowCount) bad row(s)") }
         let sequences = (0..<texts.count).map { i in

@@ -125,7 +125,7 @@ extension TokenizeCommand {
         let copy = folder.appendingPathComponent(dataFile.lastPathComponent)
         try FileManager.default.copyItem(at: dataFile, to: copy)
         start = DispatchTime.now().uptimeNanoseconds
-        let cache = try TokenCache.locate(dataFile: copy, tokenizer: tokenizer, maxLength: maxSeqLen)
+        let cache = try TokenCache.locate(dataFile: copy, tokenizer: tokenizer, maxLength: maxSeqLen, directory: folder)
         let locateSeconds = seconds(since: start)
         start = DispatchTime.now().uptimeNanoseconds
         _ = try cache.build(tokenizer: tokenizer)

@@ -81,8 +81,8 @@ func dataErrorMessage(_ body: () throws -> Void) -> String {
         #expect(texts.labels == [0, 3, 2, 1])
         #expect(texts.lineNumbers == [1, 2, 4, 5])
         // .json is read as JSON Lines too.
-        let json = try folder.file("data.json", lines[0])
-        #expect(try LabeledTexts.read(json).count == 1)
+        let json = try folder.file("data.json", lines[0] + "\n" + lines[1])
+        #expect(try LabeledTexts.read(json).count == 2)
     }
 
     static let csvBadRows: [(String, String)] = [
@@ -128,19 +128,21 @@ func dataErrorMessage(_ body: () throws -> Void) -> String {
     }
 
     static let jsonBadRows: [(String, String)] = [
-        (#"{"text": "a", "label": 4}"#, "label 4 is out of range (expected 0 to 3)"),
-        (#"{"text": "a", "label": -1}"#, "label -1 is out of range (expected 0 to 3)"),
-        (#"{"text": "a", "label": 1.5}"#, "\"label\" must be an integer, found 1.5"),
-        (#"{"text": "a", "label": "1"}"#, "\"label\" must be an integer"),
+        (#"{"text": "a", "label": 1.5}"#, "\"label\" must be a string or an integer, found 1.5"),
+        (#"{"text": "a", "label": true}"#, "\"label\" must be a string or an integer, found true"),
+        (#"{"text": "a", "label": {"name": "pos"}}"#, "\"label\" must be a string or an integer, found {\"name\": \"pos\"}"),
+        (#"{"text": "a", "label": null}"#, "\"label\" must be a string or an integer, found null"),
+        (#"{"text": "a", "label": "1"}"#, "label the string \"1\" is written as a string, but the label on line 1 as a number; write every label the same way"),
+        (#"{"text": "a", "label": ""}"#, "empty label"),
         (#"{"text": "a"}"#, "missing \"label\""),
         (#"{"label": 1}"#, "missing \"text\""),
-        (#"{"text": 5, "label": 1}"#, "\"text\" must be a string"),
+        (#"{"text": 5, "label": 1}"#, "\"text\" must be a string, found 5"),
         (#"{"text": "a", "label": 1"#, "bad JSON"),
         (#"{"text": "a" "label": 1}"#, "bad JSON"),
         (#"{"text": "a", "label": 1} extra"#, "bad JSON: extra text"),
         (#"{"text": "a\x", "label": 1}"#, "bad JSON: invalid escape"),
-        (#"{"text": "\ud800", "label": 1}"#, "lone surrogate"),
-        ("{\"text\": \"tab\there\", \"label\": 1}", "raw control character"),
+        (#"{"text": "\ud800", "label": 1}"#, "bad JSON: lone surrogate \\ud800 in a string"),
+        ("{\"text\": \"tab\there\", \"label\": 1}", "bad JSON: raw control character 0x9 in a string"),
         ("not json", "bad JSON"),
     ]
 
@@ -149,11 +151,12 @@ func dataErrorMessage(_ body: () throws -> Void) -> String {
         let (badRow, reason) = Self.jsonBadRows[index]
         let folder = try TemporaryFolder()
         defer { folder.remove() }
-        let good = #"{"text": "good row", "label": 2}"#
-        let url = try folder.file("train.jsonl", [good, good, badRow, good].joined(separator: "\n"))
+        let good = #"{"text": "good row", "label": 2}"#, other = #"{"text": "other row", "label": 0}"#
+        let url = try folder.file("train.jsonl", [good, other, badRow, good].joined(separator: "\n"))
         let message = dataErrorMessage { _ = try LabeledTexts.read(url) }
-        #expect(message.hasPrefix("\(url.path):3: "), "\(message)")
-        #expect(message.contains(reason), "\(message)")
+        // The whole reason, from its start (label messages in full: nothing cut off).
+        #expect(message.hasPrefix("\(url.path):3: \(reason)"), "\(message)")
+        if !reason.hasPrefix("bad JSON") { #expect(message == "\(url.path):3: \(reason)") }
         let skipped = try LabeledTexts.read(url, skipBadRows: true)
         #expect(skipped.skippedRowCount == 1)
         #expect(skipped.count == 3 && skipped.lineNumbers == [1, 2, 4])
@@ -220,5 +223,19 @@ func dataErrorMessage(_ body: () throws -> Void) -> String {
         #expect(texts.text(at: 119_999) == "Title number 119999 (Reuters) Reuters - A description with \"quotes\", commas, and a backslash\\here about story 119999.")
         #expect(texts.labels[119_999] == 3)
         print("read 120,000 AG News-style rows (\(csv.utf8.count / 1_000_000) MB) in \(String(format: "%.3f", seconds)) s (debug build)")
+    }
+}
+
+@Suite struct ExampleDataTests {
+    /// The offline demo data committed under examples/ag_news_sample.
+    @Test func agNewsSampleReadsAsTheAGNewsPreset() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("examples/ag_news_sample")
+        let train = try LabeledTexts.read(folder.appendingPathComponent("train.csv"))
+        let test = try LabeledTexts.read(folder.appendingPathComponent("test.csv"))
+        #expect(train.format == .preset(.agNews) && train.count == 300 && test.count == 100)
+        #expect(train.labelCounts == [89, 74, 72, 65] && test.labelCounts == [23, 24, 31, 22])
+        #expect(train.labelSet.names == ["World", "Sports", "Business", "Sci/Tech"])
+        #expect(train.skippedRowCount == 0 && test.skippedRowCount == 0)
     }
 }
