@@ -55,14 +55,8 @@ struct ClusterTrainingTests {
                                         environment: environment)
         let trained = training.waitForExit(timeoutSeconds: 120) == 0
         let trainingOutput = training.standardOutput + training.standardError
-        // Known until rank 1 stops reading the model's config.json itself (runTraining resolves
-        // --max-seq-len on every rank): remove this wrapper with that fix.
-        withKnownIssue("rank 1 reads the model folder on its own host") {
-            #expect(trained, "2-host training: \(trainingOutput)")
-        } matching: { issue in
-            issue.comments.contains { $0.rawValue.contains("config.json: file not found") }
-        }
-        guard trained else { return }  // the known issue above has been recorded
+        #expect(trained, "2-host training: \(trainingOutput)")
+        guard trained else { return }
 
         #expect(trainingOutput.contains("over 2 rank(s)") && trainingOutput.contains("done: 6 steps"), "\(trainingOutput)")
         let written = files(under: head.appendingPathComponent("out"))
