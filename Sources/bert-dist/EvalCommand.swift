@@ -16,6 +16,7 @@ struct EvalCommand: ParsableCommand {
     @OptionGroup var dataOptions: DataOptions
     @OptionGroup var threads: ThreadOptions
     @OptionGroup var output: OutputOptions
+    @OptionGroup var faults: FaultOptions
 
     func validate() throws {
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
@@ -25,7 +26,7 @@ struct EvalCommand: ParsableCommand {
         let (checkpoint, data, batchSize, json) = (checkpoint.folder, URL(fileURLWithPath: data), batchSize, output.json)
         let (maxSequenceLength, skipBadRows) = (dataOptions.sequence.maxSeqLen, dataOptions.skipBadRows)
         let runtime = ProcessEnvironment.current.runtime(threads: threads.threads)
-        let status = RankRunner.run(simulatedRanks: nil) { communicator in
+        let status = RankRunner.run(simulatedRanks: nil, collectiveTimeout: faults.collectiveTimeout, runtime: runtime) { communicator, _ in
             let metrics = try runEvaluation(checkpoint: checkpoint, data: data, batchSize: batchSize, maxSequenceLength: maxSequenceLength,
                                             skipBadRows: skipBadRows, runtime: runtime, communicator: communicator, log: { printError($0) })
             rootLog(communicator)(json ? metrics.json.compact : metrics.table)
