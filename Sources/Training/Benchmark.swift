@@ -224,8 +224,11 @@ func benchmarkExamples(_ options: BenchmarkOptions, sequenceLength length: Int, 
                        syntheticLabelCount: Int) throws -> TokenizedDataset {
     let training = options.training, batchSize = training.globalBatchSize
     guard let dataFile = training.trainFile else {
+        // Ordinary word pieces: past the first 1000 ids (special and unused tokens) of a real
+        // vocabulary; past the 5 special tokens of a tiny one.
+        let first = vocabularySize > 2000 ? 1000 : min(5, vocabularySize - 1)
         let sequences = (0..<batchSize).map { s in
-            (0..<length).map { Int32(1000 + ($0 * 7919 + s * 104729) % max(1, vocabularySize - 1000)) }
+            (0..<length).map { Int32(first + ($0 * 7919 + s * 104729) % max(1, vocabularySize - first)) }
         }
         let labelCount = max(2, syntheticLabelCount)
         return TokenizedDataset.fromTokens(sequences, labels: (0..<batchSize).map { Int32($0 % labelCount) },
