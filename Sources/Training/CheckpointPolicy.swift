@@ -120,8 +120,10 @@ struct CheckpointPolicy {
                 return nil
             }
             let recorded = found.state.trainDataFingerprint
-            if !trainFingerprint.isEmpty && !recorded.isEmpty && recorded != trainFingerprint {
-                throw CheckpointError.incompatible(folder: found.folder.path, reason: "was trained on other data (fingerprint \(recorded), this run's is \(trainFingerprint)); use another --output or the same --train file")
+            // Checkpoints written before the labels were part of the fingerprint record the data hash alone.
+            let sameData = recorded == trainFingerprint || (!recorded.contains("-") && trainFingerprint.hasPrefix(recorded + "-"))
+            if !trainFingerprint.isEmpty && !recorded.isEmpty && !sameData {
+                throw CheckpointError.incompatible(folder: found.folder.path, reason: "was trained on other data or labels (fingerprint \(recorded), this run's is \(trainFingerprint)); use another --output, or the same --train file, columns and --labels")
             }
             let weights = try SafeTensorsFile(url: found.folder.appendingPathComponent(CheckpointFolder.modelFile))
             _ = try replica.model.loadWeights(from: weights, seed: 0)
