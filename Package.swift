@@ -57,7 +57,10 @@ let package = Package(
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Data", "Distributed", "Storage", "TestSupport"]),
-        // Runs the built bert-dist binary (alone and under mpirun) as a user would.
-        .testTarget(name: "EndToEndTests", dependencies: ["bert-dist", "Model", "Storage"]),
+        // Test-only: drives the peer watchdog under mpirun on the namespace cluster (Tests/Cluster).
+        .executableTarget(name: "watchdog-soak", dependencies: ["Distributed"], path: "Tests/Cluster/WatchdogSoak"),
+        // Runs the built bert-dist binary (alone and under mpirun) as a user would; the cluster and
+        // Slurm tests run it on the namespace cluster (Tests/Cluster/cluster.sh) and a local Slurm.
+        .testTarget(name: "EndToEndTests", dependencies: ["bert-dist", "watchdog-soak", "Model", "Storage"]),
     ]
 )

@@ -15,6 +15,8 @@ struct CheckpointPolicy {
     let files: ModelFiles
     /// Identifies the training data: a checkpoint of other data is not resumed from.
     let trainFingerprint: String
+    /// Told the newest complete checkpoint (nil: none) when a run starts and after each one.
+    let announce: (URL?) -> Void
 
     var writer: CheckpointWriter { CheckpointWriter(output: output, communicator: communicator, keep: options.keepCheckpoints) }
 
@@ -91,7 +93,9 @@ struct CheckpointPolicy {
             let repaired = try ensureReplicasMatch(buffers: replica.replicatedBuffers, communicator: communicator)
             if !repaired.isEmpty { reporter.say("warning: ranks \(repaired) had drifted from rank 0 and were repaired before checkpointing") }
         }
-        return try writer.write(step: progress.step, replica: replica, content: .init(state: state, labels: labels, files: files))
+        let folder = try writer.write(step: progress.step, replica: replica, content: .init(state: state, labels: labels, files: files))
+        announce(folder)
+        return folder
     }
 
     /// Loads the newest complete checkpoint of --output into `replica`; nil when there is none.
@@ -130,7 +134,10 @@ struct CheckpointPolicy {
             return found
         }
         let encoded = try communicator.broadcast(bytes: chosen?.state.encoded() ?? [], root: 0)
-        guard !encoded.isEmpty else { return nil }
+        guard !encoded.isEmpty else {
+            announce(nil)
+            return nil
+        }
         let state = try chosen?.state ?? TrainerState(decoding: encoded, file: "rank 0's \(TrainerState.fileName)")
         // Each rank's range of the Adam state, read by rank 0 and streamed to it.
         let files = chosen.map { OptimizerFiles(folder: $0.folder, state: $0.state) }
@@ -146,6 +153,7 @@ struct CheckpointPolicy {
         }
         replica.optimizer.stepCount = state.optimizerStep
         try communicator.broadcast(replica.model.parameters.buffer, root: 0)
+        announce(output.appendingPathComponent(CheckpointFolder.name(step: state.step)))
         return state
     }
 }

@@ -49,6 +49,9 @@ public final class TrainingRun {
     let log: (String) -> Void
     /// Asked after every step; the ranks agree to stop when any of them says yes.
     let stopRequested: () -> Bool
+    /// Told the newest complete checkpoint (nil: none yet) whenever it changes, on every rank
+    /// (what a report of a failed peer names).
+    var checkpointNote: (URL?) -> Void = { _ in }
     /// Tests only: called on every rank after each step (e.g. to perturb one replica).
     var afterStep: ((_ step: Int, _ parameters: FloatArena) -> Void)?
     /// Tests only: called on every rank while it computes step `step` (e.g. to slow one rank).
@@ -86,7 +89,7 @@ public final class TrainingRun {
         options.maxSequenceLength = maxSequenceLength
         guard let output = options.outputDirectory else { throw TrainingError.invalidInput("training needs an output folder (--output)") }
         let checkpoints = CheckpointPolicy(options: options, output: output, communicator: communicator, labels: data.labels,
-                                           files: data.modelFiles, trainFingerprint: data.trainFingerprint)
+                                           files: data.modelFiles, trainFingerprint: data.trainFingerprint, announce: checkpointNote)
         try checkpoints.prepareOutputFolder()
         let plan = try TrainingPlan(options: options, exampleCount: data.train.count, worldSize: communicator.worldSize,
                                     lengths: options.groupByLength ? (0..<data.train.count).map { Int32(data.train.tokens(at: $0).count) } : nil)
@@ -172,6 +175,7 @@ public final class TrainingRun {
             position = SamplePosition(epoch: resumed.epoch, samplesConsumed: resumed.samplesConsumedInEpoch)
             if isRoot { log("resumed from \(CheckpointFolder.name(step: resumed.step)) (step \(resumed.step) of \(plan.totalSteps), written by \(resumed.worldSize) rank(s)\(resumed.shardOptimizer ? " with a sharded optimizer" : ""))") }
         } else {
+            if !options.resume { checkpoints.announce(nil) }
             try communicator.broadcast(replica.model.parameters.buffer, root: 0)
             if isRoot && !loaded.initialized.isEmpty {
                 log("initialised from seed \(options.seed) (not in the checkpoint): \(loaded.initialized.joined(separator: ", "))")
@@ -268,14 +272,20 @@ public let bertDistVersion = "0.1.0"
 /// work (--output, the model's config against --max-seq-len), reads the data, trains. Nothing is
 /// written before the data has been read (the output folder is created after it).
 public func runTraining(_ options: TrainingOptions, runtime: Runtime, communicator: any Communicator,
-                        log: @escaping (String) -> Void) throws -> RunSummary {
+                        log: @escaping (String) -> Void, checkpointNote: @escaping (URL?) -> Void = { _ in }) throws -> RunSummary {
     var options = options
     if let output = options.outputDirectory { try CheckpointPolicy.checkOutputFolder(output, communicator: communicator) }
-    options.maxSequenceLength = try collectively(communicator) {
+    // Rank 0 alone has the model folder: it settles the length, the others learn it.
+    var length = try collectively(communicator) { () throws -> Int64 in
         try BLASSetup.selfTest()
-        return try resolvedSequenceLength(options.maxSequenceLength, config: BertConfig.load(modelDirectory: options.modelDirectory),
-                                          modelDirectory: options.modelDirectory)
+        guard communicator.rank == 0 else { return 0 }
+        return Int64(try resolvedSequenceLength(options.maxSequenceLength, config: BertConfig.load(modelDirectory: options.modelDirectory),
+                                                modelDirectory: options.modelDirectory))
     }
+    try withUnsafeMutableBytes(of: &length) { try communicator.broadcast($0, root: 0) }
+    options.maxSequenceLength = Int(length)
     let data = try DataLoading.prepare(options, communicator: communicator, log: log)
-    return try TrainingRun(options: options, runtime: runtime, communicator: communicator, data: data, log: log).run()
+    let run = TrainingRun(options: options, runtime: runtime, communicator: communicator, data: data, log: log)
+    run.checkpointNote = checkpointNote
+    return try run.run()
 }

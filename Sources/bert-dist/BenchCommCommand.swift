@@ -75,7 +75,7 @@ struct BenchCommCommand: ParsableCommand {
     func run() throws {
         let (check, soakSeconds) = (check, soakSeconds)
         let command = self
-        let status = RankRunner.run(simulatedRanks: check ? simulateRanks : nil) { communicator in
+        let status = RankRunner.run(simulatedRanks: check ? simulateRanks : nil) { communicator, _ in
             if check {
                 try command.runChecks(communicator: communicator, mode: command.simulateRanks == nil ? "MPI ranks" : "simulated ranks")
             } else if let mpi = communicator as? MPICommunicator {

@@ -23,6 +23,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Initialise from config.json alone (e.g. to time bert-base without its weights).")
     var randomWeights = false
     @OptionGroup var output: OutputOptions
+    @OptionGroup var faults: FaultOptions
     @Flag(help: .hidden)
     var sgemmOnly = false   // benchmarks/blas_cores.sh: only the sgemm peak of batch-size x seq-len tokens per rank
 
@@ -49,7 +50,7 @@ struct BenchCommand: ParsableCommand {
         let benchmark = options
         let runtime = ProcessEnvironment.current.runtime(threads: parallel.threads.threads)
         let (json, sgemmOnly, tokens) = (output.json, sgemmOnly, batchSize * seqLen)
-        let status = RankRunner.run(simulatedRanks: nil) { communicator in
+        let status = RankRunner.run(simulatedRanks: nil, collectiveTimeout: faults.collectiveTimeout, runtime: runtime) { communicator, _ in
             if sgemmOnly {
                 let config = try BertConfig.load(modelDirectory: benchmark.training.modelDirectory)
                 try communicator.barrier()

@@ -20,6 +20,7 @@ struct EvalCommand: ParsableCommand {
     @OptionGroup var dataOptions: DataOptions
     @OptionGroup var threads: ThreadOptions
     @OptionGroup var output: OutputOptions
+    @OptionGroup var faults: FaultOptions
 
     func validate() throws {
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
@@ -31,7 +32,7 @@ struct EvalCommand: ParsableCommand {
         let (maxSequenceLength, skipBadRows, columns) = (dataOptions.sequence.maxSeqLen, dataOptions.skipBadRows, dataOptions.columns.columns)
         let cacheDirectory = try dataOptions.cacheDirectory(.current)
         let runtime = ProcessEnvironment.current.runtime(threads: threads.threads)
-        let status = RankRunner.run(simulatedRanks: nil) { communicator in
+        let status = RankRunner.run(simulatedRanks: nil, collectiveTimeout: faults.collectiveTimeout, runtime: runtime) { communicator, _ in
             let metrics = try runEvaluation(checkpoint: checkpoint, data: data, columns: columns, cacheDirectory: cacheDirectory,
                                             batchSize: batchSize, maxSequenceLength: maxSequenceLength, skipBadRows: skipBadRows,
                                             runtime: runtime, communicator: communicator, log: { printError($0) })

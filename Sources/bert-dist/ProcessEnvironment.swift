@@ -72,6 +72,12 @@ struct ProcessEnvironment {
         return try TokenCache.defaultDirectory(environment: variables)
     }
 
+    /// The interfaces (or subnets) MPI's TCP transport may use, as launch/train passes cluster.conf's
+    /// network_interface: the peer watchdog's heartbeats take the same network.
+    var mpiNetworkInterfaces: [String] {
+        (variables["OMPI_MCA_btl_tcp_if_include"] ?? "").split(separator: ",").map(String.init)
+    }
+
     /// This machine's name (gethostname; no name lookup).
     var hostName: String {
         var name = [CChar](repeating: 0, count: 256)

@@ -6,14 +6,17 @@ import Training
 /// rank — MPI ranks (also the plain single process, an MPI singleton), or with `simulatedRanks`
 /// N threads of this process — and turns failures into one `error: ...` line and a non-zero
 /// exit. Errors all ranks agreed on (`AgreedFailure`) exit cleanly; an error on one rank alone
-/// aborts the job so that no peer waits for it forever.
+/// aborts the job so that no peer waits for it forever. With `collectiveTimeout`, MPI ranks of a
+/// job of several run a PeerWatchdog, which ends the job when a peer falls silent (a dead host,
+/// a frozen one, a cut cable: what MPI itself would wait for forever).
 enum RankRunner {
-    static func run(simulatedRanks: Int?, _ body: @escaping @Sendable (any Communicator) throws -> Void) -> Int32 {
+    static func run(simulatedRanks: Int?, collectiveTimeout: Double? = nil, runtime: Runtime? = nil,
+                    _ body: @escaping @Sendable (any Communicator, PeerWatchdog?) throws -> Void) -> Int32 {
         if let simulatedRanks {
             do {
                 _ = try InProcessGroup.run(worldSize: simulatedRanks) { communicator in
                     // The rank that carries an agreed error prints it, whichever rank's error the group rethrows.
-                    do { try body(communicator) } catch let failure as AgreedFailure {
+                    do { try body(communicator, nil) } catch let failure as AgreedFailure {
                         report(failure, prefix: "")
                         throw failure
                     }
@@ -32,12 +35,22 @@ enum RankRunner {
             return 1
         }
         let prefix = communicator.rank == 0 ? "" : "rank \(communicator.rank): "
+        var watchdog: PeerWatchdog?
         do {
-            try body(communicator)
+            if let collectiveTimeout, communicator.worldSize > 1 {
+                // Before rank 0 reads or tokenises anything: the peers wait for it meanwhile.
+                watchdog = try PeerWatchdog.start(communicator: communicator, timeoutSeconds: collectiveTimeout,
+                                                  hostName: runtime?.hostName ?? ProcessEnvironment.current.hostName,
+                                                  interfaces: ProcessEnvironment.current.mpiNetworkInterfaces)
+            }
+            try body(communicator, watchdog)
+            // After the last collective: the peers stop expecting this rank.
+            watchdog?.stop()
             try communicator.finalize()
             return 0
         } catch let failure as AgreedFailure {
             report(failure, prefix: prefix)
+            watchdog?.stop()
             try? communicator.finalize()
             return 1
         } catch {

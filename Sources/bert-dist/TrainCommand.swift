@@ -52,6 +52,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Write TensorBoard scalars into this folder.")
     var tensorboard: String?
 
+    @OptionGroup var faults: FaultOptions
     @OptionGroup var debug: DebugOptions
 
     func validate() throws {
@@ -108,9 +109,14 @@ struct TrainCommand: ParsableCommand {
         let options = configured
         let runtime = ProcessEnvironment.current.runtime(threads: parallel.threads.threads, simulatedRanks: debug.inProcessRanks)
         StopSignal.install()
-        let status = RankRunner.run(simulatedRanks: debug.inProcessRanks) { communicator in
+        let status = RankRunner.run(simulatedRanks: debug.inProcessRanks, collectiveTimeout: faults.collectiveTimeout,
+                                    runtime: runtime) { communicator, watchdog in
             let log = rootLog(communicator)
-            let summary = try runTraining(options, runtime: runtime, communicator: communicator, log: log)
+            // What a failure report names: the checkpoint to continue from.
+            let checkpointNote: (URL?) -> Void = { folder in
+                watchdog?.setNote(folder.map { "newest complete checkpoint: \($0.path) (continue with --resume)" } ?? "no complete checkpoint yet")
+            }
+            let summary = try runTraining(options, runtime: runtime, communicator: communicator, log: log, checkpointNote: checkpointNote)
             guard communicator.rank == 0 else { return }
             if summary.stoppedBySignal {
                 log("stopped by a signal after step \(summary.stepsDone) of \(summary.totalSteps); checkpoint written: \(summary.finalCheckpoint?.path ?? "-")")

@@ -212,10 +212,20 @@ struct CommunicatorMPITests {
         #expect(twoHosts.command.hasPrefix("mpirun -n 12\(root) --map-by slot:PE=4 --bind-to core --hostfile "))
         #expect(twoHosts.command.contains("--mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0"))
         #expect(twoHosts.notes.contains("node01 slots=8") && twoHosts.notes.contains("node02 slots=4"), "\(twoHosts.notes)")
+        // Open MPI's daemons probe idle connections to other hosts 5 s after the collective
+        // timeout (600 s unless given); a setting of the user's wins (Open MPI refuses duplicates).
+        #expect(twoHosts.command.contains("--mca oob_tcp_keepalive_time 605 --mca oob_tcp_keepalive_intvl 5 --mca oob_tcp_keepalive_probes 2"))
+        let hostsConf = "host node01 slots=2\nhost node02 slots=2\nmpirun_options = --mca oob_tcp_keepalive_probes 4\n"
+        let timeout = try dryRun(["-n", "4", "--collective-timeout", "60"], clusterConf: hostsConf)
+        #expect(timeout.command.contains("--mca oob_tcp_keepalive_time 65 --mca oob_tcp_keepalive_intvl 5 --mca oob_tcp_keepalive_probes 4 "), "\(timeout.command)")
+        #expect(!one.command.contains("keepalive"), "a single host has no daemon to lose")
 
         // Inside SLURM: srun, threads from the CPUs SLURM gives each node.
+        // (SLURM_MPI_TYPE: the user's choice of PMI, so that srun --mpi=list is not asked; SlurmTests
+        // show the detection under a real Slurm.)
         let slurm = try dryRun(["--model", "m"], clusterConf: twoCores,
-                               environment: ["SLURM_JOB_ID": "7", "SLURM_NTASKS": "8", "SLURM_JOB_NUM_NODES": "2", "SLURM_CPUS_ON_NODE": "16"])
+                               environment: ["SLURM_JOB_ID": "7", "SLURM_NTASKS": "8", "SLURM_JOB_NUM_NODES": "2", "SLURM_CPUS_ON_NODE": "16",
+                                             "SLURM_MPI_TYPE": "pmix"])
         #expect(slurm.command == "OPENBLAS_NUM_THREADS=4 srun -n 8 --cpus-per-task=4 --kill-on-bad-exit=1 /opt/bert-dist train --model m")
     }
 

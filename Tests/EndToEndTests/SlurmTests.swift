@@ -1,0 +1,140 @@
+import Foundation
+import Storage
+import Testing
+
+/// bert-dist under a real one-node Slurm (Debian's slurm-wlm 22.05, MpiDefault=none as shipped;
+/// Tests/Cluster/slurm.sh starts and stops it): `salloc ... launch/train` with no extra options,
+/// `sbatch launch/slurm.sbatch`, `scancel` (SIGTERM, then SIGKILL after KillWait) leaving a
+/// complete checkpoint of the step where it stopped, and a requeued job resuming by itself to the
+/// model an uninterrupted run trains. Tiny model (TinyWorkspace), 2 ranks.
+@Suite(.serialized, .enabled(if: TestSlurm.isAvailable, Comment(rawValue: TestSlurm.unavailableReason ?? "")),
+       .timeLimit(.minutes(5)))
+struct SlurmTests {
+    static let killWaitSeconds = 10
+    let slurm: TestSlurm
+    let binary: URL
+    let workspace: TinyWorkspace
+    let launcher = BinaryLocator.repositoryRoot.appendingPathComponent("launch/train")
+    let batchScript = BinaryLocator.repositoryRoot.appendingPathComponent("launch/slurm.sbatch")
+
+    init() throws {
+        slurm = try TestSlurm(killWaitSeconds: Self.killWaitSeconds)
+        binary = try BinaryLocator.bertDist()
+        workspace = try TinyWorkspace()
+    }
+
+    func trainArguments(_ output: URL, steps: Int, _ extra: [String] = []) -> [String] {
+        ["--model", workspace.model.path, "--train", workspace.train.path, "--output", output.path,
+         "--batch-size", "8", "--max-steps", "\(steps)", "--lr", "1e-3", "--warmup-ratio", "0.2",
+         "--threads", "1", "--log-every", "10", "--checkpoint-every", "0"] + extra
+    }
+
+    /// What launch/train needs from the caller: the binary and a cluster.conf (threads and options
+    /// only: under Slurm the hosts come from the allocation).
+    func launchEnvironment() throws -> [String: String] {
+        let conf = workspace.root.appendingPathComponent("cluster.conf")
+        try "host localhost slots=auto cores=auto\nthreads_per_rank = auto\n".write(to: conf, atomically: true, encoding: .utf8)
+        return slurm.environment(["BERT_DIST_BIN": binary.path, "BERT_DIST_CLUSTER_CONF": conf.path]).filter { $0.key != "OPENBLAS_NUM_THREADS" }
+    }
+
+    /// The reference: the same training under a plain `mpirun -n 2`.
+    func referenceWeights(steps: Int) throws -> [String: [Float]] {
+        let output = workspace.output("reference-\(steps)")
+        let run = try RunningProcess(try BinaryLocator.mpirun(), BinaryLocator.mpirunTestOptions + ["-n", "2", binary.path, "train"]
+                                     + trainArguments(output, steps: steps))
+        #expect(run.waitForExit(timeoutSeconds: 180) == 0, "\(run.standardError)")
+        return try workspace.weights(output, step: steps)
+    }
+
+    /// Submits launch/slurm.sbatch with 2 tasks; returns the job id and its log file.
+    func submit(_ trainOptions: [String]) throws -> (job: String, log: URL) {
+        let log = workspace.root.appendingPathComponent("job-\(UUID().uuidString).out")
+        guard let sbatch = TestCluster.tool("sbatch") else { throw BinaryLocator.NotFound(description: "sbatch not found") }
+        let run = try RunningProcess(sbatch, ["--parsable", "--ntasks", "2", "--output", log.path, "--chdir", workspace.root.path,
+                                              batchScript.path] + trainOptions, environment: try launchEnvironment())
+        #expect(run.waitForExit(timeoutSeconds: 30) == 0, "\(run.standardError)")
+        let job = run.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+        try #require(!job.isEmpty, "sbatch gave no job id: \(run.standardError)")
+        return (job, log)
+    }
+
+    func contents(_ log: URL) -> String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+
+    /// The newest complete checkpoint's step (OUTPUT/latest, verified by its trainer_state.pb).
+    func latestStep(_ output: URL) throws -> Int {
+        let latest = try String(contentsOf: output.appendingPathComponent("latest"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let state = try TrainerState(contentsOf: output.appendingPathComponent(latest).appendingPathComponent("trainer_state.pb"))
+        #expect(latest == "checkpoint-\(state.step)")
+        return Int(state.step)
+    }
+
+    /// Inside `salloc -n 2`, launch/train needs no option: it finds --mpi=pmix, which this Slurm
+    /// (MpiDefault=none) needs for Open MPI: a plain `srun` fails in MPI_Init.
+    @Test func sallocLaunchTrainNeedsNoOptionsAndTrainsTheSameModelAsMPIRun() throws {
+        let environment = try launchEnvironment()
+        let salloc = try #require(TestCluster.tool("salloc"))
+        let plain = try RunningProcess(salloc, ["-n", "2", "srun", "-n", "2", binary.path, "bench-comm", "--check"], environment: environment)
+        #expect(plain.waitForExit(timeoutSeconds: 60) != 0, "a plain srun worked: the test Slurm is not Debian's default? \(plain.standardOutput)")
+
+        let output = workspace.output("salloc")
+        let run = try RunningProcess(salloc, ["-n", "2", launcher.path] + trainArguments(output, steps: 6), environment: environment)
+        #expect(run.waitForExit(timeoutSeconds: 180) == 0, "stdout: \(run.standardOutput)\nstderr: \(run.standardError)")
+        #expect(run.standardOutput.contains("over 2 rank(s)") && run.standardOutput.contains("done: 6 steps"), "\(run.standardOutput)")
+        let difference = largestRelativeDifference(try workspace.weights(output, step: 6), try referenceWeights(steps: 6))
+        #expect(difference < 1e-5, "salloc vs mpirun: \(difference)")
+    }
+
+    /// The example batch script, submitted as is (the train options after it), trains to the end.
+    @Test func sbatchOfTheExampleScriptTrainsToTheEnd() throws {
+        let output = workspace.output("sbatch")
+        let (job, log) = try submit(trainArguments(output, steps: 6))
+        #expect(slurm.wait(seconds: 120) { !slurm.jobIsListed(job) }, "job \(job) still queued or running: \(contents(log))")
+        let text = contents(log)
+        #expect(text.contains("done: 6 steps") && text.contains("over 2 rank(s)"), "\(text)")
+        #expect(try latestStep(output) == 6)
+        #expect(slurm.jobField(job, "JobState") == "COMPLETED" && slurm.jobField(job, "ExitCode") == "0:0", "\(text)")
+    }
+
+    /// scancel: Slurm sends SIGTERM; the ranks stop after the current step, write a complete
+    /// checkpoint of that step and exit 0 before KillWait's SIGKILL.
+    @Test func scancelLeavesACompleteCheckpointOfTheStepWhereItStopped() throws {
+        let output = workspace.output("scancel")
+        let (job, log) = try submit(trainArguments(output, steps: 1_000_000))
+        #expect(slurm.wait(seconds: 120) { contents(log).contains("step 50/") }, "no progress: \(contents(log))")
+        let cancelledAt = Date()
+        try slurm.command("scancel", [job])
+        #expect(slurm.wait(seconds: Double(Self.killWaitSeconds) + 30) { !slurm.jobIsListed(job) })
+        let seconds = Date().timeIntervalSince(cancelledAt)
+        let text = contents(log)
+        #expect(text.contains("stopped by a signal after step"), "\(text)")
+        #expect(!text.contains("xited with exit code"), "a rank failed: \(text)")
+        let step = try latestStep(output)
+        #expect(step >= 50 && step < 1_000_000 && text.contains("checkpoint written: \(output.path)/checkpoint-\(step)"), "\(text)")
+        #expect(seconds < Double(Self.killWaitSeconds), "the job took \(seconds) s, beyond KillWait (\(Self.killWaitSeconds) s)")
+        print("scancel: the job ended \(String(format: "%.1f", seconds)) s after scancel (KillWait \(Self.killWaitSeconds) s) with checkpoint-\(step)")
+    }
+
+    /// A requeued job (what preemption or a node failure does) continues by itself: the script
+    /// adds --resume, and the model at the end is the one an uninterrupted run trains.
+    @Test func aRequeuedJobResumesByItselfToTheSameModel() throws {
+        let steps = 3000
+        let expected = try referenceWeights(steps: steps)
+        let output = workspace.output("requeue")
+        let (job, log) = try submit(trainArguments(output, steps: steps))
+        #expect(slurm.wait(seconds: 120) { contents(log).contains("step 200/") }, "no progress: \(contents(log))")
+        try slurm.command("scontrol", ["requeue", job])
+        // Slurm holds a requeued job back for a while (Reason=BeginTime); let it start again now.
+        _ = slurm.wait(seconds: 30) { slurm.jobField(job, "JobState") == "PENDING" }
+        try slurm.command("scontrol", ["update", "JobId=\(job)", "StartTime=now"])
+        #expect(slurm.wait(seconds: 240) { contents(log).contains("done: ") && !slurm.jobIsListed(job) }, "\(contents(log))")
+        let text = contents(log)
+        #expect(text.contains("stopped by a signal after step") && text.contains("continuing with --resume")
+            && text.contains("resumed from checkpoint-"), "\(text)")
+        #expect(slurm.jobField(job, "Restarts") == "1")
+        let difference = largestRelativeDifference(try workspace.weights(output, step: steps), expected)
+        #expect(difference < 1e-5, "requeued run vs uninterrupted: \(difference)")
+        let stoppedAt = text.split(separator: "\n").first { $0.contains("stopped by a signal after step") } ?? ""
+        print("requeue: \(stoppedAt); resumed; final model vs uninterrupted: largest relative difference \(difference)")
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+
+/// A namespace cluster (Tests/Cluster/cluster.sh) for one test: `hosts` hosts h1 ... hN, each a
+/// network namespace with eth1 = 10.77.0.K, its own hostname, cores and local disk. Named
+/// `bdt-<pid>-<n>`; clusters of crashed earlier runs (whose test process is gone) are removed when
+/// a new one is made. Take it down with `down()` (idempotent; deinit does it too).
+///
+///     let cluster = try TestCluster(hosts: 2)
+///     defer { cluster.down() }
+///     let run = try cluster.exec(host: 1, mpirun, ["-n", "2", "--hostfile", try cluster.hostfile().path] + ...)
+final class TestCluster {
+    static let script = BinaryLocator.repositoryRoot.appendingPathComponent("Tests/Cluster/cluster.sh")
+    static let prefix = "bdt-"
+
+    /// Why the cluster tests cannot run here, or nil when they can (root, iproute2's ip, unshare).
+    static let unavailableReason: String? = {
+        if geteuid() != 0 { return "the namespace cluster needs root (network and mount namespaces)" }
+        for name in ["ip", "unshare", "taskset"] where tool(name) == nil {
+            return "the namespace cluster needs \(name) (iproute2 / util-linux)"
+        }
+        return nil
+    }()
+
+    /// A system tool on PATH or in the sbin folders (which a non-login PATH may lack).
+    static func tool(_ name: String) -> URL? {
+        if let found = try? BinaryLocator.onPath(name) { return found }
+        return ["/usr/sbin", "/sbin"].map { URL(fileURLWithPath: "\($0)/\(name)") }
+            .first { FileManager.default.isExecutableFile(atPath: $0.path) }
+    }
+    static var isAvailable: Bool { unavailableReason == nil }
+
+    private static let counter = NSLock()
+    nonisolated(unsafe) private static var made = 0
+
+    /// `bdt-<pid>-<n>`: unique in this test process (clusters and test Slurms), recognisable by
+    /// `clean bdt-` in the next one.
+    static func uniqueName() -> String {
+        counter.lock()
+        defer { counter.unlock() }
+        made += 1
+        return "\(prefix)\(getpid())-\(made)"
+    }
+
+    let name: String
+    let hostCount: Int
+    /// The cluster's state folder (outside view): hosts, rsh agent, disks/hK.
+    let state: URL
+    private var isDown = false
+
+    /// `cpus`: a taskset list per host (default: host K on core K-1 modulo the cores).
+    init(hosts: Int, cpus: [String]? = nil) throws {
+        name = TestCluster.uniqueName()
+        hostCount = hosts
+        try TestCluster.run(["clean", TestCluster.prefix])
+        var arguments = ["up", name, "\(hosts)", "--owner", "\(getpid())"]
+        if let cpus { arguments += ["--cpus", cpus.joined(separator: " ")] }
+        state = URL(fileURLWithPath: try TestCluster.run(arguments).trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    deinit {
+        down()
+    }
+
+    func down() {
+        guard !isDown else { return }
+        isDown = true
+        _ = try? TestCluster.run(["down", name])
+    }
+
+    /// Runs cluster.sh to completion; its stdout, or an error with its stderr.
+    @discardableResult
+    static func run(_ arguments: [String], timeoutSeconds: Double = 60) throws -> String {
+        let process = try RunningProcess(script, arguments)
+        let status = process.waitForExit(timeoutSeconds: timeoutSeconds)
+        guard status == 0 else {
+            throw BinaryLocator.NotFound(description: "cluster.sh \(arguments.joined(separator: " ")) failed (status \(status.map(String.init) ?? "timeout")): \(process.standardError)")
+        }
+        return process.standardOutput
+    }
+
+    @discardableResult
+    func run(_ arguments: [String]) throws -> String {
+        try TestCluster.run(arguments)
+    }
+
+    /// Starts `executable arguments` on host `host` (1-based).
+    func exec(host: Int, _ executable: URL, _ arguments: [String], environment: [String: String]? = nil) throws -> RunningProcess {
+        try RunningProcess(TestCluster.script, ["exec", name, "h\(host)", executable.path] + arguments, environment: environment)
+    }
+
+    /// The local-disk path, the same on every host (each sees its own disk there).
+    var localDisk: URL { state.appendingPathComponent("local") }
+
+    /// Host `host`'s local disk seen from outside the cluster (where a test puts or inspects files).
+    func disk(host: Int) -> URL { state.appendingPathComponent("disks/h\(host)") }
+
+    /// An Open MPI hostfile of the first `hosts` hosts (one slot per core).
+    func hostfile(hosts: Int? = nil) throws -> URL {
+        let url = state.appendingPathComponent("hostfile")
+        try run(["hostfile", name, "\(hosts ?? hostCount)"]).write(to: url, atomically: true, encoding: .utf8)
+        return url
+    }
+
+    /// A cluster.conf for launch/train of the first `hosts` hosts.
+    func clusterConf(hosts: Int? = nil) throws -> URL {
+        let url = state.appendingPathComponent("cluster.conf")
+        try run(["conf", name, "\(hosts ?? hostCount)"]).write(to: url, atomically: true, encoding: .utf8)
+        return url
+    }
+
+    /// The options a plain mpirun needs on this cluster.
+    func mpirunOptions() throws -> [String] {
+        try run(["mpirun-options", name]).split(separator: "\n").map(String.init)
+    }
+
+    /// The processes running on a host (zombies excluded), with the program each runs (argv[0]).
+    func processes(host: Int) -> [(pid: Int32, program: String)] {
+        let pids = ((try? run(["pids", name, "h\(host)"])) ?? "").split(separator: "\n").compactMap { Int32($0) }
+        return pids.compactMap { pid in
+            guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+                  !status.contains("State:\tZ"),
+                  let commandLine = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"), !commandLine.isEmpty
+            else { return nil }
+            let program = String(decoding: commandLine.prefix { $0 != 0 }, as: UTF8.self)
+            return (pid, program)
+        }
+    }
+
+    /// The pids on `host` running `executable`.
+    func pids(host: Int, running executable: URL) -> [Int32] {
+        processes(host: host).filter { $0.program == executable.path }.map(\.pid)
+    }
+
+    /// The network namespaces of this cluster that exist.
+    func namespaces() -> [String] {
+        let listing = TestCluster.tool("ip").flatMap { try? RunningProcess($0, ["netns", "list"]) }.map { run -> String in
+            _ = run.waitForExit(timeoutSeconds: 10)
+            return run.standardOutput
+        } ?? ""
+        return listing.split(separator: "\n").map { String($0.split(separator: " ")[0]) }.filter { $0.hasPrefix(name + "-") }
+    }
+}
