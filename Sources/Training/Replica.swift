@@ -83,6 +83,9 @@ final class Replica {
               dropout: DropoutContext, stopRequested: Bool, fill: (Int, inout PackedBatch) throws -> Void) throws -> Outcome {
         var outcome = Outcome()
         var clock = Clock()
+        // Anything may have written the parameters since the last step (a resume, a broadcast,
+        // a consistency repair): --bf16 rebuilds its weight copies once before this step's first forward.
+        model.parametersChanged()
         model.gradients.zero()
         var lossSum = 0.0, correct = 0, tokens = 0, examples = 0
         let lossScale = 1 / Float(globalBatchSize)
@@ -146,6 +149,9 @@ final class Replica {
             let factor = gradientClipFactor(totalNorm: outcome.gradientNorm, maxNorm: maxGradNorm)
             optimizer.step(parameters: model.parameters, gradients: model.gradients, learningRate: learningRate, gradientScale: factor)
             if shardOptimizer { try communicator.gatherParameters(model.parameters.buffer, layout: shards) }
+            // The parameters are final on this rank: the --bf16 copies are rebuilt here, once per update.
+            model.parametersChanged()
+            model.refreshBF16WeightsIfNeeded()
         }
         clock.lap(into: &outcome.phaseSeconds.optimizer)
         return outcome
