@@ -12,6 +12,8 @@ public struct Runtime: Sendable {
     /// fp32, or --bf16 (SPEC "Precision"; the executable has checked that the CPU has bf16
     /// instructions). The bf16 engine is the fastest this CPU runs.
     public var precision: Precision
+    /// The CGemm engine of --bf16: the fastest this CPU runs (tests choose the software engine).
+    public var bf16Engine: BF16Engine = .fastest
     /// How rank 0 shows progress: a redrawn bar on a terminal, or plain periodic lines.
     public var progress: ProgressMode
     /// Who started this process.
@@ -33,7 +35,7 @@ public struct Runtime: Sendable {
     /// the `precision` of the matrix products. Each rank makes its own, on its own thread
     /// (simulated in-process ranks too), once.
     public func makeCompute() -> Compute {
-        Compute(threads: threadsPerRank, instructionSet: instructionSet, precision: precision)
+        Compute(threads: threadsPerRank, instructionSet: instructionSet, precision: precision, bf16Engine: bf16Engine)
     }
 }
 
