@@ -85,24 +85,10 @@ import Testing
 
     @Test(arguments: engines)
     func threeAdamWStepsMatchTheEmulatedSemantics(engine: BF16Engine) throws {
-        // The recipe of tools/make_model_fixtures.py (as TinyParityTests): lr 1e-3, eps 1e-6,
-        // weight decay 0.1, clip to 0.5, linear schedule with 1 warm-up step of 4.
+        // The recipe of tools/make_model_fixtures.py (threeOptimizerSteps), AdamW.
         let model = try loadModel(engine)
         let batch = try packedBatch(from: batchFile)
-        let optimizer = AdamOptimizer(hyperparameters: AdamHyperparameters(kind: .adamw, epsilon: 1e-6, weightDecay: 0.1),
-                                      layout: model.layout, range: 0..<model.layout.totalCount, compute: model.compute)
-        let schedule = LearningRateSchedule(baseLearningRate: 1e-3, warmupSteps: 1, totalSteps: 4)
-        var losses: [Float] = []
-        for step in 0..<3 {
-            model.gradients.zero()
-            let result = try model.forward(batch, dropout: nil)
-            losses.append(Float(result.lossSum / Double(batch.sequenceCount)))
-            try model.backward(batch, dropout: nil, lossScale: 1 / Float(batch.sequenceCount))
-            let norm = sumOfSquares(model.gradients, range: 0..<model.layout.totalCount, compute: model.compute).squareRoot()
-            optimizer.step(parameters: model.parameters, gradients: model.gradients, learningRate: schedule.learningRate(atStep: step),
-                           gradientScale: gradientClipFactor(totalNorm: norm, maxNorm: 0.5))
-            model.parametersChanged()
-        }
+        let losses = try threeOptimizerSteps(model, batch, kind: .adamw)
         try expectRelative(losses, "emulated.adamw.loss", 1e-4)
         try expectWithinTwiceAutocast(losses, "adamw.loss")
         for tensor in model.layout.tensors {
