@@ -94,6 +94,7 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
     }
     let model = try shareModel(local?.0, compute: compute, communicator: communicator)
     try communicator.broadcast(model.parameters.buffer, root: 0)
+    model.parametersChanged()
     let examples = try shareExamples(local?.1, communicator: communicator)
     let maxSequenceLength = Int(try communicator.allReduce(Double(local?.2 ?? 0), .max))
     training.maxSequenceLength = maxSequenceLength

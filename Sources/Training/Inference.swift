@@ -51,6 +51,7 @@ public func runEvaluation(checkpoint: URL, data: URL, columns: DataColumns?, cac
     }
     let model = try shareModel(local?.0.model, compute: compute, forwardOnly: true, communicator: communicator)
     try communicator.broadcast(model.parameters.buffer, root: 0)
+    model.parametersChanged()
     let examples = try shareExamples(local?.1, communicator: communicator)
     let maxSequenceLength = Int(try communicator.allReduce(Double(local?.2 ?? 0), .max))
     model.reserve(sequences: batchSize, longestSequence: maxSequenceLength)

@@ -83,9 +83,6 @@ final class Replica {
               dropout: DropoutContext, stopRequested: Bool, fill: (Int, inout PackedBatch) throws -> Void) throws -> Outcome {
         var outcome = Outcome()
         var clock = Clock()
-        // Anything may have written the parameters since the last step (a resume, a broadcast,
-        // a consistency repair): --bf16 rebuilds its weight copies once before this step's first forward.
-        model.parametersChanged()
         model.gradients.zero()
         var lossSum = 0.0, correct = 0, tokens = 0, examples = 0
         let lossScale = 1 / Float(globalBatchSize)
