@@ -4,7 +4,7 @@ import Testing
 /// SPEC "Multi-node": only rank 0's host needs the files. On the two-host namespace cluster, with
 /// the model, the data and the output on h1's local disk alone: 2-host training with
 /// --shard-optimizer and checkpoints, written by rank 0 only; resume on h1 alone to the model an
-/// uninterrupted run trains; 2-host eval counting each row once. (Tiny model.)
+/// uninterrupted run trains; 2-host eval counting each row once; 2-host bench. (Tiny model.)
 @Suite(.serialized, .enabled(if: TestCluster.isAvailable, Comment(rawValue: TestCluster.unavailableReason ?? "")),
        .timeLimit(.minutes(3)))
 struct ClusterTrainingTests {
@@ -90,7 +90,15 @@ struct ClusterTrainingTests {
         let rows = try String(contentsOf: workspace.test, encoding: .utf8).split(separator: "\n").count
         #expect(evaluation.standardOutput.contains("\"n\":\(rows),"), "\(evaluation.standardOutput)")
         #expect(files(under: cluster.disk(host: 2)).isEmpty)
+
+        // The bench on both hosts, real rows and the model from the head only.
+        environment["BERT_DIST_SUBCOMMAND"] = "bench"
+        let bench = try cluster.exec(host: 1, launcher, ["-n", "2", "--model", model.path, "--data", train.path, "--batch-size", "8",
+                                                        "--seq-len", "32", "--steps", "2", "--threads", "1", "--json"], environment: environment)
+        #expect(bench.waitForExit(timeoutSeconds: 120) == 0, "\(bench.standardError)")
+        #expect(bench.standardOutput.contains("\"ranks\":2"), "\(bench.standardOutput)")
+        #expect(files(under: cluster.disk(host: 2)).isEmpty)
         print("2 hosts, files on the head only: trained (ZeRO-1, checkpoints by rank 0), resumed on 1 host "
-            + "(difference \(difference)), evaluated \(rows) rows on 2 hosts")
+            + "(difference \(difference)), evaluated \(rows) rows on 2 hosts, benched 2 steps on 2 hosts")
     }
 }

@@ -1,12 +1,12 @@
 import Foundation
 import Testing
 
-/// The peer watchdog and launch/train against real faults on a two-host namespace cluster: rank 0
-/// on h1 (with mpirun and launch/train), rank 1 on h2; the job is watchdog-soak (gradient
-/// synchroniser steps with a PeerWatchdog, Tests/Cluster/WatchdogSoak) started by launch/train.
-/// SPEC: a rank or host that dies, freezes or becomes unreachable ends the job on every host that
-/// can still run within --collective-timeout + 30 s, non-zero, with one line naming the rank and
-/// host; no process keeps running on a cut-off host; a long pause of rank 0 is not a failure.
+/// The peer watchdog and launch/train against what the real trainer cannot stage on demand, on a
+/// two-host namespace cluster: rank 0 on h1 (with mpirun and launch/train), rank 1 on h2; the job
+/// is watchdog-soak (gradient synchroniser steps with a PeerWatchdog, Tests/Cluster/WatchdogSoak)
+/// started by launch/train. SIGTERM to launch/train during a partition ends the job promptly; a
+/// long pause of rank 0 outside collectives (a long checkpoint write) is not a failure. (A cut
+/// cable, a frozen host and a killed rank under the real trainer: TrainingFaultClusterTests.)
 /// Each test prints the time to exit.
 @Suite(.serialized, .enabled(if: TestCluster.isAvailable, Comment(rawValue: TestCluster.unavailableReason ?? "")),
        .timeLimit(.minutes(5)))
@@ -61,49 +61,6 @@ struct PeerWatchdogClusterTests {
             + "(--collective-timeout \(Self.timeout)); report: "
             + (output.split(separator: "\n").first { $0.contains("stopped answering") || $0.contains("noticed that process") }.map(String.init) ?? "none"))
         return seconds
-    }
-
-    /// Cable of h2 cut: rank 0 reports rank 1 on h2; rank 1, cut off, notices rank 0's silence and ends.
-    @Test func aCutCableEndsTheJobOnBothSides() throws {
-        let cluster = try TestCluster(hosts: 2)
-        defer { cluster.down() }
-        let run = try startJob(cluster)
-        let cutAt = Date()
-        try cluster.run(["cut", cluster.name, "h2"])
-        _ = expectJobEnds(run, after: cutAt, naming: ["rank 1 on h2 stopped answering", "noticed by rank 0 on h1"], "cut cable")
-        #expect(ranksGone(cluster, host: 1, within: 1))
-        // The cut-off rank ended by itself (its watchdog), long before launch/train gave up on mpirun.
-        let cutOffGone = ranksGone(cluster, host: 2, within: 5)
-        #expect(cutOffGone, "a rank still runs on the cut-off host: \(cluster.processes(host: 2))")
-        if cutOffGone { print("cut cable: no rank left on the cut-off host h2 (left there: \(cluster.processes(host: 2).map(\.program)))") }
-    }
-
-    /// Every process of h2 frozen (SIGSTOP): rank 0 reports; once thawed, h2's rank ends by itself.
-    @Test func aFrozenHostEndsTheJobAndItsRanksEndWhenThawed() throws {
-        let cluster = try TestCluster(hosts: 2)
-        defer { cluster.down() }
-        let run = try startJob(cluster)
-        let frozenAt = Date()
-        try cluster.run(["freeze", cluster.name, "h2"])
-        _ = expectJobEnds(run, after: frozenAt, naming: ["rank 1 on h2 stopped answering"], "frozen host")
-        #expect(ranksGone(cluster, host: 1, within: 1))
-        #expect(!cluster.pids(host: 2, running: driver).isEmpty, "h2's rank ended while frozen")
-        let thawedAt = Date()
-        try cluster.run(["thaw", cluster.name, "h2"])
-        #expect(ranksGone(cluster, host: 2, within: 10), "h2's rank did not end after the thaw: \(cluster.processes(host: 2))")
-        print("frozen host: h2's rank ended \(String(format: "%.1f", Date().timeIntervalSince(thawedAt))) s after the thaw")
-    }
-
-    /// One rank killed: mpirun notices at once and names it.
-    @Test func aKilledRankEndsTheJobNamingItsRankAndHost() throws {
-        let cluster = try TestCluster(hosts: 2)
-        defer { cluster.down() }
-        let run = try startJob(cluster)
-        let victim = try #require(cluster.pids(host: 2, running: driver).first)
-        let killedAt = Date()
-        kill(victim, SIGKILL)
-        _ = expectJobEnds(run, after: killedAt, naming: ["rank 1", "h2"], "killed rank")
-        #expect(ranksGone(cluster, host: 1, within: 1) && ranksGone(cluster, host: 2, within: 5))
     }
 
     /// SIGTERM to launch/train while h2 is cut off: the graceful stop cannot be agreed on (rank 1

@@ -1,0 +1,211 @@
+import Foundation
+import Testing
+
+/// SPEC "Multi-node" with the real trainer: `bert-dist train` started by launch/train on the
+/// two-host namespace cluster (rank 0, mpirun and launch/train on h1; rank 1 on h2), the model,
+/// the data and the output on h1's disk only, ZeRO-1 with a checkpoint every 20 steps. At step 60
+/// or a little later h2's cable is cut, h2 is frozen (SIGSTOP) or rank 1 is killed. Each must end
+/// the job within --collective-timeout + 30 s, non-zero, with one line naming rank 1 on h2 and the
+/// newest complete checkpoint; no bert-dist process may keep running on h2; `--resume` on the
+/// hosts that are left must then train the model an uninterrupted run trains (bit for bit). Each case prints
+/// the time to exit. (The three run side by side, each on a cluster of its own.)
+@Suite(.enabled(if: TestCluster.isAvailable, Comment(rawValue: TestCluster.unavailableReason ?? "")),
+       .timeLimit(.minutes(4)))
+struct TrainingFaultClusterTests {
+    static let timeout = 4.0
+    static let steps = 400
+    let binary: URL
+    let launcher = BinaryLocator.repositoryRoot.appendingPathComponent("launch/train")
+
+    init() throws {
+        binary = try BinaryLocator.bertDist()
+    }
+
+    enum Fault: String, CaseIterable, CustomTestStringConvertible, Sendable {
+        case cutCable = "cut cable", frozenHost = "frozen host", killedRank = "killed rank"
+        var testDescription: String { rawValue }
+    }
+
+    static func trainOptions(model: URL, train: URL, output: URL, _ extra: [String] = []) -> [String] {
+        ["--model", model.path, "--train", train.path, "--output", output.path, "--batch-size", "8", "--max-steps", "\(steps)",
+         "--lr", "1e-3", "--warmup-ratio", "0.1", "--threads", "1", "--log-every", "10", "--checkpoint-every", "20"] + extra
+    }
+
+    /// The uninterrupted run: the same training on 2 ranks under a plain mpirun outside the
+    /// cluster (computed once for all cases). The resumed runs continue on 2 ranks too: with the
+    /// same world size the trainer is bit-exact whatever the hosts (over 400 steps, 1 rank and 2
+    /// drift apart by float summation order, ~5e-4 relative).
+    static let uninterrupted: Result<[String: [Float]], any Error> = Result {
+        let workspace = try TinyWorkspace()
+        let output = workspace.output("uninterrupted")
+        let run = try RunningProcess(try BinaryLocator.mpirun(), BinaryLocator.mpirunTestOptions + ["-n", "2", try BinaryLocator.bertDist().path, "train"]
+                                     + trainOptions(model: workspace.model, train: workspace.train, output: output, ["--shard-optimizer"]))
+        guard run.waitForExit(timeoutSeconds: 120) == 0 else {
+            throw BinaryLocator.NotFound(description: "the uninterrupted run failed: \(run.standardError)")
+        }
+        return try workspace.weights(output, step: steps)
+    }
+
+    /// launch/train's environment on `cluster` (its first `hosts` hosts).
+    func environment(_ cluster: TestCluster, hosts: Int) throws -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment
+        environment["BERT_DIST_BIN"] = binary.path
+        environment["BERT_DIST_CLUSTER_CONF"] = try cluster.clusterConf(hosts: hosts).path
+        environment.removeValue(forKey: "OPENBLAS_NUM_THREADS")
+        return environment
+    }
+
+    /// Waits up to `seconds` until no bert-dist process runs on `host`.
+    func bertDistGone(_ cluster: TestCluster, host: Int, within seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while !cluster.pids(host: host, running: binary).isEmpty && Date() < deadline { usleep(100_000) }
+        return cluster.pids(host: host, running: binary).isEmpty
+    }
+
+    @Test(arguments: Fault.allCases)
+    func aFaultEndsTheJobWithinTheTimeoutAndResumeTrainsTheUninterruptedModel(_ fault: Fault) throws {
+        let cluster = try TestCluster(hosts: 2)
+        defer { cluster.down() }
+        let workspace = try TinyWorkspace()
+        let head = cluster.disk(host: 1)
+        try FileManager.default.copyItem(at: workspace.model, to: head.appendingPathComponent("model"))
+        try FileManager.default.copyItem(at: workspace.train, to: head.appendingPathComponent("train.csv"))
+        let local = cluster.localDisk
+        let (model, train, output) = (local.appendingPathComponent("model"), local.appendingPathComponent("train.csv"),
+                                      local.appendingPathComponent("out"))
+
+        let job = try cluster.exec(host: 1, launcher, ["-n", "2"] + Self.trainOptions(model: model, train: train, output: output,
+                                                                                      ["--shard-optimizer", "--collective-timeout", "\(Self.timeout)"]),
+                                   environment: try environment(cluster, hosts: 2))
+        let reached = job.waitForOutput(timeoutSeconds: 90) { $0.contains("step 60/\(Self.steps)") }
+        try #require(reached, "\(fault): the job did not reach step 60: \(job.standardOutput) \(job.standardError)")
+        let faultAt = Date()
+        switch fault {
+        case .cutCable: try cluster.run(["cut", cluster.name, "h2"])
+        case .frozenHost: try cluster.run(["freeze", cluster.name, "h2"])
+        case .killedRank: kill(try #require(cluster.pids(host: 2, running: binary).first, "no rank on h2"), SIGKILL)
+        }
+        let deadline = faultAt.addingTimeInterval(Self.timeout + 60)
+        while job.isRunning && Date() < deadline { usleep(20_000) }
+        let seconds = Date().timeIntervalSince(faultAt)
+        let status = job.waitForExit(timeoutSeconds: 1)
+        let failureOutput = job.standardOutput + job.standardError
+        #expect(status != nil && status != 0, "\(fault): launch/train exited \(String(describing: status)): \(failureOutput)")
+        #expect(seconds < Self.timeout + 30, "\(fault): the job took \(seconds) s to end")
+
+        // The one line: rank 1 on h2, and the newest complete checkpoint (the one OUTPUT/latest names).
+        let naming = fault == .killedRank ? "rank 1 on h2 exited on signal 9" : "rank 1 on h2 stopped answering"
+        let report = failureOutput.split(separator: "\n").map(String.init).first { $0.contains(naming) && $0.contains("newest complete checkpoint: ") }
+        let latest = try String(contentsOf: head.appendingPathComponent("out/latest"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(report?.contains("newest complete checkpoint: \(output.path)/\(latest) (continue with --resume)") == true,
+                "\(fault): no line naming '\(naming)' and \(latest): \(failureOutput)")
+        #expect(!cluster.processes(host: 1).contains { $0.program == binary.path || $0.program.hasSuffix("mpirun") },
+                "\(fault): left on h1: \(cluster.processes(host: 1))")
+
+        // h2: its rank ends by itself (cut off: its watchdog; frozen: as soon as it is thawed).
+        var cutOff = ""
+        switch fault {
+        case .cutCable:
+            #expect(bertDistGone(cluster, host: 2, within: 5), "a rank still runs on the cut-off host: \(cluster.processes(host: 2))")
+            cutOff = "; left on h2: \(cluster.processes(host: 2).map { URL(fileURLWithPath: $0.program).lastPathComponent })"
+        case .frozenHost:
+            #expect(!cluster.pids(host: 2, running: binary).isEmpty, "h2's rank ended while frozen")
+            let thawedAt = Date()
+            try cluster.run(["thaw", cluster.name, "h2"])
+            #expect(bertDistGone(cluster, host: 2, within: 10), "h2's rank did not end after the thaw: \(cluster.processes(host: 2))")
+            cutOff = String(format: "; h2's rank ended %.1f s after the thaw", Date().timeIntervalSince(thawedAt))
+        case .killedRank:
+            #expect(bertDistGone(cluster, host: 2, within: 5))
+        }
+
+        // --resume on the hosts that are left, 2 ranks: both on h1 after a cut or a freeze, one per host after a kill.
+        let hostsLeft = fault == .killedRank ? 2 : 1
+        let resumed = try cluster.exec(host: 1, launcher, ["-n", "2"] + Self.trainOptions(model: model, train: train, output: output,
+                                                                                        ["--shard-optimizer", "--resume"]),
+                                       environment: try environment(cluster, hosts: hostsLeft))
+        #expect(resumed.waitForExit(timeoutSeconds: 120) == 0, "\(fault): resume: \(resumed.standardOutput) \(resumed.standardError)")
+        #expect(resumed.standardOutput.contains("resumed from \(latest) "), "\(fault): \(resumed.standardOutput)")
+        let difference = largestRelativeDifference(try workspace.weights(head.appendingPathComponent("out"), step: Self.steps),
+                                                   try Self.uninterrupted.get())
+        #expect(difference < 1e-5, "\(fault): resumed vs uninterrupted: \(difference)")
+        #expect(cluster.processes(host: 2).allSatisfy { $0.program != binary.path })
+        print("\(fault) (real training): launch/train exited \(status.map(String.init) ?? "-") \(String(format: "%.1f", seconds)) s after the fault "
+            + "(--collective-timeout \(Self.timeout)); report: \(report ?? "none")\(cutOff); resumed from \(latest) with 2 ranks on \(hostsLeft) host(s) "
+            + "to step \(Self.steps): largest relative difference to the uninterrupted run \(difference)")
+    }
+
+    /// Stragglers on the cluster: h2's rank is paused periodically (SIGSTOP 20 ms, SIGCONT 10 ms)
+    /// from step 20 on; rank 0's report on launch/train's stdout names h2 (rank 1) with its compute
+    /// time against the median (with 2 ranks, h1's), and never h1. About 25 ms of compute per rank
+    /// and step (the tiny model, 64 rows of 64 tokens per rank), windows of 20 steps.
+    @Test func aRankSlowedOnOneHostIsNamedByRankZero() throws {
+        let cluster = try TestCluster(hosts: 2)
+        defer { cluster.down() }
+        let workspace = try TinyWorkspace()
+        let head = cluster.disk(host: 1)
+        try FileManager.default.copyItem(at: workspace.model, to: head.appendingPathComponent("model"))
+        // Rows of 64 tokens (the tiny model's longest), so that a step computes long enough to be timed.
+        let rows = (0..<256).map { row in "\"\(row % 4 + 1)\",\"w5\",\"" + (0..<70).map { "w\(5 + 23 * (row % 4) + ($0 * 7 + row) % 23)" }.joined(separator: " ") + "\"" }
+        try (rows.joined(separator: "\n") + "\n").write(to: head.appendingPathComponent("train.csv"), atomically: true, encoding: .utf8)
+        let local = cluster.localDisk
+        let job = try cluster.exec(host: 1, launcher, ["-n", "2", "--model", local.appendingPathComponent("model").path,
+                                                      "--train", local.appendingPathComponent("train.csv").path,
+                                                      "--output", local.appendingPathComponent("out").path, "--batch-size", "128",
+                                                      "--max-steps", "60", "--threads", "1", "--log-every", "10", "--checkpoint-every", "0"],
+                                   environment: try environment(cluster, hosts: 2))
+        try #require(job.waitForOutput(timeoutSeconds: 90) { $0.contains("step 20/60") }, "\(job.standardOutput) \(job.standardError)")
+        let rank = try #require(cluster.pids(host: 2, running: binary).first, "no rank on h2")
+        let pausing = PeriodicPause(pid: rank, stoppedSeconds: 0.020, runningSeconds: 0.010)
+        let status = job.waitForExit(timeoutSeconds: 120)
+        pausing.end()
+        #expect(status == 0, "\(job.standardOutput) \(job.standardError)")
+        let reports = job.standardOutput.split(separator: "\n").filter { $0.contains("straggler") }.map(String.init)
+        #expect(!reports.contains { $0.contains("h1") }, "h1 named: \(reports)")
+        for window in ["21-40", "41-60"] {
+            let line = reports.first { $0.hasPrefix("warning: straggler over steps \(window): h2 (rank 1) computes ") }
+            #expect(line != nil, "steps \(window): no report naming h2 on rank 0's stdout: \(job.standardOutput)")
+            // "computes X s per step against a median of Y s; the other rank waits Z s for it"
+            let figures = Array((line ?? "").split(whereSeparator: { !"0123456789.".contains($0) }).compactMap { Double($0) }.suffix(3))
+            if figures.count == 3 {
+                #expect(figures[0] > 1.5 * figures[1] && figures[2] > 0 && line!.contains("the other rank waits"), "\(line!)")
+            }
+        }
+        print("stragglers on 2 hosts x 1 rank, h2's rank paused 20 ms of every 30 ms from step 20 (steps 1-20 not paused): "
+            + (reports.isEmpty ? "no report" : reports.joined(separator: " | ")))
+    }
+}
+
+/// Pauses a process periodically (SIGSTOP, then SIGCONT) on a thread of its own until `end()`,
+/// which leaves it running.
+final class PeriodicPause: @unchecked Sendable {
+    private let lock = NSLock()
+    private var ending = false
+    private let ended = DispatchSemaphore(value: 0)
+
+    init(pid: Int32, stoppedSeconds: Double, runningSeconds: Double) {
+        Thread.detachNewThread { [self] in
+            // (Until the process is gone: a pid that no longer exists is not signalled again.)
+            while !isEnding && kill(pid, 0) == 0 {
+                kill(pid, SIGSTOP)
+                usleep(UInt32(stoppedSeconds * 1e6))
+                kill(pid, SIGCONT)
+                usleep(UInt32(runningSeconds * 1e6))
+            }
+            ended.signal()
+        }
+    }
+
+    private var isEnding: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return ending
+    }
+
+    func end() {
+        lock.lock()
+        ending = true
+        lock.unlock()
+        ended.wait()
+    }
+}
