@@ -14,8 +14,9 @@ struct BenchCommand: ParsableCommand {
     var batchSize = 8
     @Option(help: "Synthetic sequence length, or truncation of real rows.")
     var seqLen = 128
-    @Option(help: "Time consecutive real rows of this file instead of synthetic sequences.")
+    @Option(help: "Time consecutive real rows of this file instead of synthetic sequences (any data file of train).")
     var data: String?
+    @OptionGroup var columns: ColumnOptions
     @Option(help: "Timed steps (after 3 warm-up steps).")
     var steps = 20
     @OptionGroup var parallel: ParallelOptions
@@ -35,6 +36,7 @@ struct BenchCommand: ParsableCommand {
         var training = TrainingOptions(modelDirectory: model.directory, trainFile: data.map { URL(fileURLWithPath: $0) })
         training.globalBatchSize = batchSize
         training.maxSequenceLength = seqLen
+        training.columns = columns.columns
         training.microBatchSize = parallel.microBatchSize
         training.shardOptimizer = parallel.shardOptimizer
         training.bucketMegabytes = parallel.bucketMb

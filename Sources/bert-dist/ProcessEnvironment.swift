@@ -1,3 +1,4 @@
+import Data
 import Foundation
 import Model
 import Training
@@ -60,6 +61,15 @@ struct ProcessEnvironment {
         BLASSetup.setThreads(kernelThreadCount)
         return Runtime(threadsPerRank: threadsPerRank(requested: requested, simulatedRanks: simulatedRanks), progress: progress,
                        launcher: launcher, hostName: hostName)
+    }
+
+    /// Where rank 0 keeps the token caches of data files: `requested` (--cache-dir), else
+    /// $XDG_CACHE_HOME/bert-dist or ~/.cache/bert-dist. Without HOME that is an error on rank 0;
+    /// other ranks read no files and get nil.
+    func tokenCacheDirectory(requested: String?) throws -> URL? {
+        if let requested { return URL(fileURLWithPath: requested, isDirectory: true) }
+        if isNonZeroRank { return try? TokenCache.defaultDirectory(environment: variables) }
+        return try TokenCache.defaultDirectory(environment: variables)
     }
 
     /// The interfaces (or subnets) MPI's TCP transport may use, as launch/train passes cluster.conf's

@@ -124,6 +124,34 @@ import Testing
         }
     }
 
+    @Test func ignoreMismatchedSizesStartsANewHeadLikeHuggingFace() throws {
+        // The tiny fixture's head has 4 labels; a run with 2 asks for a new one (HF's
+        // from_pretrained(..., num_labels=2, ignore_mismatched_sizes=True)).
+        let directory = fixtures.appendingPathComponent("tiny_bert")
+        #expect(try BertForSequenceClassification.labelCount(modelDirectory: directory) == 4)
+        let (model, report) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: 2, seed: 5, ignoreMismatchedSizes: true)
+        #expect(model.labelCount == 2 && report.initialized.isEmpty)
+        #expect(report.reinitialized == ["classifier.weight: [4, 32] in the file, [2, 32] here", "classifier.bias: [4] in the file, [2] here"])
+        #expect(Array(model.parameters[model.layout["classifier.bias"].range]) == [0, 0])
+        let weight = Array(model.parameters[model.layout["classifier.weight"].range])
+        let std = (weight.map { Double($0 * $0) }.reduce(0, +) / Double(weight.count)).squareRoot()
+        #expect(std > 0.012 && std < 0.028, "normal(0, 0.02): \(std)")
+        // The rest is the file's, and the same seed gives the same head.
+        let file = try SafeTensorsFile(url: directory.appendingPathComponent("model.safetensors"))
+        let pooler = model.layout["bert.pooler.dense.weight"]
+        #expect(Array(model.parameters[pooler.range]) == (try file.floats("bert.pooler.dense.weight")))
+        let (again, _) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: 2, seed: 5, ignoreMismatchedSizes: true)
+        #expect(Array(again.parameters[again.layout["classifier.weight"].range]) == weight)
+        // Without the flag it is an error; with the right size the flag changes nothing.
+        #expect(throws: ModelError.self) { try BertForSequenceClassification.load(modelDirectory: directory, labelCount: 2, seed: 5) }
+        let (same, sameReport) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: 4, seed: 5, ignoreMismatchedSizes: true)
+        #expect(sameReport.reinitialized.isEmpty)
+        #expect(Array(same.parameters[same.layout["classifier.weight"].range]) == (try file.floats("classifier.weight")))
+        // A folder without a head has no label count of its own.
+        let headless = try folder("headless") { $0.filter { !$0.0.hasPrefix("classifier.") } }
+        #expect(try BertForSequenceClassification.labelCount(modelDirectory: headless) == 4)  // config.json's id2label
+    }
+
     @Test func configDefaultsAndUnsupportedActivation() throws {
         let config = try JSONDecoder().decode(BertConfig.self, from: Data(#"{"hidden_size": 64, "num_attention_heads": 4}"#.utf8))
         #expect(config.hiddenSize == 64 && config.layerCount == 12 && config.vocabSize == 30522 && config.layerNormEps == 1e-12)

@@ -24,7 +24,7 @@ import Testing
             labels.append(Int32(i % 4))
         }
         return PreparedData(train: InMemoryExamples(sequences: sequences, labels: labels), eval: nil,
-                            labels: DataPreset.agNews.labelNames, trainFingerprint: "", modelFiles: try tinyModelFiles())
+                            labels: DataPreset.agNews.labelSet, trainFingerprint: "", modelFiles: try tinyModelFiles())
     }
 
     @Test func everyRankSkipsAndTheRunStopsAfterSeveral() throws {
