@@ -35,27 +35,10 @@ struct PeerWatchdogClusterTests {
         return run
     }
 
-    /// Waits up to `seconds` until no watchdog-soak process runs on `host`.
-    func ranksGone(_ cluster: TestCluster, host: Int, within seconds: Double) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if cluster.pids(host: host, running: driver).isEmpty { return true }
-            usleep(100_000)
-        }
-        return cluster.pids(host: host, running: driver).isEmpty
-    }
-
-    /// The checks every fault shares: the job ends non-zero within the timeout + 30 s, the report
-    /// names rank 1 on h2, nothing of the job runs on h1 afterwards. Returns the seconds to exit.
+    /// The checks every fault shares: the job ends non-zero within the timeout + 30 s and its
+    /// output holds `expected`. Returns the seconds to exit.
     func expectJobEnds(_ run: RunningProcess, after fault: Date, naming expected: [String], _ scenario: String) -> Double {
-        // The exit itself (waitForExit also waits for the output to drain).
-        let deadline = Date().addingTimeInterval(Self.timeout + 60)
-        while run.isRunning && Date() < deadline { usleep(20_000) }
-        let seconds = Date().timeIntervalSince(fault)
-        let status = run.waitForExit(timeoutSeconds: 1)
-        let output = run.standardOutput + run.standardError
-        #expect(status != nil && status != 0, "\(scenario): launch/train exited \(String(describing: status)): \(output)")
-        #expect(seconds < Self.timeout + 30, "\(scenario): the job took \(seconds) s to end")
+        let (status, seconds, output) = run.expectFailure(after: fault, collectiveTimeout: Self.timeout, scenario)
         for text in expected { #expect(output.contains(text), "\(scenario): no '\(text)' in: \(output)") }
         print("\(scenario): launch/train exited \(status.map(String.init) ?? "-") \(String(format: "%.1f", seconds)) s after the fault "
             + "(--collective-timeout \(Self.timeout)); report: "
@@ -75,7 +58,7 @@ struct PeerWatchdogClusterTests {
         kill(once.processIdentifier, SIGTERM)
         _ = expectJobEnds(once, after: cutAt, naming: ["rank 1 on h2 stopped answering"], "SIGTERM during a partition")
         try cluster.run(["mend", cluster.name, "h2"])
-        #expect(ranksGone(cluster, host: 2, within: 5))
+        #expect(cluster.noneRunning(host: 2, driver, within: 5))
 
         let twice = try startJob(cluster)
         try cluster.run(["cut", cluster.name, "h2"])

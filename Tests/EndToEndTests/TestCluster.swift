@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 
 /// A namespace cluster (Tests/Cluster/cluster.sh) for one test: `hosts` hosts h1 ... hN, each a
 /// network namespace with eth1 = 10.77.0.K, its own hostname, cores and local disk. Named
@@ -131,6 +132,13 @@ final class TestCluster {
         processes(host: host).filter { $0.program == executable.path }.map(\.pid)
     }
 
+    /// Waits up to `seconds` until no process on `host` runs `executable`; true if none does.
+    func noneRunning(host: Int, _ executable: URL, within seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while !pids(host: host, running: executable).isEmpty && Date() < deadline { usleep(100_000) }
+        return pids(host: host, running: executable).isEmpty
+    }
+
     /// The network namespaces of this cluster that exist.
     func namespaces() -> [String] {
         let listing = TestCluster.tool("ip").flatMap { try? RunningProcess($0, ["netns", "list"]) }.map { run -> String in
@@ -138,5 +146,21 @@ final class TestCluster {
             return run.standardOutput
         } ?? ""
         return listing.split(separator: "\n").map { String($0.split(separator: " ")[0]) }.filter { $0.hasPrefix(name + "-") }
+    }
+}
+
+extension RunningProcess {
+    /// A job that a fault at `fault` should end: waits for its exit (up to `collectiveTimeout` +
+    /// 60 s), expects it non-zero and within the spec's bound, `collectiveTimeout` + 30 s.
+    /// Returns the exit status, the seconds from the fault to the exit and everything it printed.
+    func expectFailure(after fault: Date, collectiveTimeout: Double, _ scenario: String) -> (status: Int32?, seconds: Double, output: String) {
+        let deadline = fault.addingTimeInterval(collectiveTimeout + 60)
+        while isRunning && Date() < deadline { usleep(20_000) }
+        let seconds = Date().timeIntervalSince(fault)
+        let status = waitForExit(timeoutSeconds: 1)  // (then waits for the output to drain)
+        let output = standardOutput + standardError
+        #expect(status != nil && status != 0, "\(scenario): launch/train exited \(String(describing: status)): \(output)")
+        #expect(seconds < collectiveTimeout + 30, "\(scenario): the job took \(seconds) s to end")
+        return (status, seconds, output)
     }
 }
