@@ -20,64 +20,73 @@ struct PeerWatchdogClusterTests {
         try #require(FileManager.default.isExecutableFile(atPath: driver.path), "watchdog-soak not built next to bert-dist")
     }
 
-    /// launch/train on h1 runs 2 ranks of watchdog-soak; returns once both ranks are in their loop.
+    /// launch/train on h1 runs 2 ranks of watchdog-soak.
     func startJob(_ cluster: TestCluster, _ extra: [String] = []) throws -> RunningProcess {
         var environment = ProcessInfo.processInfo.environment
         environment["BERT_DIST_BIN"] = driver.path
         environment["BERT_DIST_SUBCOMMAND"] = "soak"
         environment["BERT_DIST_CLUSTER_CONF"] = try cluster.clusterConf().path
         environment.removeValue(forKey: "OPENBLAS_NUM_THREADS")
-        let run = try cluster.exec(host: 1, launcher, ["-n", "2", "--collective-timeout", "\(Self.timeout)"] + extra,
-                                   environment: environment)
-        let started = run.waitForOutput(timeoutSeconds: 60) { $0.contains("rank 0 pid") && $0.contains("rank 1 pid") }
-        try #require(started, "the job did not start: \(run.standardOutput) \(run.standardError)")
-        Thread.sleep(forTimeInterval: 1)  // well inside the loop of collectives
-        return run
+        return try cluster.exec(host: 1, launcher, ["-n", "2", "--collective-timeout", "\(Self.timeout)"] + extra, environment: environment)
     }
+
+    /// Both ranks are in their loop of collectives.
+    static let inTheLoop: @Sendable (String) -> Bool = { $0.contains("rank 0 pid") && $0.contains("rank 1 pid") }
 
     /// The checks every fault shares: the job ends non-zero within the timeout + 30 s and its
     /// output holds `expected`. Returns the seconds to exit.
-    func expectJobEnds(_ run: RunningProcess, after fault: Date, naming expected: [String], _ scenario: String) -> Double {
-        let (status, seconds, output) = run.expectFailure(after: fault, collectiveTimeout: Self.timeout, scenario)
+    func expectJobEnds(_ run: RunningProcess, _ timeline: (actedAt: Date?, exitedAt: Date?), naming expected: [String],
+                       _ scenario: String) async -> Double {
+        let (status, seconds, output) = await expectFailure(run, timeline, collectiveTimeout: Self.timeout, scenario)
         for text in expected { #expect(output.contains(text), "\(scenario): no '\(text)' in: \(output)") }
+        let report = output.split(separator: "\n").first { $0.contains("stopped answering") || $0.contains("noticed that process") }
         print("\(scenario): launch/train exited \(status.map(String.init) ?? "-") \(String(format: "%.1f", seconds)) s after the fault "
-            + "(--collective-timeout \(Self.timeout)); report: "
-            + (output.split(separator: "\n").first { $0.contains("stopped answering") || $0.contains("noticed that process") }.map(String.init) ?? "none"))
+            + "(--collective-timeout \(Self.timeout)); report: \(report.map(String.init) ?? "none")")
         return seconds
     }
 
     /// SIGTERM to launch/train while h2 is cut off: the graceful stop cannot be agreed on (rank 1
     /// cannot answer), so the watchdog ends it; a second SIGTERM ends everything within seconds.
-    @Test func sigtermToLaunchTrainDuringAPartitionEndsTheJob() throws {
+    /// (Each sequence on a thread of its own: see RunningProcess.act.)
+    @Test func sigtermToLaunchTrainDuringAPartitionEndsTheJob() async throws {
         let cluster = try TestCluster(hosts: 2)
         defer { cluster.down() }
+        let name = cluster.name
         let once = try startJob(cluster)
-        let cutAt = Date()
-        try cluster.run(["cut", cluster.name, "h2"])
-        Thread.sleep(forTimeInterval: 1)
-        kill(once.processIdentifier, SIGTERM)
-        _ = expectJobEnds(once, after: cutAt, naming: ["rank 1 on h2 stopped answering"], "SIGTERM during a partition")
+        let onceTimeline = await once.act(whenOutput: Self.inTheLoop, appearsWithin: 60, {
+            sleep(1)  // well inside the loop of collectives
+            let cutAt = Date()
+            _ = try? TestCluster.run(["cut", name, "h2"])
+            sleep(1)
+            kill(once.processIdentifier, SIGTERM)
+            return cutAt
+        }, thenExitWithin: Self.timeout + 60)
+        _ = await expectJobEnds(once, onceTimeline, naming: ["rank 1 on h2 stopped answering"], "SIGTERM during a partition")
         try cluster.run(["mend", cluster.name, "h2"])
-        #expect(cluster.noneRunning(host: 2, driver, within: 5))
+        #expect(await cluster.noneRunning(host: 2, driver, within: 5))
 
         let twice = try startJob(cluster)
-        try cluster.run(["cut", cluster.name, "h2"])
-        Thread.sleep(forTimeInterval: 1)
-        let signalledAt = Date()
-        kill(twice.processIdentifier, SIGTERM)
-        Thread.sleep(forTimeInterval: 0.5)
-        kill(twice.processIdentifier, SIGTERM)
-        let seconds = expectJobEnds(twice, after: signalledAt, naming: ["aborting the job"], "two SIGTERMs during a partition")
+        let twiceTimeline = await twice.act(whenOutput: Self.inTheLoop, appearsWithin: 60, {
+            sleep(1)
+            _ = try? TestCluster.run(["cut", name, "h2"])
+            sleep(1)
+            let signalledAt = Date()
+            kill(twice.processIdentifier, SIGTERM)
+            usleep(500_000)
+            kill(twice.processIdentifier, SIGTERM)
+            return signalledAt
+        }, thenExitWithin: Self.timeout + 60)
+        let seconds = await expectJobEnds(twice, twiceTimeline, naming: ["aborting the job"], "two SIGTERMs during a partition")
         #expect(seconds < 10, "two SIGTERMs took \(seconds) s")
     }
 
     /// Count silence, not the length of a collective: rank 0 spends 3 timeouts outside collectives
     /// (a long checkpoint write) while rank 1 waits in one; the job ends normally.
-    @Test func aLongPauseOfRankZeroIsNotAFailure() throws {
+    @Test func aLongPauseOfRankZeroIsNotAFailure() async throws {
         let cluster = try TestCluster(hosts: 2)
         defer { cluster.down() }
         let run = try startJob(cluster, ["--seconds", "\(2 + 3 * Self.timeout + 1)", "--rank0-pause", "\(3 * Self.timeout)"])
-        let status = run.waitForExit(timeoutSeconds: 60)
+        let status = await run.exitStatus(timeoutSeconds: 90)
         let output = run.standardOutput + run.standardError
         #expect(status == 0, "\(output)")
         #expect(output.contains("rank 0 pausing") && output.contains("rank 0 done") && output.contains("rank 1 done"), "\(output)")

@@ -9,7 +9,8 @@ import Testing
 ///     let cluster = try TestCluster(hosts: 2)
 ///     defer { cluster.down() }
 ///     let run = try cluster.exec(host: 1, mpirun, ["-n", "2", "--hostfile", try cluster.hostfile().path] + ...)
-final class TestCluster {
+/// @unchecked Sendable: immutable but for `isDown`, which `downLock` guards.
+final class TestCluster: @unchecked Sendable {
     static let script = BinaryLocator.repositoryRoot.appendingPathComponent("Tests/Cluster/cluster.sh")
     static let prefix = "bdt-"
 
@@ -47,6 +48,7 @@ final class TestCluster {
     /// The cluster's state folder (outside view): hosts, rsh agent, disks/hK.
     let state: URL
     private var isDown = false
+    private let downLock = NSLock()
 
     /// `cpus`: a taskset list per host (default: host K on core K-1 modulo the cores).
     init(hosts: Int, cpus: [String]? = nil) throws {
@@ -63,8 +65,11 @@ final class TestCluster {
     }
 
     func down() {
-        guard !isDown else { return }
+        downLock.lock()
+        let wasDown = isDown
         isDown = true
+        downLock.unlock()
+        guard !wasDown else { return }
         _ = try? TestCluster.run(["down", name])
     }
 
@@ -133,9 +138,9 @@ final class TestCluster {
     }
 
     /// Waits up to `seconds` until no process on `host` runs `executable`; true if none does.
-    func noneRunning(host: Int, _ executable: URL, within seconds: Double) -> Bool {
+    func noneRunning(host: Int, _ executable: URL, within seconds: Double) async -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
-        while !pids(host: host, running: executable).isEmpty && Date() < deadline { usleep(100_000) }
+        while !pids(host: host, running: executable).isEmpty && Date() < deadline { try? await Task.sleep(nanoseconds: 100_000_000) }
         return pids(host: host, running: executable).isEmpty
     }
 
@@ -149,18 +154,16 @@ final class TestCluster {
     }
 }
 
-extension RunningProcess {
-    /// A job that a fault at `fault` should end: waits for its exit (up to `collectiveTimeout` +
-    /// 60 s), expects it non-zero and within the spec's bound, `collectiveTimeout` + 30 s.
-    /// Returns the exit status, the seconds from the fault to the exit and everything it printed.
-    func expectFailure(after fault: Date, collectiveTimeout: Double, _ scenario: String) -> (status: Int32?, seconds: Double, output: String) {
-        let deadline = fault.addingTimeInterval(collectiveTimeout + 60)
-        while isRunning && Date() < deadline { usleep(20_000) }
-        let seconds = Date().timeIntervalSince(fault)
-        let status = waitForExit(timeoutSeconds: 1)  // (then waits for the output to drain)
-        let output = standardOutput + standardError
-        #expect(status != nil && status != 0, "\(scenario): launch/train exited \(String(describing: status)): \(output)")
-        #expect(seconds < collectiveTimeout + 30, "\(scenario): the job took \(seconds) s to end")
-        return (status, seconds, output)
-    }
+/// A job that a fault should end, as `RunningProcess.act` timed it: expects it to have exited
+/// non-zero within the spec's bound, `collectiveTimeout` + 30 s after `actedAt` (the fault).
+/// Returns the exit status, the seconds from the fault to the exit and everything it printed.
+func expectFailure(_ job: RunningProcess, _ timeline: (actedAt: Date?, exitedAt: Date?), collectiveTimeout: Double,
+                   _ scenario: String) async -> (status: Int32?, seconds: Double, output: String) {
+    let seconds = timeline.actedAt.map { (timeline.exitedAt ?? Date()).timeIntervalSince($0) } ?? .infinity
+    let status = await job.exitStatus(timeoutSeconds: 1)  // (then waits for the output to drain)
+    let output = job.standardOutput + job.standardError
+    #expect(timeline.actedAt != nil, "\(scenario): the job never reached the point of the fault: \(output)")
+    #expect(status != nil && status != 0, "\(scenario): launch/train exited \(String(describing: status)): \(output)")
+    #expect(seconds < collectiveTimeout + 30, "\(scenario): the job took \(seconds) s to end")
+    return (status, seconds, output)
 }

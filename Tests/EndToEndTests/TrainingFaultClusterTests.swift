@@ -8,8 +8,8 @@ import Testing
 /// the job within --collective-timeout + 30 s, non-zero, with one line naming rank 1 on h2 and the
 /// newest complete checkpoint; no bert-dist process may keep running on h2; `--resume` on the
 /// hosts that are left must then train the model an uninterrupted run trains (bit for bit). Each case prints
-/// the time to exit. (One after the other: a test that waits blocks a thread of the test runner's
-/// pool, and several at once starve the rest of the suite.)
+/// the time to exit. (One after the other, and waiting without holding a thread of the test
+/// runner's pool: see RunningProcess.exitStatus.)
 @Suite(.serialized, .enabled(if: TestCluster.isAvailable, Comment(rawValue: TestCluster.unavailableReason ?? "")),
        .timeLimit(.minutes(4)))
 struct TrainingFaultClusterTests {
@@ -57,7 +57,7 @@ struct TrainingFaultClusterTests {
     }
 
     @Test(arguments: Fault.allCases)
-    func aFaultEndsTheJobWithinTheTimeoutAndResumeTrainsTheUninterruptedModel(_ fault: Fault) throws {
+    func aFaultEndsTheJobWithinTheTimeoutAndResumeTrainsTheUninterruptedModel(_ fault: Fault) async throws {
         let cluster = try TestCluster(hosts: 2)
         defer { cluster.down() }
         let workspace = try TinyWorkspace()
@@ -71,15 +71,19 @@ struct TrainingFaultClusterTests {
         let job = try cluster.exec(host: 1, launcher, ["-n", "2"] + Self.trainOptions(model: model, train: train, output: output,
                                                                                       ["--shard-optimizer", "--collective-timeout", "\(Self.timeout)"]),
                                    environment: try environment(cluster, hosts: 2))
-        let reached = job.waitForOutput(timeoutSeconds: 90) { $0.contains("step 60/\(Self.steps)") }
-        try #require(reached, "\(fault): the job did not reach step 60: \(job.standardOutput) \(job.standardError)")
-        let faultAt = Date()
-        switch fault {
-        case .cutCable: try cluster.run(["cut", cluster.name, "h2"])
-        case .frozenHost: try cluster.run(["freeze", cluster.name, "h2"])
-        case .killedRank: kill(try #require(cluster.pids(host: 2, running: binary).first, "no rank on h2"), SIGKILL)
-        }
-        let (status, seconds, failureOutput) = job.expectFailure(after: faultAt, collectiveTimeout: Self.timeout, "\(fault)")
+        // At step 60 (or a little later: the line arrives when rank 0 has printed it), on a thread of its own.
+        let (name, binary) = (cluster.name, binary)
+        let timeline = await job.act(whenOutput: { $0.contains("step 60/\(Self.steps)") }, appearsWithin: 90, {
+            let faultAt = Date()
+            switch fault {
+            case .cutCable: _ = try? TestCluster.run(["cut", name, "h2"])
+            case .frozenHost: _ = try? TestCluster.run(["freeze", name, "h2"])
+            case .killedRank: for pid in cluster.pids(host: 2, running: binary) { kill(pid, SIGKILL) }
+            }
+            return faultAt
+        }, thenExitWithin: Self.timeout + 60)
+        let (status, seconds, failureOutput) = await expectFailure(job, timeline, collectiveTimeout: Self.timeout, "\(fault)")
+        guard timeline.actedAt != nil else { return }
 
         // The one line: rank 1 on h2, and the newest complete checkpoint (the one OUTPUT/latest names).
         let naming = fault == .killedRank ? "rank 1 on h2 exited on signal 9" : "rank 1 on h2 stopped answering"
@@ -95,16 +99,23 @@ struct TrainingFaultClusterTests {
         var cutOff = ""
         switch fault {
         case .cutCable:
-            #expect(cluster.noneRunning(host: 2, binary, within: 5), "a rank still runs on the cut-off host: \(cluster.processes(host: 2))")
+            #expect(await cluster.noneRunning(host: 2, binary, within: 5), "a rank still runs on the cut-off host: \(cluster.processes(host: 2))")
             cutOff = "; left on h2: \(cluster.processes(host: 2).map { URL(fileURLWithPath: $0.program).lastPathComponent })"
         case .frozenHost:
             #expect(!cluster.pids(host: 2, running: binary).isEmpty, "h2's rank ended while frozen")
-            let thawedAt = Date()
-            try cluster.run(["thaw", cluster.name, "h2"])
-            #expect(cluster.noneRunning(host: 2, binary, within: 10), "h2's rank did not end after the thaw: \(cluster.processes(host: 2))")
-            cutOff = String(format: "; h2's rank ended %.1f s after the thaw", Date().timeIntervalSince(thawedAt))
+            let afterThaw = await onThreadOfItsOwn { () -> Double? in
+                let thawedAt = Date()
+                _ = try? TestCluster.run(["thaw", name, "h2"])
+                while !cluster.pids(host: 2, running: binary).isEmpty {
+                    if Date().timeIntervalSince(thawedAt) > 10 { return nil }
+                    usleep(50_000)
+                }
+                return Date().timeIntervalSince(thawedAt)
+            }
+            #expect(afterThaw != nil, "h2's rank did not end within 10 s of the thaw: \(cluster.processes(host: 2))")
+            cutOff = String(format: "; h2's rank ended %.1f s after the thaw", afterThaw ?? .infinity)
         case .killedRank:
-            #expect(cluster.noneRunning(host: 2, binary, within: 5))
+            #expect(await cluster.noneRunning(host: 2, binary, within: 5))
         }
 
         // --resume on the hosts that are left, 2 ranks: both on h1 after a cut or a freeze, one per host after a kill.
@@ -112,7 +123,7 @@ struct TrainingFaultClusterTests {
         let resumed = try cluster.exec(host: 1, launcher, ["-n", "2"] + Self.trainOptions(model: model, train: train, output: output,
                                                                                         ["--shard-optimizer", "--resume"]),
                                        environment: try environment(cluster, hosts: hostsLeft))
-        #expect(resumed.waitForExit(timeoutSeconds: 120) == 0, "\(fault): resume: \(resumed.standardOutput) \(resumed.standardError)")
+        #expect(await resumed.exitStatus(timeoutSeconds: 120) == 0, "\(fault): resume: \(resumed.standardOutput) \(resumed.standardError)")
         #expect(resumed.standardOutput.contains("resumed from \(latest) "), "\(fault): \(resumed.standardOutput)")
         let difference = largestRelativeDifference(try workspace.weights(head.appendingPathComponent("out"), step: Self.steps),
                                                    try Self.uninterrupted.get())
@@ -127,7 +138,7 @@ struct TrainingFaultClusterTests {
     /// from its first step; rank 0's report on launch/train's stdout names h2 (rank 1) with its
     /// compute time against the median (with 2 ranks, h1's), and never h1. About 25 ms of compute
     /// per rank and step (the tiny model, 64 rows of 64 tokens per rank), windows of 20 steps.
-    @Test func aRankSlowedOnOneHostIsNamedByRankZero() throws {
+    @Test func aRankSlowedOnOneHostIsNamedByRankZero() async throws {
         let cluster = try TestCluster(hosts: 2)
         defer { cluster.down() }
         let workspace = try TinyWorkspace()
@@ -142,11 +153,16 @@ struct TrainingFaultClusterTests {
                                                       "--output", local.appendingPathComponent("out").path, "--batch-size", "128",
                                                       "--max-steps", "40", "--threads", "1", "--log-every", "10", "--checkpoint-every", "0"],
                                    environment: try environment(cluster, hosts: 2))
-        try #require(job.waitForOutput(timeoutSeconds: 90) { $0.contains("training model:") }, "\(job.standardOutput) \(job.standardError)")
-        let rank = try #require(cluster.pids(host: 2, running: binary).first, "no rank on h2")
-        let pausing = PeriodicPause(pid: rank, stoppedSeconds: 0.020, runningSeconds: 0.010)
-        let status = job.waitForExit(timeoutSeconds: 120)
+        // From the first step on, on a thread of its own (the job is short).
+        let pausing = PeriodicPause(stoppedSeconds: 0.020, runningSeconds: 0.010)
+        let binary = binary
+        let timeline = await job.act(whenOutput: { $0.contains("training model:") }, appearsWithin: 90, {
+            if let rank = cluster.pids(host: 2, running: binary).first { pausing.start(pid: rank) }
+            return Date()
+        }, thenExitWithin: 120)
         pausing.end()
+        let status = await job.exitStatus(timeoutSeconds: 1)
+        #expect(timeline.actedAt != nil && pausing.started, "the job did not start, or had no rank on h2: \(job.standardOutput) \(job.standardError)")
         #expect(status == 0, "\(job.standardOutput) \(job.standardError)")
         let reports = job.standardOutput.split(separator: "\n").filter { $0.contains("straggler") }.map(String.init)
         #expect(!reports.contains { $0.contains("h1") }, "h1 named: \(reports)")
@@ -164,17 +180,27 @@ struct TrainingFaultClusterTests {
     }
 }
 
-/// Pauses a process periodically (SIGSTOP, then SIGCONT) on a thread of its own until `end()`,
-/// which leaves it running.
+/// Pauses a process periodically (SIGSTOP, then SIGCONT) on a thread of its own from `start`
+/// until `end()`, which leaves it running.
 final class PeriodicPause: @unchecked Sendable {
+    let stoppedSeconds: Double, runningSeconds: Double
     private let lock = NSLock()
-    private var ending = false
+    private var ending = false, running = false
     private let ended = DispatchSemaphore(value: 0)
 
-    init(pid: Int32, stoppedSeconds: Double, runningSeconds: Double) {
+    init(stoppedSeconds: Double, runningSeconds: Double) {
+        self.stoppedSeconds = stoppedSeconds
+        self.runningSeconds = runningSeconds
+    }
+
+    /// Whether `start` ran.
+    var started: Bool { locked { running } }
+
+    func start(pid: Int32) {
+        locked { running = true }
         Thread.detachNewThread { [self] in
             // (Until the process is gone: a pid that no longer exists is not signalled again.)
-            while !isEnding && kill(pid, 0) == 0 {
+            while !locked({ ending }) && kill(pid, 0) == 0 {
                 kill(pid, SIGSTOP)
                 usleep(UInt32(stoppedSeconds * 1e6))
                 kill(pid, SIGCONT)
@@ -184,16 +210,17 @@ final class PeriodicPause: @unchecked Sendable {
         }
     }
 
-    private var isEnding: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return ending
+    func end() {
+        let wasRunning = locked { () -> Bool in
+            ending = true
+            return running
+        }
+        if wasRunning { ended.wait() }
     }
 
-    func end() {
+    private func locked<Value>(_ body: () -> Value) -> Value {
         lock.lock()
-        ending = true
-        lock.unlock()
-        ended.wait()
+        defer { lock.unlock() }
+        return body()
     }
 }
