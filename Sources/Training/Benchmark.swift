@@ -67,6 +67,7 @@ public struct BenchmarkResult: Sendable {
 
 public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communicator: any Communicator) throws -> BenchmarkResult {
     let rank = communicator.rank, worldSize = communicator.worldSize
+    let compute = runtime.makeCompute()
     // Rank 0 reads the model and the rows; the other ranks get them from it.
     var training = options.training
     let local = try collectively(communicator) { () throws -> (BertForSequenceClassification, TokenizedDataset, Int)? in
@@ -79,16 +80,16 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
         let examples = try benchmarkExamples(options, sequenceLength: length, vocabularySize: config.vocabSize, syntheticLabelCount: folderLabels ?? 2)
         let model: BertForSequenceClassification
         if options.randomWeights {
-            model = BertForSequenceClassification(config: config, labelCount: examples.labelSet.count)
+            model = BertForSequenceClassification(config: config, labelCount: examples.labelSet.count, compute: compute)
             model.initializeRandomly(seed: 1)
         } else {
             // A head of another size is replaced: the bench times steps, it trains nothing.
             model = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: examples.labelSet.count, seed: 1,
-                                                           ignoreMismatchedSizes: true).0
+                                                           ignoreMismatchedSizes: true, compute: compute).0
         }
         return (model, examples, length)
     }
-    let model = try shareModel(local?.0, communicator: communicator)
+    let model = try shareModel(local?.0, compute: compute, communicator: communicator)
     try communicator.broadcast(model.parameters.buffer, root: 0)
     let examples = try shareExamples(local?.1, communicator: communicator)
     let maxSequenceLength = Int(try communicator.allReduce(Double(local?.2 ?? 0), .max))
@@ -153,9 +154,9 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
     result.examplesPerSecond = Double(training.globalBatchSize) / result.stepSecondsMedian
     result.modelFLOPsPerSecond = flops / result.stepSecondsMedian
     result.ranks = worldSize
-    result.threads = runtime.threadsPerRank
+    result.threads = compute.threads
     result.blasCore = BLASSetup.coreName
-    result.kernelInstructionSet = kernelInstructionSetName
+    result.kernelInstructionSet = compute.instructionSet.rawValue
     if let counters {
         // The model's own part alone, on this rank's first micro-batch of the first batch (already seen).
         let first = plan.sampler.rankBatch(at: SamplePosition(epoch: 0, samplesConsumed: 0), rank: rank, worldSize: worldSize,
@@ -188,7 +189,7 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
     // OpenBLAS's own threads, whichever is faster).
     try communicator.barrier()
     let tokensPerRank = max(64, Int(realTokens) / worldSize)
-    let peak = sgemmPeakFLOPsPerSecond(config: model.config, rows: tokensPerRank, threads: runtime.threadsPerRank)
+    let peak = sgemmPeakFLOPsPerSecond(config: model.config, rows: tokensPerRank, compute: compute)
     result.sgemmPeakFLOPsPerSecond = try communicator.allReduce(peak, .sum)
     return result
 }
@@ -259,9 +260,10 @@ func benchmarkExamples(_ options: BenchmarkOptions, sequenceLength length: Int, 
 /// FLOP/s of the GEMMs of one training step of the model's linear layers for `rows` tokens:
 /// forward (x Wᵀ), input gradient (dy W) and weight gradient (dyᵀ x) of the Q/K/V, attention
 /// output and both feed-forward weights, each timed as the best of a few runs, with this rank's
-/// threads: split over the kernel team (as the model runs them) or OpenBLAS's own threads,
-/// whichever is faster for that product.
-public func sgemmPeakFLOPsPerSecond(config: BertConfig, rows: Int, threads: Int) -> Double {
+/// threads: split over the team of `compute` (as the model runs them) or OpenBLAS's own
+/// threads, whichever is faster for that product.
+public func sgemmPeakFLOPsPerSecond(config: BertConfig, rows: Int, compute: Compute) -> Double {
+    let threads = compute.threads
     let C = config.hiddenSize, I = config.intermediateSize
     let shapes = [(C, 3 * C), (C, C), (C, I), (I, C)]
     var flops = 0.0
@@ -281,13 +283,13 @@ public func sgemmPeakFLOPsPerSecond(config: BertConfig, rows: Int, threads: Int)
                     let start = DispatchTime.now().uptimeNanoseconds
                     linearLayerProduct(product, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures,
                                        input: input.base, weight: weight.base, output: output.base,
-                                       splitOverTeam: openBLASThreads == 1)
+                                       splitOverTeam: openBLASThreads == 1, compute: compute)
                     let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
                     best[s * LinearProduct.allCases.count + p] = min(best[s * LinearProduct.allCases.count + p], seconds)
                 }
             }
         }
     }
-    BLASSetup.setThreads(threads)
+    BLASSetup.keepOpenBLASSingleThreaded()
     return flops / best.reduce(0, +)
 }

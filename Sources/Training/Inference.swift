@@ -12,7 +12,8 @@ public struct InferenceModel {
     /// config.json's id2label (HF's LABEL_0, LABEL_1, ... when it has none for every class).
     public let labels: LabelSet
 
-    public static func load(_ path: URL, runtime: Runtime) throws -> InferenceModel {
+    /// The classifier of `path`, computing on `compute`.
+    public static func load(_ path: URL, compute: Compute) throws -> InferenceModel {
         var folder = path
         let fileManager = FileManager.default
         let latest = path.appendingPathComponent("latest")
@@ -21,7 +22,7 @@ public struct InferenceModel {
             folder = path.appendingPathComponent(name)  // a training output folder: its newest checkpoint
         }
         if CheckpointFolder.isCheckpoint(folder) { _ = try CheckpointFolder.verify(folder) }
-        let (model, _) = try BertForSequenceClassification.load(modelDirectory: folder, labelCount: nil, seed: 0)
+        let (model, _) = try BertForSequenceClassification.load(modelDirectory: folder, labelCount: nil, seed: 0, compute: compute)
         let tokenizer = try BertTokenizer(modelDirectory: folder)
         let names = model.config.labelNames ?? []
         let labels = try LabelSet(names: names.count == model.labelCount ? names : LabelSet.defaultNames(count: model.labelCount),
@@ -38,15 +39,16 @@ public struct InferenceModel {
 public func runEvaluation(checkpoint: URL, data: URL, columns: DataColumns?, cacheDirectory: URL?, batchSize: Int,
                           maxSequenceLength requested: Int?, skipBadRows: Bool, runtime: Runtime, communicator: any Communicator,
                           log: (String) -> Void) throws -> ClassificationMetrics {
+    let compute = runtime.makeCompute()
     let local = try collectively(communicator) { () throws -> (InferenceModel, TokenizedDataset, Int)? in
         guard communicator.rank == 0 else { return nil }
-        let inference = try InferenceModel.load(checkpoint, runtime: runtime)
+        let inference = try InferenceModel.load(checkpoint, compute: compute)
         let maxSequenceLength = try resolvedSequenceLength(requested, config: inference.model.config, modelDirectory: inference.folder)
         let examples = try DataLoading.examples(data, columns: columns, labels: .fixed(inference.labels), tokenizer: inference.tokenizer,
                                                 maxLength: maxSequenceLength, skipBadRows: skipBadRows, cacheDirectory: cacheDirectory, log: log)
         return (inference, examples, maxSequenceLength)
     }
-    let model = try shareModel(local?.0.model, communicator: communicator)
+    let model = try shareModel(local?.0.model, compute: compute, communicator: communicator)
     try communicator.broadcast(model.parameters.buffer, root: 0)
     let examples = try shareExamples(local?.1, communicator: communicator)
     let maxSequenceLength = Int(try communicator.allReduce(Double(local?.2 ?? 0), .max))

@@ -7,33 +7,36 @@ import Model
 // from it over the communicator, so the hosts of a cluster need not share a file system (only
 // the binary must be on every host). Every function here is a collective.
 
-/// The model of `directory` on every rank: rank 0 loads it (config.json, model.safetensors, a
+/// The model of `directory` on every rank, computing on `compute`: rank 0 loads it (config.json, model.safetensors, a
 /// classifier initialised from `seed` when absent, or when it has another label count and
 /// `ignoreMismatchedSizes`), the other ranks build the same model (`shareModel`). The weights are
 /// rank 0's only: callers broadcast them (training does when it starts, after a possible resume).
-func loadModelOnRoot(_ directory: URL, labelCount: Int?, seed: UInt64, ignoreMismatchedSizes: Bool = false,
+func loadModelOnRoot(_ directory: URL, labelCount: Int?, seed: UInt64, ignoreMismatchedSizes: Bool = false, compute: Compute,
                      communicator: any Communicator) throws -> (model: BertForSequenceClassification, report: LoadReport) {
     let loaded = try collectively(communicator) { () throws -> (BertForSequenceClassification, LoadReport)? in
         guard communicator.rank == 0 else { return nil }
         do {
             return try BertForSequenceClassification.load(modelDirectory: directory, labelCount: labelCount, seed: seed,
-                                                          ignoreMismatchedSizes: ignoreMismatchedSizes)
+                                                          ignoreMismatchedSizes: ignoreMismatchedSizes, compute: compute)
         } catch ModelError.tensor(let file, let tensor, let reason) where tensor.hasPrefix("classifier.") && reason.hasPrefix("shape") {
             // The folder's head was fine-tuned for another label set: say how to start a new one.
             throw TrainingError.invalidInput("\(file): tensor \(tensor): \(reason); to train a new classifier head for these labels instead (initialised from --seed), add --ignore-mismatched-sizes")
         }
     }
-    return (try shareModel(loaded?.0, communicator: communicator), loaded?.1 ?? LoadReport())
+    return (try shareModel(loaded?.0, compute: compute, communicator: communicator), loaded?.1 ?? LoadReport())
 }
 
 /// Rank 0's model architecture on every rank: rank 0 keeps its model, the others build one
-/// from rank 0's config and label count (with rank 0's weights only after a broadcast).
-func shareModel(_ model: BertForSequenceClassification?, communicator: any Communicator) throws -> BertForSequenceClassification {
+/// from rank 0's config and label count (with rank 0's weights only after a broadcast), on
+/// `compute`.
+func shareModel(_ model: BertForSequenceClassification?, compute: Compute,
+                communicator: any Communicator) throws -> BertForSequenceClassification {
     let config = try communicator.broadcast(bytes: model.map { Array((try? JSONEncoder().encode($0.config)) ?? Data()) } ?? [], root: 0)
     var labels = UInt64(model?.labelCount ?? 0)
     try withUnsafeMutableBytes(of: &labels) { try communicator.broadcast($0, root: 0) }
     if let model { return model }
-    return BertForSequenceClassification(config: try BertConfig.decode(Data(config), file: "the config of rank 0"), labelCount: Int(labels))
+    return BertForSequenceClassification(config: try BertConfig.decode(Data(config), file: "the config of rank 0"), labelCount: Int(labels),
+                                         compute: compute)
 }
 
 /// Rank 0's examples on every rank: rank 0 keeps its own (e.g. its mapped token cache), the

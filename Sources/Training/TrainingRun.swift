@@ -45,6 +45,8 @@ public final class TrainingRun {
     let options: TrainingOptions
     let runtime: Runtime
     let communicator: any Communicator
+    /// This rank's kernel team and instruction set (from `runtime`).
+    let compute: Compute
     let data: PreparedData
     let log: (String) -> Void
     /// Asked after every step; the ranks agree to stop when any of them says yes.
@@ -62,6 +64,7 @@ public final class TrainingRun {
         self.options = options
         self.runtime = runtime
         self.communicator = communicator
+        compute = runtime.makeCompute()
         self.data = data
         self.log = log
         self.stopRequested = stopRequested
@@ -145,7 +148,8 @@ public final class TrainingRun {
     /// dropout of --dropout, wrapped in this rank's replica.
     private func makeReplica() throws -> (replica: Replica, loaded: LoadReport, maxSequenceLength: Int) {
         var (model, loadReport) = try loadModelOnRoot(options.modelDirectory, labelCount: data.labels.count, seed: UInt64(options.seed),
-                                                      ignoreMismatchedSizes: options.ignoreMismatchedSizes, communicator: communicator)
+                                                      ignoreMismatchedSizes: options.ignoreMismatchedSizes, compute: compute,
+                                                      communicator: communicator)
         return try collectively(communicator) {
             let maxSequenceLength = try resolvedSequenceLength(options.maxSequenceLength, config: model.config,
                                                                modelDirectory: options.modelDirectory)
@@ -154,7 +158,7 @@ public final class TrainingRun {
                 config.hiddenDropoutProb = dropout
                 config.attentionDropoutProb = dropout
                 try config.validate(file: "--dropout")
-                let replaced = BertForSequenceClassification(config: config, labelCount: data.labels.count)
+                let replaced = BertForSequenceClassification(config: config, labelCount: data.labels.count, compute: compute)
                 replaced.parameters.copy(from: model.parameters)
                 model = replaced
             }

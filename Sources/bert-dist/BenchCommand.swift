@@ -54,7 +54,7 @@ struct BenchCommand: ParsableCommand {
             if sgemmOnly {
                 let config = try BertConfig.load(modelDirectory: benchmark.training.modelDirectory)
                 try communicator.barrier()
-                let peak = try communicator.allReduce(sgemmPeakFLOPsPerSecond(config: config, rows: tokens, threads: runtime.threadsPerRank), .sum)
+                let peak = try communicator.allReduce(sgemmPeakFLOPsPerSecond(config: config, rows: tokens, compute: runtime.makeCompute()), .sum)
                 rootLog(communicator)(String(format: "{\"blas_core\": \"%@\", \"sgemm_peak_gflops_per_s\": %.1f}", BLASSetup.coreName, peak / 1e9))
                 return
             }

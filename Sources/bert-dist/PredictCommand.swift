@@ -34,7 +34,7 @@ struct PredictCommand: ParsableCommand {
 
     private func classifyStandardInput() throws {
         let runtime = ProcessEnvironment.current.runtime(threads: threads.threads)
-        let inference = try InferenceModel.load(checkpoint.folder, runtime: runtime)
+        let inference = try InferenceModel.load(checkpoint.folder, compute: runtime.makeCompute())
         let (json, pairs) = (output.json, self.pairs)
         let maxSeqLen = try resolvedSequenceLength(sequence.maxSeqLen, config: inference.model.config, modelDirectory: inference.folder)
         if pairs && maxSeqLen < 3 { throw DataError("--pairs needs a max sequence length of at least 3, the model has \(maxSeqLen)") }

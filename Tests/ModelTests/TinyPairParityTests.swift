@@ -14,7 +14,7 @@ import Testing
     }
 
     func loadModel() throws -> BertForSequenceClassification {
-        let (model, _) = try BertForSequenceClassification.load(modelDirectory: fixtures.appendingPathComponent("tiny_bert"), labelCount: nil, seed: 0)
+        let (model, _) = try BertForSequenceClassification.load(modelDirectory: fixtures.appendingPathComponent("tiny_bert"), labelCount: nil, seed: 0, compute: Compute(threads: 1))
         let table = "bert.embeddings.token_type_embeddings.weight"
         try reference.copyFloats(table, into: model.parameters[model.layout[table].range])
         return model

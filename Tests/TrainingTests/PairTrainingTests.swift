@@ -37,7 +37,7 @@ import Testing
         #expect(batch.tokenTypeIds == zip(types, mask).filter { $0.1 == 1 }.map { Int32($0.0) })
         #expect(batch.tokenTypeIds.contains(1))
 
-        let (model, _) = try BertForSequenceClassification.load(modelDirectory: tinyModel, labelCount: nil, seed: 0)
+        let (model, _) = try BertForSequenceClassification.load(modelDirectory: tinyModel, labelCount: nil, seed: 0, compute: Compute(threads: 1))
         let table = "bert.embeddings.token_type_embeddings.weight"
         try reference.copyFloats(table, into: model.parameters[model.layout[table].range])
         try model.forward(batch, dropout: nil)
