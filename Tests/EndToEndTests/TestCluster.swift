@@ -137,11 +137,13 @@ final class TestCluster: @unchecked Sendable {
         processes(host: host).filter { $0.program == executable.path }.map(\.pid)
     }
 
-    /// Waits up to `seconds` until no process on `host` runs `executable`; true if none does.
-    func noneRunning(host: Int, _ executable: URL, within seconds: Double) async -> Bool {
+    /// Waits up to `seconds` until no process on `host` runs `executable` (nil: no process at all);
+    /// true if none does.
+    func noneRunning(host: Int, _ executable: URL? = nil, within seconds: Double) async -> Bool {
+        let running = { self.processes(host: host).contains { executable == nil || $0.program == executable!.path } }
         let deadline = Date().addingTimeInterval(seconds)
-        while !pids(host: host, running: executable).isEmpty && Date() < deadline { try? await Task.sleep(nanoseconds: 100_000_000) }
-        return pids(host: host, running: executable).isEmpty
+        while running() && Date() < deadline { try? await Task.sleep(nanoseconds: 100_000_000) }
+        return !running()
     }
 
     /// The network namespaces of this cluster that exist.
