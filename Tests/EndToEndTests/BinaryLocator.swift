@@ -197,7 +197,7 @@ final class RunningProcess: @unchecked Sendable {
     // cooperative pool (a thread per core); a test that blocks while it waits holds one, and a few
     // long waits side by side starve the other tests of the run past their time limits. A test
     // that suspends instead may get a thread back late, though, so what must happen at once (react
-    // to a line, time an exit) runs on a thread of its own: `act(when:...)`, `onThreadOfItsOwn`.
+    // to a line, time an exit) runs on a thread of its own: `act(whenOutput:...)`, `onThreadOfItsOwn`.
 
     /// On a thread of its own: waits until stdout satisfies `condition` (at most `appearWithin` s),
     /// runs `action` (which returns the moment to time from, e.g. that of a fault), then waits
@@ -212,16 +212,6 @@ final class RunningProcess: @unchecked Sendable {
             while isRunning && Date() < deadline { usleep(20_000) }
             return (actedAt, isRunning ? nil : Date())
         }
-    }
-
-    /// `waitForOutput`, polling between suspensions.
-    func outputAppears(timeoutSeconds: Double, until condition: (String) -> Bool) async -> Bool {
-        let deadline = Date().addingTimeInterval(timeoutSeconds)
-        while !condition(standardOutput) {
-            if Date() >= deadline || !hasOpenStreams { return condition(standardOutput) }
-            try? await Task.sleep(nanoseconds: 20_000_000)
-        }
-        return true
     }
 
     /// `waitForExit`, polling between suspensions (a process still running after the timeout is
