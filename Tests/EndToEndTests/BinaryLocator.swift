@@ -214,14 +214,14 @@ final class RunningProcess: @unchecked Sendable {
         }
     }
 
-    /// `waitForExit`, polling between suspensions (a process still running after the timeout is
-    /// ended as there).
+    /// `waitForExit`, polling between suspensions (a process still running after the timeout, or
+    /// when the test is cancelled, e.g. past its time limit, is ended as there).
     func exitStatus(timeoutSeconds: Double) async -> Int32? {
         let deadline = Date().addingTimeInterval(timeoutSeconds)
-        while poll() == nil && Date() < deadline { try? await Task.sleep(nanoseconds: 10_000_000) }
+        while poll() == nil && Date() < deadline && !Task.isCancelled { try? await Task.sleep(nanoseconds: 10_000_000) }
         guard let status = poll() else { return waitForExit(timeoutSeconds: 0) }
         let drainDeadline = Date().addingTimeInterval(5)
-        while hasOpenStreams && Date() < drainDeadline { try? await Task.sleep(nanoseconds: 10_000_000) }
+        while hasOpenStreams && Date() < drainDeadline && !Task.isCancelled { try? await Task.sleep(nanoseconds: 10_000_000) }
         return status
     }
 

@@ -142,7 +142,7 @@ final class TestCluster: @unchecked Sendable {
     func noneRunning(host: Int, _ executable: URL? = nil, within seconds: Double) async -> Bool {
         let running = { self.processes(host: host).contains { executable == nil || $0.program == executable!.path } }
         let deadline = Date().addingTimeInterval(seconds)
-        while running() && Date() < deadline { try? await Task.sleep(nanoseconds: 100_000_000) }
+        while running() && Date() < deadline && !Task.isCancelled { try? await Task.sleep(nanoseconds: 100_000_000) }
         return !running()
     }
 
