@@ -74,10 +74,16 @@ struct TrainingFaultClusterTests {
                                    environment: try environment(cluster, hosts: 2))
         // At step 60 (or a little later: the line arrives when rank 0 has printed it), on a thread of its own.
         let (name, binary) = (cluster.name, binary)
+        let h2Emptied = Moment()  // after a cut: when no process was left on h2, watched from the cut on
         let timeline = await job.act(whenOutput: { $0.contains("step 60/\(Self.steps)") }, appearsWithin: 90, {
             let faultAt = Date()
             switch fault {
-            case .cutCable: _ = try? TestCluster.run(["cut", name, "h2"])
+            case .cutCable:
+                _ = try? TestCluster.run(["cut", name, "h2"])
+                Thread.detachNewThread {
+                    while !cluster.processes(host: 2).isEmpty && Date().timeIntervalSince(faultAt) < 60 { usleep(100_000) }
+                    h2Emptied.record()
+                }
             case .frozenHost: _ = try? TestCluster.run(["freeze", name, "h2"])
             case .killedRank: for pid in cluster.pids(host: 2, running: binary) { kill(pid, SIGKILL) }
             }
@@ -101,7 +107,7 @@ struct TrainingFaultClusterTests {
         switch fault {
         case .cutCable:
             #expect(await cluster.noneRunning(host: 2, within: 5), "left on the cut-off host: \(cluster.processes(host: 2))")
-            cutOff = "; nothing left on h2 \(String(format: "%.1f", Date().timeIntervalSince(timeline.actedAt!))) s after the cut"
+            cutOff = "; nothing left on h2 " + (h2Emptied.time.map { String(format: "%.1f s after the cut", $0.timeIntervalSince(timeline.actedAt!)) } ?? "-")
         case .frozenHost:
             #expect(!cluster.pids(host: 2, running: binary).isEmpty, "h2's rank ended while frozen")
             let afterThaw = await onThreadOfItsOwn { () -> Double? in
@@ -178,6 +184,24 @@ struct TrainingFaultClusterTests {
         }
         print("stragglers on 2 hosts x 1 rank, h2's rank paused 20 ms of every 30 ms: "
             + (reports.isEmpty ? "no report" : reports.joined(separator: " | ")))
+    }
+}
+
+/// A moment one thread records and another reads.
+final class Moment: @unchecked Sendable {
+    private let lock = NSLock()
+    private var recorded: Date?
+
+    func record() {
+        lock.lock()
+        defer { lock.unlock() }
+        recorded = Date()
+    }
+
+    var time: Date? {
+        lock.lock()
+        defer { lock.unlock() }
+        return recorded
     }
 }
 
