@@ -34,7 +34,7 @@ let package = Package(
         // bf16 matrix products with fp32 accumulation (AMX, AVX512-BF16, an exact software engine).
         .target(name: "CGemm", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
         // Tensors in flat arenas, BLAS kernels, BERT forward/backward, AdamW, safetensors.
-        .target(name: "Model", dependencies: ["CBLAS", "CKernels"], swiftSettings: optimized),
+        .target(name: "Model", dependencies: ["CBLAS", "CKernels", "CGemm"], swiftSettings: optimized),
         // WordPiece tokenizer, AG News / JSONL readers, sampler, token cache, download.
         .target(name: "Data", dependencies: ["Storage"], swiftSettings: optimized),
         // Communicator (MPI, in-process group), gradient buckets, optimizer sharding.
@@ -52,7 +52,7 @@ let package = Package(
         // Helpers shared by the test targets (temporary folders, programs, tmpfs mounts).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "CGemmTests", dependencies: ["CGemm"]),
-        .testTarget(name: "ModelTests", dependencies: ["Model"], exclude: ["Fixtures"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "CGemm"], exclude: ["Fixtures"]),
         .testTarget(name: "DataTests", dependencies: ["Data"], exclude: ["Fixtures"]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"], exclude: ["Fixtures"]),

@@ -2,7 +2,11 @@
 # Times bert-dist and PyTorch + Hugging Face side by side on this machine and rewrites the table
 # in benchmarks/README.md (and appends the raw JSON to benchmarks/results.jsonl).
 #
-#   benchmarks/run.sh AG_NEWS_CSV [--steps 20] [--big-steps 5] [--only REGEX] [--no-wait]
+#   benchmarks/run.sh AG_NEWS_CSV [--steps 20] [--big-steps 5] [--only REGEX] [--no-wait] [--no-bf16]
+#
+# Each configuration runs in fp32 and in bf16 (bert-dist --bf16; PyTorch under
+# torch.autocast("cpu", bfloat16)), sides "ours", "ours-bf16", "pytorch", "pytorch-bf16";
+# --no-bf16 skips the bf16 runs (a CPU without bf16 instructions: --bf16 is an error there).
 #
 # Configurations (issue 6): MiniLM-L6-H384 (models/minilm) and BERT-base (benchmarks/bert-base,
 # random weights); batch 8 and 32 of consecutive real rows (max 128 tokens, dynamic padding on
@@ -23,12 +27,14 @@ STEPS=20
 BIG_STEPS=5
 ONLY="."
 WAIT=1
+BF16=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --steps) STEPS="$2"; shift 2 ;;
         --big-steps) BIG_STEPS="$2"; shift 2 ;;
         --only) ONLY="$2"; shift 2 ;;
         --no-wait) WAIT=0; shift ;;
+        --no-bf16) BF16=0; shift ;;
         -*) echo "error: unknown option $1" >&2; exit 2 ;;
         *) DATA="$1"; shift ;;
     esac
@@ -103,10 +109,22 @@ for model in minilm bert-base; do
             [ "$model" = bert-base ] && steps=$BIG_STEPS
         fi
         common=(--batch-size "$batch" --seq-len 128 --steps "$steps" --json)
-        run "$name" ours "1x2" "$BIN" bench "${ours_model[@]}" "${data[@]}" "${common[@]}" --threads 2
-        run "$name" ours "2x1" "${MPIRUN[@]}" "$BIN" bench "${ours_model[@]}" "${data[@]}" "${common[@]}" --threads 1
-        run "$name" pytorch "1x2" "$PYTHON" tools/bench_pytorch.py "${torch_model[@]}" "${data[@]}" "${common[@]}" --threads 2
-        run "$name" pytorch "2x1" "$PYTHON" tools/bench_pytorch.py "${torch_model[@]}" "${data[@]}" "${common[@]}" --processes 2 --threads 1
+        for precision in fp32 bf16; do
+            [ "$precision" = bf16 ] && [ "$BF16" = 0 ] && continue
+            flag=(); suffix=""
+            [ "$precision" = bf16 ] && { flag=(--bf16); suffix="-bf16"; }
+            run "$name" "ours$suffix" "1x2" "$BIN" bench "${ours_model[@]}" "${data[@]}" "${common[@]}" "${flag[@]}" --threads 2
+            run "$name" "ours$suffix" "2x1" "${MPIRUN[@]}" "$BIN" bench "${ours_model[@]}" "${data[@]}" "${common[@]}" "${flag[@]}" --threads 1
+            # The user's OpenBLAS kernel choice (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE) is honoured; when
+            # it is set, the same run without it too (what a user who never set it gets).
+            if [ -n "${OPENBLAS_CORETYPE:-}${OPENBLAS_L2_SIZE:-}" ]; then
+                run "$name" "ours$suffix" "1x2-unset" env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
+                    "$BIN" bench "${ours_model[@]}" "${data[@]}" "${common[@]}" "${flag[@]}" --threads 2
+            fi
+            run "$name" "pytorch$suffix" "1x2" "$PYTHON" tools/bench_pytorch.py "${torch_model[@]}" "${data[@]}" "${common[@]}" "${flag[@]}" --threads 2
+            run "$name" "pytorch$suffix" "2x1" "$PYTHON" tools/bench_pytorch.py "${torch_model[@]}" "${data[@]}" "${common[@]}" "${flag[@]}" \
+                --processes 2 --threads 1
+        done
     done
 done
 

@@ -55,6 +55,8 @@ def parse_arguments(argv=None):
     parser.add_argument("--processes", type=int, default=1, help="DDP gloo processes (1: plain single process)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin DDP ranks to cores")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--bf16", action="store_true",
+                        help="forward under torch.autocast('cpu', dtype=torch.bfloat16), as HF Trainer's bf16=True")
     arguments = parser.parse_args(argv)
     if arguments.threads is None:
         arguments.threads = max(1, (os.cpu_count() or 1) // arguments.processes)
@@ -171,7 +173,11 @@ def run_rank(rank, arguments, result_path):
         start = time.perf_counter()
         inputs = padded_tensors(rows, torch)
         optimizer.zero_grad(set_to_none=True)
-        loss = network(**inputs).loss
+        if arguments.bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = network(**inputs).loss
+        else:
+            loss = network(**inputs).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -202,7 +208,7 @@ def run_rank(rank, arguments, result_path):
         "framework": f"pytorch {torch.__version__} + transformers",
         "step_s_median": median, "step_s_min": min(step_seconds),
         "tokens_per_s": real_tokens / median, "examples_per_s": arguments.batch_size / median,
-        "ranks": world_size, "threads": arguments.threads,
+        "ranks": world_size, "threads": arguments.threads, "precision": "bf16" if arguments.bf16 else "fp32",
         "model_gflops_per_s": flops / median / 1e9, "sgemm_peak_gflops_per_s": peak / 1e9,
         "fraction_of_sgemm_peak": flops / median / peak,
         "peak_rss_mb": peak_rss_mb,

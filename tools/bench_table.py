@@ -77,7 +77,43 @@ def tables(run, rows):
         out.append(f"| {config} | {best['examples_per_s']:.1f} ({best['layout'].replace('x', ' x ')}) | "
                    f"{best_torch['examples_per_s']:.1f} ({best_torch['layout'].replace('x', ' x ')}) | {speedup:.2f}x | "
                    f">= {target}x: {verdict} | {peak_verdict} | {', '.join(memory)} |")
+    out += bf16_table(by, configs)
     return "\n".join(out)
+
+
+def bf16_table(by, configs):
+    """bf16 (issue 12): each side's best of fp32 / bf16 and layout; target 2x PyTorch's best."""
+    sides = ["pytorch", "pytorch-bf16", "ours", "ours-bf16"]
+    if not any(k[1] in ("ours-bf16", "pytorch-bf16") for k in by):
+        return []
+    out = ["", "bf16: median step seconds of each side's best layout (bert-dist --bf16; PyTorch torch.autocast bf16); "
+           "speedup = PyTorch's best of fp32/bf16 over bert-dist's best of fp32/bf16 (target 2x).", ""]
+    out.append("| configuration | PyTorch fp32 | PyTorch bf16 autocast | bert-dist fp32 | bert-dist --bf16 | "
+               "bert-dist fp32, OPENBLAS_CORETYPE/L2_SIZE unset | bert-dist --bf16, unset | speedup (best vs best) | target 2x |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for config in configs:
+        best = {}
+        cells = []
+        for side in sides:
+            rows = [by[k] for k in by if k[0] == config and k[1] == side and not k[2].endswith("-unset")]
+            if rows:
+                best[side] = min(rows, key=lambda r: r["step_s_median"])
+                cells.append(f"{best[side]['step_s_median']:.3f} ({best[side]['layout'].replace('x', ' x ')})")
+            else:
+                cells.append("—")
+        for side in ["ours", "ours-bf16"]:
+            r = by.get((config, side, "1x2-unset"))
+            cells.append(f"{r['step_s_median']:.3f} (1 x 2)" if r else "as is (not set)")
+        ours = [best[s] for s in ("ours", "ours-bf16") if s in best]
+        theirs = [best[s] for s in ("pytorch", "pytorch-bf16") if s in best]
+        if ours and theirs:
+            speedup = min(r["step_s_median"] for r in theirs) / min(r["step_s_median"] for r in ours)
+            verdict = "met" if speedup >= 2 else f"missed by {100 * (1 - speedup / 2):.0f}%"
+            cells += [f"{speedup:.2f}x", verdict]
+        else:
+            cells += ["—", "—"]
+        out.append(f"| {config} | " + " | ".join(cells) + " |")
+    return out
 
 
 def main():

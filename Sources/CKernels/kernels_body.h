@@ -398,6 +398,37 @@ void BD_NAME(embedding_backward)(float *d_word_table, float *d_position_table, f
     }
 }
 
+// MARK: - bf16 rounding
+
+/// fp32 -> the fp32 value of its bf16 rounding (CGemm's round_bits, kept in the upper half):
+/// denormal -> signed zero, round to nearest even, NaN -> quiet NaN.
+static inline vu round_bf16_bits(vu b) {
+    vu flushed = (vu)((vi)((b & 0x7f800000u) == 0) & (vi)(b & 0x80000000u)) | (vu)((vi)((b & 0x7f800000u) != 0) & (vi)b);
+    vu rounded = (flushed + 0x7fffu + ((flushed >> 16) & 1u)) & 0xffff0000u;
+    vu quiet_nan = (flushed | 0x00400000u) & 0xffff0000u;
+    vi is_nan = (vi)((flushed & 0x7fffffffu) > 0x7f800000u);
+    return (vu)((is_nan & (vi)quiet_nan) | (~is_nan & (vi)rounded));
+}
+
+void BD_NAME(round_bf16)(float *values, long count) {
+    long i = 0;
+    for (; i + LANES <= count; i += LANES) {
+        vu b;
+        memcpy(&b, values + i, sizeof b);
+        b = round_bf16_bits(b);
+        memcpy(values + i, &b, sizeof b);
+    }
+    if (i < count) {
+        float tail[LANES] = {0};
+        memcpy(tail, values + i, (size_t)(count - i) * sizeof(float));
+        vu b;
+        memcpy(&b, tail, sizeof b);
+        b = round_bf16_bits(b);
+        memcpy(tail, &b, sizeof b);
+        memcpy(values + i, tail, (size_t)(count - i) * sizeof(float));
+    }
+}
+
 // MARK: - Attention
 
 static inline long round_up(long n, long m) { return (n + m - 1) / m * m; }
@@ -526,7 +557,8 @@ static void softmax_row(float *row, long n, long np, float scale) {
 void BD_NAME(attention_forward)(float *context, long context_stride, float *probabilities,
                                 const float *q, long q_stride, const float *k, const float *v, long kv_stride,
                                 long length, long head_dim, long query_rows, float scale,
-                                uint64_t key, long first_element, float dropout_probability, float *scratch) {
+                                uint64_t key, long first_element, float dropout_probability, int round_bf16,
+                                float *scratch) {
     const long n = length, d = head_dim, m = query_rows;
     const long mq = round_up(m, 4), np = round_up(n, 32);
     float *left = scratch, *right = left + round_up(mq * d, 16) * 2, *scores = right + round_up(d * np, 16);
@@ -538,6 +570,7 @@ void BD_NAME(attention_forward)(float *context, long context_stride, float *prob
         softmax_row(row, n, np, scale);
         memcpy(probabilities + i * n, row, (size_t)n * sizeof(float));
         dropout_values(row, n, key, first_element + i * n, dropout_probability);
+        if (round_bf16) BD_NAME(round_bf16)(row, n);
     }
     weighted_row_sums(context, context_stride, m, scores, np, 1, v, kv_stride, n, d);
 }
@@ -546,7 +579,8 @@ void BD_NAME(attention_backward)(float *dq, long dq_stride, float *dk, float *dv
                                  const float *d_context, long d_context_stride, const float *probabilities,
                                  const float *q, long q_stride, const float *k, const float *v, long kv_stride,
                                  long length, long head_dim, long query_rows, float scale,
-                                 uint64_t key, long first_element, float dropout_probability, float *scratch) {
+                                 uint64_t key, long first_element, float dropout_probability, int round_bf16,
+                                 float *scratch) {
     const long n = length, d = head_dim, m = query_rows;
     const long mq = round_up(m, 4), np = round_up(n, 32);
     float *left = scratch, *queries = left + round_up(mq * d, 16);
@@ -557,6 +591,7 @@ void BD_NAME(attention_backward)(float *dq, long dq_stride, float *dk, float *dv
     for (long i = 0; i < m; i++) {
         memcpy(dropped + i * np, probabilities + i * n, (size_t)n * sizeof(float));
         dropout_values(dropped + i * np, n, key, first_element + i * n, dropout_probability);
+        if (round_bf16) BD_NAME(round_bf16)(dropped + i * np, n);
     }
     // dV = dropout(P)ᵀ dContext   (n, d)
     weighted_row_sums(dv, dkv_stride, n, dropped, 1, np, d_context, d_context_stride, m, d);
@@ -577,6 +612,7 @@ void BD_NAME(attention_backward)(float *dq, long dq_stride, float *dk, float *dv
         for (j = 0; j + LANES <= n; j += LANES) vstore(g + j, vload(p + j) * (vload(g + j) - total) * scale);
         if (j < n) vstore(g + j, vselect(vprefix(n - j), vload_partial(p + j, n - j) * (vload(g + j) - total) * scale, (vf){0}));
         for (j = round_up(n, LANES); j < np; j += LANES) vstore(g + j, (vf){0});
+        if (round_bf16) BD_NAME(round_bf16)(g, n);
     }
     // dQ = dS K   (m, d);  dK = dSᵀ Q   (n, d)
     weighted_row_sums(dq, dq_stride, m, grad, np, 1, k, kv_stride, n, d);

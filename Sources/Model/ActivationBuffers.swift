@@ -144,6 +144,9 @@ final class ActivationBuffers {
     let clsSequence, clsPosition: UnsafeMutablePointer<Int32>
     /// (B) dropout keys of one (layer, site), refilled before each use.
     let dropoutKeys: UnsafeMutablePointer<UInt64>
+    /// --bf16: the per-call bf16 operands of the Linear products (nil in fp32).
+    let bf16Scratch: BF16Scratch?
+    private let bf16Arena: BF16Arena?
 
     init(config: BertConfig, labelCount: Int, capacity: ActivationCapacity, compute: Compute) {
         self.capacity = capacity
@@ -165,6 +168,16 @@ final class ActivationBuffers {
         for s in 0..<capacity.sequences {
             clsSequence[s] = Int32(s)
             clsPosition[s] = 0
+        }
+        if compute.precision == .bf16 {
+            let (count, offsets) = BF16Scratch.plan(tokens: T, config: config, labelCount: labelCount)
+            let arena = BF16Arena(count: count, lazilyCommitted: true)
+            bf16Arena = arena
+            bf16Scratch = BF16Scratch(rows: arena.base + offsets[0], transposed: arena.base + offsets[1],
+                                      tokenPairs: arena.base + offsets[2])
+        } else {
+            bf16Arena = nil
+            bf16Scratch = nil
         }
     }
 

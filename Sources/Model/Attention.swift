@@ -36,7 +36,7 @@ extension Compute {
             let context, probabilities: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>, queries: UnsafePointer<Float>?
             let sequences: PackedSequences, C, H: Int
             let dropout: (context: DropoutContext, samples: UnsafePointer<Int>, layer: Int, probability: Float)?
-            let scratch: UnsafeMutablePointer<Float>, scratchStride: Int
+            let scratch: UnsafeMutablePointer<Float>, scratchStride: Int, roundBF16: Int32
             func run(item: Int, worker: Int) {
                 let d = C / H
                 let s = item / H, h = item % H
@@ -49,18 +49,19 @@ extension Compute {
                     kernels.attention_forward(context + s * C + h * d, C,
                                               probabilities + sequences.clsProbabilityOffsets[s] + h * len,
                                               queries + s * C + h * d, C, k, v, 3 * C, len, d, 1, scale,
-                                              key, h * len * len, probability, scratch + worker * scratchStride)
+                                              key, h * len * len, probability, roundBF16, scratch + worker * scratchStride)
                 } else {
                     kernels.attention_forward(context + start * C + h * d, C,
                                               probabilities + sequences.probabilityOffsets[s] + h * len * len,
                                               qkv + start * 3 * C + h * d, 3 * C, k, v, 3 * C, len, d, len, scale,
-                                              key, h * len * len, probability, scratch + worker * scratchStride)
+                                              key, h * len * len, probability, roundBF16, scratch + worker * scratchStride)
                 }
             }
         }
         parallelItems(sequences.count * H, maximumWorkers: workers,
                       Job(kernels: kernels, context: context, probabilities: probabilities, qkv: qkv, queries: queries,
-                          sequences: sequences, C: C, H: H, dropout: dropout, scratch: scratch, scratchStride: scratchStride))
+                          sequences: sequences, C: C, H: H, dropout: dropout, scratch: scratch, scratchStride: scratchStride,
+                          roundBF16: roundsAttentionToBF16))
     }
 
     /// Gradients of `attentionForward`: dqkv (T, 3C) from dContext — or with `clsQueries`,
@@ -77,7 +78,7 @@ extension Compute {
             let queries: UnsafePointer<Float>?, dQueries: UnsafeMutablePointer<Float>?
             let sequences: PackedSequences, C, H: Int
             let dropout: (context: DropoutContext, samples: UnsafePointer<Int>, layer: Int, probability: Float)?
-            let scratch: UnsafeMutablePointer<Float>, scratchStride: Int
+            let scratch: UnsafeMutablePointer<Float>, scratchStride: Int, roundBF16: Int32
             func run(item: Int, worker: Int) {
                 let d = C / H
                 let s = item / H, h = item % H
@@ -91,20 +92,27 @@ extension Compute {
                     kernels.attention_backward(dQueries + s * C + h * d, C, dk, dv, 3 * C, dContext + s * C + h * d, C,
                                                probabilities + sequences.clsProbabilityOffsets[s] + h * len,
                                                queries + s * C + h * d, C, k, v, 3 * C, len, d, 1, scale,
-                                               key, h * len * len, probability, scratch + worker * scratchStride)
+                                               key, h * len * len, probability, roundBF16, scratch + worker * scratchStride)
                 } else {
                     kernels.attention_backward(dqkv + start * 3 * C + h * d, 3 * C, dk, dv, 3 * C, dContext + start * C + h * d, C,
                                                probabilities + sequences.probabilityOffsets[s] + h * len * len,
                                                qkv + start * 3 * C + h * d, 3 * C, k, v, 3 * C, len, d, len, scale,
-                                               key, h * len * len, probability, scratch + worker * scratchStride)
+                                               key, h * len * len, probability, roundBF16, scratch + worker * scratchStride)
                 }
             }
         }
         parallelItems(sequences.count * H, maximumWorkers: workers,
                       Job(kernels: kernels, dqkv: dqkv, dContext: dContext, qkv: qkv, probabilities: probabilities,
                           queries: queries, dQueries: dQueries, sequences: sequences, C: C, H: H, dropout: dropout,
-                          scratch: scratch, scratchStride: scratchStride))
+                          scratch: scratch, scratchStride: scratchStride, roundBF16: roundsAttentionToBF16))
     }
+
+    /// --bf16: the attention products get bf16 inputs by rounding them to bf16-representable
+    /// fp32 values (Q, K, V and dContext by their producers, P and dS inside the kernel) and then
+    /// multiplying in fp32. A product of two bf16 values (8-bit significands) is exact in fp32
+    /// (24 bits), so this is exactly bf16 inputs with fp32 accumulation: autocast's semantics
+    /// (and the `emulated.*` fixtures'), with the fp32 kernel's order of the sums.
+    var roundsAttentionToBF16: Int32 { precision == .bf16 ? 1 : 0 }
 }
 
 /// The naive reference of `attentionForward` (all queries): two OpenBLAS products and a scalar

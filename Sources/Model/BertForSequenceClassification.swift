@@ -23,8 +23,14 @@ public final class BertForSequenceClassification {
     /// Every tensor of `parameters` and of `gradients`.
     private let weights: ModelParameters<UnsafeMutablePointer<Float>>
     private let weightGradients: ModelParameters<UnsafeMutablePointer<Float>>
+    /// --bf16 (compute.precision): the packed bf16 copies of the Linear weights, and whether
+    /// they are older than `parameters`.
+    private let bf16Weights: BF16Weights?
+    private var bf16WeightsStale = true
 
-    public init(config: BertConfig, labelCount: Int, compute: Compute) {
+    /// `forwardOnly` (eval, predict): under --bf16 only the forward copies of the weights are
+    /// kept (half the memory); backward is then a programming error.
+    public init(config: BertConfig, labelCount: Int, compute: Compute, forwardOnly: Bool = false) {
         self.config = config
         self.labelCount = labelCount
         self.compute = compute
@@ -34,6 +40,51 @@ public final class BertForSequenceClassification {
         activations = ActivationBuffers(config: config, labelCount: labelCount, capacity: ActivationCapacity(), compute: compute)
         weights = layout.views(in: parameters)
         weightGradients = layout.views(in: gradients)
+        bf16Weights = compute.precision == .bf16
+            ? BF16Weights(weights: weights, config: config, labelCount: labelCount, inputGradients: !forwardOnly) : nil
+    }
+
+    /// Tells the model that `parameters` were written (an optimizer step, the ZeRO-1 gather, a
+    /// load, resume or broadcast): under --bf16 the packed bf16 copies are rebuilt once, before
+    /// the next forward (so once per update; every micro-batch of the update uses them). The
+    /// training loop calls this at the start of every step, evaluation before every pass.
+    public func parametersChanged() { bf16WeightsStale = true }
+
+    /// Rebuilds the bf16 copies now if they are stale (forward does it when needed).
+    public func refreshBF16WeightsIfNeeded() {
+        guard let bf16Weights, bf16WeightsStale else { return }
+        bf16Weights.refresh(compute: compute)
+        bf16WeightsStale = false
+    }
+
+    /// y = x Wᵀ + b (rows, out): sgemm in fp32, else the bf16 engine with W's packed copy.
+    private func linear(out: UnsafeMutablePointer<Float>, outStride: Int? = nil, input: UnsafePointer<Float>,
+                        weight: UnsafePointer<Float>, packed: PackedLinear?, bias: UnsafePointer<Float>,
+                        rows: Int, inFeatures: Int, outFeatures: Int, roundOutput: Bool = false) {
+        if let packed, let scratch = activations.bf16Scratch {
+            compute.bf16LinearForward(out: out, outStride: outStride, input: input, weight: packed, bias: bias, rows: rows,
+                                      scratch: scratch, roundOutput: roundOutput)
+        } else {
+            compute.linearForward(out: out, outStride: outStride, input: input, weight: weight, bias: bias, rows: rows,
+                                  inFeatures: inFeatures, outFeatures: outFeatures)
+        }
+    }
+
+    /// Backward of `linear`: dInput (=, or += with accumulateInput), dWeight +=, dBias +=.
+    private func linearGradient(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>,
+                                dBias: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, dOutStride: Int? = nil,
+                                input: UnsafePointer<Float>, weight: UnsafePointer<Float>, packed: PackedLinear?,
+                                rows: Int, inFeatures: Int, outFeatures: Int, accumulateInput: Bool = false,
+                                roundInput: Bool = false) {
+        if let packed, let scratch = activations.bf16Scratch {
+            compute.bf16LinearBackward(dInput: dInput, dWeight: dWeight, dBias: dBias, dOut: dOut, dOutStride: dOutStride,
+                                       input: input, weight: packed, rows: rows, scratch: scratch,
+                                       accumulateInput: accumulateInput, roundInput: roundInput)
+        } else {
+            compute.linearBackward(dInput: dInput, dWeight: dWeight, dBias: dBias, dOut: dOut, dOutStride: dOutStride,
+                                   input: input, weight: weight, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures,
+                                   accumulateInput: accumulateInput)
+        }
     }
 
     /// In the last encoder layer only the [CLS] rows reach the pooler, so only their queries,
@@ -118,8 +169,9 @@ public final class BertForSequenceClassification {
         let C = config.hiddenSize, K = labelCount, L = config.layerCount
         let T = batch.tokenCount, B = batch.sequenceCount
         try prepare(batch)
+        refreshBF16WeightsIfNeeded()
         lastSequenceCount = B
-        let a = activations.views, w = weights, k = compute
+        let a = activations.views, w = weights, k = compute, packed = bf16Weights
 
         try withBatchPointers(batch) { b in
             // Embeddings: word + position + token type, LayerNorm, dropout.     (T, C)
@@ -140,13 +192,13 @@ public final class BertForSequenceClassification {
             }
 
             // Pooler: tanh(dense([CLS])), dropout, classifier.              (B, C) -> (B, K)
-            k.linearForward(out: a.pooled, input: a.clsHidden, weight: w.head.poolerWeight, bias: w.head.poolerBias,
-                            rows: B, inFeatures: C, outFeatures: C)
+            linear(out: a.pooled, input: a.clsHidden, weight: w.head.poolerWeight, packed: packed?.pooler,
+                   bias: w.head.poolerBias, rows: B, inFeatures: C, outFeatures: C)
             tanhForward(out: a.pooled, count: B * C)
             a.pooledDropped.update(from: a.pooled, count: B * C)
             k.dropoutRows(a.pooledDropped, rows: B, columns: C, dropout: rowMasks(dropout, L, .classifier, b, compact: true))
-            k.linearForward(out: a.logits, input: a.pooledDropped, weight: w.head.classifierWeight, bias: w.head.classifierBias,
-                            rows: B, inFeatures: C, outFeatures: K)
+            linear(out: a.logits, input: a.pooledDropped, weight: w.head.classifierWeight, packed: packed?.classifier,
+                   bias: w.head.classifierBias, rows: B, inFeatures: C, outFeatures: K)
             try checked(a.logits, B * K, "classifier logits (forward)")
         }
         return batch.labels.withUnsafeBufferPointer { labels in
@@ -186,18 +238,21 @@ public final class BertForSequenceClassification {
         let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount
         let B = b.sequences.count, T = b.sequences.starts[B], R = rows.count
         let a = activations.views, w = weights.layers[l], x = a.hidden[l], la = a.layers[l], k = compute
-        // Self-attention projections.
+        let packed = bf16Weights?.layers[l]
+        // Self-attention projections (under --bf16 rounded to bf16 values: they are only inputs
+        // of the attention products).
         if rows.clsOnly {
             // Keys and values of every token: rows C ..< 3C of the fused weight.  (T, 2C) of (T, 3C)
-            k.linearForward(out: la.qkv + C, outStride: 3 * C, input: x, weight: w.qkvWeight + C * C, bias: w.qkvBias + C,
-                            rows: T, inFeatures: C, outFeatures: 2 * C)
+            linear(out: la.qkv + C, outStride: 3 * C, input: x, weight: w.qkvWeight + C * C, packed: packed?.keyValue,
+                   bias: w.qkvBias + C, rows: T, inFeatures: C, outFeatures: 2 * C, roundOutput: true)
             // The [CLS] rows and their queries.                                  (B, C)
             for s in 0..<B { (a.lastInput + s * C).update(from: x + b.starts[s] * C, count: C) }
-            k.linearForward(out: a.lastQuery, input: a.lastInput, weight: w.qkvWeight, bias: w.qkvBias,
-                            rows: B, inFeatures: C, outFeatures: C)
+            linear(out: a.lastQuery, input: a.lastInput, weight: w.qkvWeight, packed: packed?.query, bias: w.qkvBias,
+                   rows: B, inFeatures: C, outFeatures: C, roundOutput: true)
         } else {
             // One GEMM for Q, K and V.                                           (T, 3C)
-            k.linearForward(out: la.qkv, input: x, weight: w.qkvWeight, bias: w.qkvBias, rows: T, inFeatures: C, outFeatures: 3 * C)
+            linear(out: la.qkv, input: x, weight: w.qkvWeight, packed: packed?.qkv, bias: w.qkvBias, rows: T, inFeatures: C,
+                   outFeatures: 3 * C, roundOutput: true)
         }
         k.attentionForward(context: la.context, probabilities: la.probabilities, qkv: la.qkv, sequences: b.sequences,
                            hidden: C, heads: H, clsQueries: rows.clsOnly ? a.lastQuery : nil,
@@ -206,18 +261,18 @@ public final class BertForSequenceClassification {
                            workers: activations.workers)
         try checked(la.context, R * C, "layer \(l) attention context (forward)")
         // Output projection, dropout, residual, LayerNorm.                       (R, C)
-        k.linearForward(out: la.attentionResidual, input: la.context, weight: w.attentionOutputWeight,
-                        bias: w.attentionOutputBias, rows: R, inFeatures: C, outFeatures: C)
+        linear(out: la.attentionResidual, input: la.context, weight: w.attentionOutputWeight, packed: packed?.attentionOutput,
+               bias: w.attentionOutputBias, rows: R, inFeatures: C, outFeatures: C)
         k.residualLayerNormForward(sum: la.attentionResidual, normed: la.attentionNormed, mean: la.attentionMean,
                                    rstd: la.attentionRstd, residual: rows.input, weight: w.attentionNormWeight,
                                    bias: w.attentionNormBias, rows: R, columns: C, eps: config.layerNormEps,
                                    dropout: rowMasks(dropout, l, .attentionOutput, b, compact: rows.clsOnly))
         // Feed-forward: dense, GELU, dense, dropout, residual, LayerNorm.        (R, I) -> (R, C)
-        k.linearForward(out: la.feedForwardDerivative, input: la.attentionNormed, weight: w.intermediateWeight,
-                        bias: w.intermediateBias, rows: R, inFeatures: C, outFeatures: I)
+        linear(out: la.feedForwardDerivative, input: la.attentionNormed, weight: w.intermediateWeight,
+               packed: packed?.intermediate, bias: w.intermediateBias, rows: R, inFeatures: C, outFeatures: I)
         k.geluForward(activated: la.feedForwardActivated, derivative: la.feedForwardDerivative, count: R * I)
-        k.linearForward(out: la.feedForwardResidual, input: la.feedForwardActivated, weight: w.outputWeight,
-                        bias: w.outputBias, rows: R, inFeatures: I, outFeatures: C)
+        linear(out: la.feedForwardResidual, input: la.feedForwardActivated, weight: w.outputWeight, packed: packed?.output,
+               bias: w.outputBias, rows: R, inFeatures: I, outFeatures: C)
         k.residualLayerNormForward(sum: la.feedForwardResidual, normed: rows.output, mean: la.outputMean, rstd: la.outputRstd,
                                    residual: la.attentionNormed, weight: w.outputNormWeight, bias: w.outputNormBias,
                                    rows: R, columns: C, eps: config.layerNormEps,
@@ -285,19 +340,20 @@ public final class BertForSequenceClassification {
         let C = config.hiddenSize, K = labelCount, L = config.layerCount
         let T = batch.tokenCount, B = batch.sequenceCount
         precondition(B == lastSequenceCount, "backward must follow forward of the same batch")
-        let a = activations.views, w = weights, g = weightGradients, k = compute
+        let a = activations.views, w = weights, g = weightGradients, k = compute, packed = bf16Weights
 
         try withBatchPointers(batch) { b in
             // Loss and classifier.                                         (B, K)
             crossEntropyBackward(dLogits: a.dLogits, probabilities: a.probabilities, labels: b.labels,
                                  rows: B, classes: K, lossScale: lossScale)
-            k.linearBackward(dInput: a.dPooled, dWeight: g.head.classifierWeight, dBias: g.head.classifierBias, dOut: a.dLogits,
-                             input: a.pooledDropped, weight: w.head.classifierWeight, rows: B, inFeatures: C, outFeatures: K)
+            linearGradient(dInput: a.dPooled, dWeight: g.head.classifierWeight, dBias: g.head.classifierBias, dOut: a.dLogits,
+                           input: a.pooledDropped, weight: w.head.classifierWeight, packed: packed?.classifier,
+                           rows: B, inFeatures: C, outFeatures: K)
             k.dropoutRows(a.dPooled, rows: B, columns: C, dropout: rowMasks(dropout, L, .classifier, b, compact: true))
             // Pooler.                                                      (B, C)
             tanhBackward(dInOut: a.dPooled, output: a.pooled, count: B * C)
-            k.linearBackward(dInput: a.dClsHidden, dWeight: g.head.poolerWeight, dBias: g.head.poolerBias, dOut: a.dPooled,
-                             input: a.clsHidden, weight: w.head.poolerWeight, rows: B, inFeatures: C, outFeatures: C)
+            linearGradient(dInput: a.dClsHidden, dWeight: g.head.poolerWeight, dBias: g.head.poolerBias, dOut: a.dPooled,
+                           input: a.clsHidden, weight: w.head.poolerWeight, packed: packed?.pooler, rows: B, inFeatures: C, outFeatures: C)
             try checked(a.dClsHidden, B * C, "pooler input gradient (backward)")
             try parametersFinished(layout.layerStarts[L])
 
@@ -330,7 +386,7 @@ public final class BertForSequenceClassification {
         let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount
         let B = b.sequences.count, T = b.sequences.starts[B], R = rows.count
         let a = activations.views, w = weights.layers[l], g = weightGradients.layers[l], x = a.hidden[l], la = a.layers[l]
-        let k = compute
+        let k = compute, packed = bf16Weights?.layers[l]
         // Output LayerNorm. a.dResidual = dL/d(feedForwardResidual); a.dTemporary = its dropout =
         // dL/d(ffn output).
         k.layerNormBackward(dInput: a.dResidual, dBranch: a.dTemporary,
@@ -338,12 +394,12 @@ public final class BertForSequenceClassification {
                             dWeight: g.outputNormWeight, dBias: g.outputNormBias, dOut: rows.dOutput,
                             input: la.feedForwardResidual, weight: w.outputNormWeight,
                             mean: la.outputMean, rstd: la.outputRstd, rows: R, columns: C)
-        k.linearBackward(dInput: a.dFeedForward, dWeight: g.outputWeight, dBias: g.outputBias, dOut: a.dTemporary,
-                         input: la.feedForwardActivated, weight: w.outputWeight, rows: R, inFeatures: I, outFeatures: C)
+        linearGradient(dInput: a.dFeedForward, dWeight: g.outputWeight, dBias: g.outputBias, dOut: a.dTemporary,
+                       input: la.feedForwardActivated, weight: w.outputWeight, packed: packed?.output, rows: R, inFeatures: I, outFeatures: C)
         k.geluBackward(dInOut: a.dFeedForward, derivative: la.feedForwardDerivative, count: R * I)
-        k.linearBackward(dInput: a.dResidual, dWeight: g.intermediateWeight, dBias: g.intermediateBias,
-                         dOut: a.dFeedForward, input: la.attentionNormed, weight: w.intermediateWeight,
-                         rows: R, inFeatures: C, outFeatures: I, accumulateInput: true)
+        linearGradient(dInput: a.dResidual, dWeight: g.intermediateWeight, dBias: g.intermediateBias,
+                       dOut: a.dFeedForward, input: la.attentionNormed, weight: w.intermediateWeight, packed: packed?.intermediate,
+                       rows: R, inFeatures: C, outFeatures: I, accumulateInput: true)
         try checked(a.dResidual, R * C, "layer \(l) feed-forward input gradient (backward)")
         // a.dResidual = dL/d(attentionNormed).  Attention LayerNorm: rows.dInput = dL/d(attentionResidual)
         // (the residual path's part of dL/d(input rows)), a.dTemporary = dL/d(attention output).
@@ -352,9 +408,10 @@ public final class BertForSequenceClassification {
                             dWeight: g.attentionNormWeight, dBias: g.attentionNormBias, dOut: a.dResidual,
                             input: la.attentionResidual, weight: w.attentionNormWeight,
                             mean: la.attentionMean, rstd: la.attentionRstd, rows: R, columns: C)
-        k.linearBackward(dInput: a.dContext, dWeight: g.attentionOutputWeight, dBias: g.attentionOutputBias,
-                         dOut: a.dTemporary, input: la.context, weight: w.attentionOutputWeight,
-                         rows: R, inFeatures: C, outFeatures: C)
+        // dContext is only an input of the attention products: rounded to bf16 values under --bf16.
+        linearGradient(dInput: a.dContext, dWeight: g.attentionOutputWeight, dBias: g.attentionOutputBias,
+                       dOut: a.dTemporary, input: la.context, weight: w.attentionOutputWeight, packed: packed?.attentionOutput,
+                       rows: R, inFeatures: C, outFeatures: C, roundInput: true)
         k.attentionBackward(dqkv: a.dQKV, dContext: a.dContext, qkv: la.qkv, probabilities: la.probabilities,
                             sequences: b.sequences, hidden: C, heads: H, clsQueries: rows.clsOnly ? a.lastQuery : nil,
                             dClsQueries: rows.clsOnly ? a.dLastQuery : nil,
@@ -364,11 +421,13 @@ public final class BertForSequenceClassification {
         if rows.clsOnly {
             try checked(a.dLastQuery, B * C, "layer \(l) query gradient (backward)")
             // Keys and values of every token: a.dHidden = (dK dV) · W_kv.    (T, C)
-            k.linearBackward(dInput: a.dHidden, dWeight: g.qkvWeight + C * C, dBias: g.qkvBias + C, dOut: a.dQKV + C,
-                             dOutStride: 3 * C, input: x, weight: w.qkvWeight + C * C, rows: T, inFeatures: C, outFeatures: 2 * C)
+            linearGradient(dInput: a.dHidden, dWeight: g.qkvWeight + C * C, dBias: g.qkvBias + C, dOut: a.dQKV + C,
+                           dOutStride: 3 * C, input: x, weight: w.qkvWeight + C * C, packed: packed?.keyValue,
+                           rows: T, inFeatures: C, outFeatures: 2 * C)
             // Queries of the [CLS] rows, added to their residual gradient, then into their tokens' rows.
-            k.linearBackward(dInput: a.dLastInput, dWeight: g.qkvWeight, dBias: g.qkvBias, dOut: a.dLastQuery,
-                             input: a.lastInput, weight: w.qkvWeight, rows: B, inFeatures: C, outFeatures: C, accumulateInput: true)
+            linearGradient(dInput: a.dLastInput, dWeight: g.qkvWeight, dBias: g.qkvBias, dOut: a.dLastQuery,
+                           input: a.lastInput, weight: w.qkvWeight, packed: packed?.query, rows: B, inFeatures: C, outFeatures: C,
+                           accumulateInput: true)
             for s in 0..<B {
                 let row = a.dHidden + b.starts[s] * C, cls = a.dLastInput + s * C
                 for c in 0..<C { row[c] += cls[c] }
@@ -376,8 +435,8 @@ public final class BertForSequenceClassification {
         } else {
             try checked(a.dQKV, T * 3 * C, "layer \(l) query/key/value gradient (backward)")
             // Residual path plus the Q, K, V projections.  a.dHidden = dL/dx.
-            k.linearBackward(dInput: a.dHidden, dWeight: g.qkvWeight, dBias: g.qkvBias, dOut: a.dQKV, input: x,
-                             weight: w.qkvWeight, rows: T, inFeatures: C, outFeatures: 3 * C, accumulateInput: true)
+            linearGradient(dInput: a.dHidden, dWeight: g.qkvWeight, dBias: g.qkvBias, dOut: a.dQKV, input: x,
+                           weight: w.qkvWeight, packed: packed?.qkv, rows: T, inFeatures: C, outFeatures: 3 * C, accumulateInput: true)
         }
         try checked(a.dHidden, T * C, "layer \(l) input gradient (backward)")
     }

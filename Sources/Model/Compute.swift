@@ -1,3 +1,4 @@
+import CGemm
 import CKernels
 
 /// The vector instructions the kernels of CKernels are compiled for (one table each).
@@ -19,6 +20,38 @@ public enum InstructionSet: String, CaseIterable, Sendable {
     }
 }
 
+/// The arithmetic of the matrix products (SPEC "Precision").
+public enum Precision: String, CaseIterable, Sendable {
+    /// Everything in fp32 (OpenBLAS sgemm for the Linear layers).
+    case fp32
+    /// --bf16: every matrix product (the Linear layers and both attention products, forward and
+    /// backward) rounds both inputs to bf16 and accumulates in fp32, as PyTorch's bf16 autocast;
+    /// everything else (and every stored tensor: weights, gradients, Adam state) stays fp32.
+    case bf16
+}
+
+/// An engine of CGemm for the bf16 products.
+public enum BF16Engine: Int32, CaseIterable, Sendable {
+    /// Portable C, bit-identical to `avx512BF16` on Intel: what the tests use on any x86-64.
+    case software = 0
+    case avx512BF16 = 1
+    case amx = 2
+
+    /// The fastest engine this CPU runs (AMX, else AVX512-BF16, else the software engine).
+    public static var fastest: BF16Engine { BF16Engine(rawValue: bg_engine_fastest()) ?? .software }
+    public var isSupported: Bool { bg_engine_supported(rawValue) != 0 }
+    public var name: String { String(cString: bg_engine_name(rawValue)) }
+
+    /// Whether this CPU has bf16 instructions (AVX512-BF16 or AMX-BF16): what --bf16 requires.
+    public static var cpuHasBF16: Bool { bg_cpu_has_bf16() != 0 }
+
+    /// The one-line error of --bf16 on a CPU without bf16 instructions (`cpuHasBF16` false),
+    /// nil when --bf16 can run. Checked by the executable before any work, on every rank.
+    public static func unsupportedError(cpuHasBF16: Bool) -> String? {
+        cpuHasBF16 ? nil : "error: --bf16 needs a CPU with AVX512-BF16 or AMX-BF16 instructions (this CPU has neither; PyTorch's bf16 autocast would be slower than fp32 here too): run without --bf16"
+    }
+}
+
 /// How one rank computes: its thread team and the instruction set of its vector kernels.
 /// Made once per rank by the executable (or a test); used from that rank's thread only.
 ///
@@ -34,15 +67,25 @@ public final class Compute {
     /// The entry points of `instructionSet` (static data of CKernels, valid forever).
     let kernels: bd_kernel_table
     let team: WorkerTeam
+    /// fp32, or bf16 products with fp32 accumulation (the model then keeps bf16 weight copies).
+    public let precision: Precision
+    /// The CGemm engine of the bf16 products (chosen once; never changes inside a run).
+    public let bf16Engine: BF16Engine
 
-    public init(threads: Int, instructionSet: InstructionSet = .best) {
+    /// `bf16Engine` defaults to the fastest this CPU runs; tests pass `.software` to run the bf16
+    /// model on any x86-64 CPU.
+    public init(threads: Int, instructionSet: InstructionSet = .best, precision: Precision = .fp32,
+                bf16Engine: BF16Engine = .fastest) {
         precondition(instructionSet.isSupported, "this CPU cannot run the \(instructionSet.rawValue) kernels")
+        precondition(bf16Engine.isSupported, "this CPU cannot run the \(bf16Engine.name) bf16 engine")
         guard let kernels = bd_kernels_for(instructionSet.code) else {
             preconditionFailure("this build has no \(instructionSet.rawValue) kernels")
         }
         self.threads = max(1, threads)
         self.instructionSet = instructionSet
         self.kernels = kernels.pointee
+        self.precision = precision
+        self.bf16Engine = bf16Engine
         team = WorkerTeam(size: self.threads)
     }
 

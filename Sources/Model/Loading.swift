@@ -20,15 +20,16 @@ extension BertForSequenceClassification {
     /// label count than `labelCount` is an error, unless `ignoreMismatchedSizes` (HF's
     /// `from_pretrained(..., ignore_mismatched_sizes=True)`): it is then initialised like a missing one.
     /// The model computes on `compute`.
+    /// `forwardOnly`: a model for eval/predict (see init).
     public static func load(modelDirectory: URL, labelCount: Int?, seed: UInt64, ignoreMismatchedSizes: Bool = false,
-                            compute: Compute) throws -> (BertForSequenceClassification, LoadReport) {
+                            compute: Compute, forwardOnly: Bool = false) throws -> (BertForSequenceClassification, LoadReport) {
         let config = try BertConfig.load(modelDirectory: modelDirectory)
         let file = try weightsFile(modelDirectory: modelDirectory)
         guard let labels = labelCount ?? folderLabelCount(config: config, weights: file) else {
             throw ModelError.invalidConfig(file: modelDirectory.appendingPathComponent("config.json").path,
                                            reason: "no classifier and no id2label: cannot tell the number of labels")
         }
-        let model = BertForSequenceClassification(config: config, labelCount: labels, compute: compute)
+        let model = BertForSequenceClassification(config: config, labelCount: labels, compute: compute, forwardOnly: forwardOnly)
         let report = try model.loadWeights(from: file, seed: seed, ignoreMismatchedSizes: ignoreMismatchedSizes)
         return (model, report)
     }

@@ -39,6 +39,8 @@ public struct BenchmarkResult: Sendable {
     public var heapAllocationsPerStep: Int?, memoryMappingsPerStep: Int?
     public var modelHeapAllocationsPerStep: Int?, modelMemoryMappingsPerStep: Int?
     public var kernelInstructionSet = ""
+    /// "fp32", or "bf16" and the CGemm engine of its products ("amx", "avx512-bf16").
+    public var precision = "fp32", bf16Engine = ""
 
     public var json: JSONValue {
         .object([
@@ -51,6 +53,7 @@ public struct BenchmarkResult: Sendable {
             "peak_rss_mb": .number(peakResidentMegabytes),
             "real_tokens_per_batch": .number(realTokensPerBatch), "padded_tokens_per_batch": .number(paddedTokensPerBatch),
             "blas_core": .string(blasCore), "kernels": .string(kernelInstructionSet),
+            "precision": .string(precision), "bf16_engine": .string(bf16Engine),
             "phases_s_median": .object(phaseSecondsMedian.mapValues { .number($0) }),
         ].merging(allocationCounts) { first, _ in first })
     }
@@ -91,6 +94,7 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
     }
     let model = try shareModel(local?.0, compute: compute, communicator: communicator)
     try communicator.broadcast(model.parameters.buffer, root: 0)
+    model.parametersChanged()
     let examples = try shareExamples(local?.1, communicator: communicator)
     let maxSequenceLength = Int(try communicator.allReduce(Double(local?.2 ?? 0), .max))
     training.maxSequenceLength = maxSequenceLength
@@ -157,6 +161,8 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
     result.threads = compute.threads
     result.blasCore = BLASSetup.coreName
     result.kernelInstructionSet = compute.instructionSet.rawValue
+    result.precision = compute.precision.rawValue
+    result.bf16Engine = compute.precision == .bf16 ? compute.bf16Engine.name : ""
     if let counters {
         // The model's own part alone, on this rank's first micro-batch of the first batch (already seen).
         let first = plan.sampler.rankBatch(at: SamplePosition(epoch: 0, samplesConsumed: 0), rank: rank, worldSize: worldSize,
@@ -170,6 +176,8 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
             try replica.model.forward(batch, dropout: DropoutContext(seed: 1, step: step))
             try replica.model.backward(batch, dropout: DropoutContext(seed: 1, step: step), lossScale: 1 / Float(batch.sequenceCount))
             replica.optimizer.step(parameters: replica.model.parameters, gradients: replica.model.gradients, learningRate: 0, gradientScale: 1)
+            replica.model.parametersChanged()
+            replica.model.refreshBF16WeightsIfNeeded()
             let after = counters.read()
             model = (max(model.heap, after.heap - before.heap), max(model.mappings, after.mappings - before.mappings))
         }

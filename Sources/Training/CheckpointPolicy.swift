@@ -91,7 +91,10 @@ struct CheckpointPolicy {
         if worldSize > 1 {
             // Rank 0 alone writes the weights (and the replicated Adam state): make sure they are everyone's.
             let repaired = try ensureReplicasMatch(buffers: replica.replicatedBuffers, communicator: communicator)
-            if !repaired.isEmpty { reporter.say("warning: ranks \(repaired) had drifted from rank 0 and were repaired before checkpointing") }
+            if !repaired.isEmpty {
+                replica.model.parametersChanged()
+                reporter.say("warning: ranks \(repaired) had drifted from rank 0 and were repaired before checkpointing")
+            }
         }
         let folder = try writer.write(step: progress.step, replica: replica, content: .init(state: state, labels: labels, files: files))
         announce(folder)
@@ -153,6 +156,7 @@ struct CheckpointPolicy {
         }
         replica.optimizer.stepCount = state.optimizerStep
         try communicator.broadcast(replica.model.parameters.buffer, root: 0)
+        replica.model.parametersChanged()
         announce(output.appendingPathComponent(CheckpointFolder.name(step: state.step)))
         return state
     }

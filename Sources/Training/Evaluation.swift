@@ -9,6 +9,7 @@ import Model
 func evaluate(model: BertForSequenceClassification, examples: any TokenizedExamples, labels: [String],
               communicator: any Communicator, batchSize: Int, batch: inout PackedBatch) throws -> ClassificationMetrics {
     let K = model.labelCount
+    model.parametersChanged()   // the parameters may have been written since the last forward (--bf16 copies)
     let range = shardRange(count: examples.count, rank: communicator.rank, worldSize: communicator.worldSize)
     var confusion = [Double](repeating: 0, count: K * K)
     var lossSum = 0.0

@@ -22,7 +22,8 @@ public struct InferenceModel {
             folder = path.appendingPathComponent(name)  // a training output folder: its newest checkpoint
         }
         if CheckpointFolder.isCheckpoint(folder) { _ = try CheckpointFolder.verify(folder) }
-        let (model, _) = try BertForSequenceClassification.load(modelDirectory: folder, labelCount: nil, seed: 0, compute: compute)
+        let (model, _) = try BertForSequenceClassification.load(modelDirectory: folder, labelCount: nil, seed: 0, compute: compute,
+                                                                forwardOnly: true)
         let tokenizer = try BertTokenizer(modelDirectory: folder)
         let names = model.config.labelNames ?? []
         let labels = try LabelSet(names: names.count == model.labelCount ? names : LabelSet.defaultNames(count: model.labelCount),
@@ -48,8 +49,9 @@ public func runEvaluation(checkpoint: URL, data: URL, columns: DataColumns?, cac
                                                 maxLength: maxSequenceLength, skipBadRows: skipBadRows, cacheDirectory: cacheDirectory, log: log)
         return (inference, examples, maxSequenceLength)
     }
-    let model = try shareModel(local?.0.model, compute: compute, communicator: communicator)
+    let model = try shareModel(local?.0.model, compute: compute, forwardOnly: true, communicator: communicator)
     try communicator.broadcast(model.parameters.buffer, root: 0)
+    model.parametersChanged()
     let examples = try shareExamples(local?.1, communicator: communicator)
     let maxSequenceLength = Int(try communicator.allReduce(Double(local?.2 ?? 0), .max))
     model.reserve(sequences: batchSize, longestSequence: maxSequenceLength)

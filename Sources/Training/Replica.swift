@@ -146,6 +146,9 @@ final class Replica {
             let factor = gradientClipFactor(totalNorm: outcome.gradientNorm, maxNorm: maxGradNorm)
             optimizer.step(parameters: model.parameters, gradients: model.gradients, learningRate: learningRate, gradientScale: factor)
             if shardOptimizer { try communicator.gatherParameters(model.parameters.buffer, layout: shards) }
+            // The parameters are final on this rank: the --bf16 copies are rebuilt here, once per update.
+            model.parametersChanged()
+            model.refreshBF16WeightsIfNeeded()
         }
         clock.lap(into: &outcome.phaseSeconds.optimizer)
         return outcome

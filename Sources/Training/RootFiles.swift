@@ -29,14 +29,14 @@ func loadModelOnRoot(_ directory: URL, labelCount: Int?, seed: UInt64, ignoreMis
 /// Rank 0's model architecture on every rank: rank 0 keeps its model, the others build one
 /// from rank 0's config and label count (with rank 0's weights only after a broadcast), on
 /// `compute`.
-func shareModel(_ model: BertForSequenceClassification?, compute: Compute,
+func shareModel(_ model: BertForSequenceClassification?, compute: Compute, forwardOnly: Bool = false,
                 communicator: any Communicator) throws -> BertForSequenceClassification {
     let config = try communicator.broadcast(bytes: model.map { Array((try? JSONEncoder().encode($0.config)) ?? Data()) } ?? [], root: 0)
     var labels = UInt64(model?.labelCount ?? 0)
     try withUnsafeMutableBytes(of: &labels) { try communicator.broadcast($0, root: 0) }
     if let model { return model }
     return BertForSequenceClassification(config: try BertConfig.decode(Data(config), file: "the config of rank 0"), labelCount: Int(labels),
-                                         compute: compute)
+                                         compute: compute, forwardOnly: forwardOnly)
 }
 
 /// Rank 0's examples on every rank: rank 0 keeps its own (e.g. its mapped token cache), the

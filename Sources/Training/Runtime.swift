@@ -9,6 +9,11 @@ public struct Runtime: Sendable {
     public var threadsPerRank: Int
     /// The instruction set of each rank's vector kernels.
     public var instructionSet: InstructionSet
+    /// fp32, or --bf16 (SPEC "Precision"; the executable has checked that the CPU has bf16
+    /// instructions). The bf16 engine is the fastest this CPU runs.
+    public var precision: Precision
+    /// The CGemm engine of --bf16: the fastest this CPU runs (tests choose the software engine).
+    public var bf16Engine: BF16Engine = .fastest
     /// How rank 0 shows progress: a redrawn bar on a terminal, or plain periodic lines.
     public var progress: ProgressMode
     /// Who started this process.
@@ -16,18 +21,22 @@ public struct Runtime: Sendable {
     /// The host this process runs on, as reports name it (stragglers, silent peers).
     public var hostName: String
 
-    public init(threadsPerRank: Int = 1, instructionSet: InstructionSet = .best, progress: ProgressMode = .lines,
-                launcher: Launcher = .standalone, hostName: String = "localhost") {
+    public init(threadsPerRank: Int = 1, instructionSet: InstructionSet = .best, precision: Precision = .fp32,
+                progress: ProgressMode = .lines, launcher: Launcher = .standalone, hostName: String = "localhost") {
         self.threadsPerRank = max(1, threadsPerRank)
         self.instructionSet = instructionSet
+        self.precision = precision
         self.progress = progress
         self.launcher = launcher
         self.hostName = hostName
     }
 
-    /// A rank's Compute: its team of `threadsPerRank` threads and the `instructionSet` kernels.
-    /// Each rank makes its own, on its own thread (simulated in-process ranks too), once.
-    public func makeCompute() -> Compute { Compute(threads: threadsPerRank, instructionSet: instructionSet) }
+    /// A rank's Compute: its team of `threadsPerRank` threads, the `instructionSet` kernels and
+    /// the `precision` of the matrix products. Each rank makes its own, on its own thread
+    /// (simulated in-process ranks too), once.
+    public func makeCompute() -> Compute {
+        Compute(threads: threadsPerRank, instructionSet: instructionSet, precision: precision, bf16Engine: bf16Engine)
+    }
 }
 
 public enum ProgressMode: String, Sendable {

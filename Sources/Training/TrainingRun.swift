@@ -118,7 +118,10 @@ public final class TrainingRun {
 
             if communicator.worldSize > 1 && options.consistencyEvery > 0 && progress.step % options.consistencyEvery == 0 {
                 let repaired = try ensureReplicasMatch(buffers: replica.replicatedBuffers, communicator: communicator)
-                if !repaired.isEmpty { reporter.say("warning: step \(progress.step): replicas of ranks \(repaired) differed from rank 0 and were repaired") }
+                if !repaired.isEmpty {
+                    replica.model.parametersChanged()
+                    reporter.say("warning: step \(progress.step): replicas of ranks \(repaired) differed from rank 0 and were repaired")
+                }
             }
             if let every = options.evalEvery, progress.step % every == 0, progress.step < plan.totalSteps {
                 _ = try evaluateNow(replica, &progress, reporter: reporter)
@@ -181,6 +184,7 @@ public final class TrainingRun {
         } else {
             if !options.resume { checkpoints.announce(nil) }
             try communicator.broadcast(replica.model.parameters.buffer, root: 0)
+            replica.model.parametersChanged()
             if isRoot && !loaded.initialized.isEmpty {
                 log("initialised from seed \(options.seed) (not in the checkpoint): \(loaded.initialized.joined(separator: ", "))")
             }

@@ -20,6 +20,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Timed steps (after 3 warm-up steps).")
     var steps = 20
     @OptionGroup var parallel: ParallelOptions
+    @OptionGroup var precision: PrecisionOptions
     @Flag(help: "Initialise from config.json alone (e.g. to time bert-base without its weights).")
     var randomWeights = false
     @OptionGroup var output: OutputOptions
@@ -48,7 +49,8 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         let benchmark = options
-        let runtime = ProcessEnvironment.current.runtime(threads: parallel.threads.threads)
+        try precision.checkCPU()
+        let runtime = ProcessEnvironment.current.runtime(threads: parallel.threads.threads, precision: precision.precision)
         let (json, sgemmOnly, tokens) = (output.json, sgemmOnly, batchSize * seqLen)
         let status = RankRunner.run(simulatedRanks: nil, collectiveTimeout: faults.collectiveTimeout, runtime: runtime) { communicator, _ in
             if sgemmOnly {
@@ -69,8 +71,9 @@ struct BenchCommand: ParsableCommand {
                 log(String(format: "model %.1f GFLOP/s = %.0f%% of the sgemm peak measured now (%.1f GFLOP/s, %@ kernels); comm wait %.3f s/step; peak RSS %.0f MB/rank",
                            result.modelFLOPsPerSecond / 1e9, 100 * result.modelFLOPsPerSecond / max(result.sgemmPeakFLOPsPerSecond, 1),
                            result.sgemmPeakFLOPsPerSecond / 1e9, result.blasCore, result.communicationWaitSecondsMedian, result.peakResidentMegabytes))
-                log(String(format: "real tokens per batch %.0f (padded to the longest: %.0f); %@ kernels", result.realTokensPerBatch,
-                           result.paddedTokensPerBatch, result.kernelInstructionSet))
+                log(String(format: "real tokens per batch %.0f (padded to the longest: %.0f); %@ kernels; %@ products%@", result.realTokensPerBatch,
+                           result.paddedTokensPerBatch, result.kernelInstructionSet, result.precision,
+                           result.bf16Engine.isEmpty ? "" : " (\(result.bf16Engine))"))
                 let phases = ["data", "forward", "backward", "sync", "optimizer"].map { String(format: "%@ %.3f", $0, result.phaseSecondsMedian[$0] ?? 0) }
                 log("phases (s, median of the slowest rank): " + phases.joined(separator: ", "))
                 if let heap = result.heapAllocationsPerStep, let mappings = result.memoryMappingsPerStep,

@@ -19,6 +19,7 @@ struct EvalCommand: ParsableCommand {
     var batchSize = 64
     @OptionGroup var dataOptions: DataOptions
     @OptionGroup var threads: ThreadOptions
+    @OptionGroup var precision: PrecisionOptions
     @OptionGroup var output: OutputOptions
     @OptionGroup var faults: FaultOptions
 
@@ -31,7 +32,8 @@ struct EvalCommand: ParsableCommand {
         let (checkpoint, data, batchSize, json) = (checkpoint.folder, URL(fileURLWithPath: data), batchSize, output.json)
         let (maxSequenceLength, skipBadRows, columns) = (dataOptions.sequence.maxSeqLen, dataOptions.skipBadRows, dataOptions.columns.columns)
         let cacheDirectory = try dataOptions.cacheDirectory(.current)
-        let runtime = ProcessEnvironment.current.runtime(threads: threads.threads)
+        try precision.checkCPU()
+        let runtime = ProcessEnvironment.current.runtime(threads: threads.threads, precision: precision.precision)
         let status = RankRunner.run(simulatedRanks: nil, collectiveTimeout: faults.collectiveTimeout, runtime: runtime) { communicator, _ in
             let metrics = try runEvaluation(checkpoint: checkpoint, data: data, columns: columns, cacheDirectory: cacheDirectory,
                                             batchSize: batchSize, maxSequenceLength: maxSequenceLength, skipBadRows: skipBadRows,

@@ -22,6 +22,7 @@ struct PredictCommand: ParsableCommand {
     var pairs = false
     @OptionGroup var sequence: SequenceOptions
     @OptionGroup var threads: ThreadOptions
+    @OptionGroup var precision: PrecisionOptions
 
     func validate() throws {
         if logits && !output.json { throw ValidationError("--logits needs --json") }
@@ -29,11 +30,12 @@ struct PredictCommand: ParsableCommand {
     }
 
     func run() throws {
+        try precision.checkCPU()
         try RankRunner.onRankZeroOnly(classifyStandardInput)
     }
 
     private func classifyStandardInput() throws {
-        let runtime = ProcessEnvironment.current.runtime(threads: threads.threads)
+        let runtime = ProcessEnvironment.current.runtime(threads: threads.threads, precision: precision.precision)
         let inference = try InferenceModel.load(checkpoint.folder, compute: runtime.makeCompute())
         let (json, pairs) = (output.json, self.pairs)
         let maxSeqLen = try resolvedSequenceLength(sequence.maxSeqLen, config: inference.model.config, modelDirectory: inference.folder)

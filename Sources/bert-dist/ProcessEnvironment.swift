@@ -69,9 +69,9 @@ struct ProcessEnvironment {
     }
 
     /// The run-time value of this process (see `Runtime`).
-    func runtime(threads requested: Int?, simulatedRanks: Int? = nil) -> Runtime {
+    func runtime(threads requested: Int?, simulatedRanks: Int? = nil, precision: Precision = .fp32) -> Runtime {
         Runtime(threadsPerRank: threadsPerRank(requested: requested, simulatedRanks: simulatedRanks),
-                instructionSet: instructionSet, progress: progress, launcher: launcher, hostName: hostName)
+                instructionSet: instructionSet, precision: precision, progress: progress, launcher: launcher, hostName: hostName)
     }
 
     /// Where rank 0 keeps the token caches of data files: `requested` (--cache-dir), else

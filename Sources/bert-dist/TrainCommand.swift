@@ -40,6 +40,7 @@ struct TrainCommand: ParsableCommand {
     var groupByLength = false
 
     @OptionGroup var parallel: ParallelOptions
+    @OptionGroup var precision: PrecisionOptions
     @Option(help: "Compare parameter/Adam checksums across ranks every N steps (and repair from rank 0; 0: never).")
     var consistencyEvery = 100
 
@@ -104,10 +105,12 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
+        try precision.checkCPU()
         var configured = self.options
         configured.cacheDirectory = try data.cacheDirectory(.current)
         let options = configured
-        let runtime = ProcessEnvironment.current.runtime(threads: parallel.threads.threads, simulatedRanks: debug.inProcessRanks)
+        let runtime = ProcessEnvironment.current.runtime(threads: parallel.threads.threads, simulatedRanks: debug.inProcessRanks,
+                                                         precision: precision.precision)
         StopSignal.install()
         let status = RankRunner.run(simulatedRanks: debug.inProcessRanks, collectiveTimeout: faults.collectiveTimeout,
                                     runtime: runtime) { communicator, watchdog in

@@ -46,3 +46,27 @@ func packedBatch(from reference: SafeTensorsFile, labels: [Int64]? = nil) throws
     }
     return batch
 }
+
+/// The 3 optimizer steps of tools/make_model_fixtures.py on one batch: lr 1e-3, eps 1e-6, weight
+/// decay 0.1 (not on biases and LayerNorm weights), clip to 0.5, linear schedule, warmup 1 of 4
+/// steps. Returns the loss of each step; checks the schedule's rates when given.
+func threeOptimizerSteps(_ model: BertForSequenceClassification, _ batch: PackedBatch, kind: OptimizerKind,
+                         expectedLearningRates: [Float]? = nil) throws -> [Float] {
+    let optimizer = AdamOptimizer(hyperparameters: AdamHyperparameters(kind: kind, epsilon: 1e-6, weightDecay: 0.1),
+                                  layout: model.layout, range: 0..<model.layout.totalCount, compute: model.compute)
+    let schedule = LearningRateSchedule(baseLearningRate: 1e-3, warmupSteps: 1, totalSteps: 4)
+    var losses: [Float] = []
+    for step in 0..<3 {
+        model.gradients.zero()
+        let result = try model.forward(batch, dropout: nil)
+        losses.append(Float(result.lossSum / Double(batch.sequenceCount)))
+        try model.backward(batch, dropout: nil, lossScale: 1 / Float(batch.sequenceCount))
+        let norm = sumOfSquares(model.gradients, range: 0..<model.layout.totalCount, compute: model.compute).squareRoot()
+        let learningRate = schedule.learningRate(atStep: step)
+        if let expectedLearningRates { #expect(abs(Float(learningRate) - expectedLearningRates[step]) <= 1e-9) }
+        optimizer.step(parameters: model.parameters, gradients: model.gradients, learningRate: learningRate,
+                       gradientScale: gradientClipFactor(totalNorm: norm, maxNorm: 0.5))
+        model.parametersChanged()   // --bf16: the weight copies follow the update
+    }
+    return losses
+}

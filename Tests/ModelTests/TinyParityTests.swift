@@ -46,26 +46,10 @@ import Testing
 
     @Test(arguments: [OptimizerKind.adamw, .adam])
     func threeOptimizerStepsMatchPyTorch(kind: OptimizerKind) throws {
-        // The recipe of tools/make_model_fixtures.py: lr 1e-3, eps 1e-6, weight decay 0.1 (not on
-        // biases and LayerNorm weights), clip to 0.5, linear schedule, warmup 1 of 4 steps.
+        // The recipe of tools/make_model_fixtures.py (threeOptimizerSteps).
         let model = try loadModel()
         let batch = try packedBatch(from: reference)
-        let optimizer = AdamOptimizer(hyperparameters: AdamHyperparameters(kind: kind, epsilon: 1e-6, weightDecay: 0.1),
-                                      layout: model.layout, range: 0..<model.layout.totalCount, compute: model.compute)
-        let schedule = LearningRateSchedule(baseLearningRate: 1e-3, warmupSteps: 1, totalSteps: 4)
-        let expectedLearningRates = try reference.floats("schedule.lr")
-        var losses: [Float] = []
-        for step in 0..<3 {
-            model.gradients.zero()
-            let result = try model.forward(batch, dropout: nil)
-            losses.append(Float(result.lossSum / Double(batch.sequenceCount)))
-            try model.backward(batch, dropout: nil, lossScale: 1 / Float(batch.sequenceCount))
-            let norm = sumOfSquares(model.gradients, range: 0..<model.layout.totalCount, compute: model.compute).squareRoot()
-            let learningRate = schedule.learningRate(atStep: step)
-            #expect(abs(Float(learningRate) - expectedLearningRates[step]) <= 1e-9)
-            optimizer.step(parameters: model.parameters, gradients: model.gradients, learningRate: learningRate,
-                           gradientScale: gradientClipFactor(totalNorm: norm, maxNorm: 0.5))
-        }
+        let losses = try threeOptimizerSteps(model, batch, kind: kind, expectedLearningRates: try reference.floats("schedule.lr"))
         let expectedLosses = try reference.floats("\(kind.rawValue).loss")
         losses.withUnsafeBufferPointer { expectClose($0, expectedLosses, relativeTolerance: 1e-5, "\(kind) losses") }
         for tensor in model.layout.tensors {

@@ -61,9 +61,10 @@ func tinyOptions(output: URL) -> TrainingOptions {
 
 /// Runs training on `ranks` in-process ranks; returns rank 0's summary.
 @discardableResult
-func train(_ options: TrainingOptions, ranks: Int, data: PreparedData, stopAfterFirstStep: Bool = false) throws -> RunSummary {
+func train(_ options: TrainingOptions, ranks: Int, data: PreparedData, stopAfterFirstStep: Bool = false,
+           runtime: Runtime = Runtime()) throws -> RunSummary {
     let results = try InProcessGroup.run(worldSize: ranks) { communicator in
-        try TrainingRun(options: options, runtime: Runtime(), communicator: communicator, data: data, log: { _ in },
+        try TrainingRun(options: options, runtime: runtime, communicator: communicator, data: data, log: { _ in },
                         stopRequested: { stopAfterFirstStep && communicator.rank == ranks - 1 }).run()
     }
     return results[0]

@@ -73,6 +73,11 @@ typedef struct {
     /** inout[i] *= factor[i]                                                                              */ \
     X(void, multiply, (float *inout, const float *factor, long count))                                        \
                                                                                                               \
+    /** values[i] = the fp32 value of values[i] rounded to bf16 as `vcvtneps2bf16` (and CGemm's bg_round)  */ \
+    /** does: nearest even, denormals to a zero of the same sign, NaN stays a quiet NaN (--bf16 rounds   */ \
+    /** the inputs of the attention products this way: a product of two bf16 values is exact in fp32).  */ \
+    X(void, round_bf16, (float *values, long count))                                                          \
+                                                                                                              \
     /* MARK: LayerNorm                                                                                     */ \
     /** For rows [row_begin, row_end) of (rows, C): sum = dropout(sum) + residual (sum holds the branch    */ \
     /** on entry; residual may be NULL), then normed = LayerNorm(sum) with weight, bias; keeps mean and    */ \
@@ -119,16 +124,21 @@ typedef struct {
     /**   P = softmax(scale · Q Kᵀ)       (query_rows, length) written to `probabilities` (packed)         */ \
     /**   context = dropout(P) V          (query_rows, head_dim) rows of stride context_stride             */ \
     /** Dropout element (i, j) of P is first_element + i · length + j of the mask keyed by `key`.          */ \
+    /** round_bf16 (--bf16): dropout(P), the left input of P V, is rounded to bf16 (round_bf16); the       */ \
+    /** caller passes q, k, v already rounded, so both products have bf16 inputs and fp32 sums.           */ \
     X(void, attention_forward,                                                                                \
       (float *context, long context_stride, float *probabilities, const float *q, long q_stride,              \
        const float *k, const float *v, long kv_stride, long length, long head_dim, long query_rows,           \
-       float scale, uint64_t key, long first_element, float dropout_probability, float *scratch))             \
+       float scale, uint64_t key, long first_element, float dropout_probability, int round_bf16,              \
+       float *scratch))                                                                                       \
     /** Gradients of attention_forward: writes dq (query_rows rows), dk and dv (length rows).              */ \
+    /** round_bf16: dropout(P) (in dV = Pᵀ dO) and dS (in dQ = dS K, dK = dSᵀ Q) are rounded to bf16; the  */ \
+    /** caller passes q, k, v and d_context already rounded.                                             */ \
     X(void, attention_backward,                                                                               \
       (float *dq, long dq_stride, float *dk, float *dv, long dkv_stride, const float *d_context,              \
        long d_context_stride, const float *probabilities, const float *q, long q_stride, const float *k,      \
        const float *v, long kv_stride, long length, long head_dim, long query_rows, float scale,              \
-       uint64_t key, long first_element, float dropout_probability, float *scratch))                          \
+       uint64_t key, long first_element, float dropout_probability, int round_bf16, float *scratch))          \
                                                                                                               \
     /* MARK: Optimizer                                                                                     */ \
     /** torch.optim.AdamW (decoupled = 1) or Adam with L2 (decoupled = 0), PyTorch's order of operations,  */ \
