@@ -180,7 +180,7 @@ extension Communicator {
     /// moments for a consolidated checkpoint, ...).
     /// Each shard moves in messages of at most `chunkFloats` floats.
     public func gatherParameters(_ parameters: UnsafeMutableBufferPointer<Float>, layout: ShardLayout,
-                                 chunkFloats: Int = GradientSynchronizer.defaultBucketFloats) throws {
+                                 chunkFloats: Int = GradientSynchronizer.defaultMessageFloats) throws {
         guard layout.totalCount == parameters.count, layout.worldSize == worldSize else {
             throw CommunicationError(rank: rank, operation: "gatherParameters",
                                      reason: "shard layout is for \(layout.totalCount) floats on \(layout.worldSize) ranks, "

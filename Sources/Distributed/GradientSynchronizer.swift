@@ -45,11 +45,15 @@
 public final class GradientSynchronizer {
     /// About 25 MB of Float32, as PyTorch DDP's default bucket.
     public static let defaultBucketFloats = 25 * 1_000_000 / 4
+    /// 1 MB of Float32: the largest point-to-point message (see "Messages" above).
+    public static let defaultMessageFloats = 1 << 18
 
     public let communicator: any Communicator
     public let gradients: UnsafeMutableBufferPointer<Float>
     public let layout: ShardLayout
     public let bucketFloats: Int
+    /// Transfers are cut into messages of at most this many floats.
+    public let messageFloats: Int
     public let shardOptimizer: Bool
 
     /// Seconds the last `finish()` blocked: communication not hidden behind backward.
@@ -83,14 +87,16 @@ public final class GradientSynchronizer {
     private var partPointers: [UnsafePointer<Float>]
 
     public init(communicator: any Communicator, gradients: UnsafeMutableBufferPointer<Float>,
-                bucketFloats: Int = GradientSynchronizer.defaultBucketFloats, shardOptimizer: Bool) throws {
-        guard bucketFloats >= 1 else {
+                bucketFloats: Int = GradientSynchronizer.defaultBucketFloats,
+                messageFloats: Int = GradientSynchronizer.defaultMessageFloats, shardOptimizer: Bool) throws {
+        guard bucketFloats >= 1 && messageFloats >= 1 else {
             throw CommunicationError(rank: communicator.rank, operation: "GradientSynchronizer",
-                                     reason: "bucket size must be at least 1 float, got \(bucketFloats)")
+                                     reason: "bucket and message sizes must be at least 1 float, got \(bucketFloats) and \(messageFloats)")
         }
         self.communicator = communicator
         self.gradients = gradients
         self.bucketFloats = bucketFloats
+        self.messageFloats = messageFloats
         self.shardOptimizer = shardOptimizer
         let worldSize = communicator.worldSize, rank = communicator.rank
         layout = ShardLayout(totalCount: gradients.count, worldSize: worldSize)
@@ -101,7 +107,10 @@ public final class GradientSynchronizer {
             let range = start ..< min(start + bucketFloats, gradients.count)
             let parts = layout.ranges.map { shard in range.clamped(to: shard) }
             buckets.append(Bucket(range: range, parts: parts, scratchOffset: scratchFloats))
-            buckets[buckets.count - 1].requests.reserveCapacity(2 * worldSize)
+            // Reduce: this rank's part from every peer and every peer's part to it; gather the same.
+            let ownMessages = (worldSize - 1) * messageCount(parts[rank].count, messageFloats)
+            let peerMessages = (0 ..< worldSize).filter { $0 != rank }.reduce(0) { $0 + messageCount(parts[$1].count, messageFloats) }
+            buckets[buckets.count - 1].requests.reserveCapacity(ownMessages + peerMessages)
             scratchFloats += (worldSize - 1) * parts[rank].count
             start = range.upperBound
         }
@@ -190,15 +199,13 @@ public final class GradientSynchronizer {
         if !ownPart.isEmpty {
             for peer in 0 ..< worldSize where peer != rank {
                 let slot = scratch.baseAddress! + scratchSlotOffset(index, peer: peer)
-                buckets[index].requests.append(try communicator.startReceive(
-                    UnsafeMutableBufferPointer(start: slot, count: ownPart.count), from: peer, tag: TransferTag.bucketReduce(index)))
+                try startReceives(index, into: slot, count: ownPart.count, from: peer, tag: TransferTag.bucketReduce(index))
             }
         }
         for peer in 0 ..< worldSize where peer != rank {
             let part = buckets[index].parts[peer]
             if part.isEmpty { continue }
-            buckets[index].requests.append(try communicator.startSend(
-                UnsafeBufferPointer(start: base + part.lowerBound, count: part.count), to: peer, tag: TransferTag.bucketReduce(index)))
+            try startSends(index, from: base + part.lowerBound, count: part.count, to: peer, tag: TransferTag.bucketReduce(index))
         }
         buckets[index].phase = .reducing
     }
@@ -225,16 +232,34 @@ public final class GradientSynchronizer {
         for peer in 0 ..< worldSize where peer != rank {
             let part = buckets[index].parts[peer]
             if part.isEmpty { continue }
-            buckets[index].requests.append(try communicator.startReceive(
-                UnsafeMutableBufferPointer(start: base + part.lowerBound, count: part.count), from: peer, tag: TransferTag.bucketGather(index)))
+            try startReceives(index, into: base + part.lowerBound, count: part.count, from: peer, tag: TransferTag.bucketGather(index))
         }
         if !ownPart.isEmpty {
             for peer in 0 ..< worldSize where peer != rank {
-                buckets[index].requests.append(try communicator.startSend(
-                    UnsafeBufferPointer(start: base + ownPart.lowerBound, count: ownPart.count), to: peer, tag: TransferTag.bucketGather(index)))
+                try startSends(index, from: base + ownPart.lowerBound, count: ownPart.count, to: peer, tag: TransferTag.bucketGather(index))
             }
         }
         buckets[index].phase = .gathering
+    }
+
+    /// `count` floats from `start` to `peer` in messages of at most `messageFloats` (the receiver
+    /// cuts the same messages; messages of one tag between two ranks match in posting order).
+    private func startSends(_ index: Int, from start: UnsafeMutablePointer<Float>, count: Int, to peer: Int, tag: Int) throws {
+        var offset = 0
+        while offset < count {
+            let length = min(messageFloats, count - offset)
+            buckets[index].requests.append(try communicator.startSend(UnsafeBufferPointer(start: start + offset, count: length), to: peer, tag: tag))
+            offset += length
+        }
+    }
+
+    private func startReceives(_ index: Int, into start: UnsafeMutablePointer<Float>, count: Int, from peer: Int, tag: Int) throws {
+        var offset = 0
+        while offset < count {
+            let length = min(messageFloats, count - offset)
+            buckets[index].requests.append(try communicator.startReceive(UnsafeMutableBufferPointer(start: start + offset, count: length), from: peer, tag: tag))
+            offset += length
+        }
     }
 
     /// Scratch offset of the copy of this rank's part of bucket `index` sent by `peer`.
@@ -244,6 +269,9 @@ public final class GradientSynchronizer {
         return buckets[index].scratchOffset + slot * buckets[index].parts[rank].count
     }
 }
+
+/// Messages needed for `count` floats in messages of at most `messageFloats`.
+func messageCount(_ count: Int, _ messageFloats: Int) -> Int { (count + messageFloats - 1) / messageFloats }
 
 /// output[i] = ((parts[0][i] + parts[1][i]) + parts[2][i]) + ... for i in 0 ..< count, in Float32,
 /// in exactly this order. `output` may be one of the parts: the sum is formed in `block` first.

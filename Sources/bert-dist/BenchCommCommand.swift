@@ -36,6 +36,9 @@ struct BenchCommCommand: ParsableCommand {
     @Option(help: "Gradient bucket size in MB (10^6 bytes).")
     var bucketMB: Double = 25
 
+    @Option(help: "Largest point-to-point message in MB (10^6 bytes).")
+    var messageMB: Double = Double(GradientSynchronizer.defaultMessageFloats) * 4 / 1_000_000
+
     @Option(help: "Also time a simulated backward of 12 layers of this many milliseconds each, with and without progress() between layers (0: skip).")
     var overlapLayerMs: Double = 0
 
@@ -52,11 +55,12 @@ struct BenchCommCommand: ParsableCommand {
         if let simulateRanks, simulateRanks < 1 { throw ValidationError("--simulate-ranks must be at least 1") }
         if simulateRanks != nil && !check { throw ValidationError("--simulate-ranks only applies to --check") }
         if repetitions < 1 { throw ValidationError("--repetitions must be at least 1") }
-        if bucketMB <= 0 { throw ValidationError("--bucket-mb must be positive") }
+        if bucketMB <= 0 || messageMB <= 0 { throw ValidationError("--bucket-mb and --message-mb must be positive") }
         _ = try parsedSizes()
     }
 
     var bucketFloats: Int { max(1, Int(bucketMB * 1_000_000 / 4)) }
+    var messageFloats: Int { max(1, Int(messageMB * 1_000_000 / 4)) }
 
     func parsedSizes() throws -> [(name: String, floats: Int)] {
         try sizes.split(separator: ",").map { item in
@@ -116,10 +120,10 @@ struct BenchCommCommand: ParsableCommand {
             defer { arena.deallocate() }
             arena.initialize(repeating: 1e-3)
 
-            let bucketed = try GradientSynchronizer(communicator: communicator, gradients: arena,
-                                                    bucketFloats: bucketFloats, shardOptimizer: false)
-            let sharded = try GradientSynchronizer(communicator: communicator, gradients: arena,
-                                                   bucketFloats: bucketFloats, shardOptimizer: true)
+            let bucketed = try GradientSynchronizer(communicator: communicator, gradients: arena, bucketFloats: bucketFloats,
+                                                    messageFloats: messageFloats, shardOptimizer: false)
+            let sharded = try GradientSynchronizer(communicator: communicator, gradients: arena, bucketFloats: bucketFloats,
+                                                   messageFloats: messageFloats, shardOptimizer: true)
             // Interleaved (one of each per round), so that load from other processes hits all alike.
             let medians = try mediansOfSlowestRank(communicator, [
                 { try communicator.allReduceSumInPlace(arena) },
