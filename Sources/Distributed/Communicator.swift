@@ -26,11 +26,13 @@ public protocol Communicator: AnyObject {
     /// The building block of the small reductions and gathers in the extension below.
     func allGather(_ contribution: UnsafeRawBufferPointer, into result: UnsafeMutableRawBufferPointer) throws
 
-    /// Starts sending `floats` to `destination`. The buffer must not change until the request completes.
-    func startSend(_ floats: UnsafeBufferPointer<Float>, to destination: Int, tag: Int) throws -> TransferRequest
-    /// Starts receiving exactly `floats.count` floats from `source` into `floats`
+    /// Starts sending `bytes` to `destination`. The buffer must not change until the request completes.
+    /// (Floats, bf16 words and row ids all travel as bytes; `startSend(_: UnsafeBufferPointer<Float>...)`
+    /// in the extension below is the Float form.)
+    func startSend(bytes: UnsafeRawBufferPointer, to destination: Int, tag: Int) throws -> TransferRequest
+    /// Starts receiving exactly `bytes.count` bytes from `source` into `bytes`
     /// (not to be read until the request completes).
-    func startReceive(_ floats: UnsafeMutableBufferPointer<Float>, from source: Int, tag: Int) throws -> TransferRequest
+    func startReceive(bytes: UnsafeMutableRawBufferPointer, from source: Int, tag: Int) throws -> TransferRequest
     /// True when every request has completed (they are then marked completed); never blocks.
     /// With MPI this is MPI_Testall, which also advances pending transfers (see GradientSynchronizer).
     /// (Buffer-pointer form so callers can keep requests in preallocated or stack memory; the
@@ -38,6 +40,11 @@ public protocol Communicator: AnyObject {
     func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool
     /// Blocks until every request has completed.
     func waitAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws
+
+    /// Background progress of pending transfers while the caller computes (MPI: `MPIProgressThread`,
+    /// when the communicator was made with one): on between the first transfer of a gradient sum
+    /// and its end, off otherwise. A no-op where transfers need no help (the in-process group).
+    func setBackgroundProgress(_ active: Bool)
 
     /// Ends the whole job (every rank) with a non-zero status after printing `message` on stderr:
     /// MPI_Abort for MPI, process exit for the in-process group. Use it when a rank cannot continue
@@ -70,7 +77,7 @@ public enum ReductionOperation: Sendable {
 }
 
 /// An error of a distributed operation; `description` names the operation (the MPI call for MPI)
-/// and the rank, e.g. `rank 1: MPI_Isend (to rank 0, 4096 floats, tag 3) failed: MPI_ERR_TRUNCATE: ...`.
+/// and the rank, e.g. `rank 1: MPI_Isend (to rank 0, 16384 bytes, tag 3) failed: MPI_ERR_TRUNCATE: ...`.
 public struct CommunicationError: Error, CustomStringConvertible {
     public var rank: Int
     public var operation: String
@@ -86,6 +93,18 @@ public struct CommunicationError: Error, CustomStringConvertible {
 }
 
 extension Communicator {
+    public func setBackgroundProgress(_ active: Bool) {}
+
+    /// Starts sending `floats` to `destination` (as bytes). The buffer must not change until the request completes.
+    public func startSend(_ floats: UnsafeBufferPointer<Float>, to destination: Int, tag: Int) throws -> TransferRequest {
+        try startSend(bytes: UnsafeRawBufferPointer(floats), to: destination, tag: tag)
+    }
+
+    /// Starts receiving exactly `floats.count` floats from `source` into `floats`.
+    public func startReceive(_ floats: UnsafeMutableBufferPointer<Float>, from source: Int, tag: Int) throws -> TransferRequest {
+        try startReceive(bytes: UnsafeMutableRawBufferPointer(floats), from: source, tag: tag)
+    }
+
     public func testAll(_ requests: inout [TransferRequest]) throws -> Bool {
         try requests.withUnsafeMutableBufferPointer { try testAll($0) }
     }
@@ -232,8 +251,12 @@ enum TransferTag {
     static let parameterGather = 0
     /// Chunks streamed to or from the root (RootStreams.swift).
     static let rootStream = 1
-    static func bucketReduce(_ bucketIndex: Int) -> Int { 2 + 2 * bucketIndex }
-    static func bucketGather(_ bucketIndex: Int) -> Int { 3 + 2 * bucketIndex }
+    /// The sparse rows of a gradient sum (SparseRowExchange): their count, ids and values.
+    static let sparseCount = 2
+    static let sparseIds = 3
+    static let sparseRows = 4
+    static func bucketReduce(_ bucketIndex: Int) -> Int { 5 + 2 * bucketIndex }
+    static func bucketGather(_ bucketIndex: Int) -> Int { 6 + 2 * bucketIndex }
 }
 
 /// Seconds on a monotonic clock, for durations.

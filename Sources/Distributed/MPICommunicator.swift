@@ -6,9 +6,13 @@ import Glibc
 
 /// The MPI world: works under `mpirun -n N` and as an MPI singleton (the plain binary, world size 1).
 ///
-/// Threading: MPI is initialised with MPI_THREAD_FUNNELED, so only the thread that created this
-/// object (the main thread of the executable) may call it; every method checks this and throws
-/// otherwise (`abort` excepted). Other threads (BLAS, kernels) never touch MPI.
+/// Threading: only the thread that created this object (the main thread of the executable) may
+/// call it; every method checks this and throws otherwise (`abort` excepted). Other threads
+/// (BLAS, kernels, the peer watchdog) never touch MPI. MPI is initialised with
+/// MPI_THREAD_FUNNELED, or with MPI_THREAD_MULTIPLE when a background progress thread is asked
+/// for (`progressIntervalSeconds`): that thread (MPIProgressThread) is the one other caller of
+/// MPI, and it only probes. If the library cannot provide MPI_THREAD_MULTIPLE, there is no
+/// progress thread (`hasProgressThread` is false) and everything else works as before.
 ///
 /// Errors: the world communicator uses MPI_ERRORS_RETURN, so a failing MPI call returns to us and
 /// every return code becomes a `CommunicationError` naming the MPI function, its arguments and
@@ -23,8 +27,11 @@ public final class MPICommunicator: Communicator {
     public let maximumTag: Int
     private let initialisingThread: pthread_t
     private var isFinalized = false
+    private let progressThread: MPIProgressThread?
 
-    public init() throws {
+    /// `progressIntervalSeconds`: start a background progress thread that polls this often while
+    /// `setBackgroundProgress(true)` (nil: none).
+    public init(progressIntervalSeconds: Double? = nil) throws {
         var alreadyInitialised: Int32 = 0
         MPI_Initialized(&alreadyInitialised)
         if alreadyInitialised != 0 {
@@ -33,7 +40,8 @@ public final class MPICommunicator: Communicator {
         }
         var provided: Int32 = 0
         // Errors inside MPI_Init use the default handler (abort), so the code is checked for form only.
-        let initCode = MPI_Init_thread(nil, nil, Int32(MPI_THREAD_FUNNELED), &provided)
+        let requested = progressIntervalSeconds == nil ? Int32(MPI_THREAD_FUNNELED) : Int32(MPI_THREAD_MULTIPLE)
+        let initCode = MPI_Init_thread(nil, nil, requested, &provided)
         guard initCode == MPI_SUCCESS else {
             throw CommunicationError(rank: 0, operation: "MPI_Init_thread", reason: MPICommunicator.errorString(initCode))
         }
@@ -55,6 +63,21 @@ public final class MPICommunicator: Communicator {
         try MPICommunicator.check(MPI_Comm_get_attr(shim_mpi_comm_world(), Int32(MPI_TAG_UB), &tagUpperBound, &found),
                                   "MPI_Comm_get_attr(MPI_TAG_UB)", rank: rank)
         maximumTag = (found != 0 && tagUpperBound != nil) ? Int(tagUpperBound!.pointee) : 32767
+        if let progressIntervalSeconds, provided >= Int32(MPI_THREAD_MULTIPLE), worldSize > 1 {
+            // The probe's tag is never sent (the largest tag; the synchroniser's tags stay far below it).
+            progressThread = MPIProgressThread(intervalSeconds: progressIntervalSeconds, probeTag: maximumTag)
+        } else {
+            progressThread = nil
+        }
+    }
+
+    /// True when a background progress thread runs (asked for, MPI_THREAD_MULTIPLE available, several ranks).
+    public var hasProgressThread: Bool { progressThread != nil }
+    /// Probes the progress thread has made so far (0 without one).
+    public var progressProbeCount: Int { progressThread?.probeCount ?? 0 }
+
+    public func setBackgroundProgress(_ active: Bool) {
+        progressThread?.setActive(active)
     }
 
     deinit {
@@ -65,6 +88,7 @@ public final class MPICommunicator: Communicator {
     public func finalize() throws {
         guard !isFinalized else { return }
         try checkThread("MPI_Finalize")
+        progressThread?.stop()
         isFinalized = true
         try check(MPI_Finalize(), "MPI_Finalize")
     }
@@ -104,24 +128,24 @@ public final class MPICommunicator: Communicator {
                   "MPI_Allgather (\(contribution.count) bytes per rank)")
     }
 
-    public func startSend(_ floats: UnsafeBufferPointer<Float>, to destination: Int, tag: Int) throws -> TransferRequest {
+    public func startSend(bytes: UnsafeRawBufferPointer, to destination: Int, tag: Int) throws -> TransferRequest {
         // The call descriptions are autoclosures: no string is built (no allocation) unless a check fails.
-        try checkThread("MPI_Isend (to rank \(destination), \(floats.count) floats, tag \(tag))")
-        try checkTransfer(count: floats.count, peer: destination, tag: tag, "MPI_Isend (to rank \(destination), \(floats.count) floats, tag \(tag))")
+        try checkThread("MPI_Isend (to rank \(destination), \(bytes.count) bytes, tag \(tag))")
+        try checkTransfer(count: bytes.count, peer: destination, tag: tag, "MPI_Isend (to rank \(destination), \(bytes.count) bytes, tag \(tag))")
         var request: MPI_Request? = shim_mpi_request_null()
-        try check(MPI_Isend(floats.baseAddress, Int32(floats.count), shim_mpi_float(), Int32(destination), Int32(tag),
+        try check(MPI_Isend(bytes.baseAddress, Int32(bytes.count), shim_mpi_byte(), Int32(destination), Int32(tag),
                             shim_mpi_comm_world(), &request),
-                  "MPI_Isend (to rank \(destination), \(floats.count) floats, tag \(tag))")
+                  "MPI_Isend (to rank \(destination), \(bytes.count) bytes, tag \(tag))")
         return TransferRequest(handle: .mpi(request))
     }
 
-    public func startReceive(_ floats: UnsafeMutableBufferPointer<Float>, from source: Int, tag: Int) throws -> TransferRequest {
-        try checkThread("MPI_Irecv (from rank \(source), \(floats.count) floats, tag \(tag))")
-        try checkTransfer(count: floats.count, peer: source, tag: tag, "MPI_Irecv (from rank \(source), \(floats.count) floats, tag \(tag))")
+    public func startReceive(bytes: UnsafeMutableRawBufferPointer, from source: Int, tag: Int) throws -> TransferRequest {
+        try checkThread("MPI_Irecv (from rank \(source), \(bytes.count) bytes, tag \(tag))")
+        try checkTransfer(count: bytes.count, peer: source, tag: tag, "MPI_Irecv (from rank \(source), \(bytes.count) bytes, tag \(tag))")
         var request: MPI_Request? = shim_mpi_request_null()
-        try check(MPI_Irecv(floats.baseAddress, Int32(floats.count), shim_mpi_float(), Int32(source), Int32(tag),
+        try check(MPI_Irecv(bytes.baseAddress, Int32(bytes.count), shim_mpi_byte(), Int32(source), Int32(tag),
                             shim_mpi_comm_world(), &request),
-                  "MPI_Irecv (from rank \(source), \(floats.count) floats, tag \(tag))")
+                  "MPI_Irecv (from rank \(source), \(bytes.count) bytes, tag \(tag))")
         return TransferRequest(handle: .mpi(request))
     }
 

@@ -87,7 +87,7 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
     let maxSequenceLength = Int(try communicator.allReduce(Double(local?.2 ?? 0), .max))
     training.maxSequenceLength = maxSequenceLength
     let replica = try Replica(model: model, hyperparameters: training.adamHyperparameters, communicator: communicator,
-                              shardOptimizer: training.shardOptimizer, bucketFloats: max(1, Int(training.bucketMegabytes * 1_000_000 / 4)))
+                              options: training)
     let stepCount = options.warmupSteps + options.steps
     var stepsOptions = training
     stepsOptions.maxSteps = stepCount

@@ -28,17 +28,46 @@ final class Replica {
     /// its compute seconds (data, forward, backward) and its seconds waiting for the gradient sum.
     private var reduction: [Double]
 
+    /// `options`: the sharding, bucket size, compression and sparse-embedding choices.
     init(model: BertForSequenceClassification, hyperparameters: AdamHyperparameters, communicator: any Communicator,
-         shardOptimizer: Bool, bucketFloats: Int) throws {
+         options: TrainingOptions) throws {
         self.model = model
         self.communicator = communicator
-        self.shardOptimizer = shardOptimizer
+        self.shardOptimizer = options.shardOptimizer
         shards = ShardLayout(totalCount: model.layout.totalCount, worldSize: communicator.worldSize)
         let optimizerRange = shardOptimizer ? shards.range(of: communicator.rank) : 0..<model.layout.totalCount
         optimizer = AdamOptimizer(hyperparameters: hyperparameters, layout: model.layout, range: optimizerRange)
         synchronizer = try GradientSynchronizer(communicator: communicator, gradients: model.gradients.buffer,
-                                                bucketFloats: bucketFloats, shardOptimizer: shardOptimizer)
+                                                options: Replica.syncOptions(model.layout, model.config, options))
         reduction = [Double](repeating: 0, count: 6 + 3 * communicator.worldSize)
+    }
+
+    /// Buckets end where backward reports readiness (each layer's start), so each starts as soon
+    /// as its layer is done; the word and position tables travel as touched rows (see `markRows`).
+    static func syncOptions(_ layout: ParameterLayout, _ config: BertConfig, _ options: TrainingOptions) -> GradientSyncOptions {
+        var sync = GradientSyncOptions()
+        sync.bucketFloats = max(1, Int(options.bucketMegabytes * 1_000_000 / 4))
+        sync.shardOptimizer = options.shardOptimizer
+        sync.compression = options.gradientCompression
+        sync.bucketBoundaries = layout.layerStarts
+        if options.sparseEmbeddingGradients {
+            sync.sparseTables = [Replica.wordTable, Replica.positionTable].map {
+                SparseRowTable(range: layout[$0].range, rowLength: config.hiddenSize)
+            }
+        }
+        return sync
+    }
+
+    static let wordTable = "bert.embeddings.word_embeddings.weight"
+    static let positionTable = "bert.embeddings.position_embeddings.weight"
+
+    /// The embedding rows backward will write for `batch`: its token ids, and positions up to
+    /// its longest sequence (sparse tables 0 and 1 of `syncOptions`).
+    private func markRows(_ batch: PackedBatch) {
+        for id in batch.tokenIds { synchronizer.markRow(table: 0, row: Int(id)) }
+        var longest = 0
+        for s in 0..<batch.sequenceCount { longest = max(longest, batch.length(of: s)) }
+        for position in 0..<longest { synchronizer.markRow(table: 1, row: position) }
     }
 
     func reserve(microBatchSize: Int, maxSequenceLength: Int) {
@@ -90,6 +119,7 @@ final class Replica {
         for micro in 0..<microBatchCount {
             batch.removeAll()
             try fill(micro, &batch)
+            markRows(batch)
             clock.lap(into: &outcome.phaseSeconds.data)
             let result = try model.forward(batch, dropout: dropout)
             lossSum += result.lossSum

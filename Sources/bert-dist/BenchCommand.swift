@@ -35,9 +35,7 @@ struct BenchCommand: ParsableCommand {
         var training = TrainingOptions(modelDirectory: model.directory, trainFile: data.map { URL(fileURLWithPath: $0) })
         training.globalBatchSize = batchSize
         training.maxSequenceLength = seqLen
-        training.microBatchSize = parallel.microBatchSize
-        training.shardOptimizer = parallel.shardOptimizer
-        training.bucketMegabytes = parallel.bucketMb
+        parallel.apply(to: &training)
         var options = BenchmarkOptions(training: training)
         options.steps = steps
         options.randomWeights = randomWeights
@@ -48,7 +46,8 @@ struct BenchCommand: ParsableCommand {
         let benchmark = options
         let runtime = ProcessEnvironment.current.runtime(threads: parallel.threads.threads)
         let (json, sgemmOnly, tokens) = (output.json, sgemmOnly, batchSize * seqLen)
-        let status = RankRunner.run(simulatedRanks: nil, collectiveTimeout: faults.collectiveTimeout, runtime: runtime) { communicator, _ in
+        let status = RankRunner.run(simulatedRanks: nil, collectiveTimeout: faults.collectiveTimeout, runtime: runtime,
+                                    progressIntervalSeconds: parallel.progressIntervalSeconds) { communicator, _ in
             if sgemmOnly {
                 let config = try BertConfig.load(modelDirectory: benchmark.training.modelDirectory)
                 try communicator.barrier()
