@@ -58,7 +58,7 @@ final class SparseRowExchange {
     private var countRequests: [TransferRequest] = []
     private var idRequests: [TransferRequest] = []
     private var rowRequests: [TransferRequest] = []
-    private var idReceivesPosted = false
+    private var idReceivesPosted = false, rowReceivesPosted = false
     /// Bytes this rank sent in the last step (ids and rows).
     private(set) var sentBytes = 0
 
@@ -134,6 +134,7 @@ final class SparseRowExchange {
         idRequests.removeAll(keepingCapacity: true)
         rowRequests.removeAll(keepingCapacity: true)
         idReceivesPosted = false
+        rowReceivesPosted = false
         for peer in 0 ..< worldSize where peer != rank {
             countRequests.append(try communicator.startReceive(bytes: UnsafeMutableRawBufferPointer(start: counts.baseAddress! + peer, count: 4),
                                                                from: peer, tag: TransferTag.sparseCount))
@@ -149,9 +150,11 @@ final class SparseRowExchange {
         try progress()
     }
 
-    /// Once the peers' counts have arrived, starts receiving their ids. Never blocks.
+    /// Once the peers' counts have arrived, starts receiving their ids (and rows, once this rank
+    /// sends its own). Never blocks: a peer still computing must not hold this rank's backward up.
     func progress() throws {
-        if phase == .idsSent, !idReceivesPosted, try communicator.testAll(&countRequests) { try postIdReceives() }
+        if phase != .idle, !idReceivesPosted, try communicator.testAll(&countRequests) { try postIdReceives() }
+        if phase == .rowsSent, idReceivesPosted, !rowReceivesPosted { try postRowReceives() }
         if !idRequests.isEmpty { _ = try communicator.testAll(&idRequests) }
         if !rowRequests.isEmpty { _ = try communicator.testAll(&rowRequests) }
     }
@@ -166,15 +169,21 @@ final class SparseRowExchange {
         idReceivesPosted = true
     }
 
+    /// The peers' rows, sized by their counts (so after `postIdReceives`).
+    private func postRowReceives() throws {
+        let rank = communicator.rank, rowBytes = rowLength * elementSize
+        for peer in 0 ..< communicator.worldSize where peer != rank {
+            try startChunkedReceives(communicator, into: rows + peer * rowCount * rowBytes, byteCount: Int(counts[peer]) * rowBytes,
+                                     from: peer, tag: TransferTag.sparseRows, messageBytes: messageBytes, into: &rowRequests)
+        }
+        rowReceivesPosted = true
+    }
+
     /// The tables' gradients are final on this rank: packs its rows and sends them to every peer.
     func startRows() throws {
         if phase == .idle { try startIds() }
         precondition(phase == .idsSent)
         let rank = communicator.rank, worldSize = communicator.worldSize
-        if !idReceivesPosted {
-            try communicator.waitAll(&countRequests)
-            try postIdReceives()
-        }
         let rowBytes = rowLength * elementSize
         let own = rows + rank * rowCount * rowBytes
         let ownIds = ids.baseAddress! + rank * rowCount
@@ -188,20 +197,22 @@ final class SparseRowExchange {
             }
         }
         for peer in 0 ..< worldSize where peer != rank {
-            try startChunkedReceives(communicator, into: rows + peer * rowCount * rowBytes, byteCount: Int(counts[peer]) * rowBytes,
-                                     from: peer, tag: TransferTag.sparseRows, messageBytes: messageBytes, into: &rowRequests)
-        }
-        for peer in 0 ..< worldSize where peer != rank {
             try startChunkedSends(communicator, from: UnsafeRawPointer(own), byteCount: count * rowBytes, to: peer,
                                   tag: TransferTag.sparseRows, messageBytes: messageBytes, into: &rowRequests)
             sentBytes += count * rowBytes
         }
         phase = .rowsSent
+        try progress()
     }
 
     /// Waits for every rank's rows and writes the rank-order sums into the arena. Resets for the next step.
     func finish() throws {
         if phase != .rowsSent { try startRows() }
+        if !idReceivesPosted {
+            try communicator.waitAll(&countRequests)
+            try postIdReceives()
+        }
+        if !rowReceivesPosted { try postRowReceives() }
         try communicator.waitAll(&countRequests)
         try communicator.waitAll(&idRequests)
         try communicator.waitAll(&rowRequests)
