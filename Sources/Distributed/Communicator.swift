@@ -197,51 +197,42 @@ extension Communicator {
     /// shard `layout.range(of: rank)`; this copies every shard to every rank, so that all ranks end
     /// with the full, identical `parameters`. Any Float arena of the layout works (parameters, Adam
     /// moments for a consolidated checkpoint, ...).
-    /// Each shard moves in messages of at most `chunkFloats` floats.
+    /// Each shard moves in messages of at most `chunkFloats` floats (1 MB: see "Messages" in
+    /// GradientSynchronizer). Makes its own request list; in a training step use the form with
+    /// `requests`, which keeps one across steps.
     public func gatherParameters(_ parameters: UnsafeMutableBufferPointer<Float>, layout: ShardLayout,
                                  chunkFloats: Int = GradientSynchronizer.defaultMessageFloats) throws {
+        var requests: [TransferRequest] = []
+        try gatherParameters(parameters, layout: layout, chunkFloats: chunkFloats, requests: &requests)
+    }
+
+    /// `gatherParameters` keeping its requests in `requests` (emptied first; no allocation once
+    /// its capacity has grown to the number of messages).
+    public func gatherParameters(_ parameters: UnsafeMutableBufferPointer<Float>, layout: ShardLayout,
+                                 chunkFloats: Int = GradientSynchronizer.defaultMessageFloats,
+                                 requests: inout [TransferRequest]) throws {
         guard layout.totalCount == parameters.count, layout.worldSize == worldSize else {
             throw CommunicationError(rank: rank, operation: "gatherParameters",
                                      reason: "shard layout is for \(layout.totalCount) floats on \(layout.worldSize) ranks, "
                                          + "but the buffer has \(parameters.count) floats on \(worldSize) ranks")
         }
         guard worldSize > 1, let base = parameters.baseAddress else { return }
-        // Chunks keep every message far below MPI's Int32 count limit, whatever the arena size (one
-        // 219 MB message and 25 MB pieces took the same time here). Both sides cut the same chunks;
-        // messages of one tag between two ranks match in posting order.
         guard chunkFloats >= 1 else {
             throw CommunicationError(rank: rank, operation: "gatherParameters", reason: "chunkFloats must be at least 1")
         }
-        let ownCount = layout.range(of: rank).count
-        var requestCount = (worldSize - 1) * (ownCount + chunkFloats - 1) / chunkFloats
+        // Both sides cut the same chunks; messages of one tag between two ranks match in posting order.
+        requests.removeAll(keepingCapacity: true)
         for peer in 0 ..< worldSize where peer != rank {
-            requestCount += (layout.range(of: peer).count + chunkFloats - 1) / chunkFloats
+            let range = layout.range(of: peer)
+            try startChunkedReceives(self, into: UnsafeMutableRawPointer(base + range.lowerBound), byteCount: 4 * range.count,
+                                     from: peer, tag: TransferTag.parameterGather, messageBytes: 4 * chunkFloats, into: &requests)
         }
-        // The requests live on the stack (small counts) so that a step does not allocate.
-        try withUnsafeTemporaryAllocation(of: TransferRequest.self, capacity: requestCount) { requests in
-            requests.initialize(repeating: .completed)
-            defer { requests.deinitialize() }
-            var next = 0
-            for peer in 0 ..< worldSize where peer != rank {
-                let range = layout.range(of: peer)
-                for start in stride(from: range.lowerBound, to: range.upperBound, by: chunkFloats) {
-                    let count = min(chunkFloats, range.upperBound - start)
-                    requests[next] = try startReceive(UnsafeMutableBufferPointer(start: base + start, count: count),
-                                                      from: peer, tag: TransferTag.parameterGather)
-                    next += 1
-                }
-            }
-            let own = layout.range(of: rank)
-            for peer in 0 ..< worldSize where peer != rank {
-                for start in stride(from: own.lowerBound, to: own.upperBound, by: chunkFloats) {
-                    let count = min(chunkFloats, own.upperBound - start)
-                    requests[next] = try startSend(UnsafeBufferPointer(start: base + start, count: count),
-                                                   to: peer, tag: TransferTag.parameterGather)
-                    next += 1
-                }
-            }
-            try waitAll(requests)
+        let own = layout.range(of: rank)
+        for peer in 0 ..< worldSize where peer != rank {
+            try startChunkedSends(self, from: UnsafeRawPointer(base + own.lowerBound), byteCount: 4 * own.count, to: peer,
+                                  tag: TransferTag.parameterGather, messageBytes: 4 * chunkFloats, into: &requests)
         }
+        try waitAll(&requests)
     }
 }
 

@@ -312,13 +312,14 @@ public final class GradientSynchronizer {
 
     private func startReduce(_ index: Int) throws {
         let rank = communicator.rank, worldSize = communicator.worldSize
-        let bucket = buckets[index]
+        // Not a copy of the Bucket: that would share its request array, and emptying a shared
+        // array allocates a new one.
+        let range = buckets[index].range, parts = buckets[index].parts
         buckets[index].requests.removeAll(keepingCapacity: true)
         if let mirror {
-            roundToBFloat16(gradients.baseAddress! + bucket.range.lowerBound, into: mirror + (bucket.range.lowerBound - mirrorBase),
-                            count: bucket.range.count)
+            roundToBFloat16(gradients.baseAddress! + range.lowerBound, into: mirror + (range.lowerBound - mirrorBase), count: range.count)
         }
-        let ownPart = bucket.parts[rank]
+        let ownPart = parts[rank]
         if !ownPart.isEmpty {
             for peer in 0 ..< worldSize where peer != rank {
                 try startChunkedReceives(communicator, into: scratch + scratchSlotOffset(index, peer: peer) * elementSize,
@@ -327,7 +328,7 @@ public final class GradientSynchronizer {
             }
         }
         for peer in 0 ..< worldSize where peer != rank {
-            let part = bucket.parts[peer]
+            let part = parts[peer]
             if part.isEmpty { continue }
             try startChunkedSends(communicator, from: sent(part.lowerBound), byteCount: part.count * elementSize, to: peer,
                                   tag: TransferTag.bucketReduce(index), messageBytes: messageBytes, into: &buckets[index].requests)

@@ -159,41 +159,44 @@ public final class MPICommunicator: Communicator {
         _ = try completeAll(requests, blocking: true)
     }
 
-    /// MPI_Testall / MPI_Waitall over the pending MPI requests of `requests`. The handles are copied
-    /// into a stack buffer (no heap allocation) because TransferRequest is not an MPI_Request array.
+    /// MPI_Testall / MPI_Waitall over the pending MPI requests of `requests`, in batches of at most
+    /// 64 whose handles are copied into a stack buffer (no heap allocation whatever the count:
+    /// TransferRequest is not an MPI_Request array). A batch that has not completed ends a test
+    /// (every call moves all pending transfers anyway); completed batches are marked completed.
     private func completeAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>, blocking: Bool) throws -> Bool {
-        var pendingCount = 0
         for request in requests {
-            switch request.handle {
-            case .completed: continue
-            case .mpi: pendingCount += 1
-            case .inProcess:
+            if case .inProcess = request.handle {
                 throw CommunicationError(rank: rank, operation: blocking ? "MPI_Waitall" : "MPI_Testall",
                                          reason: "request was not made by this MPICommunicator")
             }
         }
-        if pendingCount == 0 { return true }
-        return try withUnsafeTemporaryAllocation(of: MPI_Request?.self, capacity: pendingCount) { handles in
-            var slot = 0
-            for request in requests {
-                if case .mpi(let handle) = request.handle {
-                    handles[slot] = handle
-                    slot += 1
+        let batchSize = 64
+        return try withUnsafeTemporaryAllocation(of: MPI_Request?.self, capacity: batchSize) { handles in
+            var start = 0
+            while start < requests.count {
+                // The next batch of pending requests: their indices' span and their handles.
+                var end = start, pendingCount = 0
+                while end < requests.count && pendingCount < batchSize {
+                    if case .mpi(let handle) = requests[end].handle {
+                        handles[pendingCount] = handle
+                        pendingCount += 1
+                    }
+                    end += 1
                 }
+                if pendingCount > 0 {
+                    var allDone: Int32 = 1
+                    if blocking {
+                        try check(MPI_Waitall(Int32(pendingCount), handles.baseAddress, nil), "MPI_Waitall (\(pendingCount) transfers)")
+                    } else {
+                        try check(MPI_Testall(Int32(pendingCount), handles.baseAddress, &allDone, nil),
+                                  "MPI_Testall (\(pendingCount) transfers)")
+                    }
+                    if allDone == 0 { return false }
+                }
+                for index in start ..< end { requests[index].handle = .completed }
+                start = end
             }
-            var allDone: Int32 = 1
-            if blocking {
-                try check(MPI_Waitall(Int32(pendingCount), handles.baseAddress, nil),
-                          "MPI_Waitall (\(pendingCount) transfers)")
-            } else {
-                try check(MPI_Testall(Int32(pendingCount), handles.baseAddress, &allDone, nil),
-                          "MPI_Testall (\(pendingCount) transfers)")
-            }
-            if allDone != 0 {
-                for index in requests.indices { requests[index].handle = .completed }
-                return true
-            }
-            return false
+            return true
         }
     }
 

@@ -22,6 +22,8 @@ final class Replica {
     let shards: ShardLayout
     let shardOptimizer: Bool
     private var batch = PackedBatch()
+    /// The ZeRO-1 parameter gather's requests, kept across steps (no allocation per step).
+    private var gatherRequests: [TransferRequest] = []
     /// Evaluation's batch, kept across evaluations of the run.
     var evaluationBatch = PackedBatch()
     /// The per-step collective's values: 6 metrics, then per rank its partial sum of squares,
@@ -175,7 +177,7 @@ final class Replica {
         } else {
             let factor = gradientClipFactor(totalNorm: outcome.gradientNorm, maxNorm: maxGradNorm)
             optimizer.step(parameters: model.parameters, gradients: model.gradients, learningRate: learningRate, gradientScale: factor)
-            if shardOptimizer { try communicator.gatherParameters(model.parameters.buffer, layout: shards) }
+            if shardOptimizer { try communicator.gatherParameters(model.parameters.buffer, layout: shards, requests: &gatherRequests) }
         }
         clock.lap(into: &outcome.phaseSeconds.optimizer)
         return outcome
