@@ -26,6 +26,9 @@ final class Replica {
     private var gatherRequests: [TransferRequest] = []
     /// Evaluation's batch, kept across evaluations of the run.
     var evaluationBatch = PackedBatch()
+    /// Bench only (`--no-gradient-sync`): each rank steps with its own gradient, nothing is summed
+    /// (replicas drift apart); the step time without gradient communication.
+    var skipsGradientSync = false
     /// The per-step collective's values: 6 metrics, then per rank its partial sum of squares,
     /// its compute seconds (data, forward, backward) and its seconds waiting for the gradient sum.
     private var reduction: [Double]
@@ -133,15 +136,17 @@ final class Replica {
             try model.backward(batch, dropout: dropout, lossScale: lossScale) { offset in
                 // Communication starts only once every micro-batch has added its gradient; MPI
                 // moves large transfers only inside MPI calls, hence progress() between layers.
-                guard isLast else { return }
+                guard isLast && !self.skipsGradientSync else { return }
                 try self.synchronizer.gradientsReady(downTo: offset)
                 try self.synchronizer.progress()
             }
             clock.lap(into: &outcome.phaseSeconds.backward)
         }
         // A rank whose shard of a small last batch is empty still takes part in every collective.
-        if microBatchCount == 0 { try synchronizer.gradientsReady(downTo: 0) }
-        try synchronizer.finish()
+        if !skipsGradientSync {
+            if microBatchCount == 0 { try synchronizer.gradientsReady(downTo: 0) }
+            try synchronizer.finish()
+        }
         clock.lap(into: &outcome.phaseSeconds.sync)
 
         // Norm of the summed gradient: each rank measures its own shard; one collective adds the
@@ -177,7 +182,7 @@ final class Replica {
         } else {
             let factor = gradientClipFactor(totalNorm: outcome.gradientNorm, maxNorm: maxGradNorm)
             optimizer.step(parameters: model.parameters, gradients: model.gradients, learningRate: learningRate, gradientScale: factor)
-            if shardOptimizer { try communicator.gatherParameters(model.parameters.buffer, layout: shards, requests: &gatherRequests) }
+            if shardOptimizer && !skipsGradientSync { try communicator.gatherParameters(model.parameters.buffer, layout: shards, requests: &gatherRequests) }
         }
         clock.lap(into: &outcome.phaseSeconds.optimizer)
         return outcome

@@ -24,6 +24,8 @@ struct BenchCommand: ParsableCommand {
     @OptionGroup var output: OutputOptions
     @OptionGroup var faults: FaultOptions
     @Flag(help: .hidden)
+    var noGradientSync = false   // benchmarks/communication.sh: the step without gradient communication
+    @Flag(help: .hidden)
     var sgemmOnly = false   // benchmarks/blas_cores.sh: only the sgemm peak of batch-size x seq-len tokens per rank
 
     func validate() throws {
@@ -39,6 +41,7 @@ struct BenchCommand: ParsableCommand {
         var options = BenchmarkOptions(training: training)
         options.steps = steps
         options.randomWeights = randomWeights
+        options.skipGradientSync = noGradientSync
         return options
     }
 
@@ -70,6 +73,8 @@ struct BenchCommand: ParsableCommand {
                            result.paddedTokensPerBatch, result.kernelInstructionSet))
                 let phases = ["data", "forward", "backward", "sync", "optimizer"].map { String(format: "%@ %.3f", $0, result.phaseSecondsMedian[$0] ?? 0) }
                 log("phases (s, median of the slowest rank): " + phases.joined(separator: ", "))
+                log(String(format: "gradient sum sent %.1f MB per step (busiest rank)", result.gradientBytesSentPerStep / 1e6)
+                    + (result.interfaceBytesSentPerStep.map { String(format: "; network interfaces sent %.1f MB per step (busiest host)", $0 / 1e6) } ?? ""))
                 if let heap = result.heapAllocationsPerStep, let mappings = result.memoryMappingsPerStep,
                    let modelHeap = result.modelHeapAllocationsPerStep, let modelMappings = result.modelMemoryMappingsPerStep {
                     log("allocations per timed step (most of any step and rank): \(heap) heap, \(mappings) mmap; model forward + backward + AdamW alone: \(modelHeap) heap, \(modelMappings) mmap")
