@@ -1,11 +1,19 @@
 #!/usr/bin/env python3
-"""Checks that a bert-dist model folder (a merged or plain checkpoint) loads in Hugging Face
-`BertForSequenceClassification.from_pretrained` and gives the logits of `bert-dist predict`.
+"""Checks that a bert-dist model folder (a checkpoint or a merged folder) loads in Hugging Face
+`BertForSequenceClassification.from_pretrained` with the labels bert-dist trained, and gives the
+logits of `bert-dist predict`.
 
     python3 tools/check_hf_load.py MODEL_DIR [--bert-dist .build/release/bert-dist] [--texts FILE]
+                                   [--pairs] [--labels A,B,...] [--max-length N]
 
-Exits non-zero when HF cannot load the folder, the tokenizers disagree, or a logit differs by
-more than 1e-4 (float32 noise of two implementations).
+--texts: one text per line (default: a few built-in ones); with --pairs each line is
+TEXT<TAB>TEXT_PAIR, tokenised by HF as a batch of pairs (tokenizer(texts, text_pairs, ...), as
+Trainer scripts do) and by `bert-dist predict --pairs`. --labels: the label names expected in
+id order (HF's config.id2label must equal them).
+
+Exits non-zero when HF cannot load the folder, num_labels/id2label/label2id disagree with each
+other or with --labels, a predicted label name differs, or a logit differs by more than 1e-4
+(float32 noise of two implementations).
 """
 import argparse
 import json
@@ -28,26 +36,56 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
     parser.add_argument("--bert-dist", default=".build/release/bert-dist")
-    parser.add_argument("--texts", help="one text per line (default: a few built-in ones)")
+    parser.add_argument("--texts", help="one text (or with --pairs TEXT<TAB>TEXT_PAIR) per line")
+    parser.add_argument("--pairs", action="store_true", help="the lines are text pairs")
+    parser.add_argument("--labels", help="expected label names in id order, comma separated")
+    parser.add_argument("--max-length", type=int, help="truncation (default: bert-dist's, min(128, max_position_embeddings))")
     args = parser.parse_args()
-    texts = open(args.texts).read().splitlines() if args.texts else TEXTS
+    lines = open(args.texts, encoding="utf-8").read().splitlines() if args.texts else TEXTS
 
     model = BertForSequenceClassification.from_pretrained(args.model)
     model.eval()
+    config = model.config
     tokenizer = BertTokenizer.from_pretrained(args.model)
+    max_length = args.max_length or min(128, config.max_position_embeddings)
+    problems = []
+    names = [config.id2label[i] for i in range(config.num_labels)]
+    if len(config.id2label) != config.num_labels or any(config.label2id[name] != i for i, name in enumerate(names)):
+        problems.append(f"num_labels {config.num_labels}, id2label {config.id2label} and label2id {config.label2id} disagree")
+    if args.labels and names != args.labels.split(","):
+        problems.append(f"id2label {names} is not --labels {args.labels.split(',')}")
+    if model.classifier.out_features != config.num_labels:
+        problems.append(f"the classifier has {model.classifier.out_features} outputs for {config.num_labels} labels")
+
     with torch.no_grad():
-        encoded = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        if args.pairs:
+            firsts, seconds = zip(*(line.split("\t", 1) for line in lines))
+            encoded = tokenizer(list(firsts), list(seconds), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        else:
+            encoded = tokenizer(lines, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         hf_logits = model(**encoded).logits.tolist()
 
-    ours = subprocess.run([args.bert_dist, "predict", "--checkpoint", args.model, "--json", "--logits"],
-                          input="\n".join(texts) + "\n", capture_output=True, text=True, check=True)
-    our_logits = [json.loads(line)["logits"] for line in ours.stdout.splitlines()]
-    worst = max(abs(a - b) for hf, us in zip(hf_logits, our_logits) for a, b in zip(hf, us))
-    labels = [model.config.id2label[int(torch.tensor(row).argmax())] for row in hf_logits]
-    print(f"HF loaded {args.model}: {model.config.num_labels} labels {list(model.config.id2label.values())}")
-    print(f"predictions (HF): {labels}")
-    print(f"largest |logit difference| HF vs bert-dist over {len(texts)} texts: {worst:.3g}")
-    sys.exit(0 if worst <= 1e-4 and len(our_logits) == len(texts) else 1)
+    command = [args.bert_dist, "predict", "--checkpoint", args.model, "--json", "--logits", "--max-seq-len", str(max_length)]
+    ours = subprocess.run(command + (["--pairs"] if args.pairs else []), input="\n".join(lines) + "\n",
+                          capture_output=True, text=True, check=True)
+    predictions = [json.loads(line) for line in ours.stdout.splitlines()]
+    if len(predictions) != len(lines):
+        problems.append(f"bert-dist predicted {len(predictions)} lines of {len(lines)}")
+    worst = max(abs(a - b) for hf, us in zip(hf_logits, predictions) for a, b in zip(hf, us["logits"]))
+    hf_labels = [names[int(torch.tensor(row).argmax())] for row in hf_logits]
+    our_labels = [p["label"] for p in predictions]
+    if hf_labels != our_labels:
+        problems.append(f"predicted labels differ: HF {hf_labels}, bert-dist {our_labels}")
+    if worst > 1e-4:
+        problems.append(f"logits differ by up to {worst:.3g}")
+
+    print(f"HF loaded {args.model}: num_labels {config.num_labels}, id2label {names}")
+    print(f"predictions on {len(lines)} {'pairs' if args.pairs else 'texts'} (HF = bert-dist: {hf_labels == our_labels}): "
+          + ", ".join(f"{label} x{hf_labels.count(label)}" for label in names if label in hf_labels))
+    print(f"largest |logit difference| HF vs bert-dist: {worst:.3g}")
+    for problem in problems:
+        print("problem:", problem)
+    sys.exit(1 if problems else 0)
 
 
 if __name__ == "__main__":

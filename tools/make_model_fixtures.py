@@ -30,6 +30,13 @@ Writes Tests/ModelTests/Fixtures/:
   minilm_bf16_reference.safetensors (with --minilm): autocast.logits, autocast_eager.logits,
   emulated.logits, fp32.logits for the sentences and head of minilm_reference.safetensors.
   Run with --only-bf16 to write only these two files.
+  tiny_pairs_reference.safetensors (text pairs; the model of tiny_bert/ read back, so that the
+  other fixtures need not be regenerated): a padded batch of [CLS] A [SEP] B [SEP] sequences,
+      input_ids, attention_mask, token_type_ids (0 up to the first [SEP], 1 after), labels,
+      bert.embeddings.token_type_embeddings.weight: the model's, with row 1 redrawn at std 0.5
+      (so that the second segment visibly changes the logits; the Swift test loads it over the model's)
+      logits, loss, grad.<name> (dropout off; token_type_embeddings' row 1 gets gradient from
+      every B segment). Run with --only-pairs to write only this file.
 
 Training recipe of the optimizer fixtures (what the Swift test must replay): the same batch each
 step; loss = mean cross-entropy; clip the global gradient norm to MAX_GRAD_NORM; HF Trainer's
@@ -163,6 +170,57 @@ SENTENCES = [
     "A new chip from Intel promises twice the speed at half the power.",
     "ok",
 ]
+
+
+def tiny_pair_batch():
+    # Four pairs: A and B of lengths (5, 7), (12, 3), (2, 20), (1, 1); padded on the right.
+    g = torch.Generator().manual_seed(2)
+    sides = [(5, 7), (12, 3), (2, 20), (1, 1)]
+    lengths = [3 + a + b for a, b in sides]
+    longest = max(lengths)
+    ids = torch.zeros(len(sides), longest, dtype=torch.int64)
+    mask = torch.zeros_like(ids)
+    types = torch.zeros_like(ids)
+    for row, (a, b) in enumerate(sides):
+        n = 3 + a + b
+        ids[row, 0] = 2                                            # [CLS]
+        ids[row, 1:1 + a] = torch.randint(5, 99, (a,), generator=g)
+        ids[row, 1 + a] = 3                                        # [SEP]
+        ids[row, 2 + a:2 + a + b] = torch.randint(5, 99, (b,), generator=g)
+        ids[row, n - 1] = 3                                        # [SEP]
+        mask[row, :n] = 1
+        types[row, 2 + a:n] = 1                                    # B and the last [SEP]
+    labels = torch.tensor([1, 3, 0, 2], dtype=torch.int64)
+    return ids, mask, types, labels
+
+
+def make_tiny_pairs():
+    folder = os.path.join(FIXTURES, "tiny_bert")
+    model = BertForSequenceClassification.from_pretrained(folder, attn_implementation="eager")
+    model.train()  # dropout probabilities are 0
+    type_table = model.bert.embeddings.token_type_embeddings.weight
+    with torch.no_grad():
+        type_table[1] = torch.randn(type_table.shape[1], generator=torch.Generator().manual_seed(3)) * 0.5
+    ids, mask, types, labels = tiny_pair_batch()
+    out = model(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels)
+    out.loss.backward()
+    tensors = {
+        "input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels,
+        "logits": out.logits.detach(), "loss": out.loss.detach().reshape(1),
+        "bert.embeddings.token_type_embeddings.weight": type_table.detach().clone(),
+    }
+    for name, p in model.named_parameters():
+        tensors["grad." + name] = p.grad.detach().clone()
+    path = os.path.join(FIXTURES, "tiny_pairs_reference.safetensors")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+    os.chmod(path, 0o644)
+    # Without the token types the same ids give other logits: the fixture tests that types are used.
+    with torch.no_grad():
+        untyped = model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(types)).logits
+    type_grad = tensors["grad.bert.embeddings.token_type_embeddings.weight"]
+    print("tiny pairs: loss %.6f; logits up to %.3g, |logits with types - without| up to %.3g; token type gradient row norms %s" % (
+        out.loss.item(), out.logits.abs().max().item(), (untyped - out.logits).abs().max().item(),
+        [round(x, 6) for x in type_grad.norm(dim=1).tolist()]))
 
 
 def make_minilm(path):
@@ -362,9 +420,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--minilm", default="models/minilm", help="MiniLM-L6-H384 HF folder")
     parser.add_argument("--only-bf16", action="store_true", help="write only the bf16 fixtures")
+    parser.add_argument("--only-pairs", action="store_true", help="write only the text pair fixture")
     args = parser.parse_args()
     os.makedirs(FIXTURES, exist_ok=True)
     torch.set_num_threads(1)
+    if args.only_pairs:
+        make_tiny_pairs()
+        raise SystemExit(0)
+    make_tiny_pairs()
     if not args.only_bf16:
         make_tiny()
     make_tiny_bf16()

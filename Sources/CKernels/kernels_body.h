@@ -2,7 +2,9 @@
 // compiled once per instruction set: kernels_<isa>.c define BD_NAME(name) (a suffix per
 // instruction set) and wrap this file in a `#pragma clang attribute` target attribute, so the
 // same source becomes zmm code for AVX-512, ymm + FMA for AVX2 and xmm for the baseline.
-// Everything here is static except the BD_NAME(...) entry points listed in dispatch.h.
+// Everything here is static: the entry points BD_NAME(...) are declared from the BD_KERNELS
+// list (include/CKernels.h), so a definition that does not match its entry fails to compile,
+// and reach Swift only through the table kernels_table.h builds from the same list.
 //
 // Tails (counts that are not multiples of 16) go through the same vector code on a
 // zero-padded copy, so every element sees the same arithmetic.
@@ -10,11 +12,19 @@
 #include <stdint.h>
 #include <string.h>
 #include "include/CKernels.h"
-#include "dispatch.h"
+
+#pragma clang assume_nonnull begin
+#define BD_PROTOTYPE(type, name, parameters) static type BD_NAME(name) parameters;
+BD_KERNELS(BD_PROTOTYPE)
+#undef BD_PROTOTYPE
+#pragma clang assume_nonnull end
 
 // Helpers pass 64-byte vectors by value; they are static and inlined, so the ABI note of
 // -Wpsabi (vectors wider than the target's registers) does not apply.
 #pragma clang diagnostic ignored "-Wpsabi"
+// The nullability of the entry points is the BD_KERNELS list's (the prototypes above); the
+// definitions and static helpers below are plain C pointers.
+#pragma clang diagnostic ignored "-Wnullability-completeness"
 
 typedef float vf __attribute__((vector_size(64)));      // 16 floats
 typedef int32_t vi __attribute__((vector_size(64)));    // 16 int32 (comparison masks)

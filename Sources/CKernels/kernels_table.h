@@ -1,9 +1,5 @@
-// Appended to kernels_body.h in each kernels_<isa>.c: the table of this instruction set.
-const bd_kernel_table BD_TABLE = {
-    BD_NAME(dropout), BD_NAME(dropout_rows), BD_NAME(erf), BD_NAME(exp), BD_NAME(gelu_forward), BD_NAME(multiply),
-    BD_NAME(residual_layernorm_forward), BD_NAME(embedding_layernorm_forward),
-    BD_NAME(layernorm_backward_rows), BD_NAME(layernorm_backward_parameters),
-    BD_NAME(add_column_sums), BD_NAME(embedding_backward),
-    BD_NAME(attention_scratch_floats), BD_NAME(attention_forward), BD_NAME(attention_backward),
-    BD_NAME(adam), BD_NAME(sum_of_squares),
-};
+// Appended to kernels_body.h in each kernels_<isa>.c: the table of this instruction set, one
+// entry per BD_KERNELS item (include/CKernels.h).
+#define BD_TABLE_ENTRY(type, name, parameters) .name = BD_NAME(name),
+const bd_kernel_table BD_TABLE = { BD_KERNELS(BD_TABLE_ENTRY) };
+#undef BD_TABLE_ENTRY

@@ -1,8 +1,9 @@
 import Foundation
 
 /// The classes of a classifier: their names in id order (HF's `id2label`) and the id of each
-/// name (`label2id`). Names are compared as UTF-8 bytes (as Python compares strings), so "é" and
-/// "e" + U+0301 are two labels.
+/// name (`label2id`). Names are compared as UTF-8 bytes (as Python compares strings). Two names
+/// that differ only in how an accent is encoded ("é" and "e" + U+0301) are refused: config.json's
+/// `label2id` could not keep them apart for every JSON reader, and in data they are a mistake.
 public struct LabelSet: Sendable, Hashable, CustomStringConvertible {
     public let names: [String]
     /// Where the names come from, for messages: "--labels", a config.json path, a data file.
@@ -12,7 +13,7 @@ public struct LabelSet: Sendable, Hashable, CustomStringConvertible {
     /// More would make a classifier no one means to train (an integer label that is an id, not a class).
     public static let maximumCount = 100_000
 
-    /// Checks the names: at least 2, none empty, no duplicates.
+    /// Checks the names: at least 2, none empty, no duplicates (as bytes, or canonically equivalent).
     public init(names: [String], origin: String) throws {
         guard names.count >= 2 else {
             throw DataError("\(origin): a classifier needs at least 2 labels, found \(names.count)\(names.isEmpty ? "" : " (\(names[0]))")")
@@ -21,10 +22,14 @@ public struct LabelSet: Sendable, Hashable, CustomStringConvertible {
             throw DataError("\(origin): \(names.count) labels, more than the \(LabelSet.maximumCount) a classifier may have")
         }
         var seen: [[UInt8]: Int32] = [:]
+        var canonical: [String: String] = [:]  // Swift compares Strings by canonical equivalence
         for (id, name) in names.enumerated() {
             guard !name.isEmpty else { throw DataError("\(origin): label \(id + 1) of \(names.count) is empty") }
             guard seen.updateValue(Int32(id), forKey: Array(name.utf8)) == nil else {
                 throw DataError("\(origin): the label \"\(name)\" is given twice")
+            }
+            if let other = canonical.updateValue(name, forKey: name) {
+                throw DataError("\(origin): the labels \"\(other)\" and \"\(name)\" differ only in how their characters are encoded (Unicode normalization: \(other.unicodeScalars.map { String(format: "U+%04X", $0.value) }.joined(separator: " ")) against \(name.unicodeScalars.map { String(format: "U+%04X", $0.value) }.joined(separator: " "))); write them the same way")
             }
         }
         self.names = names
@@ -177,7 +182,7 @@ struct LabelCollector {
             guard labels.count <= LabelSet.maximumCount else {
                 throw DataError("\(path): \(labels.count) distinct labels, more than the \(LabelSet.maximumCount) a classifier may have")
             }
-            return (LabelSet(checkedNames: order.map { String(decoding: labels[$0], as: UTF8.self) }, origin: path), ids)
+            return (try LabelSet(names: order.map { String(decoding: labels[$0], as: UTF8.self) }, origin: path), ids)
         }
     }
 

@@ -82,7 +82,14 @@ public struct TokenCache: Sendable {
         guard exists else {
             throw DataError("\(url.path): the token cache of \(dataFile.path) does not exist (it is built by rank 0 before the others open it)")
         }
-        let dataset = try TokenizedDataset.open(url, vocabularySize: vocabularySize)
+        // The names' origin as reading the data file gives it: the fixed set's, a preset's, the file.
+        let origin: String
+        switch (labels, format) {
+        case (.fixed(let set), _): origin = set.origin
+        case (.fromData, .preset(let preset)): origin = preset.labelSet.origin
+        case (.fromData, _): origin = dataFile.path
+        }
+        let dataset = try TokenizedDataset.open(url, vocabularySize: vocabularySize, labelOrigin: origin)
         var matchesLabels = true
         if case .fixed(let set) = labels { matchesLabels = dataset.labelSet == set }
         guard dataset.dataHash == dataHash, dataset.tokenizerFingerprint == tokenizerFingerprint,

@@ -214,9 +214,39 @@ public final class TokenizedDataset: @unchecked Sendable {
                 }
             }
         }
-        let exampleCount = texts.count
-        let labelNames = encodeLabelNames(texts.labelSet.names)
-        let layout = Layout(exampleCount: exampleCount, tokenCount: tokens.count, hasPairs: texts.hasPairs,
+        return assemble(tokens: tokens, offsets: offsets, labels: texts.labels, segmentStarts: texts.hasPairs ? segmentStarts : nil,
+                        labelSet: texts.labelSet, maxLength: maxLength, skippedRowCount: texts.skippedRowCount,
+                        dataHash: dataHash, tokenizerFingerprint: tokenizer.fingerprint)
+    }
+
+    /// A dataset of examples already tokenised (`[CLS] ... [SEP]`, at most `maxLength` ids each):
+    /// synthetic benchmark rows, a part of a file, tests. `secondSegmentStarts`: for text pairs,
+    /// where each example's token type 1 segment starts (nil: single texts). Labels are ids of
+    /// `labelSet`.
+    public static func fromTokens(_ sequences: [[Int32]], secondSegmentStarts: [Int]? = nil, labels: [Int32],
+                                  labelSet: LabelSet, maxLength: Int) -> TokenizedDataset {
+        precondition(sequences.count == labels.count && (secondSegmentStarts?.count ?? sequences.count) == sequences.count)
+        // What `open` and `deserialize` check: 2 ... maxLength ids (3 for pairs), the second
+        // segment after [CLS] A [SEP] and before the end, labels in range.
+        let shortest = secondSegmentStarts == nil ? 2 : 3
+        precondition(sequences.allSatisfy { $0.count >= shortest && $0.count <= maxLength }
+                     && labels.allSatisfy { $0 >= 0 && Int($0) < labelSet.count }
+                     && (secondSegmentStarts.map { starts in starts.indices.allSatisfy { starts[$0] >= 2 && starts[$0] < sequences[$0].count } } ?? true))
+        var offsets: [Int64] = [0]
+        for sequence in sequences { offsets.append(offsets.last! + Int64(sequence.count)) }
+        return assemble(tokens: sequences.flatMap { $0 }, offsets: offsets, labels: labels,
+                        segmentStarts: secondSegmentStarts.map { $0.map { Int32($0) } }, labelSet: labelSet,
+                        maxLength: maxLength, skippedRowCount: 0, dataHash: 0, tokenizerFingerprint: 0)
+    }
+
+    /// Lays the sections out in one buffer (the cache file layout) and hashes them.
+    private static func assemble(tokens: [Int32], offsets: [Int64], labels: [Int32], segmentStarts: [Int32]?,
+                                 labelSet: LabelSet, maxLength: Int, skippedRowCount: Int, dataHash: UInt64,
+                                 tokenizerFingerprint: UInt64) -> TokenizedDataset {
+        let exampleCount = labels.count
+        let hasPairs = segmentStarts != nil
+        let labelNames = encodeLabelNames(labelSet.names)
+        let layout = Layout(exampleCount: exampleCount, tokenCount: tokens.count, hasPairs: hasPairs,
                             labelNamesByteCount: labelNames.count)
         let storage = UnsafeMutableRawPointer.allocate(byteCount: layout.total, alignment: 16)
         storage.initializeMemory(as: UInt8.self, repeating: 0, count: layout.total)
@@ -233,21 +263,20 @@ public final class TokenizedDataset: @unchecked Sendable {
         store(UInt32(maxLength), at: 12)
         store(UInt64(exampleCount), at: 16)
         store(UInt64(tokens.count), at: 24)
-        store(UInt64(texts.skippedRowCount), at: 32)
+        store(UInt64(skippedRowCount), at: 32)
         store(dataHash, at: 40)
-        store(tokenizer.fingerprint, at: 48)
-        store(UInt32(texts.hasPairs ? 1 : 0), at: 64)
-        store(UInt32(texts.labelSet.count), at: 68)
+        store(tokenizerFingerprint, at: 48)
+        store(UInt32(hasPairs ? 1 : 0), at: 64)
+        store(UInt32(labelSet.count), at: 68)
         store(UInt64(labelNames.count), at: 72)
         copy(offsets, to: layout.offsets)
-        copy(texts.labels, to: layout.labels)
-        copy(segmentStarts, to: layout.segmentStarts)
+        copy(labels, to: layout.labels)
+        if let segmentStarts { copy(segmentStarts, to: layout.segmentStarts) }
         copy(labelNames, to: layout.labelNames)
         copy(tokens, to: layout.tokens)
         let payload = UnsafeRawBufferPointer(start: storage + headerByteCount, count: layout.total - headerByteCount)
         store(ContentHash64.hash(payload), at: 56)
-        return TokenizedDataset(storage: storage, byteCount: layout.total, isMapped: false, cacheFile: nil,
-                                labelSet: texts.labelSet)
+        return TokenizedDataset(storage: storage, byteCount: layout.total, isMapped: false, cacheFile: nil, labelSet: labelSet)
     }
 
     /// Writes the dataset to `url` atomically (temp file, fsync, rename) and returns it, now
@@ -271,7 +300,8 @@ public final class TokenizedDataset: @unchecked Sendable {
     /// Maps a token cache file and checks it: header, sizes, damage hash, offsets, labels, label
     /// names, segment starts and (when `vocabularySize` is given) token ids. Every failure names
     /// the file.
-    public static func open(_ url: URL, vocabularySize: Int? = nil) throws -> TokenizedDataset {
+    /// `labelOrigin` names where the label names come from in messages (default: the file).
+    public static func open(_ url: URL, vocabularySize: Int? = nil, labelOrigin: String? = nil) throws -> TokenizedDataset {
         let path = url.path
         let descriptor = Glibc.open(path, O_RDONLY)
         guard descriptor >= 0 else {
@@ -290,7 +320,7 @@ public final class TokenizedDataset: @unchecked Sendable {
         guard let mapped = mmap(nil, size, PROT_READ, MAP_PRIVATE, descriptor, 0), mapped != MAP_FAILED else {
             throw DataError("\(path): cannot map the token cache (\(String(cString: strerror(errno))))")
         }
-        return try checked(storage: mapped, byteCount: size, isMapped: true, cacheFile: url, origin: path,
+        return try checked(storage: mapped, byteCount: size, isMapped: true, cacheFile: url, origin: labelOrigin ?? path,
                            vocabularySize: vocabularySize, damaged: damaged) { version in
             DataError("\(path): token cache format \(version) is not \(formatVersion); delete it and it will be rebuilt")
         }

@@ -1,51 +1,143 @@
 import CKernels
 
-/// Named views into one activation arena, sized for `tokens` packed tokens (T), `sequences`
+/// How large the activation buffers are: up to `tokens` packed tokens (T), `sequences`
 /// sequences (B), `attentionFloats` attention probabilities per layer (H·Σ len²) and sequences
-/// of up to `longestSequence` tokens, for `workers` kernel threads.
-/// Forward keeps what backward needs; the d* buffers are backward's scratch.
-/// The arena's pages are committed only when touched (FloatArena), so the capacity for the
-/// longest possible micro-batch costs memory only for the rows real batches use.
-final class ActivationBuffers {
-    let tokens: Int, sequences: Int, attentionFloats: Int, longestSequence: Int, workers: Int
-    let arena: FloatArena
+/// of up to `longestSequence` tokens.
+struct ActivationCapacity: Equatable {
+    var tokens = 0, sequences = 0, attentionFloats = 0, longestSequence = 0
 
-    struct Layer {
-        let qkv: UnsafeMutablePointer<Float>                   // (T, 3C)
-        let probabilities: UnsafeMutablePointer<Float>         // (H·Σ len²) softmax before dropout
-        let context: UnsafeMutablePointer<Float>               // (T, C)
-        let attentionResidual: UnsafeMutablePointer<Float>     // (T, C) x + dropout(context·Woᵀ + bo)
-        let attentionMean, attentionRstd: UnsafeMutablePointer<Float>   // (T)
-        let attentionNormed: UnsafeMutablePointer<Float>       // (T, C) LayerNorm(attentionResidual)
-        /// (T, I) the feed-forward pre-activation x, replaced in forward by GELU'(x): backward
-        /// needs only the derivative.
-        let feedForwardDerivative: UnsafeMutablePointer<Float>
-        let feedForwardActivated: UnsafeMutablePointer<Float>  // (T, I) after GELU
-        let feedForwardResidual: UnsafeMutablePointer<Float>   // (T, C) attentionNormed + dropout(ffn out)
-        let outputMean, outputRstd: UnsafeMutablePointer<Float>         // (T)
+    func covers(_ other: ActivationCapacity) -> Bool {
+        tokens >= other.tokens && sequences >= other.sequences && attentionFloats >= other.attentionFloats
+            && longestSequence >= other.longestSequence
     }
 
-    let embeddingSum: UnsafeMutablePointer<Float>              // (T, C) before LayerNorm
-    let embeddingMean, embeddingRstd: UnsafeMutablePointer<Float>   // (T)
-    let hidden: [UnsafeMutablePointer<Float>]                  // L + 1 of (T, C): embeddings out, layer outputs
-    let layers: [Layer]
-    /// The last layer when only [CLS] rows are computed: its Layer buffers hold B compact rows
+    func union(_ other: ActivationCapacity) -> ActivationCapacity {
+        ActivationCapacity(tokens: max(tokens, other.tokens), sequences: max(sequences, other.sequences),
+                           attentionFloats: max(attentionFloats, other.attentionFloats),
+                           longestSequence: max(longestSequence, other.longestSequence))
+    }
+}
+
+/// One encoder layer's activations. Forward keeps what backward needs. Declared once: the
+/// planning `init` below gives each its size (T rows; the [CLS]-only last layer uses B of them,
+/// see `Activations.lastInput`), `map` turns offsets into pointers.
+struct LayerActivations<Slot> {
+    var qkv: Slot                        // (T, 3C)
+    var probabilities: Slot              // (H·Σ len²) softmax before dropout
+    var context: Slot                    // (T, C)
+    var attentionResidual: Slot          // (T, C) x + dropout(context·Woᵀ + bo)
+    var attentionMean, attentionRstd: Slot   // (T)
+    var attentionNormed: Slot            // (T, C) LayerNorm(attentionResidual)
+    /// (T, I) the feed-forward pre-activation x, replaced in forward by GELU'(x): backward
+    /// needs only the derivative.
+    var feedForwardDerivative: Slot
+    var feedForwardActivated: Slot       // (T, I) after GELU
+    var feedForwardResidual: Slot        // (T, C) attentionNormed + dropout(ffn out)
+    var outputMean, outputRstd: Slot     // (T)
+
+    func map<T>(_ f: (Slot) -> T) -> LayerActivations<T> {
+        LayerActivations<T>(qkv: f(qkv), probabilities: f(probabilities), context: f(context),
+                            attentionResidual: f(attentionResidual), attentionMean: f(attentionMean),
+                            attentionRstd: f(attentionRstd), attentionNormed: f(attentionNormed),
+                            feedForwardDerivative: f(feedForwardDerivative), feedForwardActivated: f(feedForwardActivated),
+                            feedForwardResidual: f(feedForwardResidual), outputMean: f(outputMean), outputRstd: f(outputRstd))
+    }
+}
+
+extension LayerActivations<Int> {
+    init(_ p: inout ArenaPlanner, config: BertConfig, _ capacity: ActivationCapacity) {
+        let T = capacity.tokens, C = config.hiddenSize, I = config.intermediateSize
+        qkv = p.take(T * 3 * C)
+        probabilities = p.take(capacity.attentionFloats)
+        context = p.take(T * C)
+        attentionResidual = p.take(T * C)
+        attentionMean = p.take(T)
+        attentionRstd = p.take(T)
+        attentionNormed = p.take(T * C)
+        feedForwardDerivative = p.take(T * I)
+        feedForwardActivated = p.take(T * I)
+        feedForwardResidual = p.take(T * C)
+        outputMean = p.take(T)
+        outputRstd = p.take(T)
+    }
+}
+
+/// Every activation buffer of a micro-batch, declared once like LayerActivations.
+struct Activations<Slot> {
+    var embeddingSum: Slot                         // (T, C) before LayerNorm
+    var embeddingMean, embeddingRstd: Slot         // (T)
+    var hidden: [Slot]                             // L + 1 of (T, C): embeddings out, layer outputs
+    var layers: [LayerActivations<Slot>]
+    /// The last layer when only [CLS] rows are computed: its layer buffers hold B compact rows
     /// (one per sequence) except qkv, whose key and value columns cover all T tokens.
-    let lastInput, lastQuery: UnsafeMutablePointer<Float>      // (B, C) [CLS] rows of its input; their queries
-    let clsHidden, pooled, pooledDropped: UnsafeMutablePointer<Float>   // (B, C)
-    let logits, probabilities: UnsafeMutablePointer<Float>     // (B, K)
+    var lastInput, lastQuery: Slot                 // (B, C) [CLS] rows of its input; their queries
+    var clsHidden, pooled, pooledDropped: Slot     // (B, C)
+    var logits, probabilities: Slot                // (B, K)
     // Backward scratch.
-    let dHidden, dResidual, dTemporary, dContext: UnsafeMutablePointer<Float>  // (T, C)
-    let dFeedForward: UnsafeMutablePointer<Float>              // (T, I)
-    let dQKV: UnsafeMutablePointer<Float>                      // (T, 3C)
-    let dLastQuery, dLastInput: UnsafeMutablePointer<Float>    // (B, C)
-    let dClsHidden, dPooled: UnsafeMutablePointer<Float>       // (B, C)
-    let dLogits: UnsafeMutablePointer<Float>                   // (B, K)
+    var dHidden, dResidual, dTemporary, dContext: Slot   // (T, C)
+    var dFeedForward: Slot                         // (T, I)
+    var dQKV: Slot                                 // (T, 3C)
+    var dLastQuery, dLastInput: Slot               // (B, C)
+    var dClsHidden, dPooled: Slot                  // (B, C)
+    var dLogits: Slot                              // (B, K)
     /// Per-thread attention scratch: `workers` slots of `attentionScratchStride` floats.
-    let attentionScratch: UnsafeMutablePointer<Float>
+    var attentionScratch: Slot
+
+    func map<T>(_ f: (Slot) -> T) -> Activations<T> {
+        Activations<T>(
+            embeddingSum: f(embeddingSum), embeddingMean: f(embeddingMean), embeddingRstd: f(embeddingRstd),
+            hidden: hidden.map(f), layers: layers.map { $0.map(f) }, lastInput: f(lastInput), lastQuery: f(lastQuery),
+            clsHidden: f(clsHidden), pooled: f(pooled), pooledDropped: f(pooledDropped),
+            logits: f(logits), probabilities: f(probabilities),
+            dHidden: f(dHidden), dResidual: f(dResidual), dTemporary: f(dTemporary), dContext: f(dContext),
+            dFeedForward: f(dFeedForward), dQKV: f(dQKV), dLastQuery: f(dLastQuery), dLastInput: f(dLastInput),
+            dClsHidden: f(dClsHidden), dPooled: f(dPooled), dLogits: f(dLogits), attentionScratch: f(attentionScratch))
+    }
+}
+
+extension Activations<Int> {
+    init(_ p: inout ArenaPlanner, config: BertConfig, labelCount K: Int, _ capacity: ActivationCapacity, scratchFloats: Int) {
+        let T = capacity.tokens, B = capacity.sequences, C = config.hiddenSize, I = config.intermediateSize
+        embeddingSum = p.take(T * C)
+        embeddingMean = p.take(T)
+        embeddingRstd = p.take(T)
+        hidden = (0...config.layerCount).map { _ in p.take(T * C) }
+        layers = (0..<config.layerCount).map { _ in LayerActivations(&p, config: config, capacity) }
+        lastInput = p.take(B * C)
+        lastQuery = p.take(B * C)
+        clsHidden = p.take(B * C)
+        pooled = p.take(B * C)
+        pooledDropped = p.take(B * C)
+        logits = p.take(B * K)
+        probabilities = p.take(B * K)
+        dHidden = p.take(T * C)
+        dResidual = p.take(T * C)
+        dTemporary = p.take(T * C)
+        dContext = p.take(T * C)
+        dFeedForward = p.take(T * I)
+        dQKV = p.take(T * 3 * C)
+        dLastQuery = p.take(B * C)
+        dLastInput = p.take(B * C)
+        dClsHidden = p.take(B * C)
+        dPooled = p.take(B * C)
+        dLogits = p.take(B * K)
+        attentionScratch = p.take(scratchFloats)
+    }
+}
+
+/// The activations of micro-batches up to `capacity`, for `workers` kernel threads: the float
+/// buffers in one arena (`views`), the per-token and per-sequence indices in small buffers of
+/// their own. The arena's pages are committed only when touched (FloatArena), so the capacity
+/// for the longest possible micro-batch costs memory only for the rows real batches use.
+final class ActivationBuffers {
+    let capacity: ActivationCapacity
+    let workers: Int
+    let arena: FloatArena
+    let views: Activations<UnsafeMutablePointer<Float>>
+    /// Floats between the attention scratch slots of two workers.
     let attentionScratchStride: Int
 
-    // Per-token and per-sequence indices (not floats): their own small buffers.
+    // Per-token and per-sequence indices (not floats).
     /// (T) each token's position in its sequence, and the sequence it belongs to.
     let positions, tokenSequence: UnsafeMutablePointer<Int32>
     /// (B) 0, 1, ..., B-1 and zeros: the sequence and position of compact [CLS] rows.
@@ -53,60 +145,24 @@ final class ActivationBuffers {
     /// (B) dropout keys of one (layer, site), refilled before each use.
     let dropoutKeys: UnsafeMutablePointer<UInt64>
 
-    init(config: BertConfig, labelCount K: Int, tokens T: Int, sequences B: Int, attentionFloats A: Int,
-         longestSequence: Int, workers: Int) {
-        self.tokens = T
-        self.sequences = B
-        self.attentionFloats = A
-        self.longestSequence = longestSequence
-        self.workers = max(workers, 1)
-        let C = config.hiddenSize, I = config.intermediateSize, L = config.layerCount
-        let rounded = { (n: Int) in (n + 15) / 16 * 16 }
-        // First pass counts, second pass hands out pointers: one description of the layout.
-        var sizes: [Int] = []
-        func take(_ n: Int) -> Int { sizes.append(rounded(n)); return sizes.count - 1 }
-        let scratchStride = rounded(bd_attention_scratch_floats(max(longestSequence, 1), max(config.headSize, 1)))
-        var ids: [Int] = []
-        ids += [take(T * C), take(T), take(T)]
-        for _ in 0...L { ids.append(take(T * C)) }
-        for _ in 0..<L {
-            ids += [take(3 * T * C), take(A), take(T * C), take(T * C), take(T), take(T), take(T * C),
-                    take(T * I), take(T * I), take(T * C), take(T), take(T)]
-        }
-        ids += [take(B * C), take(B * C)]
-        ids += [take(B * C), take(B * C), take(B * C), take(B * K), take(B * K)]
-        ids += [take(T * C), take(T * C), take(T * C), take(T * C), take(T * I), take(3 * T * C),
-                take(B * C), take(B * C), take(B * C), take(B * C), take(B * K)]
-        ids.append(take(self.workers * scratchStride))
-        arena = FloatArena(count: sizes.reduce(0, +), lazilyCommitted: true)
-        var offsets: [Int] = []
-        var running = 0
-        for size in sizes { offsets.append(running); running += size }
-        var next = 0
-        let base = arena.base
-        func pointer() -> UnsafeMutablePointer<Float> { defer { next += 1 }; return base + offsets[ids[next]] }
-        embeddingSum = pointer(); embeddingMean = pointer(); embeddingRstd = pointer()
-        hidden = (0...L).map { _ in pointer() }
-        layers = (0..<L).map { _ in
-            Layer(qkv: pointer(), probabilities: pointer(), context: pointer(), attentionResidual: pointer(),
-                  attentionMean: pointer(), attentionRstd: pointer(), attentionNormed: pointer(),
-                  feedForwardDerivative: pointer(), feedForwardActivated: pointer(), feedForwardResidual: pointer(),
-                  outputMean: pointer(), outputRstd: pointer())
-        }
-        lastInput = pointer(); lastQuery = pointer()
-        clsHidden = pointer(); pooled = pointer(); pooledDropped = pointer(); logits = pointer(); probabilities = pointer()
-        dHidden = pointer(); dResidual = pointer(); dTemporary = pointer(); dContext = pointer()
-        dFeedForward = pointer(); dQKV = pointer(); dLastQuery = pointer(); dLastInput = pointer()
-        dClsHidden = pointer(); dPooled = pointer(); dLogits = pointer()
-        attentionScratch = pointer()
-        attentionScratchStride = scratchStride
+    init(config: BertConfig, labelCount: Int, capacity: ActivationCapacity, compute: Compute) {
+        self.capacity = capacity
+        workers = compute.threads
+        let perWorker = compute.kernels.attention_scratch_floats(max(capacity.longestSequence, 1), max(config.headSize, 1))
+        attentionScratchStride = (perWorker + 15) / 16 * 16
+        var planner = ArenaPlanner()
+        let offsets = Activations(&planner, config: config, labelCount: labelCount, capacity,
+                                  scratchFloats: workers * attentionScratchStride)
+        arena = FloatArena(count: planner.count, lazilyCommitted: true)
+        views = offsets.map { [base = arena.base] in base + $0 }
 
-        positions = .allocate(capacity: max(T, 1))
-        tokenSequence = .allocate(capacity: max(T, 1))
-        clsSequence = .allocate(capacity: max(B, 1))
-        clsPosition = .allocate(capacity: max(B, 1))
-        dropoutKeys = .allocate(capacity: max(B, 1))
-        for s in 0..<B {
+        let T = max(capacity.tokens, 1), B = max(capacity.sequences, 1)
+        positions = .allocate(capacity: T)
+        tokenSequence = .allocate(capacity: T)
+        clsSequence = .allocate(capacity: B)
+        clsPosition = .allocate(capacity: B)
+        dropoutKeys = .allocate(capacity: B)
+        for s in 0..<capacity.sequences {
             clsSequence[s] = Int32(s)
             clsPosition[s] = 0
         }

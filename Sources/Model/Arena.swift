@@ -48,3 +48,23 @@ public final class FloatArena: @unchecked Sendable {
         UnsafeMutableBufferPointer(start: base + range.lowerBound, count: range.count)
     }
 }
+
+/// Hands out the offsets of buffers in one flat arena, in the order they are declared: every
+/// buffer starts 64-byte aligned (a multiple of 16 floats, whole vectors for the kernels).
+/// The parameter layout and the activation buffers are each declared once through a planner,
+/// so no second list has to repeat their order or sizes.
+struct ArenaPlanner {
+    /// Floats handed out so far (with alignment padding): the arena size once all are declared.
+    private(set) var count = 0
+
+    /// The offset of a new buffer of `floats` floats.
+    mutating func take(_ floats: Int) -> Int { take(stacked: 1, of: floats) }
+
+    /// The offset of `parts` buffers of `floats` floats each stored back to back, with no
+    /// padding between them (e.g. the query, key and value weights: one (3C, C) matrix).
+    mutating func take(stacked parts: Int, of floats: Int) -> Int {
+        let offset = count
+        count = (count + parts * floats + 15) / 16 * 16
+        return offset
+    }
+}

@@ -19,85 +19,92 @@ struct PackedSequences {
     func length(_ s: Int) -> Int { starts[s + 1] - starts[s] }
 }
 
-/// The fast attention: the fused kernel of CKernels per (sequence, head) item, items handed to
-/// team members as they become free; each member uses its own slot of `scratch`
-/// (`scratchStride` floats apart, bd_attention_scratch_floats of the longest sequence).
-/// With `clsQueries`, only each sequence's first token ([CLS]) is a query: `clsQueries` holds
-/// one (B, C) row per sequence, `context` is (B, C) and `probabilities` holds H·len per
-/// sequence at `sequences.clsProbabilityOffsets`; keys and values still cover every token of qkv.
-func attentionForward(context: UnsafeMutablePointer<Float>, probabilities: UnsafeMutablePointer<Float>,
-                      qkv: UnsafePointer<Float>, sequences: PackedSequences, hidden C: Int, heads H: Int,
-                      clsQueries queries: UnsafePointer<Float>?,
-                      dropout: (context: DropoutContext, samples: UnsafePointer<Int>, layer: Int, probability: Float)?,
-                      scratch: UnsafeMutablePointer<Float>, scratchStride: Int, workers: Int) {
-    struct Job: ItemJob {
-        let context, probabilities: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>, queries: UnsafePointer<Float>?
-        let sequences: PackedSequences, C, H: Int
-        let dropout: (context: DropoutContext, samples: UnsafePointer<Int>, layer: Int, probability: Float)?
-        let scratch: UnsafeMutablePointer<Float>, scratchStride: Int
-        func run(item: Int, worker: Int) {
-            let d = C / H
-            let s = item / H, h = item % H
-            let start = sequences.starts[s], len = sequences.length(s)
-            let k = qkv + start * 3 * C + C + h * d, v = k + C
-            let key = dropout.map { $0.context.key(sample: $0.samples[s], layer: $0.layer, site: .attentionProbabilities) } ?? 0
-            let probability = dropout?.probability ?? 0
-            let scale = 1 / Float(d).squareRoot()
-            if let queries {
-                bd_attention_forward(context + s * C + h * d, C, probabilities + sequences.clsProbabilityOffsets[s] + h * len,
-                                     queries + s * C + h * d, C, k, v, 3 * C, len, d, 1, scale,
-                                     key, h * len * len, probability, scratch + worker * scratchStride)
-            } else {
-                bd_attention_forward(context + start * C + h * d, C, probabilities + sequences.probabilityOffsets[s] + h * len * len,
-                                     qkv + start * 3 * C + h * d, 3 * C, k, v, 3 * C, len, d, len, scale,
-                                     key, h * len * len, probability, scratch + worker * scratchStride)
+extension Compute {
+    /// The fast attention: the fused kernel of CKernels per (sequence, head) item, items handed to
+    /// team members as they become free; each member uses its own slot of `scratch`
+    /// (`scratchStride` floats apart, attention_scratch_floats of the longest sequence).
+    /// With `clsQueries`, only each sequence's first token ([CLS]) is a query: `clsQueries` holds
+    /// one (B, C) row per sequence, `context` is (B, C) and `probabilities` holds H·len per
+    /// sequence at `sequences.clsProbabilityOffsets`; keys and values still cover every token of qkv.
+    func attentionForward(context: UnsafeMutablePointer<Float>, probabilities: UnsafeMutablePointer<Float>,
+                          qkv: UnsafePointer<Float>, sequences: PackedSequences, hidden C: Int, heads H: Int,
+                          clsQueries queries: UnsafePointer<Float>?,
+                          dropout: (context: DropoutContext, samples: UnsafePointer<Int>, layer: Int, probability: Float)?,
+                          scratch: UnsafeMutablePointer<Float>, scratchStride: Int, workers: Int) {
+        struct Job: ItemJob {
+            let kernels: bd_kernel_table
+            let context, probabilities: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>, queries: UnsafePointer<Float>?
+            let sequences: PackedSequences, C, H: Int
+            let dropout: (context: DropoutContext, samples: UnsafePointer<Int>, layer: Int, probability: Float)?
+            let scratch: UnsafeMutablePointer<Float>, scratchStride: Int
+            func run(item: Int, worker: Int) {
+                let d = C / H
+                let s = item / H, h = item % H
+                let start = sequences.starts[s], len = sequences.length(s)
+                let k = qkv + start * 3 * C + C + h * d, v = k + C
+                let key = dropout.map { $0.context.key(sample: $0.samples[s], layer: $0.layer, site: .attentionProbabilities) } ?? 0
+                let probability = dropout?.probability ?? 0
+                let scale = 1 / Float(d).squareRoot()
+                if let queries {
+                    kernels.attention_forward(context + s * C + h * d, C,
+                                              probabilities + sequences.clsProbabilityOffsets[s] + h * len,
+                                              queries + s * C + h * d, C, k, v, 3 * C, len, d, 1, scale,
+                                              key, h * len * len, probability, scratch + worker * scratchStride)
+                } else {
+                    kernels.attention_forward(context + start * C + h * d, C,
+                                              probabilities + sequences.probabilityOffsets[s] + h * len * len,
+                                              qkv + start * 3 * C + h * d, 3 * C, k, v, 3 * C, len, d, len, scale,
+                                              key, h * len * len, probability, scratch + worker * scratchStride)
+                }
             }
         }
+        parallelItems(sequences.count * H, maximumWorkers: workers,
+                      Job(kernels: kernels, context: context, probabilities: probabilities, qkv: qkv, queries: queries,
+                          sequences: sequences, C: C, H: H, dropout: dropout, scratch: scratch, scratchStride: scratchStride))
     }
-    parallelItems(sequences.count * H, maximumWorkers: workers,
-                  Job(context: context, probabilities: probabilities, qkv: qkv, queries: queries, sequences: sequences,
-                      C: C, H: H, dropout: dropout, scratch: scratch, scratchStride: scratchStride))
-}
 
-/// Gradients of `attentionForward`: dqkv (T, 3C) from dContext — or with `clsQueries`,
-/// dClsQueries (B, C) from dContext (B, C), and the key/value columns of dqkv for every token.
-func attentionBackward(dqkv: UnsafeMutablePointer<Float>, dContext: UnsafePointer<Float>,
-                       qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
-                       sequences: PackedSequences, hidden C: Int, heads H: Int,
-                       clsQueries queries: UnsafePointer<Float>?, dClsQueries dQueries: UnsafeMutablePointer<Float>?,
-                       dropout: (context: DropoutContext, samples: UnsafePointer<Int>, layer: Int, probability: Float)?,
-                       scratch: UnsafeMutablePointer<Float>, scratchStride: Int, workers: Int) {
-    struct Job: ItemJob {
-        let dqkv: UnsafeMutablePointer<Float>, dContext, qkv, probabilities: UnsafePointer<Float>
-        let queries: UnsafePointer<Float>?, dQueries: UnsafeMutablePointer<Float>?
-        let sequences: PackedSequences, C, H: Int
-        let dropout: (context: DropoutContext, samples: UnsafePointer<Int>, layer: Int, probability: Float)?
-        let scratch: UnsafeMutablePointer<Float>, scratchStride: Int
-        func run(item: Int, worker: Int) {
-            let d = C / H
-            let s = item / H, h = item % H
-            let start = sequences.starts[s], len = sequences.length(s)
-            let k = qkv + start * 3 * C + C + h * d, v = k + C
-            let dk = dqkv + start * 3 * C + C + h * d, dv = dk + C
-            let key = dropout.map { $0.context.key(sample: $0.samples[s], layer: $0.layer, site: .attentionProbabilities) } ?? 0
-            let probability = dropout?.probability ?? 0
-            let scale = 1 / Float(d).squareRoot()
-            if let queries, let dQueries {
-                bd_attention_backward(dQueries + s * C + h * d, C, dk, dv, 3 * C, dContext + s * C + h * d, C,
-                                      probabilities + sequences.clsProbabilityOffsets[s] + h * len,
-                                      queries + s * C + h * d, C, k, v, 3 * C, len, d, 1, scale,
-                                      key, h * len * len, probability, scratch + worker * scratchStride)
-            } else {
-                bd_attention_backward(dqkv + start * 3 * C + h * d, 3 * C, dk, dv, 3 * C, dContext + start * C + h * d, C,
-                                      probabilities + sequences.probabilityOffsets[s] + h * len * len,
-                                      qkv + start * 3 * C + h * d, 3 * C, k, v, 3 * C, len, d, len, scale,
-                                      key, h * len * len, probability, scratch + worker * scratchStride)
+    /// Gradients of `attentionForward`: dqkv (T, 3C) from dContext — or with `clsQueries`,
+    /// dClsQueries (B, C) from dContext (B, C), and the key/value columns of dqkv for every token.
+    func attentionBackward(dqkv: UnsafeMutablePointer<Float>, dContext: UnsafePointer<Float>,
+                           qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
+                           sequences: PackedSequences, hidden C: Int, heads H: Int,
+                           clsQueries queries: UnsafePointer<Float>?, dClsQueries dQueries: UnsafeMutablePointer<Float>?,
+                           dropout: (context: DropoutContext, samples: UnsafePointer<Int>, layer: Int, probability: Float)?,
+                           scratch: UnsafeMutablePointer<Float>, scratchStride: Int, workers: Int) {
+        struct Job: ItemJob {
+            let kernels: bd_kernel_table
+            let dqkv: UnsafeMutablePointer<Float>, dContext, qkv, probabilities: UnsafePointer<Float>
+            let queries: UnsafePointer<Float>?, dQueries: UnsafeMutablePointer<Float>?
+            let sequences: PackedSequences, C, H: Int
+            let dropout: (context: DropoutContext, samples: UnsafePointer<Int>, layer: Int, probability: Float)?
+            let scratch: UnsafeMutablePointer<Float>, scratchStride: Int
+            func run(item: Int, worker: Int) {
+                let d = C / H
+                let s = item / H, h = item % H
+                let start = sequences.starts[s], len = sequences.length(s)
+                let k = qkv + start * 3 * C + C + h * d, v = k + C
+                let dk = dqkv + start * 3 * C + C + h * d, dv = dk + C
+                let key = dropout.map { $0.context.key(sample: $0.samples[s], layer: $0.layer, site: .attentionProbabilities) } ?? 0
+                let probability = dropout?.probability ?? 0
+                let scale = 1 / Float(d).squareRoot()
+                if let queries, let dQueries {
+                    kernels.attention_backward(dQueries + s * C + h * d, C, dk, dv, 3 * C, dContext + s * C + h * d, C,
+                                               probabilities + sequences.clsProbabilityOffsets[s] + h * len,
+                                               queries + s * C + h * d, C, k, v, 3 * C, len, d, 1, scale,
+                                               key, h * len * len, probability, scratch + worker * scratchStride)
+                } else {
+                    kernels.attention_backward(dqkv + start * 3 * C + h * d, 3 * C, dk, dv, 3 * C, dContext + start * C + h * d, C,
+                                               probabilities + sequences.probabilityOffsets[s] + h * len * len,
+                                               qkv + start * 3 * C + h * d, 3 * C, k, v, 3 * C, len, d, len, scale,
+                                               key, h * len * len, probability, scratch + worker * scratchStride)
+                }
             }
         }
+        parallelItems(sequences.count * H, maximumWorkers: workers,
+                      Job(kernels: kernels, dqkv: dqkv, dContext: dContext, qkv: qkv, probabilities: probabilities,
+                          queries: queries, dQueries: dQueries, sequences: sequences, C: C, H: H, dropout: dropout,
+                          scratch: scratch, scratchStride: scratchStride))
     }
-    parallelItems(sequences.count * H, maximumWorkers: workers,
-                  Job(dqkv: dqkv, dContext: dContext, qkv: qkv, probabilities: probabilities, queries: queries, dQueries: dQueries,
-                      sequences: sequences, C: C, H: H, dropout: dropout, scratch: scratch, scratchStride: scratchStride))
 }
 
 /// The naive reference of `attentionForward` (all queries): two OpenBLAS products and a scalar

@@ -2,14 +2,15 @@ import CBLAS
 import CKernels
 import Foundation
 
-/// OpenBLAS start-up: kernel selection, threads, and a self-test of the kernels in use.
+/// OpenBLAS start-up: which kernel set to ask for, its threads, and a self-test of the kernels
+/// in use. Decisions only: the executable acts on them before anything else runs.
 ///
 /// Debian's OpenBLAS 0.3.21 (DYNAMIC_ARCH) picks its kernels when the library loads. On CPUs
 /// newer than it knows it can fall back to generic "Prescott" SSE kernels, about 4x slower; on
 /// others its choice is not the fastest (see `preferredCoreType`). OPENBLAS_CORETYPE, read at
-/// load time, overrides the choice; so when another kernel set is better we set it and
-/// re-execute ourselves before doing anything else, then self-test the new kernels. A user's
-/// own OPENBLAS_CORETYPE always wins.
+/// load time, overrides the choice; so when `coreTypeToRequest` names another kernel set, the
+/// executable sets it and re-executes itself, then runs `selfTest` on the new kernels. A user's
+/// own OPENBLAS_CORETYPE always wins (the executable does not ask then).
 public enum BLASSetup {
     public static var coreName: String { String(cString: openblas_get_corename()) }
 
@@ -35,8 +36,12 @@ public enum BLASSetup {
         var vectorLevel: Int
 
         static var current: CPU {
-            let level = bd_isa_supported(Int32(BD_ISA_AVX512)) != 0 ? 3 : bd_isa_supported(Int32(BD_ISA_AVX2)) != 0 ? 2 : 0
-            return CPU(vendor: String(cString: bd_cpu_vendor()), family: Int(bd_cpu_family()), vectorLevel: level)
+            let level = InstructionSet.avx512.isSupported ? 3 : InstructionSet.avx2.isSupported ? 2 : 0
+            let vendor = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 13) { buffer in
+                bd_cpu_vendor(buffer.baseAddress!)
+                return String(cString: buffer.baseAddress!)
+            }
+            return CPU(vendor: vendor, family: Int(bd_cpu_family()), vectorLevel: level)
         }
     }
 
@@ -61,50 +66,21 @@ public enum BLASSetup {
         return widest.name
     }
 
-    /// Call first thing in `main`, before MPI starts: re-executes the program with the kernel set
-    /// of `preferredCoreType` when OpenBLAS chose another one, and checks the new kernels with
-    /// `selfTest`; if they compute wrong results it re-executes once more with the detected
-    /// ones. A user's OPENBLAS_CORETYPE always wins. Returns a note to print, or nil.
-    public static func selectKernelsOrReexecute() -> String? {
-        let environment = ProcessInfo.processInfo.environment
-        if let stage = environment["BERT_DIST_BLAS_REEXEC"] {
-            guard stage == "preferred", let detected = environment["BERT_DIST_BLAS_DETECTED"] else { return nil }
-            do {
-                try selfTest()
-                return nil
-            } catch {
-                // The preferred kernels are wrong on this machine: back to the detected ones.
-                setenv("OPENBLAS_CORETYPE", detected, 1)
-                setenv("BERT_DIST_BLAS_REEXEC", "fallback", 1)
-                reexecute()
-                return "\(error); re-executing with OpenBLAS's own choice \(detected) failed (\(String(cString: strerror(errno))))"
-            }
-        }
-        if environment["OPENBLAS_CORETYPE"] != nil { return nil }
-        let detected = coreName
-        guard let preferred = preferredCoreType(detected: detected, cpu: .current) else { return nil }
-        setenv("OPENBLAS_CORETYPE", preferred, 1)
-        setenv("BERT_DIST_BLAS_REEXEC", "preferred", 1)
-        setenv("BERT_DIST_BLAS_DETECTED", detected, 1)
-        reexecute()
-        // Only reached if execv failed: carry on with the detected kernels.
-        return "OpenBLAS chose \(detected) kernels where \(preferred) ones are faster on this CPU; re-executing failed (\(String(cString: strerror(errno)))), set OPENBLAS_CORETYPE=\(preferred) to fix the speed"
+    /// The OpenBLAS kernel set this process should run with instead of the one OpenBLAS chose
+    /// at load time, or nil to keep it: `preferredCoreType` of the detected kernels on this CPU.
+    public static func coreTypeToRequest() -> String? {
+        preferredCoreType(detected: coreName, cpu: .current)
     }
 
-    private static func reexecute() {
-        let arguments = CommandLine.arguments.map { strdup($0) } + [nil]
-        execv("/proc/self/exe", arguments)
-    }
-
-    /// Threads for the matrix products of a rank of `count` threads. The rank's WorkerTeam
-    /// (`kernelThreadCount` members) splits every large product itself and each member calls
-    /// OpenBLAS single-threaded, so OpenBLAS's own pool is kept at 1: two single-threaded
+    /// Keeps OpenBLAS's own thread pool at one thread. Each rank's `Compute` team splits every
+    /// large product itself and each member calls OpenBLAS single-threaded: two single-threaded
     /// products side by side run faster here than one product on OpenBLAS's threads, and its
-    /// idle threads no longer spin (sched_yield) against ours.
-    public static func setThreads(_ count: Int) { openblas_set_num_threads(1) }
-    /// OpenBLAS's own threads (1 unless a benchmark changed it with `setOpenBLASThreads`).
-    public static var threads: Int { Int(openblas_get_num_threads()) }
-    /// For benchmarks of OpenBLAS's own threading only.
+    /// idle threads no longer spin (sched_yield) against ours. The pool size is a global of the
+    /// C library, shared by every rank of the process: the executable sets it once at start-up.
+    public static func keepOpenBLASSingleThreaded() { openblas_set_num_threads(1) }
+
+    /// For benchmarks of OpenBLAS's own threading only (the same C-library global; put it back
+    /// with `keepOpenBLASSingleThreaded`).
     public static func setOpenBLASThreads(_ count: Int) { openblas_set_num_threads(Int32(max(1, count))) }
 
     /// Checks the kernels in use against a naive product on awkward shapes and all transposes.

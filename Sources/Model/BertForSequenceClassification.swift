@@ -4,10 +4,12 @@ import Foundation
 /// Hugging Face's BertForSequenceClassification, forward and backward by hand over packed
 /// sequences. Parameters and gradients are flat arenas laid out by `ParameterLayout`;
 /// activations live in one arena sized for the largest micro-batch seen (`reserve`), so a
-/// training step allocates nothing once that size has been reached.
+/// training step allocates nothing once that size has been reached. Kernels run on the rank's
+/// `compute`.
 public final class BertForSequenceClassification {
     public let config: BertConfig
     public let labelCount: Int
+    public let compute: Compute
     public let layout: ParameterLayout
     public let parameters: FloatArena
     public let gradients: FloatArena
@@ -18,19 +20,20 @@ public final class BertForSequenceClassification {
     private var activations: ActivationBuffers
     private var probabilityOffsets: [Int] = [0]     // (B + 1) of the H·len² probabilities per sequence
     private var clsProbabilityOffsets: [Int] = [0]  // (B + 1) of the H·len [CLS] probabilities per sequence
-    private let weights: [LayerWeights]
-    private let weightGradients: [LayerWeights]
+    /// Every tensor of `parameters` and of `gradients`.
+    private let weights: ModelParameters<UnsafeMutablePointer<Float>>
+    private let weightGradients: ModelParameters<UnsafeMutablePointer<Float>>
 
-    public init(config: BertConfig, labelCount: Int) {
+    public init(config: BertConfig, labelCount: Int, compute: Compute) {
         self.config = config
         self.labelCount = labelCount
+        self.compute = compute
         layout = ParameterLayout(config: config, labelCount: labelCount)
         parameters = FloatArena(count: layout.totalCount)
         gradients = FloatArena(count: layout.totalCount)
-        activations = ActivationBuffers(config: config, labelCount: labelCount, tokens: 0, sequences: 0, attentionFloats: 0,
-                                        longestSequence: 0, workers: threadsOfThisThread)
-        weights = LayerWeights.all(layout: layout, arena: parameters, layerCount: config.layerCount)
-        weightGradients = LayerWeights.all(layout: layout, arena: gradients, layerCount: config.layerCount)
+        activations = ActivationBuffers(config: config, labelCount: labelCount, capacity: ActivationCapacity(), compute: compute)
+        weights = layout.views(in: parameters)
+        weightGradients = layout.views(in: gradients)
     }
 
     /// In the last encoder layer only the [CLS] rows reach the pooler, so only their queries,
@@ -42,29 +45,27 @@ public final class BertForSequenceClassification {
     /// Sizes the activation arena for micro-batches of up to `sequences` sequences of at most
     /// `longestSequence` tokens, so that no step allocates afterwards.
     public func reserve(sequences: Int, longestSequence: Int) {
-        let tokens = sequences * longestSequence
-        let attention = config.headCount * sequences * longestSequence * longestSequence
-        growIfNeeded(tokens: tokens, sequences: sequences, attentionFloats: attention, longestSequence: longestSequence)
+        growIfNeeded(ActivationCapacity(tokens: sequences * longestSequence, sequences: sequences,
+                                        attentionFloats: config.headCount * sequences * longestSequence * longestSequence,
+                                        longestSequence: longestSequence))
         probabilityOffsets.reserveCapacity(sequences + 1)
         clsProbabilityOffsets.reserveCapacity(sequences + 1)
     }
 
-    private func growIfNeeded(tokens: Int, sequences: Int, attentionFloats: Int, longestSequence: Int) {
-        let a = activations
-        let workers = threadsOfThisThread
-        if tokens <= a.tokens && sequences <= a.sequences && attentionFloats <= a.attentionFloats
-            && longestSequence <= a.longestSequence && workers <= a.workers { return }
-        activations = ActivationBuffers(config: config, labelCount: labelCount,
-                                        tokens: max(tokens, a.tokens), sequences: max(sequences, a.sequences),
-                                        attentionFloats: max(attentionFloats, a.attentionFloats),
-                                        longestSequence: max(longestSequence, a.longestSequence),
-                                        workers: max(workers, a.workers))
+    private func growIfNeeded(_ needed: ActivationCapacity) {
+        if activations.capacity.covers(needed) { return }
+        activations = ActivationBuffers(config: config, labelCount: labelCount, capacity: activations.capacity.union(needed),
+                                        compute: compute)
     }
 
     /// (B, K) logits of the last forward.
-    public var logits: UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: activations.logits, count: lastSequenceCount * labelCount) }
+    public var logits: UnsafeBufferPointer<Float> {
+        UnsafeBufferPointer(start: activations.views.logits, count: lastSequenceCount * labelCount)
+    }
     /// (B, K) softmax probabilities of the last forward.
-    public var probabilities: UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: activations.probabilities, count: lastSequenceCount * labelCount) }
+    public var probabilities: UnsafeBufferPointer<Float> {
+        UnsafeBufferPointer(start: activations.views.probabilities, count: lastSequenceCount * labelCount)
+    }
     private var lastSequenceCount = 0
 
     public struct ForwardResult: Sendable {
@@ -118,43 +119,34 @@ public final class BertForSequenceClassification {
         let T = batch.tokenCount, B = batch.sequenceCount
         try prepare(batch)
         lastSequenceCount = B
-        let a = activations
-        let p = layout
-        let params = parameters
-        let clsOnly = clsOnlyLastLayer && L >= 1
+        let a = activations.views, w = weights, k = compute
 
         try withBatchPointers(batch) { b in
             // Embeddings: word + position + token type, LayerNorm, dropout.     (T, C)
-            embeddingLayerNormForward(sum: a.embeddingSum, normed: a.hidden[0], mean: a.embeddingMean, rstd: a.embeddingRstd,
-                                      tokenIds: b.ids, positions: a.positions, tokenTypeIds: b.types,
-                                      wordTable: params.base + p["bert.embeddings.word_embeddings.weight"].offset,
-                                      positionTable: params.base + p["bert.embeddings.position_embeddings.weight"].offset,
-                                      tokenTypeTable: params.base + p["bert.embeddings.token_type_embeddings.weight"].offset,
-                                      weight: params.base + p["bert.embeddings.LayerNorm.weight"].offset,
-                                      bias: params.base + p["bert.embeddings.LayerNorm.bias"].offset,
-                                      rows: T, columns: C, eps: config.layerNormEps,
-                                      dropoutAfter: rowMasks(dropout, 0, .embeddings, b))
+            k.embeddingLayerNormForward(sum: a.embeddingSum, normed: a.hidden[0], mean: a.embeddingMean, rstd: a.embeddingRstd,
+                                        tokenIds: b.ids, positions: activations.positions, tokenTypeIds: b.types,
+                                        wordTable: w.embeddings.wordTable, positionTable: w.embeddings.positionTable,
+                                        tokenTypeTable: w.embeddings.tokenTypeTable, weight: w.embeddings.normWeight,
+                                        bias: w.embeddings.normBias, rows: T, columns: C, eps: config.layerNormEps,
+                                        dropoutAfter: rowMasks(dropout, 0, .embeddings, b))
             try checked(a.hidden[0], T * C, "embeddings output (forward)")
 
-            for l in 0..<(clsOnly ? L - 1 : L) {
-                try layerForward(l, b, dropout: dropout)
+            for l in 0..<L {
+                try layerForward(l, b, rows(ofLayer: l, b), dropout: dropout)
             }
-            if clsOnly {
-                try lastLayerForward(b, dropout: dropout)
-            } else {
+            if !lastLayerIsClsOnly {
                 let last = a.hidden[L]
                 for s in 0..<B { (a.clsHidden + s * C).update(from: last + b.starts[s] * C, count: C) }
             }
 
             // Pooler: tanh(dense([CLS])), dropout, classifier.              (B, C) -> (B, K)
-            linearForward(out: a.pooled, input: a.clsHidden, weight: params.base + p["bert.pooler.dense.weight"].offset,
-                          bias: params.base + p["bert.pooler.dense.bias"].offset, rows: B, inFeatures: C, outFeatures: C)
+            k.linearForward(out: a.pooled, input: a.clsHidden, weight: w.head.poolerWeight, bias: w.head.poolerBias,
+                            rows: B, inFeatures: C, outFeatures: C)
             tanhForward(out: a.pooled, count: B * C)
             a.pooledDropped.update(from: a.pooled, count: B * C)
-            dropoutRows(a.pooledDropped, rows: B, columns: C,
-                        dropout: rowMasks(dropout, L, .classifier, b, compact: true))
-            linearForward(out: a.logits, input: a.pooledDropped, weight: params.base + p["classifier.weight"].offset,
-                          bias: params.base + p["classifier.bias"].offset, rows: B, inFeatures: C, outFeatures: K)
+            k.dropoutRows(a.pooledDropped, rows: B, columns: C, dropout: rowMasks(dropout, L, .classifier, b, compact: true))
+            k.linearForward(out: a.logits, input: a.pooledDropped, weight: w.head.classifierWeight, bias: w.head.classifierBias,
+                            rows: B, inFeatures: C, outFeatures: K)
             try checked(a.logits, B * K, "classifier logits (forward)")
         }
         return batch.labels.withUnsafeBufferPointer { labels in
@@ -164,70 +156,73 @@ public final class BertForSequenceClassification {
         }
     }
 
-    /// Encoder layer `l` over all T tokens: hidden[l] -> hidden[l + 1].
-    private func layerForward(_ l: Int, _ b: BatchPointers, dropout: DropoutContext?) throws {
-        let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount
-        let T = b.sequences.starts[b.sequences.count]
-        let a = activations, w = weights[l], x = a.hidden[l], la = a.layers[l]
-        // Self-attention: one GEMM for Q, K and V.                    (T, 3C)
-        linearForward(out: la.qkv, input: x, weight: w.qkvWeight, bias: w.qkvBias, rows: T, inFeatures: C, outFeatures: 3 * C)
-        attentionForward(context: la.context, probabilities: la.probabilities, qkv: la.qkv, sequences: b.sequences,
-                         hidden: C, heads: H, clsQueries: nil,
-                         dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
-                         scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
-        try checked(la.context, T * C, "layer \(l) attention context (forward)")
-        // Output projection, dropout, residual, LayerNorm.              (T, C)
-        linearForward(out: la.attentionResidual, input: la.context, weight: w.attentionOutputWeight,
-                      bias: w.attentionOutputBias, rows: T, inFeatures: C, outFeatures: C)
-        residualLayerNormForward(sum: la.attentionResidual, normed: la.attentionNormed, mean: la.attentionMean,
-                                 rstd: la.attentionRstd, residual: x, weight: w.attentionNormWeight, bias: w.attentionNormBias,
-                                 rows: T, columns: C, eps: config.layerNormEps, dropout: rowMasks(dropout, l, .attentionOutput, b))
-        // Feed-forward: dense, GELU, dense, dropout, residual, LayerNorm.  (T, I) -> (T, C)
-        linearForward(out: la.feedForwardDerivative, input: la.attentionNormed, weight: w.intermediateWeight,
-                      bias: w.intermediateBias, rows: T, inFeatures: C, outFeatures: I)
-        geluForward(activated: la.feedForwardActivated, derivative: la.feedForwardDerivative, count: T * I)
-        linearForward(out: la.feedForwardResidual, input: la.feedForwardActivated, weight: w.outputWeight,
-                      bias: w.outputBias, rows: T, inFeatures: I, outFeatures: C)
-        residualLayerNormForward(sum: la.feedForwardResidual, normed: a.hidden[l + 1], mean: la.outputMean, rstd: la.outputRstd,
-                                 residual: la.attentionNormed, weight: w.outputNormWeight, bias: w.outputNormBias,
-                                 rows: T, columns: C, eps: config.layerNormEps, dropout: rowMasks(dropout, l, .feedForwardOutput, b))
-        try checked(a.hidden[l + 1], T * C, "layer \(l) output (forward)")
+    private var lastLayerIsClsOnly: Bool { clsOnlyLastLayer && config.layerCount >= 1 }
+
+    /// The rows an encoder layer computes past its keys and values: every token, or (the last
+    /// layer with `clsOnlyLastLayer`) only each sequence's [CLS] row, kept compact in the
+    /// layer's buffers (row s = sequence s). Keys and values always cover every token.
+    private struct LayerRows {
+        /// T, or B [CLS] rows.
+        let count: Int
+        let clsOnly: Bool
+        /// (count, C): the input rows the residual path carries, and the layer's output rows.
+        let input, output: UnsafeMutablePointer<Float>
+        /// Backward: dL/d(output) on entry; where the residual path's part of dL/d(input) goes.
+        let dOutput, dInput: UnsafeMutablePointer<Float>
     }
 
-    /// The last encoder layer for the [CLS] rows only: hidden[L - 1] -> clsHidden (B, C). Keys and
-    /// values for every token; queries, attention output, LayerNorms and feed-forward for the B
-    /// [CLS] rows, kept compact in the layer's buffers (row s = sequence s).
-    private func lastLayerForward(_ b: BatchPointers, dropout: DropoutContext?) throws {
-        let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount, l = config.layerCount - 1
-        let B = b.sequences.count, T = b.sequences.starts[B]
-        let a = activations, w = weights[l], x = a.hidden[l], la = a.layers[l]
-        // Keys and values of every token: rows C ..< 3C of the fused weight.  (T, 2C) of (T, 3C)
-        linearForward(out: la.qkv + C, outStride: 3 * C, input: x, weight: w.qkvWeight + C * C, bias: w.qkvBias + C,
-                      rows: T, inFeatures: C, outFeatures: 2 * C)
-        // The [CLS] rows and their queries.                                  (B, C)
-        for s in 0..<B { (a.lastInput + s * C).update(from: x + b.starts[s] * C, count: C) }
-        linearForward(out: a.lastQuery, input: a.lastInput, weight: w.qkvWeight, bias: w.qkvBias, rows: B, inFeatures: C, outFeatures: C)
-        attentionForward(context: la.context, probabilities: la.probabilities, qkv: la.qkv, sequences: b.sequences,
-                         hidden: C, heads: H, clsQueries: a.lastQuery,
-                         dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
-                         scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
-        try checked(la.context, B * C, "layer \(l) attention context (forward)")
-        linearForward(out: la.attentionResidual, input: la.context, weight: w.attentionOutputWeight,
-                      bias: w.attentionOutputBias, rows: B, inFeatures: C, outFeatures: C)
-        residualLayerNormForward(sum: la.attentionResidual, normed: la.attentionNormed, mean: la.attentionMean,
-                                 rstd: la.attentionRstd, residual: a.lastInput, weight: w.attentionNormWeight,
-                                 bias: w.attentionNormBias, rows: B, columns: C, eps: config.layerNormEps,
-                                 dropout: rowMasks(dropout, l, .attentionOutput, b, compact: true))
-        linearForward(out: la.feedForwardDerivative, input: la.attentionNormed, weight: w.intermediateWeight,
-                      bias: w.intermediateBias, rows: B, inFeatures: C, outFeatures: I)
-        geluForward(activated: la.feedForwardActivated, derivative: la.feedForwardDerivative, count: B * I)
-        linearForward(out: la.feedForwardResidual, input: la.feedForwardActivated, weight: w.outputWeight,
-                      bias: w.outputBias, rows: B, inFeatures: I, outFeatures: C)
-        residualLayerNormForward(sum: la.feedForwardResidual, normed: a.clsHidden, mean: la.outputMean, rstd: la.outputRstd,
-                                 residual: la.attentionNormed, weight: w.outputNormWeight, bias: w.outputNormBias,
-                                 rows: B, columns: C, eps: config.layerNormEps,
-                                 dropout: rowMasks(dropout, l, .feedForwardOutput, b, compact: true))
-        try checked(a.clsHidden, B * C, "layer \(l) output (forward)")
+    private func rows(ofLayer l: Int, _ b: BatchPointers) -> LayerRows {
+        let a = activations.views
+        if lastLayerIsClsOnly && l == config.layerCount - 1 {
+            return LayerRows(count: b.sequences.count, clsOnly: true, input: a.lastInput, output: a.clsHidden,
+                             dOutput: a.dClsHidden, dInput: a.dLastInput)
+        }
+        return LayerRows(count: b.sequences.starts[b.sequences.count], clsOnly: false, input: a.hidden[l],
+                         output: a.hidden[l + 1], dOutput: a.dHidden, dInput: a.dHidden)
+    }
+
+    /// Encoder layer `l`: hidden[l] -> `rows.output`.
+    private func layerForward(_ l: Int, _ b: BatchPointers, _ rows: LayerRows, dropout: DropoutContext?) throws {
+        let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount
+        let B = b.sequences.count, T = b.sequences.starts[B], R = rows.count
+        let a = activations.views, w = weights.layers[l], x = a.hidden[l], la = a.layers[l], k = compute
+        // Self-attention projections.
+        if rows.clsOnly {
+            // Keys and values of every token: rows C ..< 3C of the fused weight.  (T, 2C) of (T, 3C)
+            k.linearForward(out: la.qkv + C, outStride: 3 * C, input: x, weight: w.qkvWeight + C * C, bias: w.qkvBias + C,
+                            rows: T, inFeatures: C, outFeatures: 2 * C)
+            // The [CLS] rows and their queries.                                  (B, C)
+            for s in 0..<B { (a.lastInput + s * C).update(from: x + b.starts[s] * C, count: C) }
+            k.linearForward(out: a.lastQuery, input: a.lastInput, weight: w.qkvWeight, bias: w.qkvBias,
+                            rows: B, inFeatures: C, outFeatures: C)
+        } else {
+            // One GEMM for Q, K and V.                                           (T, 3C)
+            k.linearForward(out: la.qkv, input: x, weight: w.qkvWeight, bias: w.qkvBias, rows: T, inFeatures: C, outFeatures: 3 * C)
+        }
+        k.attentionForward(context: la.context, probabilities: la.probabilities, qkv: la.qkv, sequences: b.sequences,
+                           hidden: C, heads: H, clsQueries: rows.clsOnly ? a.lastQuery : nil,
+                           dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
+                           scratch: a.attentionScratch, scratchStride: activations.attentionScratchStride,
+                           workers: activations.workers)
+        try checked(la.context, R * C, "layer \(l) attention context (forward)")
+        // Output projection, dropout, residual, LayerNorm.                       (R, C)
+        k.linearForward(out: la.attentionResidual, input: la.context, weight: w.attentionOutputWeight,
+                        bias: w.attentionOutputBias, rows: R, inFeatures: C, outFeatures: C)
+        k.residualLayerNormForward(sum: la.attentionResidual, normed: la.attentionNormed, mean: la.attentionMean,
+                                   rstd: la.attentionRstd, residual: rows.input, weight: w.attentionNormWeight,
+                                   bias: w.attentionNormBias, rows: R, columns: C, eps: config.layerNormEps,
+                                   dropout: rowMasks(dropout, l, .attentionOutput, b, compact: rows.clsOnly))
+        // Feed-forward: dense, GELU, dense, dropout, residual, LayerNorm.        (R, I) -> (R, C)
+        k.linearForward(out: la.feedForwardDerivative, input: la.attentionNormed, weight: w.intermediateWeight,
+                        bias: w.intermediateBias, rows: R, inFeatures: C, outFeatures: I)
+        k.geluForward(activated: la.feedForwardActivated, derivative: la.feedForwardDerivative, count: R * I)
+        k.linearForward(out: la.feedForwardResidual, input: la.feedForwardActivated, weight: w.outputWeight,
+                        bias: w.outputBias, rows: R, inFeatures: I, outFeatures: C)
+        k.residualLayerNormForward(sum: la.feedForwardResidual, normed: rows.output, mean: la.outputMean, rstd: la.outputRstd,
+                                   residual: la.attentionNormed, weight: w.outputNormWeight, bias: w.outputNormBias,
+                                   rows: R, columns: C, eps: config.layerNormEps,
+                                   dropout: rowMasks(dropout, l, .feedForwardOutput, b, compact: rows.clsOnly))
+        try checked(rows.output, R * C, "layer \(l) output (forward)")
     }
 
     /// Validates the batch against the config, sizes the arena and fills the per-token indices
@@ -263,7 +258,7 @@ public final class BertForSequenceClassification {
         for label in batch.labels where label < 0 || Int(label) >= labelCount {
             throw ModelError.invalidBatch(reason: "label \(label) is outside 0..<\(labelCount)")
         }
-        growIfNeeded(tokens: T, sequences: B, attentionFloats: probabilityOffsets[B], longestSequence: longest)
+        growIfNeeded(ActivationCapacity(tokens: T, sequences: B, attentionFloats: probabilityOffsets[B], longestSequence: longest))
         let a = activations
         for s in 0..<B {
             for t in batch.sequenceStarts[s]..<batch.sequenceStarts[s + 1] {
@@ -290,166 +285,100 @@ public final class BertForSequenceClassification {
         let C = config.hiddenSize, K = labelCount, L = config.layerCount
         let T = batch.tokenCount, B = batch.sequenceCount
         precondition(B == lastSequenceCount, "backward must follow forward of the same batch")
-        let a = activations
-        let p = layout
-        let params = parameters, grads = gradients
-        let clsOnly = clsOnlyLastLayer && L >= 1
+        let a = activations.views, w = weights, g = weightGradients, k = compute
 
         try withBatchPointers(batch) { b in
             // Loss and classifier.                                         (B, K)
             crossEntropyBackward(dLogits: a.dLogits, probabilities: a.probabilities, labels: b.labels,
                                  rows: B, classes: K, lossScale: lossScale)
-            linearBackward(dInput: a.dPooled, dWeight: grads.base + p["classifier.weight"].offset,
-                           dBias: grads.base + p["classifier.bias"].offset, dOut: a.dLogits, input: a.pooledDropped,
-                           weight: params.base + p["classifier.weight"].offset, rows: B, inFeatures: C, outFeatures: K)
-            dropoutRows(a.dPooled, rows: B, columns: C, dropout: rowMasks(dropout, L, .classifier, b, compact: true))
+            k.linearBackward(dInput: a.dPooled, dWeight: g.head.classifierWeight, dBias: g.head.classifierBias, dOut: a.dLogits,
+                             input: a.pooledDropped, weight: w.head.classifierWeight, rows: B, inFeatures: C, outFeatures: K)
+            k.dropoutRows(a.dPooled, rows: B, columns: C, dropout: rowMasks(dropout, L, .classifier, b, compact: true))
             // Pooler.                                                      (B, C)
             tanhBackward(dInOut: a.dPooled, output: a.pooled, count: B * C)
-            linearBackward(dInput: a.dClsHidden, dWeight: grads.base + p["bert.pooler.dense.weight"].offset,
-                           dBias: grads.base + p["bert.pooler.dense.bias"].offset, dOut: a.dPooled, input: a.clsHidden,
-                           weight: params.base + p["bert.pooler.dense.weight"].offset, rows: B, inFeatures: C, outFeatures: C)
+            k.linearBackward(dInput: a.dClsHidden, dWeight: g.head.poolerWeight, dBias: g.head.poolerBias, dOut: a.dPooled,
+                             input: a.clsHidden, weight: w.head.poolerWeight, rows: B, inFeatures: C, outFeatures: C)
             try checked(a.dClsHidden, B * C, "pooler input gradient (backward)")
-            try parametersFinished(p.layerStarts[L])
+            try parametersFinished(layout.layerStarts[L])
 
-            if clsOnly {
-                try lastLayerBackward(b, dropout: dropout)
-                try parametersFinished(p.layerStarts[L - 1])
-            } else {
+            if !lastLayerIsClsOnly {
                 // Only the [CLS] rows of the last hidden state reach the loss.
                 a.dHidden.update(repeating: 0, count: T * C)
                 for s in 0..<B { (a.dHidden + b.starts[s] * C).update(from: a.dClsHidden + s * C, count: C) }
             }
-            for l in stride(from: (clsOnly ? L - 1 : L) - 1, through: 0, by: -1) {
-                try layerBackward(l, b, dropout: dropout)
-                try parametersFinished(p.layerStarts[l])
+            for l in stride(from: L - 1, through: 0, by: -1) {
+                try layerBackward(l, b, rows(ofLayer: l, b), dropout: dropout)
+                try parametersFinished(layout.layerStarts[l])
             }
 
             // Embeddings: dropout, LayerNorm, scatter into the three tables.
-            dropoutRows(a.dHidden, rows: T, columns: C, dropout: rowMasks(dropout, 0, .embeddings, b))
-            layerNormBackward(dInput: a.dResidual, dBranch: nil, branchDropout: rowMasks(nil, 0, .embeddings, b),
-                              dWeight: grads.base + p["bert.embeddings.LayerNorm.weight"].offset,
-                              dBias: grads.base + p["bert.embeddings.LayerNorm.bias"].offset, dOut: a.dHidden,
-                              input: a.embeddingSum, weight: params.base + p["bert.embeddings.LayerNorm.weight"].offset,
-                              mean: a.embeddingMean, rstd: a.embeddingRstd, rows: T, columns: C)
-            embeddingBackward(dWordTable: grads.base + p["bert.embeddings.word_embeddings.weight"].offset,
-                              dPositionTable: grads.base + p["bert.embeddings.position_embeddings.weight"].offset,
-                              dTokenTypeTable: grads.base + p["bert.embeddings.token_type_embeddings.weight"].offset,
-                              dOut: a.dResidual, tokenIds: b.ids, positions: a.positions,
-                              tokenTypeIds: b.types, tokens: T, hidden: C)
+            k.dropoutRows(a.dHidden, rows: T, columns: C, dropout: rowMasks(dropout, 0, .embeddings, b))
+            k.layerNormBackward(dInput: a.dResidual, dBranch: nil, branchDropout: rowMasks(nil, 0, .embeddings, b),
+                                dWeight: g.embeddings.normWeight, dBias: g.embeddings.normBias, dOut: a.dHidden,
+                                input: a.embeddingSum, weight: w.embeddings.normWeight,
+                                mean: a.embeddingMean, rstd: a.embeddingRstd, rows: T, columns: C)
+            k.embeddingBackward(dWordTable: g.embeddings.wordTable, dPositionTable: g.embeddings.positionTable,
+                                dTokenTypeTable: g.embeddings.tokenTypeTable, dOut: a.dResidual, tokenIds: b.ids,
+                                positions: activations.positions, tokenTypeIds: b.types, tokens: T, hidden: C)
             try checked(a.dResidual, T * C, "embeddings gradient (backward)")
             try parametersFinished(0)
         }
     }
 
-    /// Backward of `layerForward(l)`: a.dHidden = dL/d(hidden[l + 1]) on entry, dL/d(hidden[l]) on return.
-    private func layerBackward(_ l: Int, _ b: BatchPointers, dropout: DropoutContext?) throws {
+    /// Backward of `layerForward(l)`: from `rows.dOutput` to a.dHidden = dL/d(hidden[l]) (T, C).
+    private func layerBackward(_ l: Int, _ b: BatchPointers, _ rows: LayerRows, dropout: DropoutContext?) throws {
         let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount
-        let T = b.sequences.starts[b.sequences.count]
-        let a = activations, w = weights[l], g = weightGradients[l], x = a.hidden[l], la = a.layers[l]
+        let B = b.sequences.count, T = b.sequences.starts[B], R = rows.count
+        let a = activations.views, w = weights.layers[l], g = weightGradients.layers[l], x = a.hidden[l], la = a.layers[l]
+        let k = compute
         // Output LayerNorm. a.dResidual = dL/d(feedForwardResidual); a.dTemporary = its dropout =
         // dL/d(ffn output).
-        layerNormBackward(dInput: a.dResidual, dBranch: a.dTemporary, branchDropout: rowMasks(dropout, l, .feedForwardOutput, b),
-                          dWeight: g.outputNormWeight, dBias: g.outputNormBias, dOut: a.dHidden,
-                          input: la.feedForwardResidual, weight: w.outputNormWeight,
-                          mean: la.outputMean, rstd: la.outputRstd, rows: T, columns: C)
-        linearBackward(dInput: a.dFeedForward, dWeight: g.outputWeight, dBias: g.outputBias, dOut: a.dTemporary,
-                       input: la.feedForwardActivated, weight: w.outputWeight, rows: T, inFeatures: I, outFeatures: C)
-        geluBackward(dInOut: a.dFeedForward, derivative: la.feedForwardDerivative, count: T * I)
-        linearBackward(dInput: a.dResidual, dWeight: g.intermediateWeight, dBias: g.intermediateBias,
-                       dOut: a.dFeedForward, input: la.attentionNormed, weight: w.intermediateWeight,
-                       rows: T, inFeatures: C, outFeatures: I, accumulateInput: true)
-        try checked(a.dResidual, T * C, "layer \(l) feed-forward input gradient (backward)")
-        // a.dResidual = dL/d(attentionNormed).  Attention LayerNorm: a.dHidden = dL/d(attentionResidual),
-        // a.dTemporary = dL/d(attention output).
-        layerNormBackward(dInput: a.dHidden, dBranch: a.dTemporary, branchDropout: rowMasks(dropout, l, .attentionOutput, b),
-                          dWeight: g.attentionNormWeight, dBias: g.attentionNormBias, dOut: a.dResidual,
-                          input: la.attentionResidual, weight: w.attentionNormWeight,
-                          mean: la.attentionMean, rstd: la.attentionRstd, rows: T, columns: C)
-        linearBackward(dInput: a.dContext, dWeight: g.attentionOutputWeight, dBias: g.attentionOutputBias,
-                       dOut: a.dTemporary, input: la.context, weight: w.attentionOutputWeight,
-                       rows: T, inFeatures: C, outFeatures: C)
-        attentionBackward(dqkv: a.dQKV, dContext: a.dContext, qkv: la.qkv, probabilities: la.probabilities,
-                          sequences: b.sequences, hidden: C, heads: H, clsQueries: nil, dClsQueries: nil,
-                          dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
-                          scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
-        try checked(a.dQKV, T * 3 * C, "layer \(l) query/key/value gradient (backward)")
-        // Residual branch plus the Q, K, V projections.  a.dHidden = dL/dx.
-        linearBackward(dInput: a.dHidden, dWeight: g.qkvWeight, dBias: g.qkvBias, dOut: a.dQKV, input: x,
-                       weight: w.qkvWeight, rows: T, inFeatures: C, outFeatures: 3 * C, accumulateInput: true)
-        try checked(a.dHidden, T * C, "layer \(l) input gradient (backward)")
-    }
-
-    /// Backward of `lastLayerForward`: from a.dClsHidden (B, C) to a.dHidden = dL/d(hidden[L - 1]) (T, C).
-    private func lastLayerBackward(_ b: BatchPointers, dropout: DropoutContext?) throws {
-        let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount, l = config.layerCount - 1
-        let B = b.sequences.count, T = b.sequences.starts[B]
-        let a = activations, w = weights[l], g = weightGradients[l], x = a.hidden[l], la = a.layers[l]
-        layerNormBackward(dInput: a.dResidual, dBranch: a.dTemporary,
-                          branchDropout: rowMasks(dropout, l, .feedForwardOutput, b, compact: true),
-                          dWeight: g.outputNormWeight, dBias: g.outputNormBias, dOut: a.dClsHidden,
-                          input: la.feedForwardResidual, weight: w.outputNormWeight,
-                          mean: la.outputMean, rstd: la.outputRstd, rows: B, columns: C)
-        linearBackward(dInput: a.dFeedForward, dWeight: g.outputWeight, dBias: g.outputBias, dOut: a.dTemporary,
-                       input: la.feedForwardActivated, weight: w.outputWeight, rows: B, inFeatures: I, outFeatures: C)
-        geluBackward(dInOut: a.dFeedForward, derivative: la.feedForwardDerivative, count: B * I)
-        linearBackward(dInput: a.dResidual, dWeight: g.intermediateWeight, dBias: g.intermediateBias,
-                       dOut: a.dFeedForward, input: la.attentionNormed, weight: w.intermediateWeight,
-                       rows: B, inFeatures: C, outFeatures: I, accumulateInput: true)
-        // a.dLastInput = dL/d(attentionResidual) = the residual part of dL/d([CLS] input).
-        layerNormBackward(dInput: a.dLastInput, dBranch: a.dTemporary,
-                          branchDropout: rowMasks(dropout, l, .attentionOutput, b, compact: true),
-                          dWeight: g.attentionNormWeight, dBias: g.attentionNormBias, dOut: a.dResidual,
-                          input: la.attentionResidual, weight: w.attentionNormWeight,
-                          mean: la.attentionMean, rstd: la.attentionRstd, rows: B, columns: C)
-        linearBackward(dInput: a.dContext, dWeight: g.attentionOutputWeight, dBias: g.attentionOutputBias,
-                       dOut: a.dTemporary, input: la.context, weight: w.attentionOutputWeight,
-                       rows: B, inFeatures: C, outFeatures: C)
-        attentionBackward(dqkv: a.dQKV, dContext: a.dContext, qkv: la.qkv, probabilities: la.probabilities,
-                          sequences: b.sequences, hidden: C, heads: H, clsQueries: a.lastQuery, dClsQueries: a.dLastQuery,
-                          dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
-                          scratch: a.attentionScratch, scratchStride: a.attentionScratchStride, workers: a.workers)
-        // Keys and values of every token: a.dHidden = (dK dV) · W_kv.    (T, C)
-        linearBackward(dInput: a.dHidden, dWeight: g.qkvWeight + C * C, dBias: g.qkvBias + C, dOut: a.dQKV + C,
-                       dOutStride: 3 * C, input: x, weight: w.qkvWeight + C * C, rows: T, inFeatures: C, outFeatures: 2 * C)
-        // Queries of the [CLS] rows, added to their residual gradient, then into their tokens' rows.
-        linearBackward(dInput: a.dLastInput, dWeight: g.qkvWeight, dBias: g.qkvBias, dOut: a.dLastQuery,
-                       input: a.lastInput, weight: w.qkvWeight, rows: B, inFeatures: C, outFeatures: C, accumulateInput: true)
-        for s in 0..<B {
-            let row = a.dHidden + b.starts[s] * C, cls = a.dLastInput + s * C
-            for c in 0..<C { row[c] += cls[c] }
+        k.layerNormBackward(dInput: a.dResidual, dBranch: a.dTemporary,
+                            branchDropout: rowMasks(dropout, l, .feedForwardOutput, b, compact: rows.clsOnly),
+                            dWeight: g.outputNormWeight, dBias: g.outputNormBias, dOut: rows.dOutput,
+                            input: la.feedForwardResidual, weight: w.outputNormWeight,
+                            mean: la.outputMean, rstd: la.outputRstd, rows: R, columns: C)
+        k.linearBackward(dInput: a.dFeedForward, dWeight: g.outputWeight, dBias: g.outputBias, dOut: a.dTemporary,
+                         input: la.feedForwardActivated, weight: w.outputWeight, rows: R, inFeatures: I, outFeatures: C)
+        k.geluBackward(dInOut: a.dFeedForward, derivative: la.feedForwardDerivative, count: R * I)
+        k.linearBackward(dInput: a.dResidual, dWeight: g.intermediateWeight, dBias: g.intermediateBias,
+                         dOut: a.dFeedForward, input: la.attentionNormed, weight: w.intermediateWeight,
+                         rows: R, inFeatures: C, outFeatures: I, accumulateInput: true)
+        try checked(a.dResidual, R * C, "layer \(l) feed-forward input gradient (backward)")
+        // a.dResidual = dL/d(attentionNormed).  Attention LayerNorm: rows.dInput = dL/d(attentionResidual)
+        // (the residual path's part of dL/d(input rows)), a.dTemporary = dL/d(attention output).
+        k.layerNormBackward(dInput: rows.dInput, dBranch: a.dTemporary,
+                            branchDropout: rowMasks(dropout, l, .attentionOutput, b, compact: rows.clsOnly),
+                            dWeight: g.attentionNormWeight, dBias: g.attentionNormBias, dOut: a.dResidual,
+                            input: la.attentionResidual, weight: w.attentionNormWeight,
+                            mean: la.attentionMean, rstd: la.attentionRstd, rows: R, columns: C)
+        k.linearBackward(dInput: a.dContext, dWeight: g.attentionOutputWeight, dBias: g.attentionOutputBias,
+                         dOut: a.dTemporary, input: la.context, weight: w.attentionOutputWeight,
+                         rows: R, inFeatures: C, outFeatures: C)
+        k.attentionBackward(dqkv: a.dQKV, dContext: a.dContext, qkv: la.qkv, probabilities: la.probabilities,
+                            sequences: b.sequences, hidden: C, heads: H, clsQueries: rows.clsOnly ? a.lastQuery : nil,
+                            dClsQueries: rows.clsOnly ? a.dLastQuery : nil,
+                            dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
+                            scratch: a.attentionScratch, scratchStride: activations.attentionScratchStride,
+                            workers: activations.workers)
+        if rows.clsOnly {
+            try checked(a.dLastQuery, B * C, "layer \(l) query gradient (backward)")
+            // Keys and values of every token: a.dHidden = (dK dV) · W_kv.    (T, C)
+            k.linearBackward(dInput: a.dHidden, dWeight: g.qkvWeight + C * C, dBias: g.qkvBias + C, dOut: a.dQKV + C,
+                             dOutStride: 3 * C, input: x, weight: w.qkvWeight + C * C, rows: T, inFeatures: C, outFeatures: 2 * C)
+            // Queries of the [CLS] rows, added to their residual gradient, then into their tokens' rows.
+            k.linearBackward(dInput: a.dLastInput, dWeight: g.qkvWeight, dBias: g.qkvBias, dOut: a.dLastQuery,
+                             input: a.lastInput, weight: w.qkvWeight, rows: B, inFeatures: C, outFeatures: C, accumulateInput: true)
+            for s in 0..<B {
+                let row = a.dHidden + b.starts[s] * C, cls = a.dLastInput + s * C
+                for c in 0..<C { row[c] += cls[c] }
+            }
+        } else {
+            try checked(a.dQKV, T * 3 * C, "layer \(l) query/key/value gradient (backward)")
+            // Residual path plus the Q, K, V projections.  a.dHidden = dL/dx.
+            k.linearBackward(dInput: a.dHidden, dWeight: g.qkvWeight, dBias: g.qkvBias, dOut: a.dQKV, input: x,
+                             weight: w.qkvWeight, rows: T, inFeatures: C, outFeatures: 3 * C, accumulateInput: true)
         }
         try checked(a.dHidden, T * C, "layer \(l) input gradient (backward)")
-    }
-}
-
-/// Pointers to one encoder layer's tensors in an arena (parameters or gradients).
-struct LayerWeights {
-    let qkvWeight, qkvBias: UnsafeMutablePointer<Float>          // (3C, C), (3C)
-    let attentionOutputWeight, attentionOutputBias: UnsafeMutablePointer<Float>   // (C, C), (C)
-    let attentionNormWeight, attentionNormBias: UnsafeMutablePointer<Float>       // (C)
-    let intermediateWeight, intermediateBias: UnsafeMutablePointer<Float>         // (I, C), (I)
-    let outputWeight, outputBias: UnsafeMutablePointer<Float>                     // (C, I), (C)
-    let outputNormWeight, outputNormBias: UnsafeMutablePointer<Float>             // (C)
-
-    static func all(layout: ParameterLayout, arena: FloatArena, layerCount: Int) -> [LayerWeights] {
-        (0..<layerCount).map { l in
-            let prefix = "bert.encoder.layer.\(l)."
-            func at(_ name: String) -> UnsafeMutablePointer<Float> { arena.base + layout[prefix + name].offset }
-            let q = layout[prefix + "attention.self.query.weight"], k = layout[prefix + "attention.self.key.weight"]
-            let v = layout[prefix + "attention.self.value.weight"]
-            let qb = layout[prefix + "attention.self.query.bias"], kb = layout[prefix + "attention.self.key.bias"]
-            let vb = layout[prefix + "attention.self.value.bias"]
-            // The fused (3C, C) matrix relies on Q, K, V being adjacent in the layout.
-            precondition(k.offset == q.offset + q.count && v.offset == k.offset + k.count
-                         && kb.offset == qb.offset + qb.count && vb.offset == kb.offset + kb.count,
-                         "query/key/value must be adjacent in the parameter layout")
-            return LayerWeights(
-                qkvWeight: arena.base + q.offset, qkvBias: arena.base + qb.offset,
-                attentionOutputWeight: at("attention.output.dense.weight"), attentionOutputBias: at("attention.output.dense.bias"),
-                attentionNormWeight: at("attention.output.LayerNorm.weight"), attentionNormBias: at("attention.output.LayerNorm.bias"),
-                intermediateWeight: at("intermediate.dense.weight"), intermediateBias: at("intermediate.dense.bias"),
-                outputWeight: at("output.dense.weight"), outputBias: at("output.dense.bias"),
-                outputNormWeight: at("output.LayerNorm.weight"), outputNormBias: at("output.LayerNorm.bias"))
-        }
     }
 }

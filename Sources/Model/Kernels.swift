@@ -8,9 +8,9 @@ import Foundation
 // gradient of their input (=) and ACCUMULATE (+=) into parameter gradients, so several
 // micro-batches can add up into one gradient arena.
 //
-// The fast paths are the vector kernels of CKernels (one source, compiled per instruction set)
-// split over the rank's WorkerTeam; next to each is the naive loop it must agree with
-// (`...Reference`, used by the tests).
+// The fast paths are methods of the rank's `Compute`: the vector kernels of its instruction set
+// (CKernels: one source, compiled per instruction set) split over its WorkerTeam. Next to each
+// is the naive loop it must agree with (`...Reference`, used by the tests).
 
 // MARK: - Matrix multiply (Linear)
 
@@ -46,82 +46,86 @@ func share(_ count: Int, member: Int, of members: Int) -> Range<Int> {
     return min(count, 16 * (granules * member / members))..<min(count, 16 * (granules * (member + 1) / members))
 }
 
-/// out (rows, outFeatures; row stride outStride) = input (rows, inFeatures) · weightᵀ + bias,
-/// as torch.nn.Linear with weight (outFeatures, inFeatures). Team members take blocks of rows
-/// or of output columns (splitsColumns); each starts its block from the bias and lets the GEMM
-/// add into it (beta = 1, which OpenBLAS does in place, where beta = 0 would cost the same
-/// extra pass to clear the output).
-func linearForward(out: UnsafeMutablePointer<Float>, outStride: Int? = nil, input: UnsafePointer<Float>,
-                   weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                   rows: Int, inFeatures: Int, outFeatures: Int) {
-    struct Job: TeamJob {
-        let out: UnsafeMutablePointer<Float>, ldc: Int, input, weight, bias: UnsafePointer<Float>, rows, inFeatures, outFeatures: Int
-        func run(member: Int, of members: Int) {
-            if members > 1 && splitsColumns(rows: rows, columns: outFeatures) {
-                let columns = share(outFeatures, member: member, of: members)
-                if columns.isEmpty { return }
-                for r in 0..<rows { (out + r * ldc + columns.lowerBound).update(from: bias + columns.lowerBound, count: columns.count) }
-                sgemm(transA: false, transB: true, m: rows, n: columns.count, k: inFeatures,
-                      a: input, lda: inFeatures, b: weight + columns.lowerBound * inFeatures, ldb: inFeatures,
-                      beta: 1, c: out + columns.lowerBound, ldc: ldc)
-            } else {
-                let range = (rows * member / members)..<(rows * (member + 1) / members)
-                for r in range { (out + r * ldc).update(from: bias, count: outFeatures) }
-                sgemm(transA: false, transB: true, m: range.count, n: outFeatures, k: inFeatures,
-                      a: input + range.lowerBound * inFeatures, lda: inFeatures, b: weight, ldb: inFeatures,
-                      beta: 1, c: out + range.lowerBound * ldc, ldc: ldc)
-            }
-        }
-    }
-    let members = min(threadsOfThisThread, max(1, rows / minimumRowsPerMember(work: inFeatures * outFeatures)))
-    teamRun(members: members, Job(out: out, ldc: outStride ?? outFeatures, input: input, weight: weight, bias: bias,
-                                  rows: rows, inFeatures: inFeatures, outFeatures: outFeatures))
-}
-
-/// dInput (rows, in) = dOut · weight (or += when `accumulateInput`); dWeight += dOutᵀ · input;
-/// dBias += column sums of dOut. dOut rows have stride `dOutStride`. In one team job: each
-/// member computes a block of dInput rows or columns (splitsColumns), and a block of dWeight
-/// rows with the matching dBias entries (every dWeight element is one full-length dot product,
-/// whatever the split).
-func linearBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>,
-                    dBias: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, dOutStride: Int? = nil,
-                    input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                    rows: Int, inFeatures: Int, outFeatures: Int, accumulateInput: Bool = false) {
-    struct Job: TeamJob {
-        let dInput: UnsafeMutablePointer<Float>?, dWeight, dBias: UnsafeMutablePointer<Float>
-        let dOut: UnsafePointer<Float>, ldd: Int, input, weight: UnsafePointer<Float>
-        let rows, inFeatures, outFeatures: Int, accumulateInput: Bool
-        func run(member: Int, of members: Int) {
-            if let dInput {
-                if members > 1 && splitsColumns(rows: rows, columns: inFeatures) {
-                    let columns = share(inFeatures, member: member, of: members)
-                    if !columns.isEmpty {
-                        sgemm(transA: false, transB: false, m: rows, n: columns.count, k: outFeatures,
-                              a: dOut, lda: ldd, b: weight + columns.lowerBound, ldb: inFeatures,
-                              beta: accumulateInput ? 1 : 0, c: dInput + columns.lowerBound, ldc: inFeatures)
-                    }
+extension Compute {
+    /// out (rows, outFeatures; row stride outStride) = input (rows, inFeatures) · weightᵀ + bias,
+    /// as torch.nn.Linear with weight (outFeatures, inFeatures). Team members take blocks of rows
+    /// or of output columns (splitsColumns); each starts its block from the bias and lets the GEMM
+    /// add into it (beta = 1, which OpenBLAS does in place, where beta = 0 would cost the same
+    /// extra pass to clear the output).
+    func linearForward(out: UnsafeMutablePointer<Float>, outStride: Int? = nil, input: UnsafePointer<Float>,
+                       weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                       rows: Int, inFeatures: Int, outFeatures: Int) {
+        struct Job: TeamJob {
+            let out: UnsafeMutablePointer<Float>, ldc: Int, input, weight, bias: UnsafePointer<Float>, rows, inFeatures, outFeatures: Int
+            func run(member: Int, of members: Int) {
+                if members > 1 && splitsColumns(rows: rows, columns: outFeatures) {
+                    let columns = share(outFeatures, member: member, of: members)
+                    if columns.isEmpty { return }
+                    for r in 0..<rows { (out + r * ldc + columns.lowerBound).update(from: bias + columns.lowerBound, count: columns.count) }
+                    sgemm(transA: false, transB: true, m: rows, n: columns.count, k: inFeatures,
+                          a: input, lda: inFeatures, b: weight + columns.lowerBound * inFeatures, ldb: inFeatures,
+                          beta: 1, c: out + columns.lowerBound, ldc: ldc)
                 } else {
-                    let rowRange = (rows * member / members)..<(rows * (member + 1) / members)
-                    if !rowRange.isEmpty {
-                        sgemm(transA: false, transB: false, m: rowRange.count, n: inFeatures, k: outFeatures,
-                              a: dOut + rowRange.lowerBound * ldd, lda: ldd, b: weight, ldb: inFeatures,
-                              beta: accumulateInput ? 1 : 0, c: dInput + rowRange.lowerBound * inFeatures, ldc: inFeatures)
-                    }
+                    let range = (rows * member / members)..<(rows * (member + 1) / members)
+                    for r in range { (out + r * ldc).update(from: bias, count: outFeatures) }
+                    sgemm(transA: false, transB: true, m: range.count, n: outFeatures, k: inFeatures,
+                          a: input + range.lowerBound * inFeatures, lda: inFeatures, b: weight, ldb: inFeatures,
+                          beta: 1, c: out + range.lowerBound * ldc, ldc: ldc)
                 }
             }
-            // Output features split at multiples of 16 (whole vectors for the column sums).
-            let outRange = share(outFeatures, member: member, of: members)
-            if outRange.isEmpty || rows == 0 { return }
-            sgemm(transA: true, transB: false, m: outRange.count, n: inFeatures, k: rows,
-                  a: dOut + outRange.lowerBound, lda: ldd, b: input, ldb: inFeatures,
-                  beta: 1, c: dWeight + outRange.lowerBound * inFeatures, ldc: inFeatures)
-            bd_add_column_sums(dBias, dOut, rows, ldd, outRange.lowerBound, outRange.upperBound)
         }
+        let members = min(threads, max(1, rows / minimumRowsPerMember(work: inFeatures * outFeatures)))
+        teamRun(members: members, Job(out: out, ldc: outStride ?? outFeatures, input: input, weight: weight, bias: bias,
+                                      rows: rows, inFeatures: inFeatures, outFeatures: outFeatures))
     }
-    let minimumMembers = minimumRowsPerMember(work: inFeatures * rows)
-    teamRun(members: min(threadsOfThisThread, max(1, outFeatures / max(16, minimumMembers))),
-            Job(dInput: dInput, dWeight: dWeight, dBias: dBias, dOut: dOut, ldd: dOutStride ?? outFeatures, input: input,
-                weight: weight, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures, accumulateInput: accumulateInput))
+
+    /// dInput (rows, in) = dOut · weight (or += when `accumulateInput`); dWeight += dOutᵀ · input;
+    /// dBias += column sums of dOut. dOut rows have stride `dOutStride`. In one team job: each
+    /// member computes a block of dInput rows or columns (splitsColumns), and a block of dWeight
+    /// rows with the matching dBias entries (every dWeight element is one full-length dot product,
+    /// whatever the split).
+    func linearBackward(dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>,
+                        dBias: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>, dOutStride: Int? = nil,
+                        input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                        rows: Int, inFeatures: Int, outFeatures: Int, accumulateInput: Bool = false) {
+        struct Job: TeamJob {
+            let kernels: bd_kernel_table
+            let dInput: UnsafeMutablePointer<Float>?, dWeight, dBias: UnsafeMutablePointer<Float>
+            let dOut: UnsafePointer<Float>, ldd: Int, input, weight: UnsafePointer<Float>
+            let rows, inFeatures, outFeatures: Int, accumulateInput: Bool
+            func run(member: Int, of members: Int) {
+                if let dInput {
+                    if members > 1 && splitsColumns(rows: rows, columns: inFeatures) {
+                        let columns = share(inFeatures, member: member, of: members)
+                        if !columns.isEmpty {
+                            sgemm(transA: false, transB: false, m: rows, n: columns.count, k: outFeatures,
+                                  a: dOut, lda: ldd, b: weight + columns.lowerBound, ldb: inFeatures,
+                                  beta: accumulateInput ? 1 : 0, c: dInput + columns.lowerBound, ldc: inFeatures)
+                        }
+                    } else {
+                        let rowRange = (rows * member / members)..<(rows * (member + 1) / members)
+                        if !rowRange.isEmpty {
+                            sgemm(transA: false, transB: false, m: rowRange.count, n: inFeatures, k: outFeatures,
+                                  a: dOut + rowRange.lowerBound * ldd, lda: ldd, b: weight, ldb: inFeatures,
+                                  beta: accumulateInput ? 1 : 0, c: dInput + rowRange.lowerBound * inFeatures, ldc: inFeatures)
+                        }
+                    }
+                }
+                // Output features split at multiples of 16 (whole vectors for the column sums).
+                let outRange = share(outFeatures, member: member, of: members)
+                if outRange.isEmpty || rows == 0 { return }
+                sgemm(transA: true, transB: false, m: outRange.count, n: inFeatures, k: rows,
+                      a: dOut + outRange.lowerBound, lda: ldd, b: input, ldb: inFeatures,
+                      beta: 1, c: dWeight + outRange.lowerBound * inFeatures, ldc: inFeatures)
+                kernels.add_column_sums(dBias, dOut, rows, ldd, outRange.lowerBound, outRange.upperBound)
+            }
+        }
+        let minimumMembers = minimumRowsPerMember(work: inFeatures * rows)
+        teamRun(members: min(threads, max(1, outFeatures / max(16, minimumMembers))),
+                Job(kernels: kernels, dInput: dInput, dWeight: dWeight, dBias: dBias, dOut: dOut, ldd: dOutStride ?? outFeatures,
+                    input: input, weight: weight, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures,
+                    accumulateInput: accumulateInput))
+    }
 }
 
 /// sums (columns) += Σ_rows matrix (rows, columns).
@@ -144,14 +148,17 @@ func rowDropout(_ dropout: DropoutContext?, probability: Float, layer: Int, site
     return bd_row_dropout(sequence_keys: keys, row_sequence: rowSequence, row_position: rowPosition, probability: probability)
 }
 
-/// Rows of a (rows, columns) tensor in place, over the team.
-func dropoutRows(_ values: UnsafeMutablePointer<Float>, rows: Int, columns: Int, dropout: bd_row_dropout) {
-    guard dropout.sequence_keys != nil && dropout.probability > 0 else { return }
-    struct Job: ChunkJob {
-        let values: UnsafeMutablePointer<Float>, columns: Int, dropout: bd_row_dropout
-        func run(chunk: Int, range: Range<Int>) { bd_dropout_rows(values, range.lowerBound, range.upperBound, columns, dropout) }
+extension Compute {
+    /// Rows of a (rows, columns) tensor in place, over the team.
+    func dropoutRows(_ values: UnsafeMutablePointer<Float>, rows: Int, columns: Int, dropout: bd_row_dropout) {
+        guard dropout.sequence_keys != nil && dropout.probability > 0 else { return }
+        struct Job: ChunkJob {
+            let kernels: bd_kernel_table
+            let values: UnsafeMutablePointer<Float>, columns: Int, dropout: bd_row_dropout
+            func run(chunk: Int, range: Range<Int>) { kernels.dropout_rows(values, range.lowerBound, range.upperBound, columns, dropout) }
+        }
+        parallelChunks(rows, minimumChunk: 32, Job(kernels: kernels, values: values, columns: columns, dropout: dropout))
     }
-    parallelChunks(rows, minimumChunk: 32, Job(values: values, columns: columns, dropout: dropout))
 }
 
 // MARK: - Embeddings
@@ -188,47 +195,52 @@ func embeddingBackwardReference(dWordTable: UnsafeMutablePointer<Float>, dPositi
     }
 }
 
-/// The fast embeddings: sum, LayerNorm and dropout after it, rows over the team.
-func embeddingLayerNormForward(sum: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>,
-                               mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
-                               tokenIds: UnsafePointer<Int32>, positions: UnsafePointer<Int32>, tokenTypeIds: UnsafePointer<Int32>,
-                               wordTable: UnsafePointer<Float>, positionTable: UnsafePointer<Float>, tokenTypeTable: UnsafePointer<Float>,
-                               weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, rows: Int, columns: Int, eps: Float,
-                               dropoutAfter: bd_row_dropout) {
-    struct Job: ChunkJob {
-        let sum, normed, mean, rstd: UnsafeMutablePointer<Float>
-        let tokenIds, positions, tokenTypeIds: UnsafePointer<Int32>
-        let wordTable, positionTable, tokenTypeTable, weight, bias: UnsafePointer<Float>
-        let columns: Int, eps: Float, dropoutAfter: bd_row_dropout
-        func run(chunk: Int, range: Range<Int>) {
-            bd_embedding_layernorm_forward(sum, normed, mean, rstd, tokenIds, positions, tokenTypeIds,
-                                           wordTable, positionTable, tokenTypeTable, weight, bias,
-                                           range.lowerBound, range.upperBound, columns, eps, dropoutAfter)
+extension Compute {
+    /// The fast embeddings: sum, LayerNorm and dropout after it, rows over the team.
+    func embeddingLayerNormForward(sum: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>,
+                                   mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+                                   tokenIds: UnsafePointer<Int32>, positions: UnsafePointer<Int32>, tokenTypeIds: UnsafePointer<Int32>,
+                                   wordTable: UnsafePointer<Float>, positionTable: UnsafePointer<Float>, tokenTypeTable: UnsafePointer<Float>,
+                                   weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, rows: Int, columns: Int, eps: Float,
+                                   dropoutAfter: bd_row_dropout) {
+        struct Job: ChunkJob {
+            let kernels: bd_kernel_table
+            let sum, normed, mean, rstd: UnsafeMutablePointer<Float>
+            let tokenIds, positions, tokenTypeIds: UnsafePointer<Int32>
+            let wordTable, positionTable, tokenTypeTable, weight, bias: UnsafePointer<Float>
+            let columns: Int, eps: Float, dropoutAfter: bd_row_dropout
+            func run(chunk: Int, range: Range<Int>) {
+                kernels.embedding_layernorm_forward(sum, normed, mean, rstd, tokenIds, positions, tokenTypeIds,
+                                                    wordTable, positionTable, tokenTypeTable, weight, bias,
+                                                    range.lowerBound, range.upperBound, columns, eps, dropoutAfter)
+            }
         }
+        parallelChunks(rows, minimumChunk: 32,
+                       Job(kernels: kernels, sum: sum, normed: normed, mean: mean, rstd: rstd, tokenIds: tokenIds, positions: positions,
+                           tokenTypeIds: tokenTypeIds, wordTable: wordTable, positionTable: positionTable,
+                           tokenTypeTable: tokenTypeTable, weight: weight, bias: bias, columns: columns, eps: eps,
+                           dropoutAfter: dropoutAfter))
     }
-    parallelChunks(rows, minimumChunk: 32,
-                   Job(sum: sum, normed: normed, mean: mean, rstd: rstd, tokenIds: tokenIds, positions: positions,
-                       tokenTypeIds: tokenTypeIds, wordTable: wordTable, positionTable: positionTable,
-                       tokenTypeTable: tokenTypeTable, weight: weight, bias: bias, columns: columns, eps: eps,
-                       dropoutAfter: dropoutAfter))
-}
 
-/// The fast embedding backward: members own column blocks of the three tables.
-func embeddingBackward(dWordTable: UnsafeMutablePointer<Float>, dPositionTable: UnsafeMutablePointer<Float>,
-                       dTokenTypeTable: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
-                       tokenIds: UnsafePointer<Int32>, positions: UnsafePointer<Int32>,
-                       tokenTypeIds: UnsafePointer<Int32>, tokens: Int, hidden C: Int) {
-    struct Job: ChunkJob {
-        let dWordTable, dPositionTable, dTokenTypeTable: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>
-        let tokenIds, positions, tokenTypeIds: UnsafePointer<Int32>, tokens, C: Int
-        func run(chunk: Int, range: Range<Int>) {
-            bd_embedding_backward(dWordTable, dPositionTable, dTokenTypeTable, dOut, tokenIds, positions, tokenTypeIds,
-                                  tokens, C, range.lowerBound, range.upperBound)
+    /// The fast embedding backward: members own column blocks of the three tables.
+    func embeddingBackward(dWordTable: UnsafeMutablePointer<Float>, dPositionTable: UnsafeMutablePointer<Float>,
+                           dTokenTypeTable: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
+                           tokenIds: UnsafePointer<Int32>, positions: UnsafePointer<Int32>,
+                           tokenTypeIds: UnsafePointer<Int32>, tokens: Int, hidden C: Int) {
+        struct Job: ChunkJob {
+            let kernels: bd_kernel_table
+            let dWordTable, dPositionTable, dTokenTypeTable: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>
+            let tokenIds, positions, tokenTypeIds: UnsafePointer<Int32>, tokens, C: Int
+            func run(chunk: Int, range: Range<Int>) {
+                kernels.embedding_backward(dWordTable, dPositionTable, dTokenTypeTable, dOut, tokenIds, positions, tokenTypeIds,
+                                           tokens, C, range.lowerBound, range.upperBound)
+            }
         }
+        parallelGranules(C, granule: 16, minimumChunk: tokens >= 64 ? 16 : C,
+                         Job(kernels: kernels, dWordTable: dWordTable, dPositionTable: dPositionTable,
+                             dTokenTypeTable: dTokenTypeTable, dOut: dOut,
+                             tokenIds: tokenIds, positions: positions, tokenTypeIds: tokenTypeIds, tokens: tokens, C: C))
     }
-    parallelGranules(C, granule: 16, minimumChunk: tokens >= 64 ? 16 : C,
-                     Job(dWordTable: dWordTable, dPositionTable: dPositionTable, dTokenTypeTable: dTokenTypeTable, dOut: dOut,
-                         tokenIds: tokenIds, positions: positions, tokenTypeIds: tokenTypeIds, tokens: tokens, C: C))
 }
 
 // MARK: - LayerNorm
@@ -281,50 +293,54 @@ func layerNormBackwardReference(dInput: UnsafeMutablePointer<Float>, dWeight: Un
     }
 }
 
-/// The fast residual block end: sum = dropout(sum) + residual (sum holds the branch on entry;
-/// residual may be nil), normed = LayerNorm(sum); rows over the team.
-func residualLayerNormForward(sum: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>,
-                              mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
-                              residual: UnsafePointer<Float>?, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                              rows: Int, columns: Int, eps: Float, dropout: bd_row_dropout) {
-    struct Job: ChunkJob {
-        let sum, normed, mean, rstd: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>?
-        let weight, bias: UnsafePointer<Float>, columns: Int, eps: Float, dropout: bd_row_dropout
-        func run(chunk: Int, range: Range<Int>) {
-            bd_residual_layernorm_forward(sum, normed, mean, rstd, residual, weight, bias,
-                                          range.lowerBound, range.upperBound, columns, eps, dropout)
-        }
-    }
-    parallelChunks(rows, minimumChunk: 32, Job(sum: sum, normed: normed, mean: mean, rstd: rstd, residual: residual,
-                                               weight: weight, bias: bias, columns: columns, eps: eps, dropout: dropout))
-}
-
-/// The fast LayerNorm backward in one team job: each member computes a block of dInput rows
-/// (and dBranch = dropout(dInput) when given) and a block of dWeight/dBias columns.
-func layerNormBackward(dInput: UnsafeMutablePointer<Float>, dBranch: UnsafeMutablePointer<Float>?,
-                       branchDropout: bd_row_dropout,
-                       dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
-                       input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                       mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, rows: Int, columns C: Int) {
-    struct Job: TeamJob {
-        let dInput: UnsafeMutablePointer<Float>, dBranch: UnsafeMutablePointer<Float>?, branchDropout: bd_row_dropout
-        let dWeight, dBias: UnsafeMutablePointer<Float>, dOut, input, weight, mean, rstd: UnsafePointer<Float>
-        let rows, C: Int
-        func run(member: Int, of members: Int) {
-            let rowRange = (rows * member / members)..<(rows * (member + 1) / members)
-            bd_layernorm_backward_rows(dInput, dBranch, dOut, input, weight, mean, rstd,
-                                       rowRange.lowerBound, rowRange.upperBound, C, branchDropout)
-            let granules = (C + 15) / 16
-            let columnRange = min(C, 16 * (granules * member / members))..<min(C, 16 * (granules * (member + 1) / members))
-            if !columnRange.isEmpty {
-                bd_layernorm_backward_parameters(dWeight, dBias, dOut, input, mean, rstd, rows, C,
-                                                 columnRange.lowerBound, columnRange.upperBound)
+extension Compute {
+    /// The fast residual block end: sum = dropout(sum) + residual (sum holds the branch on entry;
+    /// residual may be nil), normed = LayerNorm(sum); rows over the team.
+    func residualLayerNormForward(sum: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>,
+                                  mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+                                  residual: UnsafePointer<Float>?, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                                  rows: Int, columns: Int, eps: Float, dropout: bd_row_dropout) {
+        struct Job: ChunkJob {
+            let kernels: bd_kernel_table
+            let sum, normed, mean, rstd: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>?
+            let weight, bias: UnsafePointer<Float>, columns: Int, eps: Float, dropout: bd_row_dropout
+            func run(chunk: Int, range: Range<Int>) {
+                kernels.residual_layernorm_forward(sum, normed, mean, rstd, residual, weight, bias,
+                                                   range.lowerBound, range.upperBound, columns, eps, dropout)
             }
         }
+        parallelChunks(rows, minimumChunk: 32, Job(kernels: kernels, sum: sum, normed: normed, mean: mean, rstd: rstd, residual: residual,
+                                                   weight: weight, bias: bias, columns: columns, eps: eps, dropout: dropout))
     }
-    teamRun(members: min(threadsOfThisThread, max(1, rows / 32)),
-            Job(dInput: dInput, dBranch: dBranch, branchDropout: branchDropout, dWeight: dWeight, dBias: dBias, dOut: dOut,
-                input: input, weight: weight, mean: mean, rstd: rstd, rows: rows, C: C))
+
+    /// The fast LayerNorm backward in one team job: each member computes a block of dInput rows
+    /// (and dBranch = dropout(dInput) when given) and a block of dWeight/dBias columns.
+    func layerNormBackward(dInput: UnsafeMutablePointer<Float>, dBranch: UnsafeMutablePointer<Float>?,
+                           branchDropout: bd_row_dropout,
+                           dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
+                           input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                           mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, rows: Int, columns C: Int) {
+        struct Job: TeamJob {
+            let kernels: bd_kernel_table
+            let dInput: UnsafeMutablePointer<Float>, dBranch: UnsafeMutablePointer<Float>?, branchDropout: bd_row_dropout
+            let dWeight, dBias: UnsafeMutablePointer<Float>, dOut, input, weight, mean, rstd: UnsafePointer<Float>
+            let rows, C: Int
+            func run(member: Int, of members: Int) {
+                let rowRange = (rows * member / members)..<(rows * (member + 1) / members)
+                kernels.layernorm_backward_rows(dInput, dBranch, dOut, input, weight, mean, rstd,
+                                                rowRange.lowerBound, rowRange.upperBound, C, branchDropout)
+                let granules = (C + 15) / 16
+                let columnRange = min(C, 16 * (granules * member / members))..<min(C, 16 * (granules * (member + 1) / members))
+                if !columnRange.isEmpty {
+                    kernels.layernorm_backward_parameters(dWeight, dBias, dOut, input, mean, rstd, rows, C,
+                                                          columnRange.lowerBound, columnRange.upperBound)
+                }
+            }
+        }
+        teamRun(members: min(threads, max(1, rows / 32)),
+                Job(kernels: kernels, dInput: dInput, dBranch: dBranch, branchDropout: branchDropout, dWeight: dWeight, dBias: dBias,
+                    dOut: dOut, input: input, weight: weight, mean: mean, rstd: rstd, rows: rows, C: C))
+    }
 }
 
 // MARK: - GELU (exact erf form, HF "gelu")
@@ -347,22 +363,30 @@ func geluBackwardReference(dInOut: UnsafeMutablePointer<Float>, input: UnsafePoi
     }
 }
 
-/// The fast GELU: activated = gelu(x); `derivative` holds x on entry and gelu'(x) on return.
-func geluForward(activated: UnsafeMutablePointer<Float>, derivative: UnsafeMutablePointer<Float>, count: Int) {
-    struct Job: ChunkJob {
-        let activated, derivative: UnsafeMutablePointer<Float>
-        func run(chunk: Int, range: Range<Int>) { bd_gelu_forward(activated + range.lowerBound, derivative + range.lowerBound, range.count) }
+extension Compute {
+    /// The fast GELU: activated = gelu(x); `derivative` holds x on entry and gelu'(x) on return.
+    func geluForward(activated: UnsafeMutablePointer<Float>, derivative: UnsafeMutablePointer<Float>, count: Int) {
+        struct Job: ChunkJob {
+            let kernels: bd_kernel_table
+            let activated, derivative: UnsafeMutablePointer<Float>
+            func run(chunk: Int, range: Range<Int>) {
+                kernels.gelu_forward(activated + range.lowerBound, derivative + range.lowerBound, range.count)
+            }
+        }
+        parallelChunks(count, minimumChunk: 1 << 14, Job(kernels: kernels, activated: activated, derivative: derivative))
     }
-    parallelChunks(count, minimumChunk: 1 << 14, Job(activated: activated, derivative: derivative))
-}
 
-/// The fast GELU backward: dInOut *= gelu'(x), from the derivative geluForward kept.
-func geluBackward(dInOut: UnsafeMutablePointer<Float>, derivative: UnsafePointer<Float>, count: Int) {
-    struct Job: ChunkJob {
-        let dInOut: UnsafeMutablePointer<Float>, derivative: UnsafePointer<Float>
-        func run(chunk: Int, range: Range<Int>) { bd_multiply(dInOut + range.lowerBound, derivative + range.lowerBound, range.count) }
+    /// The fast GELU backward: dInOut *= gelu'(x), from the derivative geluForward kept.
+    func geluBackward(dInOut: UnsafeMutablePointer<Float>, derivative: UnsafePointer<Float>, count: Int) {
+        struct Job: ChunkJob {
+            let kernels: bd_kernel_table
+            let dInOut: UnsafeMutablePointer<Float>, derivative: UnsafePointer<Float>
+            func run(chunk: Int, range: Range<Int>) {
+                kernels.multiply(dInOut + range.lowerBound, derivative + range.lowerBound, range.count)
+            }
+        }
+        parallelChunks(count, minimumChunk: 1 << 15, Job(kernels: kernels, dInOut: dInOut, derivative: derivative))
     }
-    parallelChunks(count, minimumChunk: 1 << 15, Job(dInOut: dInOut, derivative: derivative))
 }
 
 // MARK: - Pooler tanh
@@ -424,12 +448,13 @@ public enum LinearProduct: CaseIterable, Sendable {
     case weightGradient   // dW += dyᵀ x       (out, in)
 }
 
-/// Runs one product of a linear layer, split over the kernel team as the model runs it
-/// (`splitOverTeam`: the same splits as linearForward and linearBackward) or as one OpenBLAS call (with OpenBLAS's threads as currently set).
+/// Runs one product of a linear layer, split over the team of `compute` as the model runs it
+/// (`splitOverTeam`: the same splits as linearForward and linearBackward) or as one OpenBLAS
+/// call (with OpenBLAS's threads as currently set).
 /// `output` holds y (forward) or dy (the gradients); `input` receives dx; `weight` receives dW.
 public func linearLayerProduct(_ product: LinearProduct, rows: Int, inFeatures: Int, outFeatures: Int,
                                input: UnsafeMutablePointer<Float>, weight: UnsafeMutablePointer<Float>,
-                               output: UnsafeMutablePointer<Float>, splitOverTeam: Bool) {
+                               output: UnsafeMutablePointer<Float>, splitOverTeam: Bool, compute: Compute) {
     struct Job: TeamJob {
         let product: LinearProduct, rows, inFeatures, outFeatures: Int
         let input, weight, output: UnsafeMutablePointer<Float>
@@ -458,6 +483,6 @@ public func linearLayerProduct(_ product: LinearProduct, rows: Int, inFeatures: 
             }
         }
     }
-    teamRun(members: splitOverTeam ? threadsOfThisThread : 1,
-            Job(product: product, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures, input: input, weight: weight, output: output))
+    compute.teamRun(members: splitOverTeam ? compute.threads : 1,
+                    Job(product: product, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures, input: input, weight: weight, output: output))
 }

@@ -4,6 +4,9 @@ import Foundation
 public struct LoadReport: Sendable {
     /// Tensors absent from the file and initialised like HF (classifier, pooler).
     public var initialized: [String] = []
+    /// Classifier tensors of the file whose shape is another label count's, initialised like HF
+    /// instead (`ignoreMismatchedSizes`): "classifier.weight: [4, 32] in the file, [2, 32] here".
+    public var reinitialized: [String] = []
     /// Floating-point tensors in the file that the model does not use (MLM/NSP heads, ...).
     public var ignored: [String] = []
     public init() {}
@@ -13,9 +16,35 @@ extension BertForSequenceClassification {
     /// Loads `DIR/config.json` and `DIR/model.safetensors` (HF names with or without the
     /// `bert.` prefix). A classifier (or pooler) missing from the file is initialised like HF,
     /// normal(0, initializer_range) weights and zero bias, from `seed`. `labelCount` nil means
-    /// "as the checkpoint's classifier/id2label says".
-    public static func load(modelDirectory: URL, labelCount: Int?, seed: UInt64) throws -> (BertForSequenceClassification, LoadReport) {
+    /// "as the checkpoint's classifier/id2label says". A classifier in the file with another
+    /// label count than `labelCount` is an error, unless `ignoreMismatchedSizes` (HF's
+    /// `from_pretrained(..., ignore_mismatched_sizes=True)`): it is then initialised like a missing one.
+    /// The model computes on `compute`.
+    public static func load(modelDirectory: URL, labelCount: Int?, seed: UInt64, ignoreMismatchedSizes: Bool = false,
+                            compute: Compute) throws -> (BertForSequenceClassification, LoadReport) {
         let config = try BertConfig.load(modelDirectory: modelDirectory)
+        let file = try weightsFile(modelDirectory: modelDirectory)
+        guard let labels = labelCount ?? folderLabelCount(config: config, weights: file) else {
+            throw ModelError.invalidConfig(file: modelDirectory.appendingPathComponent("config.json").path,
+                                           reason: "no classifier and no id2label: cannot tell the number of labels")
+        }
+        let model = BertForSequenceClassification(config: config, labelCount: labels, compute: compute)
+        let report = try model.loadWeights(from: file, seed: seed, ignoreMismatchedSizes: ignoreMismatchedSizes)
+        return (model, report)
+    }
+
+    /// The label count a model folder's own classifier has: the rows of its classifier.weight,
+    /// else the length of config.json's id2label; nil for a BERT without either (no head yet).
+    public static func labelCount(modelDirectory: URL) throws -> Int? {
+        folderLabelCount(config: try BertConfig.load(modelDirectory: modelDirectory), weights: try weightsFile(modelDirectory: modelDirectory))
+    }
+
+    private static func folderLabelCount(config: BertConfig, weights file: SafeTensorsFile) -> Int? {
+        if let record = file.records["classifier.weight"], record.shape.count == 2 { return record.shape[0] }
+        return config.labelNames?.count
+    }
+
+    private static func weightsFile(modelDirectory: URL) throws -> SafeTensorsFile {
         let weightsURL = modelDirectory.appendingPathComponent("model.safetensors")
         guard FileManager.default.fileExists(atPath: weightsURL.path) else {
             let hasBin = FileManager.default.fileExists(atPath: modelDirectory.appendingPathComponent("pytorch_model.bin").path)
@@ -23,25 +52,11 @@ extension BertForSequenceClassification {
                 ? "only pytorch_model.bin found; convert it with `model.save_pretrained(dir, safe_serialization=True)`"
                 : "expected the weights of a Hugging Face BERT")
         }
-        let file = try SafeTensorsFile(url: weightsURL)
-        var labels = labelCount
-        if labels == nil {
-            if let record = file.records["classifier.weight"], record.shape.count == 2 {
-                labels = record.shape[0]
-            } else if let names = config.labelNames {
-                labels = names.count
-            } else {
-                throw ModelError.invalidConfig(file: modelDirectory.appendingPathComponent("config.json").path,
-                                               reason: "no classifier and no id2label: cannot tell the number of labels")
-            }
-        }
-        let model = BertForSequenceClassification(config: config, labelCount: labels!)
-        let report = try model.loadWeights(from: file, seed: seed)
-        return (model, report)
+        return try SafeTensorsFile(url: weightsURL)
     }
 
     /// Copies every parameter from `file` into the parameter arena (see `load`).
-    public func loadWeights(from file: SafeTensorsFile, seed: UInt64) throws -> LoadReport {
+    public func loadWeights(from file: SafeTensorsFile, seed: UInt64, ignoreMismatchedSizes: Bool = false) throws -> LoadReport {
         var report = LoadReport()
         var used = Set<String>()
         for tensor in layout.tensors {
@@ -56,6 +71,12 @@ extension BertForSequenceClassification {
                 throw ModelError.tensor(file: file.path, tensor: tensor.name, reason: "missing (is this a BERT checkpoint matching its config.json?)")
             }
             let record = file.records[name]!
+            if record.shape != tensor.shape && ignoreMismatchedSizes && tensor.name.hasPrefix("classifier.") {
+                initializeLikeHuggingFace(tensor, seed: seed)
+                report.reinitialized.append("\(tensor.name): \(record.shape) in the file, \(tensor.shape) here")
+                used.insert(name)
+                continue
+            }
             guard record.shape == tensor.shape else {
                 let hint = tensor.name.hasPrefix("classifier.")
                     ? " (the checkpoint was fine-tuned for \(record.shape.first ?? 0) labels, this run needs \(labelCount))"

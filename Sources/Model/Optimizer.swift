@@ -24,8 +24,10 @@ public struct AdamHyperparameters: Sendable, Equatable {
 
 /// Adam state for the part `range` of the parameter arena this rank updates: the whole arena,
 /// or its ZeRO-1 shard. `m` and `v` are arenas of `range.count` floats, index 0 = range start.
+/// Updates run on the rank's `compute`.
 public final class AdamOptimizer {
     public let hyperparameters: AdamHyperparameters
+    public let compute: Compute
     public let range: Range<Int>
     public let m: FloatArena
     public let v: FloatArena
@@ -34,8 +36,9 @@ public final class AdamOptimizer {
     /// Sub-ranges of `range` (absolute arena offsets) with their weight-decay flag.
     private let segments: [(range: Range<Int>, decays: Bool)]
 
-    public init(hyperparameters: AdamHyperparameters, layout: ParameterLayout, range: Range<Int>) {
+    public init(hyperparameters: AdamHyperparameters, layout: ParameterLayout, range: Range<Int>, compute: Compute) {
         self.hyperparameters = hyperparameters
+        self.compute = compute
         self.range = range
         m = FloatArena(count: range.count)
         v = FloatArena(count: range.count)
@@ -65,10 +68,10 @@ public final class AdamOptimizer {
         let biasCorrection2SqrtFloat = Float(biasCorrection2Sqrt)
         let oneMinusBeta1 = 1 - h.beta1, beta2 = h.beta2, oneMinusBeta2 = 1 - h.beta2, epsilon = h.epsilon
         // One team job for the whole arena: every member updates its share of every segment.
-        let members = min(threadsOfThisThread, max(1, range.count / (1 << 16)))
+        let members = min(compute.threads, max(1, range.count / (1 << 16)))
         segments.withUnsafeBufferPointer { segments in
-            teamRun(members: members, AdamJob(
-                segments: segments, parameters: parameters.base, gradients: gradients.base, m: m.base, v: v.base,
+            compute.teamRun(members: members, AdamJob(
+                kernels: compute.kernels, segments: segments, parameters: parameters.base, gradients: gradients.base, m: m.base, v: v.base,
                 rangeStart: range.lowerBound, learningRate: learningRate, weightDecay: h.weightDecay,
                 gradientScale: gradientScale, isAdamW: h.kind == .adamw ? 1 : 0, oneMinusBeta1: oneMinusBeta1, beta2: beta2,
                 oneMinusBeta2: oneMinusBeta2, biasCorrection2Sqrt: biasCorrection2SqrtFloat, stepSize: stepSize, epsilon: epsilon))
@@ -77,6 +80,7 @@ public final class AdamOptimizer {
 }
 
 private struct AdamJob: TeamJob {
+    let kernels: bd_kernel_table
     let segments: UnsafeBufferPointer<(range: Range<Int>, decays: Bool)>
     let parameters, gradients, m, v: UnsafeMutablePointer<Float>
     let rangeStart: Int, learningRate: Double, weightDecay, gradientScale: Float, isAdamW: Int32
@@ -90,9 +94,9 @@ private struct AdamJob: TeamJob {
             let first = segment.range.lowerBound + count * member / members
             let end = segment.range.lowerBound + count * (member + 1) / members
             if first == end { continue }
-            bd_adam(parameters + first, gradients + first, m + (first - rangeStart), v + (first - rangeStart), end - first,
-                    gradientScale, isAdamW, decay, decoupledFactor, oneMinusBeta1, beta2, oneMinusBeta2,
-                    biasCorrection2Sqrt, stepSize, epsilon)
+            kernels.adam(parameters + first, gradients + first, m + (first - rangeStart), v + (first - rangeStart), end - first,
+                         gradientScale, isAdamW, decay, decoupledFactor, oneMinusBeta1, beta2, oneMinusBeta2,
+                         biasCorrection2Sqrt, stepSize, epsilon)
         }
     }
 }
@@ -120,24 +124,27 @@ func adamStepReference(parameters p: UnsafeMutablePointer<Float>, gradients g: U
 
 /// Σ g² over `range` of an arena, in Double (for the global gradient norm): float partial sums
 /// over blocks of 4096 floats, added in Double per part, the (at most 64) parts added in order.
-/// The parts depend only on the range, so the result does not depend on the thread count.
-public func sumOfSquares(_ arena: FloatArena, range: Range<Int>) -> Double {
+/// The parts depend only on the range, so the result does not depend on the thread count of
+/// `compute`, whose team shares the parts.
+public func sumOfSquares(_ arena: FloatArena, range: Range<Int>, compute: Compute) -> Double {
     let blocks = (range.count + 4095) / 4096
     let parts = min(64, blocks)
     if parts == 0 { return 0 }
     struct Job: ChunkJob {
+        let kernels: bd_kernel_table
         let partial: UnsafeMutablePointer<Double>, values: UnsafePointer<Float>, range: Range<Int>, blocks, parts: Int
         func run(chunk: Int, range parts: Range<Int>) {
             for part in parts {
                 let first = range.lowerBound + 4096 * (blocks * part / self.parts)
                 let end = min(range.upperBound, range.lowerBound + 4096 * (blocks * (part + 1) / self.parts))
-                partial[part] = bd_sum_of_squares(values + first, end - first)
+                partial[part] = kernels.sum_of_squares(values + first, end - first)
             }
         }
     }
     return withUnsafeTemporaryAllocation(of: Double.self, capacity: parts) { partial in
         let partial = partial.baseAddress!
-        parallelChunks(parts, minimumChunk: 4, Job(partial: partial, values: arena.base, range: range, blocks: blocks, parts: parts))
+        compute.parallelChunks(parts, minimumChunk: 4, Job(kernels: compute.kernels, partial: partial, values: arena.base,
+                                                           range: range, blocks: blocks, parts: parts))
         var total = 0.0
         for part in 0..<parts { total += partial[part] }
         return total

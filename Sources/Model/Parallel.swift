@@ -2,11 +2,6 @@ import CKernels
 import Foundation
 import Synchronization
 
-/// How many threads our own kernels and our split matrix products use per rank (see
-/// `WorkerTeam`); OpenBLAS itself runs single-threaded inside each of them (BLASSetup).
-/// Set once at start-up, before any step runs.
-nonisolated(unsafe) public var kernelThreadCount = 1
-
 // Parallel work is described by small job structs rather than closures: handing a closure to
 // other threads needs an escaping copy (withoutActuallyEscaping), which Swift allocates on the
 // heap at every call — a job struct is passed by pointer and allocates nothing.
@@ -28,17 +23,49 @@ protocol ItemJob {
     func run(item: Int, worker: Int)
 }
 
-/// Runs `job` over `0..<count` split into at most `threadsOfThisThread` contiguous chunks of at
-/// least `minimumChunk` items. Runs inline when one chunk is enough (small work is not worth a
-/// thread hop).
-@inline(__always)
-func parallelChunks<Job: ChunkJob>(_ count: Int, minimumChunk: Int, _ job: Job) {
-    let chunks = min(threadsOfThisThread, max(1, count / max(minimumChunk, 1)))
-    if chunks <= 1 {
-        job.run(chunk: 0, range: 0..<count)
-        return
+extension Compute {
+    /// Runs `job` over `0..<count` split into at most `threads` contiguous chunks of at least
+    /// `minimumChunk` items. Runs inline when one chunk is enough (small work is not worth a
+    /// thread hop).
+    @inline(__always)
+    func parallelChunks<Job: ChunkJob>(_ count: Int, minimumChunk: Int, _ job: Job) {
+        let chunks = min(threads, max(1, count / max(minimumChunk, 1)))
+        if chunks <= 1 {
+            job.run(chunk: 0, range: 0..<count)
+            return
+        }
+        team.run(members: chunks, Chunks(job: job, count: count))
     }
-    WorkerTeam.current.run(members: chunks, Chunks(job: job, count: count))
+
+    /// Like `parallelChunks`, but splits `0..<count` at multiples of `granule` (e.g. 16 columns,
+    /// so vector kernels see whole vectors).
+    @inline(__always)
+    func parallelGranules<Job: ChunkJob>(_ count: Int, granule: Int, minimumChunk: Int, _ job: Job) {
+        parallelChunks((count + granule - 1) / granule, minimumChunk: max(1, minimumChunk / granule),
+                       Granules(job: job, count: count, granule: granule))
+    }
+
+    /// Runs `job` for every item of `0..<count`, handing items out one at a time to whichever
+    /// team member is free; `worker` < maximumWorkers.
+    func parallelItems<Job: ItemJob>(_ count: Int, maximumWorkers: Int, _ job: Job) {
+        let members = min(maximumWorkers, count, team.size)
+        if members <= 1 {
+            for item in 0..<count { job.run(item: item, worker: 0) }
+            return
+        }
+        team.nextItem.store(0, ordering: .relaxed)
+        team.run(members: members, Items(job: job, count: count, team: team))
+    }
+
+    /// Runs `job` on `members` members of the team (inline when one is enough).
+    @inline(__always)
+    func teamRun<Job: TeamJob>(members: Int, _ job: Job) {
+        if members <= 1 {
+            job.run(member: 0, of: 1)
+        } else {
+            team.run(members: members, job)
+        }
+    }
 }
 
 private struct Chunks<Inner: ChunkJob>: TeamJob {
@@ -48,32 +75,11 @@ private struct Chunks<Inner: ChunkJob>: TeamJob {
     }
 }
 
-/// Like `parallelChunks`, but splits `0..<count` at multiples of `granule` (e.g. 16 columns,
-/// so vector kernels see whole vectors).
-@inline(__always)
-func parallelGranules<Job: ChunkJob>(_ count: Int, granule: Int, minimumChunk: Int, _ job: Job) {
-    parallelChunks((count + granule - 1) / granule, minimumChunk: max(1, minimumChunk / granule),
-                   Granules(job: job, count: count, granule: granule))
-}
-
 private struct Granules<Inner: ChunkJob>: ChunkJob {
     let job: Inner, count: Int, granule: Int
     func run(chunk: Int, range: Range<Int>) {
         job.run(chunk: chunk, range: (range.lowerBound * granule)..<min(count, range.upperBound * granule))
     }
-}
-
-/// Runs `job` for every item of `0..<count`, handing items out one at a time to whichever team
-/// member is free; `worker` < maximumWorkers.
-func parallelItems<Job: ItemJob>(_ count: Int, maximumWorkers: Int, _ job: Job) {
-    let team = WorkerTeam.current
-    let members = min(maximumWorkers, count, team.size)
-    if members <= 1 {
-        for item in 0..<count { job.run(item: item, worker: 0) }
-        return
-    }
-    team.nextItem.store(0, ordering: .relaxed)
-    team.run(members: members, Items(job: job, count: count, team: team))
 }
 
 private struct Items<Inner: ItemJob>: TeamJob {
@@ -88,47 +94,14 @@ private struct Items<Inner: ItemJob>: TeamJob {
     }
 }
 
-/// Runs `job` on `members` members of this thread's team (inline when one is enough).
-@inline(__always)
-func teamRun<Job: TeamJob>(members: Int, _ job: Job) {
-    if members <= 1 {
-        job.run(member: 0, of: 1)
-    } else {
-        WorkerTeam.current.run(members: members, job)
-    }
-}
-
-/// The number of kernel threads for work started on this thread: `kernelThreadCount`, unless
-/// inside `withKernelThreads`.
-var threadsOfThisThread: Int {
-    if let raw = pthread_getspecific(threadsOverrideKey) { return Int(bitPattern: raw) }
-    return max(1, kernelThreadCount)
-}
-
-/// Runs `body` with `threads` kernel threads for the work it starts on this thread, whatever
-/// `kernelThreadCount` says (tests compare thread counts without touching the global).
-public func withKernelThreads<R>(_ threads: Int, _ body: () throws -> R) rethrows -> R {
-    let previous = pthread_getspecific(threadsOverrideKey)
-    pthread_setspecific(threadsOverrideKey, UnsafeMutableRawPointer(bitPattern: max(1, threads)))
-    defer { pthread_setspecific(threadsOverrideKey, previous) }
-    return try body()
-}
-
-private let threadsOverrideKey: pthread_key_t = {
-    var key = pthread_key_t()
-    let status = pthread_key_create(&key, nil)
-    precondition(status == 0, "pthread_key_create: \(status)")
-    return key
-}()
-
-/// A fixed team of threads for one calling thread (llm.c uses OpenMP; this is the same idea in
-/// a few lines): the caller is member 0 and `size - 1` parked threads are the others. `run`
+/// A fixed team of threads for one rank (llm.c uses OpenMP; this is the same idea in a few
+/// lines): the caller is member 0 and `size - 1` parked threads are the others. `run`
 /// hands one job to members 0 ..< n and returns when all have finished it. Between jobs the
 /// members spin briefly (jobs follow each other within microseconds during a step) and then
 /// sleep on a condition variable, so an idle rank costs no CPU.
 ///
-/// Each thread that calls parallel kernels gets its own team (`current`, thread-local), so
-/// in-process simulated ranks never share one; inside a job, nested parallel calls run inline.
+/// Each rank's `Compute` owns one team, so in-process simulated ranks never share one; inside a
+/// job, nested parallel calls run inline.
 /// @unchecked Sendable: the job pointer is written by the caller before the generation counter
 /// is published (release) and read by members after they observe it (acquire); the caller
 /// waits for every member before the job (a local of `run`) goes out of scope.
@@ -160,7 +133,6 @@ final class WorkerTeam: @unchecked Sendable {
             var thread = pthread_t()
             let status = pthread_create(&thread, nil, { raw in
                 let context = Unmanaged<MemberContext>.fromOpaque(raw!).takeRetainedValue()
-                WorkerTeam.markInsideTeam()
                 context.team.memberLoop(context.member)
                 return nil
             }, context)
@@ -262,42 +234,4 @@ final class WorkerTeam: @unchecked Sendable {
             remaining.subtract(1, ordering: .releasing)
         }
     }
-
-    // MARK: thread-local teams
-
-    /// The calling thread's team, of `threadsOfThisThread` members (made on first use, remade
-    /// when the count changes, shut down when the thread exits).
-    static var current: WorkerTeam {
-        let key = teamKey
-        let size = threadsOfThisThread
-        if let raw = pthread_getspecific(key) {
-            let team = Unmanaged<WorkerTeam>.fromOpaque(raw).takeUnretainedValue()
-            if team.size == size || team === insideTeam { return team }
-            team.shutDown()
-            Unmanaged<WorkerTeam>.fromOpaque(raw).release()
-        }
-        let team = WorkerTeam(size: size)
-        pthread_setspecific(key, Unmanaged.passRetained(team).toOpaque())
-        return team
-    }
-
-    /// Members' own `current`: a team of one, so kernels called inside a job run inline.
-    private static let insideTeam = WorkerTeam(size: 1)
-    private static func markInsideTeam() {
-        pthread_setspecific(teamKey, Unmanaged.passRetained(insideTeam).toOpaque())
-    }
-
-    private static let teamKey: pthread_key_t = {
-        var key = pthread_key_t()
-        let status = pthread_key_create(&key) { raw in
-            guard let raw else { return }
-            let team = Unmanaged<WorkerTeam>.fromOpaque(raw).takeRetainedValue()
-            if team !== WorkerTeam.insideTeam { team.shutDown() }
-        }
-        precondition(status == 0, "pthread_key_create: \(status)")
-        return key
-    }()
 }
-
-/// The instruction set the vector kernels use on this machine ("avx512", "avx2" or "baseline").
-public var kernelInstructionSetName: String { String(cString: bd_isa_name(bd_isa_active())) }

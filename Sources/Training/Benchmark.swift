@@ -77,21 +77,29 @@ public struct BenchmarkResult: Sendable {
 
 public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communicator: any Communicator) throws -> BenchmarkResult {
     let rank = communicator.rank, worldSize = communicator.worldSize
+    let compute = runtime.makeCompute()
     // Rank 0 reads the model and the rows; the other ranks get them from it.
     var training = options.training
-    let local = try collectively(communicator) { () throws -> (BertForSequenceClassification, InMemoryExamples, Int)? in
+    let local = try collectively(communicator) { () throws -> (BertForSequenceClassification, TokenizedDataset, Int)? in
         guard rank == 0 else { return nil }
+        let directory = training.modelDirectory
+        let config = try BertConfig.load(modelDirectory: directory)
+        let length = try resolvedSequenceLength(training.maxSequenceLength, config: config, modelDirectory: directory)
+        // The classifier has the data's labels; synthetic rows take the folder's (HF's default 2 without one).
+        let folderLabels = options.randomWeights ? config.labelNames?.count : try BertForSequenceClassification.labelCount(modelDirectory: directory)
+        let examples = try benchmarkExamples(options, sequenceLength: length, vocabularySize: config.vocabSize, syntheticLabelCount: folderLabels ?? 2)
         let model: BertForSequenceClassification
         if options.randomWeights {
-            model = BertForSequenceClassification(config: try BertConfig.load(modelDirectory: training.modelDirectory), labelCount: benchmarkLabelCount)
+            model = BertForSequenceClassification(config: config, labelCount: examples.labelSet.count, compute: compute)
             model.initializeRandomly(seed: 1)
         } else {
-            model = try BertForSequenceClassification.load(modelDirectory: training.modelDirectory, labelCount: benchmarkLabelCount, seed: 1).0
+            // A head of another size is replaced: the bench times steps, it trains nothing.
+            model = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: examples.labelSet.count, seed: 1,
+                                                           ignoreMismatchedSizes: true, compute: compute).0
         }
-        let length = try resolvedSequenceLength(training.maxSequenceLength, config: model.config, modelDirectory: training.modelDirectory)
-        return (model, try benchmarkExamples(options, sequenceLength: length, vocabularySize: model.config.vocabSize), length)
+        return (model, examples, length)
     }
-    let model = try shareModel(local?.0, communicator: communicator)
+    let model = try shareModel(local?.0, compute: compute, communicator: communicator)
     try communicator.broadcast(model.parameters.buffer, root: 0)
     let examples = try shareExamples(local?.1, communicator: communicator)
     let maxSequenceLength = Int(try communicator.allReduce(Double(local?.2 ?? 0), .max))
@@ -161,14 +169,14 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
     let realTokens = mean(timedLengths.map { Double($0.reduce(0, +)) })
     result.realTokensPerBatch = realTokens
     result.paddedTokensPerBatch = mean(timedLengths.map { Double($0.count * ($0.max() ?? 0)) })
-    let flops = mean(timedLengths.map { trainingFLOPs(config: model.config, labelCount: benchmarkLabelCount, sequenceLengths: $0) })
+    let flops = mean(timedLengths.map { trainingFLOPs(config: model.config, labelCount: model.labelCount, sequenceLengths: $0) })
     result.tokensPerSecond = realTokens / result.stepSecondsMedian
     result.examplesPerSecond = Double(training.globalBatchSize) / result.stepSecondsMedian
     result.modelFLOPsPerSecond = flops / result.stepSecondsMedian
     result.ranks = worldSize
-    result.threads = runtime.threadsPerRank
+    result.threads = compute.threads
     result.blasCore = BLASSetup.coreName
-    result.kernelInstructionSet = kernelInstructionSetName
+    result.kernelInstructionSet = compute.instructionSet.rawValue
     if let counters {
         // The model's own part alone, on this rank's first micro-batch of the first batch (already seen).
         let first = plan.sampler.rankBatch(at: SamplePosition(epoch: 0, samplesConsumed: 0), rank: rank, worldSize: worldSize,
@@ -201,7 +209,7 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
     // OpenBLAS's own threads, whichever is faster).
     try communicator.barrier()
     let tokensPerRank = max(64, Int(realTokens) / worldSize)
-    let peak = sgemmPeakFLOPsPerSecond(config: model.config, rows: tokensPerRank, threads: runtime.threadsPerRank)
+    let peak = sgemmPeakFLOPsPerSecond(config: model.config, rows: tokensPerRank, compute: compute)
     result.sgemmPeakFLOPsPerSecond = try communicator.allReduce(peak, .sum)
     return result
 }
@@ -229,40 +237,53 @@ struct AllocationCounters {
 }
 
 
-/// Labels of the bench's classifier: its examples are AG News rows (or synthetic).
-let benchmarkLabelCount = 4
-
-/// The bench's examples: one synthetic batch of full-length sequences (every step takes it), or
-/// as many consecutive rows of the data file as the steps take, up to the whole file (tokenised,
-/// truncated to the sequence length; the steps wrap around).
-func benchmarkExamples(_ options: BenchmarkOptions, sequenceLength length: Int, vocabularySize: Int) throws -> InMemoryExamples {
+/// The bench's examples: one synthetic batch of full-length sequences (every step takes it;
+/// labels cycle through `syntheticLabelCount` classes), or as many consecutive rows of the data
+/// file (read with the training options' columns; text pairs as pairs) as the steps take, up to
+/// the whole file (tokenised, truncated to the sequence length; the steps wrap around).
+func benchmarkExamples(_ options: BenchmarkOptions, sequenceLength length: Int, vocabularySize: Int,
+                       syntheticLabelCount: Int) throws -> TokenizedDataset {
     let training = options.training, batchSize = training.globalBatchSize
     guard let dataFile = training.trainFile else {
+        // Ordinary word pieces: past the first 1000 ids (special and unused tokens) of a real
+        // vocabulary; past the 5 special tokens of a tiny one.
+        let first = vocabularySize > 2000 ? 1000 : min(5, vocabularySize - 1)
         let sequences = (0..<batchSize).map { s in
-            (0..<length).map { Int32(1000 + ($0 * 7919 + s * 104729) % max(1, vocabularySize - 1000)) }
+            (0..<length).map { Int32(first + ($0 * 7919 + s * 104729) % max(1, vocabularySize - first)) }
         }
-        return InMemoryExamples(sequences: sequences, labels: (0..<batchSize).map { Int32($0 % benchmarkLabelCount) })
+        let labelCount = max(2, syntheticLabelCount)
+        return TokenizedDataset.fromTokens(sequences, labels: (0..<batchSize).map { Int32($0 % labelCount) },
+                                           labelSet: try LabelSet(names: LabelSet.defaultNames(count: labelCount), origin: "synthetic rows"),
+                                           maxLength: length)
     }
     let tokenizer = try BertTokenizer(modelDirectory: training.modelDirectory)
-    let texts = try LabeledTexts.read(dataFile, skipBadRows: true)
+    let texts = try LabeledTexts.read(dataFile, format: DataFormat(of: dataFile, columns: training.columns), skipBadRows: true)
     guard texts.count >= batchSize else {
         throw TrainingError.invalidInput("\(dataFile.path): \(texts.count) rows, fewer than one batch of \(batchSize)")
     }
+    guard !texts.hasPairs || length >= 3 else { throw TrainingError.invalidInput("text pairs need --seq-len 3 or more") }
     let count = min(texts.count / batchSize, options.warmupSteps + options.steps) * batchSize
-    let sequences = (0..<count).map { i in
+    var sequences: [[Int32]] = [], starts: [Int] = []
+    for i in 0..<count {
         var ids: [Int32] = []
-        texts.withTextBytes(at: i) { tokenizer.encode(utf8: $0, maxLength: length, appendingTo: &ids) }
-        return ids
+        if texts.hasPairs {
+            starts.append(texts.withPairBytes(at: i) { tokenizer.encodePair(utf8: $0, utf8: $1, maxLength: length, appendingTo: &ids) })
+        } else {
+            texts.withTextBytes(at: i) { tokenizer.encode(utf8: $0, maxLength: length, appendingTo: &ids) }
+        }
+        sequences.append(ids)
     }
-    return InMemoryExamples(sequences: sequences, labels: Array(texts.labels[0..<count]))
+    return TokenizedDataset.fromTokens(sequences, secondSegmentStarts: texts.hasPairs ? starts : nil, labels: Array(texts.labels[0..<count]),
+                                       labelSet: texts.labelSet, maxLength: length)
 }
 
 /// FLOP/s of the GEMMs of one training step of the model's linear layers for `rows` tokens:
 /// forward (x Wᵀ), input gradient (dy W) and weight gradient (dyᵀ x) of the Q/K/V, attention
 /// output and both feed-forward weights, each timed as the best of a few runs, with this rank's
-/// threads: split over the kernel team (as the model runs them) or OpenBLAS's own threads,
-/// whichever is faster for that product.
-public func sgemmPeakFLOPsPerSecond(config: BertConfig, rows: Int, threads: Int) -> Double {
+/// threads: split over the team of `compute` (as the model runs them) or OpenBLAS's own
+/// threads, whichever is faster for that product.
+public func sgemmPeakFLOPsPerSecond(config: BertConfig, rows: Int, compute: Compute) -> Double {
+    let threads = compute.threads
     let C = config.hiddenSize, I = config.intermediateSize
     let shapes = [(C, 3 * C), (C, C), (C, I), (I, C)]
     var flops = 0.0
@@ -282,14 +303,14 @@ public func sgemmPeakFLOPsPerSecond(config: BertConfig, rows: Int, threads: Int)
                     let start = DispatchTime.now().uptimeNanoseconds
                     linearLayerProduct(product, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures,
                                        input: input.base, weight: weight.base, output: output.base,
-                                       splitOverTeam: openBLASThreads == 1)
+                                       splitOverTeam: openBLASThreads == 1, compute: compute)
                     let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
                     best[s * LinearProduct.allCases.count + p] = min(best[s * LinearProduct.allCases.count + p], seconds)
                 }
             }
         }
     }
-    BLASSetup.setThreads(threads)
+    BLASSetup.keepOpenBLASSingleThreaded()
     return flops / best.reduce(0, +)
 }
 

@@ -11,7 +11,7 @@ struct CheckpointPolicy {
     /// --output: where checkpoints go.
     let output: URL
     let communicator: any Communicator
-    let labels: [String]
+    let labels: LabelSet
     let files: ModelFiles
     /// Identifies the training data: a checkpoint of other data is not resumed from.
     let trainFingerprint: String
@@ -23,6 +23,26 @@ struct CheckpointPolicy {
     /// Before any work: --output must be a folder this process can write (created if needed),
     /// not a file — else the first checkpoint would fail after the training work.
     func prepareOutputFolder() throws { try Self.prepareOutputFolder(output, communicator: communicator) }
+
+    /// Before the data is read: --output is a folder this process may write, or can be created
+    /// (the nearest existing parent is a folder it may write); nothing is created yet.
+    static func checkOutputFolder(_ output: URL, communicator: any Communicator) throws {
+        try collectively(communicator) {
+            guard communicator.rank == 0 else { return }
+            var isFolder: ObjCBool = false
+            var existing = output.standardizedFileURL
+            while !FileManager.default.fileExists(atPath: existing.path, isDirectory: &isFolder) && existing.path != "/" {
+                existing = existing.deletingLastPathComponent()
+            }
+            guard isFolder.boolValue else {
+                let what = existing.path == output.standardizedFileURL.path ? "is a file" : "is inside \(existing.path), which is a file"
+                throw TrainingError.invalidInput("--output \(output.path) \(what), not a folder; name a folder for the checkpoints")
+            }
+            guard access(existing.path, W_OK | X_OK) == 0 else {
+                throw TrainingError.invalidInput("--output \(output.path) cannot be written (\(existing.path): \(String(cString: strerror(errno)))); name a folder you may write")
+            }
+        }
+    }
 
     static func prepareOutputFolder(_ output: URL, communicator: any Communicator) throws {
         try collectively(communicator) {
@@ -104,8 +124,10 @@ struct CheckpointPolicy {
                 return nil
             }
             let recorded = found.state.trainDataFingerprint
-            if !trainFingerprint.isEmpty && !recorded.isEmpty && recorded != trainFingerprint {
-                throw CheckpointError.incompatible(folder: found.folder.path, reason: "was trained on other data (fingerprint \(recorded), this run's is \(trainFingerprint)); use another --output or the same --train file")
+            // Checkpoints written before the labels were part of the fingerprint record the data hash alone.
+            let sameData = recorded == trainFingerprint || (!recorded.contains("-") && trainFingerprint.hasPrefix(recorded + "-"))
+            if !trainFingerprint.isEmpty && !recorded.isEmpty && !sameData {
+                throw CheckpointError.incompatible(folder: found.folder.path, reason: "was trained on other data or labels (fingerprint \(recorded), this run's is \(trainFingerprint)); use another --output, or the same --train file, columns and --labels")
             }
             let weights = try SafeTensorsFile(url: found.folder.appendingPathComponent(CheckpointFolder.modelFile))
             _ = try replica.model.loadWeights(from: weights, seed: 0)

@@ -1,3 +1,4 @@
+import Data
 import Distributed
 import Foundation
 import Model
@@ -35,13 +36,14 @@ public struct ModelFiles: Sendable {
     public var tokenizerConfig: [String: JSONValue]
 
     /// config.json for a BertForSequenceClassification with these labels (HF reads `id2label`
-    /// for num_labels) and the dropout actually used.
-    func configJSON(labels: [String], modelConfig: BertConfig) -> [UInt8] {
+    /// for num_labels; LabelSet guarantees names distinct as JSON keys) and the dropout actually used.
+    func configJSON(labels: LabelSet, modelConfig: BertConfig) -> [UInt8] {
         var object = config
+        let names = labels.names
         object["architectures"] = .array([.string("BertForSequenceClassification")])
         object["model_type"] = .string("bert")
-        object["id2label"] = .object(Dictionary(uniqueKeysWithValues: labels.enumerated().map { (String($0.offset), .string($0.element)) }))
-        object["label2id"] = .object(Dictionary(uniqueKeysWithValues: labels.enumerated().map { ($0.element, .number(Double($0.offset))) }))
+        object["id2label"] = .object(Dictionary(uniqueKeysWithValues: names.enumerated().map { (String($0.offset), .string($0.element)) }))
+        object["label2id"] = .object(Dictionary(uniqueKeysWithValues: names.enumerated().map { ($0.element, .number(Double($0.offset))) }))
         object["problem_type"] = .string("single_label_classification")
         // Float -> shortest decimal -> Double, so 0.1 is written "0.1", not 0.10000000149011612.
         object["hidden_dropout_prob"] = .number(Double("\(modelConfig.hiddenDropoutProb)")!)
@@ -119,7 +121,7 @@ struct CheckpointWriter {
     /// What rank 0 needs besides the arenas to fill trainer_state.pb.
     struct Content {
         var state: TrainerState
-        var labels: [String]
+        var labels: LabelSet
         var files: ModelFiles
     }
 

@@ -14,7 +14,8 @@ public func merge(checkpoints: [URL], output: URL, average: Bool) throws -> [Str
     var notes: [String] = []
     var sources: [(folder: URL, model: BertForSequenceClassification)] = []
     for path in checkpoints {
-        let inference = try InferenceModel.load(path, runtime: Runtime())
+        // One thread, any kernels: merging runs no kernels.
+        let inference = try InferenceModel.load(path, compute: Compute(threads: 1))
         if let first = sources.first {
             guard inference.model.config == first.model.config, inference.model.labelCount == first.model.labelCount else {
                 throw TrainingError.invalidInput("\(inference.folder.path): config.json differs from \(first.folder.path)'s; only checkpoints of the same model can be averaged")

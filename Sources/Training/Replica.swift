@@ -41,7 +41,7 @@ final class Replica {
         self.shardOptimizer = options.shardOptimizer
         shards = ShardLayout(totalCount: model.layout.totalCount, worldSize: communicator.worldSize)
         let optimizerRange = shardOptimizer ? shards.range(of: communicator.rank) : 0..<model.layout.totalCount
-        optimizer = AdamOptimizer(hyperparameters: hyperparameters, layout: model.layout, range: optimizerRange)
+        optimizer = AdamOptimizer(hyperparameters: hyperparameters, layout: model.layout, range: optimizerRange, compute: model.compute)
         synchronizer = try GradientSynchronizer(communicator: communicator, gradients: model.gradients.buffer,
                                                 options: Replica.syncOptions(model.layout, model.config, options))
         reduction = [Double](repeating: 0, count: 6 + 3 * communicator.worldSize)
@@ -160,7 +160,7 @@ final class Replica {
         reduction[3] = Double(examples)
         reduction[4] = lossSum.isFinite ? 0 : 1
         reduction[5] = stopRequested ? 1 : 0
-        reduction[6 + rank] = sumOfSquares(model.gradients, range: shards.range(of: rank))
+        reduction[6 + rank] = sumOfSquares(model.gradients, range: shards.range(of: rank), compute: model.compute)
         let phases = outcome.phaseSeconds
         reduction[6 + worldSize + rank] = phases.data + phases.forward + phases.backward
         reduction[6 + 2 * worldSize + rank] = phases.sync

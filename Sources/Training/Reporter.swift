@@ -17,6 +17,10 @@ final class Reporter {
     private var barShown = false
     private var firstStep: Int?
 
+    /// More classes than this get no per-class TensorBoard scalars (a chart per class stops
+    /// being readable long before).
+    static let perClassScalarLimit = 50
+
     /// Where whole lines go (stdout of rank 0 in the CLI; collected in tests).
     private let output: (String) -> Void
 
@@ -100,8 +104,11 @@ final class Reporter {
     func evaluation(_ metrics: ClassificationMetrics, step: Int) throws {
         guard enabled else { return }
         say(String(format: "eval at step %d: accuracy %.4f  loss %.4f  (%d examples)", step, metrics.accuracy, metrics.loss, metrics.count))
+        // Per class, named by the labels (up to `perClassScalarLimit` of them): eval/f1/<label>.
+        let perClass = metrics.labels.count <= Self.perClassScalarLimit
+            ? metrics.perClass.map { TensorBoardEvent.Scalar(tag: "eval/f1/\($0.label)", value: Float($0.f1)) } : []
         try tensorBoard?.addScalars([.init(tag: "eval/accuracy", value: Float(metrics.accuracy)),
-                                     .init(tag: "eval/loss", value: Float(metrics.loss))], step: step)
+                                     .init(tag: "eval/loss", value: Float(metrics.loss))] + perClass, step: step)
     }
 
     func finish() {

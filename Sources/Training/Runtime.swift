@@ -1,4 +1,5 @@
 import Foundation
+import Model
 
 /// Facts and choices about this process that are not training options: decided once by the
 /// executable (from the command line, the environment and the CPU) and passed down as a value,
@@ -6,6 +7,8 @@ import Foundation
 public struct Runtime: Sendable {
     /// Threads of each rank's kernel team (GEMMs split over them, vector kernels).
     public var threadsPerRank: Int
+    /// The instruction set of each rank's vector kernels.
+    public var instructionSet: InstructionSet
     /// How rank 0 shows progress: a redrawn bar on a terminal, or plain periodic lines.
     public var progress: ProgressMode
     /// Who started this process.
@@ -13,13 +16,18 @@ public struct Runtime: Sendable {
     /// The host this process runs on, as reports name it (stragglers, silent peers).
     public var hostName: String
 
-    public init(threadsPerRank: Int = 1, progress: ProgressMode = .lines, launcher: Launcher = .standalone,
-                hostName: String = "localhost") {
+    public init(threadsPerRank: Int = 1, instructionSet: InstructionSet = .best, progress: ProgressMode = .lines,
+                launcher: Launcher = .standalone, hostName: String = "localhost") {
         self.threadsPerRank = max(1, threadsPerRank)
+        self.instructionSet = instructionSet
         self.progress = progress
         self.launcher = launcher
         self.hostName = hostName
     }
+
+    /// A rank's Compute: its team of `threadsPerRank` threads and the `instructionSet` kernels.
+    /// Each rank makes its own, on its own thread (simulated in-process ranks too), once.
+    public func makeCompute() -> Compute { Compute(threads: threadsPerRank, instructionSet: instructionSet) }
 }
 
 public enum ProgressMode: String, Sendable {

@@ -1,3 +1,4 @@
+import Data
 import Distributed
 import Foundation
 import Model
@@ -36,7 +37,19 @@ public struct TrainingOptions: Sendable {
     /// the dense sum's, bit for bit); false sends the tables whole (for comparisons).
     public var sparseEmbeddingGradients = true
     public var groupByLength = false
+
+    /// How the data files are read (docs/data.md): the columns or keys of a header CSV, TSV or
+    /// JSON Lines file (nil: a bare .csv is AG News, .tsv/.jsonl use "text" and "label").
+    public var columns: DataColumns?
+    /// --labels: the label names and their order (nil: from the training data).
+    public var labels: LabelSet?
     public var skipBadRows = false
+    /// Rank 0's token cache folder (--cache-dir or the default under ~/.cache); nil where none is
+    /// known (ranks other than 0, which read no files).
+    public var cacheDirectory: URL?
+    /// A classifier in the model folder with another label count is replaced by a new head
+    /// (HF's ignore_mismatched_sizes) instead of being an error.
+    public var ignoreMismatchedSizes = false
 
     public var checkpointEvery = 500
     public var keepCheckpoints = 3

@@ -8,12 +8,13 @@ import Storage
 public struct PreparedData: Sendable {
     public var train: any TokenizedExamples
     public var eval: (any TokenizedExamples)?
-    public var labels: [String]
+    /// The classes: the classifier's size, config.json's id2label, eval's per-class table.
+    public var labels: LabelSet
     /// Identifies the training data (stored in checkpoints; a resume on other data is refused).
     public var trainFingerprint: String
     public var modelFiles: ModelFiles
 
-    public init(train: any TokenizedExamples, eval: (any TokenizedExamples)?, labels: [String], trainFingerprint: String, modelFiles: ModelFiles) {
+    public init(train: any TokenizedExamples, eval: (any TokenizedExamples)?, labels: LabelSet, trainFingerprint: String, modelFiles: ModelFiles) {
         self.train = train
         self.eval = eval
         self.labels = labels
@@ -44,6 +45,8 @@ public final class TrainingRun {
     let options: TrainingOptions
     let runtime: Runtime
     let communicator: any Communicator
+    /// This rank's kernel team and instruction set (from `runtime`).
+    let compute: Compute
     let data: PreparedData
     let log: (String) -> Void
     /// Asked after every step; the ranks agree to stop when any of them says yes.
@@ -61,6 +64,7 @@ public final class TrainingRun {
         self.options = options
         self.runtime = runtime
         self.communicator = communicator
+        compute = runtime.makeCompute()
         self.data = data
         self.log = log
         self.stopRequested = stopRequested
@@ -82,7 +86,7 @@ public final class TrainingRun {
     }
 
     public func run() throws -> RunSummary {
-        let (replica, initialized, maxSequenceLength) = try makeReplica()
+        let (replica, loaded, maxSequenceLength) = try makeReplica()
         // The options with the max sequence length settled (it may default to the model's).
         var options = self.options
         options.maxSequenceLength = maxSequenceLength
@@ -93,7 +97,7 @@ public final class TrainingRun {
         let plan = try TrainingPlan(options: options, exampleCount: data.train.count, worldSize: communicator.worldSize,
                                     lengths: options.groupByLength ? (0..<data.train.count).map { Int32(data.train.tokens(at: $0).count) } : nil)
         replica.reserve(microBatchSize: plan.microBatchSize, maxSequenceLength: maxSequenceLength)
-        var progress = try start(replica, initialized: initialized, plan: plan, checkpoints: checkpoints)
+        var progress = try start(replica, loaded: loaded, plan: plan, checkpoints: checkpoints)
 
         let reporter = try Reporter(enabled: isRoot, totalSteps: plan.totalSteps, logEvery: options.logEvery,
                                     progress: runtime.progress, tensorBoardDirectory: options.tensorboardDirectory, output: log)
@@ -142,9 +146,10 @@ public final class TrainingRun {
 
     /// The pretrained model (a classifier initialised from the seed when absent), with the
     /// dropout of --dropout, wrapped in this rank's replica.
-    private func makeReplica() throws -> (replica: Replica, initialized: [String], maxSequenceLength: Int) {
-        var (model, loadReport) = try loadModelOnRoot(options.modelDirectory, labelCount: data.labels.count,
-                                                      seed: UInt64(options.seed), communicator: communicator)
+    private func makeReplica() throws -> (replica: Replica, loaded: LoadReport, maxSequenceLength: Int) {
+        var (model, loadReport) = try loadModelOnRoot(options.modelDirectory, labelCount: data.labels.count, seed: UInt64(options.seed),
+                                                      ignoreMismatchedSizes: options.ignoreMismatchedSizes, compute: compute,
+                                                      communicator: communicator)
         return try collectively(communicator) {
             let maxSequenceLength = try resolvedSequenceLength(options.maxSequenceLength, config: model.config,
                                                                modelDirectory: options.modelDirectory)
@@ -153,19 +158,19 @@ public final class TrainingRun {
                 config.hiddenDropoutProb = dropout
                 config.attentionDropoutProb = dropout
                 try config.validate(file: "--dropout")
-                let replaced = BertForSequenceClassification(config: config, labelCount: data.labels.count)
+                let replaced = BertForSequenceClassification(config: config, labelCount: data.labels.count, compute: compute)
                 replaced.parameters.copy(from: model.parameters)
                 model = replaced
             }
             model.checkFinite = options.debug
             let replica = try Replica(model: model, hyperparameters: options.adamHyperparameters, communicator: communicator,
                                       options: options)
-            return (replica, loadReport.initialized, maxSequenceLength)
+            return (replica, loadReport, maxSequenceLength)
         }
     }
 
     /// Fresh (rank 0's weights to everyone) or from the newest complete checkpoint of --output.
-    private func start(_ replica: Replica, initialized: [String], plan: TrainingPlan, checkpoints: CheckpointPolicy) throws -> Progress {
+    private func start(_ replica: Replica, loaded: LoadReport, plan: TrainingPlan, checkpoints: CheckpointPolicy) throws -> Progress {
         var step = 0
         var position = SamplePosition(epoch: 0, samplesConsumed: 0)
         if options.resume, let resumed = try checkpoints.resume(into: replica, log: log) {
@@ -175,8 +180,11 @@ public final class TrainingRun {
         } else {
             if !options.resume { checkpoints.announce(nil) }
             try communicator.broadcast(replica.model.parameters.buffer, root: 0)
-            if isRoot && !initialized.isEmpty {
-                log("initialised from seed \(options.seed) (not in the checkpoint): \(initialized.joined(separator: ", "))")
+            if isRoot && !loaded.initialized.isEmpty {
+                log("initialised from seed \(options.seed) (not in the checkpoint): \(loaded.initialized.joined(separator: ", "))")
+            }
+            if isRoot && !loaded.reinitialized.isEmpty {
+                log("re-initialised from seed \(options.seed) for \(data.labels.count) labels (--ignore-mismatched-sizes): \(loaded.reinitialized.joined(separator: "; "))")
             }
         }
         if isRoot {
@@ -237,7 +245,7 @@ public final class TrainingRun {
     /// Evaluates on --eval (when given) and reports; the metrics join the recent metrics.
     private func evaluateNow(_ replica: Replica, _ progress: inout Progress, reporter: Reporter) throws -> ClassificationMetrics? {
         guard let examples = data.eval else { return nil }
-        let metrics = try evaluate(model: replica.model, examples: examples, labels: data.labels, communicator: communicator,
+        let metrics = try evaluate(model: replica.model, examples: examples, labels: data.labels.names, communicator: communicator,
                                    batchSize: options.evalBatchSize, batch: &replica.evaluationBatch)
         progress.recentMetrics += [.init(name: "eval/accuracy", value: metrics.accuracy, step: progress.step),
                                    .init(name: "eval/loss", value: metrics.loss, step: progress.step)]
@@ -264,11 +272,12 @@ public func resolvedSequenceLength(_ requested: Int?, config: BertConfig, modelD
 public let bertDistVersion = "0.1.0"
 
 /// `bert-dist train` on one rank: checks the BLAS kernels and what can be checked before any
-/// work (--output, the model's config against --max-seq-len), reads the data, trains.
+/// work (--output, the model's config against --max-seq-len), reads the data, trains. Nothing is
+/// written before the data has been read (the output folder is created after it).
 public func runTraining(_ options: TrainingOptions, runtime: Runtime, communicator: any Communicator,
                         log: @escaping (String) -> Void, checkpointNote: @escaping (URL?) -> Void = { _ in }) throws -> RunSummary {
     var options = options
-    if let output = options.outputDirectory { try CheckpointPolicy.prepareOutputFolder(output, communicator: communicator) }
+    if let output = options.outputDirectory { try CheckpointPolicy.checkOutputFolder(output, communicator: communicator) }
     // Rank 0 alone has the model folder: it settles the length, the others learn it.
     var length = try collectively(communicator) { () throws -> Int64 in
         try BLASSetup.selfTest()

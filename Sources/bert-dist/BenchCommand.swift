@@ -14,8 +14,9 @@ struct BenchCommand: ParsableCommand {
     var batchSize = 8
     @Option(help: "Synthetic sequence length, or truncation of real rows.")
     var seqLen = 128
-    @Option(help: "Time consecutive real rows of this file instead of synthetic sequences.")
+    @Option(help: "Time consecutive real rows of this file instead of synthetic sequences (any data file of train).")
     var data: String?
+    @OptionGroup var columns: ColumnOptions
     @Option(help: "Timed steps (after 3 warm-up steps).")
     var steps = 20
     @OptionGroup var parallel: ParallelOptions
@@ -37,6 +38,7 @@ struct BenchCommand: ParsableCommand {
         var training = TrainingOptions(modelDirectory: model.directory, trainFile: data.map { URL(fileURLWithPath: $0) })
         training.globalBatchSize = batchSize
         training.maxSequenceLength = seqLen
+        training.columns = columns.columns
         parallel.apply(to: &training)
         var options = BenchmarkOptions(training: training)
         options.steps = steps
@@ -54,7 +56,7 @@ struct BenchCommand: ParsableCommand {
             if sgemmOnly {
                 let config = try BertConfig.load(modelDirectory: benchmark.training.modelDirectory)
                 try communicator.barrier()
-                let peak = try communicator.allReduce(sgemmPeakFLOPsPerSecond(config: config, rows: tokens, threads: runtime.threadsPerRank), .sum)
+                let peak = try communicator.allReduce(sgemmPeakFLOPsPerSecond(config: config, rows: tokens, compute: runtime.makeCompute()), .sum)
                 rootLog(communicator)(String(format: "{\"blas_core\": \"%@\", \"sgemm_peak_gflops_per_s\": %.1f}", BLASSetup.coreName, peak / 1e9))
                 return
             }

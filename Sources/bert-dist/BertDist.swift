@@ -6,9 +6,9 @@ import Training
 @main
 enum Entry {
     static func main() {
-        // Before anything loads BLAS work or MPI: pick OpenBLAS kernels the CPU deserves
-        // (re-executes this process with OPENBLAS_CORETYPE set when needed).
-        if let note = BLASSetup.selectKernelsOrReexecute() { printError("warning: \(note)") }
+        // Before anything loads BLAS work or MPI: OpenBLAS single-threaded, with the kernels the
+        // CPU deserves (re-executes this process with OPENBLAS_CORETYPE set when needed).
+        if let note = startOpenBLAS(.current) { printError("warning: \(note)") }
         do {
             var command = try BertDist.parseAsRoot()
             try command.run()

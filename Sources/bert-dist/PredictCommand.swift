@@ -1,4 +1,5 @@
 import ArgumentParser
+import Data
 import Foundation
 import Model
 import Training
@@ -7,17 +8,24 @@ struct PredictCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "predict",
         abstract: "Classify lines of text read from stdin.",
-        discussion: "Plain output: LABEL<TAB>probability per line. --json: one object per line.")
+        discussion: """
+            Plain output: LABEL<TAB>probability per line. --json: one object per line. With --pairs each line is \
+            TEXT<TAB>TEXT_PAIR (split at the first tab), tokenised as training tokenises a pair: \
+            [CLS] TEXT [SEP] TEXT_PAIR [SEP], token types 0 then 1.
+            """)
 
     @OptionGroup var checkpoint: CheckpointInputOptions
     @OptionGroup var output: OutputOptions
     @Flag(help: "With --json, also the raw logits.")
     var logits = false
+    @Flag(help: "Each line is a text pair: TEXT<TAB>TEXT_PAIR.")
+    var pairs = false
     @OptionGroup var sequence: SequenceOptions
     @OptionGroup var threads: ThreadOptions
 
     func validate() throws {
         if logits && !output.json { throw ValidationError("--logits needs --json") }
+        if pairs { try sequence.validate(pairs: "--pairs") }
     }
 
     func run() throws {
@@ -26,17 +34,18 @@ struct PredictCommand: ParsableCommand {
 
     private func classifyStandardInput() throws {
         let runtime = ProcessEnvironment.current.runtime(threads: threads.threads)
-        let inference = try InferenceModel.load(checkpoint.folder, runtime: runtime)
-        let json = output.json
+        let inference = try InferenceModel.load(checkpoint.folder, compute: runtime.makeCompute())
+        let (json, pairs) = (output.json, self.pairs)
         let maxSeqLen = try resolvedSequenceLength(sequence.maxSeqLen, config: inference.model.config, modelDirectory: inference.folder)
+        if pairs && maxSeqLen < 3 { throw DataError("--pairs needs a max sequence length of at least 3, the model has \(maxSeqLen)") }
         // Interactive use answers each line at once; piped input is classified in batches.
         let batchLines = isatty(STDIN_FILENO) == 1 ? 1 : 64
         inference.model.reserve(sequences: batchLines, longestSequence: maxSeqLen)
         var batch = PackedBatch()
-        var pending: [String] = []
+        var pending: [String] = [], pendingPairs: [String] = []
         func flush() throws {
             guard !pending.isEmpty else { return }
-            for p in try inference.predict(pending, maxSequenceLength: maxSeqLen, batch: &batch) {
+            for p in try inference.predict(pending, pairs: pairs ? pendingPairs : nil, maxSequenceLength: maxSeqLen, batch: &batch) {
                 if json {
                     // SPEC: {"label", "label_id", "probs"} (+ "logits"), in this order, one per line.
                     var fields = "\"label\":\(JSONValue.quote(p.label)),\"label_id\":\(p.labelId),\"probs\":[\(p.probabilities.map { "\($0)" }.joined(separator: ","))]"
@@ -48,9 +57,20 @@ struct PredictCommand: ParsableCommand {
             }
             fflush(nil)
             pending.removeAll(keepingCapacity: true)
+            pendingPairs.removeAll(keepingCapacity: true)
         }
+        var lineNumber = 0
         while let line = readLine(strippingNewline: true) {
-            pending.append(line)
+            lineNumber += 1
+            if pairs {
+                guard let tab = line.firstIndex(of: "\t") else {
+                    throw DataError("stdin:\(lineNumber): no tab; with --pairs each line is TEXT<TAB>TEXT_PAIR")
+                }
+                pending.append(String(line[..<tab]))
+                pendingPairs.append(String(line[line.index(after: tab)...]))
+            } else {
+                pending.append(line)
+            }
             if pending.count >= batchLines { try flush() }
         }
         try flush()

@@ -1,3 +1,4 @@
+import Data
 import Foundation
 import Model
 import Training
@@ -10,6 +11,10 @@ import Training
 /// - OPENBLAS_NUM_THREADS: threads per rank, as launch/train sets them from cluster.conf.
 /// - BERT_DIST_PROGRESS=bar|lines: launch/train tells the ranks whether its own stdout is a
 ///   terminal (mpirun gives every rank a pseudo-terminal, so they cannot tell by themselves).
+/// - BERT_DIST_KERNELS=baseline|avx2|avx512: caps the instruction set of the vector kernels
+///   (benchmarks, profiling under valgrind).
+/// - OPENBLAS_CORETYPE (the user's choice of OpenBLAS kernels wins) and BERT_DIST_BLAS_REEXEC /
+///   BERT_DIST_BLAS_DETECTED (set for our own re-execution): see startOpenBLAS.
 struct ProcessEnvironment {
     let variables: [String: String]
 
@@ -53,13 +58,29 @@ struct ProcessEnvironment {
         return max(1, online / ranksOnNode)
     }
 
+    /// The instruction set of the vector kernels: the best this CPU runs, unless
+    /// BERT_DIST_KERNELS names a narrower one.
+    var instructionSet: InstructionSet {
+        let best = InstructionSet.best
+        guard let cap = variables["BERT_DIST_KERNELS"].flatMap(InstructionSet.init(rawValue:)),
+              let capIndex = InstructionSet.allCases.firstIndex(of: cap),
+              let bestIndex = InstructionSet.allCases.firstIndex(of: best), capIndex < bestIndex else { return best }
+        return cap
+    }
+
     /// The run-time value of this process (see `Runtime`).
     func runtime(threads requested: Int?, simulatedRanks: Int? = nil) -> Runtime {
-        // TEMPORARY (until Model's Compute lands): the kernels still read a global thread count.
-        kernelThreadCount = threadsPerRank(requested: requested, simulatedRanks: simulatedRanks)
-        BLASSetup.setThreads(kernelThreadCount)
-        return Runtime(threadsPerRank: threadsPerRank(requested: requested, simulatedRanks: simulatedRanks), progress: progress,
-                       launcher: launcher, hostName: hostName)
+        Runtime(threadsPerRank: threadsPerRank(requested: requested, simulatedRanks: simulatedRanks),
+                instructionSet: instructionSet, progress: progress, launcher: launcher, hostName: hostName)
+    }
+
+    /// Where rank 0 keeps the token caches of data files: `requested` (--cache-dir), else
+    /// $XDG_CACHE_HOME/bert-dist or ~/.cache/bert-dist. Without HOME that is an error on rank 0;
+    /// other ranks read no files and get nil.
+    func tokenCacheDirectory(requested: String?) throws -> URL? {
+        if let requested { return URL(fileURLWithPath: requested, isDirectory: true) }
+        if isNonZeroRank { return try? TokenCache.defaultDirectory(environment: variables) }
+        return try TokenCache.defaultDirectory(environment: variables)
     }
 
     /// The interfaces (or subnets) MPI's TCP transport may use, as launch/train passes cluster.conf's

@@ -8,7 +8,8 @@ import Glibc
 #endif
 
 /// `bert-dist tokenize`: the WordPiece ids of each stdin line, as Hugging Face's
-/// `BertTokenizer.encode(line, truncation=True, max_length=N)` gives them.
+/// `BertTokenizer.encode(line, truncation=True, max_length=N)` gives them; with `--pairs` of each
+/// `A<TAB>B` line, as `encode(A, B, truncation=True, max_length=N)` does.
 struct TokenizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tokenize",
@@ -18,13 +19,26 @@ struct TokenizeCommand: ParsableCommand {
             those of Hugging Face BertTokenizer.encode(line, truncation=True, max_length=MAX_SEQ_LEN), using \
             the vocabulary and options of the model folder (tokenizer.json or vocab.txt, tokenizer_config.json).
 
-            Example:
+            With --pairs each line is A<TAB>B (split at the first tab) and the ids are those of \
+            encode(A, B, truncation=True, max_length=MAX_SEQ_LEN): [CLS] A [SEP] B [SEP], the longer text cut \
+            first (longest_first). As in HF, an empty B gives encode(A): no second [SEP]. (Training, eval \
+            and predict --pairs keep the pair: [CLS] A [SEP] [SEP], as HF's batch call and Trainer do.)
+
+            Examples:
               echo "Hello, world!" | bert-dist tokenize --model models/minilm
+              printf 'A question?\\tAn answer.\\n' | bert-dist tokenize --model models/minilm --pairs
             """)
 
     @OptionGroup var model: ModelOptions
     @OptionGroup var sequence: SequenceOptions
     var maxSeqLen: Int { sequence.maxSeqLen ?? defaultMaxSequenceLength }
+
+    @Flag(help: "Each line is a text pair A<TAB>B: print the ids of encode(A, B).")
+    var pairs = false
+
+    func validate() throws {
+        if pairs { try sequence.validate(pairs: "--pairs") }
+    }
 
     /// Times the tokenizer on the stdin lines instead of printing ids (single thread, release
     /// build): prints one JSON object. Used by tools/bench_tokenizer.py.
@@ -64,7 +78,20 @@ struct TokenizeCommand: ParsableCommand {
                 throw DataError("stdin:\(lineNumber): invalid UTF-8")
             }
             ids.removeAll(keepingCapacity: true)
-            tokenizer.encode(utf8: line, maxLength: maxSeqLen, appendingTo: &ids)
+            if pairs {
+                guard let tab = line.firstIndex(of: 0x09) else {
+                    throw DataError("stdin:\(lineNumber): no tab; with --pairs each line is A<TAB>B")
+                }
+                let first = UnsafeBufferPointer(rebasing: line[..<tab]), second = UnsafeBufferPointer(rebasing: line[(tab + 1)...])
+                // HF's single call encode(A, "") drops an empty pair (a Python truthiness test).
+                if second.isEmpty {
+                    tokenizer.encode(utf8: first, maxLength: maxSeqLen, appendingTo: &ids)
+                } else {
+                    tokenizer.encodePair(utf8: first, utf8: second, maxLength: maxSeqLen, appendingTo: &ids)
+                }
+            } else {
+                tokenizer.encode(utf8: line, maxLength: maxSeqLen, appendingTo: &ids)
+            }
             for (index, id) in ids.enumerated() {
                 if index > 0 { output.append(0x20) }
                 appendDecimal(id, to: &output)

@@ -9,11 +9,16 @@ struct TrainCommand: ParsableCommand {
         discussion: """
             The global batch is split over all ranks and micro-batches; the loss is its mean. \
             Checkpoints go to OUTPUT/checkpoint-STEP; the last step is always checkpointed.
+            Data: a .csv is AG News unless a column option is given (then a CSV with a header row), .tsv and \
+            .jsonl name their columns/keys with the same options; labels come from the training data \
+            (or --labels) and set the classifier's size (docs/data.md).
             Example: mpirun -n 4 bert-dist train --model models/minilm --train train.csv --eval test.csv --output runs/ag
             """)
 
     @OptionGroup var model: ModelOptions
-    @Option(help: "Training data: AG News .csv or .jsonl ({\"text\", \"label\"}).")
+    @Flag(help: "When the model folder's classifier has another number of labels than the data, train a new head (initialised from --seed) instead of stopping (as HF's from_pretrained(..., ignore_mismatched_sizes=True)).")
+    var ignoreMismatchedSizes = false
+    @Option(help: "Training data: AG News .csv, a header .csv/.tsv (with the column options) or .jsonl.")
     var train: String
     @Option(help: "Evaluation data, evaluated every --eval-every steps and at the end.")
     var eval: String?
@@ -78,7 +83,10 @@ struct TrainCommand: ParsableCommand {
         o.seed = seed
         o.dropout = dropout
         o.groupByLength = groupByLength
+        o.columns = data.columns.columns
+        o.labels = (try? data.labelSet) ?? nil  // checked by validate()
         o.skipBadRows = data.skipBadRows
+        o.ignoreMismatchedSizes = ignoreMismatchedSizes
         parallel.apply(to: &o)
         o.consistencyEvery = consistencyEvery
         o.checkpointEvery = checkpoints.checkpointEvery
@@ -94,7 +102,9 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
-        let options = self.options
+        var configured = self.options
+        configured.cacheDirectory = try data.cacheDirectory(.current)
+        let options = configured
         let runtime = ProcessEnvironment.current.runtime(threads: parallel.threads.threads, simulatedRanks: debug.inProcessRanks)
         StopSignal.install()
         let status = RankRunner.run(simulatedRanks: debug.inProcessRanks, collectiveTimeout: faults.collectiveTimeout,

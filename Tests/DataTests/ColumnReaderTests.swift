@@ -200,9 +200,18 @@ import Testing
         #expect(dataErrorMessage { _ = try LabelSet(list: "a,b,a") } == "--labels: the label \"a\" is given twice")
         #expect(dataErrorMessage { _ = try LabelSet(list: "a,,b") } == "--labels: label 2 of 3 is empty")
         #expect(dataErrorMessage { _ = try LabelSet(names: [], origin: "x/config.json") } == "x/config.json: a classifier needs at least 2 labels, found 0")
-        // Names are compared as UTF-8 bytes: a precomposed and a decomposed "é" are two labels.
-        let accents = try LabelSet(names: ["\u{E9}", "e\u{301}"], origin: "test")
-        #expect(accents.id(of: "e\u{301}") == 1 && accents.id(of: "\u{E9}") == 0)
+        // Names are compared as UTF-8 bytes; a precomposed and a decomposed "é" are refused
+        // (config.json's label2id keys could not keep them apart), naming both encodings.
+        let accents = dataErrorMessage { _ = try LabelSet(names: ["\u{E9}", "x", "e\u{301}"], origin: "test") }
+        #expect(accents.hasPrefix("test: the labels \"\u{E9}\" and \"e\u{301}\" differ only in how their characters are encoded")
+                && accents.contains("U+00E9 against U+0065 U+0301"), "\(accents)")
+        let fromData = dataErrorMessage {
+            _ = try LabeledTexts.parse(Array("{\"text\": \"a\", \"label\": \"\u{E9}\"}\n{\"text\": \"b\", \"label\": \"e\u{301}\"}\n".utf8),
+                                       format: .jsonLines(DataColumns()), source: URL(fileURLWithPath: "/d/x.jsonl"))
+        }
+        #expect(fromData.hasPrefix("/d/x.jsonl: the labels"), "\(fromData)")
+        let bytes = try LabelSet(names: ["e", "E"], origin: "test")  // case differs: two labels
+        #expect(bytes.id(of: "E") == 1)
         #expect(LabelSet.defaultNames(count: 2) == ["LABEL_0", "LABEL_1"])
     }
 

@@ -170,7 +170,8 @@ struct TrainingEndToEndTests {
         let eventFile = try FileManager.default.contentsOfDirectory(atPath: workspace.output("tb").path).first { $0.hasPrefix("events.out.tfevents.") }
         let events = try TensorBoardEvent.readAll(from: workspace.output("tb").appendingPathComponent(try #require(eventFile)))
         let tags = Set(events.flatMap { $0.scalars.map(\.tag) })
-        #expect(tags == ["train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "eval/accuracy", "eval/loss"])
+        #expect(tags == ["train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "eval/accuracy", "eval/loss",
+                         "eval/f1/World", "eval/f1/Sports", "eval/f1/Business", "eval/f1/Sci/Tech"])
     }
 
     @Test func badInputIsOneClearLine() throws {

@@ -11,7 +11,7 @@ import Testing
         var config = try BertConfig.load(modelDirectory: fixtures.appendingPathComponent("tiny_bert"))
         config.hiddenDropoutProb = dropout
         config.attentionDropoutProb = dropout
-        let model = BertForSequenceClassification(config: config, labelCount: 4)
+        let model = BertForSequenceClassification(config: config, labelCount: 4, compute: Compute(threads: 1))
         _ = try model.loadWeights(from: SafeTensorsFile(url: fixtures.appendingPathComponent("tiny_bert/model.safetensors")), seed: 0)
         return (model, try packedBatch(from: reference))
     }

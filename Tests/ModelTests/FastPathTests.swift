@@ -7,7 +7,7 @@ import Testing
 @Suite struct FastPathTests {
     /// A random model with head size 32 (the vector paths of the attention kernel) and odd
     /// sizes elsewhere, and a batch of sequences of different lengths.
-    func smallModel(dropout: Float) -> (BertForSequenceClassification, PackedBatch) {
+    func smallModel(dropout: Float, threads: Int = 1) -> (BertForSequenceClassification, PackedBatch) {
         var config = BertConfig()
         config.vocabSize = 101
         config.hiddenSize = 64
@@ -17,7 +17,7 @@ import Testing
         config.maxPositionEmbeddings = 64
         config.hiddenDropoutProb = dropout
         config.attentionDropoutProb = dropout
-        let model = BertForSequenceClassification(config: config, labelCount: 4)
+        let model = BertForSequenceClassification(config: config, labelCount: 4, compute: Compute(threads: threads))
         model.initializeRandomly(seed: 5)
         var batch = PackedBatch()
         for (s, length) in [7, 1, 33, 20, 2].enumerated() {
@@ -32,7 +32,7 @@ import Testing
         var config = try BertConfig.load(modelDirectory: fixtures.appendingPathComponent("tiny_bert"))
         config.hiddenDropoutProb = dropout
         config.attentionDropoutProb = dropout
-        let model = BertForSequenceClassification(config: config, labelCount: 4)
+        let model = BertForSequenceClassification(config: config, labelCount: 4, compute: Compute(threads: 1))
         _ = try model.loadWeights(from: SafeTensorsFile(url: fixtures.appendingPathComponent("tiny_bert/model.safetensors")), seed: 0)
         return (model, try packedBatch(from: reference))
     }
@@ -71,10 +71,11 @@ import Testing
     }
 
     @Test func twoKernelThreadsEqualOne() throws {
-        let (model, batch) = smallModel(dropout: 0.1)
+        let (model, batch) = smallModel(dropout: 0.1, threads: 1)
+        let (twoThreadModel, _) = smallModel(dropout: 0.1, threads: 2)
         let context = DropoutContext(seed: 3, step: 9)
-        let one = try withKernelThreads(1) { try run(model, batch, dropout: context) }
-        let two = try withKernelThreads(2) { try run(model, batch, dropout: context) }
+        let one = try run(model, batch, dropout: context)
+        let two = try run(twoThreadModel, batch, dropout: context)
         expectSame(two, one, model: model, tolerance: 1e-5, "2 threads")
     }
 }

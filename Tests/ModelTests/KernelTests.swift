@@ -6,16 +6,41 @@ import Testing
 /// Every fast kernel (CKernels, each instruction set this CPU supports) against the naive loop
 /// next to it in Sources/Model, or against libm / double precision.
 @Suite struct KernelTests {
-    /// The instruction sets to test: all this CPU runs (selected for the calling thread only).
-    static let instructionSets = [Int32(BD_ISA_BASELINE), Int32(BD_ISA_AVX2), Int32(BD_ISA_AVX512)].filter { bd_isa_supported($0) != 0 }
-
-    func onEachInstructionSet(_ body: (String) throws -> Void) rethrows {
-        let original = bd_isa_active()
-        defer { bd_isa_select(original) }
-        for isa in Self.instructionSets {
-            bd_isa_select(isa)
-            try body(String(cString: bd_isa_name(isa)))
+    /// The instruction sets to test: every one this CPU runs. The others are skipped, and the
+    /// output says which and why.
+    static let instructionSets: [InstructionSet] = {
+        for isa in InstructionSet.allCases where !isa.isSupported {
+            print("KernelTests: skipping the \(isa.rawValue) kernels: this CPU lacks \(requirement(of: isa))")
         }
+        let supported = InstructionSet.allCases.filter(\.isSupported)
+        print("KernelTests: testing the kernels of \(supported.map(\.rawValue).joined(separator: ", "))")
+        return supported
+    }()
+
+    static func requirement(of isa: InstructionSet) -> String {
+        switch isa {
+        case .baseline: "SSE2"
+        case .avx2: "AVX2 and FMA"
+        case .avx512: "AVX-512 F, BW, DQ and VL"
+        }
+    }
+
+    /// Runs `body` with the kernel table of each instruction set in `instructionSets` (and a
+    /// one-thread Compute of it), and checks that every one ran.
+    func onEachInstructionSet(_ body: (_ isa: String, _ kernels: bd_kernel_table, _ compute: Compute) throws -> Void) rethrows {
+        var tested: [InstructionSet] = []
+        for isa in Self.instructionSets {
+            let compute = Compute(threads: 1, instructionSet: isa)
+            try body(isa.rawValue, compute.kernels, compute)
+            tested.append(isa)
+        }
+        #expect(tested == InstructionSet.allCases.filter(\.isSupported))
+    }
+
+    @Test func everyInstructionSetThisCPURunsIsTested() {
+        #expect(Self.instructionSets.first == .baseline)
+        #expect(Self.instructionSets.last == InstructionSet.best)
+        #expect(Self.instructionSets == InstructionSet.allCases.filter(\.isSupported))
     }
 
     /// Deterministic pseudo-random floats in [-scale, scale).
@@ -38,8 +63,8 @@ import Testing
         var x = (0...1_000_000).map { -10 + 20 * Float($0) / 1_000_000 }
         x += (0..<20_000).map { Float($0 - 10_000) * 1e-7 } + [0, -0, 1e-30, -1e-30, 30, -30, 1e30, -1e30, .infinity, -.infinity]
         var out = [Float](repeating: 0, count: x.count)
-        onEachInstructionSet { isa in
-            bd_erf(&out, x, x.count)
+        onEachInstructionSet { isa, k, compute in
+            k.erf(&out, x, x.count)
             var largest: Float = 0, worst: Float = 0, largestTrue = 0.0
             for i in x.indices {
                 let error = abs(out[i] - erff(x[i]))
@@ -51,15 +76,15 @@ import Testing
             #expect(largestTrue <= 1e-7, "\(isa)")
         }
         var nan = [Float.nan], nanOut = [Float(0)]
-        bd_erf(&nanOut, &nan, 1)
+        Compute(threads: 1).kernels.erf(&nanOut, &nan, 1)
         #expect(nanOut[0].isNaN)
     }
 
     @Test func expIsAccurateAndKeepsNaN() {
         let x = (0...400_000).map { -86 + 174 * Float($0) / 400_000 } + [.nan]
         var out = [Float](repeating: 0, count: x.count)
-        onEachInstructionSet { isa in
-            bd_exp(&out, x, x.count)
+        onEachInstructionSet { isa, k, compute in
+            k.exp(&out, x, x.count)
             var largest = 0.0
             for i in 0..<(x.count - 1) { largest = max(largest, abs(Double(out[i]) / exp(Double(x[i])) - 1)) }
             print("\(isa): exp max relative error \(largest)")
@@ -73,9 +98,9 @@ import Testing
         var expected = [Float](repeating: 0, count: x.count), expectedDerivative = [Float](repeating: 1, count: x.count)
         geluForwardReference(out: &expected, input: x, count: x.count)
         geluBackwardReference(dInOut: &expectedDerivative, input: x, count: x.count)
-        onEachInstructionSet { isa in
+        onEachInstructionSet { isa, k, compute in
             var activated = [Float](repeating: 0, count: x.count), derivative = x
-            bd_gelu_forward(&activated, &derivative, x.count)
+            k.gelu_forward(&activated, &derivative, x.count)
             var worst: Float = 0, worstDerivative: Float = 0
             for i in x.indices {
                 // Both sides round erf to float: about 1e-7 of |x| on each.
@@ -95,9 +120,9 @@ import Testing
             let input = values(count, seed: UInt64(count))
             var expected = input
             applyDropout(&expected, count: count, key: 0xDEAD_BEEF_1234, firstElement: first, probability: p)
-            onEachInstructionSet { isa in
+            onEachInstructionSet { isa, k, compute in
                 var out = input
-                bd_dropout(&out, count, 0xDEAD_BEEF_1234, first, p)
+                k.dropout(&out, count, 0xDEAD_BEEF_1234, first, p)
                 #expect(out == expected, "\(isa) count \(count) first \(first) p \(p)")
             }
         }
@@ -121,12 +146,12 @@ import Testing
         var sequenceOfRow: [Int32] = [], positionOfRow: [Int32] = []
         for s in 0..<3 { for r in starts[s]..<starts[s + 1] { sequenceOfRow.append(Int32(s)); positionOfRow.append(Int32(r - starts[s])) } }
         var keys = [UInt64](repeating: 0, count: 3)
-        onEachInstructionSet { isa in
+        onEachInstructionSet { isa, k, compute in
             var out = input
             let d = rowDropout(context, probability: 0.25, layer: 1, site: .feedForwardOutput, samples: samples, sequences: 3,
                                keys: &keys, rowSequence: sequenceOfRow, rowPosition: positionOfRow)
-            bd_dropout_rows(&out, 0, 5, columns, d)
-            bd_dropout_rows(&out, 5, rows, columns, d)
+            k.dropout_rows(&out, 0, 5, columns, d)
+            k.dropout_rows(&out, 5, rows, columns, d)
             #expect(out == expected, "\(isa)")
         }
     }
@@ -150,19 +175,19 @@ import Testing
         layerNormBackwardReference(dInput: &dInput, dWeight: &dWeight, dBias: &dBias, dOut: dOut, input: sum, weight: weight,
                                    mean: mean, rstd: rstd, rows: rows, columns: columns)
         let none = bd_row_dropout(sequence_keys: nil, row_sequence: nil, row_position: nil, probability: 0)
-        onEachInstructionSet { isa in
+        onEachInstructionSet { isa, k, compute in
             var fastSum = branch, fastNormed = [Float](repeating: 0, count: rows * columns)
             var fastMean = [Float](repeating: 0, count: rows), fastRstd = fastMean
-            bd_residual_layernorm_forward(&fastSum, &fastNormed, &fastMean, &fastRstd, residual, weight, bias, 0, rows, columns, 1e-12, none)
+            k.residual_layernorm_forward(&fastSum, &fastNormed, &fastMean, &fastRstd, residual, weight, bias, 0, rows, columns, 1e-12, none)
             #expect(largestDifference(fastSum, sum) == 0, "\(isa)")
             #expect(largestDifference(fastNormed, normed) <= 2e-6, "\(isa) normed")
             #expect(largestDifference(fastRstd, rstd) <= 2e-6 * (rstd.max() ?? 1), "\(isa) rstd")
             var fastDInput = [Float](repeating: 0, count: rows * columns), fastDWeight = dWeightStart, fastDBias = dBiasStart
-            bd_layernorm_backward_rows(&fastDInput, nil, dOut, sum, weight, mean, rstd, 0, rows, columns, none)
+            k.layernorm_backward_rows(&fastDInput, nil, dOut, sum, weight, mean, rstd, 0, rows, columns, none)
             // Columns in two parts, as two team members would.
             let split = min(columns, 16)
-            bd_layernorm_backward_parameters(&fastDWeight, &fastDBias, dOut, sum, mean, rstd, rows, columns, 0, split)
-            bd_layernorm_backward_parameters(&fastDWeight, &fastDBias, dOut, sum, mean, rstd, rows, columns, split, columns)
+            k.layernorm_backward_parameters(&fastDWeight, &fastDBias, dOut, sum, mean, rstd, rows, columns, 0, split)
+            k.layernorm_backward_parameters(&fastDWeight, &fastDBias, dOut, sum, mean, rstd, rows, columns, split, columns)
             let scale = (dInput.map(abs).max() ?? 1)
             #expect(largestDifference(fastDInput, dInput) <= 1e-5 * scale, "\(isa) dInput")
             #expect(largestDifference(fastDWeight, dWeight) <= 1e-5, "\(isa) dWeight")
@@ -183,14 +208,14 @@ import Testing
         let wordStart = word, positionStart = position, typeStart = type
         embeddingBackwardReference(dWordTable: &word, dPositionTable: &position, dTokenTypeTable: &type, dOut: matrix,
                                    tokenIds: ids, positions: positions, tokenTypeIds: types, tokens: rows, hidden: columns)
-        onEachInstructionSet { isa in
+        onEachInstructionSet { isa, k, compute in
             var sums = start
-            bd_add_column_sums(&sums, matrix, rows, columns, 0, 32)
-            bd_add_column_sums(&sums, matrix, rows, columns, 32, columns)
+            k.add_column_sums(&sums, matrix, rows, columns, 0, 32)
+            k.add_column_sums(&sums, matrix, rows, columns, 32, columns)
             #expect(largestDifference(sums, expected) <= 2e-6, "\(isa) column sums")
             var w = wordStart, p = positionStart, y = typeStart
-            bd_embedding_backward(&w, &p, &y, matrix, ids, positions, types, rows, columns, 0, 16)
-            bd_embedding_backward(&w, &p, &y, matrix, ids, positions, types, rows, columns, 16, columns)
+            k.embedding_backward(&w, &p, &y, matrix, ids, positions, types, rows, columns, 0, 16)
+            k.embedding_backward(&w, &p, &y, matrix, ids, positions, types, rows, columns, 16, columns)
             #expect(w == word && p == position && y == type, "\(isa) embedding scatter")
         }
     }
@@ -227,7 +252,7 @@ import Testing
                 let sequences = PackedSequences(starts: starts.baseAddress!, count: B, probabilityOffsets: offsets.baseAddress!,
                                                 clsProbabilityOffsets: clsOffsets.baseAddress!)
                 let longest = test.lengths.max()!
-                var scratch = [Float](repeating: 0, count: max(2 * longest * longest, bd_attention_scratch_floats(longest, C / H)))
+                var scratch = [Float](repeating: 0, count: max(2 * longest * longest, Compute(threads: 1).kernels.attention_scratch_floats(longest, C / H)))
                 var context = [Float](repeating: 0, count: T * C), probabilities = [Float](repeating: 0, count: offsets.last!)
                 attentionForwardReference(context: &context, probabilities: &probabilities, qkv: test.qkv, sequences: sequences,
                                           hidden: C, heads: H, dropout: dropoutArgument, scratch: &scratch, scratchStride: scratch.count)
@@ -235,16 +260,16 @@ import Testing
                 attentionBackwardReference(dqkv: &dqkv, dContext: test.dContext, qkv: test.qkv, probabilities: probabilities,
                                            sequences: sequences, hidden: C, heads: H, dropout: dropoutArgument,
                                            scratch: &scratch, scratchStride: scratch.count)
-                onEachInstructionSet { isa in
+                onEachInstructionSet { isa, k, compute in
                     let what = "\(isa) C \(C) H \(H) dropout \(dropout != nil)"
                     var fastContext = [Float](repeating: 0, count: T * C), fastProbabilities = [Float](repeating: 0, count: offsets.last!)
-                    attentionForward(context: &fastContext, probabilities: &fastProbabilities, qkv: test.qkv, sequences: sequences,
+                    compute.attentionForward(context: &fastContext, probabilities: &fastProbabilities, qkv: test.qkv, sequences: sequences,
                                      hidden: C, heads: H, clsQueries: nil, dropout: dropoutArgument,
                                      scratch: &scratch, scratchStride: scratch.count, workers: 1)
                     #expect(largestDifference(fastProbabilities, probabilities) <= 1e-6, "\(what) probabilities")
                     #expect(largestDifference(fastContext, context) <= 2e-6 * (context.map(abs).max() ?? 1), "\(what) context")
                     var fastDqkv = [Float](repeating: 0, count: T * 3 * C)
-                    attentionBackward(dqkv: &fastDqkv, dContext: test.dContext, qkv: test.qkv, probabilities: fastProbabilities,
+                    compute.attentionBackward(dqkv: &fastDqkv, dContext: test.dContext, qkv: test.qkv, probabilities: fastProbabilities,
                                       sequences: sequences, hidden: C, heads: H, clsQueries: nil, dClsQueries: nil,
                                       dropout: dropoutArgument, scratch: &scratch, scratchStride: scratch.count, workers: 1)
                     let scale = dqkv.map(abs).max() ?? 1
@@ -259,7 +284,7 @@ import Testing
                         }
                     }
                     var clsContext = [Float](repeating: 0, count: B * C), clsProbabilities = [Float](repeating: 0, count: clsOffsets.last!)
-                    attentionForward(context: &clsContext, probabilities: &clsProbabilities, qkv: test.qkv, sequences: sequences,
+                    compute.attentionForward(context: &clsContext, probabilities: &clsProbabilities, qkv: test.qkv, sequences: sequences,
                                      hidden: C, heads: H, clsQueries: queries, dropout: dropoutArgument,
                                      scratch: &scratch, scratchStride: scratch.count, workers: 1)
                     var clsError: Float = 0, clsContextError: Float = 0
@@ -283,7 +308,7 @@ import Testing
                                                sequences: sequences, hidden: C, heads: H, dropout: dropoutArgument,
                                                scratch: &scratch, scratchStride: scratch.count)
                     var clsDqkv = [Float](repeating: 0, count: T * 3 * C), dQueries = [Float](repeating: 0, count: B * C)
-                    attentionBackward(dqkv: &clsDqkv, dContext: dClsContext, qkv: test.qkv, probabilities: clsProbabilities,
+                    compute.attentionBackward(dqkv: &clsDqkv, dContext: dClsContext, qkv: test.qkv, probabilities: clsProbabilities,
                                       sequences: sequences, hidden: C, heads: H, clsQueries: queries, dClsQueries: &dQueries,
                                       dropout: dropoutArgument, scratch: &scratch, scratchStride: scratch.count, workers: 1)
                     let clsScale = expectedDqkv.map(abs).max() ?? 1
@@ -312,9 +337,9 @@ import Testing
         adamStepReference(parameters: &p, gradients: gradients, m: &m, v: &v, count: count, gradientScale: 0.7, isAdamW: decoupled,
                           decay: 0.01, decoupledFactor: 0.99999, oneMinusBeta1: 0.1, beta2: 0.999, oneMinusBeta2: 0.001,
                           biasCorrection2Sqrt: 0.0447, stepSize: 1e-3, epsilon: 1e-8)
-        onEachInstructionSet { isa in
+        onEachInstructionSet { isa, k, compute in
             var p2 = startP, m2 = startM, v2 = startV
-            bd_adam(&p2, gradients, &m2, &v2, count, 0.7, decoupled ? 1 : 0, 0.01, 0.99999, 0.1, 0.999, 0.001, 0.0447, 1e-3, 1e-8)
+            k.adam(&p2, gradients, &m2, &v2, count, 0.7, decoupled ? 1 : 0, 0.01, 0.99999, 0.1, 0.999, 0.001, 0.0447, 1e-3, 1e-8)
             #expect(largestDifference(p2, p) <= 1e-6, "\(isa) parameters")
             #expect(largestDifference(m2, m) <= 1e-7, "\(isa) m")
             #expect(largestDifference(v2, v) <= 1e-8, "\(isa) v")
@@ -327,8 +352,8 @@ import Testing
         for i in 0..<arena.count { arena.base[i] = x[i] }
         var exact = 0.0
         for i in 5..<arena.count { exact += Double(x[i]) * Double(x[i]) }
-        let one = withKernelThreads(1) { sumOfSquares(arena, range: 5..<arena.count) }
-        let two = withKernelThreads(2) { sumOfSquares(arena, range: 5..<arena.count) }
+        let one = sumOfSquares(arena, range: 5..<arena.count, compute: Compute(threads: 1))
+        let two = sumOfSquares(arena, range: 5..<arena.count, compute: Compute(threads: 2))
         #expect(abs(one - exact) <= 1e-6 * exact)
         #expect(one == two)
     }
@@ -340,17 +365,17 @@ import Testing
     func linearLayersSplitOverThreadsEqualOneThread(rows: Int, inFeatures: Int, outFeatures: Int) {
         let input = values(rows * inFeatures, seed: 40), weight = values(outFeatures * inFeatures, seed: 41)
         let bias = values(outFeatures, seed: 42), dOut = values(rows * outFeatures, seed: 43)
-        func run() -> [[Float]] {
+        func run(_ compute: Compute) -> [[Float]] {
             var out = [Float](repeating: 0, count: rows * outFeatures)
-            linearForward(out: &out, input: input, weight: weight, bias: bias, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
+            compute.linearForward(out: &out, input: input, weight: weight, bias: bias, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
             var dInput = values(rows * inFeatures, seed: 44), dWeight = values(outFeatures * inFeatures, seed: 45)
             var dBias = values(outFeatures, seed: 46)
-            linearBackward(dInput: &dInput, dWeight: &dWeight, dBias: &dBias, dOut: dOut, input: input, weight: weight,
+            compute.linearBackward(dInput: &dInput, dWeight: &dWeight, dBias: &dBias, dOut: dOut, input: input, weight: weight,
                            rows: rows, inFeatures: inFeatures, outFeatures: outFeatures, accumulateInput: true)
             return [out, dInput, dWeight, dBias]
         }
-        let one = withKernelThreads(1) { run() }
-        let two = withKernelThreads(2) { run() }
+        let one = run(Compute(threads: 1))
+        let two = run(Compute(threads: 2))
         // Naive products in double.
         var expectedOut = [Float](repeating: 0, count: rows * outFeatures)
         for r in 0..<rows {

@@ -95,7 +95,7 @@ import Testing
                 .map { ($0.0.hasPrefix("bert.") ? String($0.0.dropFirst(5)) : $0.0, $0.1, $0.2) }
                 + [("cls.predictions.bias", [99], [Float](repeating: 0, count: 99))]
         }
-        let (model, report) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: 4, seed: 11)
+        let (model, report) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: 4, seed: 11, compute: Compute(threads: 1))
         #expect(report.initialized == ["classifier.weight", "classifier.bias"])
         #expect(report.ignored == ["cls.predictions.bias"])
         let weight = Array(model.parameters[model.layout["classifier.weight"].range])
@@ -104,7 +104,7 @@ import Testing
         let std = (weight.map { Double($0 * $0) }.reduce(0, +) / Double(weight.count)).squareRoot()
         #expect(std > 0.014 && std < 0.026)
         // ... and the same seed gives the same head.
-        let (again, _) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: 4, seed: 11)
+        let (again, _) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: 4, seed: 11, compute: Compute(threads: 1))
         #expect(Array(again.parameters[again.layout["classifier.weight"].range]) == weight)
     }
 
@@ -113,15 +113,43 @@ import Testing
         #expect(throws: ModelError.tensor(file: missing.appendingPathComponent("model.safetensors").path,
                                           tensor: "bert.encoder.layer.1.output.dense.weight",
                                           reason: "missing (is this a BERT checkpoint matching its config.json?)")) {
-            try BertForSequenceClassification.load(modelDirectory: missing, labelCount: 4, seed: 0)
+            try BertForSequenceClassification.load(modelDirectory: missing, labelCount: 4, seed: 0, compute: Compute(threads: 1))
         }
         let twoLabels = try folder("two") { $0.map { $0.0 == "classifier.weight" ? ($0.0, [2, 32], Array($0.2.prefix(64))) : $0 } }
         do {
-            _ = try BertForSequenceClassification.load(modelDirectory: twoLabels, labelCount: 4, seed: 0)
+            _ = try BertForSequenceClassification.load(modelDirectory: twoLabels, labelCount: 4, seed: 0, compute: Compute(threads: 1))
             Issue.record("expected a shape error")
         } catch let error as ModelError {
             #expect(error.description.contains("classifier.weight: shape [2, 32], expected [4, 32]"))
         }
+    }
+
+    @Test func ignoreMismatchedSizesStartsANewHeadLikeHuggingFace() throws {
+        // The tiny fixture's head has 4 labels; a run with 2 asks for a new one (HF's
+        // from_pretrained(..., num_labels=2, ignore_mismatched_sizes=True)).
+        let directory = fixtures.appendingPathComponent("tiny_bert")
+        #expect(try BertForSequenceClassification.labelCount(modelDirectory: directory) == 4)
+        let (model, report) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: 2, seed: 5, ignoreMismatchedSizes: true, compute: Compute(threads: 1))
+        #expect(model.labelCount == 2 && report.initialized.isEmpty)
+        #expect(report.reinitialized == ["classifier.weight: [4, 32] in the file, [2, 32] here", "classifier.bias: [4] in the file, [2] here"])
+        #expect(Array(model.parameters[model.layout["classifier.bias"].range]) == [0, 0])
+        let weight = Array(model.parameters[model.layout["classifier.weight"].range])
+        let std = (weight.map { Double($0 * $0) }.reduce(0, +) / Double(weight.count)).squareRoot()
+        #expect(std > 0.012 && std < 0.028, "normal(0, 0.02): \(std)")
+        // The rest is the file's, and the same seed gives the same head.
+        let file = try SafeTensorsFile(url: directory.appendingPathComponent("model.safetensors"))
+        let pooler = model.layout["bert.pooler.dense.weight"]
+        #expect(Array(model.parameters[pooler.range]) == (try file.floats("bert.pooler.dense.weight")))
+        let (again, _) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: 2, seed: 5, ignoreMismatchedSizes: true, compute: Compute(threads: 1))
+        #expect(Array(again.parameters[again.layout["classifier.weight"].range]) == weight)
+        // Without the flag it is an error; with the right size the flag changes nothing.
+        #expect(throws: ModelError.self) { try BertForSequenceClassification.load(modelDirectory: directory, labelCount: 2, seed: 5, compute: Compute(threads: 1)) }
+        let (same, sameReport) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: 4, seed: 5, ignoreMismatchedSizes: true, compute: Compute(threads: 1))
+        #expect(sameReport.reinitialized.isEmpty)
+        #expect(Array(same.parameters[same.layout["classifier.weight"].range]) == (try file.floats("classifier.weight")))
+        // A folder without a head has no label count of its own.
+        let headless = try folder("headless") { $0.filter { !$0.0.hasPrefix("classifier.") } }
+        #expect(try BertForSequenceClassification.labelCount(modelDirectory: headless) == 4)  // config.json's id2label
     }
 
     @Test func configDefaultsAndUnsupportedActivation() throws {

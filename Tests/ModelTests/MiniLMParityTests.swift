@@ -16,7 +16,7 @@ import Testing
         try #require(FileManager.default.fileExists(atPath: directory.appendingPathComponent("model.safetensors").path),
                      "MiniLM not found at \(directory.path): run launch/setup (or set BERT_DIST_MINILM)")
         let reference = try SafeTensorsFile(url: fixtures.appendingPathComponent("minilm_reference.safetensors"))
-        let (model, report) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: 4, seed: 7)
+        let (model, report) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: 4, seed: 7, compute: Compute(threads: 1))
         #expect(report.initialized == ["classifier.weight", "classifier.bias"])
         #expect(report.ignored.isEmpty)
         // PyTorch's seeded head replaces ours (torch's RNG is not ours).

@@ -139,14 +139,14 @@ enum InProcessGroupRun {
         bytes[bytes.count - 10] ^= 1
         try bytes.write(to: weights)
         #expect {
-            _ = try InferenceModel.load(checkpoint, runtime: Runtime())
+            _ = try InferenceModel.load(checkpoint, compute: Compute(threads: 1))
         } throws: { "\($0)".contains("\(weights.path): SHA-256 differs") }
         #expect {
             _ = try merge(checkpoints: [checkpoint], output: temporaryDirectory(), average: false)
         } throws: { "\($0)".contains("\(weights.path): SHA-256 differs") }
         try FileManager.default.removeItem(at: checkpoint.appendingPathComponent("trainer_state.pb"))
         #expect {
-            _ = try InferenceModel.load(checkpoint, runtime: Runtime())
+            _ = try InferenceModel.load(checkpoint, compute: Compute(threads: 1))
         } throws: { "\($0)".contains("incomplete checkpoint") }
     }
 }

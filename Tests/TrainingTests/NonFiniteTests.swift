@@ -11,7 +11,7 @@ import Testing
     func poisonedModel() throws -> URL {
         let directory = temporaryDirectory("poisoned")
         try FileManager.default.copyItem(at: tinyModel.appendingPathComponent("config.json"), to: directory.appendingPathComponent("config.json"))
-        let (model, _) = try BertForSequenceClassification.load(modelDirectory: tinyModel, labelCount: nil, seed: 0)
+        let (model, _) = try BertForSequenceClassification.load(modelDirectory: tinyModel, labelCount: nil, seed: 0, compute: Compute(threads: 1))
         model.parameters.base[model.layout["bert.embeddings.word_embeddings.weight"].offset + 50 * 32] = .nan
         _ = try writeModelWeights(model, to: directory.appendingPathComponent("model.safetensors"))
         return directory
@@ -24,7 +24,7 @@ import Testing
             labels.append(Int32(i % 4))
         }
         return PreparedData(train: InMemoryExamples(sequences: sequences, labels: labels), eval: nil,
-                            labels: DataPreset.agNews.labelNames, trainFingerprint: "", modelFiles: try tinyModelFiles())
+                            labels: DataPreset.agNews.labelSet, trainFingerprint: "", modelFiles: try tinyModelFiles())
     }
 
     @Test func everyRankSkipsAndTheRunStopsAfterSeveral() throws {

@@ -44,7 +44,7 @@ func tinyModelFiles() throws -> ModelFiles {
 
 func syntheticData(train: Int = 64, eval: Int = 0) throws -> PreparedData {
     PreparedData(train: syntheticExamples(count: train, seed: 1), eval: eval > 0 ? syntheticExamples(count: eval, seed: 2) : nil,
-                 labels: DataPreset.agNews.labelNames, trainFingerprint: "synthetic-\(train)", modelFiles: try tinyModelFiles())
+                 labels: DataPreset.agNews.labelSet, trainFingerprint: "synthetic-\(train)", modelFiles: try tinyModelFiles())
 }
 
 func tinyOptions(output: URL) -> TrainingOptions {

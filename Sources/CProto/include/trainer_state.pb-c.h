@@ -62,7 +62,8 @@ struct  Bertdist__TrainerState
    */
   int32_t world_size;
   /*
-   * True when each rank wrote its own optimizer-RRRRR-of-NNNNN.safetensors (ZeRO-1).
+   * True when the Adam state was sharded (ZeRO-1): one optimizer-RRRRR-of-NNNNN.safetensors per
+   * rank's shard (rank 0 writes them all).
    */
   protobuf_c_boolean shard_optimizer;
   /*
