@@ -29,14 +29,28 @@ public final class MPICommunicator: Communicator {
     private var isFinalized = false
     private let progressThread: MPIProgressThread?
 
+    /// Open MPI's request and fragment pools start with this many entries (MCA parameter
+    /// `pml_ob1_free_list_num`, default 4, grown 64 at a time). The gradient sum keeps up to
+    /// ~900 messages in flight per step (BERT-base, 2 ranks, 1 MB messages); with the default,
+    /// the pools grew (malloc inside MPI_Isend/MPI_Irecv/MPI_Iprobe) whenever a step happened to
+    /// have more in flight than any before, 2-5 allocations per step after warm-up
+    /// (benchmarks/check_allocations.sh), none with 1024 entries (a few hundred kB).
+    public static let defaultPreallocatedRequests = 1024
+
     /// `progressIntervalSeconds`: start a background progress thread that polls this often while
-    /// `setBackgroundProgress(true)` (nil: none).
-    public init(progressIntervalSeconds: Double? = nil) throws {
+    /// `setBackgroundProgress(true)` (nil: none). `preallocatedRequests`: the initial size of
+    /// Open MPI's request pools (nil: Open MPI's default).
+    public init(progressIntervalSeconds: Double? = nil, preallocatedRequests: Int? = defaultPreallocatedRequests) throws {
         var alreadyInitialised: Int32 = 0
         MPI_Initialized(&alreadyInitialised)
         if alreadyInitialised != 0 {
             throw CommunicationError(rank: 0, operation: "MPI_Init_thread",
                                      reason: "MPI is already initialised in this process; create a single MPICommunicator")
+        }
+        if let preallocatedRequests {
+            // Open MPI reads its parameters only from the environment (or files) at MPI_Init: a C
+            // library demanding a global. A value the user set (environment, mpirun --mca -x) wins.
+            setenv("OMPI_MCA_pml_ob1_free_list_num", String(preallocatedRequests), 0)
         }
         var provided: Int32 = 0
         // Errors inside MPI_Init use the default handler (abort), so the code is checked for form only.
