@@ -4,13 +4,13 @@
 # own core), links limited with tc tbf in both directions. Appends JSON lines to
 # benchmarks/communication.jsonl and rewrites the tables of benchmarks/communication.md and README.md.
 #
-#   benchmarks/communication.sh AG_NEWS_CSV [--steps 10] [--big-steps 4] [--rounds 2]
+#   benchmarks/communication.sh AG_NEWS_CSV [--steps 10] [--big-steps 4] [--big-batch 32] [--rounds 2]
 #       [--hosts "2"] [--links "10gbit 1gbit"] [--models "minilm bert-base"] [--only REGEX]
 #       [--before BINARY] [--wait-quiet]
 #
 # Per round (rounds interleave every configuration, so load from other processes hits all alike;
 # the tables take the best round), for each model (MiniLM batch 32 of real rows; BERT-base
-# batch 32 of real rows, random weights), max 128 tokens:
+# batch 32 (--big-batch) of real rows, random weights), max 128 tokens:
 #   - T1: the same global batch on one host (h1), both sides;
 #   - per host count and link: bert-dist (fp32; --grad-compression bf16), DDP (fp32;
 #     bf16_compress_hook), and with --before a bert-dist binary to compare with (e.g. main's);
@@ -23,12 +23,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DATA=""; STEPS=10; BIG_STEPS=4; ROUNDS=2; HOSTS="2"; LINKS="10gbit 1gbit"; MODELS="minilm bert-base"
+DATA=""; STEPS=10; BIG_STEPS=4; BIG_BATCH=32; ROUNDS=2; HOSTS="2"; LINKS="10gbit 1gbit"; MODELS="minilm bert-base"
 ONLY="."; BEFORE=""; WAIT=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --steps) STEPS="$2"; shift 2 ;;
         --big-steps) BIG_STEPS="$2"; shift 2 ;;
+        --big-batch) BIG_BATCH="$2"; shift 2 ;;
         --rounds) ROUNDS="$2"; shift 2 ;;
         --hosts) HOSTS="$2"; shift 2 ;;
         --links) LINKS="$2"; shift 2 ;;
@@ -138,23 +139,24 @@ for ((round = 1; round <= ROUNDS; round++)); do
         if [ "$model" = minilm ]; then
             arguments=(--model models/minilm --data "$DATA" --batch-size 32 --seq-len 128 --steps "$STEPS")
         else
-            arguments=(--model benchmarks/bert-base --random-weights --data "$DATA" --batch-size 32 --seq-len 128 --steps "$BIG_STEPS")
+            arguments=(--model benchmarks/bert-base --random-weights --data "$DATA" --batch-size "$BIG_BATCH" --seq-len 128 --steps "$BIG_STEPS")
         fi
+        name="$model"; [ "$model" = bert-base ] && [ "$BIG_BATCH" != 32 ] && name="bert-base-batch$BIG_BATCH"
         "$CLUSTER" limit "$NAME" off
-        run "$round" "$model" none 1 ours fp32 "${arguments[@]}"
-        run "$round" "$model" none 1 pytorch fp32 "${arguments[@]}"
+        run "$round" "$name" none 1 ours fp32 "${arguments[@]}"
+        run "$round" "$name" none 1 pytorch fp32 "${arguments[@]}"
         for hosts in $HOSTS; do
             for link in $LINKS; do
                 "$CLUSTER" limit "$NAME" "$link" 256kb 50ms
-                run "$round" "$model" "$link" "$hosts" ours fp32 "${arguments[@]}"
-                run "$round" "$model" "$link" "$hosts" ours bf16 "${arguments[@]}" --grad-compression bf16
-                [ -n "$BEFORE" ] && run "$round" "$model" "$link" "$hosts" before fp32 "${arguments[@]}"
-                run "$round" "$model" "$link" "$hosts" pytorch fp32 "${arguments[@]}"
-                run "$round" "$model" "$link" "$hosts" pytorch bf16 "${arguments[@]}" --bf16-compress
+                run "$round" "$name" "$link" "$hosts" ours fp32 "${arguments[@]}"
+                run "$round" "$name" "$link" "$hosts" ours bf16 "${arguments[@]}" --grad-compression bf16
+                [ -n "$BEFORE" ] && run "$round" "$name" "$link" "$hosts" before fp32 "${arguments[@]}"
+                run "$round" "$name" "$link" "$hosts" pytorch fp32 "${arguments[@]}"
+                run "$round" "$name" "$link" "$hosts" pytorch bf16 "${arguments[@]}" --bf16-compress
             done
             "$CLUSTER" limit "$NAME" off
-            run "$round" "$model" none "$hosts" ours no-sync "${arguments[@]}" --no-gradient-sync
-            run "$round" "$model" none "$hosts" pytorch no-sync "${arguments[@]}" --no-sync
+            run "$round" "$name" none "$hosts" ours no-sync "${arguments[@]}" --no-gradient-sync
+            run "$round" "$name" none "$hosts" pytorch no-sync "${arguments[@]}" --no-sync
         done
     done
 done

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Tables of benchmarks/communication.sh's results (benchmarks/communication.jsonl).
 
-    python3 tools/communication_table.py benchmarks/communication.jsonl [--run RUN_ID]
+    python3 tools/communication_table.py benchmarks/communication.jsonl [--run RUN_ID ...]
         [--markdown benchmarks/communication.md] [--readme README.md]
 
 Without --markdown/--readme prints the tables. With them, replaces the text between
 `<!-- communication:begin -->` and `<!-- communication:end -->` in each file (the README gets the
-targets table only). Every figure is the best (smallest step time) of the run's rounds.
+targets table only). Every figure is the best (smallest step time) of the run's rounds (of all the
+given runs' rounds with several --run: e.g. one run per model, each short enough to hold the CPU lock).
 
   efficiency   = (T1 / ideal) / T, T1 the same global batch on one host, ideal = hosts, or the
                  machine's cores when there are more hosts than cores (hosts then share cores);
@@ -23,11 +24,11 @@ TARGET_EFFICIENCY = {"10gbit": 0.9, "1gbit": 0.75}
 TARGET_SPEEDUP = 2.0
 
 
-def load(path, run):
+def load(path, runs):
     rows = [json.loads(line) for line in open(path) if line.strip()]
-    if run is None:
-        run = rows[-1]["run"] if rows else None
-    return [r for r in rows if r["run"] == run], run
+    if not runs:
+        runs = [rows[-1]["run"]] if rows else []
+    return [r for r in rows if r["run"] in runs], runs
 
 
 def best(rows, **key):
@@ -44,10 +45,11 @@ def tables(rows, cores):
     models = sorted({r["model"] for r in rows}, key=lambda m: (m != "minilm", m))
     host_counts = sorted({r["hosts"] for r in rows if r["hosts"] > 1})
     links = sorted({r["link"] for r in rows if r["link"] != "none"}, key=lambda l: -int(l.rstrip("gbit") or 0))
-    rounds = sorted({r["round"] for r in rows})
+    rounds = sorted({(r["run"], r["round"]) for r in rows})
+    runs = sorted({r["run"] for r in rows})
     busy = [r["background_busy"] for r in rows]
     loads = [r.get("load_average", 0) for r in rows]
-    lines.append(f"Run {rows[0]['run']}, {len(rounds)} round(s), best of the rounds. Background load while measuring: "
+    lines.append(f"Run{'s' if len(runs) > 1 else ''} {', '.join(runs)}, {len(rounds)} round(s), best of the rounds. Background load while measuring: "
                  f"busy fraction of all CPUs before each run {min(busy):.2f}-{max(busy):.2f}, load average "
                  f"{min(loads):.1f}-{max(loads):.1f} on {cores} cores"
                  + (" (a shared machine: provisional figures)." if max(busy) > 0.1 else "."))
@@ -135,14 +137,14 @@ def replace_between(path, text):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results")
-    parser.add_argument("--run")
+    parser.add_argument("--run", action="append")
     parser.add_argument("--markdown")
     parser.add_argument("--readme")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     arguments = parser.parse_args()
-    rows, run = load(arguments.results, arguments.run)
+    rows, runs = load(arguments.results, arguments.run)
     if not rows:
-        sys.exit(f"error: no results for run {run} in {arguments.results}")
+        sys.exit(f"error: no results for run {', '.join(runs) or '(none)'} in {arguments.results}")
     lines, targets = tables(rows, arguments.cores)
     target_lines = ["| model | hosts | link | bert-dist step (s) | efficiency | target | vs DDP's best | target |",
                     "| --- | ---: | --- | ---: | --- | --- | --- | --- |"] + [t for t in targets if t]
