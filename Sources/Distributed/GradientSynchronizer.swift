@@ -23,6 +23,7 @@ public struct GradientSyncOptions: Sendable {
 /// Outside the sparse tables it is cut into buckets of at most `bucketFloats` floats, also cut at
 /// `bucketBoundaries`. Each step:
 ///
+///     synchronizer.postReceives()                   // optional, before forward (see "Receives first")
 ///     synchronizer.markRow(table: t, row: r)        // sparse tables only: rows backward will write
 ///     synchronizer.gradientsReady(downTo: offset)   // after each layer's backward; floats >= offset are final
 ///     synchronizer.progress()                       // optional, between layers
@@ -60,6 +61,14 @@ public struct GradientSyncOptions: Sendable {
 /// `finish()` the synchroniser therefore turns on the communicator's background progress (MPI:
 /// a thread that probes every ~0.5 ms, MPIProgressThread), which keeps the bytes moving while
 /// backward computes; the state changes (sums, gathers) still happen in `progress()`/`finish()`.
+///
+/// Receives first: a message that arrives before its receive is posted is "unexpected": Open MPI
+/// copies it into a buffer of its own, and grows that pool (a heap allocation) whenever more
+/// unexpected data is held at once than ever before. A faster peer sends its first buckets while
+/// a slower rank is still in forward; `postReceives()` at the start of the step posts the
+/// reduce receives of every bucket at once (into the scratch buffer, which nothing else uses),
+/// so that the peers' reduce messages always find their receive. (Gather messages cannot come
+/// early: the owner sends them only after it has this rank's part.)
 ///
 /// Buckets start from the top of the arena; the sparse rows go once the tables are final (offset
 /// 0: the end of backward), their ids earlier (at the step's first `gradientsReady`).
@@ -106,6 +115,8 @@ public final class GradientSynchronizer {
         let scratchOffset: Int
         var phase: Phase = .waiting
         var requests: [TransferRequest] = []
+        /// The reduce's receives are posted (by `postReceives()` or `startReduce`) this step.
+        var receivesPosted = false
     }
 
     private var buckets: [Bucket]
@@ -221,6 +232,15 @@ public final class GradientSynchronizer {
         sparse?.mark(table: table, row: row)
     }
 
+    /// Posts the reduce receives of every bucket not yet posted this step (see "Receives first"
+    /// above); optional, any time before the step's first `gradientsReady`. Pending receives
+    /// hold no data of this rank's, so the arena may still be written.
+    public func postReceives() throws {
+        for index in buckets.indices where !buckets[index].receivesPosted {
+            try startReduceReceives(index)
+        }
+    }
+
     /// Every float at index >= `offset` is final: starts the reduce of every bucket lying entirely
     /// at >= offset that has not started yet (highest first, the order backward produces them),
     /// and the sparse rows once the tables are final.
@@ -290,7 +310,10 @@ public final class GradientSynchronizer {
         // arrives is summed and its gather started at once, whatever the order of arrival.
         while try !advance() {}
         try sparse?.finish()
-        for index in buckets.indices { buckets[index].phase = .waiting }
+        for index in buckets.indices {
+            buckets[index].phase = .waiting
+            buckets[index].receivesPosted = false
+        }
         nextBucketToStart = buckets.count - 1
         sparseRowsStarted = false
         stepStarted = false
@@ -310,22 +333,29 @@ public final class GradientSynchronizer {
 
     // MARK: - phases
 
-    private func startReduce(_ index: Int) throws {
+    /// The reduce's receives: the other ranks' copies of this rank's part, into the scratch buffer.
+    private func startReduceReceives(_ index: Int) throws {
         let rank = communicator.rank, worldSize = communicator.worldSize
         // Not a copy of the Bucket: that would share its request array, and emptying a shared
         // array allocates a new one.
-        let range = buckets[index].range, parts = buckets[index].parts
         buckets[index].requests.removeAll(keepingCapacity: true)
-        if let mirror {
-            roundToBFloat16(gradients.baseAddress! + range.lowerBound, into: mirror + (range.lowerBound - mirrorBase), count: range.count)
-        }
-        let ownPart = parts[rank]
+        let ownPart = buckets[index].parts[rank]
         if !ownPart.isEmpty {
             for peer in 0 ..< worldSize where peer != rank {
                 try startChunkedReceives(communicator, into: scratch + scratchSlotOffset(index, peer: peer) * elementSize,
                                          byteCount: ownPart.count * elementSize, from: peer, tag: TransferTag.bucketReduce(index),
                                          messageBytes: messageBytes, into: &buckets[index].requests)
             }
+        }
+        buckets[index].receivesPosted = true
+    }
+
+    private func startReduce(_ index: Int) throws {
+        let rank = communicator.rank, worldSize = communicator.worldSize
+        let range = buckets[index].range, parts = buckets[index].parts
+        if !buckets[index].receivesPosted { try startReduceReceives(index) }
+        if let mirror {
+            roundToBFloat16(gradients.baseAddress! + range.lowerBound, into: mirror + (range.lowerBound - mirrorBase), count: range.count)
         }
         for peer in 0 ..< worldSize where peer != rank {
             let part = parts[peer]

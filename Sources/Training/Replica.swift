@@ -118,6 +118,9 @@ final class Replica {
         var outcome = Outcome()
         var clock = Clock()
         model.gradients.zero()
+        // Before forward, so that no peer's gradient message arrives before its receive (Open MPI
+        // would buffer it, growing a pool: GradientSynchronizer's "Receives first").
+        if !skipsGradientSync { try synchronizer.postReceives() }
         var lossSum = 0.0, correct = 0, tokens = 0, examples = 0
         let lossScale = 1 / Float(globalBatchSize)
         clock.lap(into: &outcome.phaseSeconds.data)

@@ -95,6 +95,8 @@ struct CommunicationChecks {
                                                     bucketFloats: bucketFloats, shardOptimizer: shardOptimizer)
         let checked = shardOptimizer ? synchronizer.layout.range(of: rank) : 0 ..< floats
         for step in 0 ..< 2 {
+            // Step 1 posts its receives before the arena is written, as training does.
+            if step == 1 { try synchronizer.postReceives() }
             for index in 0 ..< floats { arena[index] = checkValue(rank: rank, index: index, step: step) }
             let layerCount = 6
             for layer in stride(from: layerCount - 1, through: 0, by: -1) {

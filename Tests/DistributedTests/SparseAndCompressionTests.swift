@@ -44,13 +44,19 @@ struct SparseAndCompressionTests {
     }
 
     /// Two steps through a synchroniser with `options`, readiness reported in 4 layers; each rank's arenas.
-    static func run(worldSize: Int, _ options: GradientSyncOptions, markRows: Bool) throws -> [[[Float]]] {
+    /// `postReceives`: even ranks post their receives before filling the arena (twice: the second
+    /// call must do nothing), odd ranks leave them to gradientsReady.
+    static func run(worldSize: Int, _ options: GradientSyncOptions, markRows: Bool, postReceives: Bool = false) throws -> [[[Float]]] {
         try InProcessGroup.run(worldSize: worldSize) { communicator in
             let rank = communicator.rank
             let arena = FloatArena(count: arenaCount) { _ in 0 }
             let synchronizer = try GradientSynchronizer(communicator: communicator, gradients: arena.buffer, options: options)
             var steps: [[Float]] = []
             for step in 0 ..< 2 {
+                if postReceives && rank % 2 == 0 {
+                    try synchronizer.postReceives()
+                    try synchronizer.postReceives()
+                }
                 fill(arena.buffer, rank: rank, worldSize: worldSize, step: step)
                 if markRows {
                     for t in tables.indices {
@@ -102,6 +108,21 @@ struct SparseAndCompressionTests {
         #expect(sparse[0][0][0].bitPattern == (worldSize > 1 ? Float(0) : -Float(0)).bitPattern)
         #expect(sparse[0][1][0].bitPattern == (-Float(0)).bitPattern)
         #expect(sparse[0][1][Self.tables[1].range.lowerBound + 1].isNaN)
+    }
+
+    @Test(arguments: [1, 2, 3, 4], [false, true])
+    func receivesPostedBeforeTheStepChangeNothing(worldSize: Int, sharded: Bool) throws {
+        for compression in GradientCompression.allCases {
+            let options = Self.options(sparse: true, sharded: sharded, compression: compression)
+            let late = try Self.run(worldSize: worldSize, options, markRows: true)
+            let early = try Self.run(worldSize: worldSize, options, markRows: true, postReceives: true)
+            for rank in 0 ..< worldSize {
+                for step in 0 ..< 2 {
+                    #expect(early[rank][step].map(\.bitPattern) == late[rank][step].map(\.bitPattern),
+                            "\(compression), rank \(rank), step \(step)")
+                }
+            }
+        }
     }
 
     /// bf16(Σ_r bf16(g_r)), the sum in fp32 in rank order, rounding by an independent reference.
