@@ -29,28 +29,45 @@ public final class MPICommunicator: Communicator {
     private var isFinalized = false
     private let progressThread: MPIProgressThread?
 
-    /// Open MPI's request and fragment pools start with this many entries (MCA parameter
-    /// `pml_ob1_free_list_num`, default 4, grown 64 at a time). The gradient sum keeps up to
-    /// ~900 messages in flight per step (BERT-base, 2 ranks, 1 MB messages); with the default,
-    /// the pools grew (malloc inside MPI_Isend/MPI_Irecv/MPI_Iprobe) whenever a step happened to
-    /// have more in flight than any before, 2-5 allocations per step after warm-up
-    /// (benchmarks/check_allocations.sh), none with 1024 entries (a few hundred kB).
+    /// Open MPI's request pools start with this many entries (MCA parameter
+    /// `pml_ob1_free_list_num`, default 4, grown 64 at a time), its shared-memory fragment pool
+    /// with a quarter of it (`btl_vader_free_list_num`). The gradient sum keeps up to ~900
+    /// messages in flight per step (BERT-base, 2 ranks, 1 MB messages); with the defaults the
+    /// pools grew (malloc inside MPI_Isend/MPI_Irecv/MPI_Iprobe) whenever a step happened to have
+    /// more in flight than any before: 1-5 heap allocations per step after warm-up
+    /// (benchmarks/check_allocations.sh, benchmarks/communication.md).
     public static let defaultPreallocatedRequests = 1024
+
+    /// Over TCP, messages up to this size go eagerly (`btl_tcp_eager_limit`, default 64 kB,
+    /// and `btl_tcp_max_send_size`): the gradient sum's 1 MB messages then need no rendezvous.
+    /// With rendezvous, each message's "go ahead" waited on the connection behind hundreds of
+    /// queued megabytes of the other direction, and BERT-base's sum over 1 Gbit/s took 6.4 s
+    /// against 3.7 s for MPI_Allreduce; eagerly 3.7 s (benchmarks/communication.md). The
+    /// receives are posted before the data can arrive (GradientSynchronizer: "Receives first"),
+    /// so eager messages are not buffered.
+    public static let defaultEagerMessageBytes = 4 * GradientSynchronizer.defaultMessageFloats + 65536
 
     /// `progressIntervalSeconds`: start a background progress thread that polls this often while
     /// `setBackgroundProgress(true)` (nil: none). `preallocatedRequests`: the initial size of
-    /// Open MPI's request pools (nil: Open MPI's default).
-    public init(progressIntervalSeconds: Double? = nil, preallocatedRequests: Int? = defaultPreallocatedRequests) throws {
+    /// Open MPI's request pools; `eagerMessageBytes`: the largest TCP message sent without
+    /// rendezvous (nil: Open MPI's defaults).
+    public init(progressIntervalSeconds: Double? = nil, preallocatedRequests: Int? = defaultPreallocatedRequests,
+                eagerMessageBytes: Int? = defaultEagerMessageBytes) throws {
         var alreadyInitialised: Int32 = 0
         MPI_Initialized(&alreadyInitialised)
         if alreadyInitialised != 0 {
             throw CommunicationError(rank: 0, operation: "MPI_Init_thread",
                                      reason: "MPI is already initialised in this process; create a single MPICommunicator")
         }
+        // Open MPI reads its parameters only from the environment (or files) at MPI_Init: a C
+        // library demanding a global. A value the user set (environment, mpirun --mca) wins.
         if let preallocatedRequests {
-            // Open MPI reads its parameters only from the environment (or files) at MPI_Init: a C
-            // library demanding a global. A value the user set (environment, mpirun --mca -x) wins.
             setenv("OMPI_MCA_pml_ob1_free_list_num", String(preallocatedRequests), 0)
+            setenv("OMPI_MCA_btl_vader_free_list_num", String(max(1, preallocatedRequests / 4)), 0)
+        }
+        if let eagerMessageBytes {
+            setenv("OMPI_MCA_btl_tcp_eager_limit", String(eagerMessageBytes), 0)
+            setenv("OMPI_MCA_btl_tcp_max_send_size", String(eagerMessageBytes), 0)
         }
         var provided: Int32 = 0
         // Errors inside MPI_Init use the default handler (abort), so the code is checked for form only.
