@@ -30,8 +30,9 @@ public final class MPICommunicator: Communicator {
     private let progressThread: MPIProgressThread?
 
     /// Open MPI's request pools start with this many entries (MCA parameter
-    /// `pml_ob1_free_list_num`, default 4, grown 64 at a time), its shared-memory fragment pool
-    /// with a quarter of it (`btl_vader_free_list_num`). The gradient sum keeps up to ~900
+    /// `pml_ob1_free_list_num`, default 4, grown 64 at a time). (Not the shared-memory
+    /// transport's fragment pool: with `btl_vader_free_list_num` 256 the allocation
+    /// traces of a one-host run showed only TCP: Open MPI had dropped shared memory silently.) The gradient sum keeps up to ~900
     /// messages in flight per step (BERT-base, 2 ranks, 1 MB messages); with the defaults the
     /// pools grew (malloc inside MPI_Isend/MPI_Irecv/MPI_Iprobe) whenever a step happened to have
     /// more in flight than any before: 1-5 heap allocations per step after warm-up
@@ -63,7 +64,6 @@ public final class MPICommunicator: Communicator {
         // library demanding a global. A value the user set (environment, mpirun --mca) wins.
         if let preallocatedRequests {
             setenv("OMPI_MCA_pml_ob1_free_list_num", String(preallocatedRequests), 0)
-            setenv("OMPI_MCA_btl_vader_free_list_num", String(max(1, preallocatedRequests / 4)), 0)
         }
         if let eagerMessageBytes {
             setenv("OMPI_MCA_btl_tcp_eager_limit", String(eagerMessageBytes), 0)
