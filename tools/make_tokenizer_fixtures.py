@@ -338,11 +338,19 @@ def hf_length_grouped(order, lengths, batch_size):
 # ---------------------------------------------------------------------------------------------
 
 
-def write_variant(name, model_dir, files, config_overrides=None):
+def write_variant(name, model_dir, files, config_overrides=None, vocab_from=None):
+    """One tokenizer folder. vocab_from names a variant whose vocab.txt this one links to
+    (the variants differ only in tokenizer_config.json: one copy of the vocabulary is committed)."""
     out = os.path.join(FIXTURES, name)
     os.makedirs(out, exist_ok=True)
     for f in files:
-        shutil.copyfile(os.path.join(model_dir, f), os.path.join(out, f))
+        target = os.path.join(out, f)
+        if os.path.lexists(target):
+            os.remove(target)
+        if f == "vocab.txt" and vocab_from is not None:
+            os.symlink(os.path.join("..", vocab_from, "vocab.txt"), target)
+        else:
+            shutil.copyfile(os.path.join(model_dir, f), target)
     if config_overrides is not None:
         with open(os.path.join(model_dir, "tokenizer_config.json"), encoding="utf-8") as fh:
             config = json.load(fh)
@@ -451,9 +459,10 @@ def main():
     os.makedirs(FIXTURES, exist_ok=True)
 
     uncased = write_variant("minilm-uncased", args.model, ["vocab.txt"], config_overrides={})
-    cased = write_variant("minilm-cased", args.model, ["vocab.txt"], config_overrides={"do_lower_case": False})
+    cased = write_variant("minilm-cased", args.model, ["vocab.txt"], config_overrides={"do_lower_case": False},
+                          vocab_from="minilm-uncased")
     keep_accents = write_variant("minilm-uncased-keep-accents", args.model, ["vocab.txt"],
-                                 config_overrides={"strip_accents": False})
+                                 config_overrides={"strip_accents": False}, vocab_from="minilm-uncased")
     json_only = write_variant("minilm-tokenizer-json", args.model, ["tokenizer.json"])
 
     ag_news = read_ag_news_like_hf(args.ag_news_sample)

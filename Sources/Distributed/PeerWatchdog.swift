@@ -22,8 +22,9 @@ import Glibc
 ///     (an `end` datagram) and ends its process (`_exit`, non-zero). The others end quietly when
 ///     the reporter's `end` arrives, or print the line themselves after `followerGraceSeconds`.
 ///   So ranks cut off from rank 0 end too (they notice rank 0's silence): no process keeps burning
-///   CPU on a cut-off host. What remains is Open MPI's launcher (mpirun waits for daemons it cannot
-///   reach): launch/train ends it (see docs/cluster-faults.md).
+///   CPU on a cut-off host. What remains is Open MPI's: its daemon on the cut-off host (the
+///   trainer's response ends it) and mpirun, which waits for daemons it cannot reach
+///   (launch/train ends it; see docs/cluster-faults.md).
 ///
 ///     let watchdog = try PeerWatchdog.start(communicator: communicator, timeoutSeconds: 120,
 ///                                           hostName: hostName, interfaces: ["eth1"])

@@ -4,7 +4,7 @@ import Foundation
 import Model
 import Storage
 
-// Checkpoint folders (SPEC.md): OUTPUT/checkpoint-STEP/ with model.safetensors (HF names),
+// Checkpoint folders (docs/checkpoints.md): OUTPUT/checkpoint-STEP/ with model.safetensors (HF names),
 // config.json, vocab.txt, tokenizer_config.json, the Adam state (optimizer.safetensors, or one
 // optimizer-RRRRR-of-NNNNN.safetensors per rank with --shard-optimizer) and trainer_state.pb,
 // written last: it lists the size and SHA-256 of every other file and is the commit. Every file
@@ -48,7 +48,7 @@ public struct ModelFiles: Sendable {
         // Float -> shortest decimal -> Double, so 0.1 is written "0.1", not 0.10000000149011612.
         object["hidden_dropout_prob"] = .number(Double("\(modelConfig.hiddenDropoutProb)")!)
         object["attention_probs_dropout_prob"] = .number(Double("\(modelConfig.attentionDropoutProb)")!)
-        object["num_labels"] = .number(Double(labels.count))  // SPEC; HF also derives it from id2label
+        object["num_labels"] = .number(Double(labels.count))  // HF also derives it from id2label
         return JSONValue.object(object).serialized()
     }
 

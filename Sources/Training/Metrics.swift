@@ -35,7 +35,7 @@ public struct ClassificationMetrics: Sendable, Equatable {
         }
     }
 
-    /// SPEC's eval JSON: {"n", "accuracy", "loss", "per_class": [{label, precision, recall, f1}], "confusion"}.
+    /// eval's JSON (docs/commands.md): {"n", "accuracy", "loss", "per_class": [{label, precision, recall, f1}], "confusion"}.
     public var json: JSONValue {
         .object([
             "n": .number(Double(count)),

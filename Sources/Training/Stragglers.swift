@@ -45,9 +45,11 @@ struct StragglerMonitor {
         let found = stragglers()
         guard !found.isEmpty else { return nil }
         let named = found.map { s in
-            String(format: "%@ (rank%@ %@) computes %.3f s per step against a median of %.3f s; the other ranks wait %.3f s for it",
+            // (With two ranks the median is the other rank's time, and one rank waits.)
+            String(format: "%@ (rank%@ %@) computes %.3f s per step against a median of %.3f s; %@ %.3f s for it",
                    s.host, s.ranks.count > 1 ? "s" : "", s.ranks.map(String.init).joined(separator: ","),
-                   s.computeSeconds, s.medianComputeSeconds, s.othersWaitSeconds)
+                   s.computeSeconds, s.medianComputeSeconds, ranks - s.ranks.count == 1 ? "the other rank waits" : "the other ranks wait",
+                   s.othersWaitSeconds)
         }
         return "warning: straggler over steps \(firstStep)-\(step): " + named.joined(separator: "; ")
     }

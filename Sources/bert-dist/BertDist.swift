@@ -18,7 +18,7 @@ enum Entry {
             if code == .success {
                 print(BertDist.fullMessage(for: error))
             } else if !(error is ExitCode) {
-                // SPEC: one line `error: ...` on stderr (ArgumentParser would print "Error:" and the
+                // docs/commands.md: one line `error: ...` on stderr (ArgumentParser would print "Error:" and the
                 // usage); a usage mistake points at --help, a failure of the work does not.
                 let message = BertDist.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
                 printError("error: \(message)" + (code == .validationFailure ? " (see --help)" : ""))

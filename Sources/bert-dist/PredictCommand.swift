@@ -47,7 +47,7 @@ struct PredictCommand: ParsableCommand {
             guard !pending.isEmpty else { return }
             for p in try inference.predict(pending, pairs: pairs ? pendingPairs : nil, maxSequenceLength: maxSeqLen, batch: &batch) {
                 if json {
-                    // SPEC: {"label", "label_id", "probs"} (+ "logits"), in this order, one per line.
+                    // docs/commands.md: {"label", "label_id", "probs"} (+ "logits"), in this order, one per line.
                     var fields = "\"label\":\(JSONValue.quote(p.label)),\"label_id\":\(p.labelId),\"probs\":[\(p.probabilities.map { "\($0)" }.joined(separator: ","))]"
                     if logits { fields += ",\"logits\":[\(p.logits.map { "\($0)" }.joined(separator: ","))]" }
                     print("{\(fields)}")

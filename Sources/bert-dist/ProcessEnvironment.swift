@@ -89,6 +89,11 @@ struct ProcessEnvironment {
         (variables["OMPI_MCA_btl_tcp_if_include"] ?? "").split(separator: ",").map(String.init)
     }
 
+    /// The program name of process `pid` (/proc/PID/comm, e.g. "orted"), or nil.
+    static func programName(of pid: pid_t) -> String? {
+        (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     /// This machine's name (gethostname; no name lookup).
     var hostName: String {
         var name = [CChar](repeating: 0, count: 256)

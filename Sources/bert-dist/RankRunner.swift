@@ -44,7 +44,8 @@ enum RankRunner {
                 // Before rank 0 reads or tokenises anything: the peers wait for it meanwhile.
                 watchdog = try PeerWatchdog.start(communicator: communicator, timeoutSeconds: collectiveTimeout,
                                                   hostName: runtime?.hostName ?? ProcessEnvironment.current.hostName,
-                                                  interfaces: ProcessEnvironment.current.mpiNetworkInterfaces)
+                                                  interfaces: ProcessEnvironment.current.mpiNetworkInterfaces,
+                                                  response: .call(endProcess))
             }
             try body(communicator, watchdog)
             // After the last collective: the peers stop expecting this rank.
@@ -62,6 +63,24 @@ enum RankRunner {
             try? communicator.finalize()
             return 1
         }
+    }
+
+    /// What a tripped watchdog does: the reporter prints its line, and the process ends (from the
+    /// watchdog's thread: the main thread may be blocked in MPI for ever). A rank cut off from rank
+    /// 0 under mpirun first ends its host's Open MPI daemon, its parent: that orted cannot reach
+    /// mpirun (on rank 0's host under launch/train) either, and would otherwise wait about 16
+    /// minutes for TCP to give up on its unacknowledged report (docs/cluster-faults.md); SIGTERM
+    /// ends it in about a second. The second before lets it forward the line, should mpirun still
+    /// be reachable (rank 0 alone frozen). Under srun or on mpirun's own host the parent is not an
+    /// orted and is left alone.
+    @Sendable private static func endProcess(_ trip: PeerWatchdog.Trip) {
+        if trip.isReporter { printError(trip.line) }
+        let parent = getppid()
+        if trip.silentRanks.contains(0), ProcessEnvironment.programName(of: parent) == "orted" {
+            sleep(1)
+            kill(parent, SIGTERM)
+        }
+        _exit(1)
     }
 
     /// One line on stderr; an agreed failure is printed by the rank that carries its error only.

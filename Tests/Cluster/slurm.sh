@@ -161,8 +161,10 @@ command_down() {
         pid="$(cat "$state/run/$daemon.pid" 2>/dev/null || true)"
         [[ -n "$pid" ]] && kill -KILL "$pid" 2>/dev/null || true
     done
-    # Job steps of this Slurm (slurmstepd runs with the spool folder in its command line or cwd).
-    for pid in $(pgrep -f "slurmstepd" 2>/dev/null || true); do
+    # Job steps of this Slurm (slurmstepd runs with the spool folder in its environment or command
+    # line), and forks of its daemons that the pid files do not name (a slurmd forked to serve a
+    # request outlived its parent's SIGKILL when a test process was killed in the middle of a job).
+    for pid in $(pgrep -f "slurmstepd|slurmd|slurmctld|munged" 2>/dev/null || true); do
         grep -qs "$state" "/proc/$pid/environ" "/proc/$pid/cmdline" && kill -KILL "$pid" 2>/dev/null || true
     done
     rm -rf "$state"

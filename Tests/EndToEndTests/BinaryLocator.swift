@@ -193,6 +193,44 @@ final class RunningProcess: @unchecked Sendable {
         return true
     }
 
+    // Waiting without holding a thread of the test runner. Swift Testing runs tests on the
+    // cooperative pool (a thread per core); a test that blocks while it waits holds one, and a few
+    // long waits side by side starve the other tests of the run past their time limits. A test
+    // that suspends instead may get a thread back late, though, so what must happen at once (react
+    // to a line, time an exit) runs on a thread of its own: `act(whenOutput:...)`, `onThreadOfItsOwn`.
+
+    /// On a thread of its own: waits until stdout satisfies `condition` (at most `appearWithin` s),
+    /// runs `action` (which returns the moment to time from, e.g. that of a fault), then waits
+    /// until the process exits (at most `exitWithin` s). Returns that moment and when the process
+    /// exited (nil: the output never came, or the process did not exit).
+    func act(whenOutput condition: @escaping @Sendable (String) -> Bool, appearsWithin appearWithin: Double,
+             _ action: @escaping @Sendable () -> Date, thenExitWithin exitWithin: Double) async -> (actedAt: Date?, exitedAt: Date?) {
+        await onThreadOfItsOwn { [self] in
+            guard waitForOutput(timeoutSeconds: appearWithin, until: condition) else { return (nil, nil) }
+            let actedAt = action()
+            let deadline = Date().addingTimeInterval(exitWithin)
+            while isRunning && Date() < deadline { usleep(20_000) }
+            return (actedAt, isRunning ? nil : Date())
+        }
+    }
+
+    /// `waitForExit`, polling between suspensions (a process still running after the timeout, or
+    /// when the test is cancelled, e.g. past its time limit, is ended as there).
+    func exitStatus(timeoutSeconds: Double) async -> Int32? {
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while poll() == nil && Date() < deadline && !Task.isCancelled { try? await Task.sleep(nanoseconds: 10_000_000) }
+        guard let status = poll() else { return waitForExit(timeoutSeconds: 0) }
+        let drainDeadline = Date().addingTimeInterval(5)
+        while hasOpenStreams && Date() < drainDeadline && !Task.isCancelled { try? await Task.sleep(nanoseconds: 10_000_000) }
+        return status
+    }
+
+    private var hasOpenStreams: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return openStreams > 0
+    }
+
     /// Reaps the process if it has exited; its status as a shell reports it (128 + signal number
     /// when killed by a signal).
     private func poll() -> Int32? {
@@ -225,5 +263,13 @@ final class RunningProcess: @unchecked Sendable {
         while openStreams > 0 && lock.wait(until: drainDeadline) {}
         lock.unlock()
         return status
+    }
+}
+
+/// Runs `body` on a thread of its own and hands its result to the awaiting test (see
+/// RunningProcess.act). `body` returns what the test then checks; it records no issues itself.
+func onThreadOfItsOwn<Value: Sendable>(_ body: @escaping @Sendable () -> Value) async -> Value {
+    await withCheckedContinuation { continuation in
+        Thread { continuation.resume(returning: body()) }.start()
     }
 }

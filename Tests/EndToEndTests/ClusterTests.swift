@@ -36,7 +36,7 @@ struct ClusterTests {
 
     /// `bench-comm --check` (every collective, verified bit for bit) under mpirun with one rank on
     /// each of two hosts, over TCP between the namespaces.
-    @Test func benchCommCheckPassesAcrossTwoHostsOverTCP() throws {
+    @Test func benchCommCheckPassesAcrossTwoHostsOverTCP() async throws {
         let cluster = try TestCluster(hosts: 2)
         defer { cluster.down() }
         let binary = try BinaryLocator.bertDist()
@@ -44,7 +44,7 @@ struct ClusterTests {
             + (try cluster.mpirunOptions()) + [binary.path, "bench-comm", "--check"]
         let started = Date()
         let run = try cluster.exec(host: 1, try BinaryLocator.mpirun(), arguments)
-        let status = run.waitForExit(timeoutSeconds: 120)
+        let status = await run.exitStatus(timeoutSeconds: 120)
         #expect(status == 0, "stdout: \(run.standardOutput)\nstderr: \(run.standardError)")
         #expect(run.standardOutput.contains("checks passed on each of 2 MPI ranks"), "\(run.standardOutput)")
         // One rank on each host.

@@ -227,6 +227,10 @@ struct CommunicatorMPITests {
                                environment: ["SLURM_JOB_ID": "7", "SLURM_NTASKS": "8", "SLURM_JOB_NUM_NODES": "2", "SLURM_CPUS_ON_NODE": "16",
                                              "SLURM_MPI_TYPE": "pmix"])
         #expect(slurm.command == "OPENBLAS_NUM_THREADS=4 srun -n 8 --cpus-per-task=4 --kill-on-bad-exit=1 /opt/bert-dist train --model m")
+        // network_interface reaches the ranks under srun as the environment variable mpirun's --mca sets.
+        let slurmInterface = try dryRun(["--model", "m"], clusterConf: twoCores + "network_interface = ib0\n",
+                                        environment: ["SLURM_JOB_ID": "7", "SLURM_NTASKS": "2", "SLURM_CPUS_ON_NODE": "4", "SLURM_MPI_TYPE": "pmix"])
+        #expect(slurmInterface.command.hasPrefix("OPENBLAS_NUM_THREADS=2 OMPI_MCA_btl_tcp_if_include=ib0 srun -n 2 "), "\(slurmInterface.command)")
     }
 
     @Test func launchTrainRejectsBadInputWithAClearError() throws {

@@ -1,12 +1,12 @@
 import Foundation
 import Testing
 
-/// The peer watchdog and launch/train against real faults on a two-host namespace cluster: rank 0
-/// on h1 (with mpirun and launch/train), rank 1 on h2; the job is watchdog-soak (gradient
-/// synchroniser steps with a PeerWatchdog, Tests/Cluster/WatchdogSoak) started by launch/train.
-/// SPEC: a rank or host that dies, freezes or becomes unreachable ends the job on every host that
-/// can still run within --collective-timeout + 30 s, non-zero, with one line naming the rank and
-/// host; no process keeps running on a cut-off host; a long pause of rank 0 is not a failure.
+/// The peer watchdog and launch/train against what the real trainer cannot stage on demand, on a
+/// two-host namespace cluster: rank 0 on h1 (with mpirun and launch/train), rank 1 on h2; the job
+/// is watchdog-soak (gradient synchroniser steps with a PeerWatchdog, Tests/Cluster/WatchdogSoak)
+/// started by launch/train. SIGTERM to launch/train during a partition ends the job promptly; a
+/// long pause of rank 0 outside collectives (a long checkpoint write) is not a failure. (A cut
+/// cable, a frozen host and a killed rank under the real trainer: TrainingFaultClusterTests.)
 /// Each test prints the time to exit.
 @Suite(.serialized, .enabled(if: TestCluster.isAvailable, Comment(rawValue: TestCluster.unavailableReason ?? "")),
        .timeLimit(.minutes(5)))
@@ -20,124 +20,73 @@ struct PeerWatchdogClusterTests {
         try #require(FileManager.default.isExecutableFile(atPath: driver.path), "watchdog-soak not built next to bert-dist")
     }
 
-    /// launch/train on h1 runs 2 ranks of watchdog-soak; returns once both ranks are in their loop.
+    /// launch/train on h1 runs 2 ranks of watchdog-soak.
     func startJob(_ cluster: TestCluster, _ extra: [String] = []) throws -> RunningProcess {
         var environment = ProcessInfo.processInfo.environment
         environment["BERT_DIST_BIN"] = driver.path
         environment["BERT_DIST_SUBCOMMAND"] = "soak"
         environment["BERT_DIST_CLUSTER_CONF"] = try cluster.clusterConf().path
         environment.removeValue(forKey: "OPENBLAS_NUM_THREADS")
-        let run = try cluster.exec(host: 1, launcher, ["-n", "2", "--collective-timeout", "\(Self.timeout)"] + extra,
-                                   environment: environment)
-        let started = run.waitForOutput(timeoutSeconds: 60) { $0.contains("rank 0 pid") && $0.contains("rank 1 pid") }
-        try #require(started, "the job did not start: \(run.standardOutput) \(run.standardError)")
-        Thread.sleep(forTimeInterval: 1)  // well inside the loop of collectives
-        return run
+        return try cluster.exec(host: 1, launcher, ["-n", "2", "--collective-timeout", "\(Self.timeout)"] + extra, environment: environment)
     }
 
-    /// Waits up to `seconds` until no watchdog-soak process runs on `host`.
-    func ranksGone(_ cluster: TestCluster, host: Int, within seconds: Double) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if cluster.pids(host: host, running: driver).isEmpty { return true }
-            usleep(100_000)
-        }
-        return cluster.pids(host: host, running: driver).isEmpty
-    }
+    /// Both ranks are in their loop of collectives.
+    static let inTheLoop: @Sendable (String) -> Bool = { $0.contains("rank 0 pid") && $0.contains("rank 1 pid") }
 
-    /// The checks every fault shares: the job ends non-zero within the timeout + 30 s, the report
-    /// names rank 1 on h2, nothing of the job runs on h1 afterwards. Returns the seconds to exit.
-    func expectJobEnds(_ run: RunningProcess, after fault: Date, naming expected: [String], _ scenario: String) -> Double {
-        // The exit itself (waitForExit also waits for the output to drain).
-        let deadline = Date().addingTimeInterval(Self.timeout + 60)
-        while run.isRunning && Date() < deadline { usleep(20_000) }
-        let seconds = Date().timeIntervalSince(fault)
-        let status = run.waitForExit(timeoutSeconds: 1)
-        let output = run.standardOutput + run.standardError
-        #expect(status != nil && status != 0, "\(scenario): launch/train exited \(String(describing: status)): \(output)")
-        #expect(seconds < Self.timeout + 30, "\(scenario): the job took \(seconds) s to end")
+    /// The checks every fault shares: the job ends non-zero within the timeout + 30 s and its
+    /// output holds `expected`. Returns the seconds to exit.
+    func expectJobEnds(_ run: RunningProcess, _ timeline: (actedAt: Date?, exitedAt: Date?), naming expected: [String],
+                       _ scenario: String) async -> Double {
+        let (status, seconds, output) = await expectFailure(run, timeline, collectiveTimeout: Self.timeout, scenario)
         for text in expected { #expect(output.contains(text), "\(scenario): no '\(text)' in: \(output)") }
+        let report = output.split(separator: "\n").first { $0.contains("stopped answering") || $0.contains("noticed that process") }
         print("\(scenario): launch/train exited \(status.map(String.init) ?? "-") \(String(format: "%.1f", seconds)) s after the fault "
-            + "(--collective-timeout \(Self.timeout)); report: "
-            + (output.split(separator: "\n").first { $0.contains("stopped answering") || $0.contains("noticed that process") }.map(String.init) ?? "none"))
+            + "(--collective-timeout \(Self.timeout)); report: \(report.map(String.init) ?? "none")")
         return seconds
-    }
-
-    /// Cable of h2 cut: rank 0 reports rank 1 on h2; rank 1, cut off, notices rank 0's silence and ends.
-    @Test func aCutCableEndsTheJobOnBothSides() throws {
-        let cluster = try TestCluster(hosts: 2)
-        defer { cluster.down() }
-        let run = try startJob(cluster)
-        let cutAt = Date()
-        try cluster.run(["cut", cluster.name, "h2"])
-        _ = expectJobEnds(run, after: cutAt, naming: ["rank 1 on h2 stopped answering", "noticed by rank 0 on h1"], "cut cable")
-        #expect(ranksGone(cluster, host: 1, within: 1))
-        // The cut-off rank ended by itself (its watchdog), long before launch/train gave up on mpirun.
-        let cutOffGone = ranksGone(cluster, host: 2, within: 5)
-        #expect(cutOffGone, "a rank still runs on the cut-off host: \(cluster.processes(host: 2))")
-        if cutOffGone { print("cut cable: no rank left on the cut-off host h2 (left there: \(cluster.processes(host: 2).map(\.program)))") }
-    }
-
-    /// Every process of h2 frozen (SIGSTOP): rank 0 reports; once thawed, h2's rank ends by itself.
-    @Test func aFrozenHostEndsTheJobAndItsRanksEndWhenThawed() throws {
-        let cluster = try TestCluster(hosts: 2)
-        defer { cluster.down() }
-        let run = try startJob(cluster)
-        let frozenAt = Date()
-        try cluster.run(["freeze", cluster.name, "h2"])
-        _ = expectJobEnds(run, after: frozenAt, naming: ["rank 1 on h2 stopped answering"], "frozen host")
-        #expect(ranksGone(cluster, host: 1, within: 1))
-        #expect(!cluster.pids(host: 2, running: driver).isEmpty, "h2's rank ended while frozen")
-        let thawedAt = Date()
-        try cluster.run(["thaw", cluster.name, "h2"])
-        #expect(ranksGone(cluster, host: 2, within: 10), "h2's rank did not end after the thaw: \(cluster.processes(host: 2))")
-        print("frozen host: h2's rank ended \(String(format: "%.1f", Date().timeIntervalSince(thawedAt))) s after the thaw")
-    }
-
-    /// One rank killed: mpirun notices at once and names it.
-    @Test func aKilledRankEndsTheJobNamingItsRankAndHost() throws {
-        let cluster = try TestCluster(hosts: 2)
-        defer { cluster.down() }
-        let run = try startJob(cluster)
-        let victim = try #require(cluster.pids(host: 2, running: driver).first)
-        let killedAt = Date()
-        kill(victim, SIGKILL)
-        _ = expectJobEnds(run, after: killedAt, naming: ["rank 1", "h2"], "killed rank")
-        #expect(ranksGone(cluster, host: 1, within: 1) && ranksGone(cluster, host: 2, within: 5))
     }
 
     /// SIGTERM to launch/train while h2 is cut off: the graceful stop cannot be agreed on (rank 1
     /// cannot answer), so the watchdog ends it; a second SIGTERM ends everything within seconds.
-    @Test func sigtermToLaunchTrainDuringAPartitionEndsTheJob() throws {
+    /// (Each sequence on a thread of its own: see RunningProcess.act.)
+    @Test func sigtermToLaunchTrainDuringAPartitionEndsTheJob() async throws {
         let cluster = try TestCluster(hosts: 2)
         defer { cluster.down() }
+        let name = cluster.name
         let once = try startJob(cluster)
-        let cutAt = Date()
-        try cluster.run(["cut", cluster.name, "h2"])
-        Thread.sleep(forTimeInterval: 1)
-        kill(once.processIdentifier, SIGTERM)
-        _ = expectJobEnds(once, after: cutAt, naming: ["rank 1 on h2 stopped answering"], "SIGTERM during a partition")
+        let onceTimeline = await once.act(whenOutput: Self.inTheLoop, appearsWithin: 60, {
+            sleep(1)  // well inside the loop of collectives
+            let cutAt = Date()
+            _ = try? TestCluster.run(["cut", name, "h2"])
+            sleep(1)
+            kill(once.processIdentifier, SIGTERM)
+            return cutAt
+        }, thenExitWithin: Self.timeout + 60)
+        _ = await expectJobEnds(once, onceTimeline, naming: ["rank 1 on h2 stopped answering"], "SIGTERM during a partition")
         try cluster.run(["mend", cluster.name, "h2"])
-        #expect(ranksGone(cluster, host: 2, within: 5))
+        #expect(await cluster.noneRunning(host: 2, driver, within: 5))
 
         let twice = try startJob(cluster)
-        try cluster.run(["cut", cluster.name, "h2"])
-        Thread.sleep(forTimeInterval: 1)
-        let signalledAt = Date()
-        kill(twice.processIdentifier, SIGTERM)
-        Thread.sleep(forTimeInterval: 0.5)
-        kill(twice.processIdentifier, SIGTERM)
-        let seconds = expectJobEnds(twice, after: signalledAt, naming: ["aborting the job"], "two SIGTERMs during a partition")
+        let twiceTimeline = await twice.act(whenOutput: Self.inTheLoop, appearsWithin: 60, {
+            sleep(1)
+            _ = try? TestCluster.run(["cut", name, "h2"])
+            sleep(1)
+            let signalledAt = Date()
+            kill(twice.processIdentifier, SIGTERM)
+            usleep(500_000)
+            kill(twice.processIdentifier, SIGTERM)
+            return signalledAt
+        }, thenExitWithin: Self.timeout + 60)
+        let seconds = await expectJobEnds(twice, twiceTimeline, naming: ["aborting the job"], "two SIGTERMs during a partition")
         #expect(seconds < 10, "two SIGTERMs took \(seconds) s")
     }
 
     /// Count silence, not the length of a collective: rank 0 spends 3 timeouts outside collectives
     /// (a long checkpoint write) while rank 1 waits in one; the job ends normally.
-    @Test func aLongPauseOfRankZeroIsNotAFailure() throws {
+    @Test func aLongPauseOfRankZeroIsNotAFailure() async throws {
         let cluster = try TestCluster(hosts: 2)
         defer { cluster.down() }
         let run = try startJob(cluster, ["--seconds", "\(2 + 3 * Self.timeout + 1)", "--rank0-pause", "\(3 * Self.timeout)"])
-        let status = run.waitForExit(timeoutSeconds: 60)
+        let status = await run.exitStatus(timeoutSeconds: 90)
         let output = run.standardOutput + run.standardError
         #expect(status == 0, "\(output)")
         #expect(output.contains("rank 0 pausing") && output.contains("rank 0 done") && output.contains("rank 1 done"), "\(output)")

@@ -38,11 +38,11 @@ struct SlurmTests {
     }
 
     /// The reference: the same training under a plain `mpirun -n 2`.
-    func referenceWeights(steps: Int) throws -> [String: [Float]] {
+    func referenceWeights(steps: Int) async throws -> [String: [Float]] {
         let output = workspace.output("reference-\(steps)")
         let run = try RunningProcess(try BinaryLocator.mpirun(), BinaryLocator.mpirunTestOptions + ["-n", "2", binary.path, "train"]
                                      + trainArguments(output, steps: steps))
-        #expect(run.waitForExit(timeoutSeconds: 180) == 0, "\(run.standardError)")
+        #expect(await run.exitStatus(timeoutSeconds: 180) == 0, "\(run.standardError)")
         return try workspace.weights(output, step: steps)
     }
 
@@ -52,7 +52,7 @@ struct SlurmTests {
         guard let sbatch = TestCluster.tool("sbatch") else { throw BinaryLocator.NotFound(description: "sbatch not found") }
         let run = try RunningProcess(sbatch, ["--parsable", "--ntasks", "2", "--output", log.path, "--chdir", workspace.root.path,
                                               batchScript.path] + trainOptions, environment: try launchEnvironment())
-        #expect(run.waitForExit(timeoutSeconds: 30) == 0, "\(run.standardError)")
+        #expect(run.waitForExit(timeoutSeconds: 30) == 0, "\(run.standardError)")  // (sbatch returns at once)
         let job = run.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
         try #require(!job.isEmpty, "sbatch gave no job id: \(run.standardError)")
         return (job, log)
@@ -71,25 +71,25 @@ struct SlurmTests {
 
     /// Inside `salloc -n 2`, launch/train needs no option: it finds --mpi=pmix, which this Slurm
     /// (MpiDefault=none) needs for Open MPI: a plain `srun` fails in MPI_Init.
-    @Test func sallocLaunchTrainNeedsNoOptionsAndTrainsTheSameModelAsMPIRun() throws {
+    @Test func sallocLaunchTrainNeedsNoOptionsAndTrainsTheSameModelAsMPIRun() async throws {
         let environment = try launchEnvironment()
         let salloc = try #require(TestCluster.tool("salloc"))
         let plain = try RunningProcess(salloc, ["-n", "2", "srun", "-n", "2", binary.path, "bench-comm", "--check"], environment: environment)
-        #expect(plain.waitForExit(timeoutSeconds: 60) != 0, "a plain srun worked: the test Slurm is not Debian's default? \(plain.standardOutput)")
+        #expect(await plain.exitStatus(timeoutSeconds: 60) != 0, "a plain srun worked: the test Slurm is not Debian's default? \(plain.standardOutput)")
 
         let output = workspace.output("salloc")
         let run = try RunningProcess(salloc, ["-n", "2", launcher.path] + trainArguments(output, steps: 6), environment: environment)
-        #expect(run.waitForExit(timeoutSeconds: 180) == 0, "stdout: \(run.standardOutput)\nstderr: \(run.standardError)")
+        #expect(await run.exitStatus(timeoutSeconds: 180) == 0, "stdout: \(run.standardOutput)\nstderr: \(run.standardError)")
         #expect(run.standardOutput.contains("over 2 rank(s)") && run.standardOutput.contains("done: 6 steps"), "\(run.standardOutput)")
-        let difference = largestRelativeDifference(try workspace.weights(output, step: 6), try referenceWeights(steps: 6))
+        let difference = largestRelativeDifference(try workspace.weights(output, step: 6), try await referenceWeights(steps: 6))
         #expect(difference < 1e-5, "salloc vs mpirun: \(difference)")
     }
 
     /// The example batch script, submitted as is (the train options after it), trains to the end.
-    @Test func sbatchOfTheExampleScriptTrainsToTheEnd() throws {
+    @Test func sbatchOfTheExampleScriptTrainsToTheEnd() async throws {
         let output = workspace.output("sbatch")
         let (job, log) = try submit(trainArguments(output, steps: 6))
-        #expect(slurm.wait(seconds: 120) { !slurm.jobIsListed(job) }, "job \(job) still queued or running: \(contents(log))")
+        #expect(await slurm.wait(seconds: 120) { !slurm.jobIsListed(job) } != nil, "job \(job) still queued or running: \(contents(log))")
         let text = contents(log)
         #expect(text.contains("done: 6 steps") && text.contains("over 2 rank(s)"), "\(text)")
         #expect(try latestStep(output) == 6)
@@ -98,14 +98,15 @@ struct SlurmTests {
 
     /// scancel: Slurm sends SIGTERM; the ranks stop after the current step, write a complete
     /// checkpoint of that step and exit 0 before KillWait's SIGKILL.
-    @Test func scancelLeavesACompleteCheckpointOfTheStepWhereItStopped() throws {
+    @Test func scancelLeavesACompleteCheckpointOfTheStepWhereItStopped() async throws {
         let output = workspace.output("scancel")
         let (job, log) = try submit(trainArguments(output, steps: 1_000_000))
-        #expect(slurm.wait(seconds: 120) { contents(log).contains("step 50/") }, "no progress: \(contents(log))")
+        #expect(await slurm.wait(seconds: 120) { contents(log).contains("step 50/") } != nil, "no progress: \(contents(log))")
         let cancelledAt = Date()
         try slurm.command("scancel", [job])
-        #expect(slurm.wait(seconds: Double(Self.killWaitSeconds) + 30) { !slurm.jobIsListed(job) })
-        let seconds = Date().timeIntervalSince(cancelledAt)
+        let endedAt = await slurm.wait(seconds: Double(Self.killWaitSeconds) + 30) { !slurm.jobIsListed(job) }
+        #expect(endedAt != nil)
+        let seconds = (endedAt ?? Date()).timeIntervalSince(cancelledAt)
         let text = contents(log)
         #expect(text.contains("stopped by a signal after step"), "\(text)")
         #expect(!text.contains("xited with exit code"), "a rank failed: \(text)")
@@ -117,17 +118,22 @@ struct SlurmTests {
 
     /// A requeued job (what preemption or a node failure does) continues by itself: the script
     /// adds --resume, and the model at the end is the one an uninterrupted run trains.
-    @Test func aRequeuedJobResumesByItselfToTheSameModel() throws {
+    @Test func aRequeuedJobResumesByItselfToTheSameModel() async throws {
         let steps = 3000
-        let expected = try referenceWeights(steps: steps)
+        let expected = try await referenceWeights(steps: steps)
         let output = workspace.output("requeue")
         let (job, log) = try submit(trainArguments(output, steps: steps))
-        #expect(slurm.wait(seconds: 120) { contents(log).contains("step 200/") }, "no progress: \(contents(log))")
-        try slurm.command("scontrol", ["requeue", job])
+        // Requeued at once, by the waiting thread (a test that waits may resume late: RunningProcess.act).
+        let slurm = slurm
+        let requeued = await slurm.wait(seconds: 120) {
+            guard contents(log).contains("step 200/") else { return false }
+            return (try? slurm.command("scontrol", ["requeue", job])) != nil
+        }
+        #expect(requeued != nil, "no progress, or scontrol requeue failed: \(contents(log))")
         // Slurm holds a requeued job back for a while (Reason=BeginTime); let it start again now.
-        _ = slurm.wait(seconds: 30) { slurm.jobField(job, "JobState") == "PENDING" }
+        _ = await slurm.wait(seconds: 30) { slurm.jobField(job, "JobState") == "PENDING" }
         try slurm.command("scontrol", ["update", "JobId=\(job)", "StartTime=now"])
-        #expect(slurm.wait(seconds: 240) { contents(log).contains("done: ") && !slurm.jobIsListed(job) }, "\(contents(log))")
+        #expect(await slurm.wait(seconds: 240) { contents(log).contains("done: ") && !slurm.jobIsListed(job) } != nil, "\(contents(log))")
         let text = contents(log)
         #expect(text.contains("stopped by a signal after step") && text.contains("continuing with --resume")
             && text.contains("resumed from checkpoint-"), "\(text)")

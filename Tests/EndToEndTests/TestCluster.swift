@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 
 /// A namespace cluster (Tests/Cluster/cluster.sh) for one test: `hosts` hosts h1 ... hN, each a
 /// network namespace with eth1 = 10.77.0.K, its own hostname, cores and local disk. Named
@@ -8,7 +9,8 @@ import Foundation
 ///     let cluster = try TestCluster(hosts: 2)
 ///     defer { cluster.down() }
 ///     let run = try cluster.exec(host: 1, mpirun, ["-n", "2", "--hostfile", try cluster.hostfile().path] + ...)
-final class TestCluster {
+/// @unchecked Sendable: immutable but for `isDown`, which `downLock` guards.
+final class TestCluster: @unchecked Sendable {
     static let script = BinaryLocator.repositoryRoot.appendingPathComponent("Tests/Cluster/cluster.sh")
     static let prefix = "bdt-"
 
@@ -46,6 +48,7 @@ final class TestCluster {
     /// The cluster's state folder (outside view): hosts, rsh agent, disks/hK.
     let state: URL
     private var isDown = false
+    private let downLock = NSLock()
 
     /// `cpus`: a taskset list per host (default: host K on core K-1 modulo the cores).
     init(hosts: Int, cpus: [String]? = nil) throws {
@@ -62,8 +65,11 @@ final class TestCluster {
     }
 
     func down() {
-        guard !isDown else { return }
+        downLock.lock()
+        let wasDown = isDown
         isDown = true
+        downLock.unlock()
+        guard !wasDown else { return }
         _ = try? TestCluster.run(["down", name])
     }
 
@@ -131,6 +137,15 @@ final class TestCluster {
         processes(host: host).filter { $0.program == executable.path }.map(\.pid)
     }
 
+    /// Waits up to `seconds` until no process on `host` runs `executable` (nil: no process at all);
+    /// true if none does.
+    func noneRunning(host: Int, _ executable: URL? = nil, within seconds: Double) async -> Bool {
+        let running = { self.processes(host: host).contains { executable == nil || $0.program == executable!.path } }
+        let deadline = Date().addingTimeInterval(seconds)
+        while running() && Date() < deadline && !Task.isCancelled { try? await Task.sleep(nanoseconds: 100_000_000) }
+        return !running()
+    }
+
     /// The network namespaces of this cluster that exist.
     func namespaces() -> [String] {
         let listing = TestCluster.tool("ip").flatMap { try? RunningProcess($0, ["netns", "list"]) }.map { run -> String in
@@ -139,4 +154,18 @@ final class TestCluster {
         } ?? ""
         return listing.split(separator: "\n").map { String($0.split(separator: " ")[0]) }.filter { $0.hasPrefix(name + "-") }
     }
+}
+
+/// A job that a fault should end, as `RunningProcess.act` timed it: expects it to have exited
+/// non-zero within the spec's bound, `collectiveTimeout` + 30 s after `actedAt` (the fault).
+/// Returns the exit status, the seconds from the fault to the exit and everything it printed.
+func expectFailure(_ job: RunningProcess, _ timeline: (actedAt: Date?, exitedAt: Date?), collectiveTimeout: Double,
+                   _ scenario: String) async -> (status: Int32?, seconds: Double, output: String) {
+    let seconds = timeline.actedAt.map { (timeline.exitedAt ?? Date()).timeIntervalSince($0) } ?? .infinity
+    let status = await job.exitStatus(timeoutSeconds: 1)  // (then waits for the output to drain)
+    let output = job.standardOutput + job.standardError
+    #expect(timeline.actedAt != nil, "\(scenario): the job never reached the point of the fault: \(output)")
+    #expect(status != nil && status != 0, "\(scenario): launch/train exited \(String(describing: status)): \(output)")
+    #expect(seconds < collectiveTimeout + 30, "\(scenario): the job took \(seconds) s to end")
+    return (status, seconds, output)
 }

@@ -3,7 +3,8 @@ import Foundation
 /// A one-node Slurm (Tests/Cluster/slurm.sh) for one test suite: its own munged, slurmctld and
 /// slurmd, named `bdt-<pid>-<n>`; Slurms of crashed earlier runs are removed when one is made.
 /// `down()` stops the daemons and every job (idempotent; deinit does it too).
-final class TestSlurm {
+/// @unchecked Sendable: immutable but for `isDown`, which `downLock` guards.
+final class TestSlurm: @unchecked Sendable {
     static let script = BinaryLocator.repositoryRoot.appendingPathComponent("Tests/Cluster/slurm.sh")
 
     /// Why the Slurm tests cannot run here, or nil. launch/test installs the packages
@@ -20,6 +21,7 @@ final class TestSlurm {
     let name: String
     let state: URL
     private var isDown = false
+    private let downLock = NSLock()
 
     /// `killWaitSeconds`: Slurm's KillWait (SIGTERM, then SIGKILL this much later).
     init(killWaitSeconds: Int) throws {
@@ -34,8 +36,11 @@ final class TestSlurm {
     }
 
     func down() {
-        guard !isDown else { return }
+        downLock.lock()
+        let wasDown = isDown
         isDown = true
+        downLock.unlock()
+        guard !wasDown else { return }
         _ = try? TestSlurm.run(["down", name])
     }
 
@@ -83,13 +88,16 @@ final class TestSlurm {
         return nil
     }
 
-    /// Waits until `condition` holds or `seconds` pass; whether it held.
-    func wait(seconds: Double, until condition: () -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while !condition() {
-            if Date() > deadline { return false }
-            usleep(100_000)
+    /// Waits until `condition` holds or `seconds` pass; when it was seen to hold (nil: it did not).
+    /// Checked on a thread of its own, so that the moment is exact (see RunningProcess.act).
+    func wait(seconds: Double, until condition: @escaping @Sendable () -> Bool) async -> Date? {
+        await onThreadOfItsOwn {
+            let deadline = Date().addingTimeInterval(seconds)
+            while !condition() {
+                if Date() > deadline { return nil }
+                usleep(100_000)
+            }
+            return Date()
         }
-        return true
     }
 }

@@ -1,6 +1,6 @@
 #ifndef CGEMM_H
 #define CGEMM_H
-// bf16 matrix products with fp32 accumulation, for --bf16 (SPEC "Precision": the matrix
+// bf16 matrix products with fp32 accumulation, for --bf16 (the matrix
 // products take bf16 inputs and accumulate in fp32, as torch.autocast("cpu", bfloat16) does).
 //
 // Why a separate C target: the products must use AVX512-BF16 (`vdpbf16ps`) or AMX (`tdpbf16ps`)
