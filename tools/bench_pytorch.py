@@ -24,6 +24,12 @@ Same work as `bert-dist bench`:
     contiguous shard of the global batch, as bert-dist does;
   * 3 warm-up steps, then --steps timed steps; a step ends when the slowest rank is done;
     medians; peak resident memory per process (getrusage ru_maxrss).
+  * several hosts (benchmarks/communication.sh): one process per host, each started with
+    --processes N --rank R --master-addr HOST0 (gloo finds its interface from GLOO_SOCKET_IFNAME);
+    --bf16-compress registers DDP's bf16_compress_hook; --no-sync runs forward/backward under
+    DDP's no_sync() (no gradient communication: the compute-only step); the bytes the host's
+    network interfaces sent per timed step come from /proc/net/dev (every interface but lo),
+    as bert-dist bench measures them.
 
 Model FLOPs use bert-dist's formula (Sources/Training/ModelFLOPs.swift): matrix products of the
 REAL tokens (padding is wasted work, not model work), forward + backward = 3 x forward.
@@ -54,6 +60,11 @@ def parse_arguments(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process (default: cores / processes)")
     parser.add_argument("--processes", type=int, default=1, help="DDP gloo processes (1: plain single process)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin DDP ranks to cores")
+    parser.add_argument("--rank", type=int, default=None, help="this process's rank of --processes, one process per host")
+    parser.add_argument("--master-addr", default="127.0.0.1", help="rank 0's address (with --rank)")
+    parser.add_argument("--master-port", type=int, default=29533, help="rendezvous port (with --rank)")
+    parser.add_argument("--bf16-compress", action="store_true", help="DDP communication hook bf16_compress_hook")
+    parser.add_argument("--no-sync", action="store_true", help="forward/backward under no_sync(): no gradient communication")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--bf16", action="store_true",
                         help="forward under torch.autocast('cpu', dtype=torch.bfloat16), as HF Trainer's bf16=True")
@@ -128,6 +139,21 @@ def matmul_flops_per_second(torch, m, n, k):
     return best
 
 
+def interface_bytes_sent():
+    """Transmit bytes of every interface but lo (/proc/net/dev of this network namespace), or None."""
+    try:
+        with open("/proc/net/dev") as handle:
+            lines = handle.read().splitlines()[2:]
+    except OSError:
+        return None
+    total = 0
+    for line in lines:
+        name, _, fields = line.partition(":")
+        if name.strip() != "lo":
+            total += int(fields.split()[8])
+    return total
+
+
 def run_rank(rank, arguments, result_path):
     import torch
     import torch.distributed as dist
@@ -155,6 +181,11 @@ def run_rank(rank, arguments, result_path):
     else:
         batches = synthetic_batch(arguments.batch_size, arguments.seq_len, config.vocab_size)
     network = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    if distributed and arguments.bf16_compress:
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+        network.register_comm_hook(None, default_hooks.bf16_compress_hook)
+    import contextlib
+    no_sync = network.no_sync if distributed and arguments.no_sync else contextlib.nullcontext
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.0, fused=True)
 
     def all_max(value):
@@ -165,7 +196,12 @@ def run_rank(rank, arguments, result_path):
         return tensor.item()
 
     step_seconds = []
+    bytes_at_start = None
     for step in range(arguments.warmup_steps + arguments.steps):
+        if step == arguments.warmup_steps:
+            if distributed:
+                dist.barrier()
+            bytes_at_start = interface_bytes_sent()
         global_rows = batches[step % len(batches)]
         rows = [global_rows[i] for i in rank_shard(len(global_rows), rank, world_size)]
         if distributed:
@@ -173,18 +209,21 @@ def run_rank(rank, arguments, result_path):
         start = time.perf_counter()
         inputs = padded_tensors(rows, torch)
         optimizer.zero_grad(set_to_none=True)
-        if arguments.bf16:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+        with no_sync():
+            if arguments.bf16:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = network(**inputs).loss
+            else:
                 loss = network(**inputs).loss
-        else:
-            loss = network(**inputs).loss
-        loss.backward()
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         elapsed = all_max(time.perf_counter() - start)
         if step >= arguments.warmup_steps:
             step_seconds.append(elapsed)
 
+    bytes_at_end = interface_bytes_sent()
+    interface_bytes = (bytes_at_end - bytes_at_start) / arguments.steps if bytes_at_start is not None and bytes_at_end is not None else -1.0
     timed = [batches[s % len(batches)] for s in range(arguments.warmup_steps, arguments.warmup_steps + arguments.steps)]
     real_tokens = statistics.fmean(sum(len(ids) for ids, _ in b) for b in timed)
     padded_tokens = statistics.fmean(len(b) * max(len(ids) for ids, _ in b) for b in timed)
@@ -195,11 +234,12 @@ def run_rank(rank, arguments, result_path):
     tokens_per_rank = max(64, int(real_tokens) // world_size)
     peak = matmul_flops_per_second(torch, tokens_per_rank, config.intermediate_size, config.hidden_size)
     if distributed:
-        values = torch.tensor([peak_rss_mb, peak], dtype=torch.float64)
+        values = torch.tensor([peak_rss_mb, peak, interface_bytes], dtype=torch.float64)
         gathered = [torch.zeros_like(values) for _ in range(world_size)]
         dist.all_gather(gathered, values)
         peak_rss_mb = max(v[0].item() for v in gathered)
         peak = sum(v[1].item() for v in gathered)
+        interface_bytes = max(v[2].item() for v in gathered)
         dist.destroy_process_group()
     if rank != 0:
         return
@@ -213,7 +253,10 @@ def run_rank(rank, arguments, result_path):
         "fraction_of_sgemm_peak": flops / median / peak,
         "peak_rss_mb": peak_rss_mb,
         "real_tokens_per_batch": real_tokens, "padded_tokens_per_batch": padded_tokens,
+        "bf16_compress": arguments.bf16_compress, "no_sync": arguments.no_sync,
     }
+    if interface_bytes >= 0:
+        result["interface_bytes_sent_per_step"] = interface_bytes
     with open(result_path, "w") as handle:
         json.dump(result, handle)
 
@@ -223,7 +266,14 @@ def main():
     import tempfile
     with tempfile.TemporaryDirectory() as directory:
         result_path = os.path.join(directory, "result.json")
-        if arguments.processes > 1:
+        if arguments.rank is not None:
+            # One process of a multi-host run: the others are started on their hosts.
+            os.environ["MASTER_ADDR"] = arguments.master_addr
+            os.environ["MASTER_PORT"] = str(arguments.master_port)
+            run_rank(arguments.rank, arguments, result_path)
+            if arguments.rank != 0:
+                return
+        elif arguments.processes > 1:
             import socket
             import torch.multiprocessing as multiprocessing
             with socket.socket() as probe:  # a free port for the gloo rendezvous

@@ -26,11 +26,13 @@ public protocol Communicator: AnyObject {
     /// The building block of the small reductions and gathers in the extension below.
     func allGather(_ contribution: UnsafeRawBufferPointer, into result: UnsafeMutableRawBufferPointer) throws
 
-    /// Starts sending `floats` to `destination`. The buffer must not change until the request completes.
-    func startSend(_ floats: UnsafeBufferPointer<Float>, to destination: Int, tag: Int) throws -> TransferRequest
-    /// Starts receiving exactly `floats.count` floats from `source` into `floats`
+    /// Starts sending `bytes` to `destination`. The buffer must not change until the request completes.
+    /// (Floats, bf16 words and row ids all travel as bytes; `startSend(_: UnsafeBufferPointer<Float>...)`
+    /// in the extension below is the Float form.)
+    func startSend(bytes: UnsafeRawBufferPointer, to destination: Int, tag: Int) throws -> TransferRequest
+    /// Starts receiving exactly `bytes.count` bytes from `source` into `bytes`
     /// (not to be read until the request completes).
-    func startReceive(_ floats: UnsafeMutableBufferPointer<Float>, from source: Int, tag: Int) throws -> TransferRequest
+    func startReceive(bytes: UnsafeMutableRawBufferPointer, from source: Int, tag: Int) throws -> TransferRequest
     /// True when every request has completed (they are then marked completed); never blocks.
     /// With MPI this is MPI_Testall, which also advances pending transfers (see GradientSynchronizer).
     /// (Buffer-pointer form so callers can keep requests in preallocated or stack memory; the
@@ -38,6 +40,11 @@ public protocol Communicator: AnyObject {
     func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool
     /// Blocks until every request has completed.
     func waitAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws
+
+    /// Background progress of pending transfers while the caller computes (MPI: `MPIProgressThread`,
+    /// when the communicator was made with one): on between the first transfer of a gradient sum
+    /// and its end, off otherwise. A no-op where transfers need no help (the in-process group).
+    func setBackgroundProgress(_ active: Bool)
 
     /// Ends the whole job (every rank) with a non-zero status after printing `message` on stderr:
     /// MPI_Abort for MPI, process exit for the in-process group. Use it when a rank cannot continue
@@ -70,7 +77,7 @@ public enum ReductionOperation: Sendable {
 }
 
 /// An error of a distributed operation; `description` names the operation (the MPI call for MPI)
-/// and the rank, e.g. `rank 1: MPI_Isend (to rank 0, 4096 floats, tag 3) failed: MPI_ERR_TRUNCATE: ...`.
+/// and the rank, e.g. `rank 1: MPI_Isend (to rank 0, 16384 bytes, tag 3) failed: MPI_ERR_TRUNCATE: ...`.
 public struct CommunicationError: Error, CustomStringConvertible {
     public var rank: Int
     public var operation: String
@@ -86,6 +93,18 @@ public struct CommunicationError: Error, CustomStringConvertible {
 }
 
 extension Communicator {
+    public func setBackgroundProgress(_ active: Bool) {}
+
+    /// Starts sending `floats` to `destination` (as bytes). The buffer must not change until the request completes.
+    public func startSend(_ floats: UnsafeBufferPointer<Float>, to destination: Int, tag: Int) throws -> TransferRequest {
+        try startSend(bytes: UnsafeRawBufferPointer(floats), to: destination, tag: tag)
+    }
+
+    /// Starts receiving exactly `floats.count` floats from `source` into `floats`.
+    public func startReceive(_ floats: UnsafeMutableBufferPointer<Float>, from source: Int, tag: Int) throws -> TransferRequest {
+        try startReceive(bytes: UnsafeMutableRawBufferPointer(floats), from: source, tag: tag)
+    }
+
     public func testAll(_ requests: inout [TransferRequest]) throws -> Bool {
         try requests.withUnsafeMutableBufferPointer { try testAll($0) }
     }
@@ -178,51 +197,42 @@ extension Communicator {
     /// shard `layout.range(of: rank)`; this copies every shard to every rank, so that all ranks end
     /// with the full, identical `parameters`. Any Float arena of the layout works (parameters, Adam
     /// moments for a consolidated checkpoint, ...).
-    /// Each shard moves in messages of at most `chunkFloats` floats.
+    /// Each shard moves in messages of at most `chunkFloats` floats (1 MB: see "Messages" in
+    /// GradientSynchronizer). Makes its own request list; in a training step use the form with
+    /// `requests`, which keeps one across steps.
     public func gatherParameters(_ parameters: UnsafeMutableBufferPointer<Float>, layout: ShardLayout,
-                                 chunkFloats: Int = GradientSynchronizer.defaultBucketFloats) throws {
+                                 chunkFloats: Int = GradientSynchronizer.defaultMessageFloats) throws {
+        var requests: [TransferRequest] = []
+        try gatherParameters(parameters, layout: layout, chunkFloats: chunkFloats, requests: &requests)
+    }
+
+    /// `gatherParameters` keeping its requests in `requests` (emptied first; no allocation once
+    /// its capacity has grown to the number of messages).
+    public func gatherParameters(_ parameters: UnsafeMutableBufferPointer<Float>, layout: ShardLayout,
+                                 chunkFloats: Int = GradientSynchronizer.defaultMessageFloats,
+                                 requests: inout [TransferRequest]) throws {
         guard layout.totalCount == parameters.count, layout.worldSize == worldSize else {
             throw CommunicationError(rank: rank, operation: "gatherParameters",
                                      reason: "shard layout is for \(layout.totalCount) floats on \(layout.worldSize) ranks, "
                                          + "but the buffer has \(parameters.count) floats on \(worldSize) ranks")
         }
         guard worldSize > 1, let base = parameters.baseAddress else { return }
-        // Chunks keep every message far below MPI's Int32 count limit, whatever the arena size (one
-        // 219 MB message and 25 MB pieces took the same time here). Both sides cut the same chunks;
-        // messages of one tag between two ranks match in posting order.
         guard chunkFloats >= 1 else {
             throw CommunicationError(rank: rank, operation: "gatherParameters", reason: "chunkFloats must be at least 1")
         }
-        let ownCount = layout.range(of: rank).count
-        var requestCount = (worldSize - 1) * (ownCount + chunkFloats - 1) / chunkFloats
+        // Both sides cut the same chunks; messages of one tag between two ranks match in posting order.
+        requests.removeAll(keepingCapacity: true)
         for peer in 0 ..< worldSize where peer != rank {
-            requestCount += (layout.range(of: peer).count + chunkFloats - 1) / chunkFloats
+            let range = layout.range(of: peer)
+            try startChunkedReceives(self, into: UnsafeMutableRawPointer(base + range.lowerBound), byteCount: 4 * range.count,
+                                     from: peer, tag: TransferTag.parameterGather, messageBytes: 4 * chunkFloats, into: &requests)
         }
-        // The requests live on the stack (small counts) so that a step does not allocate.
-        try withUnsafeTemporaryAllocation(of: TransferRequest.self, capacity: requestCount) { requests in
-            requests.initialize(repeating: .completed)
-            defer { requests.deinitialize() }
-            var next = 0
-            for peer in 0 ..< worldSize where peer != rank {
-                let range = layout.range(of: peer)
-                for start in stride(from: range.lowerBound, to: range.upperBound, by: chunkFloats) {
-                    let count = min(chunkFloats, range.upperBound - start)
-                    requests[next] = try startReceive(UnsafeMutableBufferPointer(start: base + start, count: count),
-                                                      from: peer, tag: TransferTag.parameterGather)
-                    next += 1
-                }
-            }
-            let own = layout.range(of: rank)
-            for peer in 0 ..< worldSize where peer != rank {
-                for start in stride(from: own.lowerBound, to: own.upperBound, by: chunkFloats) {
-                    let count = min(chunkFloats, own.upperBound - start)
-                    requests[next] = try startSend(UnsafeBufferPointer(start: base + start, count: count),
-                                                   to: peer, tag: TransferTag.parameterGather)
-                    next += 1
-                }
-            }
-            try waitAll(requests)
+        let own = layout.range(of: rank)
+        for peer in 0 ..< worldSize where peer != rank {
+            try startChunkedSends(self, from: UnsafeRawPointer(base + own.lowerBound), byteCount: 4 * own.count, to: peer,
+                                  tag: TransferTag.parameterGather, messageBytes: 4 * chunkFloats, into: &requests)
         }
+        try waitAll(&requests)
     }
 }
 
@@ -232,8 +242,12 @@ enum TransferTag {
     static let parameterGather = 0
     /// Chunks streamed to or from the root (RootStreams.swift).
     static let rootStream = 1
-    static func bucketReduce(_ bucketIndex: Int) -> Int { 2 + 2 * bucketIndex }
-    static func bucketGather(_ bucketIndex: Int) -> Int { 3 + 2 * bucketIndex }
+    /// The sparse rows of a gradient sum (SparseRowExchange): their count, ids and values.
+    static let sparseCount = 2
+    static let sparseIds = 3
+    static let sparseRows = 4
+    static func bucketReduce(_ bucketIndex: Int) -> Int { 5 + 2 * bucketIndex }
+    static func bucketGather(_ bucketIndex: Int) -> Int { 6 + 2 * bucketIndex }
 }
 
 /// Seconds on a monotonic clock, for durations.

@@ -106,18 +106,18 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
         if let failure { throw failure }
     }
 
-    public func startSend(_ floats: UnsafeBufferPointer<Float>, to destination: Int, tag: Int) throws -> TransferRequest {
-        let operation = "send (to rank \(destination), \(floats.count) floats, tag \(tag))"
+    public func startSend(bytes: UnsafeRawBufferPointer, to destination: Int, tag: Int) throws -> TransferRequest {
+        let operation = "send (to rank \(destination), \(bytes.count) bytes, tag \(tag))"
         try checkRank(destination, operation)
         return try group.startTransfer(source: rank, destination: destination, tag: tag,
-                                       sending: floats, receiving: nil, byRank: rank, operation: operation)
+                                       sending: bytes, receiving: nil, byRank: rank, operation: operation)
     }
 
-    public func startReceive(_ floats: UnsafeMutableBufferPointer<Float>, from source: Int, tag: Int) throws -> TransferRequest {
-        let operation = "receive (from rank \(source), \(floats.count) floats, tag \(tag))"
+    public func startReceive(bytes: UnsafeMutableRawBufferPointer, from source: Int, tag: Int) throws -> TransferRequest {
+        let operation = "receive (from rank \(source), \(bytes.count) bytes, tag \(tag))"
         try checkRank(source, operation)
         return try group.startTransfer(source: source, destination: rank, tag: tag,
-                                       sending: nil, receiving: floats, byRank: rank, operation: operation)
+                                       sending: nil, receiving: bytes, byRank: rank, operation: operation)
     }
 
     public func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool {
@@ -167,8 +167,8 @@ final class InProcessGroupState: @unchecked Sendable {
 
     // Point-to-point transfers waiting for their other half, matched in posting order.
     private struct TransferKey: Hashable { let source: Int, destination: Int, tag: Int }
-    private struct PendingSend { let floats: UnsafeBufferPointer<Float>; let transfer: InProcessTransfer }
-    private struct PendingReceive { let floats: UnsafeMutableBufferPointer<Float>; let transfer: InProcessTransfer }
+    private struct PendingSend { let bytes: UnsafeRawBufferPointer; let transfer: InProcessTransfer }
+    private struct PendingReceive { let bytes: UnsafeMutableRawBufferPointer; let transfer: InProcessTransfer }
     private var pendingSends: [TransferKey: [PendingSend]] = [:]
     private var pendingReceives: [TransferKey: [PendingReceive]] = [:]
 
@@ -245,53 +245,53 @@ final class InProcessGroupState: @unchecked Sendable {
     }
 
     /// Starts one half of a transfer (`sending` for a send, `receiving` for a receive). If the other
-    /// half is already waiting, the floats are copied now and the returned request is completed.
+    /// half is already waiting, the bytes are copied now and the returned request is completed.
     func startTransfer(source: Int, destination: Int, tag: Int,
-                       sending: UnsafeBufferPointer<Float>?, receiving: UnsafeMutableBufferPointer<Float>?,
+                       sending: UnsafeRawBufferPointer?, receiving: UnsafeMutableRawBufferPointer?,
                        byRank rank: Int, operation: String) throws -> TransferRequest {
         condition.lock()
         defer { condition.unlock() }
         if let failure = blockingFailure(rank: rank, operation: operation, waitingFor: []) { throw failure }
         let key = TransferKey(source: source, destination: destination, tag: tag)
-        if let floats = sending {
+        if let bytes = sending {
             if var waiting = pendingReceives[key], !waiting.isEmpty {
                 let receive = waiting.removeFirst()
                 pendingReceives[key] = waiting
-                try copy(floats, into: receive.floats, rank: rank, operation: operation)
+                try copy(bytes, into: receive.bytes, rank: rank, operation: operation)
                 receive.transfer.isComplete = true
                 condition.broadcast()
                 return .completed
             }
             let transfer = InProcessTransfer(peer: destination)
-            pendingSends[key, default: []].append(PendingSend(floats: floats, transfer: transfer))
+            pendingSends[key, default: []].append(PendingSend(bytes: bytes, transfer: transfer))
             return TransferRequest(handle: .inProcess(transfer))
         } else {
-            let floats = receiving!
+            let bytes = receiving!
             if var waiting = pendingSends[key], !waiting.isEmpty {
                 let send = waiting.removeFirst()
                 pendingSends[key] = waiting
-                try copy(send.floats, into: floats, rank: rank, operation: operation)
+                try copy(send.bytes, into: bytes, rank: rank, operation: operation)
                 send.transfer.isComplete = true
                 condition.broadcast()
                 return .completed
             }
             let transfer = InProcessTransfer(peer: source)
-            pendingReceives[key, default: []].append(PendingReceive(floats: floats, transfer: transfer))
+            pendingReceives[key, default: []].append(PendingReceive(bytes: bytes, transfer: transfer))
             return TransferRequest(handle: .inProcess(transfer))
         }
     }
 
     /// Caller holds the lock. A size mismatch is a programming error of the caller: the whole group fails.
-    private func copy(_ source: UnsafeBufferPointer<Float>, into destination: UnsafeMutableBufferPointer<Float>,
+    private func copy(_ source: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer,
                       rank: Int, operation: String) throws {
         guard source.count == destination.count else {
             let error = CommunicationError(rank: rank, operation: operation,
-                                           reason: "the send has \(source.count) floats but the receive expects \(destination.count)")
+                                           reason: "the send has \(source.count) bytes but the receive expects \(destination.count)")
             if firstError == nil { firstError = error; failureDescription = "\(error)" }
             condition.broadcast()
             throw error
         }
-        if source.count > 0 { destination.baseAddress!.update(from: source.baseAddress!, count: source.count) }
+        if source.count > 0 { destination.baseAddress!.copyMemory(from: source.baseAddress!, byteCount: source.count) }
     }
 
     /// testAll (blocking == false) or waitAll (blocking == true).

@@ -6,9 +6,13 @@ import Glibc
 
 /// The MPI world: works under `mpirun -n N` and as an MPI singleton (the plain binary, world size 1).
 ///
-/// Threading: MPI is initialised with MPI_THREAD_FUNNELED, so only the thread that created this
-/// object (the main thread of the executable) may call it; every method checks this and throws
-/// otherwise (`abort` excepted). Other threads (BLAS, kernels) never touch MPI.
+/// Threading: only the thread that created this object (the main thread of the executable) may
+/// call it; every method checks this and throws otherwise (`abort` excepted). Other threads
+/// (BLAS, kernels, the peer watchdog) never touch MPI. MPI is initialised with
+/// MPI_THREAD_FUNNELED, or with MPI_THREAD_MULTIPLE when a background progress thread is asked
+/// for (`progressIntervalSeconds`): that thread (MPIProgressThread) is the one other caller of
+/// MPI, and it only probes. If the library cannot provide MPI_THREAD_MULTIPLE, there is no
+/// progress thread (`hasProgressThread` is false) and everything else works as before.
 ///
 /// Errors: the world communicator uses MPI_ERRORS_RETURN, so a failing MPI call returns to us and
 /// every return code becomes a `CommunicationError` naming the MPI function, its arguments and
@@ -23,17 +27,52 @@ public final class MPICommunicator: Communicator {
     public let maximumTag: Int
     private let initialisingThread: pthread_t
     private var isFinalized = false
+    private let progressThread: MPIProgressThread?
 
-    public init() throws {
+    /// Open MPI's request pools start with this many entries (MCA parameter
+    /// `pml_ob1_free_list_num`, default 4, grown 64 at a time). (Not the shared-memory
+    /// transport's fragment pool: with `btl_vader_free_list_num` 256 the allocation
+    /// traces of a one-host run showed only TCP: Open MPI had dropped shared memory silently.) The gradient sum keeps up to ~900
+    /// messages in flight per step (BERT-base, 2 ranks, 1 MB messages); with the defaults the
+    /// pools grew (malloc inside MPI_Isend/MPI_Irecv/MPI_Iprobe) whenever a step happened to have
+    /// more in flight than any before: 1-5 heap allocations per step after warm-up
+    /// (benchmarks/check_allocations.sh, benchmarks/communication.md).
+    public static let defaultPreallocatedRequests = 1024
+
+    /// Over TCP, messages up to this size go eagerly (`btl_tcp_eager_limit`, default 64 kB,
+    /// and `btl_tcp_max_send_size`): the gradient sum's 1 MB messages then need no rendezvous.
+    /// With rendezvous, each message's "go ahead" waited on the connection behind hundreds of
+    /// queued megabytes of the other direction, and BERT-base's sum over 1 Gbit/s took 6.4 s
+    /// against 3.7 s for MPI_Allreduce; eagerly 3.7 s (benchmarks/communication.md). The
+    /// receives are posted before the data can arrive (GradientSynchronizer: "Receives first"),
+    /// so eager messages are not buffered.
+    public static let defaultEagerMessageBytes = 4 * GradientSynchronizer.defaultMessageFloats + 65536
+
+    /// `progressIntervalSeconds`: start a background progress thread that polls this often while
+    /// `setBackgroundProgress(true)` (nil: none). `preallocatedRequests`: the initial size of
+    /// Open MPI's request pools; `eagerMessageBytes`: the largest TCP message sent without
+    /// rendezvous (nil: Open MPI's defaults).
+    public init(progressIntervalSeconds: Double? = nil, preallocatedRequests: Int? = defaultPreallocatedRequests,
+                eagerMessageBytes: Int? = defaultEagerMessageBytes) throws {
         var alreadyInitialised: Int32 = 0
         MPI_Initialized(&alreadyInitialised)
         if alreadyInitialised != 0 {
             throw CommunicationError(rank: 0, operation: "MPI_Init_thread",
                                      reason: "MPI is already initialised in this process; create a single MPICommunicator")
         }
+        // Open MPI reads its parameters only from the environment (or files) at MPI_Init: a C
+        // library demanding a global. A value the user set (environment, mpirun --mca) wins.
+        if let preallocatedRequests {
+            setenv("OMPI_MCA_pml_ob1_free_list_num", String(preallocatedRequests), 0)
+        }
+        if let eagerMessageBytes {
+            setenv("OMPI_MCA_btl_tcp_eager_limit", String(eagerMessageBytes), 0)
+            setenv("OMPI_MCA_btl_tcp_max_send_size", String(eagerMessageBytes), 0)
+        }
         var provided: Int32 = 0
         // Errors inside MPI_Init use the default handler (abort), so the code is checked for form only.
-        let initCode = MPI_Init_thread(nil, nil, Int32(MPI_THREAD_FUNNELED), &provided)
+        let requested = progressIntervalSeconds == nil ? Int32(MPI_THREAD_FUNNELED) : Int32(MPI_THREAD_MULTIPLE)
+        let initCode = MPI_Init_thread(nil, nil, requested, &provided)
         guard initCode == MPI_SUCCESS else {
             throw CommunicationError(rank: 0, operation: "MPI_Init_thread", reason: MPICommunicator.errorString(initCode))
         }
@@ -55,6 +94,21 @@ public final class MPICommunicator: Communicator {
         try MPICommunicator.check(MPI_Comm_get_attr(shim_mpi_comm_world(), Int32(MPI_TAG_UB), &tagUpperBound, &found),
                                   "MPI_Comm_get_attr(MPI_TAG_UB)", rank: rank)
         maximumTag = (found != 0 && tagUpperBound != nil) ? Int(tagUpperBound!.pointee) : 32767
+        if let progressIntervalSeconds, provided >= Int32(MPI_THREAD_MULTIPLE), worldSize > 1 {
+            // The probe's tag is never sent (the largest tag; the synchroniser's tags stay far below it).
+            progressThread = MPIProgressThread(intervalSeconds: progressIntervalSeconds, probeTag: maximumTag)
+        } else {
+            progressThread = nil
+        }
+    }
+
+    /// True when a background progress thread runs (asked for, MPI_THREAD_MULTIPLE available, several ranks).
+    public var hasProgressThread: Bool { progressThread != nil }
+    /// Probes the progress thread has made so far (0 without one).
+    public var progressProbeCount: Int { progressThread?.probeCount ?? 0 }
+
+    public func setBackgroundProgress(_ active: Bool) {
+        progressThread?.setActive(active)
     }
 
     deinit {
@@ -65,6 +119,7 @@ public final class MPICommunicator: Communicator {
     public func finalize() throws {
         guard !isFinalized else { return }
         try checkThread("MPI_Finalize")
+        progressThread?.stop()
         isFinalized = true
         try check(MPI_Finalize(), "MPI_Finalize")
     }
@@ -104,24 +159,24 @@ public final class MPICommunicator: Communicator {
                   "MPI_Allgather (\(contribution.count) bytes per rank)")
     }
 
-    public func startSend(_ floats: UnsafeBufferPointer<Float>, to destination: Int, tag: Int) throws -> TransferRequest {
+    public func startSend(bytes: UnsafeRawBufferPointer, to destination: Int, tag: Int) throws -> TransferRequest {
         // The call descriptions are autoclosures: no string is built (no allocation) unless a check fails.
-        try checkThread("MPI_Isend (to rank \(destination), \(floats.count) floats, tag \(tag))")
-        try checkTransfer(count: floats.count, peer: destination, tag: tag, "MPI_Isend (to rank \(destination), \(floats.count) floats, tag \(tag))")
+        try checkThread("MPI_Isend (to rank \(destination), \(bytes.count) bytes, tag \(tag))")
+        try checkTransfer(count: bytes.count, peer: destination, tag: tag, "MPI_Isend (to rank \(destination), \(bytes.count) bytes, tag \(tag))")
         var request: MPI_Request? = shim_mpi_request_null()
-        try check(MPI_Isend(floats.baseAddress, Int32(floats.count), shim_mpi_float(), Int32(destination), Int32(tag),
+        try check(MPI_Isend(bytes.baseAddress, Int32(bytes.count), shim_mpi_byte(), Int32(destination), Int32(tag),
                             shim_mpi_comm_world(), &request),
-                  "MPI_Isend (to rank \(destination), \(floats.count) floats, tag \(tag))")
+                  "MPI_Isend (to rank \(destination), \(bytes.count) bytes, tag \(tag))")
         return TransferRequest(handle: .mpi(request))
     }
 
-    public func startReceive(_ floats: UnsafeMutableBufferPointer<Float>, from source: Int, tag: Int) throws -> TransferRequest {
-        try checkThread("MPI_Irecv (from rank \(source), \(floats.count) floats, tag \(tag))")
-        try checkTransfer(count: floats.count, peer: source, tag: tag, "MPI_Irecv (from rank \(source), \(floats.count) floats, tag \(tag))")
+    public func startReceive(bytes: UnsafeMutableRawBufferPointer, from source: Int, tag: Int) throws -> TransferRequest {
+        try checkThread("MPI_Irecv (from rank \(source), \(bytes.count) bytes, tag \(tag))")
+        try checkTransfer(count: bytes.count, peer: source, tag: tag, "MPI_Irecv (from rank \(source), \(bytes.count) bytes, tag \(tag))")
         var request: MPI_Request? = shim_mpi_request_null()
-        try check(MPI_Irecv(floats.baseAddress, Int32(floats.count), shim_mpi_float(), Int32(source), Int32(tag),
+        try check(MPI_Irecv(bytes.baseAddress, Int32(bytes.count), shim_mpi_byte(), Int32(source), Int32(tag),
                             shim_mpi_comm_world(), &request),
-                  "MPI_Irecv (from rank \(source), \(floats.count) floats, tag \(tag))")
+                  "MPI_Irecv (from rank \(source), \(bytes.count) bytes, tag \(tag))")
         return TransferRequest(handle: .mpi(request))
     }
 
@@ -135,41 +190,44 @@ public final class MPICommunicator: Communicator {
         _ = try completeAll(requests, blocking: true)
     }
 
-    /// MPI_Testall / MPI_Waitall over the pending MPI requests of `requests`. The handles are copied
-    /// into a stack buffer (no heap allocation) because TransferRequest is not an MPI_Request array.
+    /// MPI_Testall / MPI_Waitall over the pending MPI requests of `requests`, in batches of at most
+    /// 64 whose handles are copied into a stack buffer (no heap allocation whatever the count:
+    /// TransferRequest is not an MPI_Request array). A batch that has not completed ends a test
+    /// (every call moves all pending transfers anyway); completed batches are marked completed.
     private func completeAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>, blocking: Bool) throws -> Bool {
-        var pendingCount = 0
         for request in requests {
-            switch request.handle {
-            case .completed: continue
-            case .mpi: pendingCount += 1
-            case .inProcess:
+            if case .inProcess = request.handle {
                 throw CommunicationError(rank: rank, operation: blocking ? "MPI_Waitall" : "MPI_Testall",
                                          reason: "request was not made by this MPICommunicator")
             }
         }
-        if pendingCount == 0 { return true }
-        return try withUnsafeTemporaryAllocation(of: MPI_Request?.self, capacity: pendingCount) { handles in
-            var slot = 0
-            for request in requests {
-                if case .mpi(let handle) = request.handle {
-                    handles[slot] = handle
-                    slot += 1
+        let batchSize = 64
+        return try withUnsafeTemporaryAllocation(of: MPI_Request?.self, capacity: batchSize) { handles in
+            var start = 0
+            while start < requests.count {
+                // The next batch of pending requests: their indices' span and their handles.
+                var end = start, pendingCount = 0
+                while end < requests.count && pendingCount < batchSize {
+                    if case .mpi(let handle) = requests[end].handle {
+                        handles[pendingCount] = handle
+                        pendingCount += 1
+                    }
+                    end += 1
                 }
+                if pendingCount > 0 {
+                    var allDone: Int32 = 1
+                    if blocking {
+                        try check(MPI_Waitall(Int32(pendingCount), handles.baseAddress, nil), "MPI_Waitall (\(pendingCount) transfers)")
+                    } else {
+                        try check(MPI_Testall(Int32(pendingCount), handles.baseAddress, &allDone, nil),
+                                  "MPI_Testall (\(pendingCount) transfers)")
+                    }
+                    if allDone == 0 { return false }
+                }
+                for index in start ..< end { requests[index].handle = .completed }
+                start = end
             }
-            var allDone: Int32 = 1
-            if blocking {
-                try check(MPI_Waitall(Int32(pendingCount), handles.baseAddress, nil),
-                          "MPI_Waitall (\(pendingCount) transfers)")
-            } else {
-                try check(MPI_Testall(Int32(pendingCount), handles.baseAddress, &allDone, nil),
-                          "MPI_Testall (\(pendingCount) transfers)")
-            }
-            if allDone != 0 {
-                for index in requests.indices { requests[index].handle = .completed }
-                return true
-            }
-            return false
+            return true
         }
     }
 

@@ -13,6 +13,8 @@ public struct BenchmarkOptions: Sendable {
     public var warmupSteps = 3
     /// Initialise from config.json alone (timing a model whose weights are not at hand).
     public var randomWeights = false
+    /// Sum no gradients (each rank steps with its own): the step without gradient communication.
+    public var skipGradientSync = false
     public init(training: TrainingOptions) { self.training = training }
 }
 
@@ -41,6 +43,12 @@ public struct BenchmarkResult: Sendable {
     public var kernelInstructionSet = ""
     /// "fp32", or "bf16" and the CGemm engine of its products ("amx", "avx512-bf16").
     public var precision = "fp32", bf16Engine = ""
+    /// Median over the timed steps of the payload bytes the gradient sum sent (the rank that sent
+    /// most), and the bytes this host's network interfaces sent per timed step (every interface
+    /// but loopback, from /proc/net/dev: protocol headers and every other sender on the host
+    /// included; the busiest rank's host). nil where /proc/net/dev is unreadable.
+    public var gradientBytesSentPerStep = 0.0
+    public var interfaceBytesSentPerStep: Double?
 
     public var json: JSONValue {
         .object([
@@ -55,7 +63,9 @@ public struct BenchmarkResult: Sendable {
             "blas_core": .string(blasCore), "kernels": .string(kernelInstructionSet),
             "precision": .string(precision), "bf16_engine": .string(bf16Engine),
             "phases_s_median": .object(phaseSecondsMedian.mapValues { .number($0) }),
-        ].merging(allocationCounts) { first, _ in first })
+            "gradient_bytes_sent_per_step": .number(gradientBytesSentPerStep),
+        ].merging(allocationCounts) { first, _ in first }
+         .merging(interfaceBytesSentPerStep.map { ["interface_bytes_sent_per_step": .number($0)] } ?? [:]) { first, _ in first })
     }
 
     private var allocationCounts: [String: JSONValue] {
@@ -99,7 +109,8 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
     let maxSequenceLength = Int(try communicator.allReduce(Double(local?.2 ?? 0), .max))
     training.maxSequenceLength = maxSequenceLength
     let replica = try Replica(model: model, hyperparameters: training.adamHyperparameters, communicator: communicator,
-                              shardOptimizer: training.shardOptimizer, bucketFloats: max(1, Int(training.bucketMegabytes * 1_000_000 / 4)))
+                              options: training)
+    replica.skipsGradientSync = options.skipGradientSync
     let stepCount = options.warmupSteps + options.steps
     var stepsOptions = training
     stepsOptions.maxSteps = stepCount
@@ -109,7 +120,8 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
 
     let counters = AllocationCounters()
     var allocationsPerStep = (heap: 0, mappings: 0)
-    var stepSeconds: [Double] = [], waitSeconds: [Double] = []
+    var stepSeconds: [Double] = [], waitSeconds: [Double] = [], sentBytes: [Double] = []
+    var interfaceBytesAtStart: Int?
     let phaseNames = ["data", "forward", "backward", "sync", "optimizer"]
     var phaseSeconds: [[Double]] = Array(repeating: [], count: phaseNames.count)
     var timedLengths: [[Int]] = []
@@ -118,6 +130,7 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
         let (rankBatch, order) = cursor.current(rank: rank, worldSize: worldSize)
         if step >= options.warmupSteps { timedLengths.append(rankBatch.globalRange.map { examples.tokens(at: Int(order[$0])).count }) }
         try communicator.barrier()
+        if step == options.warmupSteps { interfaceBytesAtStart = interfaceBytesSent() }
         // The last step's allocations get backtraces when the counter was asked for them.
         if step == stepCount - 1 { counters?.trace(true) }
         let countsBefore = counters?.read()
@@ -137,14 +150,21 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
         }
         let phases = outcome.phaseSeconds
         let elapsed = try communicator.allReduce([Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, phases.sync,
-                                                  phases.data, phases.forward, phases.backward, phases.sync, phases.optimizer], .max)
+                                                  phases.data, phases.forward, phases.backward, phases.sync, phases.optimizer,
+                                                  Double(options.skipGradientSync ? 0 : replica.synchronizer.lastSentBytes)], .max)
         if step >= options.warmupSteps {
             stepSeconds.append(elapsed[0])
             waitSeconds.append(elapsed[1])
+            sentBytes.append(elapsed[7])
             for p in phaseNames.indices { phaseSeconds[p].append(elapsed[2 + p]) }
         }
     }
+    // The timed steps' interface bytes (the per-step collectives' few bytes included).
+    let interfaceBytes = interfaceBytesAtStart.flatMap { start in interfaceBytesSent().map { Double($0 - start) } }
+    let busiestInterface = try communicator.allReduce(interfaceBytes ?? -1, .max)
+    if busiestInterface >= 0 { result.interfaceBytesSentPerStep = busiestInterface / Double(options.steps) }
     func median(_ values: [Double]) -> Double { let s = values.sorted(); return s.isEmpty ? 0 : s[s.count / 2] }
+    result.gradientBytesSentPerStep = median(sentBytes)
     func mean(_ values: [Double]) -> Double { values.reduce(0, +) / Double(max(values.count, 1)) }
     result.stepSecondsMedian = median(stepSeconds)
     result.stepSecondsMin = stepSeconds.min() ?? 0
@@ -300,4 +320,20 @@ public func sgemmPeakFLOPsPerSecond(config: BertConfig, rows: Int, compute: Comp
     }
     BLASSetup.keepOpenBLASSingleThreaded()
     return flops / best.reduce(0, +)
+}
+
+/// Bytes sent so far by this network namespace's interfaces other than loopback (the transmit
+/// bytes column of /proc/net/dev), or nil where it cannot be read.
+func interfaceBytesSent() -> Int? {
+    guard let text = try? String(contentsOfFile: "/proc/net/dev", encoding: .utf8) else { return nil }
+    var total = 0
+    for line in text.split(separator: "\n") {
+        let parts = line.split(separator: ":", maxSplits: 1)
+        guard parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces) != "lo" else { continue }
+        let fields = parts[1].split(separator: " ")
+        // receive: bytes packets errs drop fifo frame compressed multicast; transmit: bytes ...
+        guard fields.count >= 9, let sent = Int(fields[8]) else { continue }
+        total += sent
+    }
+    return total
 }

@@ -22,23 +22,57 @@ final class Replica {
     let shards: ShardLayout
     let shardOptimizer: Bool
     private var batch = PackedBatch()
+    /// The ZeRO-1 parameter gather's requests, kept across steps (no allocation per step).
+    private var gatherRequests: [TransferRequest] = []
     /// Evaluation's batch, kept across evaluations of the run.
     var evaluationBatch = PackedBatch()
+    /// Bench only (`--no-gradient-sync`): each rank steps with its own gradient, nothing is summed
+    /// (replicas drift apart); the step time without gradient communication.
+    var skipsGradientSync = false
     /// The per-step collective's values: 6 metrics, then per rank its partial sum of squares,
     /// its compute seconds (data, forward, backward) and its seconds waiting for the gradient sum.
     private var reduction: [Double]
 
+    /// `options`: the sharding, bucket size, compression and sparse-embedding choices.
     init(model: BertForSequenceClassification, hyperparameters: AdamHyperparameters, communicator: any Communicator,
-         shardOptimizer: Bool, bucketFloats: Int) throws {
+         options: TrainingOptions) throws {
         self.model = model
         self.communicator = communicator
-        self.shardOptimizer = shardOptimizer
+        self.shardOptimizer = options.shardOptimizer
         shards = ShardLayout(totalCount: model.layout.totalCount, worldSize: communicator.worldSize)
         let optimizerRange = shardOptimizer ? shards.range(of: communicator.rank) : 0..<model.layout.totalCount
         optimizer = AdamOptimizer(hyperparameters: hyperparameters, layout: model.layout, range: optimizerRange, compute: model.compute)
         synchronizer = try GradientSynchronizer(communicator: communicator, gradients: model.gradients.buffer,
-                                                bucketFloats: bucketFloats, shardOptimizer: shardOptimizer)
+                                                options: Replica.syncOptions(model.layout, model.config, options))
         reduction = [Double](repeating: 0, count: 6 + 3 * communicator.worldSize)
+    }
+
+    /// Buckets end where backward reports readiness (each layer's start), so each starts as soon
+    /// as its layer is done; the word and position tables travel as touched rows (see `markRows`).
+    static func syncOptions(_ layout: ParameterLayout, _ config: BertConfig, _ options: TrainingOptions) -> GradientSyncOptions {
+        var sync = GradientSyncOptions()
+        sync.bucketFloats = max(1, Int(options.bucketMegabytes * 1_000_000 / 4))
+        sync.shardOptimizer = options.shardOptimizer
+        sync.compression = options.gradientCompression
+        sync.bucketBoundaries = layout.layerStarts
+        if options.sparseEmbeddingGradients {
+            sync.sparseTables = [Replica.wordTable, Replica.positionTable].map {
+                SparseRowTable(range: layout[$0].range, rowLength: config.hiddenSize)
+            }
+        }
+        return sync
+    }
+
+    static let wordTable = "bert.embeddings.word_embeddings.weight"
+    static let positionTable = "bert.embeddings.position_embeddings.weight"
+
+    /// The embedding rows backward will write for `batch`: its token ids, and positions up to
+    /// its longest sequence (sparse tables 0 and 1 of `syncOptions`).
+    private func markRows(_ batch: PackedBatch) {
+        for id in batch.tokenIds { synchronizer.markRow(table: 0, row: Int(id)) }
+        var longest = 0
+        for s in 0..<batch.sequenceCount { longest = max(longest, batch.length(of: s)) }
+        for position in 0..<longest { synchronizer.markRow(table: 1, row: position) }
     }
 
     func reserve(microBatchSize: Int, maxSequenceLength: Int) {
@@ -84,12 +118,16 @@ final class Replica {
         var outcome = Outcome()
         var clock = Clock()
         model.gradients.zero()
+        // Before forward, so that no peer's gradient message arrives before its receive (Open MPI
+        // would buffer it, growing a pool: GradientSynchronizer's "Receives first").
+        if !skipsGradientSync { try synchronizer.postReceives() }
         var lossSum = 0.0, correct = 0, tokens = 0, examples = 0
         let lossScale = 1 / Float(globalBatchSize)
         clock.lap(into: &outcome.phaseSeconds.data)
         for micro in 0..<microBatchCount {
             batch.removeAll()
             try fill(micro, &batch)
+            markRows(batch)
             clock.lap(into: &outcome.phaseSeconds.data)
             let result = try model.forward(batch, dropout: dropout)
             lossSum += result.lossSum
@@ -101,15 +139,17 @@ final class Replica {
             try model.backward(batch, dropout: dropout, lossScale: lossScale) { offset in
                 // Communication starts only once every micro-batch has added its gradient; MPI
                 // moves large transfers only inside MPI calls, hence progress() between layers.
-                guard isLast else { return }
+                guard isLast && !self.skipsGradientSync else { return }
                 try self.synchronizer.gradientsReady(downTo: offset)
                 try self.synchronizer.progress()
             }
             clock.lap(into: &outcome.phaseSeconds.backward)
         }
         // A rank whose shard of a small last batch is empty still takes part in every collective.
-        if microBatchCount == 0 { try synchronizer.gradientsReady(downTo: 0) }
-        try synchronizer.finish()
+        if !skipsGradientSync {
+            if microBatchCount == 0 { try synchronizer.gradientsReady(downTo: 0) }
+            try synchronizer.finish()
+        }
         clock.lap(into: &outcome.phaseSeconds.sync)
 
         // Norm of the summed gradient: each rank measures its own shard; one collective adds the
@@ -145,7 +185,7 @@ final class Replica {
         } else {
             let factor = gradientClipFactor(totalNorm: outcome.gradientNorm, maxNorm: maxGradNorm)
             optimizer.step(parameters: model.parameters, gradients: model.gradients, learningRate: learningRate, gradientScale: factor)
-            if shardOptimizer { try communicator.gatherParameters(model.parameters.buffer, layout: shards) }
+            if shardOptimizer && !skipsGradientSync { try communicator.gatherParameters(model.parameters.buffer, layout: shards, requests: &gatherRequests) }
             // The parameters are final on this rank: the --bf16 copies are rebuilt here, once per update.
             model.parametersChanged()
             model.refreshBF16WeightsIfNeeded()

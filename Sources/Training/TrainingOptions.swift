@@ -1,4 +1,5 @@
 import Data
+import Distributed
 import Foundation
 import Model
 
@@ -30,6 +31,11 @@ public struct TrainingOptions: Sendable {
     public var schedule: LearningRateSchedule.Shape = .linear
     public var shardOptimizer = false
     public var bucketMegabytes = 25.0
+    /// --grad-compression: what the gradient sum sends (bf16 halves the bytes; see GradientCompression).
+    public var gradientCompression: GradientCompression = .none
+    /// Only the touched rows of the word and position embedding gradients travel (the result is
+    /// the dense sum's, bit for bit); false sends the tables whole (for comparisons).
+    public var sparseEmbeddingGradients = true
     public var groupByLength = false
 
     /// How the data files are read (docs/data.md): the columns or keys of a header CSV, TSV or

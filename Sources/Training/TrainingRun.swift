@@ -167,8 +167,7 @@ public final class TrainingRun {
             }
             model.checkFinite = options.debug
             let replica = try Replica(model: model, hyperparameters: options.adamHyperparameters, communicator: communicator,
-                                      shardOptimizer: options.shardOptimizer,
-                                      bucketFloats: max(1, Int(options.bucketMegabytes * 1_000_000 / 4)))
+                                      options: options)
             return (replica, loadReport, maxSequenceLength)
         }
     }

@@ -36,6 +36,12 @@ struct BenchCommCommand: ParsableCommand {
     @Option(help: "Gradient bucket size in MB (10^6 bytes).")
     var bucketMB: Double = 25
 
+    @Option(help: "Largest point-to-point message in MB (10^6 bytes).")
+    var messageMB: Double = Double(GradientSynchronizer.defaultMessageFloats) * 4 / 1_000_000
+
+    @Option(help: "Milliseconds between the background progress thread's MPI polls while gradients travel (0: no thread).")
+    var progressIntervalMs = 0.5
+
     @Option(help: "Also time a simulated backward of 12 layers of this many milliseconds each, with and without progress() between layers (0: skip).")
     var overlapLayerMs: Double = 0
 
@@ -52,11 +58,13 @@ struct BenchCommCommand: ParsableCommand {
         if let simulateRanks, simulateRanks < 1 { throw ValidationError("--simulate-ranks must be at least 1") }
         if simulateRanks != nil && !check { throw ValidationError("--simulate-ranks only applies to --check") }
         if repetitions < 1 { throw ValidationError("--repetitions must be at least 1") }
-        if bucketMB <= 0 { throw ValidationError("--bucket-mb must be positive") }
+        if !(progressIntervalMs >= 0) { throw ValidationError("--progress-interval-ms must not be negative") }
+        if bucketMB <= 0 || messageMB <= 0 { throw ValidationError("--bucket-mb and --message-mb must be positive") }
         _ = try parsedSizes()
     }
 
     var bucketFloats: Int { max(1, Int(bucketMB * 1_000_000 / 4)) }
+    var messageFloats: Int { max(1, Int(messageMB * 1_000_000 / 4)) }
 
     func parsedSizes() throws -> [(name: String, floats: Int)] {
         try sizes.split(separator: ",").map { item in
@@ -75,7 +83,8 @@ struct BenchCommCommand: ParsableCommand {
     func run() throws {
         let (check, soakSeconds) = (check, soakSeconds)
         let command = self
-        let status = RankRunner.run(simulatedRanks: check ? simulateRanks : nil) { communicator, _ in
+        let status = RankRunner.run(simulatedRanks: check ? simulateRanks : nil,
+                                    progressIntervalSeconds: progressIntervalMs > 0 ? progressIntervalMs / 1000 : nil) { communicator, _ in
             if check {
                 try command.runChecks(communicator: communicator, mode: command.simulateRanks == nil ? "MPI ranks" : "simulated ranks")
             } else if let mpi = communicator as? MPICommunicator {
@@ -116,10 +125,10 @@ struct BenchCommCommand: ParsableCommand {
             defer { arena.deallocate() }
             arena.initialize(repeating: 1e-3)
 
-            let bucketed = try GradientSynchronizer(communicator: communicator, gradients: arena,
-                                                    bucketFloats: bucketFloats, shardOptimizer: false)
-            let sharded = try GradientSynchronizer(communicator: communicator, gradients: arena,
-                                                   bucketFloats: bucketFloats, shardOptimizer: true)
+            let bucketed = try GradientSynchronizer(communicator: communicator, gradients: arena, bucketFloats: bucketFloats,
+                                                    messageFloats: messageFloats, shardOptimizer: false)
+            let sharded = try GradientSynchronizer(communicator: communicator, gradients: arena, bucketFloats: bucketFloats,
+                                                   messageFloats: messageFloats, shardOptimizer: true)
             // Interleaved (one of each per round), so that load from other processes hits all alike.
             let medians = try mediansOfSlowestRank(communicator, [
                 { try communicator.allReduceSumInPlace(arena) },
@@ -279,166 +288,3 @@ struct BenchCommCommand: ParsableCommand {
 /// The last signal number received by the soak loop (written in the signal handler; atomics are
 /// async-signal-safe).
 private let receivedSignal = Atomic<Int32>(0)
-
-/// Every collective of the communication layer on awkward sizes, verified against values computed
-/// independently: each rank fills its buffers with values derived from (rank, index), and the
-/// expected sum of index i is formed here in rank order, so the synchroniser must match it bit for bit.
-struct CommunicationChecks {
-    let communicator: any Communicator
-
-    /// Counts the checks made and records the mismatches (prefixed with the rank).
-    final class Log {
-        var checkCount = 0
-        var failures: [String] = []
-        let rank: Int
-        init(rank: Int) { self.rank = rank }
-        func expect(_ condition: Bool, _ failure: @autoclosure () -> String) {
-            checkCount += 1
-            if !condition { failures.append("rank \(rank): \(failure())") }
-        }
-    }
-
-    /// The number of checks made on this rank and the mismatches found (empty when all is right).
-    func run() throws -> (checkCount: Int, failures: [String], sumChecksum: UInt64) {
-        let log = Log(rank: rank)
-        try checkBarrierAndBroadcast(log)
-        try checkReductions(log)
-        try checkGathers(log)
-        // (floats, bucket floats): empty arena; arena smaller than the world (shards of size 0 from
-        // 4 ranks on); buckets of one float; buckets not dividing the arena; one bucket; bucket larger
-        // than the arena; several MB with odd sizes.
-        let cases = [(0, 16), (3, 1), (1000, 7), (1000, 64), (1001, 1001), (1001, 5000), (100_003, 10_000), ((1 << 20) + 5, 250_000)]
-        for (floats, bucketFloats) in cases {
-            for shardOptimizer in [false, true] {
-                try checkSynchronizer(floats: floats, bucketFloats: bucketFloats, shardOptimizer: shardOptimizer, log)
-            }
-        }
-        for (floats, chunkFloats) in [(0, 16), (3, 1), (17, 4), (100_003, 1000), (100_003, 1 << 20)] {
-            try checkGatherParameters(floats: floats, chunkFloats: chunkFloats, log)
-        }
-        try checkReplicaRepair(log)
-        let sumChecksum = try checkSameResultOnEveryRank(log)
-        return (log.checkCount, log.failures, sumChecksum)
-    }
-
-    private var rank: Int { communicator.rank }
-    private var worldSize: Int { communicator.worldSize }
-
-    private func checkBarrierAndBroadcast(_ log: Log) throws {
-        try communicator.barrier()
-        for root in 0 ..< worldSize {
-            for count in [0, 1, 13, 4099] {
-                var bytes = [UInt8](repeating: UInt8(rank), count: count)
-                if rank == root { for index in 0 ..< count { bytes[index] = UInt8(truncatingIfNeeded: 31 * root + index) } }
-                try bytes.withUnsafeMutableBytes { try communicator.broadcast($0, root: root) }
-                log.expect(bytes == (0 ..< count).map { UInt8(truncatingIfNeeded: 31 * root + $0) },
-                           "broadcast of \(count) bytes from rank \(root): wrong bytes")
-            }
-        }
-    }
-
-    private func checkReductions(_ log: Log) throws {
-        func contribution(_ rank: Int) -> [Double] { [Double(rank) * 0.1 + 1e15 * Double(rank % 2 == 0 ? 1 : -1), Double(rank), -Double(rank) / 3] }
-        let values = contribution(rank)
-        var expectedSum = contribution(0)
-        for other in 1 ..< worldSize { for index in 0 ..< 3 { expectedSum[index] += contribution(other)[index] } }
-        let sum = try communicator.allReduce(values, .sum)
-        log.expect(sum.map(\.bitPattern) == expectedSum.map(\.bitPattern), "allReduce sum: \(sum) != \(expectedSum)")
-        let maximum = try communicator.allReduce(values, .max)
-        let expectedMaximum = (0 ..< 3).map { index in (0 ..< worldSize).map { contribution($0)[index] }.max()! }
-        log.expect(maximum == expectedMaximum, "allReduce max: \(maximum) != \(expectedMaximum)")
-        let minimum = try communicator.allReduce(values, .min)
-        let expectedMinimum = (0 ..< 3).map { index in (0 ..< worldSize).map { contribution($0)[index] }.min()! }
-        log.expect(minimum == expectedMinimum, "allReduce min: \(minimum) != \(expectedMinimum)")
-        log.expect(try communicator.anyRank(rank == worldSize - 1), "anyRank missed the last rank's flag")
-        log.expect(try communicator.allReduce(rank == 0 ? Double.nan : 0, .max).isNaN, "allReduce max lost a NaN")
-    }
-
-    private func checkGathers(_ log: Log) throws {
-        let words = try communicator.allGather(UInt64(rank) << 40 | 7)
-        log.expect(words == (0 ..< worldSize).map { UInt64($0) << 40 | 7 }, "allGather of UInt64: \(words)")
-        let strings = try communicator.allGather(bytes: [UInt8](repeating: UInt8(rank), count: rank % 3))
-        log.expect(strings == (0 ..< worldSize).map { [UInt8](repeating: UInt8($0), count: $0 % 3) },
-                   "allGather of byte strings: \(strings)")
-    }
-
-    private func checkSynchronizer(floats: Int, bucketFloats: Int, shardOptimizer: Bool, _ log: Log) throws {
-        let arena = UnsafeMutableBufferPointer<Float>.allocate(capacity: floats)
-        defer { arena.deallocate() }
-        let synchronizer = try GradientSynchronizer(communicator: communicator, gradients: arena,
-                                                    bucketFloats: bucketFloats, shardOptimizer: shardOptimizer)
-        let checked = shardOptimizer ? synchronizer.layout.range(of: rank) : 0 ..< floats
-        for step in 0 ..< 2 {
-            for index in 0 ..< floats { arena[index] = checkValue(rank: rank, index: index, step: step) }
-            let layerCount = 6
-            for layer in stride(from: layerCount - 1, through: 0, by: -1) {
-                try synchronizer.gradientsReady(downTo: floats * layer / layerCount)
-                try synchronizer.progress()
-            }
-            try synchronizer.finish()
-            var mismatches = 0, firstMismatch = -1
-            for index in checked {
-                var expected = checkValue(rank: 0, index: index, step: step)
-                for other in 1 ..< max(worldSize, 1) { expected += checkValue(rank: other, index: index, step: step) }
-                if arena[index].bitPattern != expected.bitPattern {
-                    mismatches += 1
-                    if firstMismatch < 0 { firstMismatch = index }
-                }
-            }
-            log.expect(mismatches == 0,
-                       "GradientSynchronizer(\(floats) floats, buckets of \(bucketFloats), shardOptimizer: \(shardOptimizer)) "
-                           + "step \(step): \(mismatches) floats differ from the rank-order sum, first at index \(firstMismatch)")
-        }
-    }
-
-    private func checkGatherParameters(floats: Int, chunkFloats: Int, _ log: Log) throws {
-        let layout = ShardLayout(totalCount: floats, worldSize: worldSize)
-        let own = layout.range(of: rank)
-        var parameters = (0 ..< floats).map { own.contains($0) ? checkValue(rank: 99, index: $0, step: 0) : Float(rank) }
-        try parameters.withUnsafeMutableBufferPointer { try communicator.gatherParameters($0, layout: layout, chunkFloats: chunkFloats) }
-        log.expect(parameters.map(\.bitPattern) == (0 ..< floats).map { checkValue(rank: 99, index: $0, step: 0).bitPattern },
-                   "gatherParameters of \(floats) floats in chunks of \(chunkFloats): wrong values")
-    }
-
-    private func checkReplicaRepair(_ log: Log) throws {
-        var parameters = (0 ..< 1003).map { checkValue(rank: 0, index: $0, step: 5) }
-        var moments = (0 ..< 17).map { checkValue(rank: 0, index: $0, step: 6) }
-        let perturbed = worldSize > 1 ? [worldSize - 1] : []
-        if perturbed.contains(rank) { parameters[1002] = parameters[1002].nextUp; moments[0] = -moments[0] }
-        let differing = try parameters.withUnsafeMutableBufferPointer { parameterBuffer in
-            try moments.withUnsafeMutableBufferPointer { momentBuffer in
-                try ensureReplicasMatch(buffers: [parameterBuffer, momentBuffer], communicator: communicator)
-            }
-        }
-        log.expect(differing == perturbed, "ensureReplicasMatch reported \(differing), expected \(perturbed)")
-        log.expect(parameters == (0 ..< 1003).map { checkValue(rank: 0, index: $0, step: 5) }
-                       && moments == (0 ..< 17).map { checkValue(rank: 0, index: $0, step: 6) },
-                   "ensureReplicasMatch did not repair the buffers from rank 0")
-    }
-
-    /// The unsharded synchroniser leaves identical bits on every rank (compared by checksum). Returns
-    /// the checksum, which --check prints so that MPI and simulated runs can be compared directly.
-    private func checkSameResultOnEveryRank(_ log: Log) throws -> UInt64 {
-        let floats = 50_001
-        let arena = UnsafeMutableBufferPointer<Float>.allocate(capacity: floats)
-        defer { arena.deallocate() }
-        for index in 0 ..< floats { arena[index] = checkValue(rank: rank, index: index, step: 9) }
-        let synchronizer = try GradientSynchronizer(communicator: communicator, gradients: arena, bucketFloats: 4096, shardOptimizer: false)
-        try synchronizer.finish()
-        let sums = try communicator.allGather(checksum(UnsafeBufferPointer(arena)))
-        log.expect(Set(sums).count == 1, "ranks hold different gradient sums: checksums \(sums)")
-        return sums[0]
-    }
-
-    /// A Float derived from (rank, index, step): random sign and mantissa, exponent in 2^-8 ... 2^8,
-    /// so that a different order of addition changes the rounded sum.
-    private func checkValue(rank: Int, index: Int, step: Int) -> Float {
-        var state = UInt64(truncatingIfNeeded: rank) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(truncatingIfNeeded: index) &* 0xBF58_476D_1CE4_E5B9
-            ^ UInt64(truncatingIfNeeded: step) &* 0x94D0_49BB_1331_11EB
-        state = (state ^ (state >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        state = (state ^ (state >> 27)) &* 0x94D0_49BB_1331_11EB
-        state ^= state >> 31
-        let bits = UInt32(state & 1) << 31 | UInt32(127 - 8 + Int((state >> 1) % 17)) << 23 | UInt32((state >> 8) & 0x7F_FFFF)
-        return Float(bitPattern: bits)
-    }
-}

@@ -26,6 +26,8 @@ struct BenchCommand: ParsableCommand {
     @OptionGroup var output: OutputOptions
     @OptionGroup var faults: FaultOptions
     @Flag(help: .hidden)
+    var noGradientSync = false   // benchmarks/communication.sh: the step without gradient communication
+    @Flag(help: .hidden)
     var sgemmOnly = false   // benchmarks/blas_cores.sh: only the sgemm peak of batch-size x seq-len tokens per rank
 
     func validate() throws {
@@ -38,12 +40,11 @@ struct BenchCommand: ParsableCommand {
         training.globalBatchSize = batchSize
         training.maxSequenceLength = seqLen
         training.columns = columns.columns
-        training.microBatchSize = parallel.microBatchSize
-        training.shardOptimizer = parallel.shardOptimizer
-        training.bucketMegabytes = parallel.bucketMb
+        parallel.apply(to: &training)
         var options = BenchmarkOptions(training: training)
         options.steps = steps
         options.randomWeights = randomWeights
+        options.skipGradientSync = noGradientSync
         return options
     }
 
@@ -52,7 +53,8 @@ struct BenchCommand: ParsableCommand {
         try precision.checkCPU()
         let runtime = ProcessEnvironment.current.runtime(threads: parallel.threads.threads, precision: precision.precision)
         let (json, sgemmOnly, tokens) = (output.json, sgemmOnly, batchSize * seqLen)
-        let status = RankRunner.run(simulatedRanks: nil, collectiveTimeout: faults.collectiveTimeout, runtime: runtime) { communicator, _ in
+        let status = RankRunner.run(simulatedRanks: nil, collectiveTimeout: faults.collectiveTimeout, runtime: runtime,
+                                    progressIntervalSeconds: parallel.progressIntervalSeconds) { communicator, _ in
             if sgemmOnly {
                 let config = try BertConfig.load(modelDirectory: benchmark.training.modelDirectory)
                 try communicator.barrier()
@@ -76,6 +78,8 @@ struct BenchCommand: ParsableCommand {
                            result.bf16Engine.isEmpty ? "" : " (\(result.bf16Engine))"))
                 let phases = ["data", "forward", "backward", "sync", "optimizer"].map { String(format: "%@ %.3f", $0, result.phaseSecondsMedian[$0] ?? 0) }
                 log("phases (s, median of the slowest rank): " + phases.joined(separator: ", "))
+                log(String(format: "gradient sum sent %.1f MB per step (busiest rank)", result.gradientBytesSentPerStep / 1e6)
+                    + (result.interfaceBytesSentPerStep.map { String(format: "; network interfaces sent %.1f MB per step (busiest host)", $0 / 1e6) } ?? ""))
                 if let heap = result.heapAllocationsPerStep, let mappings = result.memoryMappingsPerStep,
                    let modelHeap = result.modelHeapAllocationsPerStep, let modelMappings = result.modelMemoryMappingsPerStep {
                     log("allocations per timed step (most of any step and rank): \(heap) heap, \(mappings) mmap; model forward + backward + AdamW alone: \(modelHeap) heap, \(modelMappings) mmap")

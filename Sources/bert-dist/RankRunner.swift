@@ -10,7 +10,10 @@ import Training
 /// job of several run a PeerWatchdog, which ends the job when a peer falls silent (a dead host,
 /// a frozen one, a cut cable: what MPI itself would wait for forever).
 enum RankRunner {
+    /// `progressIntervalSeconds`: MPI ranks run a background progress thread that polls this often
+    /// while gradients travel (MPICommunicator; nil: none).
     static func run(simulatedRanks: Int?, collectiveTimeout: Double? = nil, runtime: Runtime? = nil,
+                    progressIntervalSeconds: Double? = nil,
                     _ body: @escaping @Sendable (any Communicator, PeerWatchdog?) throws -> Void) -> Int32 {
         if let simulatedRanks {
             do {
@@ -30,7 +33,7 @@ enum RankRunner {
             }
         }
         let communicator: MPICommunicator
-        do { communicator = try MPICommunicator() } catch {
+        do { communicator = try MPICommunicator(progressIntervalSeconds: progressIntervalSeconds) } catch {
             printError("error: \(error)")
             return 1
         }

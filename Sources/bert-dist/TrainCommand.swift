@@ -72,7 +72,6 @@ struct TrainCommand: ParsableCommand {
         var o = TrainingOptions(modelDirectory: model.directory, trainFile: URL(fileURLWithPath: train),
                                 evalFile: eval.map { URL(fileURLWithPath: $0) }, outputDirectory: URL(fileURLWithPath: checkpoints.output))
         o.globalBatchSize = batchSize
-        o.microBatchSize = parallel.microBatchSize
         o.maxSteps = maxSteps
         o.epochs = epochs
         o.learningRate = optimizer.lr
@@ -89,8 +88,7 @@ struct TrainCommand: ParsableCommand {
         o.labels = (try? data.labelSet) ?? nil  // checked by validate()
         o.skipBadRows = data.skipBadRows
         o.ignoreMismatchedSizes = ignoreMismatchedSizes
-        o.shardOptimizer = parallel.shardOptimizer
-        o.bucketMegabytes = parallel.bucketMb
+        parallel.apply(to: &o)
         o.consistencyEvery = consistencyEvery
         o.checkpointEvery = checkpoints.checkpointEvery
         o.keepCheckpoints = checkpoints.keepCheckpoints
@@ -113,7 +111,7 @@ struct TrainCommand: ParsableCommand {
                                                          precision: precision.precision)
         StopSignal.install()
         let status = RankRunner.run(simulatedRanks: debug.inProcessRanks, collectiveTimeout: faults.collectiveTimeout,
-                                    runtime: runtime) { communicator, watchdog in
+                                    runtime: runtime, progressIntervalSeconds: parallel.progressIntervalSeconds) { communicator, watchdog in
             let log = rootLog(communicator)
             // What a failure report names: the checkpoint to continue from.
             let checkpointNote: (URL?) -> Void = { folder in

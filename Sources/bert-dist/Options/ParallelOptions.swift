@@ -1,4 +1,6 @@
 import ArgumentParser
+import Distributed
+import Training
 
 /// --threads: kernel threads per rank (every command that computes).
 struct ThreadOptions: ParsableArguments {
@@ -20,11 +22,35 @@ struct ParallelOptions: ParsableArguments {
     @Flag(help: "ZeRO-1: each rank keeps and updates 1/N of the Adam state.")
     var shardOptimizer = false
 
-    @Option(help: "Gradient bucket size in MB for the overlapped all-reduce.")
+    @Option(help: "Gradient bucket size in MB for the overlapped all-reduce (buckets also end at every layer).")
     var bucketMb = 25.0
+
+    @Option(help: "What the gradient sum sends between ranks: none (fp32) or bf16 (half the bytes; the summed gradient is rounded to bf16, as PyTorch DDP's bf16_compress_hook).")
+    var gradCompression: GradientCompression = .none
+
+    @Option(help: "Milliseconds between the background progress thread's MPI polls while gradients travel (0: no thread).")
+    var progressIntervalMs = 0.5
+
+    @Flag(help: .hidden)
+    var denseEmbeddingGradients = false   // send the embedding tables' gradients whole (for comparisons)
 
     func validate() throws {
         if let microBatchSize, microBatchSize < 1 { throw ValidationError("--micro-batch-size must be at least 1") }
         if !(bucketMb > 0) { throw ValidationError("--bucket-mb must be positive") }
+        if !(progressIntervalMs >= 0) { throw ValidationError("--progress-interval-ms must not be negative") }
+    }
+
+    /// What RankRunner passes to MPICommunicator: nil for no progress thread.
+    var progressIntervalSeconds: Double? { progressIntervalMs > 0 ? progressIntervalMs / 1000 : nil }
+
+    /// The sync choices of these flags in `options`.
+    func apply(to options: inout TrainingOptions) {
+        options.microBatchSize = microBatchSize
+        options.shardOptimizer = shardOptimizer
+        options.bucketMegabytes = bucketMb
+        options.gradientCompression = gradCompression
+        options.sparseEmbeddingGradients = !denseEmbeddingGradients
     }
 }
+
+extension GradientCompression: ExpressibleByArgument {}
