@@ -119,7 +119,9 @@ struct SlurmTests {
     /// A requeued job (what preemption or a node failure does) continues by itself: the script
     /// adds --resume, and the model at the end is the one an uninterrupted run trains.
     @Test func aRequeuedJobResumesByItselfToTheSameModel() async throws {
-        let steps = 3000
+        // Long enough that the requeue lands mid-run on a fast quiet machine (the tiny model does
+        // ~3000 steps per second: 3000 steps could end before scontrol ran).
+        let steps = 20_000
         let expected = try await referenceWeights(steps: steps)
         let output = workspace.output("requeue")
         let (job, log) = try submit(trainArguments(output, steps: steps))
