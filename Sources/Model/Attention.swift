@@ -38,13 +38,9 @@ extension Compute {
             let dropout: (context: DropoutContext, samples: UnsafePointer<Int>, layer: Int, probability: Float)?
             let scratch: UnsafeMutablePointer<Float>, scratchStride: Int, roundBF16: Int32
             func run(item: Int, worker: Int) {
-                let d = C / H
-                let s = item / H, h = item % H
-                let start = sequences.starts[s], len = sequences.length(s)
-                let k = qkv + start * 3 * C + C + h * d, v = k + C
-                let key = dropout.map { $0.context.key(sample: $0.samples[s], layer: $0.layer, site: .attentionProbabilities) } ?? 0
-                let probability = dropout?.probability ?? 0
-                let scale = 1 / Float(d).squareRoot()
+                let head = AttentionHead(item: item, sequences: sequences, qkv: qkv, hidden: C, heads: H, dropout: dropout)
+                let (d, s, h, start, len, k, v) = (head.d, head.s, head.h, head.start, head.len, head.k, head.v)
+                let (key, probability, scale) = (head.dropoutKey, head.dropoutProbability, head.scale)
                 if let queries {
                     kernels.attention_forward(context + s * C + h * d, C,
                                               probabilities + sequences.clsProbabilityOffsets[s] + h * len,
@@ -80,14 +76,10 @@ extension Compute {
             let dropout: (context: DropoutContext, samples: UnsafePointer<Int>, layer: Int, probability: Float)?
             let scratch: UnsafeMutablePointer<Float>, scratchStride: Int, roundBF16: Int32
             func run(item: Int, worker: Int) {
-                let d = C / H
-                let s = item / H, h = item % H
-                let start = sequences.starts[s], len = sequences.length(s)
-                let k = qkv + start * 3 * C + C + h * d, v = k + C
+                let head = AttentionHead(item: item, sequences: sequences, qkv: qkv, hidden: C, heads: H, dropout: dropout)
+                let (d, s, h, start, len, k, v) = (head.d, head.s, head.h, head.start, head.len, head.k, head.v)
+                let (key, probability, scale) = (head.dropoutKey, head.dropoutProbability, head.scale)
                 let dk = dqkv + start * 3 * C + C + h * d, dv = dk + C
-                let key = dropout.map { $0.context.key(sample: $0.samples[s], layer: $0.layer, site: .attentionProbabilities) } ?? 0
-                let probability = dropout?.probability ?? 0
-                let scale = 1 / Float(d).squareRoot()
                 if let queries, let dQueries {
                     kernels.attention_backward(dQueries + s * C + h * d, C, dk, dv, 3 * C, dContext + s * C + h * d, C,
                                                probabilities + sequences.clsProbabilityOffsets[s] + h * len,
@@ -105,6 +97,28 @@ extension Compute {
                       Job(kernels: kernels, dqkv: dqkv, dContext: dContext, qkv: qkv, probabilities: probabilities,
                           queries: queries, dQueries: dQueries, sequences: sequences, C: C, H: H, dropout: dropout,
                           scratch: scratch, scratchStride: scratchStride, roundBF16: roundsAttentionToBF16))
+    }
+
+    /// What one work item of the attention kernels (one head of one sequence) reads, shared by
+    /// forward and backward: the sequence's rows, its K and V columns of qkv (T, 3C), the dropout key.
+    struct AttentionHead {
+        let d, s, h, start, len: Int
+        let k, v: UnsafePointer<Float>
+        let dropoutKey: UInt64, dropoutProbability, scale: Float
+        init(item: Int, sequences: PackedSequences, qkv: UnsafePointer<Float>, hidden C: Int, heads H: Int,
+             dropout: (context: DropoutContext, samples: UnsafePointer<Int>, layer: Int, probability: Float)?) {
+            d = C / H
+            s = item / H
+            h = item % H
+            start = sequences.starts[s]
+            len = sequences.length(s)
+            k = qkv + start * 3 * C + C + h * d
+            v = k + C
+            let sample = s
+            dropoutKey = dropout.map { $0.context.key(sample: $0.samples[sample], layer: $0.layer, site: .attentionProbabilities) } ?? 0
+            dropoutProbability = dropout?.probability ?? 0
+            scale = 1 / Float(d).squareRoot()
+        }
     }
 
     /// --bf16: the attention products get bf16 inputs by rounding them to bf16-representable
