@@ -122,7 +122,8 @@ struct SoakCommand: ParsableCommand, LaunchFacts {
         counters.trace(true)
         Thread.sleep(forTimeInterval: seconds)
         counters.trace(false)
-        say("soak: rank \(communicator.rank) allocations while idle: \(counters.read()[0] - before[0])")
+        let allocations = counters.read()[0] - before[0]  // (before the line's own string is allocated)
+        say("soak: rank \(communicator.rank) allocations while idle: \(allocations)")
         try communicator.barrier()
     }
 }
