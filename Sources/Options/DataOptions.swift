@@ -4,8 +4,11 @@ import Foundation
 
 /// --max-seq-len: how texts are cut (train, eval, predict, tokenize).
 public struct SequenceOptions: ParsableArguments, Sendable {
-    @Option(name: .customLong("max-seq-len"), help: "Longest tokenised text, [CLS] and [SEP] included; longer ones are truncated (default: 128, or the model's max_position_embeddings when smaller).")
+    @Option(name: .customLong("max-seq-len"), help: "Longest tokenised text, [CLS] and [SEP] included; longer ones are truncated (default: \(SequenceOptions.defaultMaxSequenceLength), or the model's max_position_embeddings when smaller).")
     public var maxSequenceLength: Int?
+
+    /// Without --max-seq-len (capped at the model's positions where there is a model: RunDescription).
+    public static let defaultMaxSequenceLength = 128
 
     public init() {}
 

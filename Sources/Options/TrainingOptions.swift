@@ -96,7 +96,7 @@ public struct BenchmarkOptions: ParsableArguments, Sendable {
             transform: fileURL)
     public var dataFile: URL?
     @OptionGroup public var columns: ColumnOptions
-    @Option(help: "Timed steps (after 3 warm-up steps).")
+    @Option(help: "Timed steps (after \(BenchmarkOptions.warmupSteps) warm-up steps).")
     public var steps = 20
     @OptionGroup public var parallel: ParallelOptions
     @Flag(help: "Initialise from config.json alone (e.g. to time bert-base without its weights).")
@@ -105,7 +105,7 @@ public struct BenchmarkOptions: ParsableArguments, Sendable {
     public init() {}
 
     /// Untimed steps before the timed ones.
-    public var warmupSteps: Int { 3 }
+    public static let warmupSteps = 3
 
     public func validate() throws {
         if globalBatchSize < 1 || sequenceLength < 2 || steps < 1 { throw ValidationError("--batch-size, --steps must be at least 1 and --seq-len at least 2") }

@@ -100,7 +100,7 @@ public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communica
     let optimizer = try OptimizerOptions.parse([])  // train's optimizer as train takes it by default
     let replica = try Replica(model: model, hyperparameters: optimizer.adamHyperparameters,
                               communicator: probes.gradientCommunicator ?? communicator, parallel: options.parallel)
-    let stepCount = options.warmupSteps + options.steps
+    let stepCount = BenchmarkOptions.warmupSteps + options.steps
     let plan = try TrainingPlan(globalBatchSize: options.globalBatchSize, microBatchSize: options.parallel.microBatchSize, totalSteps: stepCount,
                                 schedule: LearningRateSchedule(shape: .constant, baseLearningRate: optimizer.learningRate, warmupSteps: 0,
                                                                totalSteps: stepCount),
@@ -118,9 +118,9 @@ public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communica
     var result = BenchmarkResult()
     for step in 0..<stepCount {
         let (rankBatch, order) = cursor.current(rank: rank, worldSize: worldSize)
-        if step >= options.warmupSteps { timedLengths.append(rankBatch.globalRange.map { examples.tokens(at: Int(order[$0])).count }) }
+        if step >= BenchmarkOptions.warmupSteps { timedLengths.append(rankBatch.globalRange.map { examples.tokens(at: Int(order[$0])).count }) }
         try communicator.barrier()
-        if step == options.warmupSteps { interfaceBytesAtStart = interfaceBytesSent() }
+        if step == BenchmarkOptions.warmupSteps { interfaceBytesAtStart = interfaceBytesSent() }
         if step == stepCount - 1 { counter?.trace(true) }
         let countsBefore = counter?.read()
         let start = DispatchTime.now().uptimeNanoseconds
@@ -131,7 +131,7 @@ public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communica
         }
         cursor.advance()
         // The step ends when the slowest rank is done.
-        if let counter, let countsBefore, step >= options.warmupSteps {
+        if let counter, let countsBefore, step >= BenchmarkOptions.warmupSteps {
             let countsAfter = counter.read()
             counter.trace(false)
             mostPerStep = pointwiseMax(mostPerStep, countsAfter &- countsBefore)
@@ -140,7 +140,7 @@ public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communica
         let elapsed = try communicator.allReduce([Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, phases.sync,
                                                   phases.data, phases.forward, phases.backward, phases.sync, phases.optimizer,
                                                   Double(replica.synchronizer.lastSentBytes)], .max)
-        if step >= options.warmupSteps {
+        if step >= BenchmarkOptions.warmupSteps {
             stepSeconds.append(elapsed[0])
             waitSeconds.append(elapsed[1])
             sentBytes.append(elapsed[7])
@@ -232,7 +232,7 @@ func benchmarkExamples(_ options: BenchmarkOptions, sequenceLength length: Int, 
         throw TrainingError.invalidInput("\(dataFile.path): \(texts.count) rows, fewer than one batch of \(batchSize)")
     }
     guard !texts.hasPairs || length >= 3 else { throw TrainingError.invalidInput("text pairs need --seq-len 3 or more") }
-    let count = min(texts.count / batchSize, options.warmupSteps + options.steps) * batchSize
+    let count = min(texts.count / batchSize, BenchmarkOptions.warmupSteps + options.steps) * batchSize
     var sequences: [[Int32]] = [], starts: [Int] = []
     for i in 0..<count {
         var ids: [Int32] = []

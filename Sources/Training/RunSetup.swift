@@ -40,12 +40,9 @@ public struct RunDescription: Codable, Sendable, Equatable {
         self.config = config
         labelNames = []
         labelOrigin = ""
-        maxSequenceLength = requestedSequenceLength ?? min(defaultMaxSequenceLength, positions)
+        maxSequenceLength = requestedSequenceLength ?? min(SequenceOptions.defaultMaxSequenceLength, positions)
     }
 }
-
-/// --max-seq-len when not given (and the model has at least this many positions).
-public let defaultMaxSequenceLength = 128
 
 /// One rank's view of a run: what rank 0 decided, the model (rank 0's architecture; rank 0's
 /// weights once `shareWeights` has run), and the examples, on every rank.

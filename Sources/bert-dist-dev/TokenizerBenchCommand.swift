@@ -20,7 +20,7 @@ struct TokenizerBenchCommand: ParsableCommand {
     @Option(name: .customLong("data"), help: ArgumentHelp("Time reading, tokenizing and caching this data file instead.", valueName: "file"))
     var dataFile: String?
 
-    var maxSequenceLength: Int { sequence.maxSequenceLength ?? defaultMaxSequenceLength }
+    var maxSequenceLength: Int { sequence.maxSequenceLength ?? SequenceOptions.defaultMaxSequenceLength }
 
     func run() throws {
         let tokenizer = try BertTokenizer(modelDirectory: model.directory)

@@ -33,7 +33,7 @@ struct TokenizeCommand: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
     @OptionGroup var sequence: SequenceOptions
-    var maxSeqLen: Int { sequence.maxSequenceLength ?? defaultMaxSequenceLength }
+    var maxSeqLen: Int { sequence.maxSequenceLength ?? SequenceOptions.defaultMaxSequenceLength }
 
     @Flag(help: "Each line is a text pair A<TAB>B: print the ids of encode(A, B).")
     var pairs = false
