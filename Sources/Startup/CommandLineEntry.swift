@@ -69,12 +69,17 @@ public protocol LaunchFacts {
     var launchFacts: [(key: String, value: String)] { get }
 }
 
-extension ThreadOptions {
-    public var launchFact: (key: String, value: String) { ("threads", threads.map(String.init) ?? "") }
-}
+extension ProcessOptions {
+    /// This process's Runtime (threads per rank, precision, ...), after checking --bf16 against the CPU.
+    public func runtime(simulatedRanks: Int? = nil) throws -> Runtime {
+        try precision.checkCPU()
+        return ProcessEnvironment.current.runtime(threads: threads.threads, simulatedRanks: simulatedRanks, precision: precision.precision)
+    }
 
-extension FaultOptions {
-    public var launchFact: (key: String, value: String) { ("collective_timeout", "\(collectiveTimeout)") }
+    /// What launch/train asks of every command that runs ranks.
+    public var launchFacts: [(key: String, value: String)] {
+        [("threads", threads.threads.map(String.init) ?? ""), ("collective_timeout", "\(faults.collectiveTimeout)")]
+    }
 }
 
 extension PrecisionOptions {

@@ -15,22 +15,19 @@ struct DevBenchCommand: ParsableCommand, LaunchFacts {
         abstract: "bert-dist bench, plus --no-gradient-sync, --sgemm-only and allocation counts (with benchmarks/malloc_counter.c preloaded).")
 
     @OptionGroup var options: BenchmarkOptions
-    @OptionGroup var threads: ThreadOptions
-    @OptionGroup var precision: PrecisionOptions
     @OptionGroup var output: OutputOptions
-    @OptionGroup var faults: FaultOptions
+    @OptionGroup var process: ProcessOptions
     @Flag(help: "Each rank sums its gradients over a world of its own: the step without gradient communication (the replicas drift apart).")
     var noGradientSync = false
     @Flag(help: "Only the sgemm peak of --batch-size x --seq-len tokens per rank, as JSON.")
     var sgemmOnly = false
 
-    var launchFacts: [(key: String, value: String)] { [threads.launchFact, faults.launchFact] }
+    var launchFacts: [(key: String, value: String)] { process.launchFacts }
 
     func run() throws {
-        try precision.checkCPU()
-        let runtime = ProcessEnvironment.current.runtime(threads: threads.threads, precision: precision.precision)
+        let runtime = try process.runtime()
         let (command, json) = (self, output.json)
-        let status = RankRunner.run(simulatedRanks: nil, collectiveTimeout: faults.collectiveTimeout, runtime: runtime,
+        let status = RankRunner.run(simulatedRanks: nil, collectiveTimeout: process.faults.collectiveTimeout, runtime: runtime,
                                     progressIntervalSeconds: options.parallel.progressIntervalSeconds) { communicator, _ in
             let log = rootLog(communicator)
             let options = command.options

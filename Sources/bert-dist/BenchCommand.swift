@@ -11,18 +11,15 @@ struct BenchCommand: ParsableCommand, LaunchFacts {
         discussion: "Under mpirun --batch-size is the global batch. tokens/s counts real tokens, not padding.")
 
     @OptionGroup var options: BenchmarkOptions
-    @OptionGroup var threads: ThreadOptions
-    @OptionGroup var precision: PrecisionOptions
     @OptionGroup var output: OutputOptions
-    @OptionGroup var faults: FaultOptions
+    @OptionGroup var process: ProcessOptions
 
-    var launchFacts: [(key: String, value: String)] { [threads.launchFact, faults.launchFact] }
+    var launchFacts: [(key: String, value: String)] { process.launchFacts }
 
     func run() throws {
-        try precision.checkCPU()
-        let runtime = ProcessEnvironment.current.runtime(threads: threads.threads, precision: precision.precision)
+        let runtime = try process.runtime()
         let (options, json) = (self.options, output.json)
-        let status = RankRunner.run(simulatedRanks: nil, collectiveTimeout: faults.collectiveTimeout, runtime: runtime,
+        let status = RankRunner.run(simulatedRanks: nil, collectiveTimeout: process.faults.collectiveTimeout, runtime: runtime,
                                     progressIntervalSeconds: options.parallel.progressIntervalSeconds) { communicator, _ in
             let setup = try RunSetup.forBenchmark(options, compute: runtime.makeCompute(), communicator: communicator)
             let result = try runBenchmark(options, setup: setup, communicator: communicator)

@@ -15,20 +15,16 @@ struct EvalCommand: ParsableCommand, LaunchFacts {
             """)
 
     @OptionGroup var options: EvaluationOptions
-    @OptionGroup var threads: ThreadOptions
-    @OptionGroup var precision: PrecisionOptions
     @OptionGroup var output: OutputOptions
-    @OptionGroup var faults: FaultOptions
+    @OptionGroup var process: ProcessOptions
 
-    var launchFacts: [(key: String, value: String)] { [threads.launchFact, faults.launchFact] }
+    var launchFacts: [(key: String, value: String)] { process.launchFacts }
 
     func run() throws {
-        try precision.checkCPU()
-        let environment = ProcessEnvironment.current
-        let cacheDirectory = try environment.tokenCacheDirectory(requested: options.data.cacheDir)
-        let runtime = environment.runtime(threads: threads.threads, precision: precision.precision)
+        let runtime = try process.runtime()
+        let cacheDirectory = try ProcessEnvironment.current.tokenCacheDirectory(requested: options.data.cacheDir)
         let (options, json) = (self.options, output.json)
-        let status = RankRunner.run(simulatedRanks: nil, collectiveTimeout: faults.collectiveTimeout, runtime: runtime) { communicator, _ in
+        let status = RankRunner.run(simulatedRanks: nil, collectiveTimeout: process.faults.collectiveTimeout, runtime: runtime) { communicator, _ in
             let setup = try RunSetup.forEvaluation(options, cacheDirectory: cacheDirectory, compute: runtime.makeCompute(),
                                                    communicator: communicator, log: { printError($0) })
             let metrics = try runEvaluation(setup, batchSize: options.batchSize, communicator: communicator)

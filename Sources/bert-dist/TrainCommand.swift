@@ -19,22 +19,16 @@ struct TrainCommand: ParsableCommand, LaunchFacts {
 
     /// What the run is (Training reads it as parsed); then what the process is.
     @OptionGroup var options: TrainingOptions
-    @OptionGroup var threads: ThreadOptions
-    @OptionGroup var precision: PrecisionOptions
-    @OptionGroup var faults: FaultOptions
+    @OptionGroup var process: ProcessOptions
 
-    var launchFacts: [(key: String, value: String)] {
-        [threads.launchFact, faults.launchFact, ("output", options.checkpoints.folder.path)]
-    }
+    var launchFacts: [(key: String, value: String)] { process.launchFacts + [("output", options.checkpoints.folder.path)] }
 
     func run() throws {
-        try precision.checkCPU()
-        let environment = ProcessEnvironment.current
-        let cacheDirectory = try environment.tokenCacheDirectory(requested: options.data.cacheDir)
-        let runtime = environment.runtime(threads: threads.threads, simulatedRanks: options.debug.inProcessRanks, precision: precision.precision)
+        let runtime = try process.runtime(simulatedRanks: options.debug.inProcessRanks)
+        let cacheDirectory = try ProcessEnvironment.current.tokenCacheDirectory(requested: options.data.cacheDir)
         let options = self.options
         StopSignal.install()
-        let status = RankRunner.run(simulatedRanks: options.debug.inProcessRanks, collectiveTimeout: faults.collectiveTimeout,
+        let status = RankRunner.run(simulatedRanks: options.debug.inProcessRanks, collectiveTimeout: process.faults.collectiveTimeout,
                                     runtime: runtime, progressIntervalSeconds: options.parallel.progressIntervalSeconds) { communicator, watchdog in
             let log = rootLog(communicator)
             // What a failure report names: the checkpoint to continue from.
