@@ -4,8 +4,9 @@ import Testing
 /// The peer watchdog and launch/train against what the real trainer cannot stage on demand, on a
 /// two-host namespace cluster: rank 0 on h1 (with mpirun and launch/train), rank 1 on h2; the job
 /// is `bert-dist-dev soak --collective-timeout T --stop-on-signal` (gradient synchroniser steps with
-/// a PeerWatchdog, Sources/bert-dist-dev/SoakCommand.swift) started by launch/train. SIGTERM to launch/train during a partition ends the job promptly; a
-/// long pause of rank 0 outside collectives (a long checkpoint write) is not a failure. (A cut
+/// a PeerWatchdog, Sources/bert-dist-dev/SoakCommand.swift) started by launch/train. SIGTERM to
+/// launch/train during a partition ends the job promptly; a long pause of rank 0 outside
+/// collectives (a long checkpoint write) is not a failure. (A cut
 /// cable, a frozen host and a killed rank under the real trainer: TrainingFaultClusterTests.)
 /// Each test prints the time to exit.
 @Suite(.serialized, .enabled(if: TestCluster.isAvailable, Comment(rawValue: TestCluster.unavailableReason ?? "")),
