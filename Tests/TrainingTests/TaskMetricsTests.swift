@@ -53,6 +53,24 @@ import Testing
         return results.map(\.metrics)
     }
 
+    /// The loss, the metrics `keys` and the per-class (per-label) scores of `m` against case `c`.
+    static func expectMatches(_ m: any TaskMetrics, _ c: [String: Any], keys: [String], scores: [ClassScores], scoresKey: String,
+                              sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let name = c["name"] as! String
+        expectClose(m.loss, number(c["loss"]), "\(name) loss", tolerance: 1e-6, sourceLocation: sourceLocation)
+        for key in keys {
+            expectClose(try #require(m.metric(named: key)), number(c[key]), "\(name) \(key)", sourceLocation: sourceLocation)
+        }
+        let expected = c[scoresKey] as! [String: Any]
+        #expect(scores.count == (expected["support"] as! [Int]).count, sourceLocation: sourceLocation)
+        for (k, score) in scores.enumerated() {
+            expectClose(score.precision, doubles(expected["precision"])[k], "\(name) precision \(k)", sourceLocation: sourceLocation)
+            expectClose(score.recall, doubles(expected["recall"])[k], "\(name) recall \(k)", sourceLocation: sourceLocation)
+            expectClose(score.f1, doubles(expected["f1"])[k], "\(name) f1 \(k)", sourceLocation: sourceLocation)
+            #expect(score.support == (expected["support"] as! [Int])[k], sourceLocation: sourceLocation)
+        }
+    }
+
     @Test(arguments: [1, 2, 3])
     func singleLabelMatchesScikitLearn(ranks: Int) throws {
         let cases = Self.fixture["single_label"] as! [[String: Any]]
@@ -69,17 +87,7 @@ import Testing
                 let m = try #require(metrics as? ClassificationMetrics)
                 #expect(m.count == targets.count)
                 #expect(m.confusion == (c["confusion"] as! [[Int]]), "\(name)")
-                Self.expectClose(m.loss, Self.number(c["loss"]), "\(name) loss", tolerance: 1e-6)
-                for key in ["accuracy", "f1_macro", "f1_micro", "mcc"] {
-                    Self.expectClose(try #require(m.metric(named: key)), Self.number(c[key]), "\(name) \(key)")
-                }
-                let perClass = c["per_class"] as! [String: Any]
-                for (k, scores) in m.perClass.enumerated() {
-                    Self.expectClose(scores.precision, Self.doubles(perClass["precision"])[k], "\(name) precision \(k)")
-                    Self.expectClose(scores.recall, Self.doubles(perClass["recall"])[k], "\(name) recall \(k)")
-                    Self.expectClose(scores.f1, Self.doubles(perClass["f1"])[k], "\(name) f1 \(k)")
-                    #expect(scores.support == (perClass["support"] as! [Int])[k])
-                }
+                try Self.expectMatches(m, c, keys: ["accuracy", "f1_macro", "f1_micro", "mcc"], scores: m.perClass, scoresKey: "per_class")
             }
         }
     }
@@ -89,7 +97,7 @@ import Testing
         let cases = Self.fixture["multi_label"] as! [[String: Any]]
         #expect(cases.count == 3)
         for c in cases {
-            let name = c["name"] as! String, K = c["labels"] as! Int
+            let K = c["labels"] as! Int
             let targets = Self.floats(c["targets"])
             let rows = targets.count / K
             let all = try Self.evaluate(task: .binaryCrossEntropy(positiveWeights: nil), labels: (0..<K).map { "label \($0)" },
@@ -100,17 +108,7 @@ import Testing
             for metrics in all {
                 let m = try #require(metrics as? MultiLabelMetrics)
                 #expect(m.count == rows)
-                Self.expectClose(m.loss, Self.number(c["loss"]), "\(name) loss", tolerance: 1e-6)
-                for key in ["f1_micro", "f1_macro", "subset_accuracy"] {
-                    Self.expectClose(try #require(m.metric(named: key)), Self.number(c[key]), "\(name) \(key)")
-                }
-                let perLabel = c["per_label"] as! [String: Any]
-                for (k, scores) in m.perLabel.enumerated() {
-                    Self.expectClose(scores.precision, Self.doubles(perLabel["precision"])[k], "\(name) precision \(k)")
-                    Self.expectClose(scores.recall, Self.doubles(perLabel["recall"])[k], "\(name) recall \(k)")
-                    Self.expectClose(scores.f1, Self.doubles(perLabel["f1"])[k], "\(name) f1 \(k)")
-                    #expect(scores.support == (perLabel["support"] as! [Int])[k])
-                }
+                try Self.expectMatches(m, c, keys: ["f1_micro", "f1_macro", "subset_accuracy"], scores: m.perLabel, scoresKey: "per_label")
             }
         }
     }
