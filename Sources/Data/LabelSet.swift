@@ -342,6 +342,9 @@ struct LabelCollector {
     }
 
     private func requireTwo(distinct: Int, path: String) throws {
+        if distinct == 0 {  // multi-label lists, every one empty
+            throw DataError("\(path): no row has a label; a classifier needs at least 2 labels")
+        }
         guard distinct >= 2 else {
             let only = labels.first.map { " (\"\(shown($0))\")" } ?? ""
             throw DataError("\(path): every row has the same label\(only); a classifier needs at least 2 labels")

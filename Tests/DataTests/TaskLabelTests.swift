@@ -167,6 +167,9 @@ import Testing
         let one = try folder.file("one.jsonl", #"{"text": "a", "label": ["x"]}"# + "\n" + #"{"text": "b", "label": []}"#)
         #expect(dataErrorMessage { _ = try LabeledTexts.read(one, labelFormat: Self.inferred) }
                 == "\(one.path): every row has the same label (\"x\"); a classifier needs at least 2 labels")
+        let none = try folder.file("none.jsonl", #"{"text": "a", "label": []}"# + "\n" + #"{"text": "b", "label": []}"#)
+        #expect(dataErrorMessage { _ = try LabeledTexts.read(none, labelFormat: Self.inferred) }
+                == "\(none.path): no row has a label; a classifier needs at least 2 labels")
         // The AG News layout is single-label.
         let agNews = try folder.file("train.csv", "\"1\",\"a\",\"b\"\n")
         #expect(dataErrorMessage { _ = try LabeledTexts.read(agNews, labelFormat: Self.regression) }
