@@ -6,8 +6,8 @@
 Run by developers (never by CI) from the repository root:
     /work/venv/bin/python tools/make_task_fixtures.py
 
-Writes three small JSON files into Tests/ModelTests/Fixtures/ (numbers as Python floats, which
-print the shortest text that reads back to the same double):
+Writes three small JSON files into Tests/ModelTests/Fixtures/, one case per line (numbers as
+Python floats, which print the shortest text that reads back to the same double):
 
   task_losses.json   {"cases": [...]}, each case
       name, loss ("cross_entropy" | "bce_with_logits" | "mse"), rows B, labels K,
@@ -65,10 +65,17 @@ def floats(tensor):
 
 
 def write(name, payload):
+    """{"key": [case, ...], ...} with one case per line."""
     path = os.path.join(FIXTURES, name)
+    lines = []
+    for key, value in payload.items():
+        if isinstance(value, list):
+            cases = ",\n  ".join(json.dumps(case, allow_nan=False) for case in value)
+            lines.append(f"{json.dumps(key)}: [\n  {cases}\n]")
+        else:
+            lines.append(f"{json.dumps(key)}: {json.dumps(value, allow_nan=False)}")
     with open(path, "w") as f:
-        json.dump(payload, f, indent=1, allow_nan=False)
-        f.write("\n")
+        f.write("{\n" + ",\n".join(lines) + "\n}\n")
     print("wrote", path)
 
 
