@@ -113,15 +113,6 @@ void bg_gemm(int engine, const bg_bf16 *a, long lda, const bg_bf16 *packed_b, lo
              float *c, long ldc, long row_begin, long row_end, long strip_begin, long strip_end,
              int accumulate);
 
-// MARK: - Peaks (register-only loops, for benchmarks)
-
-/// FLOP/s of the calling thread running only `instruction` on registers for about `seconds`:
-/// BG_PEAK_FMA_FP32 = `vfmadd231ps zmm` (2 x 16 FLOP), BG_PEAK_DPBF16 = `vdpbf16ps zmm`
-/// (4 x 16 FLOP), BG_PEAK_AMX = `tdpbf16ps` on 16 x 32 by 32 x 16 tiles (2 x 16 x 16 x 32 FLOP).
-/// 0 if the CPU lacks the instruction.
-enum { BG_PEAK_FMA_FP32 = 0, BG_PEAK_DPBF16 = 1, BG_PEAK_AMX = 2 };
-double bg_peak_flops(int instruction, double seconds);
-
 #ifdef __cplusplus
 }
 #endif

@@ -1,9 +1,12 @@
 // Register-only loops of one instruction: the calling thread's peak FLOP/s for it (the fp32
-// peak of benchmarks/README.md is measured the same way). Enough independent accumulators
-// to cover the instruction's latency on both FMA ports. Timed in thread CPU time.
+// peak of benchmarks/README.md is measured the same way), for benchmarks/bf16_gemm.c (built by
+// benchmarks/bf16_gemm.sh). Enough independent accumulators to cover the instruction's latency
+// on both FMA ports. Timed in thread CPU time.
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
-#include "engines.h"
+#include "CGemm.h"
+#include "bf16_peak.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
