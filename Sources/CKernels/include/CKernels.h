@@ -67,8 +67,8 @@ typedef struct {
     X(void, multiply, (float *inout, const float *factor, long count))                                        \
                                                                                                               \
     /** values[i] = bf16_widen(bf16_round_flushing(values[i])) (CBF16.h, the rounding of CGemm's packing): */ \
-    /** --bf16 rounds the inputs of the attention products this way (a product of two bf16 values is     */ \
-    /** exact in fp32).                                                                                   */ \
+    /** --bf16 rounds the inputs of the attention products this way (a product of two bf16 values is       */ \
+    /** exact in fp32).                                                                                    */ \
     X(void, round_bf16, (float *values, long count))                                                          \
                                                                                                               \
     /* MARK: LayerNorm                                                                                     */ \
