@@ -402,7 +402,8 @@ void BD_NAME(embedding_backward)(float *d_word_table, float *d_position_table, f
 // MARK: - bf16 rounding
 
 /// A plain loop over the one definition (CBF16.h): the compiler vectorises it for this file's
-/// instruction set (in place; no tail handling needed).
+/// instruction set. Integer arithmetic only, so its scalar tail gives the same bits as the
+/// vector body (no zero-padded tail needed).
 void BD_NAME(round_bf16)(float *values, long count) {
     for (long i = 0; i < count; i++) values[i] = bf16_widen(bf16_round_flushing(values[i]));
 }
