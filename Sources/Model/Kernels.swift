@@ -163,20 +163,6 @@ extension Compute {
 
 // MARK: - Embeddings
 
-/// out[t] = word[tokenIds[t]] + position[positions[t]] + tokenType[tokenTypeIds[t]]   (T, C)
-func embeddingForwardReference(out: UnsafeMutablePointer<Float>, tokenIds: UnsafePointer<Int32>,
-                               positions: UnsafePointer<Int32>, tokenTypeIds: UnsafePointer<Int32>,
-                               wordTable: UnsafePointer<Float>, positionTable: UnsafePointer<Float>,
-                               tokenTypeTable: UnsafePointer<Float>, tokens: Int, hidden C: Int) {
-    for t in 0..<tokens {
-        let o = out + t * C
-        let w = wordTable + Int(tokenIds[t]) * C
-        let p = positionTable + Int(positions[t]) * C
-        let y = tokenTypeTable + Int(tokenTypeIds[t]) * C
-        for c in 0..<C { o[c] = w[c] + p[c] + y[c] }
-    }
-}
-
 /// Scatter-adds dOut rows into the rows of the three tables they came from.
 func embeddingBackwardReference(dWordTable: UnsafeMutablePointer<Float>, dPositionTable: UnsafeMutablePointer<Float>,
                                 dTokenTypeTable: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
