@@ -30,16 +30,22 @@ let package = Package(
         // ... and the C code protoc-c generates from proto/*.proto (committed; see proto/README.md).
         .target(name: "CProto", dependencies: ["CProtobuf"]),
 
+        // What this CPU runs: the one instruction-set detector (cpuid, xgetbv, AMX permission).
+        .target(name: "CCPU"),
+        // The one definition of fp32 -> bf16 rounding, for the products and the gradient compression.
+        .target(name: "CBF16", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
         // The model's vector kernels, compiled per instruction set and chosen at run time (see CKernels.h).
-        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
+        .target(name: "CKernels", dependencies: ["CCPU", "CBF16"],
+                cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
         // bf16 matrix products with fp32 accumulation (AMX, AVX512-BF16, an exact software engine).
-        .target(name: "CGemm", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
+        .target(name: "CGemm", dependencies: ["CCPU", "CBF16"],
+                cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
         // Tensors in flat arenas, BLAS kernels, BERT forward/backward, AdamW, safetensors.
-        .target(name: "Model", dependencies: ["CBLAS", "CKernels", "CGemm"], swiftSettings: optimized),
+        .target(name: "Model", dependencies: ["CBLAS", "CCPU", "CKernels", "CGemm"], swiftSettings: optimized),
         // WordPiece tokenizer, AG News / JSONL readers, sampler, token cache, download.
         .target(name: "Data", dependencies: ["Storage"], swiftSettings: optimized),
         // Communicator (MPI, in-process group), gradient buckets, optimizer sharding.
-        .target(name: "Distributed", dependencies: ["CShims"], swiftSettings: optimized),
+        .target(name: "Distributed", dependencies: ["CShims", "CBF16"], swiftSettings: optimized),
         // Durable files: atomic writes, SHA-256, CRC32C, trainer_state.pb, TensorBoard events.
         .target(name: "Storage", dependencies: ["CProto"], swiftSettings: optimized),
         // Every command-line option, declared once (default and help) in its group: the values
@@ -68,8 +74,8 @@ let package = Package(
 
         // Helpers shared by the test targets (temporary folders, programs, tmpfs mounts).
         .target(name: "TestSupport", dependencies: ["Storage"], path: "Tests/TestSupport"),
-        .testTarget(name: "CGemmTests", dependencies: ["CGemm"]),
-        .testTarget(name: "ModelTests", dependencies: ["Model", "CGemm"], exclude: ["Fixtures"]),
+        .testTarget(name: "CGemmTests", dependencies: ["CGemm", "CBF16"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "CCPU", "CBF16", "CGemm"], exclude: ["Fixtures"]),
         .testTarget(name: "DataTests", dependencies: ["Data"], exclude: ["Fixtures"]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"], exclude: ["Fixtures"]),

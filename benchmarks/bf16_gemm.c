@@ -15,6 +15,7 @@
 #include <cblas.h>
 #undef I   // complex.h (through cblas.h) defines I; the names below are the model's
 #include "CGemm.h"
+#include "bf16_peak.h"
 
 static double cpu_now(void) {
     struct timespec t;

@@ -12,8 +12,11 @@ seconds="${1:-0.3}"
 sweeps="${2:-3}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-clang -O2 -I"$repo/Sources/CGemm/include" $(pkg-config --cflags openblas) \
-    "$repo/benchmarks/bf16_gemm.c" "$repo"/Sources/CGemm/*.c -o "$work/bf16_gemm" \
+# CGemm and the two small C targets it uses (CCPU, CBF16), the benchmark and its peak loops.
+clang -O2 -I"$repo/Sources/CGemm/include" -I"$repo/Sources/CCPU/include" -I"$repo/Sources/CBF16/include" \
+    $(pkg-config --cflags openblas) \
+    "$repo/benchmarks/bf16_gemm.c" "$repo/benchmarks/bf16_peak.c" \
+    "$repo"/Sources/CGemm/*.c "$repo"/Sources/CCPU/*.c "$repo"/Sources/CBF16/*.c -o "$work/bf16_gemm" \
     $(pkg-config --libs openblas) -ldl -lm
 echo "<!-- $(date -u +%Y-%m-%dT%H:%M:%SZ), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}, load $(cut -d' ' -f1-3 /proc/loadavg) -->"
 OMP_NUM_THREADS=1 "$work/bf16_gemm" "$seconds" "$sweeps"

@@ -1,31 +1,18 @@
-// fp32 <-> bf16 and the operand layouts of CGemm.h. The portable loops below define every
-// packed word; on CPUs with AVX-512 (all that have bf16 instructions) whole 16 x 16 blocks of
-// words are made with vector instructions and the portable loops do only the edges. Rounding
-// is what `vcvtneps2bf16` computes (denormal inputs flushed), bit for bit on finite values; a
-// NaN stays a quiet NaN.
+// The operand layouts of CGemm.h. The portable loops below define every packed word; on CPUs
+// with AVX-512 (all that have bf16 instructions) whole 16 x 16 blocks of words are made with
+// vector instructions and the portable loops do only the edges. Every value is rounded by
+// CBF16.h's bf16_round_flushing (what `vcvtneps2bf16` computes), the vector code included.
 #include <string.h>
+#include <CBF16.h>
+#include <CCPU.h>
 #include "engines.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
-/// The bf16 bits (low 16) of fp32 bits `b`: denormal -> signed zero, then round to nearest even.
-static inline uint32_t round_bits(uint32_t b) {
-    b = (b & 0x7f800000u) == 0 ? b & 0x80000000u : b;
-    uint32_t rounded = ((b + 0x7fffu + ((b >> 16) & 1)) >> 16) & 0xffffu;
-    uint32_t quiet_nan = ((b >> 16) | 0x40) & 0xffffu;
-    return (b & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded;
-}
-
-static inline uint32_t float_bits(float x) {
-    uint32_t b;
-    memcpy(&b, &x, 4);
-    return b;
-}
-
 /// The 32-bit word of a depth pair: `even` in the low half (what both instructions read).
 static inline uint32_t pair_word(float even, float odd) {
-    return round_bits(float_bits(even)) | round_bits(float_bits(odd)) << 16;
+    return (uint32_t)bf16_round_flushing(even) | (uint32_t)bf16_round_flushing(odd) << 16;
 }
 
 /// Word p of A row r: A[r][2p], A[r][2p + 1] (zeros beyond depth and rows).
@@ -64,15 +51,14 @@ static void pack_b_words(uint32_t *words, const float *source, long stride, int 
 #if defined(__x86_64__)
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 
-/// round_bits on 16 lanes.
+/// bf16_round_flushing on 16 lanes (the bf16 in the low half of each): the compiler makes
+/// vector instructions of the loop.
 AVX512 static inline __m512i round16(__m512i b) {
-    __mmask16 denormal = _mm512_testn_epi32_mask(b, _mm512_set1_epi32(0x7f800000));
-    b = _mm512_mask_and_epi32(b, denormal, b, _mm512_set1_epi32((int)0x80000000u));
-    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
-    __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), odd), 16);
-    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-    __m512i quiet = _mm512_and_si512(_mm512_or_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(0x40)), _mm512_set1_epi32(0xffff));
-    return _mm512_mask_mov_epi32(rounded, nan, quiet);
+    uint32_t lanes[16];
+    memcpy(lanes, &b, sizeof lanes);
+    for (int i = 0; i < 16; i++) lanes[i] = bf16_round_bits(bf16_flush_denormal(lanes[i]));
+    memcpy(&b, lanes, sizeof lanes);
+    return b;
 }
 
 /// 16 pair words from 16 even-row and 16 odd-row floats.
@@ -119,7 +105,7 @@ AVX512 static void round_avx512(bg_bf16 *out, const float *in, long count) {
     long i = 0;
     for (; i + 16 <= count; i += 16)
         _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtepi32_epi16(round16(_mm512_loadu_si512(in + i))));
-    for (; i < count; i++) out[i] = (bg_bf16)round_bits(float_bits(in[i]));
+    for (; i < count; i++) out[i] = bf16_round_flushing(in[i]);
 }
 
 AVX512 static void pack_a_avx512(bg_bf16 *a, long lda, const float *source, long stride, int transposed,
@@ -178,35 +164,13 @@ AVX512 static void pack_b_avx512(bg_bf16 *packed, const float *source, long stri
     pack_b_words(words, source, stride, transposed, depth, columns, pair_begin, pair_end, s, strip_end);
 }
 
-static int has_avx512(void) {
-    static _Atomic int known = -1;   // every thread computes the same answer
-    if (known < 0) {
-        __builtin_cpu_init();
-        known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
-             && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-    }
-    return known;
-}
 #endif
-
-bg_bf16 bg_round(float value) { return (bg_bf16)round_bits(float_bits(value)); }
 
 void bg_round_floats(bg_bf16 *out, const float *in, long count) {
 #if defined(__x86_64__)
-    if (has_avx512()) { round_avx512(out, in, count); return; }
+    if (bd_cpu_has(BD_CPU_AVX512)) { round_avx512(out, in, count); return; }
 #endif
-    for (long i = 0; i < count; i++) out[i] = bg_round(in[i]);
-}
-
-float bg_widen(bg_bf16 value) {
-    uint32_t bits = (uint32_t)value << 16;
-    float result;
-    memcpy(&result, &bits, 4);
-    return result;
-}
-
-void bg_widen_floats(float *out, const bg_bf16 *in, long count) {
-    for (long i = 0; i < count; i++) out[i] = bg_widen(in[i]);
+    for (long i = 0; i < count; i++) out[i] = bf16_round_flushing(in[i]);
 }
 
 void bg_pack_a_portable(bg_bf16 *a, long lda, const float *source, long stride, int transposed,
@@ -223,7 +187,7 @@ void bg_pack_b_portable(bg_bf16 *packed, const float *source, long stride, int t
 void bg_pack_a(bg_bf16 *a, long lda, const float *source, long stride, int transposed,
                long rows, long depth, long row_begin, long row_end) {
 #if defined(__x86_64__)
-    if (has_avx512()) { pack_a_avx512(a, lda, source, stride, transposed, rows, depth, row_begin, row_end); return; }
+    if (bd_cpu_has(BD_CPU_AVX512)) { pack_a_avx512(a, lda, source, stride, transposed, rows, depth, row_begin, row_end); return; }
 #endif
     bg_pack_a_portable(a, lda, source, stride, transposed, rows, depth, row_begin, row_end);
 }
@@ -232,7 +196,7 @@ void bg_pack_b(bg_bf16 *packed, const float *source, long stride, int transposed
                long depth, long columns, long pair_begin, long pair_end,
                long strip_begin, long strip_end) {
 #if defined(__x86_64__)
-    if (has_avx512()) { pack_b_avx512(packed, source, stride, transposed, depth, columns, pair_begin, pair_end, strip_begin, strip_end); return; }
+    if (bd_cpu_has(BD_CPU_AVX512)) { pack_b_avx512(packed, source, stride, transposed, depth, columns, pair_begin, pair_end, strip_begin, strip_end); return; }
 #endif
     bg_pack_b_portable(packed, source, stride, transposed, depth, columns, pair_begin, pair_end, strip_begin, strip_end);
 }

@@ -12,7 +12,4 @@ void bg_gemm_amx(BG_GEMM_PARAMETERS);
 
 /// Elements between two consecutive strips of a packed B.
 static inline long bg_strip_stride(long depth) { return bg_padded_depth(depth) * BG_STRIP_COLUMNS; }
-
-/// Linux: asks once for the permission to use the AMX tile data (arch_prctl); 1 if granted.
-int bg_amx_permitted(void);
 #endif

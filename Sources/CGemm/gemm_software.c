@@ -3,6 +3,7 @@
 // fused multiply-add (an instruction where the CPU has FMA, else libm's correctly rounded fmaf),
 // so every CPU gets the same bits.
 #include <string.h>
+#include <CCPU.h>
 #include "engines.h"
 
 // The 64-byte vectors never cross a call (everything below is inlined), so the ABI warning
@@ -58,8 +59,7 @@ static void software_portable(BG_GEMM_PARAMETERS) {
 
 void bg_gemm_software(BG_GEMM_PARAMETERS) {
 #if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    if (bd_cpu_has(BD_CPU_AVX2_FMA)) {
         software_fma(a, lda, packed_b, depth, columns, c, ldc, row_begin, row_end, strip_begin, strip_end, accumulate);
         return;
     }

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <CBF16.h>
 #include "include/CKernels.h"
 
 #pragma clang assume_nonnull begin
@@ -400,33 +401,11 @@ void BD_NAME(embedding_backward)(float *d_word_table, float *d_position_table, f
 
 // MARK: - bf16 rounding
 
-/// fp32 -> the fp32 value of its bf16 rounding (CGemm's round_bits, kept in the upper half):
-/// denormal -> signed zero, round to nearest even, NaN -> quiet NaN.
-static inline vu round_bf16_bits(vu b) {
-    vu flushed = (vu)((vi)((b & 0x7f800000u) == 0) & (vi)(b & 0x80000000u)) | (vu)((vi)((b & 0x7f800000u) != 0) & (vi)b);
-    vu rounded = (flushed + 0x7fffu + ((flushed >> 16) & 1u)) & 0xffff0000u;
-    vu quiet_nan = (flushed | 0x00400000u) & 0xffff0000u;
-    vi is_nan = (vi)((flushed & 0x7fffffffu) > 0x7f800000u);
-    return (vu)((is_nan & (vi)quiet_nan) | (~is_nan & (vi)rounded));
-}
-
+/// A plain loop over the one definition (CBF16.h): the compiler vectorises it for this file's
+/// instruction set. Integer arithmetic only, so its scalar tail gives the same bits as the
+/// vector body (no zero-padded tail needed).
 void BD_NAME(round_bf16)(float *values, long count) {
-    long i = 0;
-    for (; i + LANES <= count; i += LANES) {
-        vu b;
-        memcpy(&b, values + i, sizeof b);
-        b = round_bf16_bits(b);
-        memcpy(values + i, &b, sizeof b);
-    }
-    if (i < count) {
-        float tail[LANES] = {0};
-        memcpy(tail, values + i, (size_t)(count - i) * sizeof(float));
-        vu b;
-        memcpy(&b, tail, sizeof b);
-        b = round_bf16_bits(b);
-        memcpy(tail, &b, sizeof b);
-        memcpy(values + i, tail, (size_t)(count - i) * sizeof(float));
-    }
+    for (long i = 0; i < count; i++) values[i] = bf16_widen(bf16_round_flushing(values[i]));
 }
 
 // MARK: - Attention

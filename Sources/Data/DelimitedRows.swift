@@ -85,18 +85,18 @@ extension RowReader {
             try fail(line: line, "expected \(columnCount) columns as in the header (line \(headerLine!)), found \(fields.count)", &result)
             return
         }
-        let label: Int32
+        let target: RowTarget
         do {
-            label = try labels.id(of: fields[labelColumn], integer: parseLabelInteger(fields[labelColumn]), line: line)
+            target = try self.target(ofField: fields[labelColumn], line: line)
         } catch {
             try fail(line: line, error.reason, &result)
             return
         }
         fields[textColumn].withUnsafeBufferPointer { text in
             if let pairColumn {
-                fields[pairColumn].withUnsafeBufferPointer { result.append(text: text, pair: $0, label: label, line: line) }
+                fields[pairColumn].withUnsafeBufferPointer { result.append(text: text, pair: $0, target: target, line: line) }
             } else {
-                result.append(text: text, pair: nil, label: label, line: line)
+                result.append(text: text, pair: nil, target: target, line: line)
             }
         }
     }

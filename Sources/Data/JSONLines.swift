@@ -1,5 +1,7 @@
 /// JSON Lines rows: one object per line with the text, the optional second text and the label
 /// under the keys of the format's `DataColumns`; other keys are skipped whatever their values.
+/// The label is a string or an integer (single-label), a list of them (multi-label), or a
+/// number (regression).
 extension RowReader {
     mutating func readJSONLines(_ input: UnsafeBufferPointer<UInt8>, into result: inout LabeledTexts) throws {
         guard case .jsonLines(let columns) = format else { preconditionFailure("not JSON Lines") }
@@ -24,13 +26,12 @@ extension RowReader {
             }
             do {
                 let value = try parser.parseRow()
-                try labels.checkJSONKind(isString: value.isString, label: parser.label, line: line)
-                let id = try labels.id(of: parser.label, integer: value.integer, line: line)
+                let target = try self.target(of: value, parser, line: line)
                 parser.text.withUnsafeBufferPointer { text in
                     if keys.pair != nil {
-                        parser.pair.withUnsafeBufferPointer { result.append(text: text, pair: $0, label: id, line: line) }
+                        parser.pair.withUnsafeBufferPointer { result.append(text: text, pair: $0, target: target, line: line) }
                     } else {
-                        result.append(text: text, pair: nil, label: id, line: line)
+                        result.append(text: text, pair: nil, target: target, line: line)
                     }
                 }
             } catch let error as JSONLineError {
@@ -40,6 +41,62 @@ extension RowReader {
             }
         }
     }
+}
+
+extension RowReader {
+    /// The target of a row whose label `parser` has just parsed (`value`), read for the file's task.
+    mutating func target(of value: JSONLabel, _ parser: JSONLineParser, line: Int) throws(RowProblem) -> RowTarget {
+        let key = "\"\(parser.keys.names.label)\""
+        let isList: Bool
+        if case .list = value { isList = true } else { isList = false }
+        try labels.checkJSONShape(isList: isList, line: line)
+        switch labels.problemType ?? .singleLabelClassification {
+        case .singleLabelClassification:
+            switch value {
+            case .string, .integer:
+                var integer: Int? = nil
+                if case .integer(let number) = value { integer = number }
+                try labels.checkJSONKind(isString: integer == nil, label: parser.label, line: line)
+                return .label(try labels.id(of: parser.label, integer: integer, line: line))
+            case .number, .other:
+                throw RowProblem("\(key) must be a string or an integer, found \(shown(parser.labelText))")
+            case .list:
+                throw RowProblem("\(key) is a list of labels (multi-label classification), found \(shown(parser.labelText)), but the labels are read as single-label; give --problem-type multi_label_classification, or leave it out")
+            }
+        case .multiLabelClassification:
+            switch value {
+            case .list:
+                for item in 0..<parser.listCount {
+                    try labels.checkJSONKind(isString: parser.listIntegers[item] == nil, label: parser.listItems[item], line: line)
+                }
+                try labels.positiveLabels((0..<parser.listCount).lazy.map { (parser.listItems[$0], parser.listIntegers[$0]) }, line: line)
+            case .string where labels.separator != nil:
+                let names = try labels.splitNames(parser.label)
+                for name in names { try labels.checkJSONKind(isString: true, label: name.bytes, line: line) }
+                try labels.positiveLabels(names.lazy.map { ($0.bytes, nil) }, line: line)
+            default:
+                throw RowProblem("\(key) must be a list of labels for multi-label classification ([\"a\", \"b\"], or [] for none), found \(shown(parser.labelText))")
+            }
+            return .positives(labels.rowLabels)
+        case .regression:
+            switch value {
+            case .integer(let number): return .value(try labels.finiteTarget(Double(number), written: parser.label))
+            case .number(let number): return .value(try labels.finiteTarget(number, written: parser.label))
+            case .string, .list, .other:
+                throw RowProblem("\(key) must be a number for regression, found \(shown(parser.labelText))")
+            }
+        }
+    }
+}
+
+/// What a row's label value is: a string or an integer (in `JSONLineParser.label`), another
+/// number, a list (items in `JSONLineParser.listItems`), or another JSON value.
+enum JSONLabel {
+    case string
+    case integer(Int)
+    case number(Double)
+    case list
+    case other
 }
 
 struct JSONLineError: Error {
@@ -71,8 +128,15 @@ struct JSONLineParser {
     var index = 0
     var text: [UInt8] = []   // the text value
     var pair: [UInt8] = []   // the text pair value
-    var label: [UInt8] = []  // the label: a string's UTF-8, or an integer in decimal
+    var label: [UInt8] = []  // the label: a string's UTF-8, an integer in decimal, a number as written
     var string: [UInt8] = [] // the last string parsed
+    /// A list label: its items (a string's UTF-8 or an integer in decimal; the first `listCount`
+    /// count, the buffers are reused), and each item's value when it is an integer.
+    var listItems: [[UInt8]] = []
+    var listIntegers: [Int?] = []
+    var listCount = 0
+    /// Where the label value is in the line (for messages).
+    var labelRange = 0..<0
 
     init(keys: JSONLineKeys) {
         self.keys = keys
@@ -101,11 +165,14 @@ struct JSONLineParser {
         index += 1
     }
 
-    /// Parses the object; the text, pair and label are left in `text`, `pair`, `label`. Returns
-    /// whether the label is a JSON string, and its value when it is an integer.
-    mutating func parseRow() throws -> (isString: Bool, integer: Int?) {
+    /// The label value as written in the line.
+    var labelText: [UInt8] { Array(input[labelRange]) }
+
+    /// Parses the object; the text, pair and label are left in `text`, `pair`, `label` (a list
+    /// label in `listItems`). Returns what the label is.
+    mutating func parseRow() throws -> JSONLabel {
         try expect(0x7B, "'{'")
-        var labelValue: (isString: Bool, integer: Int?)? = nil
+        var labelValue: JSONLabel? = nil
         var sawText = false, sawPair = false
         skipWhitespace()
         if index < input.count && input[index] == 0x7D {
@@ -125,7 +192,9 @@ struct JSONLineParser {
                 skipWhitespace()
                 guard index < input.count else { throw JSONLineError("bad JSON: missing value") }
                 if isLabel {
+                    let start = index
                     labelValue = try parseLabel()
+                    labelRange = start..<index
                 } else if isText || isPair {
                     let name = isText ? keys.names.text : keys.names.textPair!
                     try parseStringValue(name)
@@ -165,28 +234,84 @@ struct JSONLineParser {
         try parseString()
     }
 
-    /// The label value: a string, or an integer (written back in decimal into `label`).
-    mutating func parseLabel() throws -> (isString: Bool, integer: Int?) {
+    /// The label value: a string, an integer (written back in decimal into `label`), another
+    /// number (as written, into `label`), a list of strings and integers (into `listItems`), or
+    /// another value (skipped).
+    mutating func parseLabel() throws -> JSONLabel {
         if input[index] == 0x22 {
             index += 1
             try parseString()
             swap(&string, &label)
-            return (true, nil)
+            return .string
+        }
+        if input[index] == 0x5B {
+            try parseLabelList()
+            return .list
         }
         let start = index
-        let end = scanNumber()
-        if end > start {
-            let digits = input[start..<end]
-            if digits.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D }), end - start <= 18,
-               let value = Int(String(decoding: UnsafeBufferPointer(rebasing: digits), as: UTF8.self)) {
-                index = end
-                label.removeAll(keepingCapacity: true)
-                label.append(contentsOf: String(value).utf8)
-                return (false, value)
-            }
+        if let integer = parseInteger() {
+            label.removeAll(keepingCapacity: true)
+            label.append(contentsOf: String(integer).utf8)
+            return .integer(integer)
         }
-        try skipValue(depth: 0)
-        throw JSONLineError("\"\(keys.names.label)\" must be a string or an integer, found \(shown(Array(input[start..<index])))")
+        let end = scanNumber()
+        if end > start, let number = Double(String(decoding: UnsafeBufferPointer(rebasing: input[start..<end]), as: UTF8.self)) {
+            index = end
+            label.removeAll(keepingCapacity: true)
+            label.append(contentsOf: input[start..<end])
+            return .number(number)
+        }
+        try skipValue(depth: 0)  // true, false, null, an object: the task says what it needed
+        return .other
+    }
+
+    /// An integer (at most 18 digits, as JSON writes one) at `index`, which is then after it; nil
+    /// (and `index` unchanged) for anything else.
+    mutating func parseInteger() -> Int? {
+        let start = index
+        let end = scanNumber()
+        guard end > start else { return nil }
+        let digits = input[start..<end]
+        guard digits.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D }), end - start <= 18,
+              let value = Int(String(decoding: UnsafeBufferPointer(rebasing: digits), as: UTF8.self)) else { return nil }
+        index = end
+        return value
+    }
+
+    /// A list label `[item, ...]` of strings and integers into `listItems`/`listIntegers`.
+    mutating func parseLabelList() throws {
+        index += 1  // "["
+        listCount = 0
+        skipWhitespace()
+        if index < input.count && input[index] == 0x5D { index += 1; return }
+        while true {
+            skipWhitespace()
+            guard index < input.count else { throw JSONLineError("bad JSON: unterminated array") }
+            if listItems.count == listCount {
+                listItems.append([])
+                listIntegers.append(nil)
+            }
+            let start = index
+            if input[index] == 0x22 {
+                index += 1
+                try parseString()
+                swap(&string, &listItems[listCount])
+                listIntegers[listCount] = nil
+            } else if let integer = parseInteger() {
+                listItems[listCount].removeAll(keepingCapacity: true)
+                listItems[listCount].append(contentsOf: String(integer).utf8)
+                listIntegers[listCount] = integer
+            } else {
+                try skipValue(depth: 1)
+                throw JSONLineError("\"\(keys.names.label)\" lists strings or integers (names or ids), found \(shown(Array(input[start..<index]))) in the list")
+            }
+            listCount += 1
+            skipWhitespace()
+            guard index < input.count else { throw JSONLineError("bad JSON: unterminated array") }
+            if input[index] == 0x2C { index += 1; continue }
+            if input[index] == 0x5D { index += 1; return }
+            throw JSONLineError("bad JSON: expected ',' or ']' at column \(index + 1)")
+        }
     }
 
     /// After the opening quote; leaves `index` after the closing quote.

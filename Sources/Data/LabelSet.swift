@@ -53,6 +53,10 @@ public struct LabelSet: Sendable, Hashable, CustomStringConvertible {
         try self.init(names: names, origin: origin)
     }
 
+    /// The one output of a regression model, named as HF names it (config.json `id2label`
+    /// {"0": "LABEL_0"}, `num_labels` 1).
+    public static let regression = LabelSet(checkedNames: ["LABEL_0"], origin: "regression")
+
     /// The names HF gives a config without `id2label`: LABEL_0, LABEL_1, ...
     public static func defaultNames(count: Int) -> [String] {
         (0..<count).map { "LABEL_\($0)" }
@@ -92,6 +96,53 @@ public struct LabelSet: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+/// What a data file's labels are: Hugging Face's `problem_type`.
+public enum ProblemType: String, Sendable, Hashable, CaseIterable {
+    /// One class per example (a class name or id).
+    case singleLabelClassification = "single_label_classification"
+    /// Any number of classes per example, none included (a list of names or ids).
+    case multiLabelClassification = "multi_label_classification"
+    /// One number per example (the model has one output).
+    case regression
+}
+
+/// How the label column (key) of a data file is read.
+///
+/// - `problemType` nil: inferred from the data, as HF's run_classification infers it from list
+///   labels: multi-label when `separator` is given or the JSON Lines labels are lists, else
+///   single-label. Regression is never inferred (a file of numbers may as well hold class ids):
+///   it is asked for.
+/// - `separator` (`--label-separator`): multi-label names joined in one field (CSV, TSV, or a
+///   JSON string), e.g. "sports;politics". Spaces around each name are dropped; an empty field
+///   is an example without labels.
+public struct LabelFormat: Sendable, Hashable {
+    public var problemType: ProblemType?
+    public var separator: String?
+
+    public init(problemType: ProblemType? = nil, separator: String? = nil) {
+        self.problemType = problemType
+        self.separator = separator
+    }
+
+    /// Single-label classification (what every reader did before there were other tasks).
+    public static let singleLabel = LabelFormat(problemType: .singleLabelClassification)
+
+    /// Why this format cannot be read (nil: it can): a separator with a task other than
+    /// multi-label, or an empty separator.
+    public var problem: String? {
+        guard let separator else { return nil }
+        if separator.isEmpty { return "--label-separator is empty; give the text between two labels, e.g. \";\"" }
+        if let problemType, problemType != .multiLabelClassification {
+            return "--label-separator splits multi-label labels; it does not go with \(problemType.rawValue)"
+        }
+        return nil
+    }
+
+    var fingerprintText: String {
+        "problem=\(problemType?.rawValue ?? "inferred") separator=\(separator.map { "\($0.utf8.count):\($0)" } ?? "-")"
+    }
+}
+
 /// Where the label set of a data file comes from.
 public enum LabelRule: Sendable, Hashable {
     /// From the data, as HF's run_classification makes it: when every label is an integer >= 0,
@@ -102,6 +153,7 @@ public enum LabelRule: Sendable, Hashable {
     /// This set (`--labels`, or a checkpoint's labels for evaluation): a label of the data that
     /// is not one of its names is a bad row.
     case fixed(LabelSet)
+    // Regression data has no label names: its set is always `LabelSet.regression`.
 
     var fingerprintText: String {
         switch self {
@@ -111,19 +163,40 @@ public enum LabelRule: Sendable, Hashable {
     }
 }
 
-/// Turns the labels of a file's rows into ids while the file is read (see `LabelRule`).
+/// Turns the labels of a file's rows into targets while the file is read (see `LabelRule` and
+/// `LabelFormat`): class ids (single-label), lists of class ids (multi-label), numbers (regression).
 struct LabelCollector {
     let rule: LabelRule
+    /// Multi-label names joined in one field, as UTF-8 (nil: none).
+    let separator: [UInt8]?
+    /// The task: the requested one, else decided at the start (CSV/TSV, or a separator), else
+    /// by the first JSON Lines row.
+    private(set) var problemType: ProblemType?
+    /// Whether the first JSON Lines row decides the task (none was asked for, no separator).
+    private let infersFromFirstRow: Bool
     // .fromData: the distinct labels seen so far, their integer values and first lines.
     private var indexOfLabel: [[UInt8]: Int32] = [:]
     private var labels: [[UInt8]] = []
     private var integers: [Int?] = []
     private var firstLines: [Int] = []
-    /// JSON Lines: whether the first label was a string or a number, and its line.
+    /// JSON Lines: whether the first label (list item) was a string or a number, and its line;
+    /// whether the first label was a list, and its line.
     private var jsonKind: (isString: Bool, line: Int)? = nil
+    private var jsonShape: (isList: Bool, line: Int)? = nil
+    /// Multi-label: the ids of the current row's labels (reused), sorted, without repeats.
+    private(set) var rowLabels: [Int32] = []
 
-    init(rule: LabelRule) {
+    init(rule: LabelRule, format: LabelFormat, inferFromFirstRow: Bool) {
         self.rule = rule
+        separator = format.separator.map { Array($0.utf8) }
+        infersFromFirstRow = inferFromFirstRow && format.problemType == nil && format.separator == nil
+        if let requested = format.problemType {
+            problemType = requested
+        } else if format.separator != nil {
+            problemType = .multiLabelClassification
+        } else if !inferFromFirstRow {
+            problemType = .singleLabelClassification
+        }
     }
 
     /// The id of a row's label: final with a fixed set; with labels from the data, the index of
@@ -146,6 +219,58 @@ struct LabelCollector {
         }
     }
 
+    /// Multi-label: sets `rowLabels` to the ids of `names` (each with its integer value when it
+    /// is written as one), sorted, a name given twice counted once. No names: no label.
+    mutating func positiveLabels<Names: Sequence>(_ names: Names, line: Int) throws(RowProblem)
+    where Names.Element == (bytes: [UInt8], integer: Int?) {
+        rowLabels.removeAll(keepingCapacity: true)
+        for name in names {
+            guard !name.bytes.isEmpty else { throw RowProblem("empty label in a list of labels") }
+            rowLabels.append(try id(of: name.bytes, integer: name.integer, line: line))
+        }
+        rowLabels.sort()
+        var kept = 0
+        for index in rowLabels.indices where index == 0 || rowLabels[index] != rowLabels[index - 1] {
+            rowLabels[kept] = rowLabels[index]
+            kept += 1
+        }
+        rowLabels.removeSubrange(kept...)
+    }
+
+    /// Multi-label in one field: the names between separators (spaces around each dropped;
+    /// without a separator the field is one name), each with its integer value if it is one.
+    /// An empty field has no names; an empty name between separators is a bad row.
+    func splitNames(_ field: [UInt8]) throws(RowProblem) -> [(bytes: [UInt8], integer: Int?)] {
+        func trimmed(_ bytes: ArraySlice<UInt8>) -> [UInt8] {
+            var slice = bytes
+            while let first = slice.first, first == 0x20 || first == 0x09 { slice = slice.dropFirst() }
+            while let last = slice.last, last == 0x20 || last == 0x09 { slice = slice.dropLast() }
+            return Array(slice)
+        }
+        let whole = trimmed(field[...])
+        if whole.isEmpty { return [] }
+        var pieces: [[UInt8]] = []
+        if let separator, !separator.isEmpty {
+            var start = 0, index = 0
+            while index + separator.count <= whole.count {
+                if whole[index..<index + separator.count].elementsEqual(separator) {
+                    pieces.append(trimmed(whole[start..<index]))
+                    index += separator.count
+                    start = index
+                } else {
+                    index += 1
+                }
+            }
+            pieces.append(trimmed(whole[start...]))
+        } else {
+            pieces = [whole]
+        }
+        if pieces.contains(where: \.isEmpty) {
+            throw RowProblem("empty label in \"\(shown(field))\" (labels separated by \"\(shown(separator ?? []))\")")
+        }
+        return pieces.map { ($0, parseLabelInteger($0)) }
+    }
+
     /// JSON Lines only: a label written as a string after labels written as numbers (or the
     /// other way round) is a bad row.
     mutating func checkJSONKind(isString: Bool, label: [UInt8], line: Int) throws(RowProblem) {
@@ -159,8 +284,37 @@ struct LabelCollector {
         throw RowProblem("label \(this) is written as a \(isString ? "string" : "number"), but the label on line \(kind.line) as a \(kind.isString ? "string" : "number"); write every label the same way")
     }
 
+    /// JSON Lines only: decides the task from the first row's label when it is inferred (a list:
+    /// multi-label), and refuses a list after labels that are not (or the other way round).
+    mutating func checkJSONShape(isList: Bool, line: Int) throws(RowProblem) {
+        guard infersFromFirstRow else { return }  // the task's own checks say what is wrong
+        if problemType == nil { problemType = isList ? .multiLabelClassification : .singleLabelClassification }
+        if let shape = jsonShape, shape.isList != isList {
+            throw RowProblem("label is \(isList ? "a list" : "not a list"), but the label on line \(shape.line) is \(shape.isList ? "a list" : "not a list"); write every label the same way")
+        }
+        if jsonShape == nil { jsonShape = (isList, line) }
+    }
+
+    /// Regression: the number a field holds (as Python's float() reads it, spaces around it
+    /// allowed), as a float32 target.
+    func value(of field: [UInt8]) throws(RowProblem) -> Float {
+        if field.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { throw RowProblem("empty label") }
+        guard let value = parseDecimal(field) else {
+            throw RowProblem("label \"\(shown(field))\" is not a number (regression needs a number per row)")
+        }
+        return try finiteTarget(value, written: field)
+    }
+
+    /// A regression target that float32 holds (finite).
+    func finiteTarget(_ value: Double, written: [UInt8]) throws(RowProblem) -> Float {
+        let target = Float(value)
+        guard target.isFinite else { throw RowProblem("label \(shown(written)) is too large for a regression target (float32)") }
+        return target
+    }
+
     /// The label set and the final id of each distinct label (nil: the ids are final already).
     func finish(path: String) throws -> (LabelSet, [Int32]?) {
+        if problemType == .regression { return (.regression, nil) }
         switch rule {
         case .fixed(let set):
             return (set, nil)
@@ -176,6 +330,7 @@ struct LabelCollector {
                 return (LabelSet(checkedNames: (0..<count).map(String.init), origin: path), values.map { Int32($0) })
             }
             try requireTwo(distinct: labels.count, path: path)
+            try refuseNumbersWithFractions(path: path)
             let order = labels.indices.sorted { labels[$0].lexicographicallyPrecedes(labels[$1]) }
             var ids = [Int32](repeating: 0, count: labels.count)
             for (id, index) in order.enumerated() { ids[index] = Int32(id) }
@@ -187,11 +342,52 @@ struct LabelCollector {
     }
 
     private func requireTwo(distinct: Int, path: String) throws {
+        if distinct == 0 {  // multi-label lists, every one empty
+            throw DataError("\(path): no row has a label; a classifier needs at least 2 labels")
+        }
         guard distinct >= 2 else {
             let only = labels.first.map { " (\"\(shown($0))\")" } ?? ""
             throw DataError("\(path): every row has the same label\(only); a classifier needs at least 2 labels")
         }
     }
+
+    /// Labels from the data that are all numbers, some with a fraction ("3.8"), are regression
+    /// targets read as class names far more often than classes: refused, naming the way out.
+    private func refuseNumbersWithFractions(path: String) throws {
+        guard labels.allSatisfy({ parseDecimal($0) != nil }),
+              let first = labels.indices.filter({ labels[$0].contains { $0 == 0x2E || $0 == 0x65 || $0 == 0x45 } })
+                  .min(by: { firstLines[$0] < firstLines[$1] }) else { return }
+        throw DataError("\(path):\(firstLines[first]): label \"\(shown(labels[first]))\" is a number with a fraction, and every label of the file is a number: for regression give --problem-type regression; to train a classifier on these labels, name them with --labels")
+    }
+}
+
+/// A decimal number as Python's float() reads one: spaces around it, a sign, digits with an
+/// optional point, an optional exponent ("3", "-0.5", ".5", "1e-3"); nil for anything else,
+/// including nan and inf (no regression target) and Swift's hexadecimal floats.
+func parseDecimal<Bytes: Collection>(_ bytes: Bytes) -> Double? where Bytes.Element == UInt8 {
+    var slice = Array(bytes)[...]
+    while let first = slice.first, first == 0x20 || first == 0x09 { slice = slice.dropFirst() }
+    while let last = slice.last, last == 0x20 || last == 0x09 { slice = slice.dropLast() }
+    var index = slice.startIndex
+    func digits() -> Int {
+        let start = index
+        while index < slice.endIndex && slice[index] >= 0x30 && slice[index] <= 0x39 { index += 1 }
+        return index - start
+    }
+    if index < slice.endIndex && (slice[index] == 0x2B || slice[index] == 0x2D) { index += 1 }
+    var mantissaDigits = digits()
+    if index < slice.endIndex && slice[index] == 0x2E {
+        index += 1
+        mantissaDigits += digits()
+    }
+    guard mantissaDigits > 0 else { return nil }
+    if index < slice.endIndex && (slice[index] == 0x65 || slice[index] == 0x45) {
+        index += 1
+        if index < slice.endIndex && (slice[index] == 0x2B || slice[index] == 0x2D) { index += 1 }
+        guard digits() > 0 else { return nil }
+    }
+    guard index == slice.endIndex, let value = Double(String(decoding: slice, as: UTF8.self)), value.isFinite else { return nil }
+    return value
 }
 
 /// What is wrong with one row (the reader adds the file and line).

@@ -4,8 +4,11 @@ import Foundation
 /// UTF-8 back to back plus offsets, so that 120,000 rows are a few arrays, not 120,000 strings.
 ///
 /// The file's `DataFormat` says how its rows are written, its `LabelRule` where the label set
-/// comes from. A malformed row stops reading with `FILE:LINE: reason`, or with `skipBadRows` is
-/// left out and counted. Blank lines are skipped.
+/// comes from, its `LabelFormat` what the labels are (the task). A malformed row stops reading
+/// with `FILE:LINE: reason`, or with `skipBadRows` is left out and counted. Blank lines are skipped.
+///
+/// The targets, by task: `labels` (single-label), `positiveLabels` with `positiveLabelEnds`
+/// (multi-label), `values` (regression); the arrays of the other tasks are empty.
 public struct LabeledTexts: Sendable {
     public let source: URL
     public let format: DataFormat
@@ -16,8 +19,17 @@ public struct LabeledTexts: Sendable {
     /// The second texts of pairs, likewise (empty when the format has no pair column).
     public private(set) var pairBytes: [UInt8] = []
     public private(set) var pairOffsets: [Int] = [0]                                 // (count + 1) with pairs
-    /// Label ids: indices into `labelSet.names`.                                       (count)
+    /// What the labels are.
+    public private(set) var problemType: ProblemType = .singleLabelClassification
+    /// Single-label: label ids, indices into `labelSet.names`.                         (count)
     public private(set) var labels: [Int32] = []
+    /// Multi-label: the label ids of example i are `positiveLabels[positiveLabelEnds[i - 1] ..<
+    /// positiveLabelEnds[i]]` (from 0 for i = 0), increasing.                            (count)
+    public private(set) var positiveLabelEnds: [Int] = []
+    public private(set) var positiveLabels: [Int32] = []
+    /// Regression: the target of each example.                                         (count)
+    public private(set) var values: [Float] = []
+    /// The labels' names (regression: `LabelSet.regression`, its one output).
     public private(set) var labelSet: LabelSet
     /// Line of the file where each example starts (1-based).                           (count)
     public private(set) var lineNumbers: [Int32] = []
@@ -25,7 +37,7 @@ public struct LabeledTexts: Sendable {
     public private(set) var skippedRowCount = 0
     public private(set) var skippedRowErrors: [String] = []
 
-    public var count: Int { labels.count }
+    public var count: Int { lineNumbers.count }
     public var hasPairs: Bool { format.hasPairs }
 
     init(source: URL, format: DataFormat) {
@@ -60,26 +72,35 @@ public struct LabeledTexts: Sendable {
         }
     }
 
-    /// How many examples have each label.                                              (labelSet.count)
+    /// Multi-label: the label ids of example `index`.
+    public func positiveLabels(at index: Int) -> ArraySlice<Int32> {
+        positiveLabels[(index == 0 ? 0 : positiveLabelEnds[index - 1])..<positiveLabelEnds[index]]
+    }
+
+    /// How many examples have each label (multi-label: are positive for it); regression: empty.   (labelSet.count)
     public var labelCounts: [Int] {
+        if problemType == .regression { return [] }
         var counts = [Int](repeating: 0, count: labelSet.count)
-        for label in labels { counts[Int(label)] += 1 }
+        for label in problemType == .multiLabelClassification ? positiveLabels : labels { counts[Int(label)] += 1 }
         return counts
     }
 
     /// Reads a data file: its format from its extension unless given (see `DataFormat(of:columns:)`).
     public static func read(_ url: URL, format: DataFormat? = nil, labels: LabelRule = .fromData,
-                            skipBadRows: Bool = false) throws -> LabeledTexts {
+                            labelFormat: LabelFormat = .singleLabel, skipBadRows: Bool = false) throws -> LabeledTexts {
         let format = try format ?? DataFormat(of: url)
-        return try parse(readDataFile(url), format: format, labels: labels, source: url, skipBadRows: skipBadRows)
+        return try parse(readDataFile(url), format: format, labels: labels, labelFormat: labelFormat, source: url,
+                         skipBadRows: skipBadRows)
     }
 
     /// Parses the bytes of a data file (see `read`); `source` names the file in errors.
-    public static func parse(_ bytes: [UInt8], format: DataFormat, labels rule: LabelRule = .fromData, source url: URL,
+    public static func parse(_ bytes: [UInt8], format: DataFormat, labels rule: LabelRule = .fromData,
+                             labelFormat: LabelFormat = .singleLabel, source url: URL,
                              skipBadRows: Bool = false) throws -> LabeledTexts {
+        if let problem = labelFormat.problem { throw DataError("\(url.path): \(problem)") }
         var result = LabeledTexts(source: url, format: format)
         result.textBytes.reserveCapacity(bytes.count)
-        var reader = try RowReader(path: url.path, format: format, labels: rule, skipBadRows: skipBadRows)
+        var reader = try RowReader(path: url.path, format: format, labels: rule, labelFormat: labelFormat, skipBadRows: skipBadRows)
         try bytes.withUnsafeBufferPointer { input in
             switch format {
             case .preset, .csv, .tsv: try reader.readDelimited(input, into: &result)
@@ -92,22 +113,45 @@ public struct LabeledTexts: Sendable {
             }
             throw DataError("\(url.path): the file has no rows (it is empty or blank\(reader.headerLine != nil ? " after its header" : ""))")
         }
+        guard result.positiveLabels.count < Int(Int32.max) else {
+            throw DataError("\(url.path): \(result.positiveLabels.count) labels in all, more than a token cache holds (2^31 - 1)")
+        }
         let (labelSet, finalIds) = try reader.finishLabels()
         result.labelSet = labelSet
+        result.problemType = reader.labels.problemType ?? .singleLabelClassification
         if let finalIds {
             for index in result.labels.indices { result.labels[index] = finalIds[Int(result.labels[index])] }
+            for index in result.positiveLabels.indices { result.positiveLabels[index] = finalIds[Int(result.positiveLabels[index])] }
+            // The final ids are in another order than the provisional ones: each example's increasing again.
+            var start = 0
+            for end in result.positiveLabelEnds {
+                result.positiveLabels[start..<end].sort()
+                start = end
+            }
         }
         return result
     }
 
+    /// A single-label example.
     mutating func append(text: UnsafeBufferPointer<UInt8>, pair: UnsafeBufferPointer<UInt8>?, label: Int32, line: Int) {
+        append(text: text, pair: pair, target: .label(label), line: line)
+    }
+
+    /// An example of any task.
+    mutating func append(text: UnsafeBufferPointer<UInt8>, pair: UnsafeBufferPointer<UInt8>?, target: RowTarget, line: Int) {
+        switch target {
+        case .label(let label): labels.append(label)
+        case .positives(let positives):
+            positiveLabels.append(contentsOf: positives)
+            positiveLabelEnds.append(positiveLabels.count)
+        case .value(let value): values.append(value)
+        }
         textBytes.append(contentsOf: text)
         textOffsets.append(textBytes.count)
         if let pair {
             pairBytes.append(contentsOf: pair)
             pairOffsets.append(pairBytes.count)
         }
-        labels.append(label)
         lineNumbers.append(Int32(clamping: line))
     }
 
@@ -115,6 +159,16 @@ public struct LabeledTexts: Sendable {
         skippedRowCount += 1
         if skippedRowErrors.count < 5 { skippedRowErrors.append(message) }
     }
+}
+
+/// What one row's label is, by task.
+enum RowTarget {
+    /// Single-label: the class id.
+    case label(Int32)
+    /// Multi-label: the class ids, increasing, no repeats (possibly none).
+    case positives([Int32])
+    /// Regression: the number.
+    case value(Float)
 }
 
 func readDataFile(_ url: URL) throws -> [UInt8] {
@@ -155,11 +209,16 @@ struct RowReader {
     let quoting: Bool
     let skipInitialSpace: Bool
 
-    init(path: String, format: DataFormat, labels rule: LabelRule, skipBadRows: Bool) throws {
+    init(path: String, format: DataFormat, labels rule: LabelRule, labelFormat: LabelFormat, skipBadRows: Bool) throws {
         self.path = path
         self.format = format
         self.skipBadRows = skipBadRows
-        labels = LabelCollector(rule: rule)
+        if case .preset(let preset) = format, labelFormat.separator != nil || (labelFormat.problemType ?? .singleLabelClassification) != .singleLabelClassification {
+            throw DataError("\(path): the \(preset.name) layout has one class per row (single-label); for another task give a header row and name the columns (--text-column, --label-column)")
+        }
+        var isJSONLines = false
+        if case .jsonLines = format { isJSONLines = true }
+        labels = LabelCollector(rule: rule, format: labelFormat, inferFromFirstRow: isJSONLines)
         delimiter = { if case .tsv = format { return 0x09 } else { return 0x2C } }()
         quoting = { if case .tsv = format { return false } else { return true } }()
         skipInitialSpace = { if case .preset = format { return true } else { return false } }()
@@ -185,5 +244,18 @@ struct RowReader {
             return (preset.labelSet, nil)
         }
         return try labels.finish(path: path)
+    }
+
+    /// The target of a row whose label field (CSV, TSV) is `field`, read for the file's task.
+    mutating func target(ofField field: [UInt8], line: Int) throws(RowProblem) -> RowTarget {
+        switch labels.problemType ?? .singleLabelClassification {
+        case .singleLabelClassification:
+            return .label(try labels.id(of: field, integer: parseLabelInteger(field), line: line))
+        case .multiLabelClassification:
+            try labels.positiveLabels(try labels.splitNames(field), line: line)
+            return .positives(labels.rowLabels)
+        case .regression:
+            return .value(try labels.value(of: field))
+        }
     }
 }

@@ -4,7 +4,8 @@ import Foundation
 ///
 /// The file is `<cache folder>/<data file name>.<key>.tokens`, never next to the data: the key
 /// is a hash of the data file's content, the tokenizer fingerprint, the max length, the format
-/// (columns or preset), the label rule, the skip-bad-rows flag and the cache format version, so
+/// (columns or preset), the label rule and label format (the task, the separator), the
+/// skip-bad-rows flag and the cache format version, so
 /// any change of these gives another file, never a stale one. The cache folder is a value the
 /// caller passes (`--cache-dir`; `defaultDirectory(environment:)` computes the usual default).
 ///
@@ -16,15 +17,17 @@ public struct TokenCache: Sendable {
     public let url: URL
     public let format: DataFormat
     public let labels: LabelRule
+    public let labelFormat: LabelFormat
     public let dataHash: UInt64
     public let tokenizerFingerprint: UInt64
     public let maxLength: Int
     public let skipBadRows: Bool
 
-    /// The cache of `dataFile` read as `format` (nil: by its extension) with `labels`, in `directory`.
+    /// The cache of `dataFile` read as `format` (nil: by its extension) with `labels` and
+    /// `labelFormat`, in `directory`.
     public static func locate(dataFile: URL, format: DataFormat? = nil, labels: LabelRule = .fromData,
-                              tokenizer: BertTokenizer, maxLength: Int, skipBadRows: Bool = false,
-                              directory: URL) throws -> TokenCache {
+                              labelFormat: LabelFormat = .singleLabel, tokenizer: BertTokenizer, maxLength: Int,
+                              skipBadRows: Bool = false, directory: URL) throws -> TokenCache {
         let format = try format ?? DataFormat(of: dataFile)
         let dataHash = ContentHash64.hash(try readDataFile(dataFile))
         var key = ContentHash64(seed: 0x746F_6B65_6E63_6163)  // "tokencac"
@@ -35,9 +38,10 @@ public struct TokenCache: Sendable {
         key.update(UInt64(TokenizedDataset.formatVersion))
         key.update(format.fingerprintText)
         key.update(labels.fingerprintText)
+        key.update(labelFormat.fingerprintText)
         let name = "\(dataFile.lastPathComponent).\(hex64(key.finalize())).tokens"
         return TokenCache(dataFile: dataFile, url: directory.appendingPathComponent(name), format: format, labels: labels,
-                          dataHash: dataHash, tokenizerFingerprint: tokenizer.fingerprint, maxLength: maxLength,
+                          labelFormat: labelFormat, dataHash: dataHash, tokenizerFingerprint: tokenizer.fingerprint, maxLength: maxLength,
                           skipBadRows: skipBadRows)
     }
 
@@ -65,7 +69,8 @@ public struct TokenCache: Sendable {
         guard ContentHash64.hash(bytes) == dataHash else {
             throw DataError("\(dataFile.path): the file changed while preparing its token cache; run again")
         }
-        let texts = try LabeledTexts.parse(bytes, format: format, labels: labels, source: dataFile, skipBadRows: skipBadRows)
+        let texts = try LabeledTexts.parse(bytes, format: format, labels: labels, labelFormat: labelFormat, source: dataFile,
+                                           skipBadRows: skipBadRows)
         let dataset = TokenizedDataset.tokenize(texts, tokenizer: tokenizer, maxLength: maxLength, dataHash: dataHash)
         let directory = url.deletingLastPathComponent()
         do {
@@ -77,7 +82,7 @@ public struct TokenCache: Sendable {
     }
 
     /// Maps the cache and checks that it is intact and was built for this data file, tokenizer,
-    /// max length and label rule.
+    /// max length, label rule and task.
     public func open(vocabularySize: Int? = nil) throws -> TokenizedDataset {
         guard exists else {
             throw DataError("\(url.path): the token cache of \(dataFile.path) does not exist (it is built by rank 0 before the others open it)")
@@ -90,8 +95,8 @@ public struct TokenCache: Sendable {
         case (.fromData, _): origin = dataFile.path
         }
         let dataset = try TokenizedDataset.open(url, vocabularySize: vocabularySize, labelOrigin: origin)
-        var matchesLabels = true
-        if case .fixed(let set) = labels { matchesLabels = dataset.labelSet == set }
+        var matchesLabels = labelFormat.problemType.map { $0 == dataset.problemType } ?? true
+        if case .fixed(let set) = labels, dataset.problemType != .regression { matchesLabels = matchesLabels && dataset.labelSet == set }
         guard dataset.dataHash == dataHash, dataset.tokenizerFingerprint == tokenizerFingerprint,
               dataset.maxLength == maxLength, dataset.hasPairs == format.hasPairs, matchesLabels else {
             throw DataError("\(url.path): this token cache was built for another data file, tokenizer, max length or labels; delete it and it will be rebuilt")

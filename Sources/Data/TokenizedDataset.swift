@@ -9,14 +9,16 @@ import Darwin
 
 /// Every example of a data file as token ids ([CLS] ... [SEP], or [CLS] A [SEP] B [SEP] for text
 /// pairs, truncated to `maxLength`), flat: one Int32 array of all tokens, per-example offsets,
-/// labels, and for pairs where each example's second segment starts; plus the label set.
+/// targets, and for pairs where each example's second segment starts; plus the label set.
+/// The targets by task: a class id (single-label), a list of class ids (multi-label), a number
+/// (regression).
 ///
 /// In memory and on disk the bytes have the same layout (the token cache file), so `open` maps
 /// the file and reads it in place:
 ///
 ///     offset  size              field
 ///     0       8                 magic "BDTOKENS"
-///     8       4                 format version (2), little-endian like everything else
+///     8       4                 format version (3), little-endian like everything else
 ///     12      4                 max length
 ///     16      8                 example count N
 ///     24      8                 token count T
@@ -24,12 +26,19 @@ import Darwin
 ///     40      8                 content hash of the data file (ContentHash64)
 ///     48      8                 tokenizer fingerprint
 ///     56      8                 ContentHash64 of every byte after the header (damage check)
-///     64      4                 flags: bit 0 = text pairs (the segment starts are present)
+///     64      4                 flags: bit 0 = text pairs (the segment starts are present);
+///                               bits 8-15 = the task: 0 single-label, 1 multi-label, 2 regression
 ///     68      4                 label count K
 ///     72      8                 byte count B of the label names
-///     80      8 (N + 1)         Int64 offsets: example i is tokens[offsets[i] ..< offsets[i + 1]]
-///     ..      4 N (+4 if N odd) Int32 labels (padded to 8 bytes)
+///     80      8                 multi-label: count P of (example, label) pairs; else 0
+///     88      8 (N + 1)         Int64 offsets: example i is tokens[offsets[i] ..< offsets[i + 1]]
+///     ..      4 N (+4 if N odd) targets (padded to 8 bytes): single-label Int32 class ids;
+///                               multi-label Int32 ends: the labels of example i are
+///                               positives[ends[i - 1] ..< ends[i]] (from 0 for i = 0);
+///                               regression Float32 values
 ///     ..      4 N (+4 if N odd) pairs only: Int32 start of the second segment of each example
+///     ..      4 P (+4 if P odd) multi-label only: Int32 label ids of the examples, increasing
+///                               within an example
 ///     ..      B                 label names in id order, each a UInt32 byte count + UTF-8;
 ///                               zero-padded to a multiple of 8
 ///     ..      4 T               Int32 token ids
@@ -48,7 +57,9 @@ public final class TokenizedDataset: @unchecked Sendable {
     public let tokenizerFingerprint: UInt64
     /// Whether the examples are text pairs (token type 1 segments).
     public let hasPairs: Bool
-    /// The labels' names in id order.
+    /// What the targets are.
+    public let problemType: ProblemType
+    /// The labels' names in id order (regression: `LabelSet.regression`).
     public let labelSet: LabelSet
     /// The cache file this was read from or written to, if any.
     public private(set) var cacheFile: URL?
@@ -57,24 +68,40 @@ public final class TokenizedDataset: @unchecked Sendable {
     private let storageByteCount: Int
     private let isMapped: Bool
     private let offsets: UnsafePointer<Int64>        // (N + 1)
-    private let labelValues: UnsafePointer<Int32>    // (N)
+    private let labelValues: UnsafePointer<Int32>    // (N) the targets section (class ids or ends; regression: Float32 bits)
     private let segmentStarts: UnsafePointer<Int32>? // (N), pairs only
+    private let positives: UnsafePointer<Int32>      // (P), multi-label only
+    public let positiveLabelCount: Int               // P
     private let tokenValues: UnsafePointer<Int32>    // (T)
 
     static let magic: [UInt8] = Array("BDTOKENS".utf8)
-    static let formatVersion: UInt32 = 2
-    static let headerByteCount = 80
+    static let formatVersion: UInt32 = 3
+    static let headerByteCount = 88
+
+    /// The task's code in the flags (bits 8-15).
+    static func code(of problemType: ProblemType) -> UInt32 {
+        switch problemType {
+        case .singleLabelClassification: return 0
+        case .multiLabelClassification: return 1
+        case .regression: return 2
+        }
+    }
+
+    static func problemType(code: UInt32) -> ProblemType? {
+        [ProblemType.singleLabelClassification, .multiLabelClassification, .regression].first { self.code(of: $0) == code }
+    }
 
     /// Where each section starts.
     struct Layout {
-        let offsets: Int, labels: Int, segmentStarts: Int, labelNames: Int, tokens: Int, total: Int
+        let offsets: Int, labels: Int, segmentStarts: Int, positives: Int, labelNames: Int, tokens: Int, total: Int
 
-        init(exampleCount: Int, tokenCount: Int, hasPairs: Bool, labelNamesByteCount: Int) {
+        init(exampleCount: Int, tokenCount: Int, hasPairs: Bool, positiveLabelCount: Int, labelNamesByteCount: Int) {
             let int32Section = 4 * (exampleCount + exampleCount % 2)
             offsets = TokenizedDataset.headerByteCount
             labels = offsets + 8 * (exampleCount + 1)
             segmentStarts = labels + int32Section
-            labelNames = segmentStarts + (hasPairs ? int32Section : 0)
+            positives = segmentStarts + (hasPairs ? int32Section : 0)
+            labelNames = positives + 4 * (positiveLabelCount + positiveLabelCount % 2)
             tokens = labelNames + labelNamesByteCount
             total = tokens + 4 * tokenCount
         }
@@ -121,12 +148,17 @@ public final class TokenizedDataset: @unchecked Sendable {
         skippedRowCount = Int(header.loadUnaligned(fromByteOffset: 32, as: UInt64.self).littleEndian)
         dataHash = header.loadUnaligned(fromByteOffset: 40, as: UInt64.self).littleEndian
         tokenizerFingerprint = header.loadUnaligned(fromByteOffset: 48, as: UInt64.self).littleEndian
-        hasPairs = header.loadUnaligned(fromByteOffset: 64, as: UInt32.self).littleEndian & 1 != 0
+        let flags = header.loadUnaligned(fromByteOffset: 64, as: UInt32.self).littleEndian
+        hasPairs = flags & 1 != 0
+        problemType = TokenizedDataset.problemType(code: (flags >> 8) & 0xFF)!  // checked before
         let namesByteCount = Int(header.loadUnaligned(fromByteOffset: 72, as: UInt64.self).littleEndian)
-        let layout = Layout(exampleCount: count, tokenCount: tokenCount, hasPairs: hasPairs, labelNamesByteCount: namesByteCount)
+        positiveLabelCount = Int(header.loadUnaligned(fromByteOffset: 80, as: UInt64.self).littleEndian)
+        let layout = Layout(exampleCount: count, tokenCount: tokenCount, hasPairs: hasPairs, positiveLabelCount: positiveLabelCount,
+                            labelNamesByteCount: namesByteCount)
         offsets = UnsafePointer((header + layout.offsets).assumingMemoryBound(to: Int64.self))
         labelValues = UnsafePointer((header + layout.labels).assumingMemoryBound(to: Int32.self))
         segmentStarts = hasPairs ? UnsafePointer((header + layout.segmentStarts).assumingMemoryBound(to: Int32.self)) : nil
+        positives = UnsafePointer((header + layout.positives).assumingMemoryBound(to: Int32.self))
         tokenValues = UnsafePointer((header + layout.tokens).assumingMemoryBound(to: Int32.self))
     }
 
@@ -150,9 +182,37 @@ public final class TokenizedDataset: @unchecked Sendable {
         Int(offsets[index + 1] - offsets[index])
     }
 
+    /// Single-label: the class id of example `index`.
     @inline(__always)
     public func label(at index: Int) -> Int32 {
-        labelValues[index]
+        precondition(problemType == .singleLabelClassification, "label(at:) is for single-label data")
+        return labelValues[index]
+    }
+
+    /// Multi-label: the class ids of example `index`, increasing (possibly none).
+    public func positiveLabels(at index: Int) -> UnsafeBufferPointer<Int32> {
+        precondition(problemType == .multiLabelClassification, "positiveLabels(at:) is for multi-label data")
+        let start = index == 0 ? 0 : Int(labelValues[index - 1])
+        return UnsafeBufferPointer(start: positives + start, count: Int(labelValues[index]) - start)
+    }
+
+    /// Regression: the target of example `index`.
+    @inline(__always)
+    public func value(at index: Int) -> Float {
+        precondition(problemType == .regression, "value(at:) is for regression data")
+        return Float(bitPattern: UInt32(bitPattern: labelValues[index]))
+    }
+
+    /// How many examples have each class (multi-label: are positive for it), for balanced class
+    /// weights; empty for regression.                                                  (labelSet.count)
+    public var labelCounts: [Int] {
+        var counts = [Int](repeating: 0, count: problemType == .regression ? 0 : labelSet.count)
+        switch problemType {
+        case .singleLabelClassification: for index in 0..<count { counts[Int(labelValues[index])] += 1 }
+        case .multiLabelClassification: for index in 0..<positiveLabelCount { counts[Int(positives[index])] += 1 }
+        case .regression: break
+        }
+        return counts
     }
 
     /// Where the second text of example `index` starts ([CLS] A [SEP] come before it): its token
@@ -175,8 +235,10 @@ public final class TokenizedDataset: @unchecked Sendable {
         (0..<count).map { Int32(length(at: $0)) }
     }
 
+    /// Single-label: the class ids of all examples.                                    (N)
     public var labels: UnsafeBufferPointer<Int32> {
-        UnsafeBufferPointer(start: labelValues, count: count)
+        precondition(problemType == .singleLabelClassification, "labels is for single-label data")
+        return UnsafeBufferPointer(start: labelValues, count: count)
     }
 
     /// The raw bytes in the cache-file layout.
@@ -214,9 +276,33 @@ public final class TokenizedDataset: @unchecked Sendable {
                 }
             }
         }
-        return assemble(tokens: tokens, offsets: offsets, labels: texts.labels, segmentStarts: texts.hasPairs ? segmentStarts : nil,
+        return assemble(tokens: tokens, offsets: offsets, targets: StoredTargets(texts), segmentStarts: texts.hasPairs ? segmentStarts : nil,
                         labelSet: texts.labelSet, maxLength: maxLength, skippedRowCount: texts.skippedRowCount,
                         dataHash: dataHash, tokenizerFingerprint: tokenizer.fingerprint)
+    }
+
+    /// The targets as the cache stores them: the (N) section and the (P) positive labels.
+    struct StoredTargets {
+        let problemType: ProblemType
+        /// Class ids, ends of each example's positive labels, or Float32 bits.          (N)
+        let section: [Int32]
+        let positives: [Int32]                                                          // (P)
+
+        init(_ texts: LabeledTexts) {
+            problemType = texts.problemType
+            switch texts.problemType {
+            case .singleLabelClassification: section = texts.labels
+            case .multiLabelClassification: section = texts.positiveLabelEnds.map { Int32($0) }  // < Int32.max: checked by parse
+            case .regression: section = texts.values.map { Int32(bitPattern: $0.bitPattern) }
+            }
+            positives = texts.positiveLabels
+        }
+
+        init(problemType: ProblemType, section: [Int32], positives: [Int32] = []) {
+            self.problemType = problemType
+            self.section = section
+            self.positives = positives
+        }
     }
 
     /// A dataset of examples already tokenised (`[CLS] ... [SEP]`, at most `maxLength` ids each):
@@ -232,22 +318,53 @@ public final class TokenizedDataset: @unchecked Sendable {
         precondition(sequences.allSatisfy { $0.count >= shortest && $0.count <= maxLength }
                      && labels.allSatisfy { $0 >= 0 && Int($0) < labelSet.count }
                      && (secondSegmentStarts.map { starts in starts.indices.allSatisfy { starts[$0] >= 2 && starts[$0] < sequences[$0].count } } ?? true))
+        return fromTokens(sequences, secondSegmentStarts: secondSegmentStarts,
+                          targets: StoredTargets(problemType: .singleLabelClassification, section: labels), labelSet: labelSet, maxLength: maxLength)
+    }
+
+    /// Multi-label examples already tokenised (see the single-label `fromTokens`): the class ids
+    /// of each example, ids of `labelSet` (any order; repeats count once).
+    public static func fromTokens(_ sequences: [[Int32]], secondSegmentStarts: [Int]? = nil, positiveLabels: [[Int32]],
+                                  labelSet: LabelSet, maxLength: Int) -> TokenizedDataset {
+        precondition(sequences.count == positiveLabels.count
+                     && positiveLabels.allSatisfy { $0.allSatisfy { $0 >= 0 && Int($0) < labelSet.count } })
+        var ends: [Int32] = [], positives: [Int32] = []
+        for labels in positiveLabels {
+            positives += Set(labels).sorted()
+            ends.append(Int32(positives.count))
+        }
+        return fromTokens(sequences, secondSegmentStarts: secondSegmentStarts,
+                          targets: StoredTargets(problemType: .multiLabelClassification, section: ends, positives: positives),
+                          labelSet: labelSet, maxLength: maxLength)
+    }
+
+    /// Regression examples already tokenised (see the single-label `fromTokens`): finite targets.
+    public static func fromTokens(_ sequences: [[Int32]], secondSegmentStarts: [Int]? = nil, values: [Float],
+                                  maxLength: Int) -> TokenizedDataset {
+        precondition(sequences.count == values.count && values.allSatisfy(\.isFinite))
+        return fromTokens(sequences, secondSegmentStarts: secondSegmentStarts,
+                          targets: StoredTargets(problemType: .regression, section: values.map { Int32(bitPattern: $0.bitPattern) }),
+                          labelSet: .regression, maxLength: maxLength)
+    }
+
+    private static func fromTokens(_ sequences: [[Int32]], secondSegmentStarts: [Int]?, targets: StoredTargets,
+                                   labelSet: LabelSet, maxLength: Int) -> TokenizedDataset {
         var offsets: [Int64] = [0]
         for sequence in sequences { offsets.append(offsets.last! + Int64(sequence.count)) }
-        return assemble(tokens: sequences.flatMap { $0 }, offsets: offsets, labels: labels,
+        return assemble(tokens: sequences.flatMap { $0 }, offsets: offsets, targets: targets,
                         segmentStarts: secondSegmentStarts.map { $0.map { Int32($0) } }, labelSet: labelSet,
                         maxLength: maxLength, skippedRowCount: 0, dataHash: 0, tokenizerFingerprint: 0)
     }
 
     /// Lays the sections out in one buffer (the cache file layout) and hashes them.
-    private static func assemble(tokens: [Int32], offsets: [Int64], labels: [Int32], segmentStarts: [Int32]?,
+    private static func assemble(tokens: [Int32], offsets: [Int64], targets: StoredTargets, segmentStarts: [Int32]?,
                                  labelSet: LabelSet, maxLength: Int, skippedRowCount: Int, dataHash: UInt64,
                                  tokenizerFingerprint: UInt64) -> TokenizedDataset {
-        let exampleCount = labels.count
+        let exampleCount = targets.section.count
         let hasPairs = segmentStarts != nil
         let labelNames = encodeLabelNames(labelSet.names)
         let layout = Layout(exampleCount: exampleCount, tokenCount: tokens.count, hasPairs: hasPairs,
-                            labelNamesByteCount: labelNames.count)
+                            positiveLabelCount: targets.positives.count, labelNamesByteCount: labelNames.count)
         let storage = UnsafeMutableRawPointer.allocate(byteCount: layout.total, alignment: 16)
         storage.initializeMemory(as: UInt8.self, repeating: 0, count: layout.total)
         func store<T: FixedWidthInteger>(_ value: T, at offset: Int) {
@@ -266,12 +383,14 @@ public final class TokenizedDataset: @unchecked Sendable {
         store(UInt64(skippedRowCount), at: 32)
         store(dataHash, at: 40)
         store(tokenizerFingerprint, at: 48)
-        store(UInt32(hasPairs ? 1 : 0), at: 64)
+        store(UInt32(hasPairs ? 1 : 0) | code(of: targets.problemType) << 8, at: 64)
         store(UInt32(labelSet.count), at: 68)
         store(UInt64(labelNames.count), at: 72)
+        store(UInt64(targets.positives.count), at: 80)
         copy(offsets, to: layout.offsets)
-        copy(labels, to: layout.labels)
+        copy(targets.section, to: layout.labels)
         if let segmentStarts { copy(segmentStarts, to: layout.segmentStarts) }
+        copy(targets.positives, to: layout.positives)
         copy(labelNames, to: layout.labelNames)
         copy(tokens, to: layout.tokens)
         let payload = UnsafeRawBufferPointer(start: storage + headerByteCount, count: layout.total - headerByteCount)
@@ -359,21 +478,29 @@ public final class TokenizedDataset: @unchecked Sendable {
         guard size >= headerByteCount else { throw fail(damaged("\(size) bytes, shorter than its header")) }
         let exampleCount = raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self).littleEndian
         let tokenCount = raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self).littleEndian
-        let hasPairs = raw.loadUnaligned(fromByteOffset: 64, as: UInt32.self).littleEndian & 1 != 0
+        let flags = raw.loadUnaligned(fromByteOffset: 64, as: UInt32.self).littleEndian
+        let hasPairs = flags & 1 != 0
+        guard flags & ~0xFF01 == 0, let problemType = problemType(code: (flags >> 8) & 0xFF) else {
+            throw fail(damaged("unknown flags \(flags)"))
+        }
         let labelCount = raw.loadUnaligned(fromByteOffset: 68, as: UInt32.self).littleEndian
         let namesByteCount = raw.loadUnaligned(fromByteOffset: 72, as: UInt64.self).littleEndian
-        guard exampleCount < UInt64(Int32.max), tokenCount < UInt64(Int.max / 8), namesByteCount < UInt64(size) else {
+        let positiveCount = raw.loadUnaligned(fromByteOffset: 80, as: UInt64.self).littleEndian
+        guard exampleCount < UInt64(Int32.max), tokenCount < UInt64(Int.max / 8), namesByteCount < UInt64(size),
+              positiveCount < UInt64(Int32.max), problemType == .multiLabelClassification || positiveCount == 0 else {
             throw fail(damaged("its size \(size) does not match its header"))
         }
         let layout = Layout(exampleCount: Int(exampleCount), tokenCount: Int(tokenCount), hasPairs: hasPairs,
-                            labelNamesByteCount: Int(namesByteCount))
+                            positiveLabelCount: Int(positiveCount), labelNamesByteCount: Int(namesByteCount))
         guard layout.total == size else { throw fail(damaged("its size \(size) does not match its header")) }
         let expectedHash = raw.loadUnaligned(fromByteOffset: 56, as: UInt64.self).littleEndian
         guard ContentHash64.hash(UnsafeRawBufferPointer(rebasing: raw[headerByteCount...])) == expectedHash else {
             throw fail(damaged("checksum mismatch"))
         }
+        // Regression has its one output's name; classifiers at least 2 valid names.
         guard let names = decodeLabelNames(UnsafeRawBufferPointer(rebasing: raw[layout.labelNames..<layout.tokens]), count: Int(labelCount)),
-              let labelSet = try? LabelSet(names: names, origin: origin) else {
+              let labelSet = problemType == .regression ? (names == LabelSet.regression.names ? LabelSet.regression : nil)
+                                                        : try? LabelSet(names: names, origin: origin) else {
             throw fail(damaged("bad label names"))
         }
         // From here the dataset owns (and releases) the bytes.
@@ -384,15 +511,36 @@ public final class TokenizedDataset: @unchecked Sendable {
             throw damaged("bad offsets")
         }
         let shortest = hasPairs ? 3 : 2
+        var previousEnd: Int32 = 0
         for index in 0..<dataset.count {
             let length = dataset.length(at: index)
             guard length >= shortest && length <= dataset.maxLength else { throw damaged("example \(index) has \(length) tokens") }
-            let label = dataset.label(at: index)
-            guard label >= 0 && label < labelSet.count else { throw damaged("example \(index) has label \(label)") }
+            let target = dataset.labelValues[index]
+            switch problemType {
+            case .singleLabelClassification:
+                guard target >= 0 && target < labelSet.count else { throw damaged("example \(index) has label \(target)") }
+            case .multiLabelClassification:
+                // Ends increase to P; each example's ids increase and are classes.
+                guard target >= previousEnd && Int(target) <= dataset.positiveLabelCount else {
+                    throw damaged("example \(index) ends its labels at \(target)")
+                }
+                for position in Int(previousEnd)..<Int(target) {
+                    let label = dataset.positives[position]
+                    guard label >= 0 && label < labelSet.count, position == Int(previousEnd) || label > dataset.positives[position - 1] else {
+                        throw damaged("example \(index) has labels \(Array(dataset.positiveLabels(at: index)))")
+                    }
+                }
+                previousEnd = target
+            case .regression:
+                guard dataset.value(at: index).isFinite else { throw damaged("example \(index) has target \(dataset.value(at: index))") }
+            }
             let start = dataset.secondSegmentStart(at: index)
             guard !hasPairs || (start >= 2 && start < length) else {
                 throw damaged("example \(index) has its second segment at \(start) of \(length) tokens")
             }
+        }
+        if problemType == .multiLabelClassification && Int(previousEnd) != dataset.positiveLabelCount {
+            throw damaged("its examples have \(previousEnd) labels, its header says \(dataset.positiveLabelCount)")
         }
         if let vocabularySize {
             for index in 0..<dataset.tokenCount where dataset.tokenValues[index] < 0 || dataset.tokenValues[index] >= vocabularySize {

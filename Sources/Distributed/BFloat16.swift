@@ -1,30 +1,25 @@
-/// bf16 as the gradient compression sends it: the upper 16 bits of an IEEE fp32.
-///
-/// Rounding is to nearest, ties to even, as PyTorch's `tensor.to(torch.bfloat16)` (c10::BFloat16)
-/// does it: finite values that round past the largest bf16 become infinity, NaN stays a (quiet)
-/// NaN, subnormals are rounded like any other value (not flushed to zero). Widening is exact.
-@inline(__always)
-func bfloat16Bits(_ value: Float) -> UInt16 {
-    let bits = value.bitPattern
-    let isNaN = (bits & 0x7FFF_FFFF) > 0x7F80_0000
-    let rounded = (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16
-    let quietNaN = (bits >> 16) | 0x0040
-    return UInt16(truncatingIfNeeded: isNaN ? quietNaN : rounded)
-}
+import CBF16
+
+// bf16 as the gradient compression sends it: the upper 16 bits of an IEEE fp32, rounded by
+// CBF16's bf16_round (the one definition of bert-dist's bf16 rounding): to nearest, ties to
+// even, as PyTorch's `tensor.to(torch.bfloat16)` (c10::BFloat16) does it: finite values that
+// round past the largest bf16 become infinity, NaN stays a (quiet) NaN, subnormals are rounded
+// like any other value (not flushed to zero). Widening is exact.
 
 @inline(__always)
-func widenBFloat16(_ bits: UInt16) -> Float {
-    Float(bitPattern: UInt32(bits) << 16)
-}
+func bfloat16Bits(_ value: Float) -> UInt16 { bf16_round(value) }
 
-/// output[i] = bf16(input[i]) for i in 0 ..< count (branch-free: the loop vectorises).
+@inline(__always)
+func widenBFloat16(_ bits: UInt16) -> Float { bf16_widen(bits) }
+
+/// output[i] = bf16(input[i]) for i in 0 ..< count.
 func roundToBFloat16(_ input: UnsafePointer<Float>, into output: UnsafeMutablePointer<UInt16>, count: Int) {
-    for index in 0 ..< count { output[index] = bfloat16Bits(input[index]) }
+    bf16_round_floats(output, input, count)
 }
 
 /// output[i] = Float(input[i]) for i in 0 ..< count.
 func widenBFloat16(_ input: UnsafePointer<UInt16>, into output: UnsafeMutablePointer<Float>, count: Int) {
-    for index in 0 ..< count { output[index] = widenBFloat16(input[index]) }
+    bf16_widen_floats(output, input, count)
 }
 
 /// What the gradient sum sends between ranks.

@@ -49,10 +49,11 @@ public struct GradientSyncOptions: Sendable {
 ///
 /// Messages: every transfer is cut into messages of at most `messageFloats` floats (1 MB). Open
 /// MPI's TCP transport sends large messages by rendezvous (the receiver answers "go ahead") and
-/// queues everything for one peer on one connection in order: with 12 MB messages in both
+/// queues everything for one peer on one connection in order: with bucket-sized messages in both
 /// directions, the answer to the peer's message often waits behind this rank's whole message, and
-/// the two directions then take turns (measured: 45 MB each way over 1 Gbit/s took 0.38 s or
-/// 0.77 s at random; in 1 MB messages 0.38-0.44 s).
+/// the two directions then take turns instead of sharing the link, at random; small messages
+/// interleave and keep both directions moving (benchmarks/tcp_messages.sh measures one against
+/// the other, results in benchmarks/communication.md).
 ///
 /// Progress: Open MPI 4.1 has no progress thread by default: a transfer moves only while some MPI
 /// call runs on the rank. `progress()` is such a call (one MPI_Testall per bucket in flight, then
@@ -95,14 +96,8 @@ public final class GradientSynchronizer {
 
     /// Seconds the last `finish()` blocked: communication not hidden behind backward.
     public private(set) var lastWaitSeconds: Double = 0
-    /// Seconds spent inside `gradientsReady` and `progress` during the last step (starting
-    /// transfers, summing arrived parts): work done on the critical path between layers.
-    public private(set) var lastOverlappedSeconds: Double = 0
-    /// Sum of `lastWaitSeconds` over all steps.
-    public private(set) var totalWaitSeconds: Double = 0
     /// Payload bytes this rank sent in the last step (dense parts and sparse ids and rows).
     public private(set) var lastSentBytes = 0
-    private var stepOverlappedSeconds: Double = 0
     private var stepSentBytes = 0
 
     private enum Phase { case waiting, reducing, gathering, done }
@@ -249,7 +244,6 @@ public final class GradientSynchronizer {
             throw CommunicationError(rank: communicator.rank, operation: "GradientSynchronizer.gradientsReady",
                                      reason: "offset \(offset) is outside 0...\(gradients.count)")
         }
-        let started = monotonicSeconds()
         beginStepIfNeeded()
         if let sparse, !sparse.hasStarted { try sparse.startIds() }
         while nextBucketToStart >= 0 && buckets[nextBucketToStart].range.lowerBound >= offset {
@@ -260,16 +254,13 @@ public final class GradientSynchronizer {
             try sparse.startRows()
             sparseRowsStarted = true
         }
-        stepOverlappedSeconds += monotonicSeconds() - started
     }
     private var sparseRowsStarted = false
 
     /// Advances the buckets in flight without blocking: tests their transfers (which is what moves
     /// them in Open MPI), sums the parts that have arrived and starts their gather.
     public func progress() throws {
-        let started = monotonicSeconds()
         try advance()
-        stepOverlappedSeconds += monotonicSeconds() - started
     }
 
     /// One pass over the buckets in flight; true when every started bucket is done.
@@ -319,9 +310,6 @@ public final class GradientSynchronizer {
         stepStarted = false
         lastSentBytes = stepSentBytes + (sparse?.sentBytes ?? 0)
         lastWaitSeconds = monotonicSeconds() - started
-        lastOverlappedSeconds = stepOverlappedSeconds
-        stepOverlappedSeconds = 0
-        totalWaitSeconds += lastWaitSeconds
     }
 
     private func beginStepIfNeeded() {

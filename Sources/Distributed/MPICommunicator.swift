@@ -12,7 +12,7 @@ import Glibc
 /// MPI_THREAD_FUNNELED, or with MPI_THREAD_MULTIPLE when a background progress thread is asked
 /// for (`progressIntervalSeconds`): that thread (MPIProgressThread) is the one other caller of
 /// MPI, and it only probes. If the library cannot provide MPI_THREAD_MULTIPLE, there is no
-/// progress thread (`hasProgressThread` is false) and everything else works as before.
+/// progress thread (`setBackgroundProgress` does nothing) and everything else works as before.
 ///
 /// Errors: the world communicator uses MPI_ERRORS_RETURN, so a failing MPI call returns to us and
 /// every return code becomes a `CommunicationError` naming the MPI function, its arguments and
@@ -31,21 +31,22 @@ public final class MPICommunicator: Communicator {
 
     /// Open MPI's request pools start with this many entries (MCA parameter
     /// `pml_ob1_free_list_num`, default 4, grown 64 at a time). (Not the shared-memory
-    /// transport's fragment pool: with `btl_vader_free_list_num` 256 the allocation
-    /// traces of a one-host run showed only TCP: Open MPI had dropped shared memory silently.) The gradient sum keeps up to ~900
-    /// messages in flight per step (BERT-base, 2 ranks, 1 MB messages); with the defaults the
+    /// transport's fragment pool: with `btl_vader_free_list_num` 256 the allocation traces of a
+    /// one-host run showed only TCP: Open MPI had dropped shared memory silently.) The gradient
+    /// sum keeps hundreds of 1 MB messages in flight per step on BERT-base; with the defaults the
     /// pools grew (malloc inside MPI_Isend/MPI_Irecv/MPI_Iprobe) whenever a step happened to have
-    /// more in flight than any before: 1-5 heap allocations per step after warm-up
-    /// (benchmarks/check_allocations.sh, benchmarks/communication.md).
+    /// more in flight than any before, so steps after warm-up still allocated
+    /// (benchmarks/check_allocations.sh counts them; benchmarks/communication.md).
     public static let defaultPreallocatedRequests = 1024
 
     /// Over TCP, messages up to this size go eagerly (`btl_tcp_eager_limit`, default 64 kB,
     /// and `btl_tcp_max_send_size`): the gradient sum's 1 MB messages then need no rendezvous.
-    /// With rendezvous, each message's "go ahead" waited on the connection behind hundreds of
-    /// queued megabytes of the other direction, and BERT-base's sum over 1 Gbit/s took 6.4 s
-    /// against 3.7 s for MPI_Allreduce; eagerly 3.7 s (benchmarks/communication.md). The
-    /// receives are posted before the data can arrive (GradientSynchronizer: "Receives first"),
-    /// so eager messages are not buffered.
+    /// With rendezvous, each message's "go ahead" waits on the connection behind the megabytes
+    /// already queued for the peer, so with many buckets in flight both ways the two directions
+    /// take turns and the sum runs well below the link rate; eagerly it keeps up with
+    /// MPI_Allreduce (benchmarks/communication.sh measures both on the namespace cluster,
+    /// results in benchmarks/communication.md). The receives are posted before the data can
+    /// arrive (GradientSynchronizer: "Receives first"), so eager messages are not buffered.
     public static let defaultEagerMessageBytes = 4 * GradientSynchronizer.defaultMessageFloats + 65536
 
     /// `progressIntervalSeconds`: start a background progress thread that polls this often while
@@ -101,11 +102,6 @@ public final class MPICommunicator: Communicator {
             progressThread = nil
         }
     }
-
-    /// True when a background progress thread runs (asked for, MPI_THREAD_MULTIPLE available, several ranks).
-    public var hasProgressThread: Bool { progressThread != nil }
-    /// Probes the progress thread has made so far (0 without one).
-    public var progressProbeCount: Int { progressThread?.probeCount ?? 0 }
 
     public func setBackgroundProgress(_ active: Bool) {
         progressThread?.setActive(active)

@@ -16,10 +16,10 @@ import Glibc
 /// engine (socket reads and writes, rendezvous handshakes) for every pending request. It never
 /// touches a request or a buffer; the main thread still owns them all (start, test, wait).
 ///
-/// Measured on the namespace cluster (benchmarks/communication.md): 45 MB each way over a
-/// 1 Gbit/s link with the main thread in MPI only every 50 ms took 0.65-0.70 s; with this thread
-/// polling every 0.5 ms 0.40-0.41 s, the link's rate. Open MPI's own `btl_tcp_progress_thread`
-/// does the same for TCP only.
+/// With it a transfer runs at the link's rate however rarely the main thread calls MPI; without
+/// it, at a fraction of that (benchmarks/tcp_messages.sh measures both on the namespace cluster,
+/// results in benchmarks/communication.md). Open MPI's own `btl_tcp_progress_thread` does the
+/// same for TCP only.
 ///
 /// Needs MPI_THREAD_MULTIPLE (two threads call MPI at once). Inactive it waits on a semaphore
 /// (no CPU). No heap allocation after `start`.
@@ -31,8 +31,6 @@ final class MPIProgressThread: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private let wake = DispatchSemaphore(value: 0)
     private let ended = DispatchSemaphore(value: 0)
-    /// Probes made (read by tests and the benchmark).
-    private let probes = Atomic<Int>(0)
 
     init(intervalSeconds: Double, probeTag: Int) {
         self.intervalSeconds = intervalSeconds
@@ -44,8 +42,6 @@ final class MPIProgressThread: @unchecked Sendable {
         thread.name = "mpi progress"
         thread.start()
     }
-
-    var probeCount: Int { probes.load(ordering: .relaxed) }
 
     /// Starts (true) or pauses (false) the polling; cheap, no allocation.
     func setActive(_ on: Bool) {
@@ -75,7 +71,6 @@ final class MPIProgressThread: @unchecked Sendable {
             // The result is ignored: the call is made for its side effect (progress); an error
             // here would show up in the main thread's own calls on the same transfers.
             _ = MPI_Iprobe(MPI_ANY_SOURCE, probeTag, shim_mpi_comm_world(), &found, nil)
-            probes.add(1, ordering: .relaxed)
             nanosleep(&pause, nil)
         }
     }

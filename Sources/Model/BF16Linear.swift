@@ -1,8 +1,8 @@
 import CGemm
 import CKernels
 
-// The Linear layers under --bf16 (SPEC "Precision"): every product rounds both inputs to bf16
-// (CGemm's bg_pack_a / bg_pack_b, round to nearest even) and accumulates in fp32 (bg_gemm);
+// The Linear layers under --bf16 (docs/precision.md): every product rounds both inputs to bf16
+// (CGemm's bg_pack_a / bg_pack_b with CBF16's rounding) and accumulates in fp32 (bg_gemm);
 // biases, their gradients and everything the products write stay fp32. Same conventions and
 // team splits as linearForward / linearBackward (Kernels.swift): members take blocks of rows or
 // of 16-column strips (splitsColumns), and every output element is one full-depth sum whatever

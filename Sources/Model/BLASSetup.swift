@@ -1,5 +1,5 @@
 import CBLAS
-import CKernels
+import CCPU
 import Foundation
 
 /// OpenBLAS start-up: which kernel set to ask for, its threads, and a self-test of the kernels

@@ -20,7 +20,7 @@ public enum InstructionSet: String, CaseIterable, Sendable {
     }
 }
 
-/// The arithmetic of the matrix products (SPEC "Precision").
+/// The arithmetic of the matrix products (docs/precision.md).
 public enum Precision: String, CaseIterable, Sendable {
     /// Everything in fp32 (OpenBLAS sgemm for the Linear layers).
     case fp32
@@ -30,20 +30,22 @@ public enum Precision: String, CaseIterable, Sendable {
     case bf16
 }
 
-/// An engine of CGemm for the bf16 products.
+/// An engine of CGemm for the bf16 products, and the one place that chooses it (`fastest`).
 public enum BF16Engine: Int32, CaseIterable, Sendable {
     /// Portable C, bit-identical to `avx512BF16` on Intel: what the tests use on any x86-64.
     case software = 0
     case avx512BF16 = 1
     case amx = 2
 
-    /// The fastest engine this CPU runs (AMX, else AVX512-BF16, else the software engine).
-    public static var fastest: BF16Engine { BF16Engine(rawValue: bg_engine_fastest()) ?? .software }
+    /// The engine a run uses: the fastest this CPU runs (AMX, else AVX512-BF16, else the
+    /// software engine). The default of `Runtime.bf16Engine` and of `Compute`.
+    public static var fastest: BF16Engine { [.amx, .avx512BF16].first(where: \.isSupported) ?? .software }
+    /// CGemm's answer (CCPU's detector; for AMX, Linux's permission too).
     public var isSupported: Bool { bg_engine_supported(rawValue) != 0 }
     public var name: String { String(cString: bg_engine_name(rawValue)) }
 
     /// Whether this CPU has bf16 instructions (AVX512-BF16 or AMX-BF16): what --bf16 requires.
-    public static var cpuHasBF16: Bool { bg_cpu_has_bf16() != 0 }
+    public static var cpuHasBF16: Bool { fastest != .software }
 
     /// The one-line error of --bf16 on a CPU without bf16 instructions (`cpuHasBF16` false),
     /// nil when --bf16 can run. Checked by the executable before any work, on every rank.

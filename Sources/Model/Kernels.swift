@@ -163,20 +163,6 @@ extension Compute {
 
 // MARK: - Embeddings
 
-/// out[t] = word[tokenIds[t]] + position[positions[t]] + tokenType[tokenTypeIds[t]]   (T, C)
-func embeddingForwardReference(out: UnsafeMutablePointer<Float>, tokenIds: UnsafePointer<Int32>,
-                               positions: UnsafePointer<Int32>, tokenTypeIds: UnsafePointer<Int32>,
-                               wordTable: UnsafePointer<Float>, positionTable: UnsafePointer<Float>,
-                               tokenTypeTable: UnsafePointer<Float>, tokens: Int, hidden C: Int) {
-    for t in 0..<tokens {
-        let o = out + t * C
-        let w = wordTable + Int(tokenIds[t]) * C
-        let p = positionTable + Int(positions[t]) * C
-        let y = tokenTypeTable + Int(tokenTypeIds[t]) * C
-        for c in 0..<C { o[c] = w[c] + p[c] + y[c] }
-    }
-}
-
 /// Scatter-adds dOut rows into the rows of the three tables they came from.
 func embeddingBackwardReference(dWordTable: UnsafeMutablePointer<Float>, dPositionTable: UnsafeMutablePointer<Float>,
                                 dTokenTypeTable: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
@@ -408,37 +394,6 @@ func add(out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: Unsaf
 }
 
 // MARK: - Cross-entropy
-
-/// Per row: probabilities (softmax of logits) and -log p[label]; returns the summed loss and the
-/// number of rows whose arg-max is the label.
-func crossEntropyForward(probabilities: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>,
-                         labels: UnsafePointer<Int32>, rows: Int, classes K: Int) -> (lossSum: Double, correct: Int) {
-    var lossSum = 0.0, correct = 0
-    for r in 0..<rows {
-        let z = logits + r * K, p = probabilities + r * K
-        var maxValue = z[0], argmax = 0
-        for k in 1..<K where z[k] > maxValue { maxValue = z[k]; argmax = k }
-        var sum: Float = 0
-        for k in 0..<K { p[k] = expf(z[k] - maxValue); sum += p[k] }
-        for k in 0..<K { p[k] /= sum }
-        let label = Int(labels[r])
-        lossSum += Double(logf(sum) + maxValue - z[label])
-        if argmax == label { correct += 1 }
-    }
-    return (lossSum, correct)
-}
-
-/// dLogits = (p - onehot(label)) · lossScale, where lossScale is 1 / (global batch size) so
-/// that the summed gradients of all ranks are those of the mean loss.
-func crossEntropyBackward(dLogits: UnsafeMutablePointer<Float>, probabilities: UnsafePointer<Float>,
-                          labels: UnsafePointer<Int32>, rows: Int, classes K: Int, lossScale: Float) {
-    for r in 0..<rows {
-        for k in 0..<K {
-            let target: Float = k == Int(labels[r]) ? 1 : 0
-            dLogits[r * K + k] = (probabilities[r * K + k] - target) * lossScale
-        }
-    }
-}
 
 /// The three products of a linear layer (input x (rows, in), weight W (out, in), output
 /// gradient dy (rows, out)), for measuring the sgemm peak on the model's own shapes.

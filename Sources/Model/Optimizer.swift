@@ -157,20 +157,43 @@ public func gradientClipFactor(totalNorm: Double, maxNorm: Double) -> Float {
     return Float(min(1.0, maxNorm / (totalNorm + 1e-6)))
 }
 
-/// Learning-rate schedules of transformers: linear warmup then linear decay to 0
-/// (`get_linear_schedule_with_warmup`), or constant after warmup.
+/// The learning-rate schedules of transformers (`get_scheduler(name, ...)`), step by step the
+/// same values (LambdaLR: base rate x the schedule's factor at the 0-based step):
+/// - `linear`: warmup from 0, then linear decay to 0 at `totalSteps` (get_linear_schedule_with_warmup);
+/// - `cosine`: warmup, then 0.5 (1 + cos(pi 2 cycles progress)), floored at 0 (cycles 0.5: half
+///   a cosine down to 0 at `totalSteps`; get_cosine_schedule_with_warmup);
+/// - `constant_with_warmup`: warmup, then the base rate;
+/// - `polynomial`: warmup, then (base - end) (1 - progress)^power + end, `end` after `totalSteps`
+///   (get_polynomial_decay_schedule_with_warmup, lr_end 1e-7, power 1);
+/// - `constant`: the base rate. HF's `constant` ignores warmup; bert-dist's `constant` has always
+///   warmed up when given warmup steps, and keeps doing so (it is then `constant_with_warmup`),
+///   so that a run and its resumption see the same rates. Without warmup the two agree.
+/// Warmup is linear from 0: step s < warmupSteps has rate base x s / warmupSteps.
 public struct LearningRateSchedule: Sendable, Equatable {
-    public enum Shape: String, Sendable, CaseIterable { case linear, constant }
+    public enum Shape: String, Sendable, CaseIterable {
+        case linear, cosine, constant
+        case constantWithWarmup = "constant_with_warmup"
+        case polynomial
+    }
     public var shape: Shape
     public var baseLearningRate: Double
     public var warmupSteps: Int
     public var totalSteps: Int
+    /// `cosine`: HF's num_cycles.
+    public var cosineCycles: Double
+    /// `polynomial`: HF's lr_end (the rate reached at `totalSteps`) and power.
+    public var polynomialEndLearningRate: Double
+    public var polynomialPower: Double
 
-    public init(shape: Shape = .linear, baseLearningRate: Double, warmupSteps: Int, totalSteps: Int) {
+    public init(shape: Shape = .linear, baseLearningRate: Double, warmupSteps: Int, totalSteps: Int,
+                cosineCycles: Double = 0.5, polynomialEndLearningRate: Double = 1e-7, polynomialPower: Double = 1.0) {
         self.shape = shape
         self.baseLearningRate = baseLearningRate
         self.warmupSteps = warmupSteps
         self.totalSteps = totalSteps
+        self.cosineCycles = cosineCycles
+        self.polynomialEndLearningRate = polynomialEndLearningRate
+        self.polynomialPower = polynomialPower
     }
 
     /// HF's `warmup_ratio` -> steps: ceil(total * ratio).
@@ -178,13 +201,40 @@ public struct LearningRateSchedule: Sendable, Equatable {
         Int((Double(totalSteps) * ratio).rounded(.up))
     }
 
+    /// The warmup of a run: `steps` (--warmup-steps) when it is more than 0, else ceil(total *
+    /// ratio) (--warmup-ratio), as HF's Trainer resolves warmup_steps and warmup_ratio.
+    public static func warmupSteps(steps: Int, ratio: Double, totalSteps: Int) -> Int {
+        steps > 0 ? steps : warmupSteps(ratio: ratio, totalSteps: totalSteps)
+    }
+
+    /// Why these settings make no schedule (nil: they do): HF refuses a polynomial decay whose
+    /// end rate is not below the base rate.
+    public var problem: String? {
+        if shape == .polynomial && !(baseLearningRate > polynomialEndLearningRate) {
+            return "the polynomial schedule decays to \(polynomialEndLearningRate): the learning rate (\(baseLearningRate)) must be larger"
+        }
+        return nil
+    }
+
     /// The learning rate of optimizer step `step` (0-based: the first update uses step 0).
     public func learningRate(atStep step: Int) -> Double {
-        if step < warmupSteps { return baseLearningRate * Double(step) / Double(max(1, warmupSteps)) }
+        // The factor in HF's order of operations, then times the base rate (as LambdaLR does).
+        if step < warmupSteps { return baseLearningRate * (Double(step) / Double(max(1, warmupSteps))) }
         switch shape {
-        case .constant: return baseLearningRate
+        case .constant, .constantWithWarmup:
+            return baseLearningRate
         case .linear:
             return baseLearningRate * max(0, Double(totalSteps - step) / Double(max(1, totalSteps - warmupSteps)))
+        case .cosine:
+            let progress = Double(step - warmupSteps) / Double(max(1, totalSteps - warmupSteps))
+            return baseLearningRate * max(0, 0.5 * (1 + cos(Double.pi * cosineCycles * 2 * progress)))
+        case .polynomial:
+            // HF computes the rate, divides it by the base for LambdaLR, which multiplies it back.
+            let end = polynomialEndLearningRate
+            if step > totalSteps || totalSteps == warmupSteps { return baseLearningRate * (end / baseLearningRate) }
+            let remaining = 1 - Double(step - warmupSteps) / Double(totalSteps - warmupSteps)
+            let decayed = (baseLearningRate - end) * pow(remaining, polynomialPower) + end
+            return baseLearningRate * (decayed / baseLearningRate)
         }
     }
 }

@@ -1,4 +1,4 @@
-import CKernels
+import CCPU
 import Foundation
 import Synchronization
 

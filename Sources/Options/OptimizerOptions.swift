@@ -16,7 +16,7 @@ public struct OptimizerOptions: ParsableArguments, Sendable {
     public var maxGradNorm = 1.0
     @Option(help: "adamw (decoupled weight decay) or adam (L2, torch.optim.Adam).")
     public var optimizer: OptimizerKind = .adamw
-    @Option(name: .customLong("lr-schedule"), help: "linear (warmup then linear decay, HF's default) or constant (after warmup).")
+    @Option(name: .customLong("lr-schedule"), help: "The rate after warmup, as transformers' get_scheduler: linear decay to 0 (HF's default), cosine, constant, constant_with_warmup or polynomial.")
     public var schedule: LearningRateSchedule.Shape = .linear
 
     public init() {}

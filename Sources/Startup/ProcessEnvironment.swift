@@ -97,7 +97,8 @@ public struct ProcessEnvironment: Sendable {
     /// This machine's name (gethostname; no name lookup).
     public var hostName: String {
         var name = [CChar](repeating: 0, count: 256)
-        return gethostname(&name, name.count - 1) == 0 ? String(cString: name) : "unknown-host"
+        guard gethostname(&name, name.count - 1) == 0 else { return "unknown-host" }
+        return String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 

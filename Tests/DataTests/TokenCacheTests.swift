@@ -224,7 +224,7 @@ import Testing
         var old = Array("BDTOKENS".utf8) + [1, 0, 0, 0]
         old += [UInt8](repeating: 0, count: 52)
         try Data(old).write(to: cache.url)
-        #expect(dataErrorMessage { _ = try cache.open() } == "\(cache.url.path): token cache format 1 is not 2; delete it and it will be rebuilt")
+        #expect(dataErrorMessage { _ = try cache.open() } == "\(cache.url.path): token cache format 1 is not \(TokenizedDataset.formatVersion); delete it and it will be rebuilt")
         #expect(try cache.openOrBuild(tokenizer: tokenizer).count == 4)
     }
 }

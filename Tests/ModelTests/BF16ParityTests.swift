@@ -1,3 +1,5 @@
+import CBF16
+import CCPU
 import CGemm
 import CKernels
 import Foundation
@@ -140,7 +142,7 @@ import Testing
         #expect(results[0] == results[1])
     }
 
-    /// CKernels' in-place rounding (the attention products' inputs) is CGemm's bg_round.
+    /// CKernels' in-place rounding (the attention products' inputs) is CBF16's, as CGemm's packing.
     @Test func roundBF16KernelIsCGemmsRounding() {
         var values: [Float] = [0, -0, 1, -1, 1.00390625, 1.0078125, 1.01171875, 3.4e38, -3.4e38, .infinity, -.infinity,
                                .nan, 1e-39, -1e-39, Float.leastNormalMagnitude, .greatestFiniteMagnitude]
@@ -150,10 +152,20 @@ import Testing
             var rounded = values
             Compute(threads: 1, instructionSet: isa).kernels.round_bf16(&rounded, rounded.count)
             for (value, result) in zip(values, rounded) {
-                let expected = UInt32(bg_round(value)) << 16
+                let expected = UInt32(bf16_round_flushing(value)) << 16
                 #expect(result.bitPattern == expected, "\(isa): \(value.bitPattern) -> \(result.bitPattern), expected \(expected)")
             }
         }
+    }
+
+    /// The one engine choice: the fastest engine this CPU runs; --bf16 runs exactly where it is
+    /// not the software engine.
+    @Test func engineChoiceIsTheFastestSupported() {
+        let fastest = BF16Engine.fastest
+        #expect(fastest.isSupported && BF16Engine.software.isSupported)
+        #expect(fastest == (BF16Engine.amx.isSupported ? .amx : BF16Engine.avx512BF16.isSupported ? .avx512BF16 : .software))
+        #expect(BF16Engine.cpuHasBF16 == (BF16Engine.avx512BF16.isSupported || BF16Engine.amx.isSupported))
+        print("bf16 engine on this CPU: \(fastest.name)")
     }
 
     @Test func theErrorOfACPUWithoutBF16IsOneLine() {

@@ -4,8 +4,8 @@
 // products take bf16 inputs and accumulate in fp32, as torch.autocast("cpu", bfloat16) does).
 //
 // Why a separate C target: the products must use AVX512-BF16 (`vdpbf16ps`) or AMX (`tdpbf16ps`)
-// where the CPU has them, chosen at run time, and stay testable on any x86-64 CPU through a
-// software engine that computes, bit for bit, what `vdpbf16ps` computes on Intel CPUs.
+// where the CPU has them (CCPU detects them, Swift chooses), and stay testable on any x86-64 CPU
+// through a software engine that computes, bit for bit, what `vdpbf16ps` computes on Intel CPUs.
 //
 // Operands (all row-major; counts in elements):
 //   C (rows, columns) fp32        C[r][n] (+)= sum_d A[r][d] B[d][n]
@@ -17,6 +17,7 @@
 //                                 B[2p][16s], B[2p+1][16s], B[2p][16s+1], ... B[2p+1][16s+15]
 //                                 (the "VNNI" pairs both instructions read), zero beyond
 //                                 `depth` and `columns`.
+// Both packings round with CBF16.h's bf16_round_flushing (what `vcvtneps2bf16` computes).
 // The model's three Linear products (W is (out, in) row-major, x (T, in), dy (T, out)):
 //   forward          y = x Wᵀ    A = x,    B[i][o] = W[o][i]  (bg_pack_b transposed = 1)
 //   input gradient   dx = dy W   A = dy,   B[o][i] = W[o][i]  (bg_pack_b transposed = 0)
@@ -50,25 +51,18 @@ enum {
     BG_ENGINE_COUNT = 3,
 };
 
-/// 1 if this CPU and operating system run `engine` (for AMX this asks Linux once for the
-/// process's permission to use the tile registers).
+/// 1 if this CPU and operating system run `engine` (CCPU's bd_cpu_has; for AMX that asks Linux
+/// once for the process's permission to use the tile registers). Which engine a run uses is
+/// chosen in Swift (Sources/Model/Compute.swift, BF16Engine.fastest).
 int bg_engine_supported(int engine);
-/// The fastest supported engine: AMX, else AVX512-BF16, else the software engine.
-int bg_engine_fastest(void);
 /// "software", "avx512-bf16" or "amx".
 const char *bg_engine_name(int engine);
-/// 1 if the CPU has bf16 instructions (AVX512-BF16 or AMX): what --bf16 requires.
-int bg_cpu_has_bf16(void);
 
 // MARK: - Rounding
 
-/// fp32 -> bf16 as `vcvtneps2bf16` does it: round to nearest even; denormal inputs become a zero
-/// of the same sign; NaN stays a (quiet) NaN.
-bg_bf16 bg_round(float value);
+/// out[i] = bf16_round_flushing(in[i]) (CBF16.h, the one definition of the rounding; what
+/// `vcvtneps2bf16` computes), in vector code on AVX-512 CPUs as the packing below.
 void bg_round_floats(bg_bf16 *out, const float *in, long count);
-/// bf16 -> fp32 (exact).
-float bg_widen(bg_bf16 value);
-void bg_widen_floats(float *out, const bg_bf16 *in, long count);
 
 // MARK: - Layouts
 
@@ -83,7 +77,7 @@ long bg_strip_count(long columns);
 long bg_packed_b_count(long depth, long columns);
 
 /// Rows [row_begin, row_end) of A (row_end <= bg_padded_rows(rows)):
-/// a[r * lda + d] = bg_round(transposed ? source[d * stride + r] : source[r * stride + d])
+/// a[r * lda + d] = bf16_round_flushing(transposed ? source[d * stride + r] : source[r * stride + d])
 /// for r < rows, d < depth; 0 for d in [depth, bg_padded_depth(depth)) and for r >= rows.
 void bg_pack_a(bg_bf16 *a, long lda, const float *source, long stride, int transposed,
                long rows, long depth, long row_begin, long row_end);
@@ -112,15 +106,6 @@ void bg_pack_b_portable(bg_bf16 *packed, const float *source, long stride, int t
 void bg_gemm(int engine, const bg_bf16 *a, long lda, const bg_bf16 *packed_b, long depth, long columns,
              float *c, long ldc, long row_begin, long row_end, long strip_begin, long strip_end,
              int accumulate);
-
-// MARK: - Peaks (register-only loops, for benchmarks)
-
-/// FLOP/s of the calling thread running only `instruction` on registers for about `seconds`:
-/// BG_PEAK_FMA_FP32 = `vfmadd231ps zmm` (2 x 16 FLOP), BG_PEAK_DPBF16 = `vdpbf16ps zmm`
-/// (4 x 16 FLOP), BG_PEAK_AMX = `tdpbf16ps` on 16 x 32 by 32 x 16 tiles (2 x 16 x 16 x 32 FLOP).
-/// 0 if the CPU lacks the instruction.
-enum { BG_PEAK_FMA_FP32 = 0, BG_PEAK_DPBF16 = 1, BG_PEAK_AMX = 2 };
-double bg_peak_flops(int instruction, double seconds);
 
 #ifdef __cplusplus
 }

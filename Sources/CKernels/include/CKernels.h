@@ -20,19 +20,12 @@ extern "C" {
 #endif
 #pragma clang assume_nonnull begin
 
-// MARK: - Instruction sets and the CPU
+// MARK: - Instruction sets
 
 enum { BD_ISA_BASELINE = 0, BD_ISA_AVX2 = 1, BD_ISA_AVX512 = 2 };
-/// 1 if this CPU (and this build) can run `isa`.
+/// 1 if this CPU (and this build) can run `isa` (CCPU's answer: AVX2 needs AVX2 + FMA, AVX512
+/// needs AVX-512 F/BW/DQ/VL as well).
 int bd_isa_supported(int isa);
-/// A spin-wait hint (x86 `pause`).
-void bd_cpu_relax(void);
-/// The CPU as this process sees it (cpuid; what a hypervisor or valgrind exposes): the vendor
-/// string written to `vendor` ("AuthenticAMD", "GenuineIntel", or "" when unknown; 13 bytes
-/// with the terminating zero) and the display family (e.g. 0x19 for AMD Zen 3/4, 6 for most
-/// Intel cores).
-void bd_cpu_vendor(char vendor[_Nonnull 13]);
-int bd_cpu_family(void);
 
 // MARK: - Dropout of packed rows (the mask definition of Sources/Model/Dropout.swift)
 
@@ -73,9 +66,9 @@ typedef struct {
     /** inout[i] *= factor[i]                                                                              */ \
     X(void, multiply, (float *inout, const float *factor, long count))                                        \
                                                                                                               \
-    /** values[i] = the fp32 value of values[i] rounded to bf16 as `vcvtneps2bf16` (and CGemm's bg_round)  */ \
-    /** does: nearest even, denormals to a zero of the same sign, NaN stays a quiet NaN (--bf16 rounds   */ \
-    /** the inputs of the attention products this way: a product of two bf16 values is exact in fp32).  */ \
+    /** values[i] = bf16_widen(bf16_round_flushing(values[i])) (CBF16.h, the rounding of CGemm's packing): */ \
+    /** --bf16 rounds the inputs of the attention products this way (a product of two bf16 values is       */ \
+    /** exact in fp32).                                                                                    */ \
     X(void, round_bf16, (float *values, long count))                                                          \
                                                                                                               \
     /* MARK: LayerNorm                                                                                     */ \

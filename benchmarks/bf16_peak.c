@@ -1,9 +1,12 @@
 // Register-only loops of one instruction: the calling thread's peak FLOP/s for it (the fp32
-// peak of benchmarks/README.md is measured the same way). Enough independent accumulators
-// to cover the instruction's latency on both FMA ports. Timed in thread CPU time.
+// peak of benchmarks/README.md is measured the same way), for benchmarks/bf16_gemm.c (built by
+// benchmarks/bf16_gemm.sh). Enough independent accumulators to cover the instruction's latency
+// on both FMA ports. Timed in thread CPU time.
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
-#include "engines.h"
+#include <CCPU.h>
+#include "bf16_peak.h"
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -64,7 +67,7 @@ __attribute__((target("amx-tile,amx-bf16"), noinline)) static float amx_loop(lon
     memset(&config, 0, sizeof config);
     config.palette = 1;
     for (int t = 0; t < 8; t++) { config.bytes_per_row[t] = 64; config.rows[t] = 16; }
-    static bg_bf16 operand[16 * 32] __attribute__((aligned(64)));
+    static uint16_t operand[16 * 32] __attribute__((aligned(64)));
     static float result[16 * 16] __attribute__((aligned(64)));
     for (int i = 0; i < 16 * 32; i++) operand[i] = 0x3380;   // tiny values: no overflow
     _tile_loadconfig(&config);
@@ -89,14 +92,13 @@ double bg_peak_flops(int instruction, double seconds) {
     float (*loop)(long);
     switch (instruction) {
     case BG_PEAK_FMA_FP32:
-        __builtin_cpu_init();
-        if (!__builtin_cpu_supports("avx512f")) return 0;
+        if (!bd_cpu_has(BD_CPU_AVX512)) return 0;
         loop = fma_loop; flops_per_round = 16.0 * CHAINS * 2 * 16; break;
     case BG_PEAK_DPBF16:
-        if (!bg_engine_supported(BG_ENGINE_AVX512_BF16)) return 0;
+        if (!bd_cpu_has(BD_CPU_AVX512_BF16)) return 0;
         loop = dpbf16_loop; flops_per_round = 16.0 * CHAINS * 4 * 16; break;
     case BG_PEAK_AMX:
-        if (!bg_engine_supported(BG_ENGINE_AMX)) return 0;
+        if (!bd_cpu_has(BD_CPU_AMX_BF16)) return 0;
         loop = amx_loop; flops_per_round = 16.0 * 4 * 2 * 16 * 16 * 32; break;
     default: return 0;
     }
