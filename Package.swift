@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Dependencies point one way:
-//   bert-dist -> Training -> {Distributed, Model, Data -> Storage} -> C boundary
+//   bert-dist, bert-dist-dev -> Startup -> Training -> Options -> {Distributed, Model, Data -> Storage} -> C boundary
 // Model knows nothing of MPI; Distributed knows flat Float buffers, not BERT.
 // The numeric and hashing code is compiled with optimisation even in debug builds: `swift test`
 // (a debug build) trains real models, and unoptimised Swift loops are ~20x slower.
@@ -12,6 +12,7 @@ let package = Package(
     name: "bert-dist",
     products: [
         .executable(name: "bert-dist", targets: ["bert-dist"]),
+        .executable(name: "bert-dist-dev", targets: ["bert-dist-dev"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -47,26 +48,43 @@ let package = Package(
         .target(name: "Distributed", dependencies: ["CShims", "CBF16"], swiftSettings: optimized),
         // Durable files: atomic writes, SHA-256, CRC32C, trainer_state.pb, TensorBoard events.
         .target(name: "Storage", dependencies: ["CProto"], swiftSettings: optimized),
-        // The training loop, checkpoints, resume, merge, eval, predict, reports.
-        .target(name: "Training", dependencies: ["Model", "Data", "Distributed", "Storage"], swiftSettings: optimized),
-        // The command line only: argument parsing, wiring, exit codes.
+        // Every command-line option, declared once (default and help) in its group: the values
+        // Training reads as parsed.
+        .target(name: "Options", dependencies: [
+            "Model", "Data", "Distributed", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // The training loop, the run's setup, checkpoints, resume, merge, eval, predict, reports.
+        .target(name: "Training", dependencies: ["Model", "Data", "Distributed", "Storage", "Options"], swiftSettings: optimized),
+        // What every executable does around its commands: the environment (read once), OpenBLAS at
+        // start-up, MPI ranks started and stopped, errors as one line, launch/train's query.
+        .target(name: "Startup", dependencies: [
+            "Training", "Options", "Model", "Data", "Distributed", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // The shipped command line: the user's commands only.
         .executableTarget(name: "bert-dist", dependencies: [
-            "Training", "Model", "Data", "Distributed",
+            "Startup", "Training", "Options", "Model", "Data",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // Development tools, not shipped: communication checks and timings, the fault-test soak,
+        // the bench with probes, the tokenizer bench (benchmarks/README.md).
+        .executableTarget(name: "bert-dist-dev", dependencies: [
+            "Startup", "Training", "Options", "Model", "Data", "Distributed",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         // Helpers shared by the test targets (temporary folders, programs, tmpfs mounts).
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Storage"], path: "Tests/TestSupport"),
         .testTarget(name: "CGemmTests", dependencies: ["CGemm", "CBF16"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "CCPU", "CBF16", "CGemm"], exclude: ["Fixtures"]),
         .testTarget(name: "DataTests", dependencies: ["Data"], exclude: ["Fixtures"]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"], exclude: ["Fixtures"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Data", "Distributed", "Storage", "TestSupport"]),
-        // Test-only: drives the peer watchdog under mpirun on the namespace cluster (Tests/Cluster).
-        .executableTarget(name: "watchdog-soak", dependencies: ["Distributed"], path: "Tests/Cluster/WatchdogSoak"),
-        // Runs the built bert-dist binary (alone and under mpirun) as a user would; the cluster and
-        // Slurm tests run it on the namespace cluster (Tests/Cluster/cluster.sh) and a local Slurm.
-        .testTarget(name: "EndToEndTests", dependencies: ["bert-dist", "watchdog-soak", "Model", "Storage"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Options", "Model", "Data", "Distributed", "Storage", "TestSupport"]),
+        // Runs the built bert-dist binary (alone and under mpirun) as a user would, and bert-dist-dev
+        // for the communication checks and the fault tests' soak; the cluster and Slurm tests run
+        // them on the namespace cluster (Tests/Cluster/cluster.sh) and a local Slurm. Help/ holds
+        // the committed `--help` of every command.
+        .testTarget(name: "EndToEndTests", dependencies: ["bert-dist", "bert-dist-dev", "Model", "Storage", "TestSupport"],
+                    exclude: ["Help"]),
     ]
 )

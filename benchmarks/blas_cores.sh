@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Which OpenBLAS kernel set (OPENBLAS_CORETYPE) multiplies fastest on this CPU, on the model's
-# own products: `bert-dist bench --sgemm-only` times forward, input-gradient and weight-gradient
+# own products: `bert-dist-dev bench --sgemm-only` times forward, input-gradient and weight-gradient
 # GEMMs of every linear layer for batch x length tokens per rank, split over the rank's threads as
 # the model runs them. Rounds are interleaved (every core type once per round) so that background
 # load hits all of them alike; the table shows the best and the median round of each.
@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
         *) echo "usage: benchmarks/blas_cores.sh [--rounds N] [--cores \"A B ...\"]" >&2; exit 2 ;;
     esac
 done
-BIN=.build/release/bert-dist
+BIN=.build/release/bert-dist-dev
 MPIRUN=(mpirun --bind-to core -n 2)
 [ "$(id -u)" = 0 ] && MPIRUN=(mpirun --allow-run-as-root --bind-to core -n 2)
 OUT=$(mktemp)

@@ -20,24 +20,24 @@
 #   stop-host+term-mpirun2  stop-host; 2 s later rank 0 ends (SIGKILL), then mpirun gets SIGTERM
 #                 twice, 1 s apart (what launch/train does to a job stuck in its teardown)
 #   none          no fault: a healthy job for comparison
-# --mca: extra mpirun options (e.g. the oob_tcp keepalive settings); --job: the bert-dist
-# arguments (default: `bench-comm --soak-seconds 600`); --chatty: h2's rank is wrapped in a shell
+# --mca: extra mpirun options (e.g. the oob_tcp keepalive settings); --job: the bert-dist-dev
+# arguments (default: `soak --seconds 600`; a bert-dist job with BERT_DIST_BIN); --chatty: h2's rank is wrapped in a shell
 # that prints a line every 0.1 s (so Open MPI's daemon connection carries output when the fault
 # hits). --launcher launch-train runs the job through launch/train with the cluster's cluster.conf.
 #
 # Prints a timeline (seconds after the fault) of when each kind of process ended on each host,
 # mpirun's exit status and its last lines, and what was still running when observation ended.
-# Needs root, a build of bert-dist (BERT_DIST_BIN or .build/release, else .build/debug).
+# Needs root, a build of bert-dist-dev (BERT_DIST_BIN or .build/release, else .build/debug).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cluster="$repo/Tests/Cluster/cluster.sh"
 binary="${BERT_DIST_BIN:-}"
-[[ -z "$binary" && -x "$repo/.build/release/bert-dist" ]] && binary="$repo/.build/release/bert-dist"
-[[ -z "$binary" ]] && binary="$repo/.build/debug/bert-dist"
-[[ -x "$binary" ]] || { echo "error: no bert-dist binary ($binary); swift build first" >&2; exit 2; }
+[[ -z "$binary" && -x "$repo/.build/release/bert-dist-dev" ]] && binary="$repo/.build/release/bert-dist-dev"
+[[ -z "$binary" ]] && binary="$repo/.build/debug/bert-dist-dev"
+[[ -x "$binary" ]] || { echo "error: no bert-dist-dev binary ($binary); swift build first" >&2; exit 2; }
 
 scenario="${1:?usage: cluster_faults.sh SCENARIO [options] (see the top of the file)}"; shift
-observe=60; mca=""; job="bench-comm --soak-seconds 600"; ranks_per_host=1; launcher=mpirun; chatty=0
+observe=60; mca=""; job="soak --seconds 600"; ranks_per_host=1; launcher=mpirun; chatty=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --observe) observe="$2"; shift 2 ;;

@@ -14,7 +14,7 @@
 #   - T1: the same global batch on one host (h1), both sides;
 #   - per host count and link: bert-dist (fp32; --grad-compression bf16), DDP (fp32;
 #     bf16_compress_hook), and with --before a bert-dist binary to compare with (e.g. main's);
-#   - per host count: both sides without gradient communication (bench --no-gradient-sync, DDP
+#   - per host count: both sides without gradient communication (bert-dist-dev bench --no-gradient-sync, DDP
 #     no_sync()): step - this = the communication not hidden behind compute.
 # Needs root (namespaces), a release build, /work/venv (or PYTHON=...) with torch + transformers.
 # Takes ~25 minutes per round for both models on 2 hosts. The machine's load is recorded with
@@ -44,7 +44,8 @@ done
 [ -n "$DATA" ] && [ -f "$DATA" ] || { echo "usage: benchmarks/communication.sh AG_NEWS_CSV [options] (see the top of this file)" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "error: the namespace cluster needs root" >&2; exit 1; }
 PYTHON="${PYTHON:-/work/venv/bin/python}"
-BIN="$(pwd)/.build/release/bert-dist"
+# bert-dist-dev bench: bert-dist's bench (the same step), plus --no-gradient-sync.
+BIN="$(pwd)/.build/release/bert-dist-dev"
 [ -x "$BIN" ] || { echo "error: $BIN not found; run swift build -c release first" >&2; exit 1; }
 [ -d models/minilm ] || { echo "error: models/minilm not found (see the README's set-up command)" >&2; exit 1; }
 CLUSTER=Tests/Cluster/cluster.sh

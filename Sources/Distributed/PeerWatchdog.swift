@@ -66,7 +66,7 @@ public final class PeerWatchdog: Sendable {
     public let timeoutSeconds: Double
     public let heartbeatSeconds: Double
     /// nil for a world of one (nobody to watch).
-    private let monitor: PeerWatchdogMonitor?
+    let monitor: PeerWatchdogMonitor?
 
     /// Exchanges the heartbeat addresses with every rank (a collective: all ranks call it, from
     /// the thread that calls the communicator) and starts watching.
@@ -142,11 +142,6 @@ public final class PeerWatchdog: Sendable {
     /// watchdog's thread has ended, within about one heartbeat interval).
     public func stop() {
         monitor?.stop(sayGoodbye: true)
-    }
-
-    /// Tests: end the thread without a goodbye, as a frozen or killed process falls silent.
-    func fallSilent() {
-        monitor?.stop(sayGoodbye: false)
     }
 
     /// The line that reports `silentRanks`: grouped by host, e.g.

@@ -45,12 +45,6 @@ public enum CRC32C {
         ((crc >> 15) | (crc << 17)) &+ 0xa282_ead8
     }
 
-    /// The inverse of `mask`.
-    public static func unmask(_ maskedCRC: UInt32) -> UInt32 {
-        let rotated = maskedCRC &- 0xa282_ead8
-        return (rotated >> 17) | (rotated << 15)
-    }
-
     /// `mask(checksum(bytes))`: what a TFRecord file stores.
     public static func maskedChecksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
         mask(checksum(bytes))

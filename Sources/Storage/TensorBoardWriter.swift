@@ -96,11 +96,6 @@ public struct TensorBoardEvent: Equatable, Sendable {
         }
         self.init(wallTime: event.wall_time, step: Int(event.step), fileVersion: fileVersion, scalars: scalars)
     }
-
-    /// Every event of an event file, after checking each record's CRCs.
-    public static func readAll(from url: URL) throws -> [TensorBoardEvent] {
-        try TFRecord.records(in: readFile(url), file: url.path).map { try TensorBoardEvent(decoding: $0, file: url.path) }
-    }
 }
 
 /// Writes scalars to a TensorBoard event file `events.out.tfevents.<unix seconds>.<hostname>.<pid>`.

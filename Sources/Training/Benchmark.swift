@@ -2,20 +2,27 @@ import Data
 import Distributed
 import Foundation
 import Model
+import Options
 
-/// `bert-dist bench`: full training steps (forward, backward, gradient sync, AdamW) after
-/// warm-up, on synthetic sequences of `sequenceLength` tokens or on consecutive real rows. The
-/// steps follow `training` (model, global batch, micro-batch, sharding; its max sequence length
-/// is the bench's sequence length) through the same plan and sampler as training, in file order.
-public struct BenchmarkOptions: Sendable {
-    public var training: TrainingOptions
-    public var steps = 20
-    public var warmupSteps = 3
-    /// Initialise from config.json alone (timing a model whose weights are not at hand).
-    public var randomWeights = false
-    /// Sum no gradients (each rank steps with its own): the step without gradient communication.
-    public var skipGradientSync = false
-    public init(training: TrainingOptions) { self.training = training }
+/// What a development tool adds to the bench (bert-dist-dev bench), from outside the step: the
+/// step itself is training's.
+public struct BenchmarkProbes {
+    /// The communicator each rank's replica sums its gradients over instead of the bench's own
+    /// (a world of one rank: the step without gradient communication).
+    public var gradientCommunicator: (any Communicator)?
+    /// Read around every timed step, and around a few more steps of the model's own forward +
+    /// backward + AdamW (bert-dist-dev's allocation counters).
+    public var counter: (any StepCounter)?
+
+    public init() {}
+}
+
+/// Counts two things of the process so far (e.g. heap allocations and memory mappings), without
+/// allocating.
+public protocol StepCounter {
+    func read() -> SIMD2<Int>
+    /// On for the last timed step only (e.g. a backtrace of each of its allocations).
+    func trace(_ on: Bool)
 }
 
 public struct BenchmarkResult: Sendable {
@@ -35,11 +42,10 @@ public struct BenchmarkResult: Sendable {
     /// Real tokens per global batch, and what padding to the longest sequence would process.
     public var realTokensPerBatch = 0.0, paddedTokensPerBatch = 0.0
     public var blasCore = ""
-    /// With benchmarks/malloc_counter.so preloaded: the most heap allocations (malloc family) and
-    /// anonymous memory mappings of any timed step, on any rank; and the same for the model's
-    /// own part alone (forward, backward, AdamW), measured on a few extra steps. nil without it.
-    public var heapAllocationsPerStep: Int?, memoryMappingsPerStep: Int?
-    public var modelHeapAllocationsPerStep: Int?, modelMemoryMappingsPerStep: Int?
+    /// With a `StepCounter`: the most it counted in any timed step on any rank (per count), and
+    /// the same for the model's own part alone (forward, backward, AdamW), measured on a few
+    /// extra steps. nil without one.
+    public var countsPerStep: SIMD2<Int>?, modelCountsPerStep: SIMD2<Int>?
     public var kernelInstructionSet = ""
     /// "fp32", or "bf16" and the CGemm engine of its products ("amx", "avx512-bf16").
     public var precision = "fp32", bf16Engine = ""
@@ -64,62 +70,46 @@ public struct BenchmarkResult: Sendable {
             "precision": .string(precision), "bf16_engine": .string(bf16Engine),
             "phases_s_median": .object(phaseSecondsMedian.mapValues { .number($0) }),
             "gradient_bytes_sent_per_step": .number(gradientBytesSentPerStep),
-        ].merging(allocationCounts) { first, _ in first }
-         .merging(interfaceBytesSentPerStep.map { ["interface_bytes_sent_per_step": .number($0)] } ?? [:]) { first, _ in first })
+        ].merging(interfaceBytesSentPerStep.map { ["interface_bytes_sent_per_step": .number($0)] } ?? [:]) { first, _ in first })
     }
 
-    private var allocationCounts: [String: JSONValue] {
-        var counts: [String: JSONValue] = [:]
-        if let heapAllocationsPerStep { counts["heap_allocations_per_step"] = .number(Double(heapAllocationsPerStep)) }
-        if let memoryMappingsPerStep { counts["memory_mappings_per_step"] = .number(Double(memoryMappingsPerStep)) }
-        if let modelHeapAllocationsPerStep { counts["model_heap_allocations_per_step"] = .number(Double(modelHeapAllocationsPerStep)) }
-        if let modelMemoryMappingsPerStep { counts["model_memory_mappings_per_step"] = .number(Double(modelMemoryMappingsPerStep)) }
-        return counts
+    /// The text report (what `bert-dist bench` prints without --json).
+    public var lines: [String] {
+        [String(format: "step %.3f s (median), %.3f s (min); %.0f tokens/s, %.1f examples/s; %d rank(s) x %d thread(s)",
+                stepSecondsMedian, stepSecondsMin, tokensPerSecond, examplesPerSecond, ranks, threads),
+         String(format: "model %.1f GFLOP/s = %.0f%% of the sgemm peak measured now (%.1f GFLOP/s, %@ kernels); comm wait %.3f s/step; peak RSS %.0f MB/rank",
+                modelFLOPsPerSecond / 1e9, 100 * modelFLOPsPerSecond / max(sgemmPeakFLOPsPerSecond, 1),
+                sgemmPeakFLOPsPerSecond / 1e9, blasCore, communicationWaitSecondsMedian, peakResidentMegabytes),
+         String(format: "real tokens per batch %.0f (padded to the longest: %.0f); %@ kernels; %@ products%@", realTokensPerBatch,
+                paddedTokensPerBatch, kernelInstructionSet, precision, bf16Engine.isEmpty ? "" : " (\(bf16Engine))"),
+         "phases (s, median of the slowest rank): "
+            + ["data", "forward", "backward", "sync", "optimizer"].map { String(format: "%@ %.3f", $0, phaseSecondsMedian[$0] ?? 0) }.joined(separator: ", "),
+         String(format: "gradient sum sent %.1f MB per step (busiest rank)", gradientBytesSentPerStep / 1e6)
+            + (interfaceBytesSentPerStep.map { String(format: "; network interfaces sent %.1f MB per step (busiest host)", $0 / 1e6) } ?? "")]
     }
 }
 
-public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communicator: any Communicator) throws -> BenchmarkResult {
+/// `bert-dist bench` on one rank, with the setup of `RunSetup.forBenchmark`: full training steps
+/// (forward, backward, gradient sum, AdamW) after warm-up, through the same plan and sampler as
+/// training, in file order, with train's optimizer and its defaults.
+public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communicator: any Communicator,
+                         probes: BenchmarkProbes = BenchmarkProbes()) throws -> BenchmarkResult {
     let rank = communicator.rank, worldSize = communicator.worldSize
-    let compute = runtime.makeCompute()
-    // Rank 0 reads the model and the rows; the other ranks get them from it.
-    var training = options.training
-    let local = try collectively(communicator) { () throws -> (BertForSequenceClassification, TokenizedDataset, Int)? in
-        guard rank == 0 else { return nil }
-        let directory = training.modelDirectory
-        let config = try BertConfig.load(modelDirectory: directory)
-        let length = try resolvedSequenceLength(training.maxSequenceLength, config: config, modelDirectory: directory)
-        // The classifier has the data's labels; synthetic rows take the folder's (HF's default 2 without one).
-        let folderLabels = options.randomWeights ? config.labelNames?.count : try BertForSequenceClassification.labelCount(modelDirectory: directory)
-        let examples = try benchmarkExamples(options, sequenceLength: length, vocabularySize: config.vocabSize, syntheticLabelCount: folderLabels ?? 2)
-        let model: BertForSequenceClassification
-        if options.randomWeights {
-            model = BertForSequenceClassification(config: config, labelCount: examples.labelSet.count, compute: compute)
-            model.initializeRandomly(seed: 1)
-        } else {
-            // A head of another size is replaced: the bench times steps, it trains nothing.
-            model = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: examples.labelSet.count, seed: 1,
-                                                           ignoreMismatchedSizes: true, compute: compute).0
-        }
-        return (model, examples, length)
-    }
-    let model = try shareModel(local?.0, compute: compute, communicator: communicator)
-    try communicator.broadcast(model.parameters.buffer, root: 0)
-    model.parametersChanged()
-    let examples = try shareExamples(local?.1, communicator: communicator)
-    let maxSequenceLength = Int(try communicator.allReduce(Double(local?.2 ?? 0), .max))
-    training.maxSequenceLength = maxSequenceLength
-    let replica = try Replica(model: model, hyperparameters: training.adamHyperparameters, communicator: communicator,
-                              options: training)
-    replica.skipsGradientSync = options.skipGradientSync
-    let stepCount = options.warmupSteps + options.steps
-    var stepsOptions = training
-    stepsOptions.maxSteps = stepCount
-    let plan = try TrainingPlan(options: stepsOptions, exampleCount: examples.count, worldSize: worldSize, shuffle: false)
-    replica.reserve(microBatchSize: plan.microBatchSize, maxSequenceLength: maxSequenceLength)
+    guard let examples = setup.train else { throw TrainingError.invalidInput("the bench needs rows to time") }
+    let model = setup.model, compute = model.compute
+    let optimizer = try OptimizerOptions.parse([])  // train's optimizer as train takes it by default
+    let replica = try Replica(model: model, hyperparameters: optimizer.adamHyperparameters,
+                              communicator: probes.gradientCommunicator ?? communicator, parallel: options.parallel)
+    let stepCount = BenchmarkOptions.warmupSteps + options.steps
+    let plan = try TrainingPlan(globalBatchSize: options.globalBatchSize, microBatchSize: options.parallel.microBatchSize, totalSteps: stepCount,
+                                schedule: LearningRateSchedule(shape: .constant, baseLearningRate: optimizer.learningRate, warmupSteps: 0,
+                                                               totalSteps: stepCount),
+                                seed: 0, exampleCount: examples.count, worldSize: worldSize, shuffle: false)
+    replica.reserve(microBatchSize: plan.microBatchSize, maxSequenceLength: setup.description.maxSequenceLength)
     var cursor = BatchCursor(plan: plan, position: SamplePosition(epoch: 0, samplesConsumed: 0))
 
-    let counters = AllocationCounters()
-    var allocationsPerStep = (heap: 0, mappings: 0)
+    let counter = probes.counter
+    var mostPerStep = SIMD2<Int>.zero
     var stepSeconds: [Double] = [], waitSeconds: [Double] = [], sentBytes: [Double] = []
     var interfaceBytesAtStart: Int?
     let phaseNames = ["data", "forward", "backward", "sync", "optimizer"]
@@ -128,31 +118,29 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
     var result = BenchmarkResult()
     for step in 0..<stepCount {
         let (rankBatch, order) = cursor.current(rank: rank, worldSize: worldSize)
-        if step >= options.warmupSteps { timedLengths.append(rankBatch.globalRange.map { examples.tokens(at: Int(order[$0])).count }) }
+        if step >= BenchmarkOptions.warmupSteps { timedLengths.append(rankBatch.globalRange.map { examples.tokens(at: Int(order[$0])).count }) }
         try communicator.barrier()
-        if step == options.warmupSteps { interfaceBytesAtStart = interfaceBytesSent() }
-        // The last step's allocations get backtraces when the counter was asked for them.
-        if step == stepCount - 1 { counters?.trace(true) }
-        let countsBefore = counters?.read()
+        if step == BenchmarkOptions.warmupSteps { interfaceBytesAtStart = interfaceBytesSent() }
+        if step == stepCount - 1 { counter?.trace(true) }
+        let countsBefore = counter?.read()
         let start = DispatchTime.now().uptimeNanoseconds
         let outcome = try replica.step(microBatchCount: rankBatch.microBatchCount, globalBatchSize: rankBatch.globalRange.count,
-                                       stepIndex: step, learningRate: training.learningRate, maxGradNorm: training.maxGradNorm,
+                                       stepIndex: step, learningRate: optimizer.learningRate, maxGradNorm: optimizer.maxGradNorm,
                                        dropout: DropoutContext(seed: 1, step: step), stopRequested: false) { micro, batch in
             batch.append(micro: micro, of: rankBatch, order: order, from: examples)
         }
         cursor.advance()
         // The step ends when the slowest rank is done.
-        if let counters, let countsBefore, step >= options.warmupSteps {
-            let countsAfter = counters.read()
-            counters.trace(false)
-            allocationsPerStep.heap = max(allocationsPerStep.heap, countsAfter.heap - countsBefore.heap)
-            allocationsPerStep.mappings = max(allocationsPerStep.mappings, countsAfter.mappings - countsBefore.mappings)
+        if let counter, let countsBefore, step >= BenchmarkOptions.warmupSteps {
+            let countsAfter = counter.read()
+            counter.trace(false)
+            mostPerStep = pointwiseMax(mostPerStep, countsAfter &- countsBefore)
         }
         let phases = outcome.phaseSeconds
         let elapsed = try communicator.allReduce([Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, phases.sync,
                                                   phases.data, phases.forward, phases.backward, phases.sync, phases.optimizer,
-                                                  Double(options.skipGradientSync ? 0 : replica.synchronizer.lastSentBytes)], .max)
-        if step >= options.warmupSteps {
+                                                  Double(replica.synchronizer.lastSentBytes)], .max)
+        if step >= BenchmarkOptions.warmupSteps {
             stepSeconds.append(elapsed[0])
             waitSeconds.append(elapsed[1])
             sentBytes.append(elapsed[7])
@@ -175,7 +163,7 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
     result.paddedTokensPerBatch = mean(timedLengths.map { Double($0.count * ($0.max() ?? 0)) })
     let flops = mean(timedLengths.map { trainingFLOPs(config: model.config, labelCount: model.labelCount, sequenceLengths: $0) })
     result.tokensPerSecond = realTokens / result.stepSecondsMedian
-    result.examplesPerSecond = Double(training.globalBatchSize) / result.stepSecondsMedian
+    result.examplesPerSecond = Double(options.globalBatchSize) / result.stepSecondsMedian
     result.modelFLOPsPerSecond = flops / result.stepSecondsMedian
     result.ranks = worldSize
     result.threads = compute.threads
@@ -183,30 +171,26 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
     result.kernelInstructionSet = compute.instructionSet.rawValue
     result.precision = compute.precision.rawValue
     result.bf16Engine = compute.precision == .bf16 ? compute.bf16Engine.name : ""
-    if let counters {
+    if let counter {
         // The model's own part alone, on this rank's first micro-batch of the first batch (already seen).
         let first = plan.sampler.rankBatch(at: SamplePosition(epoch: 0, samplesConsumed: 0), rank: rank, worldSize: worldSize,
                                            microBatchSize: plan.microBatchSize)
         var batch = PackedBatch()
         if first.microBatchCount > 0 { batch.append(micro: 0, of: first, order: plan.sampler.order(epoch: 0), from: examples) }
-        var model = (heap: 0, mappings: 0)
+        var modelMost = SIMD2<Int>.zero
         for step in 0..<3 where batch.sequenceCount > 0 {
-            let before = counters.read()
+            let before = counter.read()
             replica.model.gradients.zero()
             try replica.model.forward(batch, dropout: DropoutContext(seed: 1, step: step))
             try replica.model.backward(batch, dropout: DropoutContext(seed: 1, step: step), lossScale: 1 / Float(batch.sequenceCount))
             replica.optimizer.step(parameters: replica.model.parameters, gradients: replica.model.gradients, learningRate: 0, gradientScale: 1)
             replica.model.parametersChanged()
             replica.model.refreshBF16WeightsIfNeeded()
-            let after = counters.read()
-            model = (max(model.heap, after.heap - before.heap), max(model.mappings, after.mappings - before.mappings))
+            modelMost = pointwiseMax(modelMost, counter.read() &- before)
         }
-        let worst = try communicator.allReduce([Double(allocationsPerStep.heap), Double(allocationsPerStep.mappings),
-                                                Double(model.heap), Double(model.mappings)], .max)
-        result.heapAllocationsPerStep = Int(worst[0])
-        result.memoryMappingsPerStep = Int(worst[1])
-        result.modelHeapAllocationsPerStep = Int(worst[2])
-        result.modelMemoryMappingsPerStep = Int(worst[3])
+        let worst = try communicator.allReduce([mostPerStep[0], mostPerStep[1], modelMost[0], modelMost[1]].map(Double.init), .max).map { Int($0) }
+        result.countsPerStep = SIMD2(worst[0], worst[1])
+        result.modelCountsPerStep = SIMD2(worst[2], worst[3])
     }
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
@@ -222,28 +206,6 @@ public func runBenchmark(_ options: BenchmarkOptions, runtime: Runtime, communic
     return result
 }
 
-/// The counters of benchmarks/malloc_counter.so, when it is preloaded.
-struct AllocationCounters {
-    private typealias Counter = @convention(c) () -> Int
-    private typealias Switch = @convention(c) (Int32) -> Void
-    private let heap: Counter, mappings: Counter, backtraces: Switch
-
-    init?() {
-        guard let program = dlopen(nil, RTLD_NOW),
-              let heap = dlsym(program, "bert_dist_heap_allocations"),
-              let mappings = dlsym(program, "bert_dist_memory_mappings"),
-              let backtraces = dlsym(program, "bert_dist_allocation_backtraces") else { return nil }
-        self.heap = unsafeBitCast(heap, to: Counter.self)
-        self.mappings = unsafeBitCast(mappings, to: Counter.self)
-        self.backtraces = unsafeBitCast(backtraces, to: Switch.self)
-    }
-
-    func read() -> (heap: Int, mappings: Int) { (heap(), mappings()) }
-    /// Between trace(true) and trace(false) the counter prints a backtrace of every allocation
-    /// to stderr if BERT_DIST_ALLOCATION_BACKTRACES=1 was set.
-    func trace(_ on: Bool) { backtraces(on ? 1 : 0) }
-}
-
 
 /// The bench's examples: one synthetic batch of full-length sequences (every step takes it;
 /// labels cycle through `syntheticLabelCount` classes), or as many consecutive rows of the data
@@ -251,8 +213,8 @@ struct AllocationCounters {
 /// the whole file (tokenised, truncated to the sequence length; the steps wrap around).
 func benchmarkExamples(_ options: BenchmarkOptions, sequenceLength length: Int, vocabularySize: Int,
                        syntheticLabelCount: Int) throws -> TokenizedDataset {
-    let training = options.training, batchSize = training.globalBatchSize
-    guard let dataFile = training.trainFile else {
+    let batchSize = options.globalBatchSize
+    guard let dataFile = options.dataFile else {
         // Ordinary word pieces: past the first 1000 ids (special and unused tokens) of a real
         // vocabulary; past the 5 special tokens of a tiny one.
         let first = vocabularySize > 2000 ? 1000 : min(5, vocabularySize - 1)
@@ -264,13 +226,13 @@ func benchmarkExamples(_ options: BenchmarkOptions, sequenceLength length: Int, 
                                            labelSet: try LabelSet(names: LabelSet.defaultNames(count: labelCount), origin: "synthetic rows"),
                                            maxLength: length)
     }
-    let tokenizer = try BertTokenizer(modelDirectory: training.modelDirectory)
-    let texts = try LabeledTexts.read(dataFile, format: DataFormat(of: dataFile, columns: training.columns), skipBadRows: true)
+    let tokenizer = try BertTokenizer(modelDirectory: options.model.directory)
+    let texts = try LabeledTexts.read(dataFile, format: DataFormat(of: dataFile, columns: options.columns.columns), skipBadRows: true)
     guard texts.count >= batchSize else {
         throw TrainingError.invalidInput("\(dataFile.path): \(texts.count) rows, fewer than one batch of \(batchSize)")
     }
     guard !texts.hasPairs || length >= 3 else { throw TrainingError.invalidInput("text pairs need --seq-len 3 or more") }
-    let count = min(texts.count / batchSize, options.warmupSteps + options.steps) * batchSize
+    let count = min(texts.count / batchSize, BenchmarkOptions.warmupSteps + options.steps) * batchSize
     var sequences: [[Int32]] = [], starts: [Int] = []
     for i in 0..<count {
         var ids: [Int32] = []

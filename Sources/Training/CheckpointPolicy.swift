@@ -2,6 +2,7 @@ import Data
 import Distributed
 import Foundation
 import Model
+import Options
 import Storage
 
 /// When the training loop checkpoints, what a checkpoint records about the run, and how a run
@@ -11,14 +12,24 @@ struct CheckpointPolicy {
     /// --output: where checkpoints go.
     let output: URL
     let communicator: any Communicator
-    let labels: LabelSet
-    let files: ModelFiles
-    /// Identifies the training data: a checkpoint of other data is not resumed from.
-    let trainFingerprint: String
+    /// The labels, the sequence length and the training data's fingerprint checkpoints record,
+    /// and (rank 0) the model files they carry.
+    let setup: RunSetup
     /// Told the newest complete checkpoint (nil: none) when a run starts and after each one.
     let announce: (URL?) -> Void
 
-    var writer: CheckpointWriter { CheckpointWriter(output: output, communicator: communicator, keep: options.keepCheckpoints) }
+    init(options: TrainingOptions, communicator: any Communicator, setup: RunSetup, announce: @escaping (URL?) -> Void) {
+        self.options = options
+        output = options.checkpoints.folder
+        self.communicator = communicator
+        self.setup = setup
+        self.announce = announce
+    }
+
+    /// Identifies the training data: a checkpoint of other data is not resumed from.
+    var trainFingerprint: String { setup.description.trainFingerprint }
+
+    var writer: CheckpointWriter { CheckpointWriter(output: output, communicator: communicator, keep: options.checkpoints.keepCheckpoints) }
 
     /// Before any work: --output must be a folder this process can write (created if needed),
     /// not a file — else the first checkpoint would fail after the training work.
@@ -64,7 +75,8 @@ struct CheckpointPolicy {
 
     /// A checkpoint every --checkpoint-every steps; the last step is checkpointed by the loop's end.
     func isDue(afterStep step: Int, totalSteps: Int) -> Bool {
-        step < totalSteps && options.checkpointEvery > 0 && step % options.checkpointEvery == 0
+        let every = options.checkpoints.checkpointEvery
+        return step < totalSteps && every > 0 && step % every == 0
     }
 
     /// Writes OUTPUT/checkpoint-STEP for the step just taken (rank 0 writes the replicated files).
@@ -75,16 +87,16 @@ struct CheckpointPolicy {
         let state = TrainerState(
             step: progress.step, epoch: position.epoch, samplesConsumedInEpoch: position.samplesConsumed,
             totalSteps: plan.totalSteps, warmupSteps: plan.schedule.warmupSteps, seed: options.seed,
-            worldSize: worldSize, shardOptimizer: options.shardOptimizer, parameterCount: model.layout.totalCount,
-            optimizerShards: options.shardOptimizer
+            worldSize: worldSize, shardOptimizer: replica.shardOptimizer, parameterCount: model.layout.totalCount,
+            optimizerShards: replica.shardOptimizer
                 ? replica.shards.ranges.enumerated().map { .init(rank: $0.offset, start: $0.element.lowerBound, count: $0.element.count) }
                 : [.init(rank: 0, start: 0, count: model.layout.totalCount)],
-            optimizer: .init(kind: options.optimizer.rawValue, learningRate: options.learningRate,
+            optimizer: .init(kind: options.optimizer.optimizer.rawValue, learningRate: options.optimizer.learningRate,
                              beta1: Double(hyperparameters.beta1), beta2: Double(hyperparameters.beta2),
-                             epsilon: Double(hyperparameters.epsilon), weightDecay: options.weightDecay,
-                             maxGradNorm: options.maxGradNorm, schedule: options.schedule.rawValue),
+                             epsilon: Double(hyperparameters.epsilon), weightDecay: options.optimizer.weightDecay,
+                             maxGradNorm: options.optimizer.maxGradNorm, schedule: options.optimizer.schedule.rawValue),
             currentLearningRate: progress.learningRate, globalBatchSize: plan.globalBatchSize,
-            microBatchSize: plan.microBatchSize, maxSequenceLength: options.maxSequenceLength ?? 0,
+            microBatchSize: plan.microBatchSize, maxSequenceLength: setup.description.maxSequenceLength,
             trainDataFingerprint: trainFingerprint, recentMetrics: progress.recentMetrics,
             createdUnixSeconds: Date().timeIntervalSince1970, bertDistVersion: bertDistVersion,
             optimizerStep: replica.optimizer.stepCount, parameterLayout: model.layout.fingerprint)
@@ -96,7 +108,8 @@ struct CheckpointPolicy {
                 reporter.say("warning: ranks \(repaired) had drifted from rank 0 and were repaired before checkpointing")
             }
         }
-        let folder = try writer.write(step: progress.step, replica: replica, content: .init(state: state, labels: labels, files: files))
+        let files = setup.root?.modelFiles ?? ModelFiles(config: [:], vocabulary: [], tokenizerConfig: [:])  // rank 0 writes them
+        let folder = try writer.write(step: progress.step, replica: replica, content: .init(state: state, labels: setup.labels, files: files))
         announce(folder)
         return folder
     }
@@ -127,9 +140,7 @@ struct CheckpointPolicy {
                 return nil
             }
             let recorded = found.state.trainDataFingerprint
-            // Checkpoints written before the labels were part of the fingerprint record the data hash alone.
-            let sameData = recorded == trainFingerprint || (!recorded.contains("-") && trainFingerprint.hasPrefix(recorded + "-"))
-            if !trainFingerprint.isEmpty && !recorded.isEmpty && !sameData {
+            if !trainFingerprint.isEmpty && !recorded.isEmpty && recorded != trainFingerprint {
                 throw CheckpointError.incompatible(folder: found.folder.path, reason: "was trained on other data or labels (fingerprint \(recorded), this run's is \(trainFingerprint)); use another --output, or the same --train file, columns and --labels")
             }
             let weights = try SafeTensorsFile(url: found.folder.appendingPathComponent(CheckpointFolder.modelFile))

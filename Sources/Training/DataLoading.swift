@@ -1,8 +1,8 @@
 import Data
-import Distributed
 import Foundation
 
-/// Files to tokenised examples for a run: the model folder's tokenizer, the train/eval files.
+/// Files to tokenised examples for a run (rank 0): the model folder's tokenizer files, a data
+/// file through its token cache (RunSetup calls these).
 enum DataLoading {
     /// The tokenizer files and config that every checkpoint carries along.
     static func modelFiles(modelDirectory: URL, tokenizer: BertTokenizer) throws -> ModelFiles {
@@ -41,33 +41,6 @@ enum DataLoading {
         guard dataset.count > 0 else { throw TrainingError.invalidInput("\(url.path): no examples") }
         if dataset.skippedRowCount > 0 { log("\(url.lastPathComponent): skipped \(dataset.skippedRowCount) bad row(s)") }
         return dataset
-    }
-
-    /// Everything a run needs, a collective: rank 0 reads the tokenizer and the data files
-    /// (through its token caches) and sends the examples, with their label set, to the other
-    /// ranks; only rank 0 keeps the model files checkpoints carry (it writes them). The labels
-    /// are --labels, or the training data's; the eval file must use the same ones.
-    static func prepare(_ options: TrainingOptions, communicator: any Communicator, log: (String) -> Void) throws -> PreparedData {
-        guard let trainFile = options.trainFile else { throw TrainingError.invalidInput("training needs a data file (--train)") }
-        let maxLength = options.maxSequenceLength ?? defaultMaxSequenceLength
-        let local = try collectively(communicator) { () throws -> (ModelFiles, TokenizedDataset, TokenizedDataset?)? in
-            guard communicator.rank == 0 else { return nil }
-            let tokenizer = try BertTokenizer(modelDirectory: options.modelDirectory)
-            let files = try modelFiles(modelDirectory: options.modelDirectory, tokenizer: tokenizer)
-            func read(_ url: URL, _ labels: LabelRule) throws -> TokenizedDataset {
-                try examples(url, columns: options.columns, labels: labels, tokenizer: tokenizer, maxLength: maxLength,
-                             skipBadRows: options.skipBadRows, cacheDirectory: options.cacheDirectory, log: log)
-            }
-            let train = try read(trainFile, options.labels.map { .fixed($0) } ?? .fromData)
-            log("\(train.labelSet.count) labels from \(train.labelSet.origin): \(train.labelSet)")
-            let eval = try options.evalFile.map { try read($0, .fixed(train.labelSet)) }
-            return (files, train, eval)
-        }
-        let train = try shareExamples(local?.1, communicator: communicator)
-        let hasEval = try communicator.anyRank(local?.2 != nil)
-        let eval = hasEval ? try shareExamples(local?.2, communicator: communicator) : nil
-        return PreparedData(train: train, eval: eval, labels: train.labelSet, trainFingerprint: fingerprint(of: train),
-                            modelFiles: local?.0 ?? ModelFiles(config: [:], vocabulary: [], tokenizerConfig: [:]))
     }
 
     /// Identifies what a run trains on (checkpoints record it; a resume on anything else is

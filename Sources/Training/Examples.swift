@@ -4,7 +4,7 @@ import Model
 /// What the training loop and evaluation need of a data set: token ids (`[CLS] ... [SEP]`, or
 /// `[CLS] A [SEP] B [SEP]` for text pairs, already truncated), where each example's second
 /// segment starts (token type 1 from there on) and a label per example. Files become this
-/// through Data's tokenizer and token cache; tests build it in memory.
+/// through Data's tokenizer and token cache (tests build theirs with TokenizedDataset.fromTokens).
 public protocol TokenizedExamples: Sendable {
     var count: Int { get }
     func tokens(at index: Int) -> UnsafeBufferPointer<Int32>
@@ -16,39 +16,6 @@ public protocol TokenizedExamples: Sendable {
 
 /// Data's token cache is what training reads.
 extension TokenizedDataset: TokenizedExamples {}
-
-/// In-memory examples (tests). The ids live in memory of their own (not an array), so the
-/// buffers `tokens(at:)` returns stay valid as long as the examples.
-public final class InMemoryExamples: TokenizedExamples, @unchecked Sendable {
-    // @unchecked Sendable: immutable after init.
-    private let ids: UnsafeMutableBufferPointer<Int32>
-    private let offsets: [Int]
-    private let segmentStarts: [Int]?
-    private let labels: [Int32]
-
-    /// `secondSegmentStarts`: for text pairs, where each example's token type 1 segment starts.
-    public init(sequences: [[Int32]], secondSegmentStarts: [Int]? = nil, labels: [Int32]) {
-        precondition(sequences.count == labels.count && (secondSegmentStarts?.count ?? labels.count) == labels.count)
-        var offsets = [0]
-        for s in sequences { offsets.append(offsets.last! + s.count) }
-        ids = .allocate(capacity: max(1, offsets.last!))
-        for (s, sequence) in sequences.enumerated() {
-            _ = UnsafeMutableBufferPointer(rebasing: ids[offsets[s]..<offsets[s + 1]]).initialize(from: sequence)
-        }
-        self.offsets = offsets
-        self.segmentStarts = secondSegmentStarts
-        self.labels = labels
-    }
-
-    deinit { ids.deallocate() }
-
-    public var count: Int { labels.count }
-    public func tokens(at index: Int) -> UnsafeBufferPointer<Int32> {
-        UnsafeBufferPointer(rebasing: ids[offsets[index]..<offsets[index + 1]])
-    }
-    public func secondSegmentStart(at index: Int) -> Int { segmentStarts?[index] ?? (offsets[index + 1] - offsets[index]) }
-    public func label(at index: Int) -> Int32 { labels[index] }
-}
 
 extension PackedBatch {
     /// Appends example `index` of `examples` with its token types (its index keys its dropout

@@ -12,7 +12,7 @@ public struct InferenceModel {
     /// config.json's id2label (HF's LABEL_0, LABEL_1, ... when it has none for every class).
     public let labels: LabelSet
 
-    /// The classifier of `path`, computing on `compute`.
+    /// The classifier of `path`, computing on `compute` (forward only).
     public static func load(_ path: URL, compute: Compute) throws -> InferenceModel {
         var folder = path
         let fileManager = FileManager.default
@@ -32,31 +32,13 @@ public struct InferenceModel {
     }
 }
 
-/// `bert-dist eval`: metrics of a checkpoint on a labelled file. Rank 0 alone reads the
-/// checkpoint and the data (through its token cache in `cacheDirectory`; `columns` as for
-/// training) and sends the model and the examples to the other ranks; each rank evaluates a
-/// contiguous share, every example counted once. The labels are the checkpoint's: a label of
-/// the file that is not one of them is a FILE:LINE error.
-public func runEvaluation(checkpoint: URL, data: URL, columns: DataColumns?, cacheDirectory: URL?, batchSize: Int,
-                          maxSequenceLength requested: Int?, skipBadRows: Bool, runtime: Runtime, communicator: any Communicator,
-                          log: (String) -> Void) throws -> ClassificationMetrics {
-    let compute = runtime.makeCompute()
-    let local = try collectively(communicator) { () throws -> (InferenceModel, TokenizedDataset, Int)? in
-        guard communicator.rank == 0 else { return nil }
-        let inference = try InferenceModel.load(checkpoint, compute: compute)
-        let maxSequenceLength = try resolvedSequenceLength(requested, config: inference.model.config, modelDirectory: inference.folder)
-        let examples = try DataLoading.examples(data, columns: columns, labels: .fixed(inference.labels), tokenizer: inference.tokenizer,
-                                                maxLength: maxSequenceLength, skipBadRows: skipBadRows, cacheDirectory: cacheDirectory, log: log)
-        return (inference, examples, maxSequenceLength)
-    }
-    let model = try shareModel(local?.0.model, compute: compute, forwardOnly: true, communicator: communicator)
-    try communicator.broadcast(model.parameters.buffer, root: 0)
-    model.parametersChanged()
-    let examples = try shareExamples(local?.1, communicator: communicator)
-    let maxSequenceLength = Int(try communicator.allReduce(Double(local?.2 ?? 0), .max))
-    model.reserve(sequences: batchSize, longestSequence: maxSequenceLength)
+/// `bert-dist eval` on one rank, with the setup of `RunSetup.forEvaluation`: each rank evaluates
+/// a contiguous share, every example counted once.
+public func runEvaluation(_ setup: RunSetup, batchSize: Int, communicator: any Communicator) throws -> ClassificationMetrics {
+    guard let examples = setup.eval else { throw TrainingError.invalidInput("eval needs a data file (--data)") }
+    setup.model.reserve(sequences: batchSize, longestSequence: setup.description.maxSequenceLength)
     var batch = PackedBatch()
-    return try evaluate(model: model, examples: examples, labels: examples.labelSet.names, communicator: communicator,
+    return try evaluate(model: setup.model, examples: examples, labels: setup.labels.names, communicator: communicator,
                         batchSize: batchSize, batch: &batch)
 }
 
@@ -68,12 +50,15 @@ public struct Prediction {
     public let logits: [Float]
 }
 
-extension InferenceModel {
+extension RunSetup {
     /// Classifies `texts`, or the pairs (`texts[i]`, `pairs[i]`) when `pairs` is given (one
-    /// forward over them all, packed). Pairs are tokenised as for training: `[CLS] A [SEP] B [SEP]`
-    /// with token types 0 then 1, also when B is empty.
-    public func predict(_ texts: [String], pairs: [String]? = nil, maxSequenceLength: Int, batch: inout PackedBatch) throws -> [Prediction] {
+    /// forward over them all, packed), with the setup of `RunSetup.forPrediction`. Pairs are
+    /// tokenised as for training: `[CLS] A [SEP] B [SEP]` with token types 0 then 1, also when B
+    /// is empty.
+    public func predict(_ texts: [String], pairs: [String]? = nil, batch: inout PackedBatch) throws -> [Prediction] {
         precondition(pairs == nil || pairs!.count == texts.count)
+        guard let tokenizer = root?.tokenizer else { throw TrainingError.invalidInput("predict needs the checkpoint's tokenizer") }
+        let maxSequenceLength = description.maxSequenceLength
         batch.removeAll()
         var ids: [Int32] = []
         for (i, text) in texts.enumerated() {

@@ -1,6 +1,7 @@
 import Distributed
 import Foundation
 import Model
+import Options
 
 /// One rank's copy of the model and its part of the optimizer, and the algorithm of one
 /// data-parallel step:
@@ -26,36 +27,36 @@ final class Replica {
     private var gatherRequests: [TransferRequest] = []
     /// Evaluation's batch, kept across evaluations of the run.
     var evaluationBatch = PackedBatch()
-    /// Bench only (`--no-gradient-sync`): each rank steps with its own gradient, nothing is summed
-    /// (replicas drift apart); the step time without gradient communication.
-    var skipsGradientSync = false
     /// The per-step collective's values: 6 metrics, then per rank its partial sum of squares,
     /// its compute seconds (data, forward, backward) and its seconds waiting for the gradient sum.
     private var reduction: [Double]
 
-    /// `options`: the sharding, bucket size, compression and sparse-embedding choices.
+    /// `parallel`: the sharding, bucket size and compression choices. The gradients are summed
+    /// over `communicator` (the bench's --no-gradient-sync gives each rank a world of its own).
     init(model: BertForSequenceClassification, hyperparameters: AdamHyperparameters, communicator: any Communicator,
-         options: TrainingOptions) throws {
+         parallel: ParallelOptions, sparseEmbeddingGradients: Bool = true) throws {
         self.model = model
         self.communicator = communicator
-        self.shardOptimizer = options.shardOptimizer
+        self.shardOptimizer = parallel.shardOptimizer
         shards = ShardLayout(totalCount: model.layout.totalCount, worldSize: communicator.worldSize)
         let optimizerRange = shardOptimizer ? shards.range(of: communicator.rank) : 0..<model.layout.totalCount
         optimizer = AdamOptimizer(hyperparameters: hyperparameters, layout: model.layout, range: optimizerRange, compute: model.compute)
         synchronizer = try GradientSynchronizer(communicator: communicator, gradients: model.gradients.buffer,
-                                                options: Replica.syncOptions(model.layout, model.config, options))
+                                                options: Replica.syncOptions(model.layout, model.config, parallel,
+                                                                             sparseEmbeddingGradients: sparseEmbeddingGradients))
         reduction = [Double](repeating: 0, count: 6 + 3 * communicator.worldSize)
     }
 
     /// Buckets end where backward reports readiness (each layer's start), so each starts as soon
     /// as its layer is done; the word and position tables travel as touched rows (see `markRows`).
-    static func syncOptions(_ layout: ParameterLayout, _ config: BertConfig, _ options: TrainingOptions) -> GradientSyncOptions {
+    static func syncOptions(_ layout: ParameterLayout, _ config: BertConfig, _ parallel: ParallelOptions,
+                            sparseEmbeddingGradients: Bool) -> GradientSyncOptions {
         var sync = GradientSyncOptions()
-        sync.bucketFloats = max(1, Int(options.bucketMegabytes * 1_000_000 / 4))
-        sync.shardOptimizer = options.shardOptimizer
-        sync.compression = options.gradientCompression
+        sync.bucketFloats = max(1, Int(parallel.bucketMegabytes * 1_000_000 / 4))
+        sync.shardOptimizer = parallel.shardOptimizer
+        sync.compression = parallel.gradientCompression
         sync.bucketBoundaries = layout.layerStarts
-        if options.sparseEmbeddingGradients {
+        if sparseEmbeddingGradients {
             sync.sparseTables = [Replica.wordTable, Replica.positionTable].map {
                 SparseRowTable(range: layout[$0].range, rowLength: config.hiddenSize)
             }
@@ -120,7 +121,7 @@ final class Replica {
         model.gradients.zero()
         // Before forward, so that no peer's gradient message arrives before its receive (Open MPI
         // would buffer it, growing a pool: GradientSynchronizer's "Receives first").
-        if !skipsGradientSync { try synchronizer.postReceives() }
+        try synchronizer.postReceives()
         var lossSum = 0.0, correct = 0, tokens = 0, examples = 0
         let lossScale = 1 / Float(globalBatchSize)
         clock.lap(into: &outcome.phaseSeconds.data)
@@ -139,17 +140,15 @@ final class Replica {
             try model.backward(batch, dropout: dropout, lossScale: lossScale) { offset in
                 // Communication starts only once every micro-batch has added its gradient; MPI
                 // moves large transfers only inside MPI calls, hence progress() between layers.
-                guard isLast && !self.skipsGradientSync else { return }
+                guard isLast else { return }
                 try self.synchronizer.gradientsReady(downTo: offset)
                 try self.synchronizer.progress()
             }
             clock.lap(into: &outcome.phaseSeconds.backward)
         }
         // A rank whose shard of a small last batch is empty still takes part in every collective.
-        if !skipsGradientSync {
-            if microBatchCount == 0 { try synchronizer.gradientsReady(downTo: 0) }
-            try synchronizer.finish()
-        }
+        if microBatchCount == 0 { try synchronizer.gradientsReady(downTo: 0) }
+        try synchronizer.finish()
         clock.lap(into: &outcome.phaseSeconds.sync)
 
         // Norm of the summed gradient: each rank measures its own shard; one collective adds the
@@ -185,7 +184,7 @@ final class Replica {
         } else {
             let factor = gradientClipFactor(totalNorm: outcome.gradientNorm, maxNorm: maxGradNorm)
             optimizer.step(parameters: model.parameters, gradients: model.gradients, learningRate: learningRate, gradientScale: factor)
-            if shardOptimizer && !skipsGradientSync { try communicator.gatherParameters(model.parameters.buffer, layout: shards, requests: &gatherRequests) }
+            if shardOptimizer { try communicator.gatherParameters(model.parameters.buffer, layout: shards, requests: &gatherRequests) }
             // The parameters are final on this rank: the --bf16 copies are rebuilt here, once per update.
             model.parametersChanged()
             model.refreshBF16WeightsIfNeeded()

@@ -5,11 +5,12 @@ import Model
 /// executable (from the command line, the environment and the CPU) and passed down as a value,
 /// so nothing below the executable reads the environment or a mutable global.
 public struct Runtime: Sendable {
-    /// Threads of each rank's kernel team (GEMMs split over them, vector kernels).
+    /// Threads per rank: the size of each rank's kernel team (GEMMs split over them, vector
+    /// kernels); ProcessEnvironment.threadsPerRank decides it.
     public var threadsPerRank: Int
     /// The instruction set of each rank's vector kernels.
     public var instructionSet: InstructionSet
-    /// fp32, or --bf16 (SPEC "Precision"; the executable has checked that the CPU has bf16
+    /// fp32, or --bf16 (docs/precision.md; the executable has checked that the CPU has bf16
     /// instructions). The bf16 engine is the fastest this CPU runs.
     public var precision: Precision
     /// The CGemm engine of --bf16: the fastest this CPU runs (tests choose the software engine).

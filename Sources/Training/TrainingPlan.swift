@@ -1,6 +1,7 @@
 import Data
 import Foundation
 import Model
+import Options
 
 /// What the steps of a run are, decided before the first one: how many, their learning rates,
 /// and which examples each rank's micro-batches hold. Training and the bench both step through
@@ -13,20 +14,32 @@ struct TrainingPlan {
     let schedule: LearningRateSchedule
     let sampler: Sampler
 
-    /// `totalSteps`: --max-steps, or --epochs (default 1) passes over `exampleCount` examples.
-    init(options: TrainingOptions, exampleCount: Int, worldSize: Int, lengths: [Int32]? = nil, shuffle: Bool = true) throws {
+    /// Training's plan: --max-steps, or --epochs (default 1) passes over `exampleCount` examples,
+    /// with the learning-rate schedule of the optimizer options; `lengths` for --group-by-length.
+    init(options: TrainingOptions, exampleCount: Int, worldSize: Int, lengths: [Int32]? = nil) throws {
         guard exampleCount > 0 else { throw TrainingError.invalidInput("nothing to train: the training data has no examples") }
-        globalBatchSize = options.globalBatchSize
-        let stepsPerEpoch = (exampleCount + globalBatchSize - 1) / globalBatchSize
-        totalSteps = options.maxSteps ?? Int((Double(stepsPerEpoch) * (options.epochs ?? 1)).rounded(.up))
+        let stepsPerEpoch = (exampleCount + options.globalBatchSize - 1) / options.globalBatchSize
+        let totalSteps = options.maxSteps ?? Int((Double(stepsPerEpoch) * (options.epochs ?? 1)).rounded(.up))
+        let optimizer = options.optimizer
+        let schedule = LearningRateSchedule(shape: optimizer.schedule, baseLearningRate: optimizer.learningRate,
+                                            warmupSteps: LearningRateSchedule.warmupSteps(ratio: optimizer.warmupRatio, totalSteps: totalSteps),
+                                            totalSteps: totalSteps)
+        try self.init(globalBatchSize: options.globalBatchSize, microBatchSize: options.parallel.microBatchSize, totalSteps: totalSteps,
+                      schedule: schedule, seed: UInt64(options.seed), exampleCount: exampleCount, worldSize: worldSize, lengths: lengths)
+    }
+
+    /// `microBatchSize` nil: each rank's whole share of the global batch. `shuffle` false: the
+    /// examples in file order (the bench).
+    init(globalBatchSize: Int, microBatchSize: Int?, totalSteps: Int, schedule: LearningRateSchedule, seed: UInt64,
+         exampleCount: Int, worldSize: Int, lengths: [Int32]? = nil, shuffle: Bool = true) throws {
+        guard exampleCount > 0 else { throw TrainingError.invalidInput("nothing to train: the training data has no examples") }
         guard totalSteps > 0 else { throw TrainingError.invalidInput("nothing to train: 0 steps (check --max-steps / --epochs and the data)") }
+        self.globalBatchSize = globalBatchSize
+        self.totalSteps = totalSteps
         let largestShard = (globalBatchSize + worldSize - 1) / worldSize
-        microBatchSize = max(1, min(options.microBatchSize ?? largestShard, largestShard))
-        schedule = LearningRateSchedule(shape: options.schedule, baseLearningRate: options.learningRate,
-                                        warmupSteps: LearningRateSchedule.warmupSteps(ratio: options.warmupRatio, totalSteps: totalSteps),
-                                        totalSteps: totalSteps)
-        sampler = Sampler(exampleCount: exampleCount, globalBatchSize: globalBatchSize, seed: UInt64(options.seed),
-                          groupByLength: lengths, shuffle: shuffle)
+        self.microBatchSize = max(1, min(microBatchSize ?? largestShard, largestShard))
+        self.schedule = schedule
+        sampler = Sampler(exampleCount: exampleCount, globalBatchSize: globalBatchSize, seed: seed, groupByLength: lengths, shuffle: shuffle)
     }
 }
 

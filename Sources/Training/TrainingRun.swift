@@ -2,26 +2,8 @@ import Data
 import Distributed
 import Foundation
 import Model
+import Options
 import Storage
-
-/// What a run trains and evaluates on, already tokenised (see DataLoading for files).
-public struct PreparedData: Sendable {
-    public var train: any TokenizedExamples
-    public var eval: (any TokenizedExamples)?
-    /// The classes: the classifier's size, config.json's id2label, eval's per-class table.
-    public var labels: LabelSet
-    /// Identifies the training data (stored in checkpoints; a resume on other data is refused).
-    public var trainFingerprint: String
-    public var modelFiles: ModelFiles
-
-    public init(train: any TokenizedExamples, eval: (any TokenizedExamples)?, labels: LabelSet, trainFingerprint: String, modelFiles: ModelFiles) {
-        self.train = train
-        self.eval = eval
-        self.labels = labels
-        self.trainFingerprint = trainFingerprint
-        self.modelFiles = modelFiles
-    }
-}
 
 /// How a run ended, as rank 0 reports it.
 public struct RunSummary: Sendable {
@@ -45,27 +27,34 @@ public final class TrainingRun {
     let options: TrainingOptions
     let runtime: Runtime
     let communicator: any Communicator
-    /// This rank's kernel team and instruction set (from `runtime`).
-    let compute: Compute
-    let data: PreparedData
+    /// The model, the examples and what rank 0 decided (RunSetup.forTraining).
+    let setup: RunSetup
     let log: (String) -> Void
     /// Asked after every step; the ranks agree to stop when any of them says yes.
     let stopRequested: () -> Bool
     /// Told the newest complete checkpoint (nil: none yet) whenever it changes, on every rank
     /// (what a report of a failed peer names).
     var checkpointNote: (URL?) -> Void = { _ in }
-    /// Tests only: called on every rank after each step (e.g. to perturb one replica).
-    var afterStep: ((_ step: Int, _ parameters: FloatArena) -> Void)?
-    /// Tests only: called on every rank while it computes step `step` (e.g. to slow one rank).
-    var duringStep: ((_ step: Int) -> Void)?
+    /// Choices of the loop that are not options (tests shorten the straggler window, compare the
+    /// dense embedding gradient sum).
+    var settings = Settings()
 
-    public init(options: TrainingOptions, runtime: Runtime, communicator: any Communicator, data: PreparedData,
+    struct Settings {
+        /// Steps over which rank 0 compares the ranks' compute times to name stragglers.
+        var stragglerWindow = 20
+        /// Consecutive skipped (non-finite) steps after which the run stops with an error.
+        var maxConsecutiveNonFiniteSteps = 5
+        /// Only the touched rows of the word and position embedding gradients travel (the result
+        /// is the dense sum's, bit for bit); false sends the tables whole.
+        var sparseEmbeddingGradients = true
+    }
+
+    public init(options: TrainingOptions, runtime: Runtime, communicator: any Communicator, setup: RunSetup,
                 log: @escaping (String) -> Void, stopRequested: @escaping () -> Bool = { StopSignal.requested }) {
         self.options = options
         self.runtime = runtime
         self.communicator = communicator
-        compute = runtime.makeCompute()
-        self.data = data
+        self.setup = setup
         self.log = log
         self.stopRequested = stopRequested
     }
@@ -86,34 +75,29 @@ public final class TrainingRun {
     }
 
     public func run() throws -> RunSummary {
-        let (replica, loaded, maxSequenceLength) = try makeReplica()
-        // The options with the max sequence length settled (it may default to the model's).
-        var options = self.options
-        options.maxSequenceLength = maxSequenceLength
-        guard let output = options.outputDirectory else { throw TrainingError.invalidInput("training needs an output folder (--output)") }
-        let checkpoints = CheckpointPolicy(options: options, output: output, communicator: communicator, labels: data.labels,
-                                           files: data.modelFiles, trainFingerprint: data.trainFingerprint, announce: checkpointNote)
+        guard let train = setup.train else { throw TrainingError.invalidInput("training needs a data file (--train)") }
+        let replica = try makeReplica()
+        let checkpoints = CheckpointPolicy(options: options, communicator: communicator, setup: setup, announce: checkpointNote)
         try checkpoints.prepareOutputFolder()
-        let plan = try TrainingPlan(options: options, exampleCount: data.train.count, worldSize: communicator.worldSize,
-                                    lengths: options.groupByLength ? (0..<data.train.count).map { Int32(data.train.tokens(at: $0).count) } : nil)
-        replica.reserve(microBatchSize: plan.microBatchSize, maxSequenceLength: maxSequenceLength)
-        var progress = try start(replica, loaded: loaded, plan: plan, checkpoints: checkpoints)
+        let plan = try TrainingPlan(options: options, exampleCount: train.count, worldSize: communicator.worldSize,
+                                    lengths: options.groupByLength ? (0..<train.count).map { Int32(train.tokens(at: $0).count) } : nil)
+        replica.reserve(microBatchSize: plan.microBatchSize, maxSequenceLength: setup.description.maxSequenceLength)
+        var progress = try start(replica, plan: plan, checkpoints: checkpoints)
 
         let reporter = try Reporter(enabled: isRoot, totalSteps: plan.totalSteps, logEvery: options.logEvery,
                                     progress: runtime.progress, tensorBoardDirectory: options.tensorboardDirectory, output: log)
         defer { reporter.finish() }
         var stragglers = StragglerMonitor(hosts: try communicator.allGather(bytes: Array(runtime.hostName.utf8)).map { String(decoding: $0, as: UTF8.self) },
-                                          window: options.stragglerWindow)
+                                          window: settings.stragglerWindow)
         var summary = RunSummary(stepsDone: progress.step, totalSteps: plan.totalSteps)
         let started = Date()
         while progress.step < plan.totalSteps {
             let stepStart = Date()
-            let outcome = try step(replica, &progress)
+            let outcome = try step(replica, train, &progress)
             summary.stepsDone = progress.step
             try apply(outcome, to: &progress, summary: &summary, reporter: reporter)
             try reporter.step(progress.step - 1, outcome: outcome, stepSeconds: Date().timeIntervalSince(stepStart))
-            if options.debug && isRoot { reporter.say("  step \(progress.step) phases: \(outcome.phaseSeconds.line(decimals: 3))") }
-            afterStep?(progress.step, replica.model.parameters)
+            if options.debug.debug && isRoot { reporter.say("  step \(progress.step) phases: \(outcome.phaseSeconds.line(decimals: 3))") }
             if isRoot, let line = stragglers.record(step: progress.step, seconds: replica.lastStepSeconds) { reporter.say(line) }
 
             if communicator.worldSize > 1 && options.consistencyEvery > 0 && progress.step % options.consistencyEvery == 0 {
@@ -141,61 +125,45 @@ public final class TrainingRun {
             // The last step is always checkpointed: OUTPUT/checkpoint-<last step> is the trained model.
             summary.finalCheckpoint = try checkpoints.write(replica, plan: plan, progress: progress, reporter: reporter)
         }
-        if options.debug { reporter.say("phase totals: \(progress.phaseTotals.line(decimals: 2))") }
+        if options.debug.debug { reporter.say("phase totals: \(progress.phaseTotals.line(decimals: 2))") }
         return summary
     }
 
     // MARK: start
 
-    /// The pretrained model (a classifier initialised from the seed when absent), with the
-    /// dropout of --dropout, wrapped in this rank's replica.
-    private func makeReplica() throws -> (replica: Replica, loaded: LoadReport, maxSequenceLength: Int) {
-        var (model, loadReport) = try loadModelOnRoot(options.modelDirectory, labelCount: data.labels.count, seed: UInt64(options.seed),
-                                                      ignoreMismatchedSizes: options.ignoreMismatchedSizes, compute: compute,
-                                                      communicator: communicator)
+    /// This rank's replica of the setup's model (its optimizer part, its gradient synchroniser).
+    private func makeReplica() throws -> Replica {
+        setup.model.checkFinite = options.debug.debug
         return try collectively(communicator) {
-            let maxSequenceLength = try resolvedSequenceLength(options.maxSequenceLength, config: model.config,
-                                                               modelDirectory: options.modelDirectory)
-            if let dropout = options.dropout {
-                var config = model.config
-                config.hiddenDropoutProb = dropout
-                config.attentionDropoutProb = dropout
-                try config.validate(file: "--dropout")
-                let replaced = BertForSequenceClassification(config: config, labelCount: data.labels.count, compute: compute)
-                replaced.parameters.copy(from: model.parameters)
-                model = replaced
-            }
-            model.checkFinite = options.debug
-            let replica = try Replica(model: model, hyperparameters: options.adamHyperparameters, communicator: communicator,
-                                      options: options)
-            return (replica, loadReport, maxSequenceLength)
+            try Replica(model: setup.model, hyperparameters: options.optimizer.adamHyperparameters, communicator: communicator,
+                        parallel: options.parallel, sparseEmbeddingGradients: settings.sparseEmbeddingGradients)
         }
     }
 
     /// Fresh (rank 0's weights to everyone) or from the newest complete checkpoint of --output.
-    private func start(_ replica: Replica, loaded: LoadReport, plan: TrainingPlan, checkpoints: CheckpointPolicy) throws -> Progress {
+    private func start(_ replica: Replica, plan: TrainingPlan, checkpoints: CheckpointPolicy) throws -> Progress {
         var step = 0
         var position = SamplePosition(epoch: 0, samplesConsumed: 0)
-        if options.resume, let resumed = try checkpoints.resume(into: replica, log: log) {
+        let loaded = setup.root?.loadReport ?? LoadReport()
+        if options.checkpoints.resume, let resumed = try checkpoints.resume(into: replica, log: log) {
             step = resumed.step
             position = SamplePosition(epoch: resumed.epoch, samplesConsumed: resumed.samplesConsumedInEpoch)
             if isRoot { log("resumed from \(CheckpointFolder.name(step: resumed.step)) (step \(resumed.step) of \(plan.totalSteps), written by \(resumed.worldSize) rank(s)\(resumed.shardOptimizer ? " with a sharded optimizer" : ""))") }
         } else {
-            if !options.resume { checkpoints.announce(nil) }
-            try communicator.broadcast(replica.model.parameters.buffer, root: 0)
-            replica.model.parametersChanged()
+            if !options.checkpoints.resume { checkpoints.announce(nil) }
+            try setup.shareWeights(communicator: communicator)
             if isRoot && !loaded.initialized.isEmpty {
                 log("initialised from seed \(options.seed) (not in the checkpoint): \(loaded.initialized.joined(separator: ", "))")
             }
             if isRoot && !loaded.reinitialized.isEmpty {
-                log("re-initialised from seed \(options.seed) for \(data.labels.count) labels (--ignore-mismatched-sizes): \(loaded.reinitialized.joined(separator: "; "))")
+                log("re-initialised from seed \(options.seed) for \(setup.labels.count) labels (--ignore-mismatched-sizes): \(loaded.reinitialized.joined(separator: "; "))")
             }
         }
         if isRoot {
-            log("training \(options.modelDirectory.lastPathComponent): \(data.train.count) examples, \(plan.totalSteps) steps of \(plan.globalBatchSize) "
+            log("training \(options.model.directory.lastPathComponent): \(plan.sampler.exampleCount) examples, \(plan.totalSteps) steps of \(plan.globalBatchSize) "
                 + "over \(communicator.worldSize) rank(s), micro-batch \(plan.microBatchSize), \(replica.model.layout.totalCount) parameters; Adam state "
                 + String(format: "%.1f MB per rank", Double(2 * 4 * replica.optimizer.range.count) / 1e6)
-                + (options.shardOptimizer ? " (sharded 1/\(communicator.worldSize))" : ""))
+                + (options.parallel.shardOptimizer ? " (sharded 1/\(communicator.worldSize))" : ""))
         }
         return Progress(step: step, batches: BatchCursor(plan: plan, position: position), learningRate: plan.schedule.learningRate(atStep: step))
     }
@@ -203,15 +171,13 @@ public final class TrainingRun {
     // MARK: one step
 
     /// One optimizer step over this rank's contiguous part of the global batch, in micro-batches.
-    private func step(_ replica: Replica, _ progress: inout Progress) throws -> Replica.Outcome {
+    private func step(_ replica: Replica, _ train: any TokenizedExamples, _ progress: inout Progress) throws -> Replica.Outcome {
         let (rankBatch, order) = progress.batches.current(rank: communicator.rank, worldSize: communicator.worldSize)
         let learningRate = progress.batches.plan.schedule.learningRate(atStep: progress.step)
-        let train = data.train, step = progress.step, duringStep = duringStep
         let outcome = try replica.step(
             microBatchCount: rankBatch.microBatchCount, globalBatchSize: rankBatch.globalRange.count, stepIndex: progress.step,
-            learningRate: learningRate, maxGradNorm: options.maxGradNorm,
+            learningRate: learningRate, maxGradNorm: options.optimizer.maxGradNorm,
             dropout: DropoutContext(seed: UInt64(options.seed), step: progress.step), stopRequested: stopRequested()) { micro, batch in
-                duringStep?(step)
                 batch.append(micro: micro, of: rankBatch, order: order, from: train)
             }
         progress.batches.advance()
@@ -239,7 +205,7 @@ public final class TrainingRun {
         let firstNonFinite = progress.firstNonFinite ?? "step \(step): \(outcome.nonFiniteWhere)"
         progress.firstNonFinite = firstNonFinite
         reporter.say("warning: step \(step) skipped on every rank: non-finite gradient (\(outcome.nonFiniteWhere))")
-        if progress.consecutiveSkipped >= options.maxConsecutiveNonFiniteSteps {
+        if progress.consecutiveSkipped >= settings.maxConsecutiveNonFiniteSteps {
             throw TrainingError.diverged("training diverged: \(progress.consecutiveSkipped) consecutive steps had non-finite gradients, first at \(firstNonFinite); lower --lr, raise --warmup-ratio or check the data (--debug names the first layer)")
         }
     }
@@ -248,8 +214,8 @@ public final class TrainingRun {
 
     /// Evaluates on --eval (when given) and reports; the metrics join the recent metrics.
     private func evaluateNow(_ replica: Replica, _ progress: inout Progress, reporter: Reporter) throws -> ClassificationMetrics? {
-        guard let examples = data.eval else { return nil }
-        let metrics = try evaluate(model: replica.model, examples: examples, labels: data.labels.names, communicator: communicator,
+        guard let examples = setup.eval else { return nil }
+        let metrics = try evaluate(model: replica.model, examples: examples, labels: setup.labels.names, communicator: communicator,
                                    batchSize: options.evalBatchSize, batch: &replica.evaluationBatch)
         progress.recentMetrics += [.init(name: "eval/accuracy", value: metrics.accuracy, step: progress.step),
                                    .init(name: "eval/loss", value: metrics.loss, step: progress.step)]
@@ -258,41 +224,17 @@ public final class TrainingRun {
     }
 }
 
-/// --max-seq-len when not given.
-public let defaultMaxSequenceLength = 128
-
-/// The max sequence length a run uses: `requested` (--max-seq-len), which must fit the model's
-/// position table (an error before any data is tokenised); without it 128, or
-/// max_position_embeddings when the model has fewer positions (as HF run_classification caps
-/// max_seq_length at the model's maximum).
-public func resolvedSequenceLength(_ requested: Int?, config: BertConfig, modelDirectory: URL) throws -> Int {
-    guard let requested else { return min(defaultMaxSequenceLength, config.maxPositionEmbeddings) }
-    guard requested <= config.maxPositionEmbeddings else {
-        throw TrainingError.invalidInput("--max-seq-len \(requested) is longer than the model's max_position_embeddings \(config.maxPositionEmbeddings) (\(modelDirectory.appendingPathComponent("config.json").path)); use --max-seq-len \(config.maxPositionEmbeddings) or less")
-    }
-    return requested
-}
-
 public let bertDistVersion = "0.1.0"
 
 /// `bert-dist train` on one rank: checks the BLAS kernels and what can be checked before any
 /// work (--output, the model's config against --max-seq-len), reads the data, trains. Nothing is
 /// written before the data has been read (the output folder is created after it).
-public func runTraining(_ options: TrainingOptions, runtime: Runtime, communicator: any Communicator,
+public func runTraining(_ options: TrainingOptions, cacheDirectory: URL?, runtime: Runtime, communicator: any Communicator,
                         log: @escaping (String) -> Void, checkpointNote: @escaping (URL?) -> Void = { _ in }) throws -> RunSummary {
-    var options = options
-    if let output = options.outputDirectory { try CheckpointPolicy.checkOutputFolder(output, communicator: communicator) }
-    // Rank 0 alone has the model folder: it settles the length, the others learn it.
-    var length = try collectively(communicator) { () throws -> Int64 in
-        try BLASSetup.selfTest()
-        guard communicator.rank == 0 else { return 0 }
-        return Int64(try resolvedSequenceLength(options.maxSequenceLength, config: BertConfig.load(modelDirectory: options.modelDirectory),
-                                                modelDirectory: options.modelDirectory))
-    }
-    try withUnsafeMutableBytes(of: &length) { try communicator.broadcast($0, root: 0) }
-    options.maxSequenceLength = Int(length)
-    let data = try DataLoading.prepare(options, communicator: communicator, log: log)
-    let run = TrainingRun(options: options, runtime: runtime, communicator: communicator, data: data, log: log)
+    try CheckpointPolicy.checkOutputFolder(options.checkpoints.folder, communicator: communicator)
+    try collectively(communicator) { try BLASSetup.selfTest() }
+    let setup = try RunSetup.forTraining(options, cacheDirectory: cacheDirectory, compute: runtime.makeCompute(), communicator: communicator, log: log)
+    let run = TrainingRun(options: options, runtime: runtime, communicator: communicator, setup: setup, log: log)
     run.checkpointNote = checkpointNote
     return try run.run()
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Data
 import Foundation
+import Startup
 import Synchronization
 
 #if canImport(Glibc)

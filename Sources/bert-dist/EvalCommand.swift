@@ -1,8 +1,10 @@
 import ArgumentParser
 import Foundation
+import Options
+import Startup
 import Training
 
-struct EvalCommand: ParsableCommand {
+struct EvalCommand: ParsableCommand, LaunchFacts {
     static let configuration = CommandConfiguration(
         commandName: "eval",
         abstract: "Accuracy, loss, per-class precision/recall/F1 and confusion matrix of a checkpoint on a labelled file.",
@@ -12,32 +14,20 @@ struct EvalCommand: ParsableCommand {
             is an error naming its line. Columns of a header CSV, TSV or JSONL file: as for train.
             """)
 
-    @OptionGroup var checkpoint: CheckpointInputOptions
-    @Option(help: "Labelled data: AG News .csv, a header .csv/.tsv (with the column options) or .jsonl.")
-    var data: String
-    @Option(help: "Examples per forward pass.")
-    var batchSize = 64
-    @OptionGroup var dataOptions: DataOptions
-    @OptionGroup var threads: ThreadOptions
-    @OptionGroup var precision: PrecisionOptions
+    @OptionGroup var options: EvaluationOptions
     @OptionGroup var output: OutputOptions
-    @OptionGroup var faults: FaultOptions
+    @OptionGroup var process: ProcessOptions
 
-    func validate() throws {
-        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
-        if dataOptions.labels != nil { throw ValidationError("eval uses the checkpoint's labels (its config.json id2label); --labels is for train") }
-    }
+    var launchFacts: [(key: String, value: String)] { process.launchFacts }
 
     func run() throws {
-        let (checkpoint, data, batchSize, json) = (checkpoint.folder, URL(fileURLWithPath: data), batchSize, output.json)
-        let (maxSequenceLength, skipBadRows, columns) = (dataOptions.sequence.maxSeqLen, dataOptions.skipBadRows, dataOptions.columns.columns)
-        let cacheDirectory = try dataOptions.cacheDirectory(.current)
-        try precision.checkCPU()
-        let runtime = ProcessEnvironment.current.runtime(threads: threads.threads, precision: precision.precision)
-        let status = RankRunner.run(simulatedRanks: nil, collectiveTimeout: faults.collectiveTimeout, runtime: runtime) { communicator, _ in
-            let metrics = try runEvaluation(checkpoint: checkpoint, data: data, columns: columns, cacheDirectory: cacheDirectory,
-                                            batchSize: batchSize, maxSequenceLength: maxSequenceLength, skipBadRows: skipBadRows,
-                                            runtime: runtime, communicator: communicator, log: { printError($0) })
+        let runtime = try process.runtime()
+        let cacheDirectory = try ProcessEnvironment.current.tokenCacheDirectory(requested: options.data.cacheDir)
+        let (options, json) = (self.options, output.json)
+        let status = RankRunner.run(simulatedRanks: nil, collectiveTimeout: process.faults.collectiveTimeout, runtime: runtime) { communicator, _ in
+            let setup = try RunSetup.forEvaluation(options, cacheDirectory: cacheDirectory, compute: runtime.makeCompute(),
+                                                   communicator: communicator, log: { printError($0) })
+            let metrics = try runEvaluation(setup, batchSize: options.batchSize, communicator: communicator)
             rootLog(communicator)(json ? metrics.json.compact : metrics.table)
         }
         if status != 0 { throw ExitCode(status) }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Startup
 import Training
 
 struct MergeCommand: ParsableCommand {

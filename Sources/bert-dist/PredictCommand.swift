@@ -2,6 +2,8 @@ import ArgumentParser
 import Data
 import Foundation
 import Model
+import Options
+import Startup
 import Training
 
 struct PredictCommand: ParsableCommand {
@@ -36,18 +38,18 @@ struct PredictCommand: ParsableCommand {
 
     private func classifyStandardInput() throws {
         let runtime = ProcessEnvironment.current.runtime(threads: threads.threads, precision: precision.precision)
-        let inference = try InferenceModel.load(checkpoint.folder, compute: runtime.makeCompute())
+        let setup = try RunSetup.forPrediction(checkpoint: checkpoint.folder, sequence: sequence, compute: runtime.makeCompute())
         let (json, pairs) = (output.json, self.pairs)
-        let maxSeqLen = try resolvedSequenceLength(sequence.maxSeqLen, config: inference.model.config, modelDirectory: inference.folder)
-        if pairs && maxSeqLen < 3 { throw DataError("--pairs needs a max sequence length of at least 3, the model has \(maxSeqLen)") }
+        let maxSequenceLength = setup.description.maxSequenceLength
+        if pairs && maxSequenceLength < 3 { throw DataError("--pairs needs a max sequence length of at least 3, the model has \(maxSequenceLength)") }
         // Interactive use answers each line at once; piped input is classified in batches.
         let batchLines = isatty(STDIN_FILENO) == 1 ? 1 : 64
-        inference.model.reserve(sequences: batchLines, longestSequence: maxSeqLen)
+        setup.model.reserve(sequences: batchLines, longestSequence: maxSequenceLength)
         var batch = PackedBatch()
         var pending: [String] = [], pendingPairs: [String] = []
         func flush() throws {
             guard !pending.isEmpty else { return }
-            for p in try inference.predict(pending, pairs: pairs ? pendingPairs : nil, maxSequenceLength: maxSeqLen, batch: &batch) {
+            for p in try setup.predict(pending, pairs: pairs ? pendingPairs : nil, batch: &batch) {
                 if json {
                     // docs/commands.md: {"label", "label_id", "probs"} (+ "logits"), in this order, one per line.
                     var fields = "\"label\":\(JSONValue.quote(p.label)),\"label_id\":\(p.labelId),\"probs\":[\(p.probabilities.map { "\($0)" }.joined(separator: ","))]"

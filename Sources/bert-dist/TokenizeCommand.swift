@@ -1,6 +1,8 @@
 import ArgumentParser
 import Data
 import Foundation
+import Options
+import Startup
 import Training
 
 #if canImport(Glibc)
@@ -31,7 +33,7 @@ struct TokenizeCommand: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
     @OptionGroup var sequence: SequenceOptions
-    var maxSeqLen: Int { sequence.maxSeqLen ?? defaultMaxSequenceLength }
+    var maxSeqLen: Int { sequence.maxSequenceLength ?? SequenceOptions.defaultMaxSequenceLength }
 
     @Flag(help: "Each line is a text pair A<TAB>B: print the ids of encode(A, B).")
     var pairs = false
@@ -40,29 +42,9 @@ struct TokenizeCommand: ParsableCommand {
         if pairs { try sequence.validate(pairs: "--pairs") }
     }
 
-    /// Times the tokenizer on the stdin lines instead of printing ids (single thread, release
-    /// build): prints one JSON object. Used by tools/bench_tokenizer.py.
-    @Flag(help: .hidden)
-    var benchmark = false
-
-    @Option(help: .hidden)
-    var benchmarkSeconds: Double = 3
-
-    /// Times the data path on a data file instead: read, tokenize, write the token cache (in a
-    /// temporary folder), open it. Prints one JSON object.
-    @Option(help: .hidden)
-    var benchmarkData: String?
-
     func run() throws {
         try RankRunner.onRankZeroOnly {
-            let tokenizer = try BertTokenizer(modelDirectory: model.directory)
-            if let benchmarkData {
-                try runDataBenchmark(tokenizer, URL(fileURLWithPath: benchmarkData))
-            } else if benchmark {
-                try runBenchmark(tokenizer)
-            } else {
-                try tokenizeStandardInput(tokenizer)
-            }
+            try tokenizeStandardInput(try BertTokenizer(modelDirectory: model.directory))
         }
     }
 
@@ -107,61 +89,6 @@ struct TokenizeCommand: ParsableCommand {
             output.removeAll(keepingCapacity: true)
         }
         try writeStandardOutput(output)
-    }
-
-    private func runBenchmark(_ tokenizer: BertTokenizer) throws {
-        var lines: [[UInt8]] = []
-        try forEachStandardInputLine { line in lines.append(Array(line)) } chunkDone: {}
-        guard !lines.isEmpty else { throw DataError("stdin: no lines to time") }
-        var ids: [Int32] = []
-        ids.reserveCapacity(maxSeqLen)
-        var tokenCount = 0
-        var rows = 0
-        var passes = 0
-        let start = DispatchTime.now().uptimeNanoseconds
-        var elapsed = 0.0
-        repeat {
-            for line in lines {
-                ids.removeAll(keepingCapacity: true)
-                line.withUnsafeBufferPointer { tokenizer.encode(utf8: $0, maxLength: maxSeqLen, appendingTo: &ids) }
-                tokenCount += ids.count
-            }
-            rows += lines.count
-            passes += 1
-            elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        } while elapsed < benchmarkSeconds
-        let bytes = lines.reduce(0) { $0 + $1.count } * passes
-        print("{\"rows\": \(rows), \"passes\": \(passes), \"seconds\": \(elapsed), \"rows_per_s\": \(Double(rows) / elapsed), \"tokens_per_s\": \(Double(tokenCount) / elapsed), \"mb_per_s\": \(Double(bytes) / elapsed / 1e6)}")
-    }
-}
-
-extension TokenizeCommand {
-    private func runDataBenchmark(_ tokenizer: BertTokenizer, _ dataFile: URL) throws {
-        func seconds(since start: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
-        var start = DispatchTime.now().uptimeNanoseconds
-        let texts = try LabeledTexts.read(dataFile)
-        let readSeconds = seconds(since: start)
-        start = DispatchTime.now().uptimeNanoseconds
-        let dataset = TokenizedDataset.tokenize(texts, tokenizer: tokenizer, maxLength: maxSeqLen)
-        let tokenizeSeconds = seconds(since: start)
-        // The full cache path on a copy of the file in a temporary folder: locate (hashes the
-        // file), build (reads, tokenizes, writes atomically), open (maps and checks).
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("bert-dist-bench-\(getpid())")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let copy = folder.appendingPathComponent(dataFile.lastPathComponent)
-        try FileManager.default.copyItem(at: dataFile, to: copy)
-        start = DispatchTime.now().uptimeNanoseconds
-        let cache = try TokenCache.locate(dataFile: copy, tokenizer: tokenizer, maxLength: maxSeqLen, directory: folder)
-        let locateSeconds = seconds(since: start)
-        start = DispatchTime.now().uptimeNanoseconds
-        _ = try cache.build(tokenizer: tokenizer)
-        let buildSeconds = seconds(since: start)
-        start = DispatchTime.now().uptimeNanoseconds
-        let opened = try cache.open(vocabularySize: tokenizer.vocabulary.count)
-        let openSeconds = seconds(since: start)
-        precondition(opened.tokenCount == dataset.tokenCount)
-        print("{\"rows\": \(texts.count), \"tokens\": \(dataset.tokenCount), \"read_s\": \(readSeconds), \"tokenize_s\": \(tokenizeSeconds), \"locate_s\": \(locateSeconds), \"build_s\": \(buildSeconds), \"open_s\": \(openSeconds)}")
     }
 }
 

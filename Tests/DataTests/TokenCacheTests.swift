@@ -228,3 +228,13 @@ import Testing
         #expect(try cache.openOrBuild(tokenizer: tokenizer).count == 4)
     }
 }
+
+extension TokenCache {
+    /// What a single process does: opens the cache when it is there and intact, else builds it.
+    func openOrBuild(tokenizer: BertTokenizer) throws -> TokenizedDataset {
+        if exists, let dataset = try? open(vocabularySize: tokenizer.vocabulary.count) {
+            return dataset
+        }
+        return try build(tokenizer: tokenizer)
+    }
+}

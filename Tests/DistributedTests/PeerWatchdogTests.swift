@@ -197,3 +197,10 @@ struct PeerWatchdogTests {
         }
     }
 }
+
+extension PeerWatchdog {
+    /// Ends the watchdog's thread without a goodbye, as a frozen or killed process falls silent.
+    func fallSilent() {
+        monitor?.stop(sayGoodbye: false)
+    }
+}

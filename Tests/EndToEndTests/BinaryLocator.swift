@@ -10,7 +10,7 @@ import Foundation
 /// overrides all of them (for testing an installed or release binary).
 ///
 ///     let binary = try BinaryLocator.bertDist()
-///     let run = try RunningProcess(BinaryLocator.mpirun(), BinaryLocator.mpirunTestOptions + ["-n", "2", binary.path, "bench-comm", "--check"])
+///     let run = try RunningProcess(BinaryLocator.mpirun(), BinaryLocator.mpirunTestOptions + ["-n", "2", binary.path, "train", ...])
 ///     let status = run.waitForExit(timeoutSeconds: 60)
 enum BinaryLocator {
     struct NotFound: Error, CustomStringConvertible {
@@ -34,6 +34,18 @@ enum BinaryLocator {
         }
         throw NotFound(description: "bert-dist binary not found next to the test runner (searched \(searched.joined(separator: ", "))); "
             + "build it with `swift build` or set BERT_DIST_BIN")
+    }
+
+    /// The development tools (bert-dist-dev: bench-comm, soak), built next to bert-dist;
+    /// `BERT_DIST_DEV_BIN` overrides.
+    static func bertDistDev() throws -> URL {
+        let environment = ProcessInfo.processInfo.environment
+        let override = environment["BERT_DIST_DEV_BIN"].flatMap { $0.isEmpty ? nil : URL(fileURLWithPath: $0) }
+        let url = try override ?? bertDist().deletingLastPathComponent().appendingPathComponent("bert-dist-dev")
+        guard FileManager.default.isExecutableFile(atPath: url.path) else {
+            throw NotFound(description: "bert-dist-dev not found at \(url.path); build it with `swift build` or set BERT_DIST_DEV_BIN")
+        }
+        return url
     }
 
     /// Directories that may hold the test runner and the products built with it.

@@ -34,12 +34,12 @@ struct ClusterTests {
         #expect(!FileManager.default.fileExists(atPath: cluster.state.path))
     }
 
-    /// `bench-comm --check` (every collective, verified bit for bit) under mpirun with one rank on
-    /// each of two hosts, over TCP between the namespaces.
+    /// `bert-dist-dev bench-comm --check` (every collective, verified bit for bit) under mpirun with
+    /// one rank on each of two hosts, over TCP between the namespaces.
     @Test func benchCommCheckPassesAcrossTwoHostsOverTCP() async throws {
         let cluster = try TestCluster(hosts: 2)
         defer { cluster.down() }
-        let binary = try BinaryLocator.bertDist()
+        let binary = try BinaryLocator.bertDistDev()
         let arguments = BinaryLocator.mpirunTestOptions + ["-n", "2", "--hostfile", try cluster.hostfile().path, "--display-map"]
             + (try cluster.mpirunOptions()) + [binary.path, "bench-comm", "--check"]
         let started = Date()

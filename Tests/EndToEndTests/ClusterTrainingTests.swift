@@ -48,7 +48,6 @@ struct ClusterTrainingTests {
         var environment = ProcessInfo.processInfo.environment
         environment["BERT_DIST_BIN"] = binary.path
         environment["BERT_DIST_CLUSTER_CONF"] = try cluster.clusterConf().path
-        environment.removeValue(forKey: "OPENBLAS_NUM_THREADS")
 
         let training = try cluster.exec(host: 1, launcher, ["-n", "2"] + trainOptions(model: model, train: train, output: output, steps: 6,
                                                                                       ["--shard-optimizer", "--checkpoint-every", "3"]),

@@ -2,20 +2,23 @@ import Foundation
 import Testing
 
 /// The communication layer under a real mpirun (Open MPI 4.1), as a user runs it: collectives
-/// verified bit for bit on 2 and 4 ranks, a rank killed mid-collective, and what signals sent to
-/// mpirun or to launch/train do to the ranks. Serialized: the timing assertions need the cores.
+/// verified bit for bit on 2 and 4 ranks (bert-dist-dev bench-comm --check), a rank killed
+/// mid-collective, and what signals sent to mpirun or to launch/train do to the ranks (the
+/// bert-dist-dev soak); launch/train's command lines. Serialized: the timing assertions need the cores.
 @Suite(.serialized, .timeLimit(.minutes(3)))
 struct CommunicatorMPITests {
     let binary: URL
+    let developmentBinary: URL
     let mpirun: URL
 
     init() throws {
         binary = try BinaryLocator.bertDist()
+        developmentBinary = try BinaryLocator.bertDistDev()
         mpirun = try BinaryLocator.mpirun()
     }
 
     func mpirunArguments(ranks: Int, _ arguments: [String]) -> [String] {
-        BinaryLocator.mpirunTestOptions + ["-n", "\(ranks)", binary.path] + arguments
+        BinaryLocator.mpirunTestOptions + ["-n", "\(ranks)", developmentBinary.path] + arguments
     }
 
     @Test(arguments: [2, 4])
@@ -32,7 +35,7 @@ struct CommunicatorMPITests {
             output.split(separator: "\n").first { $0.contains("checksum of a synchronised gradient arena") }
         }
         let mpi = try RunningProcess(mpirun, mpirunArguments(ranks: 3, ["bench-comm", "--check"]))
-        let simulated = try RunningProcess(binary, ["bench-comm", "--check", "--simulate-ranks", "3"])
+        let simulated = try RunningProcess(developmentBinary, ["bench-comm", "--check", "--simulate-ranks", "3"])
         #expect(mpi.waitForExit(timeoutSeconds: 120) == 0, "\(mpi.standardError)")
         #expect(simulated.waitForExit(timeoutSeconds: 120) == 0, "\(simulated.standardError)")
         let mpiLine = checksumLine(mpi.standardOutput), simulatedLine = checksumLine(simulated.standardOutput)
@@ -40,10 +43,10 @@ struct CommunicatorMPITests {
     }
 
     @Test func benchCommCheckPassesAsAnMPISingletonAndWithSimulatedRanks() throws {
-        let singleton = try RunningProcess(binary, ["bench-comm", "--check"])
+        let singleton = try RunningProcess(developmentBinary, ["bench-comm", "--check"])
         #expect(singleton.waitForExit(timeoutSeconds: 60) == 0, "\(singleton.standardError)")
         #expect(singleton.standardOutput.contains("checks passed on each of 1 MPI ranks"), "\(singleton.standardOutput)")
-        let simulated = try RunningProcess(binary, ["bench-comm", "--check", "--simulate-ranks", "3"])
+        let simulated = try RunningProcess(developmentBinary, ["bench-comm", "--check", "--simulate-ranks", "3"])
         #expect(simulated.waitForExit(timeoutSeconds: 60) == 0, "\(simulated.standardError)")
         #expect(simulated.standardOutput.contains("checks passed on each of 3 simulated ranks"), "\(simulated.standardOutput)")
     }
@@ -56,7 +59,7 @@ struct CommunicatorMPITests {
         let run = if let launcher {
             try RunningProcess(launcher.0, launcher.1, environment: launcher.2)
         } else {
-            try RunningProcess(mpirun, mpirunArguments(ranks: ranks, ["bench-comm", "--soak-seconds", "90"] + extraArguments))
+            try RunningProcess(mpirun, mpirunArguments(ranks: ranks, ["soak", "--seconds", "90"] + extraArguments))
         }
         let started = run.waitForOutput(timeoutSeconds: 60) { output in
             (0 ..< ranks).allSatisfy { output.contains("rank \($0) pid ") }
@@ -64,7 +67,7 @@ struct CommunicatorMPITests {
         try #require(started, "ranks did not start: \(run.standardOutput) \(run.standardError)")
         var pids: [Int: Int32] = [:]
         for line in run.standardOutput.split(separator: "\n") {
-            let words = line.split(separator: " ")  // bench-comm: rank R pid P soaking
+            let words = line.split(separator: " ")  // soak: rank R pid P host H soaking
             if words.count >= 5, words[1] == "rank", words[3] == "pid", let rank = Int(words[2]), let pid = Int32(words[4]) {
                 pids[rank] = pid
             }
@@ -148,12 +151,12 @@ struct CommunicatorMPITests {
     @Test func launchTrainTurnsSigtermIntoAGracefulStopOfEveryRank() throws {
         let launcher = BinaryLocator.repositoryRoot.appendingPathComponent("launch/train")
         var environment = ProcessInfo.processInfo.environment
-        environment["BERT_DIST_BIN"] = binary.path
-        environment["BERT_DIST_SUBCOMMAND"] = "bench-comm"
+        environment["BERT_DIST_BIN"] = developmentBinary.path
+        environment["BERT_DIST_SUBCOMMAND"] = "soak"
         environment["BERT_DIST_CLUSTER_CONF"] = try writeClusterConf("host localhost slots=2 cores=2\n").path
         let (run, pids) = try startSoak(
             ranks: 2,
-            launcher: (launcher, ["-n", "2", "--soak-seconds", "90", "--stop-on-signal"], environment))
+            launcher: (launcher, ["-n", "2", "--seconds", "90", "--stop-on-signal"], environment))
         kill(run.processIdentifier, SIGTERM)
         let status = run.waitForExit(timeoutSeconds: 30)
         #expect(status == 0, "\(run.standardOutput) \(run.standardError)")
@@ -169,42 +172,47 @@ struct CommunicatorMPITests {
         return url
     }
 
-    func dryRun(_ arguments: [String], clusterConf: String, environment extra: [String: String] = [:]) throws -> (command: String, notes: String) {
+    /// The train options every dry run below passes (bert-dist checks them before anything is placed).
+    static let train = ["--model", "m", "--train", "t.csv", "--output", "out"]
+
+    func dryRun(_ arguments: [String], clusterConf: String, environment extra: [String: String] = [:],
+                expectedStatus: Int32 = 0) throws -> (command: String, notes: String) {
         let launcher = BinaryLocator.repositoryRoot.appendingPathComponent("launch/train")
         var environment = ProcessInfo.processInfo.environment
         environment["BERT_DIST_CLUSTER_CONF"] = try writeClusterConf(clusterConf).path
-        environment["BERT_DIST_BIN"] = "/opt/bert-dist"
-        environment.removeValue(forKey: "OPENBLAS_NUM_THREADS")
+        environment["BERT_DIST_BIN"] = binary.path
         environment.removeValue(forKey: "SLURM_JOB_ID")
         for (key, value) in extra { environment[key] = value }
         let run = try RunningProcess(launcher, ["--dry-run"] + arguments, environment: environment)
         let status = run.waitForExit(timeoutSeconds: 30)
-        #expect(status == 0, "\(run.standardError)")
+        #expect(status == expectedStatus, "\(run.standardError)")
         return (run.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines), run.standardError)
     }
 
     @Test func launchTrainDryRunPlacesRanksThreadsAndBinding() throws {
         let twoCores = "host localhost slots=2 cores=2\nthreads_per_rank = auto\n"
         let root = geteuid() == 0 ? " --allow-run-as-root" : ""
+        let rank = binary.path + " train"
 
-        // More ranks than cores: oversubscribe, no binding, one BLAS thread each.
-        let eight = try dryRun(["-n", "8", "--model", "models/minilm", "--train", "a file.csv"], clusterConf: twoCores)
-        #expect(eight.command == "mpirun -n 8\(root) --oversubscribe --bind-to none -x OPENBLAS_NUM_THREADS=1 --stdin none "
-            + "-x BERT_DIST_PROGRESS=lines "
-            + "/opt/bert-dist train --model models/minilm --train a\\ file.csv")
+        // More ranks than cores: oversubscribe, no binding, one thread each (--threads, from here).
+        let eight = try dryRun(["-n", "8", "--model", "models/minilm", "--train", "a file.csv", "--output", "out"], clusterConf: twoCores)
+        #expect(eight.command == "mpirun -n 8\(root) --oversubscribe --bind-to none --stdin none -x BERT_DIST_PROGRESS=lines "
+            + "\(rank) --threads 1 --model models/minilm --train a\\ file.csv --output out")
 
         // One rank on two cores: two threads, bound to both cores.
-        let one = try dryRun(["-n", "1"], clusterConf: twoCores)
-        #expect(one.command == "mpirun -n 1\(root) --map-by slot:PE=2 --bind-to core -x OPENBLAS_NUM_THREADS=2 --stdin none -x BERT_DIST_PROGRESS=lines /opt/bert-dist train")
+        let one = try dryRun(["-n", "1"] + Self.train, clusterConf: twoCores)
+        #expect(one.command == "mpirun -n 1\(root) --map-by slot:PE=2 --bind-to core --stdin none -x BERT_DIST_PROGRESS=lines \(rank) --threads 2 --model m --train t.csv --output out")
 
-        // The user's --threads or OPENBLAS_NUM_THREADS wins; 2 ranks x 3 threads no longer fit: no binding.
-        let userThreads = try dryRun(["-n", "2", "--threads", "3"], clusterConf: twoCores)
-        #expect(userThreads.command.contains("--bind-to none -x OPENBLAS_NUM_THREADS=3 "))
-        let environmentThreads = try dryRun(["-n", "2"], clusterConf: twoCores, environment: ["OPENBLAS_NUM_THREADS": "1"])
-        #expect(environmentThreads.command.contains("--bind-to core -x OPENBLAS_NUM_THREADS=1 "))
+        // The user's --threads wins (and is not given twice); 2 ranks x 3 threads no longer fit: no binding.
+        let userThreads = try dryRun(["-n", "2", "--threads", "3"] + Self.train, clusterConf: twoCores)
+        #expect(userThreads.command.contains("--bind-to none --stdin none -x BERT_DIST_PROGRESS=lines \(rank) --threads 3 --model m "), "\(userThreads.command)")
+        #expect(userThreads.notes.contains("3 thread(s) per rank (--threads)"), "\(userThreads.notes)")
+        // OPENBLAS_NUM_THREADS is OpenBLAS's own (bert-dist keeps OpenBLAS single-threaded): it decides nothing here.
+        let environmentThreads = try dryRun(["-n", "1"] + Self.train, clusterConf: twoCores, environment: ["OPENBLAS_NUM_THREADS": "1"])
+        #expect(environmentThreads.command == one.command)
 
         // Two hosts: ranks in proportion to slots, a hostfile, the network interface.
-        let twoHosts = try dryRun(["-n", "12"], clusterConf: """
+        let twoHosts = try dryRun(["-n", "12"] + Self.train, clusterConf: """
             host node01 slots=32 cores=32   # comment
             host node02 slots=16
             network_interface = eth0
@@ -213,24 +221,25 @@ struct CommunicatorMPITests {
         #expect(twoHosts.command.contains("--mca btl_tcp_if_include eth0 --mca oob_tcp_if_include eth0"))
         #expect(twoHosts.notes.contains("node01 slots=8") && twoHosts.notes.contains("node02 slots=4"), "\(twoHosts.notes)")
         // Open MPI's daemons probe idle connections to other hosts 5 s after the collective
-        // timeout (600 s unless given); a setting of the user's wins (Open MPI refuses duplicates).
+        // timeout (bert-dist's default unless given); a setting of the user's wins (Open MPI refuses duplicates).
         #expect(twoHosts.command.contains("--mca oob_tcp_keepalive_time 605 --mca oob_tcp_keepalive_intvl 5 --mca oob_tcp_keepalive_probes 2"))
         let hostsConf = "host node01 slots=2\nhost node02 slots=2\nmpirun_options = --mca oob_tcp_keepalive_probes 4\n"
-        let timeout = try dryRun(["-n", "4", "--collective-timeout", "60"], clusterConf: hostsConf)
+        let timeout = try dryRun(["-n", "4", "--collective-timeout", "60"] + Self.train, clusterConf: hostsConf)
         #expect(timeout.command.contains("--mca oob_tcp_keepalive_time 65 --mca oob_tcp_keepalive_intvl 5 --mca oob_tcp_keepalive_probes 4 "), "\(timeout.command)")
         #expect(!one.command.contains("keepalive"), "a single host has no daemon to lose")
 
         // Inside SLURM: srun, threads from the CPUs SLURM gives each node.
         // (SLURM_MPI_TYPE: the user's choice of PMI, so that srun --mpi=list is not asked; SlurmTests
         // show the detection under a real Slurm.)
-        let slurm = try dryRun(["--model", "m"], clusterConf: twoCores,
+        let slurm = try dryRun(Self.train, clusterConf: twoCores,
                                environment: ["SLURM_JOB_ID": "7", "SLURM_NTASKS": "8", "SLURM_JOB_NUM_NODES": "2", "SLURM_CPUS_ON_NODE": "16",
                                              "SLURM_MPI_TYPE": "pmix"])
-        #expect(slurm.command == "OPENBLAS_NUM_THREADS=4 srun -n 8 --cpus-per-task=4 --kill-on-bad-exit=1 /opt/bert-dist train --model m")
+        #expect(slurm.command == "srun -n 8 --cpus-per-task=4 --kill-on-bad-exit=1 \(rank) --threads 4 --model m --train t.csv --output out")
         // network_interface reaches the ranks under srun as the environment variable mpirun's --mca sets.
-        let slurmInterface = try dryRun(["--model", "m"], clusterConf: twoCores + "network_interface = ib0\n",
+        let slurmInterface = try dryRun(Self.train, clusterConf: twoCores + "network_interface = ib0\n",
                                         environment: ["SLURM_JOB_ID": "7", "SLURM_NTASKS": "2", "SLURM_CPUS_ON_NODE": "4", "SLURM_MPI_TYPE": "pmix"])
-        #expect(slurmInterface.command.hasPrefix("OPENBLAS_NUM_THREADS=2 OMPI_MCA_btl_tcp_if_include=ib0 srun -n 2 "), "\(slurmInterface.command)")
+        #expect(slurmInterface.command.hasPrefix("OMPI_MCA_btl_tcp_if_include=ib0 srun -n 2 "), "\(slurmInterface.command)")
+        #expect(slurmInterface.command.contains(" \(rank) --threads 2 "), "\(slurmInterface.command)")
     }
 
     @Test func launchTrainRejectsBadInputWithAClearError() throws {
@@ -245,5 +254,11 @@ struct CommunicatorMPITests {
         let noBinary = try RunningProcess(launcher, ["-n", "2"], environment: environment)
         #expect(noBinary.waitForExit(timeoutSeconds: 30) == 2)
         #expect(noBinary.standardError.contains("bert-dist not found at /nonexistent/bert-dist"), "\(noBinary.standardError)")
+        // A mistake in the train options ends here, before any rank is placed, with bert-dist's own message.
+        let conf = "host localhost slots=2\n"
+        let missing = try dryRun(["-n", "2", "--model", "m"], clusterConf: conf, expectedStatus: 64)
+        #expect(missing.command.isEmpty && missing.notes.contains("error: Missing expected argument '--train <file>'"), "\(missing)")
+        let badValue = try dryRun(["-n", "2", "--batch-size", "0"] + Self.train, clusterConf: conf, expectedStatus: 64)
+        #expect(badValue.notes.contains("--batch-size must be at least 1"), "\(badValue.notes)")
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Model
 import Storage
+import TestSupport
 import Testing
 
 /// A user's own data, as `bert-dist` users bring it: a header CSV with two string labels, JSON
@@ -129,7 +130,7 @@ struct OwnDataEndToEndTests {
         // TensorBoard: a per-class F1 for each label.
         let tensorBoard = workspace.output("reviews-tb")
         let eventFile = try #require(try FileManager.default.contentsOfDirectory(atPath: tensorBoard.path).first { $0.hasPrefix("events.out.tfevents.") })
-        let tags = Set(try TensorBoardEvent.readAll(from: tensorBoard.appendingPathComponent(eventFile)).flatMap { $0.scalars.map(\.tag) })
+        let tags = Set(try tensorBoardEvents(in: tensorBoard.appendingPathComponent(eventFile)).flatMap { $0.scalars.map(\.tag) })
         #expect(tags.isSuperset(of: ["eval/accuracy", "eval/f1/neg", "eval/f1/pos"]), "\(tags)")
     }
 

@@ -3,9 +3,10 @@ import Testing
 
 /// The peer watchdog and launch/train against what the real trainer cannot stage on demand, on a
 /// two-host namespace cluster: rank 0 on h1 (with mpirun and launch/train), rank 1 on h2; the job
-/// is watchdog-soak (gradient synchroniser steps with a PeerWatchdog, Tests/Cluster/WatchdogSoak)
-/// started by launch/train. SIGTERM to launch/train during a partition ends the job promptly; a
-/// long pause of rank 0 outside collectives (a long checkpoint write) is not a failure. (A cut
+/// is `bert-dist-dev soak --collective-timeout T --stop-on-signal` (gradient synchroniser steps with
+/// a PeerWatchdog, Sources/bert-dist-dev/SoakCommand.swift) started by launch/train. SIGTERM to
+/// launch/train during a partition ends the job promptly; a long pause of rank 0 outside
+/// collectives (a long checkpoint write) is not a failure. (A cut
 /// cable, a frozen host and a killed rank under the real trainer: TrainingFaultClusterTests.)
 /// Each test prints the time to exit.
 @Suite(.serialized, .enabled(if: TestCluster.isAvailable, Comment(rawValue: TestCluster.unavailableReason ?? "")),
@@ -16,18 +17,17 @@ struct PeerWatchdogClusterTests {
     let launcher = BinaryLocator.repositoryRoot.appendingPathComponent("launch/train")
 
     init() throws {
-        driver = try BinaryLocator.bertDist().deletingLastPathComponent().appendingPathComponent("watchdog-soak")
-        try #require(FileManager.default.isExecutableFile(atPath: driver.path), "watchdog-soak not built next to bert-dist")
+        driver = try BinaryLocator.bertDistDev()
     }
 
-    /// launch/train on h1 runs 2 ranks of watchdog-soak.
+    /// launch/train on h1 runs 2 ranks of the soak, which stop together on launch/train's SIGUSR1.
     func startJob(_ cluster: TestCluster, _ extra: [String] = []) throws -> RunningProcess {
         var environment = ProcessInfo.processInfo.environment
         environment["BERT_DIST_BIN"] = driver.path
         environment["BERT_DIST_SUBCOMMAND"] = "soak"
         environment["BERT_DIST_CLUSTER_CONF"] = try cluster.clusterConf().path
-        environment.removeValue(forKey: "OPENBLAS_NUM_THREADS")
-        return try cluster.exec(host: 1, launcher, ["-n", "2", "--collective-timeout", "\(Self.timeout)"] + extra, environment: environment)
+        return try cluster.exec(host: 1, launcher, ["-n", "2", "--collective-timeout", "\(Self.timeout)", "--stop-on-signal"] + extra,
+                                environment: environment)
     }
 
     /// Both ranks are in their loop of collectives.
@@ -102,14 +102,15 @@ struct PeerWatchdogClusterTests {
        .timeLimit(.minutes(2)))
 struct PeerWatchdogAllocationTests {
     @Test func theWatchdogAllocatesNothingWhileRunning() throws {
-        let driver = try BinaryLocator.bertDist().deletingLastPathComponent().appendingPathComponent("watchdog-soak")
+        let driver = try BinaryLocator.bertDistDev()
         let library = FileManager.default.temporaryDirectory.appendingPathComponent("malloc-counter-\(UUID().uuidString).so")
         defer { try? FileManager.default.removeItem(at: library) }
         let compile = try RunningProcess(try #require(TestCluster.tool("cc")), ["-O2", "-shared", "-fPIC", "-o", library.path,
             BinaryLocator.repositoryRoot.appendingPathComponent("benchmarks/malloc_counter.c").path, "-ldl"])
         try #require(compile.waitForExit(timeoutSeconds: 60) == 0, "\(compile.standardError)")
         let run = try RunningProcess(try BinaryLocator.mpirun(), BinaryLocator.mpirunTestOptions
-            + ["-n", "2", "-x", "LD_PRELOAD=\(library.path)", driver.path, "--collective-timeout", "2", "--idle-allocations", "3", "--seconds", "0"])
+            + ["-n", "2", "-x", "LD_PRELOAD=\(library.path)", driver.path, "soak", "--collective-timeout", "2", "--idle-allocations", "3",
+               "--seconds", "0"])
         #expect(run.waitForExit(timeoutSeconds: 60) == 0, "\(run.standardError)")
         for rank in 0 ..< 2 {
             #expect(run.standardOutput.contains("rank \(rank) allocations while idle: 0"), "\(run.standardOutput)")

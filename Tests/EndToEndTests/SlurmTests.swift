@@ -34,7 +34,7 @@ struct SlurmTests {
     func launchEnvironment() throws -> [String: String] {
         let conf = workspace.root.appendingPathComponent("cluster.conf")
         try "host localhost slots=auto cores=auto\nthreads_per_rank = auto\n".write(to: conf, atomically: true, encoding: .utf8)
-        return slurm.environment(["BERT_DIST_BIN": binary.path, "BERT_DIST_CLUSTER_CONF": conf.path]).filter { $0.key != "OPENBLAS_NUM_THREADS" }
+        return slurm.environment(["BERT_DIST_BIN": binary.path, "BERT_DIST_CLUSTER_CONF": conf.path])
     }
 
     /// The reference: the same training under a plain `mpirun -n 2`.
@@ -74,7 +74,8 @@ struct SlurmTests {
     @Test func sallocLaunchTrainNeedsNoOptionsAndTrainsTheSameModelAsMPIRun() async throws {
         let environment = try launchEnvironment()
         let salloc = try #require(TestCluster.tool("salloc"))
-        let plain = try RunningProcess(salloc, ["-n", "2", "srun", "-n", "2", binary.path, "bench-comm", "--check"], environment: environment)
+        let plain = try RunningProcess(salloc, ["-n", "2", "srun", "-n", "2", try BinaryLocator.bertDistDev().path, "bench-comm", "--check"],
+                                       environment: environment)
         #expect(await plain.exitStatus(timeoutSeconds: 60) != 0, "a plain srun worked: the test Slurm is not Debian's default? \(plain.standardOutput)")
 
         let output = workspace.output("salloc")

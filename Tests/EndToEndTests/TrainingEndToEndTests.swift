@@ -1,6 +1,7 @@
 import Foundation
 import Model
 import Storage
+import TestSupport
 import Testing
 
 /// `bert-dist train/eval/predict/merge` as a user runs them: under mpirun, alone, in the debug
@@ -168,7 +169,7 @@ struct TrainingEndToEndTests {
 
         // TensorBoard: every scalar of SPEC.md, read back with our reader (CRCs checked).
         let eventFile = try FileManager.default.contentsOfDirectory(atPath: workspace.output("tb").path).first { $0.hasPrefix("events.out.tfevents.") }
-        let events = try TensorBoardEvent.readAll(from: workspace.output("tb").appendingPathComponent(try #require(eventFile)))
+        let events = try tensorBoardEvents(in: workspace.output("tb").appendingPathComponent(try #require(eventFile)))
         let tags = Set(events.flatMap { $0.scalars.map(\.tag) })
         #expect(tags == ["train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "eval/accuracy", "eval/loss",
                          "eval/f1/World", "eval/f1/Sports", "eval/f1/Business", "eval/f1/Sci/Tech"])

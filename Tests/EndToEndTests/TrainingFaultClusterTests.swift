@@ -53,7 +53,6 @@ struct TrainingFaultClusterTests {
         var environment = ProcessInfo.processInfo.environment
         environment["BERT_DIST_BIN"] = binary.path
         environment["BERT_DIST_CLUSTER_CONF"] = try cluster.clusterConf(hosts: hosts).path
-        environment.removeValue(forKey: "OPENBLAS_NUM_THREADS")
         return environment
     }
 

@@ -58,7 +58,7 @@ import TestSupport
         #expect(writer.fileURL.deletingLastPathComponent().standardizedFileURL.path == directory.standardizedFileURL.path)
 
         // readAll checks both CRCs of every record.
-        let events = try TensorBoardEvent.readAll(from: writer.fileURL)
+        let events = try tensorBoardEvents(in: writer.fileURL)
         #expect(events.count == 4)
         #expect(events[0].fileVersion == "brain.Event:2" && events[0].scalars.isEmpty)
         #expect(abs(events[0].wallTime - before) < 5)
@@ -79,8 +79,8 @@ import TestSupport
         try second.addScalar(tag: "b", value: 2, step: 1)
         first.close()
         second.close()
-        #expect(try TensorBoardEvent.readAll(from: first.fileURL).last?.scalars == [.init(tag: "a", value: 1)])
-        #expect(try TensorBoardEvent.readAll(from: second.fileURL).last?.scalars == [.init(tag: "b", value: 2)])
+        #expect(try tensorBoardEvents(in: first.fileURL).last?.scalars == [.init(tag: "a", value: 1)])
+        #expect(try tensorBoardEvents(in: second.fileURL).last?.scalars == [.init(tag: "b", value: 2)])
     }
 
     /// On a full disk addScalar fails with a disk-full error, the file keeps only whole records,
@@ -113,12 +113,12 @@ import TestSupport
         }
         let error = try #require(failure)
         #expect(error.kind == .diskFull && error.description.contains(writer.fileURL.path))
-        #expect(try TensorBoardEvent.readAll(from: writer.fileURL).count == 1 + written)
+        #expect(try tensorBoardEvents(in: writer.fileURL).count == 1 + written)
 
         try FileManager.default.removeItem(at: filler)
         try writer.addScalar(tag: "train/loss", value: -1, step: written)
         writer.close()
-        let events = try TensorBoardEvent.readAll(from: writer.fileURL)
+        let events = try tensorBoardEvents(in: writer.fileURL)
         #expect(events.count == 2 + written)
         #expect(events.last?.scalars == [.init(tag: "train/loss", value: -1)])
     }

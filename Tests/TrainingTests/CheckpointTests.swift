@@ -1,6 +1,7 @@
 import Foundation
 import Model
 import Storage
+import Options
 import Testing
 @testable import Training
 
@@ -8,10 +9,8 @@ import Testing
 /// with sharding switched, fallback past damaged checkpoints, stop on a signal.
 @Suite(.serialized) struct CheckpointTests {
     func runToCompletion(ranks: Int, sharded: Bool, output: URL) throws -> [String: [Float]] {
-        var options = tinyOptions(output: output)
-        options.checkpointEvery = 2
-        options.keepCheckpoints = 10
-        options.shardOptimizer = sharded
+        var options = tinyOptions(output: output, ["--checkpoint-every", "2", "--keep-checkpoints", "10"])
+        options.parallel.shardOptimizer = sharded
         try train(options, ranks: ranks, data: try syntheticData())
         return try finalWeights(output, step: 6)
     }
@@ -43,10 +42,8 @@ import Testing
         let output = temporaryDirectory()
         _ = try runToCompletion(ranks: firstRanks, sharded: firstSharded, output: output)
         for step in [4, 6] { try FileManager.default.removeItem(at: output.appendingPathComponent("checkpoint-\(step)")) }
-        var options = tinyOptions(output: output)
-        options.resume = true
-        options.checkpointEvery = 2
-        options.shardOptimizer = resumeSharded
+        var options = tinyOptions(output: output, ["--resume", "--checkpoint-every", "2"])
+        options.parallel.shardOptimizer = resumeSharded
         try train(options, ranks: resumeRanks, data: try syntheticData())
         let difference = largestRelativeDifference(try finalWeights(output, step: 6), uninterrupted)
         print("resume \(firstRanks)\(firstSharded ? "s" : "") -> \(resumeRanks)\(resumeSharded ? "s" : ""): \(difference)")
@@ -82,13 +79,10 @@ import Testing
             try FileManager.default.removeItem(at: output.appendingPathComponent("checkpoint-6"))
             try damage(output.appendingPathComponent("checkpoint-4"))
             #expect(throws: (any Error).self, "\(what) is detected") { try CheckpointFolder.verify(output.appendingPathComponent("checkpoint-4")) }
-            var options = tinyOptions(output: output)
-            options.resume = true
-            options.checkpointEvery = 2
-            options.shardOptimizer = true
-            let resumeOptions = options
+            let options = tinyOptions(output: output, ["--resume", "--checkpoint-every", "2", "--shard-optimizer"])
+            let data = try syntheticData()
             let messages = try InProcessGroupRun.collectingLog(ranks: 2) { communicator, log in
-                try TrainingRun(options: resumeOptions, runtime: Runtime(), communicator: communicator, data: try syntheticData(), log: log).run()
+                try trainingRun(options, communicator: communicator, data: data, log: log).run()
             }.log
             #expect(messages.contains { $0.contains("not resuming from checkpoint-4") }, "\(what): \(messages)")
             #expect(messages.contains { $0.contains("resumed from checkpoint-2") }, "\(what): \(messages)")
@@ -130,9 +124,7 @@ enum InProcessGroupRun {
 @Suite struct DamagedCheckpointRefusalTests {
     @Test func evalAndMergeNameTheBadFile() throws {
         let output = temporaryDirectory()
-        var options = tinyOptions(output: output)
-        options.maxSteps = 2
-        try train(options, ranks: 1, data: try syntheticData())
+        try train(tinyOptions(output: output, ["--max-steps", "2"]), ranks: 1, data: try syntheticData())
         let checkpoint = output.appendingPathComponent("checkpoint-2")
         let weights = checkpoint.appendingPathComponent("model.safetensors")
         var bytes = try Data(contentsOf: weights)

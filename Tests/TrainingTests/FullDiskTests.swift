@@ -1,4 +1,5 @@
 import Foundation
+import Options
 import Testing
 import TestSupport
 @testable import Training
@@ -13,9 +14,7 @@ import TestSupport
         defer { tmpfs.unmount() }
         let mountPoint = tmpfs.folder
         // Each tiny checkpoint takes ~0.35 MB: the third one does not fit.
-        var options = tinyOptions(output: mountPoint)
-        options.checkpointEvery = 1
-        options.keepCheckpoints = 10
+        let options = tinyOptions(output: mountPoint, ["--checkpoint-every", "1", "--keep-checkpoints", "10"])
         #expect {
             try train(options, ranks: 2, data: try syntheticData())
         } throws: { error in

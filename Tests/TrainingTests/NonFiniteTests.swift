@@ -1,6 +1,7 @@
 import Data
 import Foundation
 import Model
+import Options
 import Testing
 @testable import Training
 
@@ -17,20 +18,19 @@ import Testing
         return directory
     }
 
-    func data(poisonEvery: Int) throws -> PreparedData {
+    func data(poisonEvery: Int) throws -> TrainingData {
         var sequences: [[Int32]] = [], labels: [Int32] = []
         for i in 0..<64 {
             sequences.append([2, Int32(10 + i % 30), i % poisonEvery == 0 ? 50 : 60, 3])
             labels.append(Int32(i % 4))
         }
-        return PreparedData(train: InMemoryExamples(sequences: sequences, labels: labels), eval: nil,
-                            labels: DataPreset.agNews.labelSet, trainFingerprint: "", modelFiles: try tinyModelFiles())
+        return TrainingData(train: TokenizedDataset.fromTokens(sequences, labels: labels, labelSet: DataPreset.agNews.labelSet, maxLength: 64),
+                            eval: nil, files: try tinyModelFiles())
     }
 
     @Test func everyRankSkipsAndTheRunStopsAfterSeveral() throws {
-        var options = tinyOptions(output: temporaryDirectory())
-        options.modelDirectory = try poisonedModel()
-        options.maxSteps = 8
+        var options = tinyOptions(output: temporaryDirectory(), ["--max-steps", "8"])
+        options.model.directory = try poisonedModel()
         #expect {
             try train(options, ranks: 2, data: try data(poisonEvery: 1))
         } throws: { error in
@@ -42,9 +42,8 @@ import Testing
     }
 
     @Test func debugModeNamesTheFirstLayerWhereItAppears() throws {
-        var options = tinyOptions(output: temporaryDirectory())
-        options.modelDirectory = try poisonedModel()
-        options.debug = true
+        var options = tinyOptions(output: temporaryDirectory(), ["--debug"])
+        options.model.directory = try poisonedModel()
         #expect {
             try train(options, ranks: 2, data: try data(poisonEvery: 1))
         } throws: { error in
@@ -55,9 +54,8 @@ import Testing
     @Test func anOccasionalNaNIsSkippedAndTrainingGoesOn() throws {
         // Word 50 only in one example of 64: the steps whose batch holds it are skipped.
         let output = temporaryDirectory()
-        var options = tinyOptions(output: output)
-        options.modelDirectory = try poisonedModel()
-        options.maxSteps = 8
+        var options = tinyOptions(output: output, ["--max-steps", "8"])
+        options.model.directory = try poisonedModel()
         let summary = try train(options, ranks: 4, data: try data(poisonEvery: 64))
         #expect(summary.skippedSteps == 1)
         let weights = try finalWeights(output, step: 8)

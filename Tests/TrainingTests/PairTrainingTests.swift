@@ -2,6 +2,7 @@ import Data
 import Distributed
 import Foundation
 import Model
+import Options
 import Testing
 @testable import Training
 
@@ -61,7 +62,7 @@ import Testing
 
     /// Synthetic pairs: the label says whether A and B draw their words from the same quarter of
     /// the vocabulary. `typed` false: the same ids as single texts (token types all 0).
-    static func pairExamples(count: Int, typed: Bool) -> InMemoryExamples {
+    static func pairExamples(count: Int, typed: Bool, labels labelSet: LabelSet) -> TokenizedDataset {
         var state: UInt64 = 7
         func next(_ bound: Int) -> Int {
             state = state &* 6364136223846793005 &+ 1442695040888963407
@@ -74,36 +75,35 @@ import Testing
             let a = (0..<(1 + next(8))).map { _ in Int32(5 + 23 * first + next(23)) }
             let b = (0..<(1 + next(8))).map { _ in Int32(5 + 23 * second + next(23)) }
             sequences.append([2] + a + [3] + b + [3])
-            starts.append(typed ? a.count + 2 : a.count + b.count + 3)
+            starts.append(a.count + 2)
             labels.append(same ? 1 : 0)
         }
-        return InMemoryExamples(sequences: sequences, secondSegmentStarts: starts, labels: labels)
+        return TokenizedDataset.fromTokens(sequences, secondSegmentStarts: typed ? starts : nil, labels: labels, labelSet: labelSet, maxLength: 64)
     }
 
     @Test func pairsTrainTheSameModelOnAnyRankCountAndTheirTypesMatter() throws {
         let labels = try LabelSet(names: ["different", "same"], origin: "test")
-        func data(typed: Bool) throws -> PreparedData {
-            PreparedData(train: Self.pairExamples(count: 64, typed: typed), eval: nil, labels: labels, trainFingerprint: "pairs",
-                         modelFiles: try tinyModelFiles())
+        func data(typed: Bool) throws -> TrainingData {
+            TrainingData(train: Self.pairExamples(count: 64, typed: typed, labels: labels), eval: nil, files: try tinyModelFiles())
         }
-        var options = tinyOptions(output: temporaryDirectory())
-        options.ignoreMismatchedSizes = true  // the tiny model's head has 4 labels
+        // The tiny model's head has 4 labels.
+        let options = tinyOptions(output: temporaryDirectory(), ["--ignore-mismatched-sizes"])
         try train(options, ranks: 1, data: try data(typed: true))
-        let expected = try finalWeights(options.outputDirectory!, step: 6)
+        let expected = try finalWeights(options.checkpoints.folder, step: 6)
         for (ranks, micro, sharded) in [(2, nil, false), (3, 1, true)] as [(Int, Int?, Bool)] {
             var other = options
-            other.outputDirectory = temporaryDirectory()
-            other.microBatchSize = micro
-            other.shardOptimizer = sharded
+            other.checkpoints.folder = temporaryDirectory()
+            other.parallel.microBatchSize = micro
+            other.parallel.shardOptimizer = sharded
             try train(other, ranks: ranks, data: try data(typed: true))
-            let difference = largestRelativeDifference(try finalWeights(other.outputDirectory!, step: 6), expected)
+            let difference = largestRelativeDifference(try finalWeights(other.checkpoints.folder, step: 6), expected)
             #expect(difference < 1e-5, "ranks \(ranks), micro-batch \(String(describing: micro)), sharded \(sharded): \(difference)")
         }
         var untyped = options
-        untyped.outputDirectory = temporaryDirectory()
+        untyped.checkpoints.folder = temporaryDirectory()
         try train(untyped, ranks: 1, data: try data(typed: false))
         let typeTable = "bert.embeddings.token_type_embeddings.weight"
-        let withoutTypes = try finalWeights(untyped.outputDirectory!, step: 6)
+        let withoutTypes = try finalWeights(untyped.checkpoints.folder, step: 6)
         #expect(withoutTypes[typeTable] != expected[typeTable], "row 1 of the token type table trains only on second segments")
     }
 }

@@ -1,5 +1,6 @@
 import Distributed
 import Foundation
+import Options
 import Testing
 @testable import Training
 
@@ -39,13 +40,17 @@ import Testing
 
     /// In a real run: rank 1 of 2 is slowed by 0.25 s per step, inside its compute time.
     @Test func aSlowedRankIsNamedDuringTraining() throws {
-        var settings = tinyOptions(output: temporaryDirectory())
-        settings.stragglerWindow = 3
-        let options = settings
+        let options = tinyOptions(output: temporaryDirectory())
         let data = try syntheticData()
         let log = try InProcessGroupRun.collectingLog(ranks: 2) { communicator, log in
-            let run = TrainingRun(options: options, runtime: Runtime(), communicator: communicator, data: data, log: log)
-            run.duringStep = { _ in if communicator.rank == 1 { Thread.sleep(forTimeInterval: 0.25) } }
+            var setup = try trainingSetup(options, communicator: communicator, data: data)
+            // Rank 1 packs its batches slowly: 0.25 s over its 4 examples of each step.
+            if communicator.rank == 1 {
+                setup = RunSetup(description: setup.description, labels: setup.labels, model: setup.model,
+                                 train: SlowExamples(setup.train!, secondsPerExample: 0.25 / 4), eval: setup.eval, root: setup.root)
+            }
+            let run = TrainingRun(options: options, runtime: Runtime(), communicator: communicator, setup: setup, log: log)
+            run.settings.stragglerWindow = 3
             return try run.run().stepsDone
         }.log
         let lines = log.filter { $0.contains("straggler") }
@@ -53,4 +58,23 @@ import Testing
         #expect(lines.allSatisfy { $0.contains("(rank 1) computes 0.2") }, "\(lines)")
         #expect(lines.first?.hasPrefix("warning: straggler over steps 1-3: localhost (rank 1)") == true, "\(lines)")
     }
+}
+
+/// `examples`, each taking `secondsPerExample` to hand out (a rank that computes slowly).
+struct SlowExamples: TokenizedExamples {
+    let examples: any TokenizedExamples
+    let secondsPerExample: Double
+
+    init(_ examples: any TokenizedExamples, secondsPerExample: Double) {
+        self.examples = examples
+        self.secondsPerExample = secondsPerExample
+    }
+
+    var count: Int { examples.count }
+    func tokens(at index: Int) -> UnsafeBufferPointer<Int32> {
+        Thread.sleep(forTimeInterval: secondsPerExample)
+        return examples.tokens(at: index)
+    }
+    func secondSegmentStart(at index: Int) -> Int { examples.secondSegmentStart(at: index) }
+    func label(at index: Int) -> Int32 { examples.label(at: index) }
 }

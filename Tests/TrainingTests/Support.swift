@@ -2,6 +2,7 @@ import Distributed
 import Data
 import Foundation
 import Model
+import Options
 import Testing
 @testable import Training
 
@@ -16,8 +17,8 @@ func temporaryDirectory(_ name: String = "training") -> URL {
 }
 
 /// A learnable synthetic task on the tiny vocabulary: the words of a class-k example come from
-/// the k-th quarter of the vocabulary, with some shared noise words.
-func syntheticExamples(count: Int, seed: UInt64) -> InMemoryExamples {
+/// the k-th quarter of the vocabulary, with some shared noise words (the AG News label names).
+func syntheticExamples(count: Int, seed: UInt64) -> TokenizedDataset {
     var state = seed
     func next(_ bound: Int) -> Int {
         state = state &* 6364136223846793005 &+ 1442695040888963407
@@ -33,7 +34,7 @@ func syntheticExamples(count: Int, seed: UInt64) -> InMemoryExamples {
         sequences.append(ids)
         labels.append(Int32(label))
     }
-    return InMemoryExamples(sequences: sequences, labels: labels)
+    return TokenizedDataset.fromTokens(sequences, labels: labels, labelSet: DataPreset.agNews.labelSet, maxLength: 64)
 }
 
 func tinyModelFiles() throws -> ModelFiles {
@@ -42,29 +43,59 @@ func tinyModelFiles() throws -> ModelFiles {
                tokenizerConfig: ["do_lower_case": .bool(true), "tokenizer_class": .string("BertTokenizer")])
 }
 
-func syntheticData(train: Int = 64, eval: Int = 0) throws -> PreparedData {
-    PreparedData(train: syntheticExamples(count: train, seed: 1), eval: eval > 0 ? syntheticExamples(count: eval, seed: 2) : nil,
-                 labels: DataPreset.agNews.labelSet, trainFingerprint: "synthetic-\(train)", modelFiles: try tinyModelFiles())
+/// What rank 0 reads for a run (the other ranks receive it): training and eval examples, and
+/// the model files checkpoints carry.
+struct TrainingData {
+    var train: TokenizedDataset
+    var eval: TokenizedDataset?
+    var files: ModelFiles
 }
 
-func tinyOptions(output: URL) -> TrainingOptions {
-    var options = TrainingOptions(modelDirectory: tinyModel, trainFile: URL(fileURLWithPath: "/synthetic"), evalFile: nil, outputDirectory: output)
-    options.globalBatchSize = 8
-    options.maxSteps = 6
-    options.learningRate = 1e-3
-    options.dropout = 0.1
-    options.weightDecay = 0.01
-    options.warmupRatio = 0.2
-    options.logEvery = 1000
-    return options
+func syntheticData(train: Int = 64, eval: Int = 0) throws -> TrainingData {
+    TrainingData(train: syntheticExamples(count: train, seed: 1), eval: eval > 0 ? syntheticExamples(count: eval, seed: 2) : nil,
+                 files: try tinyModelFiles())
 }
+
+/// The tiny model, 6 steps of 8: train's own parsing and defaults, and these options.
+func tinyOptions(output: URL, _ more: [String] = []) -> TrainingOptions {
+    try! TrainingOptions.parse(["--model", tinyModel.path, "--train", "/synthetic", "--output", output.path,
+                                "--batch-size", "8", "--max-steps", "6", "--lr", "1e-3", "--dropout", "0.1",
+                                "--weight-decay", "0.01", "--warmup-ratio", "0.2", "--log-every", "1000"] + more)
+}
+
+/// One rank's setup for training on `data`, as `bert-dist train` makes it (rank 0 has the data;
+/// the other ranks receive it).
+func trainingSetup(_ options: TrainingOptions, runtime: Runtime = Runtime(), communicator: any Communicator, data: TrainingData) throws -> RunSetup {
+    try RunSetup.forTraining(options, compute: runtime.makeCompute(), communicator: communicator) { _ in
+        (data.train, data.eval, data.files)
+    }
+}
+
+/// One rank's training run of `options` on `data`.
+func trainingRun(_ options: TrainingOptions, runtime: Runtime = Runtime(), communicator: any Communicator, data: TrainingData,
+                 log: @escaping (String) -> Void = { _ in }, stopRequested: @escaping () -> Bool = { false }) throws -> TrainingRun {
+    TrainingRun(options: options, runtime: runtime, communicator: communicator,
+                setup: try trainingSetup(options, runtime: runtime, communicator: communicator, data: data), log: log, stopRequested: stopRequested)
+}
+
+/// Trains on `ranks` in-process ranks and returns what rank 0 logged. Before it writes a
+/// checkpoint (the last step's at least), the run compares every rank's replica with rank 0's bit
+/// for bit (parameters, and the Adam moments unless sharded) and logs the ranks that differed:
+/// `replicasDiffered(log)` tells.
+func trainLoggingRankZero(_ options: TrainingOptions, ranks: Int, data: TrainingData, runtime: Runtime = Runtime()) throws -> [String] {
+    try InProcessGroupRun.collectingLog(ranks: ranks) { communicator, log in
+        try trainingRun(options, runtime: runtime, communicator: communicator, data: data, log: log).run().stepsDone
+    }.log
+}
+
+func replicasDiffered(_ log: [String]) -> Bool { log.contains { $0.contains("had drifted from rank 0") } }
 
 /// Runs training on `ranks` in-process ranks; returns rank 0's summary.
 @discardableResult
-func train(_ options: TrainingOptions, ranks: Int, data: PreparedData, stopAfterFirstStep: Bool = false,
+func train(_ options: TrainingOptions, ranks: Int, data: TrainingData, stopAfterFirstStep: Bool = false,
            runtime: Runtime = Runtime()) throws -> RunSummary {
     let results = try InProcessGroup.run(worldSize: ranks) { communicator in
-        try TrainingRun(options: options, runtime: runtime, communicator: communicator, data: data, log: { _ in },
+        try trainingRun(options, runtime: runtime, communicator: communicator, data: data,
                         stopRequested: { stopAfterFirstStep && communicator.rank == ranks - 1 }).run()
     }
     return results[0]

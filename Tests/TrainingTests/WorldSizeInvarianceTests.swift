@@ -1,4 +1,5 @@
 import Foundation
+import Options
 import Testing
 @testable import Training
 
@@ -14,8 +15,8 @@ import Testing
         for (ranks, micro, sharded) in [(2, nil, false), (4, nil, false), (4, 1, true), (1, 3, false), (2, 2, true)] as [(Int, Int?, Bool)] {
             let output = temporaryDirectory()
             var options = tinyOptions(output: output)
-            options.microBatchSize = micro
-            options.shardOptimizer = sharded
+            options.parallel.microBatchSize = micro
+            options.parallel.shardOptimizer = sharded
             try train(options, ranks: ranks, data: data)
             let difference = largestRelativeDifference(try finalWeights(output, step: 6), expected)
             print("ranks \(ranks) micro \(micro.map(String.init) ?? "-") sharded \(sharded): largest relative difference \(difference)")
@@ -30,7 +31,7 @@ import Testing
         for sharded in [false, true] {
             let output = temporaryDirectory()
             var options = tinyOptions(output: output)
-            options.shardOptimizer = sharded
+            options.parallel.shardOptimizer = sharded
             try train(options, ranks: 3, data: data)
             results.append(try finalWeights(output, step: 6))
         }
@@ -39,10 +40,7 @@ import Testing
 
     @Test func trainingLearnsTheSyntheticTask() throws {
         let data = try syntheticData(train: 256, eval: 64)
-        var options = tinyOptions(output: temporaryDirectory())
-        options.maxSteps = 100
-        options.globalBatchSize = 16
-        options.learningRate = 3e-3
+        let options = tinyOptions(output: temporaryDirectory(), ["--max-steps", "100", "--batch-size", "16", "--lr", "3e-3"])
         let summary = try train(options, ranks: 2, data: data)
         let accuracy = try #require(summary.finalEvaluation).accuracy
         print("synthetic task accuracy after 100 steps: \(accuracy)")

@@ -1,7 +1,9 @@
 import ArgumentParser
 
 /// --json: machine-readable output (eval, predict, bench).
-struct OutputOptions: ParsableArguments {
+public struct OutputOptions: ParsableArguments, Sendable {
     @Flag(help: "Print JSON (one object; for predict one object per line) instead of text.")
-    var json = false
+    public var json = false
+
+    public init() {}
 }

@@ -1,10 +1,10 @@
 import ArgumentParser
 import Distributed
 import Foundation
+import Startup
 import Training
-import Synchronization
 
-/// `bert-dist bench-comm`: developer tool for the communication layer. Runs alone (MPI singleton),
+/// `bert-dist-dev bench-comm`: developer tool for the communication layer. Runs alone (MPI singleton),
 /// under `mpirun -n N`, or (for --check) with N simulated ranks in one process.
 ///   --check      every collective on awkward sizes, verified bit for bit against sums computed
 ///                independently in rank order; exits non-zero on any mismatch.
@@ -16,9 +16,9 @@ struct BenchCommCommand: ParsableCommand {
         abstract: "Developer tool: verify (--check) or time the gradient communication, alone or under mpirun.",
         discussion: """
             Examples:
-              mpirun -n 4 bert-dist bench-comm --check
-              bert-dist bench-comm --check --simulate-ranks 8
-              mpirun -n 2 bert-dist bench-comm --sizes minilm,bert-base --repetitions 7 --json
+              mpirun -n 4 bert-dist-dev bench-comm --check
+              bert-dist-dev bench-comm --check --simulate-ranks 8
+              mpirun -n 2 bert-dist-dev bench-comm --sizes minilm,bert-base --repetitions 7 --json
             """)
 
     @Flag(help: "Verify every collective on awkward sizes instead of timing; exit non-zero on any mismatch.")
@@ -48,12 +48,6 @@ struct BenchCommCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
-    @Option(help: .hidden)
-    var soakSeconds: Double?
-
-    @Flag(help: .hidden)
-    var stopOnSignal = false
-
     func validate() throws {
         if let simulateRanks, simulateRanks < 1 { throw ValidationError("--simulate-ranks must be at least 1") }
         if simulateRanks != nil && !check { throw ValidationError("--simulate-ranks only applies to --check") }
@@ -81,14 +75,13 @@ struct BenchCommCommand: ParsableCommand {
     }
 
     func run() throws {
-        let (check, soakSeconds) = (check, soakSeconds)
         let command = self
         let status = RankRunner.run(simulatedRanks: check ? simulateRanks : nil,
                                     progressIntervalSeconds: progressIntervalMs > 0 ? progressIntervalMs / 1000 : nil) { communicator, _ in
-            if check {
+            if command.check {
                 try command.runChecks(communicator: communicator, mode: command.simulateRanks == nil ? "MPI ranks" : "simulated ranks")
             } else if let mpi = communicator as? MPICommunicator {
-                if let soakSeconds { try command.soak(communicator: mpi, seconds: soakSeconds) } else { try command.benchmark(communicator: mpi) }
+                try command.benchmark(communicator: mpi)
             }
         }
         if status != 0 { throw ExitCode(status) }
@@ -112,7 +105,7 @@ struct BenchCommCommand: ParsableCommand {
 
     // MARK: - benchmark
 
-    fileprivate func benchmark(communicator: MPICommunicator) throws {
+    private func benchmark(communicator: MPICommunicator) throws {
         let rank = communicator.rank
         var results: [[String: Any]] = []
         if rank == 0 && !json {
@@ -234,57 +227,4 @@ struct BenchCommCommand: ParsableCommand {
         }
         if accumulator.isNaN { print("") }  // keeps the loop from being optimised away
     }
-
-    // MARK: - soak (fault and signal tests)
-
-    /// Runs synchroniser steps for `seconds` so a test can kill a rank or signal mpirun mid-collective.
-    /// Prints `bench-comm: rank R pid P soaking` once per rank, then reports signals as they arrive.
-    /// With --stop-on-signal, a signal on any rank stops every rank after the current step (decided
-    /// collectively), exit 0: the pattern the trainer uses for preemption.
-    fileprivate func soak(communicator: MPICommunicator, seconds: Double) throws {
-        for signalNumber in [SIGTERM, SIGINT, SIGUSR1] {
-            signal(signalNumber) { number in receivedSignal.store(number, ordering: .relaxed) }
-        }
-        let rank = communicator.rank
-        let arena = UnsafeMutableBufferPointer<Float>.allocate(capacity: 1 << 20)
-        defer { arena.deallocate() }
-        arena.initialize(repeating: 0)
-        let synchronizer = try GradientSynchronizer(communicator: communicator, gradients: arena,
-                                                    bucketFloats: 1 << 16, shardOptimizer: false)
-        printFlushed("bench-comm: rank \(rank) pid \(getpid()) soaking")
-        let start = Date.timeIntervalSinceReferenceDate
-        var signalSeenAt: Double? = nil
-        var lastReport = 0.0
-        while true {
-            try synchronizer.finish()
-            let signalNumber = receivedSignal.load(ordering: .relaxed)
-            let now = Date.timeIntervalSinceReferenceDate
-            if signalNumber != 0 && signalSeenAt == nil {
-                signalSeenAt = now
-                printFlushed(String(format: "bench-comm: rank %d received signal %d at %.3f", rank, signalNumber, Date().timeIntervalSince1970))
-            }
-            // Leaving the loop is a collective decision: a rank that left alone would leave its
-            // peers waiting in the next step's transfers forever.
-            let decisions = try communicator.allReduce([now - start >= seconds ? 1 : 0,
-                                                        stopOnSignal && signalNumber != 0 ? 1 : 0], .max)
-            if decisions[1] != 0 {
-                printFlushed("bench-comm: rank \(rank) stopping after the current step")
-                return
-            }
-            if decisions[0] != 0 { return }
-            if let signalSeenAt, now - lastReport >= 0.1 {
-                lastReport = now
-                printFlushed(String(format: "bench-comm: rank %d alive %.1f s after the signal", rank, now - signalSeenAt))
-            }
-            usleep(1000)
-        }
-    }
-
-    private func printFlushed(_ line: String) {
-        FileHandle.standardOutput.write(Data((line + "\n").utf8))  // unbuffered: tests read it as it happens
-    }
 }
-
-/// The last signal number received by the soak loop (written in the signal handler; atomics are
-/// async-signal-safe).
-private let receivedSignal = Atomic<Int32>(0)

@@ -9,10 +9,10 @@ import Training
 /// aborts the job so that no peer waits for it forever. With `collectiveTimeout`, MPI ranks of a
 /// job of several run a PeerWatchdog, which ends the job when a peer falls silent (a dead host,
 /// a frozen one, a cut cable: what MPI itself would wait for forever).
-enum RankRunner {
+public enum RankRunner {
     /// `progressIntervalSeconds`: MPI ranks run a background progress thread that polls this often
     /// while gradients travel (MPICommunicator; nil: none).
-    static func run(simulatedRanks: Int?, collectiveTimeout: Double? = nil, runtime: Runtime? = nil,
+    public static func run(simulatedRanks: Int?, collectiveTimeout: Double? = nil, runtime: Runtime? = nil,
                     progressIntervalSeconds: Double? = nil,
                     _ body: @escaping @Sendable (any Communicator, PeerWatchdog?) throws -> Void) -> Int32 {
         if let simulatedRanks {
@@ -94,14 +94,14 @@ enum RankRunner {
 
     /// For commands that are not distributed (predict, merge, tokenize, data): under a launcher
     /// rank 0 alone runs `body` (once, not N times); the other ranks return at once.
-    static func onRankZeroOnly(_ body: () throws -> Void) throws {
+    public static func onRankZeroOnly(_ body: () throws -> Void) throws {
         if ProcessEnvironment.current.isNonZeroRank { return }
         try body()
     }
 }
 
 /// stdout from rank 0 only.
-func rootLog(_ communicator: any Communicator) -> @Sendable (String) -> Void {
+public func rootLog(_ communicator: any Communicator) -> @Sendable (String) -> Void {
     let isRoot = communicator.rank == 0
     return { line in
         guard isRoot else { return }

@@ -4,24 +4,24 @@ import Model
 import Training
 
 /// Everything bert-dist takes from the process environment, read in this one place; the
-/// libraries below the executable get the decisions as values (`Runtime`).
+/// libraries below the executables get the decisions as values (`Runtime`).
 ///
 /// - Launchers: Open MPI's mpirun (OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_LOCAL_SIZE), PMIx/PMI
 ///   (PMIX_RANK, PMI_RANK, under srun), Slurm (SLURM_NTASKS_PER_NODE).
-/// - OPENBLAS_NUM_THREADS: threads per rank, as launch/train sets them from cluster.conf.
+/// - BERT_DIST_LAUNCH_QUERY=1: launch/train asks what it needs of a command line (`LaunchFacts`).
 /// - BERT_DIST_PROGRESS=bar|lines: launch/train tells the ranks whether its own stdout is a
 ///   terminal (mpirun gives every rank a pseudo-terminal, so they cannot tell by themselves).
 /// - BERT_DIST_KERNELS=baseline|avx2|avx512: caps the instruction set of the vector kernels
 ///   (benchmarks, profiling under valgrind).
 /// - OPENBLAS_CORETYPE (the user's choice of OpenBLAS kernels wins) and BERT_DIST_BLAS_REEXEC /
 ///   BERT_DIST_BLAS_DETECTED (set for our own re-execution): see startOpenBLAS.
-struct ProcessEnvironment {
-    let variables: [String: String]
+public struct ProcessEnvironment: Sendable {
+    public let variables: [String: String]
 
-    static let current = ProcessEnvironment(variables: ProcessInfo.processInfo.environment)
+    public static let current = ProcessEnvironment(variables: ProcessInfo.processInfo.environment)
 
     /// The rank a launcher gave this process and the ranks on its node, or nil when standalone.
-    var launcher: Launcher {
+    public var launcher: Launcher {
         guard let rank = (variables["OMPI_COMM_WORLD_RANK"] ?? variables["PMIX_RANK"] ?? variables["PMI_RANK"]).flatMap({ Int($0) }) else {
             return .standalone
         }
@@ -30,7 +30,7 @@ struct ProcessEnvironment {
     }
 
     /// Started by a launcher as a rank other than 0 (known before, and without, starting MPI).
-    var isNonZeroRank: Bool { launcher.rank != 0 }
+    public var isNonZeroRank: Bool { launcher.rank != 0 }
 
     /// A progress bar needs a terminal; under a launcher only launch/train can say.
     var progress: ProgressMode {
@@ -43,15 +43,15 @@ struct ProcessEnvironment {
         }
     }
 
-    /// Threads per rank: `requested` (--threads); with `simulatedRanks` the CPUs divided among
-    /// them; else OPENBLAS_NUM_THREADS; else the CPUs this process may run on when bound to fewer
-    /// than the node has (mpirun --bind-to: that is our share already); else the node's CPUs
-    /// divided by the launcher's ranks on the node.
+    /// Threads per rank (each rank's kernel team; OpenBLAS itself stays single-threaded), decided
+    /// here and nowhere else: `requested` (--threads, which launch/train passes from cluster.conf);
+    /// with `simulatedRanks` the CPUs divided among them; else the CPUs this process may run on
+    /// when bound to fewer than the node has (mpirun --bind-to: that is our share already); else
+    /// the node's CPUs divided by the launcher's ranks on the node.
     func threadsPerRank(requested: Int?, simulatedRanks: Int? = nil) -> Int {
         let online = ProcessInfo.processInfo.activeProcessorCount
         if let requested { return max(1, requested) }
         if let simulatedRanks { return max(1, online / max(1, simulatedRanks)) }
-        if let fromEnvironment = variables["OPENBLAS_NUM_THREADS"].flatMap({ Int($0) }), fromEnvironment > 0 { return fromEnvironment }
         let allowed = allowedCPUCount()
         if allowed > 0 && allowed < online { return allowed }
         guard case .mpi(_, let ranksOnNode) = launcher else { return online }
@@ -69,7 +69,7 @@ struct ProcessEnvironment {
     }
 
     /// The run-time value of this process (see `Runtime`).
-    func runtime(threads requested: Int?, simulatedRanks: Int? = nil, precision: Precision = .fp32) -> Runtime {
+    public func runtime(threads requested: Int?, simulatedRanks: Int? = nil, precision: Precision = .fp32) -> Runtime {
         Runtime(threadsPerRank: threadsPerRank(requested: requested, simulatedRanks: simulatedRanks),
                 instructionSet: instructionSet, precision: precision, progress: progress, launcher: launcher, hostName: hostName)
     }
@@ -77,7 +77,7 @@ struct ProcessEnvironment {
     /// Where rank 0 keeps the token caches of data files: `requested` (--cache-dir), else
     /// $XDG_CACHE_HOME/bert-dist or ~/.cache/bert-dist. Without HOME that is an error on rank 0;
     /// other ranks read no files and get nil.
-    func tokenCacheDirectory(requested: String?) throws -> URL? {
+    public func tokenCacheDirectory(requested: String?) throws -> URL? {
         if let requested { return URL(fileURLWithPath: requested, isDirectory: true) }
         if isNonZeroRank { return try? TokenCache.defaultDirectory(environment: variables) }
         return try TokenCache.defaultDirectory(environment: variables)
@@ -85,19 +85,20 @@ struct ProcessEnvironment {
 
     /// The interfaces (or subnets) MPI's TCP transport may use, as launch/train passes cluster.conf's
     /// network_interface: the peer watchdog's heartbeats take the same network.
-    var mpiNetworkInterfaces: [String] {
+    public var mpiNetworkInterfaces: [String] {
         (variables["OMPI_MCA_btl_tcp_if_include"] ?? "").split(separator: ",").map(String.init)
     }
 
     /// The program name of process `pid` (/proc/PID/comm, e.g. "orted"), or nil.
-    static func programName(of pid: pid_t) -> String? {
+    public static func programName(of pid: pid_t) -> String? {
         (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// This machine's name (gethostname; no name lookup).
-    var hostName: String {
+    public var hostName: String {
         var name = [CChar](repeating: 0, count: 256)
-        return gethostname(&name, name.count - 1) == 0 ? String(cString: name) : "unknown-host"
+        guard gethostname(&name, name.count - 1) == 0 else { return "unknown-host" }
+        return String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 

@@ -3,17 +3,22 @@ import Data
 import Foundation
 
 /// --max-seq-len: how texts are cut (train, eval, predict, tokenize).
-struct SequenceOptions: ParsableArguments {
-    @Option(help: "Longest tokenised text, [CLS] and [SEP] included; longer ones are truncated (default: 128, or the model's max_position_embeddings when smaller).")
-    var maxSeqLen: Int?
+public struct SequenceOptions: ParsableArguments, Sendable {
+    @Option(name: .customLong("max-seq-len"), help: "Longest tokenised text, [CLS] and [SEP] included; longer ones are truncated (default: \(SequenceOptions.defaultMaxSequenceLength), or the model's max_position_embeddings when smaller).")
+    public var maxSequenceLength: Int?
 
-    func validate() throws {
-        if let maxSeqLen, maxSeqLen < 2 { throw ValidationError("--max-seq-len must leave room for [CLS] and [SEP] (at least 2)") }
+    /// Without --max-seq-len (capped at the model's positions where there is a model: RunDescription).
+    public static let defaultMaxSequenceLength = 128
+
+    public init() {}
+
+    public func validate() throws {
+        if let maxSequenceLength, maxSequenceLength < 2 { throw ValidationError("--max-seq-len must leave room for [CLS] and [SEP] (at least 2)") }
     }
 
     /// Text pairs need room for [CLS], [SEP] and [SEP]; `pairs` names the option that asks for them.
-    func validate(pairs option: String) throws {
-        if let maxSeqLen, maxSeqLen < 3 {
+    public func validate(pairs option: String) throws {
+        if let maxSequenceLength, maxSequenceLength < 3 {
             throw ValidationError("--max-seq-len must leave room for [CLS] A [SEP] B [SEP] with \(option) (at least 3)")
         }
     }
@@ -21,15 +26,17 @@ struct SequenceOptions: ParsableArguments {
 
 /// Which columns (header CSV, TSV) or keys (JSON Lines) hold the text, a second text and the
 /// label (train, eval, bench --data). Naming any of them makes a .csv a header CSV.
-struct ColumnOptions: ParsableArguments {
+public struct ColumnOptions: ParsableArguments, Sendable {
     @Option(help: "Column (header CSV/TSV) or key (JSONL) of the text (default: text). Any column option makes a .csv a CSV with a header row instead of AG News.")
-    var textColumn: String?
+    public var textColumn: String?
     @Option(help: "Column or key of a second text: examples become text pairs, [CLS] text [SEP] pair [SEP] with token types 0 then 1.")
-    var textPairColumn: String?
+    public var textPairColumn: String?
     @Option(help: "Column or key of the label, an integer or a string (default: label).")
-    var labelColumn: String?
+    public var labelColumn: String?
 
-    func validate() throws {
+    public init() {}
+
+    public func validate() throws {
         let given = [("--text-column", textColumn), ("--text-pair-column", textPairColumn), ("--label-column", labelColumn)]
             .compactMap { name, value in value.map { (name, $0) } }
         for (name, value) in given where value.isEmpty { throw ValidationError("\(name) must name a column") }
@@ -41,41 +48,26 @@ struct ColumnOptions: ParsableArguments {
     }
 
     /// nil when no column option is given (a .csv is then AG News).
-    var columns: DataColumns? {
+    public var columns: DataColumns? {
         guard textColumn != nil || textPairColumn != nil || labelColumn != nil else { return nil }
         return DataColumns(text: textColumn ?? "text", textPair: textPairColumn, label: labelColumn ?? "label")
     }
 }
 
 /// How labelled data files are read and cached (train, eval).
-struct DataOptions: ParsableArguments {
-    @OptionGroup var sequence: SequenceOptions
-    @OptionGroup var columns: ColumnOptions
+public struct DataOptions: ParsableArguments, Sendable {
+    @OptionGroup public var sequence: SequenceOptions
+    @OptionGroup public var columns: ColumnOptions
 
-    @Option(help: "The label names in id order, comma separated (train; default: from the training data, integers as ids 0..max, strings sorted).")
-    var labels: String?
-
-    @Option(help: "Folder for the token caches of data files (default: $XDG_CACHE_HOME/bert-dist, else ~/.cache/bert-dist).")
-    var cacheDir: String?
+    @Option(help: ArgumentHelp("Folder for the token caches of data files (default: $XDG_CACHE_HOME/bert-dist, else ~/.cache/bert-dist).", valueName: "dir"))
+    public var cacheDir: String?
 
     @Flag(help: "Skip malformed data rows (and report how many) instead of stopping.")
-    var skipBadRows = false
+    public var skipBadRows = false
 
-    func validate() throws {
+    public init() {}
+
+    public func validate() throws {
         if columns.textPairColumn != nil { try sequence.validate(pairs: "--text-pair-column") }
-        _ = try labelSet
-    }
-
-    /// --labels, checked (at least 2, none empty or repeated).
-    var labelSet: LabelSet? {
-        get throws {
-            guard let labels else { return nil }
-            do { return try LabelSet(list: labels) } catch { throw ValidationError("\(error)") }
-        }
-    }
-
-    /// Rank 0's token cache folder: --cache-dir, else the default of `environment`.
-    func cacheDirectory(_ environment: ProcessEnvironment) throws -> URL? {
-        try environment.tokenCacheDirectory(requested: cacheDir)
     }
 }
