@@ -29,6 +29,10 @@ public final class BertTokenizer: Sendable {
     /// A hash of everything that decides the ids: vocabulary, options, special tokens. Two
     /// tokenizers with the same fingerprint give the same ids for every text.
     public let fingerprint: UInt64
+    /// The files of the model folder the tokenizer was read from (tokenizer.json, vocab.txt,
+    /// tokenizer_config.json, special_tokens_map.json: those present); empty when it was built
+    /// from a `Vocabulary`.
+    public let tokenizerFiles: [URL]
 
     let normalizer: ScalarNormalizer
     let trie: WordPieceTrie
@@ -67,7 +71,7 @@ public final class BertTokenizer: Sendable {
                           paddingToken: specialNames.paddingToken,
                           continuationPrefix: file.continuationPrefix,
                           maxInputCharactersPerWord: file.maxInputCharactersPerWord,
-                          source: tokenizerJSONURL.path)
+                          source: tokenizerJSONURL.path, files: existingTokenizerFiles(in: modelDirectory))
         } else if fileManager.fileExists(atPath: vocabURL.path) {
             let vocabulary = try Vocabulary(vocabFile: vocabURL)
             let config = config ?? TokenizerConfig()
@@ -83,7 +87,7 @@ public final class BertTokenizer: Sendable {
             try self.init(vocabulary: vocabulary, options: config.options, literalTokens: literal,
                           unknownToken: config.unknownToken, classifierToken: config.classifierToken,
                           separatorToken: config.separatorToken, paddingToken: config.paddingToken,
-                          source: vocabURL.path)
+                          source: vocabURL.path, files: existingTokenizerFiles(in: modelDirectory))
         } else {
             throw DataError("\(modelDirectory.path): no vocab.txt or tokenizer.json in the model folder")
         }
@@ -94,7 +98,7 @@ public final class BertTokenizer: Sendable {
                 unknownToken: String = "[UNK]", classifierToken: String = "[CLS]",
                 separatorToken: String = "[SEP]", paddingToken: String = "[PAD]",
                 continuationPrefix: String = "##", maxInputCharactersPerWord: Int = 100,
-                source: String = "vocabulary") throws {
+                source: String = "vocabulary", files: [URL] = []) throws {
         func id(_ token: String, _ role: String) throws -> Int32 {
             if let id = vocabulary.ids[token] { return id }
             if let literal = literalTokens.first(where: { $0.0 == token }) { return literal.1 }
@@ -102,6 +106,7 @@ public final class BertTokenizer: Sendable {
         }
         self.vocabulary = vocabulary
         self.options = options
+        self.tokenizerFiles = files
         self.continuationPrefix = continuationPrefix
         self.maxInputCharactersPerWord = maxInputCharactersPerWord
         unknownTokenId = try id(unknownToken, "unknown")
@@ -229,22 +234,9 @@ public final class BertTokenizer: Sendable {
     }
 
     /// How many word pieces of each text `longest_first` keeps within `budget`, given their
-    /// lengths (tokenizers' truncate_encodings, LongestFirst, on the texts without special tokens).
+    /// lengths (`longestFirstLengths`, shared by every tokenizer).
     static func longestFirst(_ first: Int, _ second: Int, budget: Int) -> (Int, Int) {
-        if first + second <= budget { return (first, second) }
-        let swapped = first > second
-        var shorter = min(first, second)
-        var longer: Int
-        if shorter > budget {
-            longer = shorter
-        } else {
-            longer = max(shorter, budget - shorter)
-        }
-        if shorter + longer > budget {
-            shorter = budget / 2
-            longer = shorter + budget % 2
-        }
-        return swapped ? (longer, shorter) : (shorter, longer)
+        longestFirstLengths(first, second, budget: budget)
     }
 
     /// Appends the first `keep` word pieces of `text` to `ids` and returns how many it found
