@@ -41,7 +41,13 @@ final class BytePairModel: Sendable {
          byteFallback: Bool, ignoreMerges: Bool, continuingSubwordPrefix: String, endOfWordSuffix: String,
          byteLevel: Bool, source: String) throws {
         guard !vocabulary.isEmpty else { throw DataError("\(source): the BPE model has an empty vocabulary") }
-        var tokens = [String](repeating: "", count: Int((vocabulary.map(\.1).max() ?? -1) + 1))
+        // Ids index a dense table: refuse a file whose ids leave most of it empty (a damaged id
+        // would otherwise ask for gigabytes).
+        let largest = Int(vocabulary.map(\.1).max() ?? -1)
+        guard largest < 2 * vocabulary.count + 65_536 else {
+            throw DataError("\(source): a vocabulary id is \(largest) for \(vocabulary.count) tokens; the ids of a vocabulary run from 0 to about its size")
+        }
+        var tokens = [String](repeating: "", count: largest + 1)
         for (token, id) in vocabulary {
             guard id >= 0 else { throw DataError("\(source): vocabulary entry \"\(token.prefix(40))\" has a negative id") }
             tokens[Int(id)] = token

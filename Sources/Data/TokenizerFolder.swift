@@ -273,7 +273,7 @@ struct TokenizerFolder {
                                    modelSize: Int) -> [AddedToken] {
         var tokens: [AddedToken] = []
         var seen = Set<[UInt8]>()
-        var nextId = Int32(clamping: modelSize)
+        var nextId = modelSize
         for (declaredId, spec) in specs where !spec.content.isEmpty && !seen.contains(Array(spec.content.utf8)) {
             seen.insert(Array(spec.content.utf8))
             let flags = spec.flags ?? AddedTokenSpec.Flags(normalized: false, special: true)
@@ -283,9 +283,9 @@ struct TokenizerFolder {
             } else if let declaredId {
                 id = declaredId
             } else {
-                id = nextId
+                id = Int32(clamping: nextId)
             }
-            nextId = max(nextId, id + 1)
+            nextId = max(nextId, Int(id) + 1)
             tokens.append(AddedToken(content: spec.content, id: id, special: flags.special, normalized: flags.normalized,
                                      leftStrip: flags.leftStrip, rightStrip: flags.rightStrip, singleWord: flags.singleWord))
         }
@@ -339,7 +339,7 @@ struct TokenizerFolder {
         } else if has("vocab.json") && has("merges.txt") {
             vocabulary = try readVocabularyJSON(url("vocab.json"))
             merges = try readMergesText(url("merges.txt"))
-            source = url("vocab.json").path
+            source = url("vocab.json").path + " and merges.txt"
         } else {
             throw DataError("\(directory.path): a RoBERTa tokenizer needs tokenizer.json, or vocab.json and merges.txt")
         }

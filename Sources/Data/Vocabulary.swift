@@ -19,10 +19,17 @@ public struct Vocabulary: Sendable {
     }
 
     public init(ids: [String: Int32]) throws {
-        let size = (ids.values.max() ?? -1) + 1
-        var tokens = [String](repeating: "", count: Int(size))
+        if let (token, id) = ids.first(where: { $0.value < 0 }) {
+            throw DataError("vocabulary: token \"\(token)\" has a negative id \(id)")
+        }
+        // Ids index a dense table: refuse ids that would leave most of it empty (a damaged id
+        // would otherwise ask for gigabytes).
+        let largest = Int(ids.values.max() ?? -1)
+        guard largest < 2 * ids.count + 65_536 else {
+            throw DataError("vocabulary: an id is \(largest) for \(ids.count) tokens; the ids of a vocabulary run from 0 to about its size")
+        }
+        var tokens = [String](repeating: "", count: largest + 1)
         for (token, id) in ids {
-            guard id >= 0 else { throw DataError("vocabulary: token \"\(token)\" has a negative id \(id)") }
             tokens[Int(id)] = token
         }
         self.tokens = tokens

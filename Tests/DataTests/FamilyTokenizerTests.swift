@@ -157,6 +157,22 @@ func loadFamilyTokenizer(_ folder: String, modelType: String? = nil) throws -> a
         #expect(Set(fingerprints.values).count == fingerprints.count)
     }
 
+    /// The token cache is keyed by the tokenizer: another family's tokenizer gives another cache
+    /// file, the same tokenizer from other files the same one.
+    @Test func tokenCacheKeyFollowsTheTokenizer() throws {
+        let data = fixturesDirectory.appendingPathComponent("ag_news_reader.csv")
+        let directory = FileManager.default.temporaryDirectory
+        func cacheName(_ tokenizer: any TextTokenizer) throws -> String {
+            try TokenCache.locate(dataFile: data, tokenizer: tokenizer, maxLength: 64, directory: directory).url.lastPathComponent
+        }
+        let names = try ["roberta-json", "roberta-vocab", "xlmr-json", "xlmr-spm", "camembert-json", "distilbert-json"].map {
+            try cacheName(loadFamilyTokenizer($0))
+        }
+        #expect(names[0] == names[1] && names[2] == names[3])
+        #expect(Set(names).count == 4)
+        #expect(try cacheName(loadTokenizer("minilm-uncased")) != names[5])
+    }
+
     @Test func specialTokensAndTemplatesPerFamily() throws {
         let roberta = try loadFamilyTokenizer("roberta-json")
         #expect(roberta is PipelineTokenizer)
