@@ -32,6 +32,10 @@ Everything goes under Tests/DataTests/Fixtures/families/:
                           transformers' TokenizersBackend (Replace regexes, Metaspace split=false),
                           with pad_token and add_bos_token/add_eos_token set in its config (which
                           transformers ignores when there is a tokenizer.json)
+  bpe-spm-byte-fallback/  a SentencePiece BPE model with byte fallback as transformers converts it
+                          (character-level BPE, unknown fusing), read as written
+  unigram-edge/           the CamemBERT model with NFKC, Lowercase, Strip, Prepend, Metaspace
+                          "first" and added tokens that are normalized / single words / rstrip
   distilbert-json/        WordPiece (uncased) saved by DistilBertTokenizer: tokenizer.json + config
   electra-json/           WordPiece (cased) saved by ElectraTokenizer (= BertTokenizer)
   family_texts.json       the texts, and the text pairs as pairs of text indices
@@ -372,6 +376,47 @@ def build_unigram(corpus, work):
 
 
 
+def build_edge_cases(corpus, work):
+    """Pieces of tokenizer.json the families do not use but tokenizer.json files may hold, read as
+    written: a character-level BPE with byte fallback and unknown fusing (SentencePiece BPE as
+    transformers converts it), and a Unigram model with NFKC, Lowercase, Strip and Prepend
+    normalizers, Metaspace's "first" prepend scheme, and added tokens that are normalized, single
+    words or take the space after them."""
+    corpus_file = os.path.join(work, "corpus-edge.txt")
+    with open(corpus_file, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(corpus) + "\n")
+    spm.SentencePieceTrainer.train(input=corpus_file, model_prefix=os.path.join(work, "bpe"), model_type="bpe",
+                                   vocab_size=900, byte_fallback=True, character_coverage=0.98, num_threads=1,
+                                   shuffle_input_sentence=False, normalization_rule_name="identity")
+    bpe_folder = fresh("bpe-spm-byte-fallback")
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copyfile(os.path.join(work, "bpe.model"), os.path.join(tmp, "tokenizer.model"))
+        write_json(os.path.join(tmp, "tokenizer_config.json"), {"tokenizer_class": "TokenizersBackend"})
+        save_tokenizer(AutoTokenizer.from_pretrained(tmp), bpe_folder)
+    config = read_json(os.path.join(bpe_folder, "tokenizer_config.json"))
+    config["pad_token"] = "<unk>"
+    write_json(os.path.join(bpe_folder, "tokenizer_config.json"), config)
+
+    edge = fresh("unigram-edge")
+    data = read_json(os.path.join(OUT, "camembert-json", "tokenizer.json"))
+    data["normalizer"] = {"type": "Sequence", "normalizers": [
+        {"type": "NFKC"}, {"type": "Lowercase"}, {"type": "Strip", "strip_left": True, "strip_right": True},
+        data["normalizer"], {"type": "Prepend", "prepend": "\u2581"}]}
+    data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "WhitespaceSplit"}, {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": True}]}
+    next_id = len(data["model"]["vocab"])
+    data["added_tokens"] += [
+        {"id": next_id, "content": "new york", "single_word": False, "lstrip": False, "rstrip": False, "normalized": True, "special": False},
+        {"id": next_id + 1, "content": "<sep>", "single_word": True, "lstrip": False, "rstrip": False, "normalized": False, "special": True},
+        {"id": next_id + 2, "content": "[[", "single_word": False, "lstrip": False, "rstrip": True, "normalized": False, "special": False},
+    ]
+    with open(os.path.join(edge, "tokenizer.json"), "w", encoding="utf-8") as fh:
+        json.dump(data, fh, ensure_ascii=False, separators=(",", ":"))
+    config = read_json(os.path.join(OUT, "camembert-json", "tokenizer_config.json"))
+    config["tokenizer_class"] = "TokenizersBackend"
+    write_json(os.path.join(edge, "tokenizer_config.json"), config)
+
+
 def build_wordpiece(corpus, work):
     for name, cls, lowercase in [("distilbert", DistilBertTokenizer, True), ("electra", ElectraTokenizer, False)]:
         wordpiece = BertWordPieceTokenizer(lowercase=lowercase, strip_accents=lowercase)
@@ -391,7 +436,14 @@ GROUPS = {
     "xlm-roberta": ["xlmr-json", "xlmr-spm"], "camembert": ["camembert-json", "camembert-spm"],
     "unigram-generic": ["unigram-generic"], "unigram-byte-fallback": ["unigram-byte-fallback"],
     "distilbert": ["distilbert-json"], "electra": ["electra-json"],
+    "bpe-spm-byte-fallback": ["bpe-spm-byte-fallback"], "unigram-edge": ["unigram-edge"],
 }
+BUILDERS = [  # (builder, the folders it makes)
+    ("build_roberta", ["roberta-json", "roberta-vocab", "roberta-hub", "bpe-generic"]),
+    ("build_unigram", ["xlmr-json", "xlmr-spm", "camembert-json", "camembert-spm", "unigram-generic", "unigram-byte-fallback"]),
+    ("build_wordpiece", ["distilbert-json", "electra-json"]),
+    ("build_edge_cases", ["bpe-spm-byte-fallback", "unigram-edge"]),
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -625,13 +677,12 @@ def main():
     # Training is not reproducible byte for byte (tokenizers' trainers break frequency ties in
     # hash order; sentencepiece records its input path), so the tokenizer folders are built once
     # and kept: --retrain builds them again (and then every golden changes).
-    if args.retrain or not all(os.path.isdir(os.path.join(OUT, f)) for folders in GROUPS.values() for f in folders):
-        with tempfile.TemporaryDirectory() as work:
-            build_roberta(corpus, work)
-            build_unigram(corpus, work)
-            build_wordpiece(corpus, work)
+    for builder, folders in BUILDERS:
+        if args.retrain or not all(os.path.isdir(os.path.join(OUT, f)) for f in folders):
+            with tempfile.TemporaryDirectory() as work:
+                globals()[builder](corpus, work)
     golden = {"groups": {}}
-    read_as_written = {"bpe-generic", "unigram-generic", "unigram-byte-fallback"}
+    read_as_written = {"bpe-generic", "unigram-generic", "unigram-byte-fallback", "bpe-spm-byte-fallback", "unigram-edge"}
     for name, folders in GROUPS.items():
         secondary = name in read_as_written or name == "roberta-prefix-space"
         golden["groups"][name] = golden_group(name, folders, texts, pairs, name in read_as_written,

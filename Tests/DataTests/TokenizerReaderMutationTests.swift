@@ -101,7 +101,8 @@ import Testing
 
     /// (fixture folder, file to damage, mutations): BPE tokenizer.json read with RoBERTa's and
     /// the generic pipeline, vocab files, Unigram tokenizer.json (class and generic, with a
-    /// Precompiled charsmap, Replace regexes, byte fallback), the .model, tokenizer_config.json.
+    /// Precompiled charsmap, Replace regexes, byte fallback, NFKC/Lowercase/Strip/Prepend, added
+    /// tokens), character-level BPE with byte fallback, the .model, tokenizer_config.json.
     static let targets: [(String, String, Int)] = [
         ("bpe-generic", "tokenizer.json", 120),
         ("roberta-json", "tokenizer.json", 60),
@@ -110,6 +111,8 @@ import Testing
         ("camembert-json", "tokenizer.json", 100),
         ("unigram-generic", "tokenizer.json", 100),
         ("unigram-byte-fallback", "tokenizer.json", 120),
+        ("bpe-spm-byte-fallback", "tokenizer.json", 100),
+        ("unigram-edge", "tokenizer.json", 100),
         ("camembert-spm", "sentencepiece.bpe.model", 200),
         ("roberta-hub", "tokenizer_config.json", 80),
         ("xlmr-spm", "tokenizer_config.json", 60),
