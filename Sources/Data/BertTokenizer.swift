@@ -151,13 +151,8 @@ public final class BertTokenizer: Sendable {
 
     // MARK: - Encoding
 
-    /// `[CLS] word pieces [SEP]`, at most `maxLength` ids (word pieces are cut, [SEP] is kept).
-    public func encode(_ text: String, maxLength: Int) -> [Int32] {
-        var ids: [Int32] = []
-        ids.reserveCapacity(min(maxLength, text.utf8.count + 2))
-        encode(text, maxLength: maxLength, appendingTo: &ids)
-        return ids
-    }
+    // (`encode(_:maxLength:) -> [Int32]` and `encodePair(_:_:maxLength:)` on Strings come from
+    // TextTokenizer.)
 
     /// Appends the ids of `text` to `ids`; no allocation when `ids` has room for `maxLength` more.
     public func encode(_ text: String, maxLength: Int, appendingTo ids: inout [Int32]) {
@@ -175,22 +170,6 @@ public final class BertTokenizer: Sendable {
     }
 
     // MARK: - Text pairs
-
-    /// `[CLS] A [SEP] B [SEP]`: what HF's `tokenizer(A, B, truncation=True, max_length=maxLength)`
-    /// gives when called on a batch (as training scripts such as run_glue call it). Called on a
-    /// single pair, HF treats an empty B as no pair at all (a Python truthiness test) and gives
-    /// `encode(A)`; callers that want that quirk check for an empty B themselves.
-    /// Returns `ids` and `tokenTypeIds` (0 up to and including the first [SEP], then 1).
-    public func encodePair(_ first: String, _ second: String, maxLength: Int) -> (ids: [Int32], tokenTypeIds: [Int32]) {
-        var ids: [Int32] = []
-        ids.reserveCapacity(maxLength)
-        var first = first, second = second
-        let secondStart = first.withUTF8 { a in
-            second.withUTF8 { b in encodePair(utf8: a, utf8: b, maxLength: maxLength, appendingTo: &ids) }
-        }
-        let types = (0..<ids.count).map { Int32($0 >= secondStart ? 1 : 0) }
-        return (ids, types)
-    }
 
     /// Appends `[CLS] A [SEP] B [SEP]` (at most `maxLength` ids, `maxLength >= 3`) to `ids` and
     /// returns where B's segment starts, counted from the [CLS]: token type 0 before it, 1 from

@@ -110,12 +110,11 @@ final class BytePairModel: Sendable {
     /// Appends the ids of one word (a piece of the pre-tokenizer; byte-level or plain UTF-8).
     func encodeWord(_ word: UnsafeBufferPointer<UInt8>, appendingTo ids: inout [Int32]) {
         if word.isEmpty { return }
-        let hash = hashWordBytes(word)
-        if cache.lookup(word, hash: hash, appendingTo: &ids) { return }
-        let start = ids.count
-        if ignoreMerges, let id = wholeWordId(word) {
-            ids.append(id)
-        } else {
+        cache.encode(word, appendingTo: &ids) { ids in
+            if ignoreMerges, let id = wholeWordId(word) {
+                ids.append(id)
+                return
+            }
             // One symbol per character, more with byte fallback: <0xXX> for each byte of the
             // looked-up string (prefix and suffix included, 2 bytes per byte-level character).
             let capacity = word.count * (2 + continuingSubwordPrefix.utf8.count + endOfWordSuffix.utf8.count) + 1
@@ -124,7 +123,6 @@ final class BytePairModel: Sendable {
                 mergeAll(symbols: symbols, count: count, appendingTo: &ids)
             }
         }
-        cache.insert(word, hash: hash, values: ids[start...])
     }
 
     /// The vocabulary id of the whole word as one token (for `ignore_merges`).

@@ -18,7 +18,9 @@ public protocol TextTokenizer: AnyObject, Sendable {
     func encode(utf8 text: UnsafeBufferPointer<UInt8>, maxLength: Int, appendingTo ids: inout [Int32])
 
     /// Appends the ids of a text pair (template for pairs, `longest_first` truncation to
-    /// `maxLength`, as HF's batch call does: an empty B is still a pair) and returns where the
+    /// `maxLength`, as HF's batch call `tokenizer([A], [B], ...)` does, which training scripts
+    /// make: an empty B is still a pair; HF's single call `encode(A, "")` treats an empty B as
+    /// no pair, a quirk callers reproduce themselves) and returns where the
     /// token type 1 segment starts, counted from the first appended id; the count of appended
     /// ids when every token type is 0 (RoBERTa, XLM-R, CamemBERT). Requires
     /// `maxLength >= minimumMaxLength.pair`.

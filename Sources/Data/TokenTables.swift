@@ -21,7 +21,7 @@ final class ByteTrie: @unchecked Sendable {
         var values: [Int32] = [-1]
         let totalBytes = entries.reduce(0) { $0 + $1.key.count }
         var capacity = 1024
-        while capacity < totalBytes + totalBytes / 2 + 16 { capacity *= 2 }
+        while capacity < 2 * totalBytes + 16 { capacity *= 2 }  // at most half full: short probes
         let mask = capacity - 1
         var keys = [UInt64](repeating: 0, count: capacity)
         var children = [Int32](repeating: -1, count: capacity)
@@ -58,6 +58,7 @@ final class ByteTrie: @unchecked Sendable {
         edgeMask = mask
         rootChildren = .allocate(capacity: 256)
         rootChildren.initialize(repeating: -1, count: 256)
+        let view = self.view
         for byte in 0..<256 {
             rootChildren[byte] = view.child(0, UInt8(byte))
         }
@@ -161,6 +162,16 @@ final class WordCache: Sendable {
     static let maxKeyLength = 255
 
     private let state = Mutex(State(slots: [Slot](repeating: Slot(), count: WordCache.slotCount)))
+
+    /// Appends the ids of `word` to `ids`: the cached ones, or those `compute` appends (then cached).
+    @inline(__always)
+    func encode(_ word: UnsafeBufferPointer<UInt8>, appendingTo ids: inout [Int32], compute: (inout [Int32]) -> Void) {
+        let hash = hashWordBytes(word)
+        if lookup(word, hash: hash, appendingTo: &ids) { return }
+        let start = ids.count
+        compute(&ids)
+        insert(word, hash: hash, values: ids[start...])
+    }
 
     /// Appends the cached ids of `key` to `ids` and returns true, or returns false.
     func lookup(_ key: UnsafeBufferPointer<UInt8>, hash: UInt64, appendingTo ids: inout [Int32]) -> Bool {

@@ -53,11 +53,7 @@ final class UnigramModel: Sendable {
     /// Appends the ids of one pre-tokenized word (UTF-8).
     func encodeWord(_ word: UnsafeBufferPointer<UInt8>, appendingTo ids: inout [Int32]) {
         if word.isEmpty { return }
-        let hash = hashWordBytes(word)
-        if cache.lookup(word, hash: hash, appendingTo: &ids) { return }
-        let start = ids.count
-        viterbi(word, appendingTo: &ids)
-        cache.insert(word, hash: hash, values: ids[start...])
+        cache.encode(word, appendingTo: &ids) { viterbi(word, appendingTo: &$0) }
     }
 
     private func viterbi(_ word: UnsafeBufferPointer<UInt8>, appendingTo ids: inout [Int32]) {

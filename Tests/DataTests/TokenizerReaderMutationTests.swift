@@ -94,7 +94,6 @@ import Testing
         } catch let error as DataError {
             #expect(!error.description.contains("\n") && error.description.contains(folder.path),
                     "case \(index): \(file): \(error.description)")
-            if ProcessInfo.processInfo.environment["SHOW_MUTATION_ERRORS"] != nil { print("MUTATION \(error.description)") }
             return false
         }
     }
