@@ -1,8 +1,8 @@
 import Foundation
 import Synchronization
 
-/// A byte trie mapping byte strings to Int32 values, for the prefix searches of the Unigram
-/// model (every piece that starts at a position) and of the precompiled normalizer.
+/// A byte trie mapping byte strings to Int32 values: the tokens of WordPiece (longest match)
+/// and the pieces of the Unigram model (every piece that starts at a position).
 ///
 /// Edges live in one open-addressing table keyed by (node, byte); the root's children are a
 /// dense 256-entry table. Immutable after init; raw pointers freed in deinit so that the hot

@@ -81,12 +81,16 @@ func loadFamilyTokenizer(_ folder: String, modelType: String? = nil) throws -> a
 @Suite struct FamilyTokenizerTests {
     static let folderNames = FamilyGolden.folders.map(\.1)
 
+    /// The golden group of a folder and the folder's tokenizer.
+    static func groupAndTokenizer(_ folder: String) throws -> (FamilyGolden.Group, any TextTokenizer) {
+        (FamilyGolden.shared.groups.values.first { $0.folders.contains(folder) }!, try loadFamilyTokenizer(folder))
+    }
+
     /// Every text at the full length and cut to 16, against HF's ids.
     @Test(arguments: folderNames)
     func textsMatchHuggingFace(folder: String) throws {
         let golden = FamilyGolden.shared
-        let group = golden.groups.values.first { $0.folders.contains(folder) }!
-        let tokenizer = try loadFamilyTokenizer(folder)
+        let (group, tokenizer) = try Self.groupAndTokenizer(folder)
         #expect(group.textIndices.count >= (group.textIndices.count > 1000 ? 2000 : 500))
         var failures = 0
         var nonASCII = 0
@@ -114,8 +118,7 @@ func loadFamilyTokenizer(_ folder: String, modelType: String? = nil) throws -> a
     @Test(arguments: folderNames)
     func pairsMatchHuggingFace(folder: String) throws {
         let golden = FamilyGolden.shared
-        let group = golden.groups.values.first { $0.folders.contains(folder) }!
-        let tokenizer = try loadFamilyTokenizer(folder)
+        let (group, tokenizer) = try Self.groupAndTokenizer(folder)
         #expect(group.pairIndices.count >= (group.pairIndices.count > 100 ? 300 : 40))
         var failures = 0
         var cases = 0
