@@ -31,35 +31,6 @@ enum ByteLevel {
         return characters
     }()
 
-    /// Byte-level character -> byte, for the 256 characters above (nil for any other).
-    static func byte(ofCharacter value: UInt32) -> UInt8? {
-        if value < 256 {
-            let byte = UInt8(value)
-            return byteLevelCharacters[Int(byte)] == value ? byte : nil
-        }
-        return byteOfExtraCharacter[value]
-    }
-
-    private static let byteOfExtraCharacter: [UInt32: UInt8] = {
-        var map: [UInt32: UInt8] = [:]
-        for byte in 0..<256 where byteLevelCharacters[byte] >= 256 {
-            map[byteLevelCharacters[byte]] = UInt8(byte)
-        }
-        return map
-    }()
-
-    /// The bytes a byte-level token stands for, or nil when one of its characters is not a
-    /// byte-level character (such a token can never be produced from text, only added).
-    static func bytes(ofToken token: String) -> [UInt8]? {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(token.unicodeScalars.count)
-        for scalar in token.unicodeScalars {
-            guard let byte = byte(ofCharacter: scalar.value) else { return nil }
-            bytes.append(byte)
-        }
-        return bytes
-    }
-
     // MARK: - Character classes of the regex
 
     static let other: UInt8 = 0

@@ -371,8 +371,9 @@ public final class PipelineTokenizer: TextTokenizer {
 
     /// Appends the tokens of `text` (no template) until at least `limit` are out (or the text ends).
     func tokens(of text: UnsafeBufferPointer<UInt8>, limit: Int, appendingTo ids: inout [Int32]) {
-        var state = EncodeState(limit: ids.count &+ limit)
         if limit <= 0 { return }
+        // Reading stops once `ids` holds `stop` ids.
+        let stop = limit > Int.max - ids.count ? Int.max : ids.count + limit
         if let rawAddedTokens {
             var partIsFirst = true
             rawAddedTokens.split(text) { part in
@@ -381,24 +382,20 @@ public final class PipelineTokenizer: TextTokenizer {
                     ids.append(id)
                 case .text(let range):
                     normalizeAndSplit(UnsafeBufferPointer(rebasing: text[range]), startsText: partIsFirst && range.lowerBound == 0,
-                                      state: &state, ids: &ids)
+                                      stop: stop, ids: &ids)
                 }
                 partIsFirst = false
-                return ids.count < state.limit
+                return ids.count < stop
             }
         } else {
-            normalizeAndSplit(text, startsText: true, state: &state, ids: &ids)
+            normalizeAndSplit(text, startsText: true, stop: stop, ids: &ids)
         }
     }
 
-    struct EncodeState {
-        var limit: Int
-    }
-
-    private func normalizeAndSplit(_ part: UnsafeBufferPointer<UInt8>, startsText: Bool, state: inout EncodeState,
+    private func normalizeAndSplit(_ part: UnsafeBufferPointer<UInt8>, startsText: Bool, stop: Int,
                                    ids: inout [Int32]) {
         if normalizer.isEmpty {
-            splitNormalized(part, startsText: startsText, state: &state, ids: &ids)
+            splitNormalized(part, startsText: startsText, stop: stop, ids: &ids)
             return
         }
         var normalized: [UInt8] = []
@@ -407,13 +404,13 @@ public final class PipelineTokenizer: TextTokenizer {
         if normalizer.count > 1 {
             normalized = PipelineTokenizer.normalize(normalized, Array(normalizer.dropFirst()))
         }
-        normalized.withUnsafeBufferPointer { splitNormalized($0, startsText: startsText, state: &state, ids: &ids) }
+        normalized.withUnsafeBufferPointer { splitNormalized($0, startsText: startsText, stop: stop, ids: &ids) }
     }
 
-    private func splitNormalized(_ part: UnsafeBufferPointer<UInt8>, startsText: Bool, state: inout EncodeState,
+    private func splitNormalized(_ part: UnsafeBufferPointer<UInt8>, startsText: Bool, stop: Int,
                                  ids: inout [Int32]) {
         guard let normalizedAddedTokens else {
-            preTokenize(part, step: 0, startsText: startsText, state: &state, ids: &ids)
+            preTokenize(part, step: 0, startsText: startsText, stop: stop, ids: &ids)
             return
         }
         var isFirst = true
@@ -423,18 +420,18 @@ public final class PipelineTokenizer: TextTokenizer {
                 ids.append(id)
             case .text(let range):
                 preTokenize(UnsafeBufferPointer(rebasing: part[range]), step: 0, startsText: startsText && isFirst && range.lowerBound == 0,
-                            state: &state, ids: &ids)
+                            stop: stop, ids: &ids)
             }
             isFirst = false
-            return ids.count < state.limit
+            return ids.count < stop
         }
     }
 
     /// Runs pre-tokenizer steps `step...` on `piece`, then the model on each word.
     /// `startsText`: the piece begins at the start of the original text (prepend scheme "first").
-    private func preTokenize(_ piece: UnsafeBufferPointer<UInt8>, step: Int, startsText: Bool, state: inout EncodeState,
+    private func preTokenize(_ piece: UnsafeBufferPointer<UInt8>, step: Int, startsText: Bool, stop: Int,
                              ids: inout [Int32]) {
-        if piece.isEmpty || ids.count >= state.limit { return }
+        if piece.isEmpty || ids.count >= stop { return }
         guard step < preTokenizer.count else {
             switch model {
             case .bytePair(let bpe): bpe.encodeWord(piece, appendingTo: &ids)
@@ -446,12 +443,12 @@ public final class PipelineTokenizer: TextTokenizer {
         case .whitespaceSplit:
             var index = 0
             var wordStart = -1
-            while index < piece.count && ids.count < state.limit {
+            while index < piece.count && ids.count < stop {
                 let (value, length) = ByteLevel.scalar(piece, at: index)
                 if isWhitespaceValue(value) {
                     if wordStart >= 0 {
                         preTokenize(UnsafeBufferPointer(rebasing: piece[wordStart..<index]), step: step + 1,
-                                    startsText: startsText && wordStart == 0, state: &state, ids: &ids)
+                                    startsText: startsText && wordStart == 0, stop: stop, ids: &ids)
                         wordStart = -1
                     }
                 } else if wordStart < 0 {
@@ -459,9 +456,9 @@ public final class PipelineTokenizer: TextTokenizer {
                 }
                 index += length
             }
-            if wordStart >= 0 && ids.count < state.limit {
+            if wordStart >= 0 && ids.count < stop {
                 preTokenize(UnsafeBufferPointer(rebasing: piece[wordStart..<piece.count]), step: step + 1,
-                            startsText: startsText && wordStart == 0, state: &state, ids: &ids)
+                            startsText: startsText && wordStart == 0, stop: stop, ids: &ids)
             }
 
         case .metaspace(let replacement, let scheme, let split):
@@ -491,18 +488,18 @@ public final class PipelineTokenizer: TextTokenizer {
                 }
                 let transformed = UnsafeBufferPointer(rebasing: buffer[0..<count])
                 guard split else {
-                    preTokenize(transformed, step: step + 1, startsText: startsText, state: &state, ids: &ids)
+                    preTokenize(transformed, step: step + 1, startsText: startsText, stop: stop, ids: &ids)
                     return
                 }
                 var pieceStart = 0
                 var index = 0
                 let first = replacement[0]
-                while index < count && ids.count < state.limit {
+                while index < count && ids.count < stop {
                     if transformed[index] == first && index + replacement.count <= count
                         && (1..<replacement.count).allSatisfy({ transformed[index + $0] == replacement[$0] }) {
                         if index > pieceStart {
                             preTokenize(UnsafeBufferPointer(rebasing: transformed[pieceStart..<index]), step: step + 1,
-                                        startsText: startsText && pieceStart == 0, state: &state, ids: &ids)
+                                        startsText: startsText && pieceStart == 0, stop: stop, ids: &ids)
                         }
                         pieceStart = index
                         index += replacement.count
@@ -510,9 +507,9 @@ public final class PipelineTokenizer: TextTokenizer {
                         index += 1
                     }
                 }
-                if pieceStart < count && ids.count < state.limit {
+                if pieceStart < count && ids.count < stop {
                     preTokenize(UnsafeBufferPointer(rebasing: transformed[pieceStart..<count]), step: step + 1,
-                                startsText: startsText && pieceStart == 0, state: &state, ids: &ids)
+                                startsText: startsText && pieceStart == 0, stop: stop, ids: &ids)
                 }
             }
 
@@ -526,14 +523,14 @@ public final class PipelineTokenizer: TextTokenizer {
                     text = UnsafeBufferPointer(rebasing: buffer[0..<(piece.count + 1)])
                 }
                 guard useRegex else {
-                    preTokenize(text, step: step + 1, startsText: startsText, state: &state, ids: &ids)
+                    preTokenize(text, step: step + 1, startsText: startsText, stop: stop, ids: &ids)
                     return
                 }
                 var start = 0
-                while start < text.count && ids.count < state.limit {
+                while start < text.count && ids.count < stop {
                     let end = ByteLevel.pieceEnd(text, from: start)
                     preTokenize(UnsafeBufferPointer(rebasing: text[start..<end]), step: step + 1,
-                                startsText: startsText && start == 0, state: &state, ids: &ids)
+                                startsText: startsText && start == 0, stop: stop, ids: &ids)
                     start = end
                 }
             }

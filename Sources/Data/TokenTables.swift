@@ -96,18 +96,6 @@ struct ByteTrieView {
             index = (index + 1) & edgeMask
         }
     }
-
-    /// Value of the key spelled exactly by `bytes`, or -1.
-    func value(of bytes: UnsafeBufferPointer<UInt8>) -> Int32 {
-        guard let first = bytes.first else { return -1 }
-        var node = rootChildren[Int(first)]
-        var index = 1
-        while node >= 0 && index < bytes.count {
-            node = child(node, bytes[index])
-            index += 1
-        }
-        return node >= 0 ? valueOfNode[Int(node)] : -1
-    }
 }
 
 /// A 64-bit hash of a short byte string (cache keys; not for anything an attacker chooses).
