@@ -215,7 +215,7 @@ public struct SpecialTokenTemplate: Sendable, Equatable {
 /// A tokenizer built from tokenizers' pieces: added tokens, a normalizer (a list of steps), a
 /// pre-tokenizer (a list of steps), a BPE or Unigram model and a special-token template. This is
 /// RoBERTa's byte-level BPE, XLM-R's and CamemBERT's Unigram, or any tokenizer.json made of the
-/// pieces `TokenizerPipelineFile` reads.
+/// pieces `TokenizerJSONFile` reads (`loadTextTokenizer` builds them).
 ///
 /// Encoding one text: the raw text is cut at the raw added tokens; each plain part is
 /// normalized, cut at the normalized added tokens, pre-tokenized into words, and each word goes
@@ -233,7 +233,7 @@ public final class PipelineTokenizer: TextTokenizer {
     public let vocabularySize: Int
     public let fingerprint: UInt64
     public let tokenizerFiles: [URL]
-    /// What was read, for messages: e.g. "roberta byte-level BPE from tokenizer.json".
+    /// What was read, for messages: e.g. "RobertaTokenizer (byte-level BPE) from .../tokenizer.json".
     public let summary: String
 
     public var minimumMaxLength: (single: Int, pair: Int) {
