@@ -83,6 +83,103 @@ public struct Vocabulary: Sendable {
     }
 }
 
+/// A byte trie mapping byte strings to Int32 values: the tokens of WordPiece (longest match)
+/// and the pieces of the Unigram model (every piece that starts at a position).
+///
+/// Edges live in one open-addressing table keyed by (node, byte); the root's children are a
+/// dense 256-entry table. Immutable after init; raw pointers freed in deinit so that the hot
+/// loops pay neither bounds checks nor reference counting (hence @unchecked Sendable).
+final class ByteTrie: @unchecked Sendable {
+    /// Value of each node, or -1 when the path to the node is not a key.          (nodeCount)
+    let valueOfNode: UnsafeMutablePointer<Int32>
+    let nodeCount: Int
+    let edgeKeys: UnsafeMutablePointer<UInt64>      // (node << 8 | byte) + 1; 0 = empty
+    let edgeChildren: UnsafeMutablePointer<Int32>
+    let edgeMask: Int
+    let rootChildren: UnsafeMutablePointer<Int32>   // (256), -1 = none
+
+    /// Keys with their values; a key given twice keeps its later value. Empty keys are ignored.
+    init(_ entries: [(key: [UInt8], value: Int32)]) {
+        var values: [Int32] = [-1]
+        let totalBytes = entries.reduce(0) { $0 + $1.key.count }
+        var capacity = 1024
+        while capacity < 2 * totalBytes + 16 { capacity *= 2 }  // at most half full: short probes
+        let mask = capacity - 1
+        var keys = [UInt64](repeating: 0, count: capacity)
+        var children = [Int32](repeating: -1, count: capacity)
+        for (key, value) in entries where !key.isEmpty {
+            var node: Int32 = 0
+            for byte in key {
+                let edge = WordPieceTrie.edgeKey(node, byte)
+                var index = WordPieceTrie.slot(edge, mask)
+                var found: Int32 = -1
+                while keys[index] != 0 {
+                    if keys[index] == edge {
+                        found = children[index]
+                        break
+                    }
+                    index = (index + 1) & mask
+                }
+                if found < 0 {
+                    found = Int32(values.count)
+                    values.append(-1)
+                    keys[index] = edge
+                    children[index] = found
+                }
+                node = found
+            }
+            values[Int(node)] = value
+        }
+        nodeCount = values.count
+        valueOfNode = .allocate(capacity: nodeCount)
+        valueOfNode.initialize(from: values, count: nodeCount)
+        edgeKeys = .allocate(capacity: capacity)
+        edgeKeys.initialize(from: keys, count: capacity)
+        edgeChildren = .allocate(capacity: capacity)
+        edgeChildren.initialize(from: children, count: capacity)
+        edgeMask = mask
+        rootChildren = .allocate(capacity: 256)
+        rootChildren.initialize(repeating: -1, count: 256)
+        let view = self.view
+        for byte in 0..<256 {
+            rootChildren[byte] = view.child(0, UInt8(byte))
+        }
+    }
+
+    deinit {
+        valueOfNode.deallocate()
+        edgeKeys.deallocate()
+        edgeChildren.deallocate()
+        rootChildren.deallocate()
+    }
+
+    /// The tables as a struct of raw pointers, valid while this object lives.
+    var view: ByteTrieView {
+        ByteTrieView(valueOfNode: valueOfNode, edgeKeys: edgeKeys, edgeChildren: edgeChildren, edgeMask: edgeMask,
+                     rootChildren: rootChildren)
+    }
+}
+
+struct ByteTrieView {
+    let valueOfNode: UnsafeMutablePointer<Int32>
+    let edgeKeys: UnsafeMutablePointer<UInt64>
+    let edgeChildren: UnsafeMutablePointer<Int32>
+    let edgeMask: Int
+    let rootChildren: UnsafeMutablePointer<Int32>
+
+    @inline(__always)
+    func child(_ node: Int32, _ byte: UInt8) -> Int32 {
+        let key = WordPieceTrie.edgeKey(node, byte)
+        var index = WordPieceTrie.slot(key, edgeMask)
+        while true {
+            let found = edgeKeys[index]
+            if found == key { return edgeChildren[index] }
+            if found == 0 { return -1 }
+            index = (index + 1) & edgeMask
+        }
+    }
+}
+
 /// The vocabulary arranged for greedy longest-match WordPiece on UTF-8 bytes.
 ///
 /// - A byte trie (`ByteTrie`): walking it from a word's start finds the longest vocabulary
@@ -138,11 +235,14 @@ final class WordPieceTrie: @unchecked Sendable {
         wholeWordMask = wordCapacity - 1
         wholeWords = .allocate(capacity: wordCapacity)
         wholeWords.initialize(repeating: WholeWord(low: 0, high: 0, length: 0, id: -1), count: wordCapacity)
-        for (bytes, id) in wordStartIds where bytes.count <= 16 {
+        // In id order: the frequent tokens (low ids) get their home slots, the shortest probes.
+        for (id, token) in vocabulary.tokens.enumerated() where !token.isEmpty && token.utf8.count <= 16 {
+            let bytes = Array(token.utf8)
+            guard wordStartIds[bytes] == Int32(id) else { continue }  // listed again later
             let (low, high) = bytes.withUnsafeBufferPointer { WordPieceTrie.packWord($0.baseAddress!, $0.count) }
             var index = WordPieceTrie.wordSlot(low, high, bytes.count, wholeWordMask)
             while wholeWords[index].length != 0 { index = (index + 1) & wholeWordMask }
-            wholeWords[index] = WholeWord(low: low, high: high, length: Int32(bytes.count), id: id)
+            wholeWords[index] = WholeWord(low: low, high: high, length: Int32(bytes.count), id: Int32(id))
         }
     }
 
