@@ -29,6 +29,10 @@ public final class BertTokenizer: Sendable {
     /// A hash of everything that decides the ids: vocabulary, options, special tokens. Two
     /// tokenizers with the same fingerprint give the same ids for every text.
     public let fingerprint: UInt64
+    /// The files of the model folder the tokenizer was read from (tokenizer.json, vocab.txt,
+    /// tokenizer_config.json, special_tokens_map.json: those present); empty when it was built
+    /// from a `Vocabulary`.
+    public let tokenizerFiles: [URL]
 
     let normalizer: ScalarNormalizer
     let trie: WordPieceTrie
@@ -67,7 +71,7 @@ public final class BertTokenizer: Sendable {
                           paddingToken: specialNames.paddingToken,
                           continuationPrefix: file.continuationPrefix,
                           maxInputCharactersPerWord: file.maxInputCharactersPerWord,
-                          source: tokenizerJSONURL.path)
+                          source: tokenizerJSONURL.path, files: existingTokenizerFiles(in: modelDirectory))
         } else if fileManager.fileExists(atPath: vocabURL.path) {
             let vocabulary = try Vocabulary(vocabFile: vocabURL)
             let config = config ?? TokenizerConfig()
@@ -83,7 +87,7 @@ public final class BertTokenizer: Sendable {
             try self.init(vocabulary: vocabulary, options: config.options, literalTokens: literal,
                           unknownToken: config.unknownToken, classifierToken: config.classifierToken,
                           separatorToken: config.separatorToken, paddingToken: config.paddingToken,
-                          source: vocabURL.path)
+                          source: vocabURL.path, files: existingTokenizerFiles(in: modelDirectory))
         } else {
             throw DataError("\(modelDirectory.path): no vocab.txt or tokenizer.json in the model folder")
         }
@@ -94,7 +98,7 @@ public final class BertTokenizer: Sendable {
                 unknownToken: String = "[UNK]", classifierToken: String = "[CLS]",
                 separatorToken: String = "[SEP]", paddingToken: String = "[PAD]",
                 continuationPrefix: String = "##", maxInputCharactersPerWord: Int = 100,
-                source: String = "vocabulary") throws {
+                source: String = "vocabulary", files: [URL] = []) throws {
         func id(_ token: String, _ role: String) throws -> Int32 {
             if let id = vocabulary.ids[token] { return id }
             if let literal = literalTokens.first(where: { $0.0 == token }) { return literal.1 }
@@ -102,6 +106,7 @@ public final class BertTokenizer: Sendable {
         }
         self.vocabulary = vocabulary
         self.options = options
+        self.tokenizerFiles = files
         self.continuationPrefix = continuationPrefix
         self.maxInputCharactersPerWord = maxInputCharactersPerWord
         unknownTokenId = try id(unknownToken, "unknown")
@@ -146,13 +151,8 @@ public final class BertTokenizer: Sendable {
 
     // MARK: - Encoding
 
-    /// `[CLS] word pieces [SEP]`, at most `maxLength` ids (word pieces are cut, [SEP] is kept).
-    public func encode(_ text: String, maxLength: Int) -> [Int32] {
-        var ids: [Int32] = []
-        ids.reserveCapacity(min(maxLength, text.utf8.count + 2))
-        encode(text, maxLength: maxLength, appendingTo: &ids)
-        return ids
-    }
+    // (`encode(_:maxLength:) -> [Int32]` and `encodePair(_:_:maxLength:)` on Strings come from
+    // TextTokenizer.)
 
     /// Appends the ids of `text` to `ids`; no allocation when `ids` has room for `maxLength` more.
     public func encode(_ text: String, maxLength: Int, appendingTo ids: inout [Int32]) {
@@ -170,22 +170,6 @@ public final class BertTokenizer: Sendable {
     }
 
     // MARK: - Text pairs
-
-    /// `[CLS] A [SEP] B [SEP]`: what HF's `tokenizer(A, B, truncation=True, max_length=maxLength)`
-    /// gives when called on a batch (as training scripts such as run_glue call it). Called on a
-    /// single pair, HF treats an empty B as no pair at all (a Python truthiness test) and gives
-    /// `encode(A)`; callers that want that quirk check for an empty B themselves.
-    /// Returns `ids` and `tokenTypeIds` (0 up to and including the first [SEP], then 1).
-    public func encodePair(_ first: String, _ second: String, maxLength: Int) -> (ids: [Int32], tokenTypeIds: [Int32]) {
-        var ids: [Int32] = []
-        ids.reserveCapacity(maxLength)
-        var first = first, second = second
-        let secondStart = first.withUTF8 { a in
-            second.withUTF8 { b in encodePair(utf8: a, utf8: b, maxLength: maxLength, appendingTo: &ids) }
-        }
-        let types = (0..<ids.count).map { Int32($0 >= secondStart ? 1 : 0) }
-        return (ids, types)
-    }
 
     /// Appends `[CLS] A [SEP] B [SEP]` (at most `maxLength` ids, `maxLength >= 3`) to `ids` and
     /// returns where B's segment starts, counted from the [CLS]: token type 0 before it, 1 from
@@ -229,22 +213,9 @@ public final class BertTokenizer: Sendable {
     }
 
     /// How many word pieces of each text `longest_first` keeps within `budget`, given their
-    /// lengths (tokenizers' truncate_encodings, LongestFirst, on the texts without special tokens).
+    /// lengths (`longestFirstLengths`, shared by every tokenizer).
     static func longestFirst(_ first: Int, _ second: Int, budget: Int) -> (Int, Int) {
-        if first + second <= budget { return (first, second) }
-        let swapped = first > second
-        var shorter = min(first, second)
-        var longer: Int
-        if shorter > budget {
-            longer = shorter
-        } else {
-            longer = max(shorter, budget - shorter)
-        }
-        if shorter + longer > budget {
-            shorter = budget / 2
-            longer = shorter + budget % 2
-        }
-        return swapped ? (longer, shorter) : (shorter, longer)
+        longestFirstLengths(first, second, budget: budget)
     }
 
     /// Appends the first `keep` word pieces of `text` to `ids` and returns how many it found

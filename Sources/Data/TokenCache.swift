@@ -24,9 +24,11 @@ public struct TokenCache: Sendable {
     public let skipBadRows: Bool
 
     /// The cache of `dataFile` read as `format` (nil: by its extension) with `labels` and
-    /// `labelFormat`, in `directory`.
+    /// `labelFormat`, in `directory`. The tokenizer enters the key through its fingerprint, which
+    /// covers whatever decides its ids (vocabulary, merges, Unigram scores, charsmap, pipeline,
+    /// added tokens, template).
     public static func locate(dataFile: URL, format: DataFormat? = nil, labels: LabelRule = .fromData,
-                              labelFormat: LabelFormat = .singleLabel, tokenizer: BertTokenizer, maxLength: Int,
+                              labelFormat: LabelFormat = .singleLabel, tokenizer: any TextTokenizer, maxLength: Int,
                               skipBadRows: Bool = false, directory: URL) throws -> TokenCache {
         let format = try format ?? DataFormat(of: dataFile)
         let dataHash = ContentHash64.hash(try readDataFile(dataFile))

@@ -167,7 +167,7 @@ func readJSONObject(_ url: URL) throws -> [String: Any] {
     }
     let parsed: Any
     do {
-        parsed = try JSONSerialization.jsonObject(with: data)
+        parsed = try JSONSerialization.jsonObject(with: escapingByteOrderMarks(data))
     } catch {
         throw DataError("\(url.path): not valid JSON")
     }
@@ -175,4 +175,35 @@ func readJSONObject(_ url: URL) throws -> [String: Any] {
         throw DataError("\(url.path): expected a JSON object")
     }
     return object
+}
+
+/// The JSON text with every U+FEFF after the first byte written as the escape "\ufeff":
+/// Foundation's JSONSerialization drops a raw U+FEFF that starts a string value (a vocabulary
+/// token such as "\u{FEFF}abc" would lose it), but keeps an escaped one. Outside strings a
+/// U+FEFF is not valid JSON anyway, and one that starts the file is left for the parser to skip.
+func escapingByteOrderMarks(_ data: Data) -> Data {
+    let bytes = [UInt8](data)
+    var index = 1
+    var found = false
+    while index + 2 < bytes.count {
+        if bytes[index] == 0xEF && bytes[index + 1] == 0xBB && bytes[index + 2] == 0xBF {
+            found = true
+            break
+        }
+        index += 1
+    }
+    guard found else { return data }
+    var output: [UInt8] = []
+    output.reserveCapacity(bytes.count + 64)
+    output.append(contentsOf: bytes[0..<index])
+    while index < bytes.count {
+        if index + 2 < bytes.count && bytes[index] == 0xEF && bytes[index + 1] == 0xBB && bytes[index + 2] == 0xBF {
+            output.append(contentsOf: Array("\\ufeff".utf8))
+            index += 3
+        } else {
+            output.append(bytes[index])
+            index += 1
+        }
+    }
+    return Data(output)
 }
