@@ -34,44 +34,37 @@ enum DistilBertFamily: EncoderFamilyDefinition {
         return d
     }
 
+    /// DistilBertConfig's keys and the fields of the description they are: the one table that
+    /// reading and writing config.json follow (with the four keys below it).
+    private static var integerKeys: [(String, WritableKeyPath<BertConfig, Int>)] {
+        [("vocab_size", \.vocabSize), ("max_position_embeddings", \.maxPositionEmbeddings), ("n_layers", \.layerCount),
+         ("n_heads", \.headCount), ("dim", \.hiddenSize), ("hidden_dim", \.intermediateSize)]
+    }
+    private static var floatKeys: [(String, WritableKeyPath<BertConfig, Float>)] {
+        [("dropout", \.hiddenDropoutProb), ("attention_dropout", \.attentionDropoutProb), ("initializer_range", \.initializerRange)]
+    }
+
     static func decodeConfig(_ decoder: Decoder, family: EncoderFamily) throws -> BertConfig {
         let c = try decoder.container(keyedBy: ConfigKey.self)
-        func read<T: Decodable>(_ key: String, _ fallback: T) throws -> T {
-            try c.decodeIfPresent(T.self, forKey: ConfigKey(key)) ?? fallback
-        }
         let d = defaults
         var config = d
-        config.vocabSize = try read("vocab_size", d.vocabSize)
-        config.maxPositionEmbeddings = try read("max_position_embeddings", d.maxPositionEmbeddings)
-        config.sinusoidalPositionEmbeddings = try read("sinusoidal_pos_embds", d.sinusoidalPositionEmbeddings)
-        config.layerCount = try read("n_layers", d.layerCount)
-        config.headCount = try read("n_heads", d.headCount)
-        config.hiddenSize = try read("dim", d.hiddenSize)
-        config.intermediateSize = try read("hidden_dim", d.intermediateSize)
-        config.hiddenDropoutProb = try read("dropout", d.hiddenDropoutProb)
-        config.attentionDropoutProb = try read("attention_dropout", d.attentionDropoutProb)
-        config.hiddenAct = try read("activation", d.hiddenAct)
-        config.initializerRange = try read("initializer_range", d.initializerRange)
-        config.classifierDropout = try read("seq_classif_dropout", d.effectiveClassifierDropout)
-        config.padTokenId = (try? c.decodeIfPresent(Int.self, forKey: ConfigKey("pad_token_id"))) ?? d.padTokenId
+        for (key, field) in integerKeys { config[keyPath: field] = try c.decodeIfPresent(Int.self, forKey: ConfigKey(key)) ?? d[keyPath: field] }
+        for (key, field) in floatKeys { config[keyPath: field] = try c.decodeIfPresent(Float.self, forKey: ConfigKey(key)) ?? d[keyPath: field] }
+        config.classifierDropout = try c.decodeIfPresent(Float.self, forKey: ConfigKey("seq_classif_dropout")) ?? d.classifierDropout
+        config.hiddenAct = try c.decodeIfPresent(String.self, forKey: ConfigKey("activation")) ?? d.hiddenAct
+        config.sinusoidalPositionEmbeddings = try c.decodeIfPresent(Bool.self, forKey: ConfigKey("sinusoidal_pos_embds")) ?? false
+        config.padTokenId = (try? c.decodeIfPresent(Int.self, forKey: ConfigKey("pad_token_id"))) ?? d.padTokenId   // null: the default
         config.id2label = try c.decodeIfPresent([String: String].self, forKey: ConfigKey("id2label"))
         return config
     }
 
     static func encodeConfig(_ config: BertConfig, to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: ConfigKey.self)
-        try c.encode(config.vocabSize, forKey: ConfigKey("vocab_size"))
-        try c.encode(config.maxPositionEmbeddings, forKey: ConfigKey("max_position_embeddings"))
-        try c.encode(config.sinusoidalPositionEmbeddings, forKey: ConfigKey("sinusoidal_pos_embds"))
-        try c.encode(config.layerCount, forKey: ConfigKey("n_layers"))
-        try c.encode(config.headCount, forKey: ConfigKey("n_heads"))
-        try c.encode(config.hiddenSize, forKey: ConfigKey("dim"))
-        try c.encode(config.intermediateSize, forKey: ConfigKey("hidden_dim"))
-        try c.encode(jsonNumber(config.hiddenDropoutProb), forKey: ConfigKey("dropout"))
-        try c.encode(jsonNumber(config.attentionDropoutProb), forKey: ConfigKey("attention_dropout"))
-        try c.encode(config.hiddenAct, forKey: ConfigKey("activation"))
-        try c.encode(jsonNumber(config.initializerRange), forKey: ConfigKey("initializer_range"))
+        for (key, field) in integerKeys { try c.encode(config[keyPath: field], forKey: ConfigKey(key)) }
+        for (key, field) in floatKeys { try c.encode(jsonNumber(config[keyPath: field]), forKey: ConfigKey(key)) }
         try c.encode(jsonNumber(config.effectiveClassifierDropout), forKey: ConfigKey("seq_classif_dropout"))
+        try c.encode(config.hiddenAct, forKey: ConfigKey("activation"))
+        try c.encode(config.sinusoidalPositionEmbeddings, forKey: ConfigKey("sinusoidal_pos_embds"))
         try c.encode(config.padTokenId, forKey: ConfigKey("pad_token_id"))
         try BertFamily.encodeCommonKeys(config, to: encoder)
     }
