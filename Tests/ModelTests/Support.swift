@@ -114,3 +114,28 @@ func expectBackwardIsTheDerivative(_ model: BertForSequenceClassification, _ bat
     print("\(what): directional derivative analytic \(expected), numeric \(extrapolated)")
     #expect(abs(extrapolated - expected) <= 1e-3 * abs(expected), "\(what)", sourceLocation: sourceLocation)
 }
+
+/// -n 1 against micro-batches at the model level: `batch` whole, and its sequences grouped and
+/// ordered as `parts`, give the same loss and gradient under the same dropout; and dropout is
+/// really on (another step gives other masks, another loss).
+func expectMicroBatchesGiveTheSameGradient(_ model: BertForSequenceClassification, _ batch: PackedBatch, parts: [[Int]],
+                                           _ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let context = DropoutContext(seed: 42, step: 5)
+    let scale = 1 / Float(batch.sequenceCount)
+    model.gradients.zero()
+    let whole = try model.forward(batch, dropout: context)
+    try model.backward(batch, dropout: context, lossScale: scale)
+    let wholeGradient = Array(model.gradients.buffer)
+    model.gradients.zero()
+    var lossSum = 0.0
+    for part in parts {
+        let micro = packedSubset(batch, part)
+        lossSum += try model.forward(micro, dropout: context).lossSum
+        try model.backward(micro, dropout: context, lossScale: scale)
+    }
+    #expect(abs(lossSum - whole.lossSum) <= 1e-5 * abs(whole.lossSum), "\(what) loss", sourceLocation: sourceLocation)
+    expectClose(UnsafeBufferPointer(model.gradients.buffer), wholeGradient, relativeTolerance: 1e-5, "\(what) gradient by micro-batches",
+                sourceLocation: sourceLocation)
+    #expect(try model.forward(batch, dropout: DropoutContext(seed: 42, step: 6)).lossSum != whole.lossSum, "\(what): dropout is on",
+            sourceLocation: sourceLocation)
+}
