@@ -66,6 +66,7 @@ let launchFactsHeader = "bert-dist launch facts"
 ///                        daemon keepalive just beyond it)
 ///   output               the folder checkpoints go to (named after a failed run)
 ///   resume               yes when --resume was given (a restart adds it otherwise)
+///   shard_optimizer      yes with --shard-optimizer (no emergency checkpoint to give time to)
 public protocol LaunchFacts {
     var launchFacts: [(key: String, value: String)] { get }
 }

@@ -94,16 +94,17 @@ public enum RankRunner {
     /// watchdog's thread: the main thread may be blocked in MPI for ever). A rank cut off from rank
     /// 0 under mpirun first ends its host's Open MPI daemon, its parent: that orted cannot reach
     /// mpirun (on rank 0's host under launch/train) either, and would otherwise wait about 16
-    /// minutes for TCP to give up on its unacknowledged report (docs/cluster-faults.md); SIGTERM
-    /// ends it in about a second. The second before lets it forward the line, should mpirun still
-    /// be reachable (rank 0 alone frozen). Under srun or on mpirun's own host the parent is not an
-    /// orted and is left alone.
-    /// (The reporter's lines were printed by `announceLoss`.)
+    /// minutes for TCP to give up on its unacknowledged report (docs/cluster-faults.md); SIGKILL
+    /// ends it at once (SIGTERM would make it signal its ranks and sleep odls_base_sigkill_timeout
+    /// twice first, 8 s under launch/train). The second before lets it forward this rank's output,
+    /// should mpirun still be reachable (rank 0 alone frozen). Under srun or on mpirun's own host
+    /// the parent is not an orted and is left alone. (The reporter's lines were printed by
+    /// `announceLoss`.)
     @Sendable private static func endProcess(_ trip: PeerWatchdog.Trip) {
         let parent = getppid()
         if trip.silentRanks.contains(0), ProcessEnvironment.programName(of: parent) == "orted" {
             sleep(1)
-            kill(parent, SIGTERM)
+            kill(parent, SIGKILL)
         }
         _exit(1)
     }

@@ -382,6 +382,14 @@ final class CompletedStep: @unchecked Sendable {
         lock.unlock()
     }
 
+    /// Main thread, without an update window (a sharded optimizer: no emergency checkpoint, but
+    /// its note names the last completed step).
+    func publish(_ completed: Snapshot) {
+        lock.lock()
+        snapshot = completed
+        lock.unlock()
+    }
+
     /// Rank 0, around its writing of a regular checkpoint's files.
     func beginCheckpointWrite() { lock.lock() }
 

@@ -95,7 +95,7 @@ public final class TrainingRun {
         if let watchdog, communicator.worldSize > 1 {
             // From here on a lost peer's reporter saves the last completed step first.
             let emergency = try EmergencyCheckpoint.share(checkpoints, replica: replica, plan: plan)
-            replica.completedStep = checkpoints.completedStep
+            if !replica.shardOptimizer { replica.completedStep = checkpoints.completedStep }
             watchdog.setBeforeEnding { emergency.ending(for: $0) }
         }
 
@@ -119,9 +119,11 @@ public final class TrainingRun {
                 replica.completedStep?.endUpdate(nil)
                 throw error
             }
-            replica.completedStep?.endUpdate(.init(step: progress.step, position: progress.batches.position, learningRate: progress.learningRate,
+            // (With a sharded optimizer there is no update window, only the step to report.)
+            let completed = CompletedStep.Snapshot(step: progress.step, position: progress.batches.position, learningRate: progress.learningRate,
                                                    recentMetrics: progress.recentMetrics, optimizerStep: replica.optimizer.stepCount,
-                                                   completedAt: Date().timeIntervalSince1970))
+                                                   completedAt: Date().timeIntervalSince1970)
+            if let window = replica.completedStep { window.endUpdate(completed) } else { checkpoints.completedStep.publish(completed) }
             try reporter.step(progress.step - 1, outcome: outcome, stepSeconds: Date().timeIntervalSince(stepStart))
             try restartReport?.check(step: progress.step, reporter: reporter)
             if options.debug.debug && isRoot { reporter.say("  step \(progress.step) phases: \(outcome.phaseSeconds.line(decimals: 3))") }

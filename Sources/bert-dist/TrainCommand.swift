@@ -22,7 +22,8 @@ struct TrainCommand: ParsableCommand, LaunchFacts {
     @OptionGroup var process: ProcessOptions
 
     var launchFacts: [(key: String, value: String)] {
-        process.launchFacts + [("output", options.checkpoints.folder.path), ("resume", options.checkpoints.resume ? "yes" : "no")]
+        process.launchFacts + [("output", options.checkpoints.folder.path), ("resume", options.checkpoints.resume ? "yes" : "no"),
+                               ("shard_optimizer", options.parallel.shardOptimizer ? "yes" : "no")]
     }
 
     func run() throws {
