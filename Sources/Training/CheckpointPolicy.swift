@@ -255,9 +255,9 @@ struct CheckpointPolicy {
 /// covers a rank 0 that Open MPI took down with the lost peer.
 ///
 /// With --shard-optimizer there is none: the lost ranks' Adam shards are gone (keeping each also
-/// on a partner rank would double the Adam memory per rank and send 8 bytes per parameter / N per
-/// rank and step; docs/cluster.md), so the run continues from the newest complete checkpoint, as
-/// the note says.
+/// on a partner rank would double the Adam memory per rank and send up to 8 bytes per parameter / N
+/// more per rank and step; docs/cluster.md), so the run continues from the newest complete
+/// checkpoint, as the note says.
 final class EmergencyCheckpoint: @unchecked Sendable {
     let policy: CheckpointPolicy
     let replica: Replica
