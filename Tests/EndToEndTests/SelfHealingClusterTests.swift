@@ -35,12 +35,14 @@ struct SelfHealingClusterTests {
         binary = try BinaryLocator.bertDist()
     }
 
+    /// The faults, and the sharded mirror after a wipe of the head's output (then a cut).
     enum Fault: String, CaseIterable, CustomTestStringConvertible, Sendable {
         case cutCable = "cut cable", frozenHost = "frozen host", killedRank = "killed rank"
         case mirrorAfterWipe = "sharded, mirrored, head's output wiped, then cut"
         var testDescription: String { rawValue }
         /// Whether h3 is dropped at the restart.
         var losesHost: Bool { self != .killedRank }
+        var inflicted: ClusterFault { ClusterFault(rawValue: rawValue) ?? .cutCable }
     }
 
     static func trainOptions(model: URL, train: URL, output: URL, checkpointEvery: Int = 20, _ extra: [String] = []) -> [String] {
@@ -83,32 +85,21 @@ struct SelfHealingClusterTests {
         defer { cluster.down() }
         let workspace = try TinyWorkspace()
         let head = cluster.disk(host: 1)
-        try FileManager.default.copyItem(at: workspace.model, to: head.appendingPathComponent("model"))
-        try FileManager.default.copyItem(at: workspace.train, to: head.appendingPathComponent("train.csv"))
-        let local = cluster.localDisk
-        let (model, train, output) = (local.appendingPathComponent("model"), local.appendingPathComponent("train.csv"),
-                                      local.appendingPathComponent("out"))
-        var extra = ["--collective-timeout", "\(Self.timeout)", "--tensorboard", local.appendingPathComponent("tb").path]
+        let (model, train, output) = try cluster.putOnHead(workspace)
+        var extra = ["--collective-timeout", "\(Self.timeout)", "--tensorboard", cluster.localDisk.appendingPathComponent("tb").path]
         if fault == .mirrorAfterWipe { extra += ["--shard-optimizer", "--checkpoint-mirror"] }
-        var environment = ProcessInfo.processInfo.environment
-        environment["BERT_DIST_BIN"] = binary.path
-        environment["BERT_DIST_CLUSTER_CONF"] = try cluster.clusterConf().path
-        let job = try cluster.exec(host: 1, launcher, ["-n", "3", "--max-restarts", "2"]
-                                   + Self.trainOptions(model: model, train: train, output: output, extra), environment: environment)
+        let job = try cluster.exec(host: 1, launcher, ["-n", "3", "--max-restarts", "2"] + Self.trainOptions(model: model, train: train, output: output, extra),
+                                   environment: try cluster.launchEnvironment(binary: binary))
 
         let (name, binary) = (cluster.name, binary)
         let restarted = Moment()  // when launch/train said it restarts, watched from the fault on
         let timeline = await job.act(whenOutput: { $0.contains("step 30/\(Self.steps)") }, appearsWithin: 120, {
             let faultAt = Date()
-            switch fault {
-            case .cutCable: _ = try? TestCluster.run(["cut", name, "h3"])
-            case .frozenHost: _ = try? TestCluster.run(["freeze", name, "h3"])
-            case .killedRank: for pid in cluster.pids(host: 3, running: binary) { kill(pid, SIGKILL) }
-            case .mirrorAfterWipe:
+            if fault == .mirrorAfterWipe {
                 // The head's checkpoints gone at once (a rename is atomic; rank 0 writes the next one anew).
                 try? FileManager.default.moveItem(at: head.appendingPathComponent("out"), to: head.appendingPathComponent("out.wiped"))
-                _ = try? TestCluster.run(["cut", name, "h3"])
             }
+            fault.inflicted.inflict(on: cluster, host: 3, binary: binary)
             Thread.detachNewThread {
                 while !job.standardOutput.contains("restarting on") && job.isRunning { usleep(50_000) }
                 restarted.record()
@@ -127,7 +118,7 @@ struct SelfHealingClusterTests {
         #expect(restart.contains(fault.losesHost ? "lost h3" : "h3 still answer") && restart.contains("restarting on \(hostsAfter) from step ")
                 && restart.hasSuffix("(restart 1 of 2)"), "\(fault): \(restart)")
         let resumedLine = try #require(lines.first { $0.hasPrefix("resumed from checkpoint-") }, "\(stdout)")
-        let resumedStep = try #require(Int(number(after: "resumed from checkpoint-", in: resumedLine) ?? -1), "\(resumedLine)")
+        let resumedStep = Int(try #require(number(after: "resumed from checkpoint-", in: resumedLine), "\(resumedLine)"))
         let summary = try #require(lines.first { $0.hasPrefix("launch/train: done after 2 attempts") }, "\(fault): no summary: \(stdout)")
         let twice = Int(number(after: "steps computed twice: ", in: summary) ?? -1)
         let secondsLost = number(after: "wall time lost: ", in: summary) ?? -1
@@ -186,6 +177,5 @@ struct SelfHealingClusterTests {
             + "from step \(resumedStep), exited 0 \(String(format: "%.1f", totalSeconds)) s after it; \(twice) step(s) computed twice, "
             + "\(secondsLost) s of wall time lost (its summary); model = the path's bit for bit, "
             + "\(toUninterrupted) from an uninterrupted 3-rank run")
-        if fault.losesHost { _ = try? TestCluster.run(["mend", name, "h3"]) }
     }
 }
