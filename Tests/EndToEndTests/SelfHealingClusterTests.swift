@@ -16,7 +16,8 @@ import Testing
 ///   - with --shard-optimizer and --checkpoint-mirror, the head's output folder wiped, then h3 cut:
 ///     no emergency checkpoint (the lost shard is gone, as the report says); the newest checkpoint
 ///     survives on h2 (the mirror), is copied back to h1 at the resume, and the same checks hold,
-///     with the steps since that checkpoint computed twice, as the summary says.
+///     with the steps since that checkpoint computed twice, as the summary says;
+///   - a host lost in one attempt rejoins at the next restart once it answers again.
 /// Each case prints its times (the machine is shared and loaded: provisional to a few seconds).
 @Suite(.serialized, .enabled(if: TestCluster.isAvailable, Comment(rawValue: TestCluster.unavailableReason ?? "")),
        .timeLimit(.minutes(6)))
@@ -177,5 +178,40 @@ struct SelfHealingClusterTests {
             + "from step \(resumedStep), exited 0 \(String(format: "%.1f", totalSeconds)) s after it; \(twice) step(s) computed twice, "
             + "\(secondsLost) s of wall time lost (its summary); model = the path's bit for bit, "
             + "\(toUninterrupted) from an uninterrupted 3-rank run")
+    }
+
+    /// A host lost in one attempt comes back at a later restart once it answers again: h3's cable
+    /// is cut (attempt 2 runs on h1 and h2), then mended, then rank 1 on h2 is killed: attempt 3
+    /// runs on all three hosts again, and the run ends with the summary of both restarts.
+    @Test func aMendedHostRejoinsAtALaterRestart() async throws {
+        let cluster = try TestCluster(hosts: 3)
+        defer { cluster.down() }
+        let (model, train, output) = try cluster.putOnHead(try TinyWorkspace())
+        var options = Self.trainOptions(model: model, train: train, output: output, ["--collective-timeout", "\(Self.timeout)"])
+        options[options.firstIndex(of: "\(Self.steps)")!] = "600"  // --max-steps: long enough for two faults
+        let job = try cluster.exec(host: 1, launcher, ["-n", "3", "--max-restarts", "2"] + options,
+                                   environment: try cluster.launchEnvironment(binary: binary))
+        let (name, binary) = (cluster.name, binary)
+        let cut = await job.act(whenOutput: { $0.contains("step 30/600") }, appearsWithin: 120, {
+            _ = try? TestCluster.run(["cut", name, "h3"])
+            return Date()
+        }, thenExitWithin: 0)
+        // Once attempt 2 is back where attempt 1 was (on h1 and h2): mend h3, kill rank 1 (on h2).
+        let killed = await job.act(whenOutput: { $0.contains("restart 1: back at step") }, appearsWithin: 120, {
+            _ = try? TestCluster.run(["mend", name, "h3"])
+            ClusterFault.killedRank.inflict(on: cluster, host: 2, binary: binary)
+            return Date()
+        }, thenExitWithin: 240)
+        let status = await job.exitStatus(timeoutSeconds: 1)
+        let stdout = job.standardOutput
+        #expect(cut.actedAt != nil && killed.actedAt != nil && status == 0, "\(stdout) \(job.standardError)")
+        let lines = stdout.split(separator: "\n").map(String.init)
+        let first = lines.first { $0.hasPrefix("launch/train: attempt 1 failed") } ?? ""
+        let second = lines.first { $0.hasPrefix("launch/train: attempt 2 failed") } ?? ""
+        #expect(first.contains("lost h3") && first.contains("restarting on h1, h2 from step ") && first.hasSuffix("(restart 1 of 2)"), "\(stdout)")
+        #expect(second.contains("rank(s) 1 died; h2 still answers") && second.contains("back: h3: restarting on h1, h2, h3 from step ")
+                && second.hasSuffix("(restart 2 of 2)"), "\(stdout)")
+        #expect(stdout.contains("launch/train: done after 3 attempts (2 restart(s) of 2): hosts lost: h3; steps computed twice: 0;"), "\(stdout)")
+        print("a mended host rejoins: \(first) | \(second) | \(lines.last { $0.hasPrefix("launch/train: done") } ?? "-")")
     }
 }
