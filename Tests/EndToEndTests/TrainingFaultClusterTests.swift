@@ -8,7 +8,8 @@ import Testing
 /// the job within --collective-timeout + 30 s, non-zero, with one line naming rank 1 on h2 and the
 /// newest complete checkpoint; no bert-dist process may keep running on h2 (after a cut no process
 /// at all: not even Open MPI's orted); `--resume` on the
-/// hosts that are left must then train the model an uninterrupted run trains (bit for bit). Each case prints
+/// hosts that are left must then train the model an uninterrupted run trains (bit for bit). The cut
+/// runs with `--max-restarts 1 --min-hosts 2`, which must end it the same way, saying why. Each case prints
 /// the time to exit. (One after the other, and waiting without holding a thread of the test
 /// runner's pool: see RunningProcess.exitStatus.)
 @Suite(.serialized, .enabled(if: TestCluster.isAvailable, Comment(rawValue: TestCluster.unavailableReason ?? "")),
@@ -53,8 +54,10 @@ struct TrainingFaultClusterTests {
         let head = cluster.disk(host: 1)
         let (model, train, output) = try cluster.putOnHead(workspace)
 
-        let job = try cluster.exec(host: 1, launcher, ["-n", "2"] + Self.trainOptions(model: model, train: train, output: output,
-                                                                                      ["--shard-optimizer", "--collective-timeout", "\(Self.timeout)"]),
+        // (After a cut, --max-restarts 1 --min-hosts 2 ends the job as without restarts: only h1 is left.)
+        let restarts = fault == .cutCable ? ["--max-restarts", "1", "--min-hosts", "2"] : []
+        let job = try cluster.exec(host: 1, launcher, ["-n", "2"] + restarts
+                                   + Self.trainOptions(model: model, train: train, output: output, ["--shard-optimizer", "--collective-timeout", "\(Self.timeout)"]),
                                    environment: try cluster.launchEnvironment(binary: binary, hosts: 2))
         // At step 60 (or a little later: the line arrives when rank 0 has printed it), on a thread of its own.
         let (name, binary) = (cluster.name, binary)
@@ -80,6 +83,10 @@ struct TrainingFaultClusterTests {
             .trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(report?.contains("newest complete checkpoint: \(output.path)/\(latest) (continue with --resume)") == true,
                 "\(fault): no line naming '\(naming)' and \(latest): \(failureOutput)")
+        if fault == .cutCable {
+            #expect(failureOutput.contains("launch/train: the job failed (status 1); lost h2; 1 host(s) left, fewer than --min-hosts 2; newest complete checkpoint: "),
+                    "\(failureOutput)")
+        }
         #expect(!cluster.processes(host: 1).contains { $0.program == binary.path || $0.program.hasSuffix("mpirun") },
                 "\(fault): left on h1: \(cluster.processes(host: 1))")
 
