@@ -118,6 +118,15 @@ struct CheckpointPolicy {
         return folder
     }
 
+    /// After every step: publishes it as the last completed one, and ends the replica's update
+    /// window (a sharded optimizer has none: its step is only reported).
+    func completed(_ progress: TrainingRun.Progress, replica: Replica) {
+        let snapshot = CompletedStep.Snapshot(step: progress.step, position: progress.batches.position, learningRate: progress.learningRate,
+                                              recentMetrics: progress.recentMetrics, optimizerStep: replica.optimizer.stepCount,
+                                              completedAt: Date().timeIntervalSince1970)
+        if let window = replica.completedStep { window.endUpdate(snapshot) } else { completedStep.publish(snapshot) }
+    }
+
     /// The manifest of a checkpoint of `step` (its file list is filled by the writer).
     func trainerState(_ replica: Replica, plan: TrainingPlan, step: Int, position: SamplePosition, learningRate: Double,
                       recentMetrics: [TrainerState.Metric], optimizerStep: Int) -> TrainerState {

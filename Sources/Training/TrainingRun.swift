@@ -119,11 +119,7 @@ public final class TrainingRun {
                 replica.completedStep?.endUpdate(nil)
                 throw error
             }
-            // (With a sharded optimizer there is no update window, only the step to report.)
-            let completed = CompletedStep.Snapshot(step: progress.step, position: progress.batches.position, learningRate: progress.learningRate,
-                                                   recentMetrics: progress.recentMetrics, optimizerStep: replica.optimizer.stepCount,
-                                                   completedAt: Date().timeIntervalSince1970)
-            if let window = replica.completedStep { window.endUpdate(completed) } else { checkpoints.completedStep.publish(completed) }
+            checkpoints.completed(progress, replica: replica)
             try reporter.step(progress.step - 1, outcome: outcome, stepSeconds: Date().timeIntervalSince(stepStart))
             try restartReport?.check(step: progress.step, reporter: reporter)
             if options.debug.debug && isRoot { reporter.say("  step \(progress.step) phases: \(outcome.phaseSeconds.line(decimals: 3))") }
