@@ -282,10 +282,15 @@ void BD_NAME(embedding_layernorm_forward)(float *sum, float *normed, float *mean
         float *x = sum + r * columns;
         const float *w = word_table + (long)ids[r] * columns;
         const float *p = position_table + (long)positions[r] * columns;
-        const float *y = type_table + (long)types[r] * columns;
         long c = 0;
-        for (; c + LANES <= columns; c += LANES) vstore(x + c, vload(w + c) + vload(p + c) + vload(y + c));
-        for (; c < columns; c++) x[c] = w[c] + p[c] + y[c];
+        if (type_table) {
+            const float *y = type_table + (long)types[r] * columns;
+            for (; c + LANES <= columns; c += LANES) vstore(x + c, vload(w + c) + vload(p + c) + vload(y + c));
+            for (; c < columns; c++) x[c] = w[c] + p[c] + y[c];
+        } else {
+            for (; c + LANES <= columns; c += LANES) vstore(x + c, vload(w + c) + vload(p + c));
+            for (; c < columns; c++) x[c] = w[c] + p[c];
+        }
         layernorm_row(normed + r * columns, x, weight, bias, columns, eps, mean + r, rstd + r);
         dropout_row(normed + r * columns, r, columns, &dropout_after);
     }
@@ -380,22 +385,36 @@ void BD_NAME(add_column_sums)(float *sums, const float *matrix, long rows, long 
     }
 }
 
+/// row[c] += d[c] for columns [column_begin, column_end).
+static inline void add_row(float *row, const float *d, long column_begin, long column_end) {
+    long c = column_begin;
+    for (; c + LANES <= column_end; c += LANES) vstore(row + c, vload(row + c) + vload(d + c));
+    for (; c < column_end; c++) row[c] += d[c];
+}
+
 void BD_NAME(embedding_backward)(float *d_word_table, float *d_position_table, float *d_type_table,
                                  const float *d_out, const int32_t *ids, const int32_t *positions, const int32_t *types,
-                                 long rows, long columns, long column_begin, long column_end) {
+                                 long rows, long columns, long column_begin, long column_end,
+                                 long word_padding_row, long position_padding_row) {
     for (long r = 0; r < rows; r++) {
         const float *d = d_out + r * columns;
-        float *w = d_word_table + (long)ids[r] * columns;
-        float *p = d_position_table + (long)positions[r] * columns;
-        float *y = d_type_table + (long)types[r] * columns;
-        long c = column_begin;
-        for (; c + LANES <= column_end; c += LANES) {
-            vf g = vload(d + c);
-            vstore(w + c, vload(w + c) + g);
-            vstore(p + c, vload(p + c) + g);
-            vstore(y + c, vload(y + c) + g);
+        float *w = ids[r] != word_padding_row ? d_word_table + (long)ids[r] * columns : NULL;
+        float *p = positions[r] != position_padding_row ? d_position_table + (long)positions[r] * columns : NULL;
+        float *y = d_type_table ? d_type_table + (long)types[r] * columns : NULL;
+        if (w && p && y) {   // the common case: the three rows at once
+            long c = column_begin;
+            for (; c + LANES <= column_end; c += LANES) {
+                vf g = vload(d + c);
+                vstore(w + c, vload(w + c) + g);
+                vstore(p + c, vload(p + c) + g);
+                vstore(y + c, vload(y + c) + g);
+            }
+            for (; c < column_end; c++) { w[c] += d[c]; p[c] += d[c]; y[c] += d[c]; }
+            continue;
         }
-        for (; c < column_end; c++) { w[c] += d[c]; p[c] += d[c]; y[c] += d[c]; }
+        if (w) add_row(w, d, column_begin, column_end);
+        if (p) add_row(p, d, column_begin, column_end);
+        if (y) add_row(y, d, column_begin, column_end);
     }
 }
 

@@ -64,21 +64,29 @@ extension LayerActivations<Int> {
 
 /// Every activation buffer of a micro-batch, declared once like LayerActivations.
 struct Activations<Slot> {
-    var embeddingSum: Slot                         // (T, C) before LayerNorm
+    var embeddingSum: Slot                         // (T, E) before LayerNorm
     var embeddingMean, embeddingRstd: Slot         // (T)
     var hidden: [Slot]                             // L + 1 of (T, C): embeddings out, layer outputs
+    /// (T, E) after the embeddings' LayerNorm and dropout: hidden[0], or with a projection
+    /// (ELECTRA, E != C) its input.
+    var embeddingNormed: Slot
     var layers: [LayerActivations<Slot>]
     /// The last layer when only [CLS] rows are computed: its layer buffers hold B compact rows
     /// (one per sequence) except qkv, whose key and value columns cover all T tokens.
     var lastInput, lastQuery: Slot                 // (B, C) [CLS] rows of its input; their queries
-    var clsHidden, pooled, pooledDropped: Slot     // (B, C)
+    /// The head: the first token's state, after the input dropout (ELECTRA, RoBERTa), after
+    /// dense and activation, the activation's derivative, after dropout.   (B, C) each
+    var clsHidden, headInput, headActivated, headDerivative, headDropped: Slot
     var logits, probabilities: Slot                // (B, K)
     // Backward scratch.
     var dHidden, dResidual, dTemporary, dContext: Slot   // (T, C)
+    /// (T, E): the gradients at the embeddings' dropout output and LayerNorm input; dHidden and
+    /// dResidual unless there is a projection.
+    var dEmbeddingNormed, dEmbeddingSum: Slot
     var dFeedForward: Slot                         // (T, I)
     var dQKV: Slot                                 // (T, 3C)
     var dLastQuery, dLastInput: Slot               // (B, C)
-    var dClsHidden, dPooled: Slot                  // (B, C)
+    var dClsHidden, dHead: Slot                    // (B, C)
     var dLogits: Slot                              // (B, K)
     /// Per-thread attention scratch: `workers` slots of `attentionScratchStride` floats.
     var attentionScratch: Slot
@@ -86,40 +94,48 @@ struct Activations<Slot> {
     func map<T>(_ f: (Slot) -> T) -> Activations<T> {
         Activations<T>(
             embeddingSum: f(embeddingSum), embeddingMean: f(embeddingMean), embeddingRstd: f(embeddingRstd),
-            hidden: hidden.map(f), layers: layers.map { $0.map(f) }, lastInput: f(lastInput), lastQuery: f(lastQuery),
-            clsHidden: f(clsHidden), pooled: f(pooled), pooledDropped: f(pooledDropped),
-            logits: f(logits), probabilities: f(probabilities),
+            hidden: hidden.map(f), embeddingNormed: f(embeddingNormed), layers: layers.map { $0.map(f) },
+            lastInput: f(lastInput), lastQuery: f(lastQuery),
+            clsHidden: f(clsHidden), headInput: f(headInput), headActivated: f(headActivated), headDerivative: f(headDerivative),
+            headDropped: f(headDropped), logits: f(logits), probabilities: f(probabilities),
             dHidden: f(dHidden), dResidual: f(dResidual), dTemporary: f(dTemporary), dContext: f(dContext),
+            dEmbeddingNormed: f(dEmbeddingNormed), dEmbeddingSum: f(dEmbeddingSum),
             dFeedForward: f(dFeedForward), dQKV: f(dQKV), dLastQuery: f(dLastQuery), dLastInput: f(dLastInput),
-            dClsHidden: f(dClsHidden), dPooled: f(dPooled), dLogits: f(dLogits), attentionScratch: f(attentionScratch))
+            dClsHidden: f(dClsHidden), dHead: f(dHead), dLogits: f(dLogits), attentionScratch: f(attentionScratch))
     }
 }
 
 extension Activations<Int> {
     init(_ p: inout ArenaPlanner, config: BertConfig, labelCount K: Int, _ capacity: ActivationCapacity, scratchFloats: Int) {
         let T = capacity.tokens, B = capacity.sequences, C = config.hiddenSize, I = config.intermediateSize
-        embeddingSum = p.take(T * C)
+        let E = config.embeddingWidth, projected = config.architecture.hasEmbeddingProjection
+        embeddingSum = p.take(T * E)
         embeddingMean = p.take(T)
         embeddingRstd = p.take(T)
         hidden = (0...config.layerCount).map { _ in p.take(T * C) }
+        embeddingNormed = projected ? p.take(T * E) : hidden[0]
         layers = (0..<config.layerCount).map { _ in LayerActivations(&p, config: config, capacity) }
         lastInput = p.take(B * C)
         lastQuery = p.take(B * C)
         clsHidden = p.take(B * C)
-        pooled = p.take(B * C)
-        pooledDropped = p.take(B * C)
+        headInput = p.take(B * C)
+        headActivated = p.take(B * C)
+        headDerivative = p.take(B * C)
+        headDropped = p.take(B * C)
         logits = p.take(B * K)
         probabilities = p.take(B * K)
         dHidden = p.take(T * C)
         dResidual = p.take(T * C)
         dTemporary = p.take(T * C)
         dContext = p.take(T * C)
+        dEmbeddingNormed = projected ? p.take(T * E) : dHidden
+        dEmbeddingSum = projected ? p.take(T * E) : dResidual
         dFeedForward = p.take(T * I)
         dQKV = p.take(T * 3 * C)
         dLastQuery = p.take(B * C)
         dLastInput = p.take(B * C)
         dClsHidden = p.take(B * C)
-        dPooled = p.take(B * C)
+        dHead = p.take(B * C)
         dLogits = p.take(B * K)
         attentionScratch = p.take(scratchFloats)
     }
@@ -138,8 +154,12 @@ final class ActivationBuffers {
     let attentionScratchStride: Int
 
     // Per-token and per-sequence indices (not floats).
-    /// (T) each token's position in its sequence, and the sequence it belongs to.
+    /// (T) each token's index in its sequence (what dropout masks are keyed by), and the
+    /// sequence it belongs to.
     let positions, tokenSequence: UnsafeMutablePointer<Int32>
+    /// (T) each token's position id, the row of the position table, where it is not its index
+    /// (RoBERTa's positions; otherwise `positions` is used).
+    let positionIds: UnsafeMutablePointer<Int32>
     /// (B) 0, 1, ..., B-1 and zeros: the sequence and position of compact [CLS] rows.
     let clsSequence, clsPosition: UnsafeMutablePointer<Int32>
     /// (B) dropout keys of one (layer, site), refilled before each use.
@@ -161,6 +181,7 @@ final class ActivationBuffers {
 
         let T = max(capacity.tokens, 1), B = max(capacity.sequences, 1)
         positions = .allocate(capacity: T)
+        positionIds = .allocate(capacity: T)
         tokenSequence = .allocate(capacity: T)
         clsSequence = .allocate(capacity: B)
         clsPosition = .allocate(capacity: B)
@@ -183,6 +204,7 @@ final class ActivationBuffers {
 
     deinit {
         positions.deallocate()
+        positionIds.deallocate()
         tokenSequence.deallocate()
         clsSequence.deallocate()
         clsPosition.deallocate()

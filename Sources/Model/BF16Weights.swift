@@ -52,12 +52,15 @@ struct PackedLayer {
 final class BF16Weights {
     let arena: BF16Arena
     let layers: [PackedLayer]
-    let pooler, classifier: PackedLinear
+    /// The head's C x C layer (BERT's pooler) and its output layer.
+    let headDense, headOutput: PackedLinear
+    /// ELECTRA's embeddings_project (E -> C), when E != C.
+    let embeddingProjection: PackedLinear?
     /// Every PackedLinear above (what `refresh` repacks).
     private let all: [PackedLinear]
 
     init(weights: ModelParameters<UnsafeMutablePointer<Float>>, config: BertConfig, labelCount K: Int, inputGradients: Bool) {
-        let C = config.hiddenSize, I = config.intermediateSize, L = config.layerCount
+        let C = config.hiddenSize, I = config.intermediateSize, L = config.layerCount, E = config.embeddingWidth
         // Plan: (source, out, in, forward offset, input-gradient offset) in arena order.
         var planned: [(UnsafePointer<Float>, Int, Int, Int, Int)] = []
         var count = 0
@@ -72,6 +75,7 @@ final class BF16Weights {
             planned.append((source, out, inFeatures, forward, inputGradient))
             return planned.count - 1
         }
+        let projectionIndex = weights.embeddings.projectionWeight.map { plan($0, out: C, in: E) }
         var layerPlans: [[Int]] = []
         for l in 0..<L {
             let w = weights.layers[l]
@@ -82,8 +86,8 @@ final class BF16Weights {
             }
             layerPlans.append(indices)
         }
-        let poolerIndex = plan(weights.head.poolerWeight, out: C, in: C)
-        let classifierIndex = plan(weights.head.classifierWeight, out: K, in: C)
+        let denseIndex = plan(weights.head.denseWeight, out: C, in: C)
+        let outputIndex = plan(weights.head.outputWeight, out: K, in: C)
 
         arena = BF16Arena(count: count, lazilyCommitted: false)
         let packed = planned.map { [base = arena.base] (source, out, inFeatures, forward, inputGradient) in
@@ -94,8 +98,9 @@ final class BF16Weights {
             PackedLayer(qkv: packed[i[0]], attentionOutput: packed[i[1]], intermediate: packed[i[2]], output: packed[i[3]],
                         query: i.count > 4 ? packed[i[4]] : nil, keyValue: i.count > 5 ? packed[i[5]] : nil)
         }
-        pooler = packed[poolerIndex]
-        classifier = packed[classifierIndex]
+        headDense = packed[denseIndex]
+        headOutput = packed[outputIndex]
+        embeddingProjection = projectionIndex.map { packed[$0] }
         all = packed
     }
 
@@ -137,8 +142,8 @@ struct BF16Scratch {
 
     /// Elements of the arena for `tokens` rows, and the three offsets.
     static func plan(tokens T: Int, config: BertConfig, labelCount K: Int) -> (count: Int, offsets: [Int]) {
-        let C = config.hiddenSize, I = config.intermediateSize
-        let widestOut = max(3 * C, I, K), widestIn = max(C, I)
+        let C = config.hiddenSize, I = config.intermediateSize, E = config.embeddingWidth
+        let widestOut = max(3 * C, I, K), widestIn = max(C, I, E)
         let sizes = [bg_padded_rows(T) * bg_padded_depth(max(widestOut, widestIn)),
                      bg_padded_rows(widestOut) * bg_padded_depth(T),
                      bg_packed_b_count(T, widestIn)]

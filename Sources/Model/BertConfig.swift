@@ -1,6 +1,8 @@
 import Foundation
 
-/// A Hugging Face BERT `config.json`. Missing keys take BertConfig's defaults, as in transformers.
+/// The common description of an encoder (the name stays BertConfig until the rename across
+/// Training): a Hugging Face `config.json` of any family of `EncoderFamily`, read through the
+/// family's keys (Families/); missing keys take the family's transformers defaults.
 public struct BertConfig: Codable, Equatable, Sendable {
     public var vocabSize = 30522
     public var hiddenSize = 768
@@ -20,6 +22,12 @@ public struct BertConfig: Codable, Equatable, Sendable {
     /// Class names by id ("0": "World", ...). HF writes this for every model; we read it to
     /// know the label count of a fine-tuned checkpoint.
     public var id2label: [String: String]? = nil
+    /// config.json's `model_type`: the family, whose file reads and writes the keys.
+    public var family: EncoderFamily = .bert
+    /// ELECTRA's `embedding_size` (nil: the hidden size).
+    public var embeddingSize: Int? = nil
+    /// DistilBERT's `sinusoidal_pos_embds`: a position table absent from a folder is the sinusoidal one.
+    public var sinusoidalPositionEmbeddings = false
 
     enum CodingKeys: String, CodingKey {
         case vocabSize = "vocab_size"
@@ -42,12 +50,20 @@ public struct BertConfig: Codable, Equatable, Sendable {
 
     public init() {}
 
+    /// Any family's config.json (or `encode(to:)`'s output), by its model_type.
     public init(from decoder: Decoder) throws {
+        let family = try EncoderFamily(modelTypeOf: decoder)
+        self = try family.definition.decodeConfig(decoder, family: family)
+    }
+
+    /// BERT's keys (transformers' BertConfig, which ELECTRA and RoBERTa share); absent keys
+    /// take `defaults`' values (and family).
+    init(bertKeysFrom decoder: Decoder, defaults d: BertConfig) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         func read<T: Decodable>(_ key: CodingKeys, _ fallback: T) throws -> T {
             try c.decodeIfPresent(T.self, forKey: key) ?? fallback
         }
-        let d = BertConfig()
+        self = d
         vocabSize = try read(.vocabSize, d.vocabSize)
         hiddenSize = try read(.hiddenSize, d.hiddenSize)
         layerCount = try read(.layerCount, d.layerCount)
@@ -106,6 +122,7 @@ public struct BertConfig: Codable, Equatable, Sendable {
                           ("classifier_dropout", effectiveClassifierDropout)] where !(p >= 0 && p < 1) {
             throw fail("\(name) must be in [0, 1), found \(p)")
         }
+        try family.definition.validate(self, file: file)
     }
 
     /// Reads and validates `DIR/config.json`.
@@ -122,6 +139,8 @@ public struct BertConfig: Codable, Equatable, Sendable {
         let config: BertConfig
         do {
             config = try JSONDecoder().decode(BertConfig.self, from: bytes)
+        } catch let error as UnsupportedModelType {
+            throw ModelError.invalidConfig(file: file, reason: error.reason)
         } catch {
             throw ModelError.invalidConfig(file: file, reason: "not a valid BERT config.json (\(describeDecodingError(error)))")
         }

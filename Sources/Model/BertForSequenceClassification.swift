@@ -1,13 +1,17 @@
 import CKernels
 import Foundation
 
-/// Hugging Face's BertForSequenceClassification, forward and backward by hand over packed
-/// sequences. Parameters and gradients are flat arenas laid out by `ParameterLayout`;
+/// Hugging Face's `<Family>ForSequenceClassification` of every family of `EncoderFamily` (the
+/// name stays until the rename across Training), forward and backward by hand over packed
+/// sequences, following the values of the family's `EncoderArchitecture` (its embeddings,
+/// dropout sites and head). Parameters and gradients are flat arenas laid out by `ParameterLayout`;
 /// activations live in one arena sized for the largest micro-batch seen (`reserve`), so a
 /// training step allocates nothing once that size has been reached. Kernels run on the rank's
 /// `compute`.
 public final class BertForSequenceClassification {
     public let config: BertConfig
+    /// The family's structure (config.architecture, computed once).
+    public let architecture: EncoderArchitecture
     public let labelCount: Int
     public let compute: Compute
     public let layout: ParameterLayout
@@ -35,6 +39,7 @@ public final class BertForSequenceClassification {
         self.labelCount = labelCount
         self.compute = compute
         layout = ParameterLayout(config: config, labelCount: labelCount)
+        architecture = layout.architecture
         parameters = FloatArena(count: layout.totalCount)
         gradients = FloatArena(count: layout.totalCount)
         activations = ActivationBuffers(config: config, labelCount: labelCount, capacity: ActivationCapacity(), compute: compute)
@@ -87,7 +92,7 @@ public final class BertForSequenceClassification {
         }
     }
 
-    /// In the last encoder layer only the [CLS] rows reach the pooler, so only their queries,
+    /// In the last encoder layer only the [CLS] rows reach the head, so only their queries,
     /// attention output, LayerNorms and feed-forward are computed (keys and values still cover
     /// every token); the results equal the full computation up to float rounding. Off: every
     /// row, as Hugging Face does (the tests compare the two).
@@ -149,11 +154,12 @@ public final class BertForSequenceClassification {
         let sequences: PackedSequences
     }
 
-    /// The dropout of packed rows (`compact`: one [CLS] row per sequence) at (layer, site).
+    /// The dropout of packed rows (`compact`: one [CLS] row per sequence) at (layer, site), with
+    /// the family's probability there.
     private func rowMasks(_ dropout: DropoutContext?, _ layer: Int, _ site: DropoutSite, _ b: BatchPointers,
                           compact: Bool = false) -> bd_row_dropout {
         let a = activations
-        let probability = dropout == nil ? 0 : (site == .classifier ? config.effectiveClassifierDropout : config.hiddenDropoutProb)
+        let probability = dropout == nil ? 0 : architecture.dropout.probability(site)
         return rowDropout(dropout, probability: probability, layer: layer, site: site, samples: b.samples,
                           sequences: b.sequences.count, keys: a.dropoutKeys,
                           rowSequence: compact ? a.clsSequence : a.tokenSequence,
@@ -166,7 +172,7 @@ public final class BertForSequenceClassification {
     /// seed and step and each sequence's sample index; without it dropout is off (evaluation).
     @discardableResult
     public func forward(_ batch: PackedBatch, dropout: DropoutContext?) throws -> ForwardResult {
-        let C = config.hiddenSize, K = labelCount, L = config.layerCount
+        let C = config.hiddenSize, K = labelCount, L = config.layerCount, E = architecture.embeddingWidth
         let T = batch.tokenCount, B = batch.sequenceCount
         try prepare(batch)
         refreshBF16WeightsIfNeeded()
@@ -174,13 +180,19 @@ public final class BertForSequenceClassification {
         let a = activations.views, w = weights, k = compute, packed = bf16Weights
 
         try withBatchPointers(batch) { b in
-            // Embeddings: word + position + token type, LayerNorm, dropout.     (T, C)
-            k.embeddingLayerNormForward(sum: a.embeddingSum, normed: a.hidden[0], mean: a.embeddingMean, rstd: a.embeddingRstd,
-                                        tokenIds: b.ids, positions: activations.positions, tokenTypeIds: b.types,
+            // Embeddings: word + position (+ token type), LayerNorm, dropout.     (T, E)
+            k.embeddingLayerNormForward(sum: a.embeddingSum, normed: a.embeddingNormed, mean: a.embeddingMean,
+                                        rstd: a.embeddingRstd, tokenIds: b.ids, positions: positionIds,
+                                        tokenTypeIds: w.embeddings.tokenTypeTable == nil ? nil : b.types,
                                         wordTable: w.embeddings.wordTable, positionTable: w.embeddings.positionTable,
                                         tokenTypeTable: w.embeddings.tokenTypeTable, weight: w.embeddings.normWeight,
-                                        bias: w.embeddings.normBias, rows: T, columns: C, eps: config.layerNormEps,
+                                        bias: w.embeddings.normBias, rows: T, columns: E, eps: config.layerNormEps,
                                         dropoutAfter: rowMasks(dropout, 0, .embeddings, b))
+            if let projectionWeight = w.embeddings.projectionWeight, let projectionBias = w.embeddings.projectionBias {
+                // ELECTRA: the embeddings projected to the hidden width.          (T, E) -> (T, C)
+                linear(out: a.hidden[0], input: a.embeddingNormed, weight: projectionWeight, packed: packed?.embeddingProjection,
+                       bias: projectionBias, rows: T, inFeatures: E, outFeatures: C)
+            }
             try checked(a.hidden[0], T * C, "embeddings output (forward)")
 
             for l in 0..<L {
@@ -191,14 +203,20 @@ public final class BertForSequenceClassification {
                 for s in 0..<B { (a.clsHidden + s * C).update(from: last + b.starts[s] * C, count: C) }
             }
 
-            // Pooler: tanh(dense([CLS])), dropout, classifier.              (B, C) -> (B, K)
-            linear(out: a.pooled, input: a.clsHidden, weight: w.head.poolerWeight, packed: packed?.pooler,
-                   bias: w.head.poolerBias, rows: B, inFeatures: C, outFeatures: C)
-            tanhForward(out: a.pooled, count: B * C)
-            a.pooledDropped.update(from: a.pooled, count: B * C)
-            k.dropoutRows(a.pooledDropped, rows: B, columns: C, dropout: rowMasks(dropout, L, .classifier, b, compact: true))
-            linear(out: a.logits, input: a.pooledDropped, weight: w.head.classifierWeight, packed: packed?.classifier,
-                   bias: w.head.classifierBias, rows: B, inFeatures: C, outFeatures: K)
+            // Head: [dropout,] dense, activation (BERT's pooler: tanh), dropout, output layer.
+            //                                                                  (B, C) -> (B, K)
+            let headInput = self.headInput
+            if architecture.dropout.classifierInput != nil {
+                a.headInput.update(from: a.clsHidden, count: B * C)
+                k.dropoutRows(a.headInput, rows: B, columns: C, dropout: rowMasks(dropout, L, .classifierInput, b, compact: true))
+            }
+            linear(out: a.headActivated, input: headInput, weight: w.head.denseWeight, packed: packed?.headDense,
+                   bias: w.head.denseBias, rows: B, inFeatures: C, outFeatures: C)
+            k.headActivationForward(architecture.headActivation, values: a.headActivated, derivative: a.headDerivative, count: B * C)
+            a.headDropped.update(from: a.headActivated, count: B * C)
+            k.dropoutRows(a.headDropped, rows: B, columns: C, dropout: rowMasks(dropout, L, .classifier, b, compact: true))
+            linear(out: a.logits, input: a.headDropped, weight: w.head.outputWeight, packed: packed?.headOutput,
+                   bias: w.head.outputBias, rows: B, inFeatures: C, outFeatures: K)
             try checked(a.logits, B * K, "classifier logits (forward)")
         }
         return batch.labels.withUnsafeBufferPointer { labels in
@@ -209,6 +227,17 @@ public final class BertForSequenceClassification {
     }
 
     private var lastLayerIsClsOnly: Bool { clsOnlyLastLayer && config.layerCount >= 1 }
+
+    /// (B, C) what the head's dense layer reads: the first tokens' states, after the input
+    /// dropout where the family has one.
+    private var headInput: UnsafeMutablePointer<Float> {
+        architecture.dropout.classifierInput != nil ? activations.views.headInput : activations.views.clsHidden
+    }
+
+    /// (T) the rows of the position table: each token's index in its sequence, or RoBERTa's ids.
+    private var positionIds: UnsafeMutablePointer<Int32> {
+        architecture.positions == .index ? activations.positions : activations.positionIds
+    }
 
     /// The rows an encoder layer computes past its keys and values: every token, or (the last
     /// layer with `clsOnlyLastLayer`) only each sequence's [CLS] row, kept compact in the
@@ -256,7 +285,7 @@ public final class BertForSequenceClassification {
         }
         k.attentionForward(context: la.context, probabilities: la.probabilities, qkv: la.qkv, sequences: b.sequences,
                            hidden: C, heads: H, clsQueries: rows.clsOnly ? a.lastQuery : nil,
-                           dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
+                           dropout: dropout.map { ($0, b.samples, l, architecture.dropout.attentionProbabilities) },
                            scratch: a.attentionScratch, scratchStride: activations.attentionScratchStride,
                            workers: activations.workers)
         try checked(la.context, R * C, "layer \(l) attention context (forward)")
@@ -291,22 +320,26 @@ public final class BertForSequenceClassification {
         probabilityOffsets.append(0)
         clsProbabilityOffsets.append(0)
         var longest = 0
+        let maxLength = architecture.positions.maxSequenceLength(positionCount: config.maxPositionEmbeddings)
         for s in 0..<B {
             let len = batch.length(of: s)
             guard len >= 1 else { throw ModelError.invalidBatch(reason: "sequence \(s) is empty") }
-            guard len <= config.maxPositionEmbeddings else {
-                throw ModelError.invalidBatch(reason: "a sequence of \(len) tokens is longer than max_position_embeddings \(config.maxPositionEmbeddings); use a smaller --max-seq-len")
+            guard len <= maxLength else {
+                let positions = maxLength == config.maxPositionEmbeddings ? "max_position_embeddings \(maxLength)"
+                    : "the \(maxLength) positions of max_position_embeddings \(config.maxPositionEmbeddings) after pad_token_id + 1"
+                throw ModelError.invalidBatch(reason: "a sequence of \(len) tokens is longer than \(positions); use a smaller --max-seq-len")
             }
             longest = max(longest, len)
             probabilityOffsets.append(probabilityOffsets[s] + H * len * len)
             clsProbabilityOffsets.append(clsProbabilityOffsets[s] + H * len)
         }
+        let typeCount = architecture.hasTokenTypes ? config.typeVocabSize : Int(Int32.max)   // DistilBERT ignores them
         for t in 0..<T {
             let id = batch.tokenIds[t], type = batch.tokenTypeIds[t]
             guard id >= 0 && Int(id) < config.vocabSize else {
                 throw ModelError.invalidBatch(reason: "token id \(id) is outside the vocabulary of \(config.vocabSize) (tokenizer and model do not match?)")
             }
-            guard type >= 0 && Int(type) < config.typeVocabSize else {
+            guard type >= 0 && Int(type) < typeCount else {
                 throw ModelError.invalidBatch(reason: "token type id \(type) is outside type_vocab_size \(config.typeVocabSize)")
             }
         }
@@ -321,6 +354,21 @@ public final class BertForSequenceClassification {
                 a.tokenSequence[t] = Int32(s)
             }
         }
+        if case .countingFromPadding(let pad) = architecture.positions {
+            // RoBERTa: every sequence counts its tokens from pad + 1 again; a pad-id token has
+            // position pad and is not counted (create_position_ids_from_input_ids).
+            for s in 0..<B {
+                var counted = 0
+                for t in batch.sequenceStarts[s]..<batch.sequenceStarts[s + 1] {
+                    if batch.tokenIds[t] == Int32(pad) {
+                        a.positionIds[t] = Int32(pad)
+                    } else {
+                        counted += 1
+                        a.positionIds[t] = Int32(pad + counted)
+                    }
+                }
+            }
+        }
     }
 
     private func checked(_ values: UnsafePointer<Float>, _ count: Int, _ location: @autoclosure () -> String) throws {
@@ -332,29 +380,32 @@ public final class BertForSequenceClassification {
 
     /// Backpropagates the loss of the last `forward(batch, ...)` (same batch, same dropout) and
     /// ADDS the parameter gradients, scaled by `lossScale` (1 / global batch size), into
-    /// `gradients`. After each encoder layer (and after the pooler/classifier and the
+    /// `gradients`. After each encoder layer (and after the head and the
     /// embeddings) it calls `parametersFinished(offset)`: every gradient at arena offset >=
     /// `offset` is final for this micro-batch — the hook that starts gradient communication.
     public func backward(_ batch: PackedBatch, dropout: DropoutContext?, lossScale: Float,
                          parametersFinished: (Int) throws -> Void = { _ in }) throws {
-        let C = config.hiddenSize, K = labelCount, L = config.layerCount
+        let C = config.hiddenSize, K = labelCount, L = config.layerCount, E = architecture.embeddingWidth
         let T = batch.tokenCount, B = batch.sequenceCount
         precondition(B == lastSequenceCount, "backward must follow forward of the same batch")
         let a = activations.views, w = weights, g = weightGradients, k = compute, packed = bf16Weights
 
         try withBatchPointers(batch) { b in
-            // Loss and classifier.                                         (B, K)
+            // Loss and the head's output layer.                            (B, K)
             crossEntropyBackward(dLogits: a.dLogits, probabilities: a.probabilities, labels: b.labels,
                                  rows: B, classes: K, lossScale: lossScale)
-            linearGradient(dInput: a.dPooled, dWeight: g.head.classifierWeight, dBias: g.head.classifierBias, dOut: a.dLogits,
-                           input: a.pooledDropped, weight: w.head.classifierWeight, packed: packed?.classifier,
+            linearGradient(dInput: a.dHead, dWeight: g.head.outputWeight, dBias: g.head.outputBias, dOut: a.dLogits,
+                           input: a.headDropped, weight: w.head.outputWeight, packed: packed?.headOutput,
                            rows: B, inFeatures: C, outFeatures: K)
-            k.dropoutRows(a.dPooled, rows: B, columns: C, dropout: rowMasks(dropout, L, .classifier, b, compact: true))
-            // Pooler.                                                      (B, C)
-            tanhBackward(dInOut: a.dPooled, output: a.pooled, count: B * C)
-            linearGradient(dInput: a.dClsHidden, dWeight: g.head.poolerWeight, dBias: g.head.poolerBias, dOut: a.dPooled,
-                           input: a.clsHidden, weight: w.head.poolerWeight, packed: packed?.pooler, rows: B, inFeatures: C, outFeatures: C)
-            try checked(a.dClsHidden, B * C, "pooler input gradient (backward)")
+            k.dropoutRows(a.dHead, rows: B, columns: C, dropout: rowMasks(dropout, L, .classifier, b, compact: true))
+            // The head's activation and dense layer, [its input dropout].  (B, C)
+            k.multiply(a.dHead, by: a.headDerivative, count: B * C)
+            linearGradient(dInput: a.dClsHidden, dWeight: g.head.denseWeight, dBias: g.head.denseBias, dOut: a.dHead,
+                           input: headInput, weight: w.head.denseWeight, packed: packed?.headDense, rows: B, inFeatures: C, outFeatures: C)
+            if architecture.dropout.classifierInput != nil {
+                k.dropoutRows(a.dClsHidden, rows: B, columns: C, dropout: rowMasks(dropout, L, .classifierInput, b, compact: true))
+            }
+            try checked(a.dClsHidden, B * C, "head input gradient (backward)")
             try parametersFinished(layout.layerStarts[L])
 
             if !lastLayerIsClsOnly {
@@ -367,16 +418,24 @@ public final class BertForSequenceClassification {
                 try parametersFinished(layout.layerStarts[l])
             }
 
-            // Embeddings: dropout, LayerNorm, scatter into the three tables.
-            k.dropoutRows(a.dHidden, rows: T, columns: C, dropout: rowMasks(dropout, 0, .embeddings, b))
-            k.layerNormBackward(dInput: a.dResidual, dBranch: nil, branchDropout: rowMasks(nil, 0, .embeddings, b),
-                                dWeight: g.embeddings.normWeight, dBias: g.embeddings.normBias, dOut: a.dHidden,
+            // Embeddings: [projection,] dropout, LayerNorm, scatter into the tables.   (T, E)
+            if let projectionWeight = w.embeddings.projectionWeight, let dProjectionWeight = g.embeddings.projectionWeight,
+               let dProjectionBias = g.embeddings.projectionBias {
+                linearGradient(dInput: a.dEmbeddingNormed, dWeight: dProjectionWeight, dBias: dProjectionBias, dOut: a.dHidden,
+                               input: a.embeddingNormed, weight: projectionWeight, packed: packed?.embeddingProjection,
+                               rows: T, inFeatures: E, outFeatures: C)
+            }
+            k.dropoutRows(a.dEmbeddingNormed, rows: T, columns: E, dropout: rowMasks(dropout, 0, .embeddings, b))
+            k.layerNormBackward(dInput: a.dEmbeddingSum, dBranch: nil, branchDropout: rowMasks(nil, 0, .embeddings, b),
+                                dWeight: g.embeddings.normWeight, dBias: g.embeddings.normBias, dOut: a.dEmbeddingNormed,
                                 input: a.embeddingSum, weight: w.embeddings.normWeight,
-                                mean: a.embeddingMean, rstd: a.embeddingRstd, rows: T, columns: C)
+                                mean: a.embeddingMean, rstd: a.embeddingRstd, rows: T, columns: E)
             k.embeddingBackward(dWordTable: g.embeddings.wordTable, dPositionTable: g.embeddings.positionTable,
-                                dTokenTypeTable: g.embeddings.tokenTypeTable, dOut: a.dResidual, tokenIds: b.ids,
-                                positions: activations.positions, tokenTypeIds: b.types, tokens: T, hidden: C)
-            try checked(a.dResidual, T * C, "embeddings gradient (backward)")
+                                dTokenTypeTable: g.embeddings.tokenTypeTable, dOut: a.dEmbeddingSum, tokenIds: b.ids,
+                                positions: positionIds, tokenTypeIds: g.embeddings.tokenTypeTable == nil ? nil : b.types,
+                                tokens: T, hidden: E, wordPaddingRow: architecture.wordPaddingRow,
+                                positionPaddingRow: architecture.positionPaddingRow)
+            try checked(a.dEmbeddingSum, T * E, "embeddings gradient (backward)")
             try parametersFinished(0)
         }
     }
@@ -415,7 +474,7 @@ public final class BertForSequenceClassification {
         k.attentionBackward(dqkv: a.dQKV, dContext: a.dContext, qkv: la.qkv, probabilities: la.probabilities,
                             sequences: b.sequences, hidden: C, heads: H, clsQueries: rows.clsOnly ? a.lastQuery : nil,
                             dClsQueries: rows.clsOnly ? a.dLastQuery : nil,
-                            dropout: dropout.map { ($0, b.samples, l, config.attentionDropoutProb) },
+                            dropout: dropout.map { ($0, b.samples, l, architecture.dropout.attentionProbabilities) },
                             scratch: a.attentionScratch, scratchStride: activations.attentionScratchStride,
                             workers: activations.workers)
         if rows.clsOnly {

@@ -16,6 +16,8 @@ func mix64(_ x: UInt64) -> UInt64 {
 /// Where dropout happens, for keying masks. Values are part of the mask definition: keep them.
 enum DropoutSite: UInt64 {
     case embeddings = 1, attentionProbabilities = 2, attentionOutput = 3, feedForwardOutput = 4, classifier = 5
+    /// The first token's state before the head's dense layer (ELECTRA, RoBERTa).
+    case classifierInput = 6
 }
 
 /// The dropout configuration of one training step.

@@ -163,37 +163,60 @@ extension Compute {
 
 // MARK: - Embeddings
 
-/// Scatter-adds dOut rows into the rows of the three tables they came from.
+/// out[t] = word[tokenIds[t]] + position[positions[t]] (+ tokenType[tokenTypeIds[t]])   (T, E)
+func embeddingForwardReference(out: UnsafeMutablePointer<Float>, tokenIds: UnsafePointer<Int32>,
+                               positions: UnsafePointer<Int32>, tokenTypeIds: UnsafePointer<Int32>?,
+                               wordTable: UnsafePointer<Float>, positionTable: UnsafePointer<Float>,
+                               tokenTypeTable: UnsafePointer<Float>?, tokens: Int, hidden C: Int) {
+    for t in 0..<tokens {
+        let o = out + t * C
+        let w = wordTable + Int(tokenIds[t]) * C
+        let p = positionTable + Int(positions[t]) * C
+        for c in 0..<C { o[c] = w[c] + p[c] }
+        if let tokenTypeTable, let tokenTypeIds {
+            let y = tokenTypeTable + Int(tokenTypeIds[t]) * C
+            for c in 0..<C { o[c] += y[c] }
+        }
+    }
+}
+
+/// Scatter-adds dOut rows into the rows of the tables they came from; the padding rows (HF's
+/// nn.Embedding padding_idx, -1: none) get nothing.
 func embeddingBackwardReference(dWordTable: UnsafeMutablePointer<Float>, dPositionTable: UnsafeMutablePointer<Float>,
-                                dTokenTypeTable: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
+                                dTokenTypeTable: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>,
                                 tokenIds: UnsafePointer<Int32>, positions: UnsafePointer<Int32>,
-                                tokenTypeIds: UnsafePointer<Int32>, tokens: Int, hidden C: Int) {
+                                tokenTypeIds: UnsafePointer<Int32>?, tokens: Int, hidden C: Int,
+                                wordPaddingRow: Int = -1, positionPaddingRow: Int = -1) {
     for t in 0..<tokens {
         let d = dOut + t * C
         let w = dWordTable + Int(tokenIds[t]) * C
         let p = dPositionTable + Int(positions[t]) * C
-        let y = dTokenTypeTable + Int(tokenTypeIds[t]) * C
         for c in 0..<C {
-            w[c] += d[c]
-            p[c] += d[c]
-            y[c] += d[c]
+            if Int(tokenIds[t]) != wordPaddingRow { w[c] += d[c] }
+            if Int(positions[t]) != positionPaddingRow { p[c] += d[c] }
+        }
+        if let dTokenTypeTable, let tokenTypeIds {
+            let y = dTokenTypeTable + Int(tokenTypeIds[t]) * C
+            for c in 0..<C { y[c] += d[c] }
         }
     }
 }
 
 extension Compute {
-    /// The fast embeddings: sum, LayerNorm and dropout after it, rows over the team.
+    /// The fast embeddings: sum, LayerNorm and dropout after it, rows over the team. Without a
+    /// token type table (nil), the sum is word + position.
     func embeddingLayerNormForward(sum: UnsafeMutablePointer<Float>, normed: UnsafeMutablePointer<Float>,
                                    mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
-                                   tokenIds: UnsafePointer<Int32>, positions: UnsafePointer<Int32>, tokenTypeIds: UnsafePointer<Int32>,
-                                   wordTable: UnsafePointer<Float>, positionTable: UnsafePointer<Float>, tokenTypeTable: UnsafePointer<Float>,
+                                   tokenIds: UnsafePointer<Int32>, positions: UnsafePointer<Int32>, tokenTypeIds: UnsafePointer<Int32>?,
+                                   wordTable: UnsafePointer<Float>, positionTable: UnsafePointer<Float>, tokenTypeTable: UnsafePointer<Float>?,
                                    weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, rows: Int, columns: Int, eps: Float,
                                    dropoutAfter: bd_row_dropout) {
         struct Job: ChunkJob {
             let kernels: bd_kernel_table
             let sum, normed, mean, rstd: UnsafeMutablePointer<Float>
-            let tokenIds, positions, tokenTypeIds: UnsafePointer<Int32>
-            let wordTable, positionTable, tokenTypeTable, weight, bias: UnsafePointer<Float>
+            let tokenIds, positions: UnsafePointer<Int32>, tokenTypeIds: UnsafePointer<Int32>?
+            let wordTable, positionTable: UnsafePointer<Float>, tokenTypeTable: UnsafePointer<Float>?
+            let weight, bias: UnsafePointer<Float>
             let columns: Int, eps: Float, dropoutAfter: bd_row_dropout
             func run(chunk: Int, range: Range<Int>) {
                 kernels.embedding_layernorm_forward(sum, normed, mean, rstd, tokenIds, positions, tokenTypeIds,
@@ -208,24 +231,29 @@ extension Compute {
                            dropoutAfter: dropoutAfter))
     }
 
-    /// The fast embedding backward: members own column blocks of the three tables.
+    /// The fast embedding backward: members own column blocks of the tables. The padding rows
+    /// (nil: none) get no gradient, as HF's nn.Embedding(padding_idx:).
     func embeddingBackward(dWordTable: UnsafeMutablePointer<Float>, dPositionTable: UnsafeMutablePointer<Float>,
-                           dTokenTypeTable: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
+                           dTokenTypeTable: UnsafeMutablePointer<Float>?, dOut: UnsafePointer<Float>,
                            tokenIds: UnsafePointer<Int32>, positions: UnsafePointer<Int32>,
-                           tokenTypeIds: UnsafePointer<Int32>, tokens: Int, hidden C: Int) {
+                           tokenTypeIds: UnsafePointer<Int32>?, tokens: Int, hidden C: Int,
+                           wordPaddingRow: Int?, positionPaddingRow: Int?) {
         struct Job: ChunkJob {
             let kernels: bd_kernel_table
-            let dWordTable, dPositionTable, dTokenTypeTable: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>
-            let tokenIds, positions, tokenTypeIds: UnsafePointer<Int32>, tokens, C: Int
+            let dWordTable, dPositionTable: UnsafeMutablePointer<Float>, dTokenTypeTable: UnsafeMutablePointer<Float>?
+            let dOut: UnsafePointer<Float>
+            let tokenIds, positions: UnsafePointer<Int32>, tokenTypeIds: UnsafePointer<Int32>?, tokens, C: Int
+            let wordPaddingRow, positionPaddingRow: Int
             func run(chunk: Int, range: Range<Int>) {
                 kernels.embedding_backward(dWordTable, dPositionTable, dTokenTypeTable, dOut, tokenIds, positions, tokenTypeIds,
-                                           tokens, C, range.lowerBound, range.upperBound)
+                                           tokens, C, range.lowerBound, range.upperBound, wordPaddingRow, positionPaddingRow)
             }
         }
         parallelGranules(C, granule: 16, minimumChunk: tokens >= 64 ? 16 : C,
                          Job(kernels: kernels, dWordTable: dWordTable, dPositionTable: dPositionTable,
                              dTokenTypeTable: dTokenTypeTable, dOut: dOut,
-                             tokenIds: tokenIds, positions: positions, tokenTypeIds: tokenTypeIds, tokens: tokens, C: C))
+                             tokenIds: tokenIds, positions: positions, tokenTypeIds: tokenTypeIds, tokens: tokens, C: C,
+                             wordPaddingRow: wordPaddingRow ?? -1, positionPaddingRow: positionPaddingRow ?? -1))
     }
 }
 
@@ -375,15 +403,35 @@ extension Compute {
     }
 }
 
-// MARK: - Pooler tanh
+// MARK: - The head's activation
 
-func tanhForward(out: UnsafeMutablePointer<Float>, count: Int) {
-    for i in 0..<count { out[i] = tanhf(out[i]) }
-}
+extension Compute {
+    /// In place on the head's (B, C) values: values = f(x), derivative = f'(x) (backward
+    /// multiplies by it: `multiply`). tanh' = 1 - tanh², relu' = 1 where the output is positive,
+    /// GELU's from the kernel of the feed-forward.
+    func headActivationForward(_ activation: HeadActivation, values: UnsafeMutablePointer<Float>,
+                               derivative: UnsafeMutablePointer<Float>, count: Int) {
+        switch activation {
+        case .tanh:
+            for i in 0..<count {
+                values[i] = tanhf(values[i])
+                derivative[i] = 1 - values[i] * values[i]
+            }
+        case .relu:
+            for i in 0..<count {
+                values[i] = max(values[i], 0)
+                derivative[i] = values[i] > 0 ? 1 : 0
+            }
+        case .gelu:
+            derivative.update(from: values, count: count)
+            kernels.gelu_forward(values, derivative, count)
+        }
+    }
 
-/// In place: dInOut = dOut · (1 - tanh²), from the tanh output.
-func tanhBackward(dInOut: UnsafeMutablePointer<Float>, output: UnsafePointer<Float>, count: Int) {
-    for i in 0..<count { dInOut[i] *= 1 - output[i] * output[i] }
+    /// dInOut (count) *= derivative, in place.
+    func multiply(_ dInOut: UnsafeMutablePointer<Float>, by derivative: UnsafePointer<Float>, count: Int) {
+        kernels.multiply(dInOut, derivative, count)
+    }
 }
 
 // MARK: - Residual

@@ -2,7 +2,7 @@ import Foundation
 
 /// What loading a Hugging Face folder did besides copying tensors.
 public struct LoadReport: Sendable {
-    /// Tensors absent from the file and initialised like HF (classifier, pooler).
+    /// Tensors absent from the file and initialised like HF (the head: classifier, pooler, ...).
     public var initialized: [String] = []
     /// Classifier tensors of the file whose shape is another label count's, initialised like HF
     /// instead (`ignoreMismatchedSizes`): "classifier.weight: [4, 32] in the file, [2, 32] here".
@@ -13,8 +13,8 @@ public struct LoadReport: Sendable {
 }
 
 extension BertForSequenceClassification {
-    /// Loads `DIR/config.json` and `DIR/model.safetensors` (HF names with or without the
-    /// `bert.` prefix). A classifier (or pooler) missing from the file is initialised like HF,
+    /// Loads `DIR/config.json` and `DIR/model.safetensors` of any family (HF names with or without
+    /// the family's base prefix, `bert.`, `roberta.`, ...). A head missing from the file is initialised like HF,
     /// normal(0, initializer_range) weights and zero bias, from `seed`. `labelCount` nil means
     /// "as the checkpoint's classifier/id2label says". A classifier in the file with another
     /// label count than `labelCount` is an error, unless `ignoreMismatchedSizes` (HF's
@@ -41,7 +41,7 @@ extension BertForSequenceClassification {
     }
 
     private static func folderLabelCount(config: BertConfig, weights file: SafeTensorsFile) -> Int? {
-        if let record = file.records["classifier.weight"], record.shape.count == 2 { return record.shape[0] }
+        if let record = file.records[config.architecture.labelOutputWeightName], record.shape.count == 2 { return record.shape[0] }
         return config.labelNames?.count
     }
 
@@ -51,7 +51,7 @@ extension BertForSequenceClassification {
             let hasBin = FileManager.default.fileExists(atPath: modelDirectory.appendingPathComponent("pytorch_model.bin").path)
             throw ModelError.missingFile(path: weightsURL.path, hint: hasBin
                 ? "only pytorch_model.bin found; convert it with `model.save_pretrained(dir, safe_serialization=True)`"
-                : "expected the weights of a Hugging Face BERT")
+                : "expected the weights of a Hugging Face model")
         }
         return try SafeTensorsFile(url: weightsURL)
     }
@@ -60,26 +60,28 @@ extension BertForSequenceClassification {
     public func loadWeights(from file: SafeTensorsFile, seed: UInt64, ignoreMismatchedSizes: Bool = false) throws -> LoadReport {
         var report = LoadReport()
         var used = Set<String>()
+        let prefix = architecture.basePrefix
         for tensor in layout.tensors {
             var candidates = [tensor.name]
-            if tensor.name.hasPrefix("bert.") { candidates.append(String(tensor.name.dropFirst("bert.".count))) }
+            if tensor.name.hasPrefix(prefix) { candidates.append(String(tensor.name.dropFirst(prefix.count))) }
             guard let name = candidates.first(where: { file.records[$0] != nil }) else {
-                if tensor.name.hasPrefix("classifier.") || tensor.name.hasPrefix("bert.pooler.") {
+                if tensor.initializedWhenAbsent {
                     initializeLikeHuggingFace(tensor, seed: seed)
                     report.initialized.append(tensor.name)
                     continue
                 }
-                throw ModelError.tensor(file: file.path, tensor: tensor.name, reason: "missing (is this a BERT checkpoint matching its config.json?)")
+                throw ModelError.tensor(file: file.path, tensor: tensor.name,
+                                        reason: "missing (is this a \(architecture.family.displayName) checkpoint matching its config.json?)")
             }
             let record = file.records[name]!
-            if record.shape != tensor.shape && ignoreMismatchedSizes && tensor.name.hasPrefix("classifier.") {
+            if record.shape != tensor.shape && ignoreMismatchedSizes && tensor.dependsOnLabelCount {
                 initializeLikeHuggingFace(tensor, seed: seed)
                 report.reinitialized.append("\(tensor.name): \(record.shape) in the file, \(tensor.shape) here")
                 used.insert(name)
                 continue
             }
             guard record.shape == tensor.shape else {
-                let hint = tensor.name.hasPrefix("classifier.")
+                let hint = tensor.dependsOnLabelCount
                     ? " (the checkpoint was fine-tuned for \(record.shape.first ?? 0) labels, this run needs \(labelCount))"
                     : " (config.json and model.safetensors do not match)"
                 throw ModelError.tensor(file: file.path, tensor: name, reason: "shape \(record.shape), expected \(tensor.shape)\(hint)")
@@ -91,15 +93,22 @@ extension BertForSequenceClassification {
         return report
     }
 
-    /// HF `_init_weights` for a Linear layer: weight ~ normal(0, initializer_range), bias = 0.
+    /// HF `_init_weights`: Linear and Embedding weights ~ normal(0, initializer_range) (an
+    /// Embedding's padding row 0), biases 0, LayerNorm weights 1, DistilBERT's sinusoidal table.
     private func initializeLikeHuggingFace(_ tensor: ParameterTensor, seed: UInt64) {
         let values = parameters[tensor.range]
-        if tensor.name.hasSuffix(".bias") {
-            values.update(repeating: 0)
-            return
+        switch tensor.initialization {
+        case .zeros: values.update(repeating: 0)
+        case .ones: values.update(repeating: 1)
+        case .sinusoidal: fillSinusoidal(values, rows: tensor.shape[0], width: tensor.shape[1])
+        case .normal(let paddingRow):
+            var generator = NormalGenerator(seed: seed, stream: UInt64(tensor.name.hashValueStable))
+            for i in 0..<values.count { values[i] = Float(generator.next()) * config.initializerRange }
+            let width = tensor.shape.last ?? 0
+            if let paddingRow, paddingRow >= 0 && paddingRow < tensor.shape[0] {
+                values[(paddingRow * width)..<((paddingRow + 1) * width)].update(repeating: 0)
+            }
         }
-        var generator = NormalGenerator(seed: seed, stream: UInt64(tensor.name.hashValueStable))
-        for i in 0..<values.count { values[i] = Float(generator.next()) * config.initializerRange }
     }
 }
 
@@ -135,19 +144,20 @@ extension String {
 
 extension BertForSequenceClassification {
     /// HF `_init_weights` for a model trained from scratch (benchmarks of configs without
-    /// weights): Linear and Embedding weights ~ normal(0, initializer_range), the padding row
-    /// of the word embeddings 0, LayerNorm weights 1, biases 0.
+    /// weights): Linear and Embedding weights ~ normal(0, initializer_range), the padding rows
+    /// of the embeddings 0, LayerNorm weights 1, biases 0 (DistilBERT's sinusoidal table).
     public func initializeRandomly(seed: UInt64) {
-        for tensor in layout.tensors {
-            if tensor.name.contains("LayerNorm") || tensor.name.hasSuffix(".bias") {
-                parameters[tensor.range].update(repeating: tensor.name.hasSuffix("LayerNorm.weight") ? 1 : 0)
-            } else {
-                initializeLikeHuggingFace(tensor, seed: seed)
-            }
-        }
-        let word = layout["bert.embeddings.word_embeddings.weight"]
-        if config.padTokenId >= 0 && config.padTokenId < config.vocabSize {
-            (parameters.base + word.offset + config.padTokenId * config.hiddenSize).update(repeating: 0, count: config.hiddenSize)
+        for tensor in layout.tensors { initializeLikeHuggingFace(tensor, seed: seed) }
+    }
+}
+
+/// transformers' create_sinusoidal_embeddings: row p, column j = sin(p / 10000^(2⌊j/2⌋/width))
+/// for even j, cos(...) for odd j (computed in double, as numpy does, then rounded).
+func fillSinusoidal(_ values: UnsafeMutableBufferPointer<Float>, rows: Int, width: Int) {
+    for p in 0..<rows {
+        for j in 0..<width {
+            let angle = Double(p) / pow(10000, Double(2 * (j / 2)) / Double(width))
+            values[p * width + j] = Float(j % 2 == 0 ? sin(angle) : cos(angle))
         }
     }
 }

@@ -16,64 +16,15 @@ import Testing
         return (model, try packedBatch(from: reference))
     }
 
-    func subset(_ batch: PackedBatch, _ sequences: [Int]) -> PackedBatch {
-        var out = PackedBatch()
-        for s in sequences {
-            let range = batch.sequenceStarts[s]..<batch.sequenceStarts[s + 1]
-            out.append(tokens: Array(batch.tokenIds[range]), tokenTypes: Array(batch.tokenTypeIds[range]),
-                       label: batch.labels[s], sampleIndex: batch.sampleIndices[s])
-        }
-        return out
-    }
-
     @Test func microBatchesAndOrderDoNotChangeTheGradient() throws {
         let (model, batch) = try tinyModel(dropout: 0.3)
-        let context = DropoutContext(seed: 42, step: 5)
-        let scale = 1 / Float(batch.sequenceCount)
-        model.gradients.zero()
-        let whole = try model.forward(batch, dropout: context)
-        try model.backward(batch, dropout: context, lossScale: scale)
-        let wholeGradient = Array(model.gradients.buffer)
-
-        model.gradients.zero()
-        var lossSum = 0.0
-        for part in [[2], [1, 0]] {   // other grouping and order of the same samples
-            let micro = subset(batch, part)
-            lossSum += try model.forward(micro, dropout: context).lossSum
-            try model.backward(micro, dropout: context, lossScale: scale)
-        }
-        #expect(abs(lossSum - whole.lossSum) <= 1e-5 * abs(whole.lossSum))
-        expectClose(UnsafeBufferPointer(model.gradients.buffer), wholeGradient, relativeTolerance: 1e-5, "gradient by micro-batches")
-        // And dropout is really on: another step gives other masks, another loss.
-        let other = try model.forward(batch, dropout: DropoutContext(seed: 42, step: 6))
-        #expect(other.lossSum != whole.lossSum)
+        try expectMicroBatchesGiveTheSameGradient(model, batch, parts: [[2], [1, 0]], "tiny BERT")   // other grouping and order
     }
 
     @Test(arguments: [Float(0), 0.2])
     func backwardIsTheDerivativeOfTheDroppedOutForward(probability: Float) throws {
-        // Directional derivative: central differences (L(θ + εd) - L(θ - εd)) / 2ε at ε and ε/2,
-        // Richardson-extrapolated to cancel the ε² term, against g·d for a random d. What is
-        // left is float32 rounding of the loss divided by ε, about 1e-4 here.
         let (model, batch) = try tinyModel(dropout: probability)
-        let context = DropoutContext(seed: 3, step: 1)
-        model.gradients.zero()
-        try model.forward(batch, dropout: context)
-        try model.backward(batch, dropout: context, lossScale: 1)
-        var generator = NormalGenerator(seed: 9, stream: 0)
-        let direction = (0..<model.layout.totalCount).map { _ in Float(generator.next()) }
-        var expected = 0.0
-        for i in 0..<direction.count { expected += Double(direction[i]) * Double(model.gradients.base[i]) }
-        let original = Array(model.parameters.buffer)
-        let epsilon: Float = 1e-3
-        func loss(at t: Float) throws -> Double {
-            for i in 0..<original.count { model.parameters.base[i] = original[i] + t * direction[i] }
-            return try model.forward(batch, dropout: context).lossSum
-        }
-        let numeric = (try loss(at: epsilon) - loss(at: -epsilon)) / Double(2 * epsilon)
-        let half = (try loss(at: epsilon / 2) - loss(at: -epsilon / 2)) / Double(epsilon)
-        let extrapolated = (4 * half - numeric) / 3
-        print("directional derivative, dropout \(probability): analytic \(expected), numeric \(extrapolated)")
-        #expect(abs(extrapolated - expected) <= 1e-3 * abs(expected))
+        try expectBackwardIsTheDerivative(model, batch, context: DropoutContext(seed: 3, step: 1), "dropout \(probability)")
     }
 
     @Test func maskDropsTheRequestedFraction() {

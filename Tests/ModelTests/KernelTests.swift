@@ -214,9 +214,42 @@ import Testing
             k.add_column_sums(&sums, matrix, rows, columns, 32, columns)
             #expect(largestDifference(sums, expected) <= 2e-6, "\(isa) column sums")
             var w = wordStart, p = positionStart, y = typeStart
-            k.embedding_backward(&w, &p, &y, matrix, ids, positions, types, rows, columns, 0, 16)
-            k.embedding_backward(&w, &p, &y, matrix, ids, positions, types, rows, columns, 16, columns)
+            k.embedding_backward(&w, &p, &y, matrix, ids, positions, types, rows, columns, 0, 16, -1, -1)
+            k.embedding_backward(&w, &p, &y, matrix, ids, positions, types, rows, columns, 16, columns, -1, -1)
             #expect(w == word && p == position && y == type, "\(isa) embedding scatter")
+        }
+    }
+
+    /// Without a token type table (DistilBERT) the forward sum is word + position; with padding
+    /// rows (HF's nn.Embedding padding_idx) those rows get no gradient and the others theirs.
+    @Test func embeddingsWithoutTokenTypesAndWithPaddingRowsMatchTheReference() {
+        let rows = 13, columns = 53
+        let dOut = values(rows * columns, seed: 20)
+        let ids: [Int32] = [3, 1, 3, 0, 2, 2, 2, 1, 0, 4, 3, 3, 1], positions = (0..<13).map { Int32($0 % 5) }
+        let wordTable = values(5 * columns, seed: 21), positionTable = values(5 * columns, seed: 22)
+        var expectedSum = [Float](repeating: 0, count: rows * columns)
+        embeddingForwardReference(out: &expectedSum, tokenIds: ids, positions: positions, tokenTypeIds: nil, wordTable: wordTable,
+                                  positionTable: positionTable, tokenTypeTable: nil, tokens: rows, hidden: columns)
+        var word = values(5 * columns, seed: 23), position = values(5 * columns, seed: 24)
+        let wordStart = word, positionStart = position
+        embeddingBackwardReference(dWordTable: &word, dPositionTable: &position, dTokenTypeTable: nil, dOut: dOut, tokenIds: ids,
+                                   positions: positions, tokenTypeIds: nil, tokens: rows, hidden: columns,
+                                   wordPaddingRow: 1, positionPaddingRow: 4)
+        #expect(Array(word[columns..<(2 * columns)]) == Array(wordStart[columns..<(2 * columns)]), "word padding row untouched")
+        #expect(Array(position[(4 * columns)...]) == Array(positionStart[(4 * columns)...]), "position padding row untouched")
+        #expect(word != wordStart && position != positionStart)
+        let weight = [Float](repeating: 1, count: columns), bias = [Float](repeating: 0, count: columns)
+        onEachInstructionSet { isa, k, compute in
+            var sum = [Float](repeating: 0, count: rows * columns), normed = sum
+            var mean = [Float](repeating: 0, count: rows), rstd = mean
+            let off = bd_row_dropout(sequence_keys: nil, row_sequence: nil, row_position: nil, probability: 0)
+            k.embedding_layernorm_forward(&sum, &normed, &mean, &rstd, ids, positions, nil, wordTable, positionTable, nil,
+                                          weight, bias, 0, rows, columns, 1e-12, off)
+            #expect(sum == expectedSum, "\(isa) embedding sum without token types")
+            var w = wordStart, p = positionStart
+            k.embedding_backward(&w, &p, nil, dOut, ids, positions, nil, rows, columns, 0, 16, 1, 4)
+            k.embedding_backward(&w, &p, nil, dOut, ids, positions, nil, rows, columns, 16, columns, 1, 4)
+            #expect(w == word && p == position, "\(isa) embedding scatter with padding rows")
         }
     }
 

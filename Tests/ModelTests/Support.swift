@@ -70,3 +70,72 @@ func threeOptimizerSteps(_ model: BertForSequenceClassification, _ batch: Packed
     }
     return losses
 }
+
+/// The sequences `sequences` of `batch`, in that order (a micro-batch of it).
+func packedSubset(_ batch: PackedBatch, _ sequences: [Int]) -> PackedBatch {
+    var out = PackedBatch()
+    for s in sequences {
+        let range = batch.sequenceStarts[s]..<batch.sequenceStarts[s + 1]
+        out.append(tokens: Array(batch.tokenIds[range]), tokenTypes: Array(batch.tokenTypeIds[range]),
+                   label: batch.labels[s], sampleIndex: batch.sampleIndices[s])
+    }
+    return out
+}
+
+/// Backward against the derivative of the forward it follows (dropout `context` included), in a
+/// random direction d: central differences (L(θ + εd) - L(θ - εd)) / 2ε at ε and ε/2,
+/// Richardson-extrapolated to cancel the ε² term, against g·d. What is left is float32 rounding
+/// of the loss divided by ε, about 1e-4 here. The direction leaves the rows of the embedding
+/// tables HF keeps at zero gradient (nn.Embedding padding_idx) alone: pad-id tokens use them.
+func expectBackwardIsTheDerivative(_ model: BertForSequenceClassification, _ batch: PackedBatch, context: DropoutContext,
+                                   _ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    model.gradients.zero()
+    try model.forward(batch, dropout: context)
+    try model.backward(batch, dropout: context, lossScale: 1)
+    var generator = NormalGenerator(seed: 9, stream: 0)
+    var direction = (0..<model.layout.totalCount).map { _ in Float(generator.next()) }
+    let layout = model.layout, width = layout.embeddingRowLength
+    for (table, row) in [(layout.wordTable, layout.architecture.wordPaddingRow),
+                         (layout.positionTable, layout.architecture.positionPaddingRow)] {
+        guard let row else { continue }
+        for i in 0..<width { direction[table.offset + row * width + i] = 0 }
+    }
+    var expected = 0.0
+    for i in 0..<direction.count { expected += Double(direction[i]) * Double(model.gradients.base[i]) }
+    let original = Array(model.parameters.buffer)
+    let epsilon: Float = 1e-3
+    func loss(at t: Float) throws -> Double {
+        for i in 0..<original.count { model.parameters.base[i] = original[i] + t * direction[i] }
+        return try model.forward(batch, dropout: context).lossSum
+    }
+    let numeric = (try loss(at: epsilon) - loss(at: -epsilon)) / Double(2 * epsilon)
+    let half = (try loss(at: epsilon / 2) - loss(at: -epsilon / 2)) / Double(epsilon)
+    let extrapolated = (4 * half - numeric) / 3
+    print("\(what): directional derivative analytic \(expected), numeric \(extrapolated)")
+    #expect(abs(extrapolated - expected) <= 1e-3 * abs(expected), "\(what)", sourceLocation: sourceLocation)
+}
+
+/// -n 1 against micro-batches at the model level: `batch` whole, and its sequences grouped and
+/// ordered as `parts`, give the same loss and gradient under the same dropout; and dropout is
+/// really on (another step gives other masks, another loss).
+func expectMicroBatchesGiveTheSameGradient(_ model: BertForSequenceClassification, _ batch: PackedBatch, parts: [[Int]],
+                                           _ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let context = DropoutContext(seed: 42, step: 5)
+    let scale = 1 / Float(batch.sequenceCount)
+    model.gradients.zero()
+    let whole = try model.forward(batch, dropout: context)
+    try model.backward(batch, dropout: context, lossScale: scale)
+    let wholeGradient = Array(model.gradients.buffer)
+    model.gradients.zero()
+    var lossSum = 0.0
+    for part in parts {
+        let micro = packedSubset(batch, part)
+        lossSum += try model.forward(micro, dropout: context).lossSum
+        try model.backward(micro, dropout: context, lossScale: scale)
+    }
+    #expect(abs(lossSum - whole.lossSum) <= 1e-5 * abs(whole.lossSum), "\(what) loss", sourceLocation: sourceLocation)
+    expectClose(UnsafeBufferPointer(model.gradients.buffer), wholeGradient, relativeTolerance: 1e-5, "\(what) gradient by micro-batches",
+                sourceLocation: sourceLocation)
+    #expect(try model.forward(batch, dropout: DropoutContext(seed: 42, step: 6)).lossSum != whole.lossSum, "\(what): dropout is on",
+            sourceLocation: sourceLocation)
+}

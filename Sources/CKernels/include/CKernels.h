@@ -79,12 +79,12 @@ typedef struct {
       (float *sum, float *normed, float *mean, float *rstd, const float *_Nullable residual,                 \
        const float *weight, const float *bias, long row_begin, long row_end, long columns, float eps,         \
        bd_row_dropout dropout))                                                                               \
-    /** Embeddings: sum[t] = word[ids[t]] + position[positions[t]] + type[types[t]];                       */ \
-    /** normed = dropout_after(LayerNorm(sum)); rows [row_begin, row_end).                                 */ \
+    /** Embeddings: sum[t] = word[ids[t]] + position[positions[t]] + type[types[t]] (no type term when    */ \
+    /** type_table is NULL); normed = dropout_after(LayerNorm(sum)); rows [row_begin, row_end).            */ \
     X(void, embedding_layernorm_forward,                                                                      \
       (float *sum, float *normed, float *mean, float *rstd,                                                   \
-       const int32_t *ids, const int32_t *positions, const int32_t *types,                                    \
-       const float *word_table, const float *position_table, const float *type_table,                         \
+       const int32_t *ids, const int32_t *positions, const int32_t *_Nullable types,                          \
+       const float *word_table, const float *position_table, const float *_Nullable type_table,               \
        const float *weight, const float *bias, long row_begin, long row_end, long columns, float eps,         \
        bd_row_dropout dropout_after))                                                                         \
     /** Rows [row_begin, row_end): d_input = the gradient through the normalisation;                       */ \
@@ -103,11 +103,13 @@ typedef struct {
     X(void, add_column_sums,                                                                                  \
       (float *sums, const float *matrix, long rows, long columns, long column_begin, long column_end))        \
     /** Columns [column_begin, column_end) of the embedding gradients: scatter-adds d_out rows into the    */ \
-    /** rows of the three tables they came from, in row order.                                             */ \
+    /** rows of the tables they came from (no type table when d_type_table is NULL), in row order; the     */ \
+    /** word row word_padding_row and the position row position_padding_row get nothing (nn.Embedding's    */ \
+    /** padding_idx; -1: none).                                                                            */ \
     X(void, embedding_backward,                                                                               \
-      (float *d_word_table, float *d_position_table, float *d_type_table, const float *d_out,                 \
-       const int32_t *ids, const int32_t *positions, const int32_t *types, long rows, long columns,           \
-       long column_begin, long column_end))                                                                   \
+      (float *d_word_table, float *d_position_table, float *_Nullable d_type_table, const float *d_out,       \
+       const int32_t *ids, const int32_t *positions, const int32_t *_Nullable types, long rows, long columns, \
+       long column_begin, long column_end, long word_padding_row, long position_padding_row))                 \
                                                                                                               \
     /* MARK: Attention of one (sequence, head)                                                             */ \
     /** Floats of scratch attention_* needs for sequences up to `max_length` tokens.                       */ \
