@@ -105,7 +105,7 @@ struct RestartReport {
         let recomputed = max(0, record.catchUpStep(resumedAt: resumedStep) - resumedStep)
         let seconds = max(0, Date().timeIntervalSince1970 - record.lostSince)
         caughtUp = (recomputed, seconds)
-        reporter.say(String(format: "restart %d: back at step %d %.1f s after the failed attempt was (%d step(s) computed again)",
+        reporter.say(String(format: "restart %d: back at step %d, %.1f s after the failed attempt had completed it (%d step(s) computed again)",
                             record.attempt - 1, step, seconds, recomputed))
         printError(launchEvent("caught-up", [("step", "\(step)"), ("recomputed", "\(recomputed)"), ("seconds", String(format: "%.3f", seconds))]))
         try reporter.scalars([("restart/attempt", Double(record.attempt)), ("restart/hosts_lost", Double(record.lostHosts.count)),
