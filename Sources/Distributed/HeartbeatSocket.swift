@@ -145,6 +145,8 @@ enum HeartbeatPacket {
         case end = 3
         /// Sent by a watchdog to itself, to wake its thread for `stop()`.
         case wake = 4
+        /// "I have reported the silence and save a checkpoint before I end: keep waiting for my `end`."
+        case hold = 5
     }
 
     static let magic: UInt32 = 0x4244_5744

@@ -22,7 +22,16 @@ import Glibc
 ///     (an `end` datagram) and ends its process (`_exit`, non-zero). The others end quietly when
 ///     the reporter's `end` arrives, or print the line themselves after `followerGraceSeconds`.
 ///   So ranks cut off from rank 0 end too (they notice rank 0's silence): no process keeps burning
-///   CPU on a cut-off host. What remains is Open MPI's: its daemon on the cut-off host (the
+///   CPU on a cut-off host.
+///   Before it tells the others to end, the reporter runs the caller's `setBeforeEnding` hook (the
+///   trainer's emergency checkpoint) on a thread of its own, while its watchdog goes on sending
+///   heartbeats and `hold` datagrams, which keep the ranks it hears waiting for its `end`.
+///
+/// A failure the main thread sees first (an MPI call that fails because a peer process died) makes
+/// it `suspectPeerFailure()`: the watchdog then trips on a peer silent for `suspectedSilenceSeconds`
+/// (a few heartbeats) instead of the whole timeout, so that a dead process is named (and the hook
+/// runs) within seconds. A rank that ends with an error of its own `endPeers` first: its peers end
+/// quietly instead of reporting it lost. What remains is Open MPI's: its daemon on the cut-off host (the
 ///   trainer's response ends it) and mpirun, which waits for daemons it cannot reach
 ///   (launch/train ends it; see docs/cluster-faults.md).
 ///
@@ -50,6 +59,20 @@ public final class PeerWatchdog: Sendable {
         public var isReporter: Bool
         /// The reporter whose `end` this rank received, or nil.
         public var endedBy: Int?
+        /// What the reporter's `setBeforeEnding` hook said (empty elsewhere), for a machine-readable
+        /// line of the caller's.
+        public var facts: [(key: String, value: String)] = []
+    }
+
+    /// What the reporter's hook did before the job ends: `note` is appended to the line (e.g.
+    /// "emergency checkpoint of step 57: ..."), `facts` travel in the `Trip`.
+    public struct Ending: Sendable {
+        public var note: String
+        public var facts: [(key: String, value: String)]
+        public init(note: String, facts: [(key: String, value: String)] = []) {
+            self.note = note
+            self.facts = facts
+        }
     }
 
     /// What a tripped watchdog does.
@@ -76,10 +99,22 @@ public final class PeerWatchdog: Sendable {
     ///   loopback (loopback when there is no other).
     /// - `heartbeatSeconds`: default min(1 s, timeout / 5).
     /// - `followerGraceSeconds`: how long a rank that is not the reporter waits for the reporter's
-    ///   `end` before reporting itself (default min(5 s, timeout)).
+    ///   `end` (or its next `hold`) before reporting itself (default min(5 s, timeout)).
+    /// - `suspectedSilenceSeconds`: the silence that trips once a failure is suspected (default
+    ///   min(timeout, max(3 s, 3 heartbeats)): a live peer's watchdog, busy machine or not, is heard
+    ///   in that time; a dead process is not).
+    /// - `suspicion`: asked on every turn of the watchdog's loop; true suspects a failure as
+    ///   `suspectPeerFailure()` does (e.g. a stop signal: Open MPI signals the survivors of a killed
+    ///   rank; a graceful stop with every peer alive trips nothing).
+    /// - `endingLimitSeconds`: how long the reporter waits for its `setBeforeEnding` hook.
+    /// - `announce`: what the reporter does with its trip once the hook is done and before it ends
+    ///   the others (e.g. print the line), which it then holds for `announceSeconds` more (so that a
+    ///   launcher's output forwarding, which a first exit may stall, passes the line on first).
     public static func start(communicator: any Communicator, timeoutSeconds: Double, hostName: String,
                              interfaces: [String] = [], heartbeatSeconds: Double? = nil,
-                             followerGraceSeconds: Double? = nil,
+                             followerGraceSeconds: Double? = nil, suspectedSilenceSeconds: Double? = nil,
+                             suspicion: (@Sendable () -> Bool)? = nil, endingLimitSeconds: Double = 300,
+                             announce: (@Sendable (Trip) -> Void)? = nil, announceSeconds: Double = 0,
                              response: Response = .printAndExit(status: 1)) throws -> PeerWatchdog {
         let rank = communicator.rank
         guard timeoutSeconds.isFinite, timeoutSeconds > 0 else {
@@ -118,7 +153,10 @@ public final class PeerWatchdog: Sendable {
         }
         let monitor = PeerWatchdogMonitor(rank: rank, peers: peers, token: peers[0].token, socket: socket!,
                               timeoutSeconds: timeoutSeconds, heartbeatSeconds: interval,
-                              followerGraceSeconds: followerGraceSeconds ?? min(5, timeoutSeconds), response: response)
+                              followerGraceSeconds: followerGraceSeconds ?? min(5, timeoutSeconds),
+                              suspectedSilenceSeconds: suspectedSilenceSeconds ?? min(timeoutSeconds, max(3, 3 * interval)),
+                              suspicion: suspicion, endingLimitSeconds: endingLimitSeconds,
+                              announce: announce, announceSeconds: announceSeconds, response: response)
         monitor.launch()
         return PeerWatchdog(timeoutSeconds: timeoutSeconds, heartbeatSeconds: interval, monitor: monitor)
     }
@@ -138,6 +176,36 @@ public final class PeerWatchdog: Sendable {
         monitor?.note.withLock { $0 = note }
     }
 
+    /// What the reporter does before the job ends (nil: nothing), on a thread of its own while the
+    /// watchdog goes on answering; its `Ending` joins the line and the `Trip`. Set it once the state
+    /// it saves exists (the trainer: after its first step).
+    public func setBeforeEnding(_ hook: (@Sendable (Trip) -> Ending)?) {
+        monitor?.beforeEnding.withLock { $0 = hook }
+    }
+
+    /// A failure seen outside the watchdog (an MPI call failed): trip on a peer silent for
+    /// `suspectedSilenceSeconds` from now on, rather than the timeout.
+    public func suspectPeerFailure() {
+        monitor?.suspected.store(true, ordering: .sequentiallyConsistent)
+    }
+
+    /// How long a suspected failure takes at most to be confirmed (or not): the suspected silence
+    /// plus two heartbeats.
+    public var confirmationSeconds: Double {
+        (monitor?.suspectedSilenceSeconds ?? 0) + 2 * heartbeatSeconds
+    }
+
+    /// Whether this watchdog has tripped (its response is then under way).
+    public var hasTripped: Bool {
+        monitor?.tripped.load(ordering: .sequentiallyConsistent) ?? false
+    }
+
+    /// This rank ends with an error of its own: its peers are told to end quietly (an `end`
+    /// datagram carrying `reason`) instead of reporting it lost; the watchdog stops.
+    public func endPeers(reason: String) {
+        monitor?.endPeers(reason: reason)
+    }
+
     /// Stops watching and tells the peers to stop expecting this rank (idempotent; returns once the
     /// watchdog's thread has ended, within about one heartbeat interval).
     public func stop() {
@@ -147,8 +215,10 @@ public final class PeerWatchdog: Sendable {
     /// The line that reports `silentRanks`: grouped by host, e.g.
     /// `error: ranks 2, 3 on h2 and rank 5 on h3 stopped answering (no heartbeat for 61.2 s, timeout
     /// 60 s; noticed by rank 0 on h1); newest complete checkpoint: runs/x/checkpoint-40`.
+    /// `suspected`: the silence tripped once a failure was suspected (`suspectPeerFailure`), before
+    /// the timeout.
     public static func describeSilence(silentRanks: [Int], hostNames: [String], silentSeconds: Double,
-                                       timeoutSeconds: Double, observerRank: Int, note: String) -> String {
+                                       timeoutSeconds: Double, observerRank: Int, note: String, suspected: Bool = false) -> String {
         var hosts: [String] = []
         var ranksOfHost: [String: [Int]] = [:]
         for rank in silentRanks.sorted() {
@@ -163,8 +233,9 @@ public final class PeerWatchdog: Sendable {
         let who = groups.count <= 2 ? groups.joined(separator: " and ")
             : groups.dropLast().joined(separator: ", ") + " and " + groups.last!
         let observerHost = observerRank < hostNames.count ? hostNames[observerRank] : "?"
+        let limit = suspected ? "after a failure of MPI or a stop signal" : "timeout \(formatSeconds(timeoutSeconds)) s"
         var line = "error: \(who) stopped answering (no heartbeat for \(String(format: "%.1f", silentSeconds)) s, "
-            + "timeout \(formatSeconds(timeoutSeconds)) s; noticed by rank \(observerRank) on \(observerHost))"
+            + "\(limit); noticed by rank \(observerRank) on \(observerHost))"
         if !note.isEmpty { line += "; " + note }
         return line
     }

@@ -10,8 +10,9 @@ import Glibc
 /// Everything but `note` and the stop request belongs to the watchdog's thread alone. Its steady
 /// state (heartbeats, datagrams, silence checks) allocates nothing: the trainer counts every heap
 /// allocation of the process per step (benchmarks/check_allocations.sh); only tripping does.
-/// @unchecked Sendable: the thread-owned state is touched by that thread only; `note` is a Mutex,
-/// the stop request an Atomic, and the socket is safe to send on from two threads (stop's wake-up).
+/// @unchecked Sendable: the thread-owned state is touched by that thread only; `note`,
+/// `beforeEnding` and `endReason` are Mutexes, the stop request, `suspected` and `tripped` Atomics,
+/// and the socket is safe to send on from two threads (stop's wake-up, the ending hook's).
 final class PeerWatchdogMonitor: @unchecked Sendable {
     let rank: Int
     let peers: [PeerAddresses]
@@ -20,12 +21,24 @@ final class PeerWatchdogMonitor: @unchecked Sendable {
     let timeoutSeconds: Double
     let heartbeatSeconds: Double
     let followerGraceSeconds: Double
+    let suspectedSilenceSeconds: Double
+    let suspicion: (@Sendable () -> Bool)?
+    let endingLimitSeconds: Double
+    let announce: (@Sendable (PeerWatchdog.Trip) -> Void)?
+    let announceSeconds: Double
     let response: PeerWatchdog.Response
     let note = Mutex<String>("")
+    let beforeEnding = Mutex<(@Sendable (PeerWatchdog.Trip) -> PeerWatchdog.Ending)?>(nil)
+    /// A failure was seen outside the watchdog: trip on `suspectedSilenceSeconds` of silence.
+    let suspected = Atomic<Bool>(false)
+    /// Set when this watchdog trips (before its response).
+    let tripped = Atomic<Bool>(false)
+    /// What `endPeers` tells the peers.
+    private let endReason = Mutex<String>("")
     /// Every peer's addresses (its own entry unused), made once.
     private let endpoints: [[HeartbeatEndpoint]]
 
-    private enum StopRequest: Int { case none = 0, goodbye = 1, silent = 2 }
+    private enum StopRequest: Int { case none = 0, goodbye = 1, silent = 2, endPeers = 3 }
     private let stopRequest = Atomic<Int>(StopRequest.none.rawValue)
     private let threadEnded = DispatchSemaphore(value: 0)
     private let joined = Atomic<Bool>(false)
@@ -40,7 +53,9 @@ final class PeerWatchdogMonitor: @unchecked Sendable {
     private let received = UnsafeMutableRawBufferPointer.allocate(byteCount: HeartbeatPacket.capacity, alignment: 8)
 
     init(rank: Int, peers: [PeerAddresses], token: UInt64, socket: HeartbeatSocket, timeoutSeconds: Double,
-         heartbeatSeconds: Double, followerGraceSeconds: Double, response: PeerWatchdog.Response) {
+         heartbeatSeconds: Double, followerGraceSeconds: Double, suspectedSilenceSeconds: Double,
+         suspicion: (@Sendable () -> Bool)?, endingLimitSeconds: Double, announce: (@Sendable (PeerWatchdog.Trip) -> Void)?,
+         announceSeconds: Double, response: PeerWatchdog.Response) {
         self.rank = rank
         self.peers = peers
         self.token = token
@@ -48,6 +63,11 @@ final class PeerWatchdogMonitor: @unchecked Sendable {
         self.timeoutSeconds = timeoutSeconds
         self.heartbeatSeconds = heartbeatSeconds
         self.followerGraceSeconds = followerGraceSeconds
+        self.suspectedSilenceSeconds = min(timeoutSeconds, suspectedSilenceSeconds)
+        self.suspicion = suspicion
+        self.endingLimitSeconds = endingLimitSeconds
+        self.announce = announce
+        self.announceSeconds = announceSeconds
         self.response = response
         endpoints = peers.map(\.endpoints)
         lastHeard = Array(repeating: 0, count: peers.count)
@@ -71,15 +91,28 @@ final class PeerWatchdogMonitor: @unchecked Sendable {
 
     /// Asks the thread to end (with or without a goodbye to the peers) and waits until it has.
     func stop(sayGoodbye: Bool) {
-        let request = sayGoodbye ? StopRequest.goodbye : StopRequest.silent
+        stop(sayGoodbye ? .goodbye : .silent)
+    }
+
+    /// Asks the thread to tell the peers to end quietly (an `end` carrying `reason`) and to end.
+    func endPeers(reason: String) {
+        endReason.withLock { $0 = reason }
+        stop(.endPeers)
+    }
+
+    private func stop(_ request: StopRequest) {
         _ = stopRequest.compareExchange(expected: StopRequest.none.rawValue, desired: request.rawValue, ordering: .sequentiallyConsistent)
-        // Wake the thread from its wait for datagrams (127.0.0.1 reaches a socket bound to all addresses).
+        wake()
+        if !joined.exchange(true, ordering: .sequentiallyConsistent) { threadEnded.wait() }
+    }
+
+    /// Wakes the thread from its wait for datagrams (127.0.0.1 reaches a socket bound to all addresses).
+    private func wake() {
         withUnsafeTemporaryAllocation(byteCount: HeartbeatPacket.capacity, alignment: 8) { wake in
             let length = HeartbeatPacket.encode(.wake, token: token, rank: rank, into: wake)
             socket.send(UnsafeRawBufferPointer(rebasing: wake[..<length]),
                         to: HeartbeatEndpoint(address: UInt32(0x7F00_0001).bigEndian, port: socket.port))
         }
-        if !joined.exchange(true, ordering: .sequentiallyConsistent) { threadEnded.wait() }
     }
 
     private func run() {
@@ -93,13 +126,21 @@ final class PeerWatchdogMonitor: @unchecked Sendable {
                 return
             case .silent:
                 return
+            case .endPeers:
+                let reason = endReason.withLock { $0 }
+                let expected = lastHeard.indices.filter { !notExpected[$0] }
+                for _ in 0 ..< 3 { send(.end, text: reason, to: expected) }  // three copies: datagrams can be lost
+                return
             default:
                 break
             }
             let now = monotonicSeconds()
             heartbeatIfDue(now)
-            if lastHeard.indices.contains(where: { !notExpected[$0] && now - lastHeard[$0] > timeoutSeconds }) {
-                trip(silent: lastHeard.indices.filter { !notExpected[$0] && now - lastHeard[$0] > timeoutSeconds }, now: now)
+            if !suspected.load(ordering: .relaxed), let suspicion, suspicion() { suspected.store(true, ordering: .sequentiallyConsistent) }
+            let limit = suspected.load(ordering: .relaxed) ? suspectedSilenceSeconds : timeoutSeconds
+            if lastHeard.indices.contains(where: { !notExpected[$0] && now - lastHeard[$0] > limit }) {
+                trip(silent: lastHeard.indices.filter { !notExpected[$0] && now - lastHeard[$0] > limit }, now: now,
+                     suspected: limit < timeoutSeconds)
                 return
             }
             if let (kind, sender, text) = receive(until: nextHeartbeat), kind == .end {
@@ -111,12 +152,16 @@ final class PeerWatchdogMonitor: @unchecked Sendable {
     }
 
     /// Reports (as the reporter) or waits for the reporter's `end` (as a follower), then responds.
-    private func trip(silent: [Int], now: Double) {
+    /// The reporter first runs the `beforeEnding` hook, then `announce` (see `whileHolding`).
+    private func trip(silent: [Int], now: Double, suspected: Bool) {
+        tripped.store(true, ordering: .sequentiallyConsistent)
         let hostNames = peers.map(\.hostName)
         let silentSeconds = silent.map { now - lastHeard[$0] }.max() ?? 0
-        let line = PeerWatchdog.describeSilence(silentRanks: silent, hostNames: hostNames, silentSeconds: silentSeconds,
-                                                timeoutSeconds: timeoutSeconds, observerRank: rank,
-                                                note: note.withLock { $0 })
+        func describe(note: String) -> String {
+            PeerWatchdog.describeSilence(silentRanks: silent, hostNames: hostNames, silentSeconds: silentSeconds,
+                                         timeoutSeconds: timeoutSeconds, observerRank: rank, note: note, suspected: suspected)
+        }
+        let line = describe(note: note.withLock { $0 })
         var silentHosts: [String] = []
         for host in silent.map({ hostNames[$0] }) where !silentHosts.contains(host) { silentHosts.append(host) }
         // The ranks this rank still hears; the lowest of them (or this rank) reports.
@@ -125,10 +170,13 @@ final class PeerWatchdogMonitor: @unchecked Sendable {
                                      observerRank: rank, line: line, isReporter: heard.allSatisfy { $0 > rank }, endedBy: nil)
         if !trip.isReporter {
             // Keep answering, so that the reporter does not count this rank among the silent ones.
-            let graceEnd = monotonicSeconds() + followerGraceSeconds
+            // A `hold` (the reporter saves a checkpoint first) extends the wait.
+            var graceEnd = monotonicSeconds() + followerGraceSeconds
             while monotonicSeconds() < graceEnd && stopRequest.load(ordering: .sequentiallyConsistent) == StopRequest.none.rawValue {
                 heartbeatIfDue(monotonicSeconds())
-                if let (kind, sender, text) = receive(until: min(nextHeartbeat, graceEnd)), kind == .end {
+                guard let (kind, sender, text) = receive(until: min(nextHeartbeat, graceEnd)) else { continue }
+                if kind == .hold { graceEnd = monotonicSeconds() + followerGraceSeconds }
+                if kind == .end {
                     trip.line = text
                     trip.endedBy = sender
                     respond(trip)
@@ -138,8 +186,53 @@ final class PeerWatchdogMonitor: @unchecked Sendable {
             if stopRequest.load(ordering: .sequentiallyConsistent) != StopRequest.none.rawValue { return }
             trip.isReporter = true  // the reporter said nothing in time: report from here
         }
+        let tripSoFar = trip
+        if let hook = beforeEnding.withLock({ $0 }), let ending = whileHolding(heard, limit: endingLimitSeconds, { hook(tripSoFar) }) {
+            if !ending.note.isEmpty { trip.line = describe(note: ending.note) }
+            trip.facts = ending.facts
+        }
+        if let announce {
+            announce(trip)
+            _ = whileHolding(heard, limit: announceSeconds) { () -> Bool? in nil }
+        }
         for _ in 0 ..< 3 { send(.end, text: trip.line, to: heard) }
         respond(trip)
+    }
+
+    /// Runs `work` on a thread of its own (it may take seconds: the reporter's checkpoint write)
+    /// while this thread goes on sending heartbeats, and `hold` to the ranks it hears so that they
+    /// wait for its `end`; returns its result, or nil past `limit` seconds (a `work` that returns
+    /// nil at once holds the ranks for `limit`).
+    private func whileHolding<Value>(_ heard: [Int], limit: Double, _ work: @escaping @Sendable () -> Value?) -> Value? {
+        let outcome = HeldWork<Value>()
+        let thread = Thread { [self] in
+            let result = work()
+            outcome.lock.lock()
+            outcome.result = result
+            outcome.finished = result != nil
+            outcome.lock.unlock()
+            if result != nil { wake() }
+        }
+        thread.name = "peer watchdog: before ending"
+        thread.start()
+        let deadline = monotonicSeconds() + limit
+        var nextHold = 0.0
+        while monotonicSeconds() < deadline {
+            outcome.lock.lock()
+            let finished = outcome.finished
+            outcome.lock.unlock()
+            if finished { break }
+            let now = monotonicSeconds()
+            heartbeatIfDue(now)
+            if now >= nextHold {
+                send(.hold, text: "", to: heard)
+                nextHold = now + heartbeatSeconds
+            }
+            _ = receive(until: min(nextHeartbeat, nextHold, deadline))
+        }
+        outcome.lock.lock()
+        defer { outcome.lock.unlock() }
+        return outcome.result
     }
 
     private func respond(_ trip: PeerWatchdog.Trip) {
@@ -174,7 +267,8 @@ final class PeerWatchdogMonitor: @unchecked Sendable {
     }
 
     /// Waits for datagrams until `deadline` (monotonic seconds), noting heartbeats and goodbyes;
-    /// returns at the first datagram that is not one of those (an `end`, a `wake`), or nil at the deadline.
+    /// returns at the first datagram that is not one of those (an `end`, a `hold`, a `wake`), or nil
+    /// at the deadline.
     private func receive(until deadline: Double) -> (HeartbeatPacket.Kind, Int, String)? {
         while true {
             let now = monotonicSeconds()
@@ -187,11 +281,19 @@ final class PeerWatchdogMonitor: @unchecked Sendable {
                 lastHeard[sender] = monotonicSeconds()
             case .goodbye where known:
                 notExpected[sender] = true
-            case .end where known, .wake:
+            case .end where known, .hold where known, .wake:
                 return (kind, sender, text)
             default:
                 continue
             }
         }
     }
+}
+
+/// The result of `whileHolding`'s work, handed from its thread to the watchdog's.
+/// @unchecked Sendable: both fields under `lock`.
+private final class HeldWork<Value>: @unchecked Sendable {
+    let lock = NSLock()
+    var result: Value?
+    var finished = false
 }

@@ -97,3 +97,36 @@ extension Communicator {
         try waitAll(&requests)
     }
 }
+
+/// Point to point between two ranks (only those two call, one sending, one receiving; the other
+/// ranks go on meanwhile): how a checkpoint folder moves from one rank's disk to another's
+/// (Training's CheckpointCopy), one bounded chunk at a time. On the root stream's tag: these
+/// transfers never overlap a root stream.
+extension Communicator {
+    /// `bytes` to `destination`: their count, then the bytes (the receiver calls `receiveBytes`).
+    public func sendBytes(_ bytes: [UInt8], to destination: Int) throws {
+        var count = UInt64(bytes.count)
+        try withUnsafeBytes(of: &count) { try sendChunk($0, to: destination) }
+        if !bytes.isEmpty { try bytes.withUnsafeBytes { try sendChunk($0, to: destination) } }
+    }
+
+    /// What `sendBytes` of `source` sent.
+    public func receiveBytes(from source: Int) throws -> [UInt8] {
+        var count: UInt64 = 0
+        try withUnsafeMutableBytes(of: &count) { try receiveChunk(into: $0, from: source) }
+        var bytes = [UInt8](repeating: 0, count: Int(count))
+        if count > 0 { try bytes.withUnsafeMutableBytes { try receiveChunk(into: $0, from: source) } }
+        return bytes
+    }
+
+    /// One chunk to `destination`, which receives exactly `chunk.count` bytes with `receiveChunk`.
+    public func sendChunk(_ chunk: UnsafeRawBufferPointer, to destination: Int) throws {
+        var request = [try startSend(bytes: chunk, to: destination, tag: TransferTag.rootStream)]
+        try waitAll(&request)
+    }
+
+    public func receiveChunk(into chunk: UnsafeMutableRawBufferPointer, from source: Int) throws {
+        var request = [try startReceive(bytes: chunk, from: source, tag: TransferTag.rootStream)]
+        try waitAll(&request)
+    }
+}

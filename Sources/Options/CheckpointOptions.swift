@@ -11,6 +11,8 @@ public struct CheckpointOptions: ParsableArguments, Sendable {
     public var keepCheckpoints = 3
     @Flag(help: "Continue from the newest complete checkpoint in --output.")
     public var resume = false
+    @Flag(help: "Keep a copy of every checkpoint on a second host's disk too (the lowest rank not on rank 0's host writes it, at the same path), so that losing the head's disk loses no checkpoint; --resume finds the newest copy on any host.")
+    public var checkpointMirror = false
 
     public init() {}
 

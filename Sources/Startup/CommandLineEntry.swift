@@ -65,6 +65,8 @@ let launchFactsHeader = "bert-dist launch facts"
 ///   collective_timeout   the peer watchdog's timeout in seconds (launch/train sets Open MPI's
 ///                        daemon keepalive just beyond it)
 ///   output               the folder checkpoints go to (named after a failed run)
+///   resume               yes when --resume was given (a restart adds it otherwise)
+///   shard_optimizer      yes with --shard-optimizer (no emergency checkpoint to give time to)
 public protocol LaunchFacts {
     var launchFacts: [(key: String, value: String)] { get }
 }

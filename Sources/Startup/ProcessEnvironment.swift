@@ -11,6 +11,8 @@ import Training
 /// - BERT_DIST_LAUNCH_QUERY=1: launch/train asks what it needs of a command line (`LaunchFacts`).
 /// - BERT_DIST_PROGRESS=bar|lines: launch/train tells the ranks whether its own stdout is a
 ///   terminal (mpirun gives every rank a pseudo-terminal, so they cannot tell by themselves).
+/// - BERT_DIST_RESTART: launch/train's record of the failed attempt before this one
+///   (--max-restarts; `RestartRecord`).
 /// - BERT_DIST_KERNELS=baseline|avx2|avx512: caps the instruction set of the vector kernels
 ///   (benchmarks, profiling under valgrind).
 /// - OPENBLAS_CORETYPE (the user's choice of OpenBLAS kernels wins) and BERT_DIST_BLAS_REEXEC /
@@ -81,6 +83,11 @@ public struct ProcessEnvironment: Sendable {
         if let requested { return URL(fileURLWithPath: requested, isDirectory: true) }
         if isNonZeroRank { return try? TokenCache.defaultDirectory(environment: variables) }
         return try TokenCache.defaultDirectory(environment: variables)
+    }
+
+    /// launch/train's record of the attempt this one restarts (nil: not a restart).
+    public var restartRecord: RestartRecord? {
+        variables["BERT_DIST_RESTART"].flatMap(RestartRecord.init(parsing:))
     }
 
     /// The interfaces (or subnets) MPI's TCP transport may use, as launch/train passes cluster.conf's

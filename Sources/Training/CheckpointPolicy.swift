@@ -17,19 +17,37 @@ struct CheckpointPolicy {
     let setup: RunSetup
     /// Told the newest complete checkpoint (nil: none) when a run starts and after each one.
     let announce: (URL?) -> Void
+    /// Every rank's host name, by rank (the mirror's host, where a copy was found at a resume).
+    let hosts: [String]
+    /// --checkpoint-mirror: the lowest rank on another host than rank 0's, which keeps a copy of
+    /// every checkpoint on its disk (nil: no mirror, or no second host).
+    let mirrorRank: Int?
+    /// The last completed step, for an emergency checkpoint (EmergencyCheckpoint).
+    let completedStep = CompletedStep()
 
-    init(options: TrainingOptions, communicator: any Communicator, setup: RunSetup, announce: @escaping (URL?) -> Void) {
+    init(options: TrainingOptions, communicator: any Communicator, setup: RunSetup, hosts: [String] = [],
+         announce: @escaping (URL?) -> Void) {
         self.options = options
         output = options.checkpoints.folder
         self.communicator = communicator
         self.setup = setup
-        self.announce = announce
+        self.hosts = hosts
+        mirrorRank = options.checkpoints.checkpointMirror ? hosts.indices.first { hosts[$0] != hosts[0] } : nil
+        let completedStep = completedStep
+        self.announce = { folder in
+            if let folder, let step = Int(folder.lastPathComponent.dropFirst(CheckpointFolder.prefix.count)) {
+                completedStep.noteCheckpoint(step: step)
+            }
+            announce(folder)
+        }
     }
 
     /// Identifies the training data: a checkpoint of other data is not resumed from.
     var trainFingerprint: String { setup.description.trainFingerprint }
 
-    var writer: CheckpointWriter { CheckpointWriter(output: output, communicator: communicator, keep: options.checkpoints.keepCheckpoints) }
+    var writer: CheckpointWriter {
+        CheckpointWriter(output: output, communicator: communicator, keep: options.checkpoints.keepCheckpoints, completedStep: completedStep)
+    }
 
     /// Before any work: --output must be a folder this process can write (created if needed),
     /// not a file — else the first checkpoint would fail after the training work.
@@ -79,28 +97,13 @@ struct CheckpointPolicy {
         return step < totalSteps && every > 0 && step % every == 0
     }
 
-    /// Writes OUTPUT/checkpoint-STEP for the step just taken (rank 0 writes the replicated files).
+    /// Writes OUTPUT/checkpoint-STEP for the step just taken (rank 0 writes the replicated files),
+    /// then, with --checkpoint-mirror, its copy on the mirror's disk.
     func write(_ replica: Replica, plan: TrainingPlan, progress: TrainingRun.Progress, reporter: Reporter) throws -> URL {
-        let model = replica.model, worldSize = communicator.worldSize
-        let hyperparameters = replica.optimizer.hyperparameters
-        let position = progress.batches.position
-        let state = TrainerState(
-            step: progress.step, epoch: position.epoch, samplesConsumedInEpoch: position.samplesConsumed,
-            totalSteps: plan.totalSteps, warmupSteps: plan.schedule.warmupSteps, seed: options.seed,
-            worldSize: worldSize, shardOptimizer: replica.shardOptimizer, parameterCount: model.layout.totalCount,
-            optimizerShards: replica.shardOptimizer
-                ? replica.shards.ranges.enumerated().map { .init(rank: $0.offset, start: $0.element.lowerBound, count: $0.element.count) }
-                : [.init(rank: 0, start: 0, count: model.layout.totalCount)],
-            optimizer: .init(kind: options.optimizer.optimizer.rawValue, learningRate: options.optimizer.learningRate,
-                             beta1: Double(hyperparameters.beta1), beta2: Double(hyperparameters.beta2),
-                             epsilon: Double(hyperparameters.epsilon), weightDecay: options.optimizer.weightDecay,
-                             maxGradNorm: options.optimizer.maxGradNorm, schedule: options.optimizer.schedule.rawValue),
-            currentLearningRate: progress.learningRate, globalBatchSize: plan.globalBatchSize,
-            microBatchSize: plan.microBatchSize, maxSequenceLength: setup.description.maxSequenceLength,
-            trainDataFingerprint: trainFingerprint, recentMetrics: progress.recentMetrics,
-            createdUnixSeconds: Date().timeIntervalSince1970, bertDistVersion: bertDistVersion,
-            optimizerStep: replica.optimizer.stepCount, parameterLayout: model.layout.fingerprint)
-        if worldSize > 1 {
+        let state = trainerState(replica, plan: plan, step: progress.step, position: progress.batches.position,
+                                 learningRate: progress.learningRate, recentMetrics: progress.recentMetrics,
+                                 optimizerStep: replica.optimizer.stepCount)
+        if communicator.worldSize > 1 {
             // Rank 0 alone writes the weights (and the replicated Adam state): make sure they are everyone's.
             let repaired = try ensureReplicasMatch(buffers: replica.replicatedBuffers, communicator: communicator)
             if !repaired.isEmpty {
@@ -111,7 +114,82 @@ struct CheckpointPolicy {
         let files = setup.root?.modelFiles ?? ModelFiles(config: [:], vocabulary: [], tokenizerConfig: [:])  // rank 0 writes them
         let folder = try writer.write(step: progress.step, replica: replica, content: .init(state: state, labels: setup.labels, files: files))
         announce(folder)
+        try mirror(folder, say: reporter.say)
         return folder
+    }
+
+    /// After every step: publishes it as the last completed one, and ends the replica's update
+    /// window (a sharded optimizer has none: its step is only reported).
+    func completed(_ progress: TrainingRun.Progress, replica: Replica) {
+        let snapshot = CompletedStep.Snapshot(step: progress.step, position: progress.batches.position, learningRate: progress.learningRate,
+                                              recentMetrics: progress.recentMetrics, optimizerStep: replica.optimizer.stepCount,
+                                              completedAt: Date().timeIntervalSince1970)
+        if let window = replica.completedStep { window.endUpdate(snapshot) } else { completedStep.publish(snapshot) }
+    }
+
+    /// The manifest of a checkpoint of `step` (its file list is filled by the writer).
+    func trainerState(_ replica: Replica, plan: TrainingPlan, step: Int, position: SamplePosition, learningRate: Double,
+                      recentMetrics: [TrainerState.Metric], optimizerStep: Int) -> TrainerState {
+        let model = replica.model, worldSize = communicator.worldSize
+        let hyperparameters = replica.optimizer.hyperparameters
+        return TrainerState(
+            step: step, epoch: position.epoch, samplesConsumedInEpoch: position.samplesConsumed,
+            totalSteps: plan.totalSteps, warmupSteps: plan.schedule.warmupSteps, seed: options.seed,
+            worldSize: worldSize, shardOptimizer: replica.shardOptimizer, parameterCount: model.layout.totalCount,
+            optimizerShards: replica.shardOptimizer
+                ? replica.shards.ranges.enumerated().map { .init(rank: $0.offset, start: $0.element.lowerBound, count: $0.element.count) }
+                : [.init(rank: 0, start: 0, count: model.layout.totalCount)],
+            optimizer: .init(kind: options.optimizer.optimizer.rawValue, learningRate: options.optimizer.learningRate,
+                             beta1: Double(hyperparameters.beta1), beta2: Double(hyperparameters.beta2),
+                             epsilon: Double(hyperparameters.epsilon), weightDecay: options.optimizer.weightDecay,
+                             maxGradNorm: options.optimizer.maxGradNorm, schedule: options.optimizer.schedule.rawValue),
+            currentLearningRate: learningRate, globalBatchSize: plan.globalBatchSize,
+            microBatchSize: plan.microBatchSize, maxSequenceLength: setup.description.maxSequenceLength,
+            trainDataFingerprint: trainFingerprint, recentMetrics: recentMetrics,
+            createdUnixSeconds: Date().timeIntervalSince1970, bertDistVersion: bertDistVersion,
+            optimizerStep: optimizerStep, parameterLayout: model.layout.fingerprint)
+    }
+
+    /// --checkpoint-mirror: rank 0 streams the committed `folder` to the mirror rank, which writes
+    /// it at the same path on its disk (CheckpointCopy; nothing when it has it already, e.g. on a
+    /// shared disk). Only those two ranks take part; the others go on to the next step. A failed
+    /// copy is a warning: the original is complete.
+    func mirror(_ folder: URL, say: (String) -> Void) throws {
+        guard let mirrorRank else { return }
+        let keep = options.checkpoints.keepCheckpoints
+        if communicator.rank == 0 {
+            if let failure = try CheckpointCopy.send(folder, to: mirrorRank, communicator: communicator) {
+                say("warning: the mirror of \(folder.lastPathComponent) on \(hosts[mirrorRank]) (rank \(mirrorRank)) failed: \(failure); the original is complete")
+            }
+        } else if communicator.rank == mirrorRank {
+            _ = try CheckpointCopy.receive(into: output, folderName: folder.lastPathComponent, from: 0, keep: keep, communicator: communicator)
+        }
+    }
+
+    /// Before a resume: every rank names the newest checkpoint of this run on its own disk (at the
+    /// --output path); when another host holds a newer one than rank 0 (the mirror after the head's
+    /// disk was lost, an emergency checkpoint of a rank on another host), its lowest holder streams
+    /// it to rank 0, which then resumes as usual. Ranks on a shared disk all name the same one.
+    func fetchNewestCopy(_ replica: Replica, log: (String) -> Void) throws {
+        let layout = replica.model.layout.fingerprint, fingerprint = trainFingerprint
+        let local = CheckpointFolder.newestCommitted(in: output) { state in
+            state.parameterLayout == layout && (fingerprint.isEmpty || state.trainDataFingerprint.isEmpty || state.trainDataFingerprint == fingerprint)
+        }
+        let steps = try communicator.allGather(UInt64(bitPattern: Int64(local?.step ?? -1))).map { Int(Int64(bitPattern: $0)) }
+        guard let newest = steps.max(), newest > steps[0], let holder = steps.firstIndex(of: newest) else { return }
+        let name = CheckpointFolder.name(step: newest)
+        let keep = options.checkpoints.keepCheckpoints
+        if communicator.rank == holder {
+            _ = try CheckpointCopy.send(output.appendingPathComponent(name), to: 0, communicator: communicator)
+        } else if communicator.rank == 0 {
+            let host = holder < hosts.count ? hosts[holder] : "?"
+            let here = steps[0] >= 0 ? "checkpoint-\(steps[0])" : "none"
+            if let failure = try CheckpointCopy.receive(into: output, folderName: name, from: holder, keep: keep, communicator: communicator) {
+                log("warning: \(name) on \(host) (rank \(holder)) is newer than this host's (\(here)) but could not be copied: \(failure)")
+            } else {
+                log("\(name) is on \(host) (rank \(holder)), newer than this host's (\(here)): copied into \(output.path)")
+            }
+        }
     }
 
     /// Loads the newest complete checkpoint of --output into `replica`; nil when there is none.
@@ -120,6 +198,7 @@ struct CheckpointPolicy {
     /// (new) range needs — so a resume works on any rank count and without a shared disk.
     func resume(into replica: Replica, log: (String) -> Void) throws -> TrainerState? {
         let isRoot = communicator.rank == 0
+        if communicator.worldSize > 1 { try fetchNewestCopy(replica, log: log) }
         let chosen = try collectively(communicator) { () throws -> (state: TrainerState, folder: URL)? in
             guard isRoot else { return nil }
             var found: (state: TrainerState, folder: URL)?
@@ -168,7 +247,120 @@ struct CheckpointPolicy {
         replica.optimizer.stepCount = state.optimizerStep
         try communicator.broadcast(replica.model.parameters.buffer, root: 0)
         replica.model.parametersChanged()
-        announce(output.appendingPathComponent(CheckpointFolder.name(step: state.step)))
+        let folder = output.appendingPathComponent(CheckpointFolder.name(step: state.step))
+        announce(folder)
+        // The mirror may be a host that does not hold it yet (another host after a restart).
+        try mirror(folder, say: log)
         return state
+    }
+}
+
+/// What the rank that reports a lost peer does before the job ends (PeerWatchdog's
+/// `setBeforeEnding`, on a thread of its own while the main thread may be blocked in MPI for ever):
+/// a complete checkpoint of the last completed step from its own replica, so that at most the step
+/// in flight is computed again. Written without any collective (`writeReplicaCheckpoint`) by the
+/// reporter of each side of a partition (rank 0 if it is alive), on its own disk: a resume finds
+/// the newest copy on any host (`CheckpointPolicy.fetchNewestCopy`), so a survivor on another host
+/// covers a rank 0 that Open MPI took down with the lost peer.
+///
+/// With --shard-optimizer there is none: the lost ranks' Adam shards are gone (keeping each also
+/// on a partner rank would double the Adam memory per rank and send up to 8 bytes per parameter / N
+/// more per rank and step; docs/cluster.md), so the run continues from the newest complete
+/// checkpoint, as the note says.
+final class EmergencyCheckpoint: @unchecked Sendable {
+    let policy: CheckpointPolicy
+    let replica: Replica
+    let plan: TrainingPlan
+    /// config.json and the tokenizer's files, as rank 0 writes them (`share` sent them to every rank).
+    let files: [CheckpointFile]
+    /// How long to wait for an update or a regular checkpoint write in progress (finite work: with
+    /// an unsharded optimizer neither holds a collective).
+    let waitSeconds: Double
+
+    private init(policy: CheckpointPolicy, replica: Replica, plan: TrainingPlan, files: [CheckpointFile], waitSeconds: Double) {
+        self.policy = policy
+        self.replica = replica
+        self.plan = plan
+        self.files = files
+        self.waitSeconds = waitSeconds
+    }
+
+    /// Every rank's, at the start of a run of several ranks with a watchdog (a collective: rank 0
+    /// sends the checkpoint's small files, ~0.3 MB for BERT's vocabulary, up to ~17 MB for
+    /// XLM-R's tokenizer.json, so that a rank of its host can write a complete checkpoint should
+    /// rank 0 itself be lost). With a sharded optimizer nothing is sent.
+    static func share(_ policy: CheckpointPolicy, replica: Replica, plan: TrainingPlan, waitSeconds: Double = 120) throws -> EmergencyCheckpoint {
+        var files: [CheckpointFile] = []
+        if !replica.shardOptimizer {
+            let communicator = policy.communicator
+            var encoded: [UInt8] = []
+            if communicator.rank == 0, let modelFiles = policy.setup.root?.modelFiles {
+                files = try modelFiles.checkpointFiles(labels: policy.setup.labels, modelConfig: replica.model.config)
+                for file in files {
+                    withUnsafeBytes(of: UInt32(file.name.utf8.count).littleEndian) { encoded += $0 }
+                    encoded += Array(file.name.utf8)
+                    withUnsafeBytes(of: UInt64(file.bytes.count).littleEndian) { encoded += $0 }
+                    encoded += file.bytes
+                }
+            }
+            let received = try communicator.broadcast(bytes: encoded, root: 0)
+            if communicator.rank != 0 { files = decodeFiles(received) }
+        }
+        return EmergencyCheckpoint(policy: policy, replica: replica, plan: plan, files: files, waitSeconds: waitSeconds)
+    }
+
+    private static func decodeFiles(_ bytes: [UInt8]) -> [CheckpointFile] {
+        var files: [CheckpointFile] = [], offset = 0
+        func integer<Value: FixedWidthInteger>(_ type: Value.Type) -> Int? {
+            guard offset + MemoryLayout<Value>.size <= bytes.count else { return nil }
+            let value = bytes.withUnsafeBytes { Value(littleEndian: $0.loadUnaligned(fromByteOffset: offset, as: Value.self)) }
+            offset += MemoryLayout<Value>.size
+            return Int(value)
+        }
+        while offset < bytes.count {
+            guard let nameCount = integer(UInt32.self), offset + nameCount <= bytes.count else { break }
+            let name = String(decoding: bytes[offset..<(offset + nameCount)], as: UTF8.self)
+            offset += nameCount
+            guard let count = integer(UInt64.self), offset + count <= bytes.count else { break }
+            files.append(CheckpointFile(name: name, bytes: Array(bytes[offset..<(offset + count)])))
+            offset += count
+        }
+        return files
+    }
+
+    /// The reporter's part for `trip` (see the type): the note for the line, and facts for
+    /// launch/train (`step`, `time`: the last completed step and when; `checkpoint`: the folder to
+    /// continue from; `emergency`: whether it was written now).
+    func ending(for trip: PeerWatchdog.Trip) -> PeerWatchdog.Ending {
+        let output = policy.output
+        let result = policy.completedStep.withConsistentState(within: waitSeconds) { snapshot, checkpointed -> PeerWatchdog.Ending in
+            var facts: [(key: String, value: String)] = []
+            if let snapshot {
+                facts += [("step", "\(snapshot.step)"), ("time", String(format: "%.3f", snapshot.completedAt))]
+            }
+            let newest = checkpointed.map { output.appendingPathComponent(CheckpointFolder.name(step: $0)) }
+            let newestNote = newest.map { "newest complete checkpoint: \($0.path) (continue with --resume)" } ?? "no complete checkpoint yet"
+            func keepNewest(_ why: String) -> PeerWatchdog.Ending {
+                PeerWatchdog.Ending(note: newestNote + why, facts: facts + [("checkpoint", newest?.path ?? "-"), ("emergency", "no")])
+            }
+            guard let snapshot, snapshot.step > (checkpointed ?? -1) else { return keepNewest("") }
+            guard !replica.shardOptimizer else {
+                let from = (checkpointed ?? 0) + 1
+                return keepNewest("; no emergency checkpoint with --shard-optimizer (the lost ranks' Adam shards are gone): "
+                    + (from == snapshot.step ? "step \(from) is" : "steps \(from)-\(snapshot.step) are") + " computed again")
+            }
+            let state = policy.trainerState(replica, plan: plan, step: snapshot.step, position: snapshot.position,
+                                            learningRate: snapshot.learningRate, recentMetrics: snapshot.recentMetrics,
+                                            optimizerStep: snapshot.optimizerStep)
+            do {
+                let folder = try writeReplicaCheckpoint(replica, state: state, files: files, output: output,
+                                                        keep: policy.options.checkpoints.keepCheckpoints)
+                return PeerWatchdog.Ending(note: "emergency checkpoint of the last completed step: \(folder.path) (continue with --resume)",
+                                           facts: facts + [("checkpoint", folder.path), ("emergency", "yes")])
+            } catch {
+                return keepNewest("; the emergency checkpoint of step \(snapshot.step) failed: \(error)")
+            }
+        }
+        return result ?? PeerWatchdog.Ending(note: "", facts: [("emergency", "no")])
     }
 }

@@ -61,6 +61,19 @@ public struct ModelFiles: Sendable {
         object["problem_type"] = .string("single_label_classification")
         return JSONValue.object(object).serialized()
     }
+
+    /// The files of these that every checkpoint folder holds, by name: config.json, then the
+    /// tokenizer's files in name order.
+    func checkpointFiles(labels: LabelSet, modelConfig: BertConfig) throws -> [CheckpointFile] {
+        [CheckpointFile(name: "config.json", bytes: try configJSON(labels: labels, modelConfig: modelConfig))]
+            + tokenizerFiles.sorted { $0.key < $1.key }.map { CheckpointFile(name: $0.key, bytes: $0.value) }
+    }
+}
+
+/// A small file of a checkpoint folder, by name (config.json, the tokenizer's files).
+struct CheckpointFile: Sendable {
+    var name: String
+    var bytes: [UInt8]
 }
 
 enum CheckpointFolder {
@@ -78,6 +91,28 @@ enum CheckpointFolder {
     static func isCheckpoint(_ folder: URL) -> Bool {
         folder.lastPathComponent.hasPrefix(prefix)
             || FileManager.default.fileExists(atPath: folder.appendingPathComponent(TrainerState.fileName).path)
+    }
+
+    /// The newest checkpoint of `output` whose trainer_state.pb reads (it checks its own SHA-256;
+    /// the other files are verified when it is used) and that `accept`s, or nil: what this rank's
+    /// disk offers at a resume.
+    static func newestCommitted(in output: URL, accept: (TrainerState) -> Bool) -> (step: Int, url: URL)? {
+        for candidate in candidates(in: output) {
+            if let state = try? TrainerState(contentsOf: candidate.url.appendingPathComponent(TrainerState.fileName)),
+               state.step == candidate.step, accept(state) {
+                return candidate
+            }
+        }
+        return nil
+    }
+
+    /// Keeps the `keep` newest complete checkpoints (a folder with trainer_state.pb) of `output`.
+    static func prune(_ output: URL, keep: Int) {
+        guard keep > 0 else { return }
+        let complete = candidates(in: output).filter {
+            FileManager.default.fileExists(atPath: $0.url.appendingPathComponent(TrainerState.fileName).path)
+        }
+        for old in complete.dropFirst(keep) { try? FileManager.default.removeItem(at: old.url) }
     }
 
     /// Checkpoint folders of `output`, newest (highest step) first.
@@ -122,6 +157,9 @@ struct CheckpointWriter {
     let output: URL
     let communicator: any Communicator
     let keep: Int
+    /// Rank 0's files are written while it holds this (an emergency checkpoint writes the same
+    /// folders; see CompletedStep); nil: no emergency checkpoints in this run.
+    var completedStep: CompletedStep? = nil
     /// Floats per message when the shards travel to rank 0 (4 MB).
     static let chunkFloats = 1 << 20
 
@@ -146,6 +184,10 @@ struct CheckpointWriter {
             let attributes = try FileManager.default.attributesOfItem(atPath: folder.appendingPathComponent(name).path)
             written.append(.init(name: name, sizeBytes: (attributes[.size] as? Int) ?? 0, sha256: digest))
         }
+        // Rank 0's own writing, which an emergency checkpoint of the same step waits for (with a
+        // sharded optimizer the shards' streams sit in between: no emergency checkpoints then).
+        let exclusive = isRoot && !replica.shardOptimizer ? completedStep : nil
+        exclusive?.beginCheckpointWrite()
         attempt {
             // Re-writing a step (after a resume) first removes the old commit record.
             try? FileManager.default.removeItem(at: folder.appendingPathComponent(TrainerState.fileName))
@@ -156,10 +198,8 @@ struct CheckpointWriter {
         attempt {
             let model = replica.model
             try record(CheckpointFolder.modelFile, try writeModelWeights(model, to: folder.appendingPathComponent(CheckpointFolder.modelFile)))
-            try record("config.json", try writeFileAtomically(folder.appendingPathComponent("config.json"),
-                                                             bytes: try content.files.configJSON(labels: content.labels, modelConfig: model.config)))
-            for (name, bytes) in content.files.tokenizerFiles.sorted(by: { $0.key < $1.key }) {
-                try record(name, try writeFileAtomically(folder.appendingPathComponent(name), bytes: bytes))
+            for file in try content.files.checkpointFiles(labels: content.labels, modelConfig: model.config) {
+                try record(file.name, try writeFileAtomically(folder.appendingPathComponent(file.name), bytes: file.bytes))
             }
             if !replica.shardOptimizer {
                 let url = folder.appendingPathComponent(CheckpointFolder.replicatedOptimizerFile)
@@ -174,8 +214,9 @@ struct CheckpointWriter {
             state.files = written.sorted { $0.name < $1.name }
             try state.write(to: folder.appendingPathComponent(TrainerState.fileName))
             try writeFileAtomically(output.appendingPathComponent("latest"), bytes: Array("\(CheckpointFolder.name(step: step))\n".utf8))
-            pruneOldCheckpoints()
+            CheckpointFolder.prune(output, keep: keep)
         }
+        exclusive?.endCheckpointWrite(committedStep: failure == nil ? step : nil)
         // Every rank learns how it went, with rank 0's reason.
         let reason = try communicator.broadcast(bytes: Array((failure ?? "").utf8), root: 0)
         guard reason.isEmpty else {
@@ -224,14 +265,6 @@ struct CheckpointWriter {
         for writer in writers { writer.abandon() }
     }
 
-    /// Keeps the `keep` newest complete checkpoints (a folder with trainer_state.pb).
-    private func pruneOldCheckpoints() {
-        guard keep > 0 else { return }
-        let complete = CheckpointFolder.candidates(in: output).filter {
-            FileManager.default.fileExists(atPath: $0.url.appendingPathComponent(TrainerState.fileName).path)
-        }
-        for old in complete.dropFirst(keep) { try? FileManager.default.removeItem(at: old.url) }
-    }
 }
 
 /// model.safetensors with HF names, F32, from the parameter arena (no copy).
@@ -313,5 +346,273 @@ final class OptimizerFiles {
         }
         opened[index] = file
         return file
+    }
+}
+
+// MARK: - the last completed step, and the emergency checkpoint
+
+/// The last step the training loop completed, and a lock that makes it consistent with the
+/// replica's arenas, for a checkpoint written by another thread while the main thread may be
+/// blocked in MPI for ever (a peer was lost: PeerWatchdog's `setBeforeEnding`).
+///
+/// Parameters and Adam state change only in the optimizer update of a step (gradients travel in
+/// their own arena), so the main thread holds the lock from just before the update
+/// (`Replica.step`: `beginUpdate`) until the step's progress is published (`TrainingRun`:
+/// `endUpdate`); rank 0 holds it too while it writes a regular checkpoint's files (the folder an
+/// emergency checkpoint of the same step would write). Another thread that holds it sees the
+/// arenas and the published step together. Uncontended, the lock costs the step nothing (no
+/// allocation, one atomic operation each way).
+/// @unchecked Sendable: `snapshot` and `checkpointedStep` are only touched under `lock`.
+final class CompletedStep: @unchecked Sendable {
+    /// What a checkpoint of the last completed step records besides the arenas.
+    struct Snapshot: Sendable {
+        var step: Int
+        var position: SamplePosition
+        var learningRate: Double
+        var recentMetrics: [TrainerState.Metric]
+        var optimizerStep: Int
+        /// When the step completed (Unix seconds).
+        var completedAt: Double
+    }
+
+    private let lock = NSLock()
+    private var snapshot: Snapshot?
+    private var checkpointedStep: Int?
+
+    /// Main thread, just before the optimizer update: the arenas change from here to `endUpdate`.
+    func beginUpdate() { lock.lock() }
+
+    /// Main thread, once the step's progress is known: publishes it (nil: the step failed, the
+    /// previous one stays the last completed) and lets another thread in.
+    func endUpdate(_ completed: Snapshot?) {
+        if let completed { snapshot = completed }
+        lock.unlock()
+    }
+
+    /// Main thread, without an update window (a sharded optimizer: no emergency checkpoint, but
+    /// its note names the last completed step).
+    func publish(_ completed: Snapshot) {
+        lock.lock()
+        snapshot = completed
+        lock.unlock()
+    }
+
+    /// Rank 0, around its writing of a regular checkpoint's files.
+    func beginCheckpointWrite() { lock.lock() }
+
+    func endCheckpointWrite(committedStep: Int?) {
+        if let committedStep { checkpointedStep = max(checkpointedStep ?? committedStep, committedStep) }
+        lock.unlock()
+    }
+
+    /// The newest complete checkpoint of the run (on every rank, as its folder is announced).
+    func noteCheckpoint(step: Int) {
+        lock.lock()
+        checkpointedStep = max(checkpointedStep ?? step, step)
+        lock.unlock()
+    }
+
+    /// Another thread: waits at most `seconds` for an update or a checkpoint write in progress,
+    /// then runs `body` with the last completed step (nil: none yet) and the newest checkpointed
+    /// step while the main thread cannot change the arenas. nil if the wait timed out.
+    func withConsistentState<Result>(within seconds: Double, _ body: (Snapshot?, Int?) -> Result) -> Result? {
+        guard lock.lock(before: Date(timeIntervalSinceNow: seconds)) else { return nil }
+        defer { lock.unlock() }
+        return body(snapshot, checkpointedStep)
+    }
+}
+
+/// Writes a complete checkpoint folder of this rank's replica, alone: no collective, so it works
+/// while peers are gone (only an unsharded Adam state is whole on one rank). The same files as
+/// `CheckpointWriter`, each written atomically, trainer_state.pb last, then `latest`, then the old
+/// ones pruned. Returns the folder.
+func writeReplicaCheckpoint(_ replica: Replica, state: TrainerState, files: [CheckpointFile], output: URL, keep: Int) throws -> URL {
+    precondition(!replica.shardOptimizer, "a sharded Adam state is not whole on one rank")
+    let folder = output.appendingPathComponent(CheckpointFolder.name(step: state.step))
+    var written: [TrainerState.FileChecksum] = []
+    func record(_ name: String, _ digest: SHA256Digest) throws {
+        let attributes = try FileManager.default.attributesOfItem(atPath: folder.appendingPathComponent(name).path)
+        written.append(.init(name: name, sizeBytes: (attributes[.size] as? Int) ?? 0, sha256: digest))
+    }
+    try? FileManager.default.removeItem(at: folder.appendingPathComponent(TrainerState.fileName))
+    do { try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true) } catch {
+        throw CheckpointError.writeFailed(folder: folder.path, reason: "cannot create it: \(error.localizedDescription)")
+    }
+    let model = replica.model
+    try record(CheckpointFolder.modelFile, try writeModelWeights(model, to: folder.appendingPathComponent(CheckpointFolder.modelFile)))
+    for file in files { try record(file.name, try writeFileAtomically(folder.appendingPathComponent(file.name), bytes: file.bytes)) }
+    try record(CheckpointFolder.replicatedOptimizerFile,
+               try writeOptimizer(replica.optimizer, to: folder.appendingPathComponent(CheckpointFolder.replicatedOptimizerFile), layout: model.layout))
+    var complete = state
+    complete.files = written.sorted { $0.name < $1.name }
+    try complete.write(to: folder.appendingPathComponent(TrainerState.fileName))
+    try writeFileAtomically(output.appendingPathComponent("latest"), bytes: Array("\(CheckpointFolder.name(step: state.step))\n".utf8))
+    CheckpointFolder.prune(output, keep: keep)
+    return folder
+}
+
+// MARK: - copying a checkpoint folder between two ranks' disks
+
+/// Moves a complete checkpoint folder from one rank's disk to the same path on another rank's
+/// (`--checkpoint-mirror` after each checkpoint; a resume from a copy on another host). Only the
+/// two ranks call, `send` on one and `receive` on the other; memory is one 4 MB chunk on each.
+///
+/// Protocol: the sender's manifest (every file of the folder with its size and SHA-256, read from
+/// its trainer_state.pb, which comes last; or the reason it has none), the receiver's answer (it
+/// holds that trainer_state.pb already: nothing to do, e.g. a shared disk; or "send"), the files
+/// in chunks (all of them, zeros after a read error, so the two never lose step), then both
+/// outcomes. The receiver writes each file atomically, checks its size and SHA-256, commits
+/// trainer_state.pb only after every other file, then `latest` (unless it names a newer step)
+/// and prunes to `keep`. Errors of either disk are returned as text (the transfer itself still
+/// completes); only a failing transfer throws.
+enum CheckpointCopy {
+    static let chunkBytes = 4 << 20
+
+    struct Entry {
+        var name: String
+        var size: Int
+        var sha256: String
+    }
+
+    /// The folder's files for the receiver: trainer_state.pb's list, then trainer_state.pb.
+    static func manifest(of folder: URL) throws -> [Entry] {
+        let stateURL = folder.appendingPathComponent(TrainerState.fileName)
+        let stateBytes = try readFile(stateURL)
+        let state = try TrainerState(decoding: stateBytes, file: stateURL.path)
+        return state.files.map { Entry(name: $0.name, size: $0.sizeBytes, sha256: $0.sha256.hex) }
+            + [Entry(name: TrainerState.fileName, size: stateBytes.count, sha256: SHA256.hash(stateBytes).hex)]
+    }
+
+    /// "ok" then one `name<TAB>size<TAB>sha256` line per file, or "error: reason".
+    static func encode(_ entries: Result<[Entry], any Error>) -> [UInt8] {
+        switch entries {
+        case .success(let entries):
+            return Array((["ok"] + entries.map { "\($0.name)\t\($0.size)\t\($0.sha256)" }).joined(separator: "\n").utf8)
+        case .failure(let error):
+            return Array("error: \(error)".utf8)
+        }
+    }
+
+    static func decode(_ bytes: [UInt8]) -> Result<[Entry], CheckpointError> {
+        let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        guard lines.first == "ok" else { return .failure(.incomplete(folder: "the sending rank's copy", reason: lines.joined())) }
+        var entries: [Entry] = []
+        for line in lines.dropFirst() {
+            let fields = line.split(separator: "\t").map(String.init)
+            guard fields.count == 3, let size = Int(fields[1]), size >= 0, !fields[0].contains("/"), fields[0] != ".", fields[0] != ".." else {
+                return .failure(.damaged(file: "the sending rank's manifest", reason: "cannot read '\(line)'"))
+            }
+            entries.append(Entry(name: fields[0], size: size, sha256: fields[2]))
+        }
+        return .success(entries)
+    }
+
+    /// The sending side. Returns nil when the receiver holds a complete copy now, else why not.
+    static func send(_ folder: URL, to destination: Int, communicator: any Communicator) throws -> String? {
+        let entries = Result { try manifest(of: folder) }
+        try communicator.sendBytes(encode(entries), to: destination)
+        guard case .success(let files) = entries else { return "no complete checkpoint to send: \(encode(entries))" }
+        let answer = String(decoding: try communicator.receiveBytes(from: destination), as: UTF8.self)
+        if answer == "have" { return nil }
+        guard answer == "send" else { return "the receiving rank refused the copy: \(answer)" }
+        var failure: String?
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkBytes, alignment: 64)
+        defer { buffer.deallocate() }
+        for file in files {
+            let handle = FileHandle(forReadingAtPath: folder.appendingPathComponent(file.name).path)
+            if handle == nil && failure == nil { failure = "cannot read \(folder.appendingPathComponent(file.name).path)" }
+            var offset = 0
+            while offset < file.size {
+                let count = min(chunkBytes, file.size - offset)
+                let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
+                var filled = 0
+                if failure == nil, let handle {
+                    let data = handle.readData(ofLength: count)
+                    filled = data.count
+                    data.copyBytes(to: chunk.bindMemory(to: UInt8.self), count: filled)
+                    if filled < count { failure = "\(folder.appendingPathComponent(file.name).path) is shorter than its manifest says" }
+                }
+                if filled < count { UnsafeMutableRawBufferPointer(rebasing: chunk[filled...]).initializeMemory(as: UInt8.self, repeating: 0) }
+                try communicator.sendChunk(UnsafeRawBufferPointer(chunk), to: destination)
+                offset += count
+            }
+            try? handle?.close()
+        }
+        try communicator.sendBytes(Array((failure ?? "").utf8), to: destination)
+        let received = String(decoding: try communicator.receiveBytes(from: destination), as: UTF8.self)
+        return failure ?? (received.isEmpty ? nil : received)
+    }
+
+    /// The receiving side: the folder of the same name under `output`. Returns nil when it holds a
+    /// complete copy now, else why not.
+    static func receive(into output: URL, folderName: String, from source: Int, keep: Int,
+                        communicator: any Communicator) throws -> String? {
+        let folder = output.appendingPathComponent(folderName)
+        let manifest = try communicator.receiveBytes(from: source)
+        let files: [Entry]
+        switch decode(manifest) {
+        case .failure(let error):
+            // The sender waits for an answer once its manifest said "ok".
+            if manifest.starts(with: Array("ok".utf8)) { try communicator.sendBytes(Array("\(error)".utf8), to: source) }
+            return "\(error)"
+        case .success(let entries): files = entries
+        }
+        // A shared disk (or an earlier copy): the same trainer_state.pb is here already.
+        let stateHere = try? readFile(folder.appendingPathComponent(TrainerState.fileName))
+        if let stateHere, SHA256.hash(stateHere).hex == files.last?.sha256 {
+            try communicator.sendBytes(Array("have".utf8), to: source)
+            return nil
+        }
+        try communicator.sendBytes(Array("send".utf8), to: source)
+        var failure: String?
+        func attempt(_ body: () throws -> Void) {
+            guard failure == nil else { return }
+            do { try body() } catch { failure = "\(error)" }
+        }
+        attempt {
+            try? FileManager.default.removeItem(at: folder.appendingPathComponent(TrainerState.fileName))
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkBytes, alignment: 64)
+        defer { buffer.deallocate() }
+        for file in files {
+            var writer: AtomicFileWriter?
+            attempt { writer = try AtomicFileWriter(destination: folder.appendingPathComponent(file.name)) }
+            var offset = 0
+            while offset < file.size {
+                let count = min(chunkBytes, file.size - offset)
+                let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
+                try communicator.receiveChunk(into: chunk, from: source)
+                attempt { try writer?.write(UnsafeRawBufferPointer(chunk)) }
+                offset += count
+            }
+            attempt {
+                guard let digest = try writer?.commit() else { return }
+                guard digest.hex == file.sha256 else {
+                    throw CheckpointError.damaged(file: folder.appendingPathComponent(file.name).path, reason: "SHA-256 differs from the sender's")
+                }
+            }
+            writer?.abandon()
+        }
+        let sent = String(decoding: try communicator.receiveBytes(from: source), as: UTF8.self)
+        if !sent.isEmpty && failure == nil { failure = "the sender failed: \(sent)" }
+        if failure == nil {
+            attempt {
+                // `latest` moves forward only (a copy of an older checkpoint leaves a newer one named).
+                let step = Int(folderName.dropFirst(CheckpointFolder.prefix.count)) ?? 0
+                let newest = CheckpointFolder.candidates(in: output).first {
+                    FileManager.default.fileExists(atPath: $0.url.appendingPathComponent(TrainerState.fileName).path)
+                }
+                if (newest?.step ?? step) <= step {
+                    try writeFileAtomically(output.appendingPathComponent("latest"), bytes: Array("\(folderName)\n".utf8))
+                }
+                CheckpointFolder.prune(output, keep: keep)
+            }
+        } else {
+            // Never leave a commit record over files that did not all arrive.
+            try? FileManager.default.removeItem(at: folder.appendingPathComponent(TrainerState.fileName))
+        }
+        try communicator.sendBytes(Array((failure ?? "").utf8), to: source)
+        return failure
     }
 }

@@ -27,6 +27,10 @@ final class Replica {
     private var gatherRequests: [TransferRequest] = []
     /// Evaluation's batch, kept across evaluations of the run.
     var evaluationBatch = PackedBatch()
+    /// When set, `step` enters its update window (`beginUpdate`) just before the parameters and
+    /// the Adam state change, and returns with it open: the caller ends it once the step's
+    /// progress is published (TrainingRun; an emergency checkpoint then sees a consistent state).
+    var completedStep: CompletedStep?
     /// The per-step collective's values: 6 metrics, then per rank its partial sum of squares,
     /// its compute seconds (data, forward, backward) and its seconds waiting for the gradient sum.
     private var reduction: [Double]
@@ -180,7 +184,9 @@ final class Replica {
         if !outcome.gradientNorm.isFinite {
             outcome.skipped = true
             outcome.nonFiniteWhere = try locateNonFinite(lossNonFiniteRanks: reduced[4])
+            completedStep?.beginUpdate()
         } else {
+            completedStep?.beginUpdate()
             let factor = gradientClipFactor(totalNorm: outcome.gradientNorm, maxNorm: maxGradNorm)
             optimizer.step(parameters: model.parameters, gradients: model.gradients, learningRate: learningRate, gradientScale: factor)
             if shardOptimizer { try communicator.gatherParameters(model.parameters.buffer, layout: shards, requests: &gatherRequests) }

@@ -111,6 +111,11 @@ final class Reporter {
                                      .init(tag: "eval/loss", value: Float(metrics.loss))] + perClass, step: step)
     }
 
+    /// TensorBoard scalars of `step` that are not the step's own (a restart's report).
+    func scalars(_ values: [(tag: String, value: Double)], step: Int) throws {
+        try tensorBoard?.addScalars(values.map { TensorBoardEvent.Scalar(tag: $0.tag, value: Float($0.value)) }, step: step)
+    }
+
     func finish() {
         if barShown && enabled { print(""); barShown = false }
         try? tensorBoard?.flush()

@@ -35,6 +35,11 @@ public final class TrainingRun {
     /// Told the newest complete checkpoint (nil: none yet) whenever it changes, on every rank
     /// (what a report of a failed peer names).
     var checkpointNote: (URL?) -> Void = { _ in }
+    /// This rank's peer watchdog (MPI ranks of a job of several): its reporter writes an emergency
+    /// checkpoint of the last completed step before the job ends (EmergencyCheckpoint).
+    var watchdog: PeerWatchdog?
+    /// launch/train's record of the attempt before this one (--max-restarts): rank 0 reports the restart.
+    var restart: RestartRecord?
     /// Choices of the loop that are not options (tests shorten the straggler window, compare the
     /// dense embedding gradient sum).
     var settings = Settings()
@@ -77,26 +82,46 @@ public final class TrainingRun {
     public func run() throws -> RunSummary {
         guard let train = setup.train else { throw TrainingError.invalidInput("training needs a data file (--train)") }
         let replica = try makeReplica()
-        let checkpoints = CheckpointPolicy(options: options, communicator: communicator, setup: setup, announce: checkpointNote)
+        let hosts = try communicator.allGather(bytes: Array(runtime.hostName.utf8)).map { String(decoding: $0, as: UTF8.self) }
+        let checkpoints = CheckpointPolicy(options: options, communicator: communicator, setup: setup, hosts: hosts, announce: checkpointNote)
         try checkpoints.prepareOutputFolder()
+        if isRoot && options.checkpoints.checkpointMirror && checkpoints.mirrorRank == nil {
+            log("warning: --checkpoint-mirror: every rank runs on rank 0's host (\(hosts[0])); no copy is kept on a second host")
+        }
         let plan = try TrainingPlan(options: options, exampleCount: train.count, worldSize: communicator.worldSize,
                                     lengths: options.groupByLength ? (0..<train.count).map { Int32(train.tokens(at: $0).count) } : nil)
         replica.reserve(microBatchSize: plan.microBatchSize, maxSequenceLength: setup.description.maxSequenceLength)
         var progress = try start(replica, plan: plan, checkpoints: checkpoints)
+        if let watchdog, communicator.worldSize > 1 {
+            // From here on a lost peer's reporter saves the last completed step first.
+            let emergency = try EmergencyCheckpoint.share(checkpoints, replica: replica, plan: plan)
+            if !replica.shardOptimizer { replica.completedStep = checkpoints.completedStep }
+            watchdog.setBeforeEnding { emergency.ending(for: $0) }
+        }
 
         let reporter = try Reporter(enabled: isRoot, totalSteps: plan.totalSteps, logEvery: options.logEvery,
                                     progress: runtime.progress, tensorBoardDirectory: options.tensorboardDirectory, output: log)
         defer { reporter.finish() }
-        var stragglers = StragglerMonitor(hosts: try communicator.allGather(bytes: Array(runtime.hostName.utf8)).map { String(decoding: $0, as: UTF8.self) },
-                                          window: settings.stragglerWindow)
+        var restartReport = isRoot ? restart.map { RestartReport(record: $0, resumedStep: progress.step) } : nil
+        if let restartReport {
+            log(restartReport.resumeLine)
+            printError(launchEvent("resumed", [("step", "\(progress.step)")]))
+        }
+        try restartReport?.check(step: progress.step, reporter: reporter)
+        var stragglers = StragglerMonitor(hosts: hosts, window: settings.stragglerWindow)
         var summary = RunSummary(stepsDone: progress.step, totalSteps: plan.totalSteps)
         let started = Date()
         while progress.step < plan.totalSteps {
             let stepStart = Date()
-            let outcome = try step(replica, train, &progress)
+            let outcome = try step(replica, train, &progress)  // (returns inside the replica's update window)
             summary.stepsDone = progress.step
-            try apply(outcome, to: &progress, summary: &summary, reporter: reporter)
+            do { try apply(outcome, to: &progress, summary: &summary, reporter: reporter) } catch {
+                replica.completedStep?.endUpdate(nil)
+                throw error
+            }
+            checkpoints.completed(progress, replica: replica)
             try reporter.step(progress.step - 1, outcome: outcome, stepSeconds: Date().timeIntervalSince(stepStart))
+            try restartReport?.check(step: progress.step, reporter: reporter)
             if options.debug.debug && isRoot { reporter.say("  step \(progress.step) phases: \(outcome.phaseSeconds.line(decimals: 3))") }
             if isRoot, let line = stragglers.record(step: progress.step, seconds: replica.lastStepSeconds) { reporter.say(line) }
 
@@ -125,6 +150,7 @@ public final class TrainingRun {
             // The last step is always checkpointed: OUTPUT/checkpoint-<last step> is the trained model.
             summary.finalCheckpoint = try checkpoints.write(replica, plan: plan, progress: progress, reporter: reporter)
         }
+        try restartReport?.finish(step: progress.step, reporter: reporter)
         if options.debug.debug { reporter.say("phase totals: \(progress.phaseTotals.line(decimals: 2))") }
         return summary
     }
@@ -229,12 +255,17 @@ public let bertDistVersion = "0.1.0"
 /// `bert-dist train` on one rank: checks the BLAS kernels and what can be checked before any
 /// work (--output, the model's config against --max-seq-len), reads the data, trains. Nothing is
 /// written before the data has been read (the output folder is created after it).
+/// `watchdog`: this rank's (its reporter writes the emergency checkpoint); `restart`: launch/train's
+/// record of the failed attempt before this one.
 public func runTraining(_ options: TrainingOptions, cacheDirectory: URL?, runtime: Runtime, communicator: any Communicator,
-                        log: @escaping (String) -> Void, checkpointNote: @escaping (URL?) -> Void = { _ in }) throws -> RunSummary {
+                        log: @escaping (String) -> Void, checkpointNote: @escaping (URL?) -> Void = { _ in },
+                        watchdog: PeerWatchdog? = nil, restart: RestartRecord? = nil) throws -> RunSummary {
     try CheckpointPolicy.checkOutputFolder(options.checkpoints.folder, communicator: communicator)
     try collectively(communicator) { try BLASSetup.selfTest() }
     let setup = try RunSetup.forTraining(options, cacheDirectory: cacheDirectory, compute: runtime.makeCompute(), communicator: communicator, log: log)
     let run = TrainingRun(options: options, runtime: runtime, communicator: communicator, setup: setup, log: log)
     run.checkpointNote = checkpointNote
+    run.watchdog = watchdog
+    run.restart = restart
     return try run.run()
 }

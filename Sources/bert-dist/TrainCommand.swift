@@ -21,7 +21,10 @@ struct TrainCommand: ParsableCommand, LaunchFacts {
     @OptionGroup var options: TrainingOptions
     @OptionGroup var process: ProcessOptions
 
-    var launchFacts: [(key: String, value: String)] { process.launchFacts + [("output", options.checkpoints.folder.path)] }
+    var launchFacts: [(key: String, value: String)] {
+        process.launchFacts + [("output", options.checkpoints.folder.path), ("resume", options.checkpoints.resume ? "yes" : "no"),
+                               ("shard_optimizer", options.parallel.shardOptimizer ? "yes" : "no")]
+    }
 
     func run() throws {
         let runtime = try process.runtime(simulatedRanks: options.debug.inProcessRanks)
@@ -36,7 +39,8 @@ struct TrainCommand: ParsableCommand, LaunchFacts {
                 watchdog?.setNote(folder.map { "newest complete checkpoint: \($0.path) (continue with --resume)" } ?? "no complete checkpoint yet")
             }
             let summary = try runTraining(options, cacheDirectory: cacheDirectory, runtime: runtime, communicator: communicator, log: log,
-                                          checkpointNote: checkpointNote)
+                                          checkpointNote: checkpointNote, watchdog: watchdog,
+                                          restart: ProcessEnvironment.current.restartRecord)
             guard communicator.rank == 0 else { return }
             if summary.stoppedBySignal {
                 log("stopped by a signal after step \(summary.stepsDone) of \(summary.totalSteps); checkpoint written: \(summary.finalCheckpoint?.path ?? "-")")

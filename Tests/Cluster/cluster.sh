@@ -33,6 +33,7 @@
 #   cluster.sh pids NAME HOST     pids of every process running on the host
 #   cluster.sh cut NAME HOST | mend NAME HOST       the host's cable: eth1 down / up
 #   cluster.sh freeze NAME HOST | thaw NAME HOST    SIGSTOP / SIGCONT every process of the host
+#                                 (a frozen or cut-off host also refuses `rsh`, as ssh would time out)
 #   cluster.sh limit NAME RATE [BURST [LATENCY]]    token-bucket limit (tc tbf) on every link in
 #                                 both directions, e.g. `limit c1 1gbit 256kb 50ms`; RATE off: none
 #   cluster.sh local NAME         the local-disk path (the same on every host)
@@ -271,6 +272,15 @@ case "$action" in
     exec) need 3 "NAME HOST COMMAND..." "$@"; command_exec "$@" ;;
     rsh) need 3 "NAME HOST COMMAND-WORDS..." "$@"
         name="$1"; host="$2"; shift 2
+        # Like ssh over the cluster's network: a host whose cable is cut, or that is frozen, does not
+        # answer (ssh gives up after its connect timeout, status 255); launch/train's probe of a lost
+        # host relies on that.
+        index="$(host_index "$name" "$host")"
+        if ! ip -n "$name-h$index" link show eth1 2>/dev/null | grep -q "state UP" || [[ -e "$(state_of "$name")/frozen-h$index" ]]; then
+            sleep 2
+            echo "ssh: connect to host h$index port 22: Connection timed out" >&2
+            exit 255
+        fi
         # Like ssh: this process stays on the calling host and waits for the remote command, which
         # runs on HOST in a session of its own (the words joined by spaces, run by sh). Killing this
         # process, or its process group, leaves the remote command running, as killing an ssh
@@ -284,8 +294,8 @@ case "$action" in
     pids) need 2 "NAME HOST" "$@"; ip netns pids "$1-h$(host_index "$1" "$2")" ;;
     cut) need 2 "NAME HOST" "$@"; ip -n "$1-h$(host_index "$1" "$2")" link set eth1 down ;;
     mend) need 2 "NAME HOST" "$@"; ip -n "$1-h$(host_index "$1" "$2")" link set eth1 up ;;
-    freeze) need 2 "NAME HOST" "$@"; command_signal_host "$1" "$2" STOP ;;
-    thaw) need 2 "NAME HOST" "$@"; command_signal_host "$1" "$2" CONT ;;
+    freeze) need 2 "NAME HOST" "$@"; touch "$(state_of "$1")/frozen-h$(host_index "$1" "$2")"; command_signal_host "$1" "$2" STOP ;;
+    thaw) need 2 "NAME HOST" "$@"; rm -f "$(state_of "$1")/frozen-h$(host_index "$1" "$2")"; command_signal_host "$1" "$2" CONT ;;
     limit) need 2 "NAME RATE [BURST [LATENCY]]" "$@"; command_limit "$@" ;;
     local) need 1 "NAME" "$@"; host_count "$1" >/dev/null; echo "$(state_of "$1")/local" ;;
     disk) need 2 "NAME HOST" "$@"; echo "$(state_of "$1")/disks/h$(host_index "$1" "$2")" ;;

@@ -164,6 +164,85 @@ struct PeerWatchdogTests {
         #expect(reporter.trip.line.hasPrefix("error: rank 2 on host2 and rank 3 on host3 stopped answering"))
     }
 
+    /// The reporter's hook (the trainer's emergency checkpoint) may take longer than the others'
+    /// grace: its `hold` datagrams keep them waiting; then its note replaces the caller's, its
+    /// facts travel in the trip, `announce` runs, and only after it the others are ended.
+    @Test func theReporterHoldsTheOthersWhileItsHookRunsThenAnnouncesAndEndsThem() throws {
+        let log = TripLog()
+        let announced = Mutex<[(line: String, at: Double)]>([])
+        _ = try InProcessGroup.run(worldSize: 3) { communicator in
+            let rank = communicator.rank
+            let watchdog = try PeerWatchdog.start(communicator: communicator, timeoutSeconds: Self.timeout, hostName: "host\(rank)",
+                                                  heartbeatSeconds: Self.heartbeat, followerGraceSeconds: 0.5,
+                                                  announce: { trip in announced.withLock { $0.append((trip.line, monotonicSeconds())) } },
+                                                  announceSeconds: 0.3, response: .call { log.record($0, rank: rank) })
+            watchdog.setNote("newest complete checkpoint: out/checkpoint-40")
+            watchdog.setBeforeEnding { _ in
+                Thread.sleep(forTimeInterval: 1.5)  // three times the others' grace
+                return PeerWatchdog.Ending(note: "emergency checkpoint of the last completed step: out/checkpoint-47", facts: [("step", "47")])
+            }
+            try communicator.barrier()
+            if rank == 2 { watchdog.fallSilent() }
+            log.wait(for: 2, seconds: 15)
+            watchdog.stop()
+        }
+        let trips = log.all
+        let reporter = try #require(trips.first { $0.rank == 0 }, "\(trips.map(\.trip.line))")
+        #expect(reporter.trip.isReporter && reporter.trip.facts.map(\.key) == ["step"] && reporter.trip.facts.first?.value == "47")
+        #expect(reporter.trip.line.hasPrefix("error: rank 2 on host2 stopped answering")
+                && reporter.trip.line.hasSuffix("; emergency checkpoint of the last completed step: out/checkpoint-47"), "\(reporter.trip.line)")
+        let follower = try #require(trips.first { $0.rank == 1 }, "rank 1 did not end")
+        #expect(!follower.trip.isReporter && follower.trip.endedBy == 0 && follower.trip.line == reporter.trip.line,
+                "rank 1 reported by itself instead of waiting for rank 0: \(follower.trip.line)")
+        let announcement = try #require(announced.withLock { $0 }.first, "nothing announced")
+        #expect(announced.withLock { $0.count } == 1 && announcement.line == reporter.trip.line)
+        #expect(follower.at >= announcement.at + 0.2, "rank 1 was ended \(follower.at - announcement.at) s after the announcement")
+    }
+
+    /// Once a failure is suspected (an MPI call failed, a signal came), a peer silent for the
+    /// suspected silence trips, long before the timeout; with every peer answering nothing trips.
+    @Test func aSuspectedFailureTripsAfterAShortSilenceAndOnlyThen() throws {
+        let log = TripLog()
+        let silentAt = Mutex<Double>(0)
+        _ = try InProcessGroup.run(worldSize: 3) { communicator in
+            let rank = communicator.rank
+            let watchdog = try PeerWatchdog.start(communicator: communicator, timeoutSeconds: 10, hostName: "host\(rank)",
+                                                  heartbeatSeconds: Self.heartbeat, followerGraceSeconds: 2, suspectedSilenceSeconds: 0.5,
+                                                  response: .call { log.record($0, rank: rank) })
+            try communicator.barrier()
+            watchdog.suspectPeerFailure()
+            Thread.sleep(forTimeInterval: 1)  // all alive: nothing trips
+            #expect(log.all.isEmpty && !watchdog.hasTripped, "tripped with every peer answering: \(log.all.map(\.trip.line))")
+            try communicator.barrier()
+            if rank == 2 {
+                silentAt.withLock { $0 = monotonicSeconds() }
+                watchdog.fallSilent()
+            }
+            log.wait(for: 2, seconds: 8)
+            watchdog.stop()
+        }
+        let reporter = try #require(log.all.first { $0.rank == 0 }, "\(log.all.map(\.trip.line))")
+        let seconds = reporter.at - silentAt.withLock { $0 }
+        #expect(seconds < 2 && reporter.trip.silentRanks == [2], "tripped \(seconds) s after rank 2 fell silent (timeout 10 s)")
+        #expect(reporter.trip.line.contains("after a failure of MPI or a stop signal; noticed by rank 0 on host0"), "\(reporter.trip.line)")
+    }
+
+    /// A rank that fails with an error of its own ends its peers quietly (they do not report it
+    /// lost): each trips as ended by it, with its reason.
+    @Test func aRankThatFailsOnItsOwnEndsItsPeersQuietly() throws {
+        let log = TripLog()
+        _ = try InProcessGroup.run(worldSize: 3) { communicator in
+            let watchdog = try startWatchdog(communicator, log: log)
+            try communicator.barrier()
+            if communicator.rank == 2 { watchdog.endPeers(reason: "rank 2: error: disk full") }
+            log.wait(for: 2, seconds: 5)
+            watchdog.stop()
+        }
+        let trips = log.all
+        #expect(trips.count == 2 && trips.allSatisfy { !$0.trip.isReporter && $0.trip.endedBy == 2 && $0.trip.line == "rank 2: error: disk full" },
+                "\(trips.map { ($0.rank, $0.trip.line) })")
+    }
+
     /// A rank that cannot set up its watchdog (no such interface) fails every rank's start with its
     /// reason; nobody waits forever for it.
     @Test func aRankThatCannotStartFailsEveryRanksStartWithItsReason() throws {

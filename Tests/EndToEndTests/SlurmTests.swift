@@ -117,6 +117,47 @@ struct SlurmTests {
         print("scancel: the job ended \(String(format: "%.1f", seconds)) s after scancel (KillWait \(Self.killWaitSeconds) s) with checkpoint-\(step)")
     }
 
+    /// `--max-restarts` inside the allocation: rank 1 killed; the survivor checkpoints the last
+    /// completed step, launch/train starts the job again on the same node (it still answers) with
+    /// --resume, and the run ends with the model an uninterrupted run trains, no step computed twice.
+    @Test func aKilledRankIsRestartedWithinTheAllocation() async throws {
+        let steps = 3000
+        let expected = try await referenceWeights(steps: steps)
+        let output = workspace.output("restart")
+        var options = trainArguments(output, steps: steps)
+        options[options.count - 1] = "1000"  // --checkpoint-every: few checkpoints, so that only the emergency one is recent
+        let (job, log) = try submit(["--max-restarts", "1"] + options + ["--collective-timeout", "4"])
+        let binary = binary
+        let killedAt = await slurm.wait(seconds: 120) {
+            guard contents(log).contains("step 300/") else { return false }
+            let victims = rankProcesses(binary, job: job, rank: 1)
+            for pid in victims { kill(pid, SIGKILL) }
+            return !victims.isEmpty
+        }
+        #expect(killedAt != nil, "no progress, or no rank 1 to kill: \(contents(log))")
+        #expect(await slurm.wait(seconds: 180) { !slurm.jobIsListed(job) } != nil, "\(contents(log))")
+        let text = contents(log)
+        #expect(text.contains("launch/train: attempt 1 failed") && text.contains("restarting on ") && text.contains("(restart 1 of 1)"), "\(text)")
+        #expect(text.contains("launch/train: done after 2 attempts") && text.contains("steps computed twice: 0"), "\(text)")
+        #expect(slurm.jobField(job, "JobState") == "COMPLETED" && slurm.jobField(job, "ExitCode") == "0:0", "\(text)")
+        let difference = largestRelativeDifference(try workspace.weights(output, step: steps), expected)
+        #expect(difference == 0, "restarted run vs uninterrupted: \(difference)")
+        let lines = text.split(separator: "\n").filter { $0.hasPrefix("launch/train: ") || $0.contains("back at step") }
+        print("srun, rank 1 killed: \(lines.joined(separator: " | "))")
+    }
+
+    /// The pids of this machine's processes running `binary` as rank `rank` of Slurm job `job`.
+    func rankProcesses(_ binary: URL, job: String, rank: Int) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { Int32($0) }.filter { pid in
+            guard let commandLine = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
+                  String(decoding: commandLine.prefix { $0 != 0 }, as: UTF8.self) == binary.path,
+                  let environment = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return false }
+            let variables = Set(environment.split(separator: 0).map { String(decoding: $0, as: UTF8.self) })
+            return variables.contains("SLURM_JOB_ID=\(job)") && variables.contains("PMIX_RANK=\(rank)")
+        }
+    }
+
     /// A requeued job (what preemption or a node failure does) continues by itself: the script
     /// adds --resume, and the model at the end is the one an uninterrupted run trains.
     @Test func aRequeuedJobResumesByItselfToTheSameModel() async throws {

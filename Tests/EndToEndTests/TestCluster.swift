@@ -100,6 +100,24 @@ final class TestCluster: @unchecked Sendable {
     /// Host `host`'s local disk seen from outside the cluster (where a test puts or inspects files).
     func disk(host: Int) -> URL { state.appendingPathComponent("disks/h\(host)") }
 
+    /// What a user of a cluster without a shared disk has: `workspace`'s model and training file on
+    /// h1's disk alone; returns the paths a job names them by (the same on every host), and the
+    /// output folder's.
+    func putOnHead(_ workspace: TinyWorkspace) throws -> (model: URL, train: URL, output: URL) {
+        let head = disk(host: 1)
+        try FileManager.default.copyItem(at: workspace.model, to: head.appendingPathComponent("model"))
+        try FileManager.default.copyItem(at: workspace.train, to: head.appendingPathComponent("train.csv"))
+        return (localDisk.appendingPathComponent("model"), localDisk.appendingPathComponent("train.csv"), localDisk.appendingPathComponent("out"))
+    }
+
+    /// launch/train's environment on the first `hosts` hosts, running `binary`.
+    func launchEnvironment(binary: URL, hosts: Int? = nil) throws -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment
+        environment["BERT_DIST_BIN"] = binary.path
+        environment["BERT_DIST_CLUSTER_CONF"] = try clusterConf(hosts: hosts).path
+        return environment
+    }
+
     /// An Open MPI hostfile of the first `hosts` hosts (one slot per core).
     func hostfile(hosts: Int? = nil) throws -> URL {
         let url = state.appendingPathComponent("hostfile")
@@ -153,6 +171,21 @@ final class TestCluster: @unchecked Sendable {
             return run.standardOutput
         } ?? ""
         return listing.split(separator: "\n").map { String($0.split(separator: " ")[0]) }.filter { $0.hasPrefix(name + "-") }
+    }
+}
+
+/// A fault the multi-host tests inflict on one host of a cluster.
+enum ClusterFault: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case cutCable = "cut cable", frozenHost = "frozen host", killedRank = "killed rank"
+    var testDescription: String { rawValue }
+
+    /// On host `host`: its cable cut, every process frozen, or its processes running `binary` killed.
+    func inflict(on cluster: TestCluster, host: Int, binary: URL) {
+        switch self {
+        case .cutCable: _ = try? TestCluster.run(["cut", cluster.name, "h\(host)"])
+        case .frozenHost: _ = try? TestCluster.run(["freeze", cluster.name, "h\(host)"])
+        case .killedRank: for pid in cluster.pids(host: host, running: binary) { kill(pid, SIGKILL) }
+        }
     }
 }
 

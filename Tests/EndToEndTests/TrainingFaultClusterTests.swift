@@ -8,7 +8,8 @@ import Testing
 /// the job within --collective-timeout + 30 s, non-zero, with one line naming rank 1 on h2 and the
 /// newest complete checkpoint; no bert-dist process may keep running on h2 (after a cut no process
 /// at all: not even Open MPI's orted); `--resume` on the
-/// hosts that are left must then train the model an uninterrupted run trains (bit for bit). Each case prints
+/// hosts that are left must then train the model an uninterrupted run trains (bit for bit). The cut
+/// runs with `--max-restarts 1 --min-hosts 2`, which must end it the same way, saying why. Each case prints
 /// the time to exit. (One after the other, and waiting without holding a thread of the test
 /// runner's pool: see RunningProcess.exitStatus.)
 @Suite(.serialized, .enabled(if: TestCluster.isAvailable, Comment(rawValue: TestCluster.unavailableReason ?? "")),
@@ -23,10 +24,7 @@ struct TrainingFaultClusterTests {
         binary = try BinaryLocator.bertDist()
     }
 
-    enum Fault: String, CaseIterable, CustomTestStringConvertible, Sendable {
-        case cutCable = "cut cable", frozenHost = "frozen host", killedRank = "killed rank"
-        var testDescription: String { rawValue }
-    }
+    typealias Fault = ClusterFault
 
     static func trainOptions(model: URL, train: URL, output: URL, _ extra: [String] = []) -> [String] {
         ["--model", model.path, "--train", train.path, "--output", output.path, "--batch-size", "8", "--max-steps", "\(steps)",
@@ -48,43 +46,30 @@ struct TrainingFaultClusterTests {
         return try workspace.weights(output, step: steps)
     }
 
-    /// launch/train's environment on `cluster` (its first `hosts` hosts).
-    func environment(_ cluster: TestCluster, hosts: Int) throws -> [String: String] {
-        var environment = ProcessInfo.processInfo.environment
-        environment["BERT_DIST_BIN"] = binary.path
-        environment["BERT_DIST_CLUSTER_CONF"] = try cluster.clusterConf(hosts: hosts).path
-        return environment
-    }
-
     @Test(arguments: Fault.allCases)
     func aFaultEndsTheJobWithinTheTimeoutAndResumeTrainsTheUninterruptedModel(_ fault: Fault) async throws {
         let cluster = try TestCluster(hosts: 2)
         defer { cluster.down() }
         let workspace = try TinyWorkspace()
         let head = cluster.disk(host: 1)
-        try FileManager.default.copyItem(at: workspace.model, to: head.appendingPathComponent("model"))
-        try FileManager.default.copyItem(at: workspace.train, to: head.appendingPathComponent("train.csv"))
-        let local = cluster.localDisk
-        let (model, train, output) = (local.appendingPathComponent("model"), local.appendingPathComponent("train.csv"),
-                                      local.appendingPathComponent("out"))
+        let (model, train, output) = try cluster.putOnHead(workspace)
 
-        let job = try cluster.exec(host: 1, launcher, ["-n", "2"] + Self.trainOptions(model: model, train: train, output: output,
-                                                                                      ["--shard-optimizer", "--collective-timeout", "\(Self.timeout)"]),
-                                   environment: try environment(cluster, hosts: 2))
+        // (After a cut, --max-restarts 1 --min-hosts 2 ends the job as without restarts: only h1 is left.)
+        let restarts = fault == .cutCable ? ["--max-restarts", "1", "--min-hosts", "2"] : []
+        let job = try cluster.exec(host: 1, launcher, ["-n", "2"] + restarts
+                                   + Self.trainOptions(model: model, train: train, output: output, ["--shard-optimizer", "--collective-timeout", "\(Self.timeout)"]),
+                                   environment: try cluster.launchEnvironment(binary: binary, hosts: 2))
         // At step 60 (or a little later: the line arrives when rank 0 has printed it), on a thread of its own.
         let (name, binary) = (cluster.name, binary)
         let h2Emptied = Moment()  // after a cut: when no process was left on h2, watched from the cut on
         let timeline = await job.act(whenOutput: { $0.contains("step 60/\(Self.steps)") }, appearsWithin: 90, {
             let faultAt = Date()
-            switch fault {
-            case .cutCable:
-                _ = try? TestCluster.run(["cut", name, "h2"])
+            fault.inflict(on: cluster, host: 2, binary: binary)
+            if fault == .cutCable {
                 Thread.detachNewThread {
                     while !cluster.processes(host: 2).isEmpty && Date().timeIntervalSince(faultAt) < 60 { usleep(100_000) }
                     h2Emptied.record()
                 }
-            case .frozenHost: _ = try? TestCluster.run(["freeze", name, "h2"])
-            case .killedRank: for pid in cluster.pids(host: 2, running: binary) { kill(pid, SIGKILL) }
             }
             return faultAt
         }, thenExitWithin: Self.timeout + 60)
@@ -98,6 +83,10 @@ struct TrainingFaultClusterTests {
             .trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(report?.contains("newest complete checkpoint: \(output.path)/\(latest) (continue with --resume)") == true,
                 "\(fault): no line naming '\(naming)' and \(latest): \(failureOutput)")
+        if fault == .cutCable {
+            #expect(failureOutput.contains("launch/train: the job failed (status 1); lost h2; 1 host(s) left, fewer than --min-hosts 2; newest complete checkpoint: "),
+                    "\(failureOutput)")
+        }
         #expect(!cluster.processes(host: 1).contains { $0.program == binary.path || $0.program.hasSuffix("mpirun") },
                 "\(fault): left on h1: \(cluster.processes(host: 1))")
 
@@ -128,7 +117,7 @@ struct TrainingFaultClusterTests {
         let hostsLeft = fault == .killedRank ? 2 : 1
         let resumed = try cluster.exec(host: 1, launcher, ["-n", "2"] + Self.trainOptions(model: model, train: train, output: output,
                                                                                         ["--shard-optimizer", "--resume"]),
-                                       environment: try environment(cluster, hosts: hostsLeft))
+                                       environment: try cluster.launchEnvironment(binary: binary, hosts: hostsLeft))
         #expect(await resumed.exitStatus(timeoutSeconds: 120) == 0, "\(fault): resume: \(resumed.standardOutput) \(resumed.standardError)")
         #expect(resumed.standardOutput.contains("resumed from \(latest) "), "\(fault): \(resumed.standardOutput)")
         let difference = largestRelativeDifference(try workspace.weights(head.appendingPathComponent("out"), step: Self.steps),
@@ -158,7 +147,7 @@ struct TrainingFaultClusterTests {
                                                       "--train", local.appendingPathComponent("train.csv").path,
                                                       "--output", local.appendingPathComponent("out").path, "--batch-size", "128",
                                                       "--max-steps", "40", "--threads", "1", "--log-every", "10", "--checkpoint-every", "0"],
-                                   environment: try environment(cluster, hosts: 2))
+                                   environment: try cluster.launchEnvironment(binary: binary, hosts: 2))
         // From the first step on, on a thread of its own (the job is short).
         let pausing = PeriodicPause(stoppedSeconds: 0.020, runningSeconds: 0.010)
         let binary = binary
