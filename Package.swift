@@ -83,8 +83,8 @@ let package = Package(
         // Runs the built bert-dist binary (alone and under mpirun) as a user would, and bert-dist-dev
         // for the communication checks and the fault tests' soak; the cluster and Slurm tests run
         // them on the namespace cluster (Tests/Cluster/cluster.sh) and a local Slurm. Help/ holds
-        // the committed `--help` of every command.
-        .testTarget(name: "EndToEndTests", dependencies: ["bert-dist", "bert-dist-dev", "Model", "Storage", "TestSupport"],
-                    exclude: ["Help"]),
+        // the committed `--help` of every command, Fixtures/ the AG News rows of the family tests.
+        .testTarget(name: "EndToEndTests", dependencies: ["bert-dist", "bert-dist-dev", "Data", "Model", "Storage", "TestSupport"],
+                    exclude: ["Help", "Fixtures"]),
     ]
 )

@@ -2,15 +2,19 @@
 # Times bert-dist and PyTorch + Hugging Face side by side on this machine and rewrites the table
 # in benchmarks/README.md (and appends the raw JSON to benchmarks/results.jsonl).
 #
-#   benchmarks/run.sh AG_NEWS_CSV [--steps 20] [--big-steps 5] [--only REGEX] [--no-wait] [--no-bf16]
+#   benchmarks/run.sh AG_NEWS_CSV [--steps 20] [--big-steps 5] [--only REGEX] [--no-wait] [--no-bf16] [--no-readme]
 #
 # Each configuration runs in fp32 and in bf16 (bert-dist --bf16; PyTorch under
 # torch.autocast("cpu", bfloat16)), sides "ours", "ours-bf16", "pytorch", "pytorch-bf16";
 # --no-bf16 skips the bf16 runs (a CPU without bf16 instructions: --bf16 is an error there).
+# --no-readme prints the tables instead of rewriting benchmarks/README.md (a partial or
+# provisional run; the JSON lines are appended to the results all the same).
 #
 # Configurations (issue 6): MiniLM-L6-H384 (models/minilm) and BERT-base (benchmarks/bert-base,
 # random weights); batch 8 and 32 of consecutive real rows (max 128 tokens, dynamic padding on
-# the PyTorch side), and 32 x 128 fixed; one process x 2 threads and two processes x 1 thread
+# the PyTorch side), and 32 x 128 fixed. The encoder families (issue 18): DistilBERT-base
+# (benchmarks/distilbert-base) and RoBERTa-base (benchmarks/roberta-base), random weights from
+# their base configs, batch 8 and 32 of real rows. One process x 2 threads and two processes x 1 thread
 # (ours: mpirun -n 2 --bind-to core ... --threads 1; PyTorch: DDP gloo, launched by
 # tools/bench_pytorch.py, each rank pinned to a core). BERT-base 32 x 128 runs --big-steps timed
 # steps (a PyTorch step takes ~10 s there), everything else --steps.
@@ -28,6 +32,7 @@ BIG_STEPS=5
 ONLY="."
 WAIT=1
 BF16=1
+README=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --steps) STEPS="$2"; shift 2 ;;
@@ -35,6 +40,7 @@ while [ $# -gt 0 ]; do
         --only) ONLY="$2"; shift 2 ;;
         --no-wait) WAIT=0; shift ;;
         --no-bf16) BF16=0; shift ;;
+        --no-readme) README=0; shift ;;
         -*) echo "error: unknown option $1" >&2; exit 2 ;;
         *) DATA="$1"; shift ;;
     esac
@@ -92,13 +98,15 @@ print(json.dumps(result))
 EOF
 }
 
-for model in minilm bert-base; do
+for model in minilm bert-base distilbert-base roberta-base; do
     if [ "$model" = minilm ]; then
         ours_model=(--model models/minilm); torch_model=(--model models/minilm)
     else
-        ours_model=(--model benchmarks/bert-base --random-weights); torch_model=(--model benchmarks/bert-base --random-weights)
+        ours_model=(--model "benchmarks/$model" --random-weights); torch_model=(--model "benchmarks/$model" --random-weights)
     fi
-    for workload in "real 8" "real 32" "fixed 32"; do
+    workloads=("real 8" "real 32" "fixed 32")
+    case "$model" in distilbert-base|roberta-base) workloads=("real 8" "real 32") ;; esac
+    for workload in "${workloads[@]}"; do
         set -- $workload
         kind="$1"; batch="$2"
         steps=$STEPS
@@ -128,4 +136,8 @@ for model in minilm bert-base; do
     done
 done
 
-"$PYTHON" tools/bench_table.py "$RESULTS" --run "$RUN_ID" --readme benchmarks/README.md
+if [ "$README" = 1 ]; then
+    "$PYTHON" tools/bench_table.py "$RESULTS" --run "$RUN_ID" --readme benchmarks/README.md
+else
+    "$PYTHON" tools/bench_table.py "$RESULTS" --run "$RUN_ID"
+fi

@@ -8,8 +8,10 @@ Run by developers (never by CI), e.g. from the repository root:
         --batch-size 32 --seq-len 128 --processes 2 --threads 1 --json
 
 Same work as `bert-dist bench`:
-  * model: BertForSequenceClassification with 4 labels from the folder (MiniLM), or from its
-    config.json alone with random weights (--random-weights, e.g. bert-base);
+  * model: the folder family's <Family>ForSequenceClassification (AutoModelForSequenceClassification:
+    BERT, DistilBERT, ELECTRA, RoBERTa, XLM-R, CamemBERT) with 4 labels from the folder (MiniLM),
+    or from its config.json alone with random weights (--random-weights, e.g. bert-base,
+    distilbert-base, roberta-base); token type ids only for the families that take them;
   * rows: without --data, one synthetic batch of --seq-len tokens per sequence with the same
     token ids as bert-dist's synthetic batch; with --data, consecutive AG News CSV rows
     (text = title + " " + description, labels 1..4 -> 0..3), tokenised by the folder's tokenizer,
@@ -50,7 +52,7 @@ import time
 
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="Hugging Face BERT folder (config.json, vocab/tokenizer, weights)")
+    parser.add_argument("--model", required=True, help="Hugging Face folder of an encoder (config.json, tokenizer files, weights)")
     parser.add_argument("--random-weights", action="store_true", help="initialise from config.json alone")
     parser.add_argument("--data", help="AG News CSV; without it, synthetic sequences of --seq-len tokens")
     parser.add_argument("--batch-size", type=int, default=8, help="global batch size")
@@ -105,27 +107,37 @@ def rank_shard(count, rank, world_size):
     return range(count * rank // world_size, count * (rank + 1) // world_size)
 
 
-def padded_tensors(rows, torch):
-    """DataCollatorWithPadding: right padding to the longest row, attention mask 1 on real tokens."""
+def padded_tensors(rows, torch, pad_id=0, token_types=True):
+    """DataCollatorWithPadding: right padding (with the model's pad id) to the longest row,
+    attention mask 1 on real tokens; token type ids (all 0) for the families that take them."""
     longest = max(len(ids) for ids, _ in rows)
-    input_ids = torch.zeros(len(rows), longest, dtype=torch.long)
+    input_ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
     attention_mask = torch.zeros(len(rows), longest, dtype=torch.long)
     for r, (ids, _) in enumerate(rows):
         input_ids[r, :len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention_mask[r, :len(ids)] = 1
     labels = torch.tensor([label for _, label in rows], dtype=torch.long)
-    return {"input_ids": input_ids, "attention_mask": attention_mask,
-            "token_type_ids": torch.zeros_like(input_ids), "labels": labels}
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    if token_types:
+        inputs["token_type_ids"] = torch.zeros_like(input_ids)
+    return inputs
+
+
+def intermediate_size(config):
+    """The feed-forward width (DistilBERT calls it hidden_dim)."""
+    return getattr(config, "intermediate_size", None) or config.hidden_dim
 
 
 def training_flops(config, lengths, label_count=4):
-    """bert-dist's trainingFLOPs (Sources/Training/ModelFLOPs.swift)."""
-    C, I = float(config.hidden_size), float(config.intermediate_size)
+    """bert-dist's trainingFLOPs (Sources/Training/ModelFLOPs.swift), ELECTRA's projection included."""
+    C, I = float(config.hidden_size), float(intermediate_size(config))
     tokens = float(sum(lengths))
     squares = float(sum(n * n for n in lengths))
     per_layer = 2 * tokens * (4 * C * C + 2 * C * I) + 2 * 2 * squares * C
     head = 2 * len(lengths) * (C * C + C * label_count)
-    return 3 * (config.num_hidden_layers * per_layer + head)
+    E = float(getattr(config, "embedding_size", None) or config.hidden_size)
+    projection = 2 * tokens * E * C if E != C else 0.0
+    return 3 * (config.num_hidden_layers * per_layer + head + projection)
 
 
 def matmul_flops_per_second(torch, m, n, k):
@@ -157,7 +169,7 @@ def interface_bytes_sent():
 def run_rank(rank, arguments, result_path):
     import torch
     import torch.distributed as dist
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     world_size = arguments.processes
     distributed = world_size > 1
@@ -169,11 +181,14 @@ def run_rank(rank, arguments, result_path):
     torch.set_num_threads(arguments.threads)
     torch.manual_seed(1)
 
-    config = BertConfig.from_pretrained(arguments.model, num_labels=4)
+    config = AutoConfig.from_pretrained(arguments.model, num_labels=4)
     if arguments.random_weights:
-        model = BertForSequenceClassification(config)
+        model = AutoModelForSequenceClassification.from_config(config)
     else:
-        model = BertForSequenceClassification.from_pretrained(arguments.model, num_labels=4)
+        model = AutoModelForSequenceClassification.from_pretrained(arguments.model, num_labels=4)
+    # DistilBERT's forward takes no token type ids; RoBERTa's tokenizers give none.
+    token_types = config.model_type in ("bert", "electra")
+    pad_id = config.pad_token_id or 0
     model.train()
     if arguments.data:
         tokenizer = AutoTokenizer.from_pretrained(arguments.model)
@@ -207,7 +222,7 @@ def run_rank(rank, arguments, result_path):
         if distributed:
             dist.barrier()
         start = time.perf_counter()
-        inputs = padded_tensors(rows, torch)
+        inputs = padded_tensors(rows, torch, pad_id=pad_id, token_types=token_types)
         optimizer.zero_grad(set_to_none=True)
         with no_sync():
             if arguments.bf16:
@@ -232,7 +247,7 @@ def run_rank(rank, arguments, result_path):
     if distributed:
         dist.barrier()
     tokens_per_rank = max(64, int(real_tokens) // world_size)
-    peak = matmul_flops_per_second(torch, tokens_per_rank, config.intermediate_size, config.hidden_size)
+    peak = matmul_flops_per_second(torch, tokens_per_rank, intermediate_size(config), config.hidden_size)
     if distributed:
         values = torch.tensor([peak_rss_mb, peak, interface_bytes], dtype=torch.float64)
         gathered = [torch.zeros_like(values) for _ in range(world_size)]

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Checks that a bert-dist model folder (a checkpoint or a merged folder) loads in Hugging Face
-`BertForSequenceClassification.from_pretrained` with the labels bert-dist trained, and gives the
-logits of `bert-dist predict`.
+"""Checks that a bert-dist model folder (a checkpoint or a merged folder) of any encoder family loads
+in Hugging Face `AutoModelForSequenceClassification.from_pretrained` (the family's class, e.g.
+RobertaForSequenceClassification) and `AutoTokenizer.from_pretrained` with the labels bert-dist
+trained, and gives the logits of `bert-dist predict`.
 
     python3 tools/check_hf_load.py MODEL_DIR [--bert-dist .build/release/bert-dist] [--texts FILE]
                                    [--pairs] [--labels A,B,...] [--max-length N]
@@ -13,7 +14,8 @@ id order (HF's config.id2label must equal them).
 
 Exits non-zero when HF cannot load the folder, num_labels/id2label/label2id disagree with each
 other or with --labels, a predicted label name differs, or a logit differs by more than 1e-4
-(float32 noise of two implementations).
+(float32 noise of two implementations). `check(...)` is the same check for other scripts
+(tools/check_family_hf.py).
 """
 import argparse
 import json
@@ -21,7 +23,7 @@ import subprocess
 import sys
 
 import torch
-from transformers import BertForSequenceClassification, BertTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 TEXTS = [
     "Wall St. Bears Claw Back Into the Black (Reuters)",
@@ -32,41 +34,40 @@ TEXTS = [
 ]
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("model")
-    parser.add_argument("--bert-dist", default=".build/release/bert-dist")
-    parser.add_argument("--texts", help="one text (or with --pairs TEXT<TAB>TEXT_PAIR) per line")
-    parser.add_argument("--pairs", action="store_true", help="the lines are text pairs")
-    parser.add_argument("--labels", help="expected label names in id order, comma separated")
-    parser.add_argument("--max-length", type=int, help="truncation (default: bert-dist's, min(128, max_position_embeddings))")
-    args = parser.parse_args()
-    lines = open(args.texts, encoding="utf-8").read().splitlines() if args.texts else TEXTS
+def longest_sequence(config):
+    """bert-dist's default --max-seq-len: 128, or the longest sequence the positions allow
+    (RoBERTa's count from pad_token_id + 1)."""
+    offset = config.pad_token_id + 1 if config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+    return min(128, config.max_position_embeddings - offset)
 
-    model = BertForSequenceClassification.from_pretrained(args.model)
+
+def check(model_dir, bert_dist, lines, pairs=False, labels=None, max_length=None):
+    """Loads `model_dir` in transformers and compares with `bert-dist predict`; returns
+    (summary lines, problems, largest |logit difference|)."""
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     model.eval()
     config = model.config
-    tokenizer = BertTokenizer.from_pretrained(args.model)
-    max_length = args.max_length or min(128, config.max_position_embeddings)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    max_length = max_length or longest_sequence(config)
     problems = []
     names = [config.id2label[i] for i in range(config.num_labels)]
     if len(config.id2label) != config.num_labels or any(config.label2id[name] != i for i, name in enumerate(names)):
         problems.append(f"num_labels {config.num_labels}, id2label {config.id2label} and label2id {config.label2id} disagree")
-    if args.labels and names != args.labels.split(","):
-        problems.append(f"id2label {names} is not --labels {args.labels.split(',')}")
-    if model.classifier.out_features != config.num_labels:
-        problems.append(f"the classifier has {model.classifier.out_features} outputs for {config.num_labels} labels")
+    if labels and names != labels:
+        problems.append(f"id2label {names} is not --labels {labels}")
 
     with torch.no_grad():
-        if args.pairs:
+        if pairs:
             firsts, seconds = zip(*(line.split("\t", 1) for line in lines))
             encoded = tokenizer(list(firsts), list(seconds), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         else:
             encoded = tokenizer(lines, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         hf_logits = model(**encoded).logits.tolist()
+    if any(len(row) != config.num_labels for row in hf_logits):
+        problems.append(f"the classifier has {len(hf_logits[0])} outputs for {config.num_labels} labels")
 
-    command = [args.bert_dist, "predict", "--checkpoint", args.model, "--json", "--logits", "--max-seq-len", str(max_length)]
-    ours = subprocess.run(command + (["--pairs"] if args.pairs else []), input="\n".join(lines) + "\n",
+    command = [bert_dist, "predict", "--checkpoint", model_dir, "--json", "--logits", "--max-seq-len", str(max_length)]
+    ours = subprocess.run(command + (["--pairs"] if pairs else []), input="\n".join(lines) + "\n",
                           capture_output=True, text=True, check=True)
     predictions = [json.loads(line) for line in ours.stdout.splitlines()]
     if len(predictions) != len(lines):
@@ -78,11 +79,27 @@ def main():
         problems.append(f"predicted labels differ: HF {hf_labels}, bert-dist {our_labels}")
     if worst > 1e-4:
         problems.append(f"logits differ by up to {worst:.3g}")
+    summary = [f"HF loaded {model_dir} as {type(model).__name__} with {type(tokenizer).__name__}: num_labels {config.num_labels}, id2label {names}",
+               f"predictions on {len(lines)} {'pairs' if pairs else 'texts'} (HF = bert-dist: {hf_labels == our_labels}): "
+               + ", ".join(f"{label} x{hf_labels.count(label)}" for label in names if label in hf_labels),
+               f"largest |logit difference| HF vs bert-dist: {worst:.3g}"]
+    return summary, problems, worst
 
-    print(f"HF loaded {args.model}: num_labels {config.num_labels}, id2label {names}")
-    print(f"predictions on {len(lines)} {'pairs' if args.pairs else 'texts'} (HF = bert-dist: {hf_labels == our_labels}): "
-          + ", ".join(f"{label} x{hf_labels.count(label)}" for label in names if label in hf_labels))
-    print(f"largest |logit difference| HF vs bert-dist: {worst:.3g}")
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("--bert-dist", default=".build/release/bert-dist")
+    parser.add_argument("--texts", help="one text (or with --pairs TEXT<TAB>TEXT_PAIR) per line")
+    parser.add_argument("--pairs", action="store_true", help="the lines are text pairs")
+    parser.add_argument("--labels", help="expected label names in id order, comma separated")
+    parser.add_argument("--max-length", type=int, help="truncation (default: bert-dist's, min(128, the positions the model has))")
+    args = parser.parse_args()
+    lines = open(args.texts, encoding="utf-8").read().splitlines() if args.texts else TEXTS
+    summary, problems, _ = check(args.model, args.bert_dist, lines, pairs=args.pairs,
+                                 labels=args.labels.split(",") if args.labels else None, max_length=args.max_length)
+    for line in summary:
+        print(line)
     for problem in problems:
         print("problem:", problem)
     sys.exit(1 if problems else 0)

@@ -82,6 +82,17 @@ extension TextTokenizer {
     }
 }
 
+extension TextTokenizer {
+    /// Throws when `maxLength` (the option `option`) cannot hold the special tokens of a single
+    /// text, or of a pair: 3 for BERT's [CLS] A [SEP] B [SEP], 4 for RoBERTa's <s> A </s></s> B </s>.
+    /// Callers check before they read any text.
+    public func checkMaxLength(_ maxLength: Int, pairs: Bool, option: String = "--max-seq-len") throws {
+        let minimum = pairs ? minimumMaxLength.pair : minimumMaxLength.single
+        guard maxLength < minimum else { return }
+        throw DataError("\(pairs ? "text pairs need" : "a text needs") a max sequence length of at least \(minimum) (the tokenizer's special tokens alone), this run has \(maxLength); use \(option) \(minimum) or more")
+    }
+}
+
 /// How many tokens of each text `longest_first` keeps within `budget`, given their lengths
 /// (tokenizers' truncate_encodings, LongestFirst, on the texts without special tokens): nothing
 /// is cut when both fit; else when the shorter fits in half the budget it is kept whole and the

@@ -65,7 +65,7 @@ public struct TokenCache: Sendable {
     /// Reads and tokenizes the data file and writes the cache atomically. Returns the dataset
     /// (already in memory: the builder need not `open` it again). Nothing is written when the
     /// data has a bad row (without `skipBadRows`).
-    public func build(tokenizer: BertTokenizer) throws -> TokenizedDataset {
+    public func build(tokenizer: any TextTokenizer) throws -> TokenizedDataset {
         precondition(tokenizer.fingerprint == tokenizerFingerprint, "build with the tokenizer the cache was located for")
         let bytes = try readDataFile(dataFile)
         guard ContentHash64.hash(bytes) == dataHash else {

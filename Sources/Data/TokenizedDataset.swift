@@ -44,7 +44,8 @@ import Darwin
 ///     ..      4 T               Int32 token ids
 ///
 /// Token type ids are 0 before an example's second segment start and 1 from it on (it is the
-/// example's length for single texts, which store no segment starts).
+/// example's length for single texts, which store no segment starts, and for pairs whose
+/// template gives every token type 0, as RoBERTa's).
 ///
 /// Immutable after creation; the memory it reads is never written, so it is safe to share
 /// between threads (hence @unchecked Sendable).
@@ -216,7 +217,8 @@ public final class TokenizedDataset: @unchecked Sendable {
     }
 
     /// Where the second text of example `index` starts ([CLS] A [SEP] come before it): its token
-    /// type ids are 0 before this position and 1 from it on. The example's length for single texts.
+    /// type ids are 0 before this position and 1 from it on. The example's length for single texts
+    /// (and pairs all of type 0).
     @inline(__always)
     public func secondSegmentStart(at index: Int) -> Int {
         if let segmentStarts { return Int(segmentStarts[index]) }
@@ -250,9 +252,9 @@ public final class TokenizedDataset: @unchecked Sendable {
 
     /// Tokenizes every text (or text pair) of `texts` (in memory; see `TokenCache.build` for the
     /// cached path).
-    public static func tokenize(_ texts: LabeledTexts, tokenizer: BertTokenizer, maxLength: Int,
+    public static func tokenize(_ texts: LabeledTexts, tokenizer: any TextTokenizer, maxLength: Int,
                                 dataHash: UInt64 = 0) -> TokenizedDataset {
-        precondition(maxLength >= (texts.hasPairs ? 3 : 2))
+        precondition(maxLength >= (texts.hasPairs ? tokenizer.minimumMaxLength.pair : tokenizer.minimumMaxLength.single))
         var tokens: [Int32] = []
         tokens.reserveCapacity((texts.textBytes.count + texts.pairBytes.count) / 4 + 3 * texts.count + maxLength)
         var offsets: [Int64] = [0]
@@ -307,17 +309,17 @@ public final class TokenizedDataset: @unchecked Sendable {
 
     /// A dataset of examples already tokenised (`[CLS] ... [SEP]`, at most `maxLength` ids each):
     /// synthetic benchmark rows, a part of a file, tests. `secondSegmentStarts`: for text pairs,
-    /// where each example's token type 1 segment starts (nil: single texts). Labels are ids of
-    /// `labelSet`.
+    /// where each example's token type 1 segment starts, its length when it has none (RoBERTa's
+    /// pairs are all type 0); nil: single texts. Labels are ids of `labelSet`.
     public static func fromTokens(_ sequences: [[Int32]], secondSegmentStarts: [Int]? = nil, labels: [Int32],
                                   labelSet: LabelSet, maxLength: Int) -> TokenizedDataset {
         precondition(sequences.count == labels.count && (secondSegmentStarts?.count ?? sequences.count) == sequences.count)
         // What `open` and `deserialize` check: 2 ... maxLength ids (3 for pairs), the second
-        // segment after [CLS] A [SEP] and before the end, labels in range.
+        // segment after [CLS] A [SEP] and at most at the end (none), labels in range.
         let shortest = secondSegmentStarts == nil ? 2 : 3
         precondition(sequences.allSatisfy { $0.count >= shortest && $0.count <= maxLength }
                      && labels.allSatisfy { $0 >= 0 && Int($0) < labelSet.count }
-                     && (secondSegmentStarts.map { starts in starts.indices.allSatisfy { starts[$0] >= 2 && starts[$0] < sequences[$0].count } } ?? true))
+                     && (secondSegmentStarts.map { starts in starts.indices.allSatisfy { starts[$0] >= 2 && starts[$0] <= sequences[$0].count } } ?? true))
         return fromTokens(sequences, secondSegmentStarts: secondSegmentStarts,
                           targets: StoredTargets(problemType: .singleLabelClassification, section: labels), labelSet: labelSet, maxLength: maxLength)
     }
@@ -534,8 +536,10 @@ public final class TokenizedDataset: @unchecked Sendable {
             case .regression:
                 guard dataset.value(at: index).isFinite else { throw damaged("example \(index) has target \(dataset.value(at: index))") }
             }
+            // A pair's second segment starts after [CLS] A [SEP], or at the end: no token of
+            // type 1 (RoBERTa's, XLM-R's and CamemBERT's pairs).
             let start = dataset.secondSegmentStart(at: index)
-            guard !hasPairs || (start >= 2 && start < length) else {
+            guard !hasPairs || (start >= 2 && start <= length) else {
                 throw damaged("example \(index) has its second segment at \(start) of \(length) tokens")
             }
         }

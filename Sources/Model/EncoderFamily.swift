@@ -94,7 +94,8 @@ public struct EncoderArchitecture: Sendable, Equatable {
 
     /// DistilBERT has no token types: its batches' token type ids are ignored.
     public var hasTokenTypes: Bool { names.tokenTypeEmbeddings != nil }
-    var hasEmbeddingProjection: Bool { names.embeddingProjection != nil }
+    /// ELECTRA's `embeddings_project` (E -> C) is there: the embeddings are not C wide.
+    public var hasEmbeddingProjection: Bool { names.embeddingProjection != nil }
     /// HF name of the head's output weight (label count x C): a folder's fine-tuned label count.
     public var labelOutputWeightName: String { names.headOutput + ".weight" }
 }

@@ -29,7 +29,7 @@ public struct SequenceOptions: ParsableArguments, Sendable {
 public struct ColumnOptions: ParsableArguments, Sendable {
     @Option(help: "Column (header CSV/TSV) or key (JSONL) of the text (default: text). Any column option makes a .csv a CSV with a header row instead of AG News.")
     public var textColumn: String?
-    @Option(help: "Column or key of a second text: examples become text pairs, [CLS] text [SEP] pair [SEP] with token types 0 then 1.")
+    @Option(help: "Column or key of a second text: examples become text pairs, [CLS] text [SEP] pair [SEP] with token types 0 then 1 (RoBERTa, XLM-R, CamemBERT: <s> text </s></s> pair </s>).")
     public var textPairColumn: String?
     @Option(help: "Column or key of the label, an integer or a string (default: label).")
     public var labelColumn: String?

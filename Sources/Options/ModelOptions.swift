@@ -3,7 +3,7 @@ import Foundation
 
 /// --model: the Hugging Face folder train, bench and tokenize start from.
 public struct ModelOptions: ParsableArguments, Sendable {
-    @Option(name: .customLong("model"), help: ArgumentHelp("Hugging Face BERT folder (config.json, vocab.txt or tokenizer.json, model.safetensors).", valueName: "dir"),
+    @Option(name: .customLong("model"), help: ArgumentHelp("Hugging Face folder of a BERT-family encoder, by config.json's model_type: bert, distilbert, electra, roberta, xlm-roberta or camembert (config.json, model.safetensors, tokenizer.json or the family's vocabulary files).", valueName: "dir"),
             transform: fileURL)
     public var directory: URL
 

@@ -211,9 +211,9 @@ public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communica
 /// labels cycle through `syntheticLabelCount` classes), or as many consecutive rows of the data
 /// file (read with the training options' columns; text pairs as pairs) as the steps take, up to
 /// the whole file (tokenised, truncated to the sequence length; the steps wrap around).
-func benchmarkExamples(_ options: BenchmarkOptions, sequenceLength length: Int, vocabularySize: Int,
+func benchmarkExamples(_ options: BenchmarkOptions, sequenceLength length: Int, config: BertConfig,
                        syntheticLabelCount: Int) throws -> TokenizedDataset {
-    let batchSize = options.globalBatchSize
+    let batchSize = options.globalBatchSize, vocabularySize = config.vocabSize
     guard let dataFile = options.dataFile else {
         // Ordinary word pieces: past the first 1000 ids (special and unused tokens) of a real
         // vocabulary; past the 5 special tokens of a tiny one.
@@ -226,12 +226,13 @@ func benchmarkExamples(_ options: BenchmarkOptions, sequenceLength length: Int, 
                                            labelSet: try LabelSet(names: LabelSet.defaultNames(count: labelCount), origin: "synthetic rows"),
                                            maxLength: length)
     }
-    let tokenizer = try BertTokenizer(modelDirectory: options.model.directory)
-    let texts = try LabeledTexts.read(dataFile, format: DataFormat(of: dataFile, columns: options.columns.columns), skipBadRows: true)
+    let tokenizer = try loadTextTokenizer(modelDirectory: options.model.directory, modelType: config.family.rawValue)
+    let format = try DataFormat(of: dataFile, columns: options.columns.columns)
+    try tokenizer.checkMaxLength(length, pairs: format.hasPairs, option: "--seq-len")
+    let texts = try LabeledTexts.read(dataFile, format: format, skipBadRows: true)
     guard texts.count >= batchSize else {
         throw TrainingError.invalidInput("\(dataFile.path): \(texts.count) rows, fewer than one batch of \(batchSize)")
     }
-    guard !texts.hasPairs || length >= 3 else { throw TrainingError.invalidInput("text pairs need --seq-len 3 or more") }
     let count = min(texts.count / batchSize, BenchmarkOptions.warmupSteps + options.steps) * batchSize
     var sequences: [[Int32]] = [], starts: [Int] = []
     for i in 0..<count {

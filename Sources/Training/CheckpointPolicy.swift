@@ -286,16 +286,16 @@ final class EmergencyCheckpoint: @unchecked Sendable {
     }
 
     /// Every rank's, at the start of a run of several ranks with a watchdog (a collective: rank 0
-    /// sends the checkpoint's small files, ~0.3 MB for BERT's vocabulary, so that a rank of its host
-    /// can write a complete checkpoint should rank 0 itself be lost). With a sharded optimizer
-    /// nothing is sent.
+    /// sends the checkpoint's small files, ~0.3 MB for BERT's vocabulary, up to ~17 MB for
+    /// XLM-R's tokenizer.json, so that a rank of its host can write a complete checkpoint should
+    /// rank 0 itself be lost). With a sharded optimizer nothing is sent.
     static func share(_ policy: CheckpointPolicy, replica: Replica, plan: TrainingPlan, waitSeconds: Double = 120) throws -> EmergencyCheckpoint {
         var files: [CheckpointFile] = []
         if !replica.shardOptimizer {
             let communicator = policy.communicator
             var encoded: [UInt8] = []
             if communicator.rank == 0, let modelFiles = policy.setup.root?.modelFiles {
-                files = modelFiles.checkpointFiles(labels: policy.setup.labels, modelConfig: replica.model.config)
+                files = try modelFiles.checkpointFiles(labels: policy.setup.labels, modelConfig: replica.model.config)
                 for file in files {
                     withUnsafeBytes(of: UInt32(file.name.utf8.count).littleEndian) { encoded += $0 }
                     encoded += Array(file.name.utf8)

@@ -5,7 +5,8 @@ import Model
 import Storage
 
 // Checkpoint folders (docs/checkpoints.md): OUTPUT/checkpoint-STEP/ with model.safetensors (HF names),
-// config.json, vocab.txt, tokenizer_config.json, the Adam state (optimizer.safetensors, or one
+// config.json, the tokenizer's files (the model folder's; WordPiece's always with vocab.txt
+// and tokenizer_config.json), the Adam state (optimizer.safetensors, or one
 // optimizer-RRRRR-of-NNNNN.safetensors per rank with --shard-optimizer) and trainer_state.pb,
 // written last: it lists the size and SHA-256 of every other file and is the commit. Every file
 // is written under a temporary name, fsynced and renamed; OUTPUT/latest is updated after it.
@@ -28,38 +29,44 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
 }
 
 /// The files of a model folder that travel with every checkpoint: config.json (as read, with
-/// our fields updated), vocab.txt and tokenizer_config.json.
+/// the family's keys and the labels of the run written over it) and the tokenizer's files.
 public struct ModelFiles: Sendable {
     /// config.json as a JSON object, keys we do not model kept as they were.
     public var config: [String: JSONValue]
-    public var vocabulary: [String]
-    public var tokenizerConfig: [String: JSONValue]
+    /// The tokenizer's files by name (tokenizer.json, tokenizer_config.json, vocab.txt,
+    /// vocab.json, merges.txt, sentencepiece.bpe.model, ...), so that `AutoTokenizer` loads
+    /// the checkpoint's tokenizer as the model folder's.
+    public var tokenizerFiles: [String: [UInt8]]
 
-    /// config.json for a BertForSequenceClassification with these labels (HF reads `id2label`
-    /// for num_labels; LabelSet guarantees names distinct as JSON keys) and the dropout actually used.
-    func configJSON(labels: LabelSet, modelConfig: BertConfig) -> [UInt8] {
+    public init(config: [String: JSONValue], tokenizerFiles: [String: [UInt8]]) {
+        self.config = config
+        self.tokenizerFiles = tokenizerFiles
+    }
+
+    /// A WordPiece tokenizer's files made from its vocabulary: vocab.txt and tokenizer_config.json.
+    public init(config: [String: JSONValue], vocabulary: [String], tokenizerConfig: [String: JSONValue]) {
+        self.init(config: config, tokenizerFiles: ["vocab.txt": Array((vocabulary.joined(separator: "\n") + "\n").utf8),
+                                                   "tokenizer_config.json": JSONValue.object(tokenizerConfig).serialized()])
+    }
+
+    /// config.json for the family's `<Family>ForSequenceClassification` with these labels: the
+    /// folder's file with the family's keys (model_type, architectures, the dropout actually
+    /// used, ...) and `id2label`, `label2id`, `num_labels` written over it (HF reads `id2label`
+    /// for num_labels; LabelSet guarantees names distinct as JSON keys).
+    func configJSON(labels: LabelSet, modelConfig: BertConfig) throws -> [UInt8] {
         var object = config
-        let names = labels.names
-        object["architectures"] = .array([.string("BertForSequenceClassification")])
-        object["model_type"] = .string("bert")
-        object["id2label"] = .object(Dictionary(uniqueKeysWithValues: names.enumerated().map { (String($0.offset), .string($0.element)) }))
-        object["label2id"] = .object(Dictionary(uniqueKeysWithValues: names.enumerated().map { ($0.element, .number(Double($0.offset))) }))
+        let family = try JSONDecoder().decode(JSONValue.self, from: try modelConfig.huggingFaceConfigJSON(labelNames: labels.names))
+        guard case .object(let keys) = family else { preconditionFailure("a config encodes as a JSON object") }
+        for (key, value) in keys { object[key] = value }
         object["problem_type"] = .string("single_label_classification")
-        // Float -> shortest decimal -> Double, so 0.1 is written "0.1", not 0.10000000149011612.
-        object["hidden_dropout_prob"] = .number(Double("\(modelConfig.hiddenDropoutProb)")!)
-        object["attention_probs_dropout_prob"] = .number(Double("\(modelConfig.attentionDropoutProb)")!)
-        object["num_labels"] = .number(Double(labels.count))  // HF also derives it from id2label
         return JSONValue.object(object).serialized()
     }
 
-    var vocabularyText: [UInt8] { Array((vocabulary.joined(separator: "\n") + "\n").utf8) }
-    var tokenizerConfigJSON: [UInt8] { JSONValue.object(tokenizerConfig).serialized() }
-
-    /// The files of these that every checkpoint folder holds, by name.
-    func checkpointFiles(labels: LabelSet, modelConfig: BertConfig) -> [CheckpointFile] {
-        [CheckpointFile(name: "config.json", bytes: configJSON(labels: labels, modelConfig: modelConfig)),
-         CheckpointFile(name: "vocab.txt", bytes: vocabularyText),
-         CheckpointFile(name: "tokenizer_config.json", bytes: tokenizerConfigJSON)]
+    /// The files of these that every checkpoint folder holds, by name: config.json, then the
+    /// tokenizer's files in name order.
+    func checkpointFiles(labels: LabelSet, modelConfig: BertConfig) throws -> [CheckpointFile] {
+        [CheckpointFile(name: "config.json", bytes: try configJSON(labels: labels, modelConfig: modelConfig))]
+            + tokenizerFiles.sorted { $0.key < $1.key }.map { CheckpointFile(name: $0.key, bytes: $0.value) }
     }
 }
 
@@ -191,7 +198,7 @@ struct CheckpointWriter {
         attempt {
             let model = replica.model
             try record(CheckpointFolder.modelFile, try writeModelWeights(model, to: folder.appendingPathComponent(CheckpointFolder.modelFile)))
-            for file in content.files.checkpointFiles(labels: content.labels, modelConfig: model.config) {
+            for file in try content.files.checkpointFiles(labels: content.labels, modelConfig: model.config) {
                 try record(file.name, try writeFileAtomically(folder.appendingPathComponent(file.name), bytes: file.bytes))
             }
             if !replica.shardOptimizer {

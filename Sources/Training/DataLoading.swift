@@ -4,33 +4,49 @@ import Foundation
 /// Files to tokenised examples for a run (rank 0): the model folder's tokenizer files, a data
 /// file through its token cache (RunSetup calls these).
 enum DataLoading {
-    /// The tokenizer files and config that every checkpoint carries along.
-    static func modelFiles(modelDirectory: URL, tokenizer: BertTokenizer) throws -> ModelFiles {
+    /// The config and the tokenizer files that every checkpoint carries along: the files the
+    /// tokenizer was read from, as they are, except tokenizer_config.json without its
+    /// `tokenizer_file` (a path on the machine that saved it). A WordPiece tokenizer's
+    /// checkpoint always has vocab.txt and what BertTokenizer needs in tokenizer_config.json
+    /// (its class and options), also when the folder had only tokenizer.json (transformers 5).
+    static func modelFiles(modelDirectory: URL, tokenizer: any TextTokenizer) throws -> ModelFiles {
         guard let config = try JSONValue.readObject(modelDirectory.appendingPathComponent("config.json")) else {
             throw TrainingError.invalidInput("\(modelDirectory.appendingPathComponent("config.json").path): file not found")
         }
-        var tokenizerConfig = try JSONValue.readObject(modelDirectory.appendingPathComponent("tokenizer_config.json")) ?? [:]
-        // What BertTokenizer needs when the source folder had only tokenizer.json (transformers 5).
-        tokenizerConfig["tokenizer_class"] = tokenizerConfig["tokenizer_class"] ?? .string("BertTokenizer")
-        tokenizerConfig["do_lower_case"] = tokenizerConfig["do_lower_case"] ?? .bool(tokenizer.options.lowercase)
-        tokenizerConfig["tokenize_chinese_chars"] = tokenizerConfig["tokenize_chinese_chars"] ?? .bool(tokenizer.options.handleChineseChars)
-        tokenizerConfig.removeValue(forKey: "tokenizer_file")
-        return ModelFiles(config: config, vocabulary: tokenizer.vocabulary.tokens, tokenizerConfig: tokenizerConfig)
+        var files: [String: [UInt8]] = [:]
+        for url in tokenizer.tokenizerFiles {
+            guard let bytes = FileManager.default.contents(atPath: url.path) else {
+                throw TrainingError.invalidInput("\(url.path): cannot read the tokenizer file")
+            }
+            files[url.lastPathComponent] = Array(bytes)
+        }
+        var tokenizerConfig = try JSONValue.readObject(modelDirectory.appendingPathComponent("tokenizer_config.json"))
+        if let wordPiece = tokenizer as? BertTokenizer {
+            var object = tokenizerConfig ?? [:]
+            object["tokenizer_class"] = object["tokenizer_class"] ?? .string("BertTokenizer")
+            object["do_lower_case"] = object["do_lower_case"] ?? .bool(wordPiece.options.lowercase)
+            object["tokenize_chinese_chars"] = object["tokenize_chinese_chars"] ?? .bool(wordPiece.options.handleChineseChars)
+            tokenizerConfig = object
+            if files["vocab.txt"] == nil { files["vocab.txt"] = Array((wordPiece.vocabulary.tokens.joined(separator: "\n") + "\n").utf8) }
+        }
+        if var tokenizerConfig {
+            tokenizerConfig.removeValue(forKey: "tokenizer_file")
+            files["tokenizer_config.json"] = JSONValue.object(tokenizerConfig).serialized()
+        }
+        return ModelFiles(config: config, tokenizerFiles: files)
     }
 
     /// The token ids of one data file through its token cache (rank 0 only): opened when it is
     /// there and intact, else built. `columns` nil: the format by the file's extension alone.
-    static func examples(_ url: URL, columns: DataColumns?, labels: LabelRule, tokenizer: BertTokenizer, maxLength: Int,
+    static func examples(_ url: URL, columns: DataColumns?, labels: LabelRule, tokenizer: any TextTokenizer, maxLength: Int,
                          skipBadRows: Bool, cacheDirectory: URL?, log: (String) -> Void) throws -> TokenizedDataset {
         let format = try DataFormat(of: url, columns: columns)
-        guard !format.hasPairs || maxLength >= 3 else {
-            throw TrainingError.invalidInput("text pairs need a max sequence length of at least 3 ([CLS] A [SEP] B [SEP] without A and B), this run has \(maxLength)")
-        }
+        try tokenizer.checkMaxLength(maxLength, pairs: format.hasPairs)
         guard let cacheDirectory else { throw TrainingError.invalidInput("no folder for the token cache; give one with --cache-dir") }
         let cache = try TokenCache.locate(dataFile: url, format: format, labels: labels, tokenizer: tokenizer, maxLength: maxLength,
                                           skipBadRows: skipBadRows, directory: cacheDirectory)
         var dataset: TokenizedDataset
-        if cache.exists, let cached = try? cache.open(vocabularySize: tokenizer.vocabulary.count) {
+        if cache.exists, let cached = try? cache.open(vocabularySize: tokenizer.vocabularySize) {
             dataset = cached
         } else {
             let started = Date()

@@ -8,7 +8,8 @@ import Model
 public struct InferenceModel {
     public let folder: URL
     public let model: BertForSequenceClassification
-    public let tokenizer: BertTokenizer
+    /// The checkpoint's tokenizer, the one its config.json's model_type and tokenizer files name.
+    public let tokenizer: any TextTokenizer
     /// config.json's id2label (HF's LABEL_0, LABEL_1, ... when it has none for every class).
     public let labels: LabelSet
 
@@ -24,7 +25,7 @@ public struct InferenceModel {
         if CheckpointFolder.isCheckpoint(folder) { _ = try CheckpointFolder.verify(folder) }
         let (model, _) = try BertForSequenceClassification.load(modelDirectory: folder, labelCount: nil, seed: 0, compute: compute,
                                                                 forwardOnly: true)
-        let tokenizer = try BertTokenizer(modelDirectory: folder)
+        let tokenizer = try loadTextTokenizer(modelDirectory: folder, modelType: model.config.family.rawValue)
         let names = model.config.labelNames ?? []
         let labels = try LabelSet(names: names.count == model.labelCount ? names : LabelSet.defaultNames(count: model.labelCount),
                                   origin: folder.appendingPathComponent("config.json").path)
@@ -53,8 +54,8 @@ public struct Prediction {
 extension RunSetup {
     /// Classifies `texts`, or the pairs (`texts[i]`, `pairs[i]`) when `pairs` is given (one
     /// forward over them all, packed), with the setup of `RunSetup.forPrediction`. Pairs are
-    /// tokenised as for training: `[CLS] A [SEP] B [SEP]` with token types 0 then 1, also when B
-    /// is empty.
+    /// tokenised as for training: `[CLS] A [SEP] B [SEP]` with token types 0 then 1 (the
+    /// family's template: RoBERTa's `<s> A </s></s> B </s>`, all type 0), also when B is empty.
     public func predict(_ texts: [String], pairs: [String]? = nil, batch: inout PackedBatch) throws -> [Prediction] {
         precondition(pairs == nil || pairs!.count == texts.count)
         guard let tokenizer = root?.tokenizer else { throw TrainingError.invalidInput("predict needs the checkpoint's tokenizer") }
@@ -64,7 +65,8 @@ extension RunSetup {
         for (i, text) in texts.enumerated() {
             ids.removeAll(keepingCapacity: true)
             guard let pairs else {
-                tokenizer.encode(text, maxLength: maxSequenceLength, appendingTo: &ids)
+                var text = text
+                text.withUTF8 { tokenizer.encode(utf8: $0, maxLength: maxSequenceLength, appendingTo: &ids) }
                 batch.append(tokens: ids, label: 0, sampleIndex: i)
                 continue
             }

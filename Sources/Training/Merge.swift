@@ -1,3 +1,4 @@
+import Data
 import Foundation
 import Model
 import Storage
@@ -12,7 +13,7 @@ public func merge(checkpoints: [URL], output: URL, average: Bool) throws -> [Str
         throw TrainingError.invalidInput("several checkpoints given: add --average to average their weights, or give one")
     }
     var notes: [String] = []
-    var sources: [(folder: URL, model: BertForSequenceClassification)] = []
+    var sources: [(folder: URL, model: BertForSequenceClassification, tokenizer: any TextTokenizer)] = []
     for path in checkpoints {
         // One thread, any kernels: merging runs no kernels.
         let inference = try InferenceModel.load(path, compute: Compute(threads: 1))
@@ -26,7 +27,7 @@ public func merge(checkpoints: [URL], output: URL, average: Bool) throws -> [Str
                 throw TrainingError.invalidInput("\(inference.folder.path): tensor names differ from \(first.folder.path)'s (\(Set(names).symmetricDifference(firstNames).sorted().prefix(3).joined(separator: ", ")))")
             }
         }
-        sources.append((inference.folder, inference.model))
+        sources.append((inference.folder, inference.model, inference.tokenizer))
         notes.append("verified \(inference.folder.path)")
     }
     let result = sources[0].model
@@ -34,7 +35,7 @@ public func merge(checkpoints: [URL], output: URL, average: Bool) throws -> [Str
         // Mean in Double, element by element, in the order given.
         let count = result.layout.totalCount
         var sum = [Double](repeating: 0, count: count)
-        for (_, model) in sources {
+        for (_, model, _) in sources {
             let p = model.parameters.base
             for i in 0..<count { sum[i] += Double(p[i]) }
         }
@@ -43,10 +44,10 @@ public func merge(checkpoints: [URL], output: URL, average: Bool) throws -> [Str
     }
     try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
     _ = try writeModelWeights(result, to: output.appendingPathComponent(CheckpointFolder.modelFile))
-    for name in ["config.json", "vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json"] {
-        let source = sources[0].folder.appendingPathComponent(name)
+    // config.json (the family's) and the files the tokenizer was read from, as they are.
+    for source in [sources[0].folder.appendingPathComponent("config.json")] + sources[0].tokenizer.tokenizerFiles {
         guard let bytes = FileManager.default.contents(atPath: source.path) else { continue }
-        try writeFileAtomically(output.appendingPathComponent(name), bytes: Array(bytes))
+        try writeFileAtomically(output.appendingPathComponent(source.lastPathComponent), bytes: Array(bytes))
     }
     notes.append("wrote \(output.path)\(sources.count > 1 ? " (mean of \(sources.count) checkpoints)" : "")")
     return notes

@@ -11,5 +11,8 @@ public func trainingFLOPs(config: BertConfig, labelCount: Int, sequenceLengths: 
     // multiply-add); attention scores and weighted sum 2·len²·C each.
     let perLayer = 2 * tokens * (4 * C * C + 2 * C * I) + 2 * 2 * squares * C
     let head = 2 * Double(sequenceLengths.count) * (C * C + C * Double(labelCount))
-    return 3 * (Double(config.layerCount) * perLayer + head)
+    // ELECTRA's embeddings_project (E -> C) when its embedding_size E is not the hidden size.
+    let E = Double(config.embeddingWidth)
+    let projection = config.architecture.hasEmbeddingProjection ? 2 * tokens * E * C : 0
+    return 3 * (Double(config.layerCount) * perLayer + head + projection)
 }

@@ -46,14 +46,14 @@ final class Replica {
         let optimizerRange = shardOptimizer ? shards.range(of: communicator.rank) : 0..<model.layout.totalCount
         optimizer = AdamOptimizer(hyperparameters: hyperparameters, layout: model.layout, range: optimizerRange, compute: model.compute)
         synchronizer = try GradientSynchronizer(communicator: communicator, gradients: model.gradients.buffer,
-                                                options: Replica.syncOptions(model.layout, model.config, parallel,
+                                                options: Replica.syncOptions(model.layout, parallel,
                                                                              sparseEmbeddingGradients: sparseEmbeddingGradients))
         reduction = [Double](repeating: 0, count: 6 + 3 * communicator.worldSize)
     }
 
     /// Buckets end where backward reports readiness (each layer's start), so each starts as soon
     /// as its layer is done; the word and position tables travel as touched rows (see `markRows`).
-    static func syncOptions(_ layout: ParameterLayout, _ config: BertConfig, _ parallel: ParallelOptions,
+    static func syncOptions(_ layout: ParameterLayout, _ parallel: ParallelOptions,
                             sparseEmbeddingGradients: Bool) -> GradientSyncOptions {
         var sync = GradientSyncOptions()
         sync.bucketFloats = max(1, Int(parallel.bucketMegabytes * 1_000_000 / 4))
@@ -61,23 +61,22 @@ final class Replica {
         sync.compression = parallel.gradientCompression
         sync.bucketBoundaries = layout.layerStarts
         if sparseEmbeddingGradients {
-            sync.sparseTables = [Replica.wordTable, Replica.positionTable].map {
-                SparseRowTable(range: layout[$0].range, rowLength: config.hiddenSize)
+            // Rows of E floats (ELECTRA's embedding_size may differ from the hidden size).
+            sync.sparseTables = [layout.wordTable, layout.positionTable].map {
+                SparseRowTable(range: $0.range, rowLength: layout.embeddingRowLength)
             }
         }
         return sync
     }
 
-    static let wordTable = "bert.embeddings.word_embeddings.weight"
-    static let positionTable = "bert.embeddings.position_embeddings.weight"
-
-    /// The embedding rows backward will write for `batch`: its token ids, and positions up to
-    /// its longest sequence (sparse tables 0 and 1 of `syncOptions`).
+    /// The embedding rows backward will write for `batch`: its token ids, and the position rows
+    /// of its longest sequence (from 0, or from RoBERTa's pad_token_id + 1) (sparse tables 0 and
+    /// 1 of `syncOptions`).
     private func markRows(_ batch: PackedBatch) {
         for id in batch.tokenIds { synchronizer.markRow(table: 0, row: Int(id)) }
         var longest = 0
         for s in 0..<batch.sequenceCount { longest = max(longest, batch.length(of: s)) }
-        for position in 0..<longest { synchronizer.markRow(table: 1, row: position) }
+        for position in model.architecture.positions.usedRows(longestSequence: longest) { synchronizer.markRow(table: 1, row: position) }
     }
 
     func reserve(microBatchSize: Int, maxSequenceLength: Int) {

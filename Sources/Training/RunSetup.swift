@@ -14,7 +14,8 @@ import Options
 /// else of the run. A new fact the ranks must agree on (an encoder family, a task, a tokenizer)
 /// is one more field here, nothing else.
 public struct RunDescription: Codable, Sendable, Equatable {
-    /// The model every rank builds (config.json as read, with --dropout applied for training).
+    /// The model every rank builds (config.json as read, with --dropout applied for training);
+    /// its `family` (config.json's model_type) is the encoder family every rank builds.
     public var config: BertConfig
     /// The classes, in id order, and where their names come from (--labels, a data file, a checkpoint).
     public var labelNames: [String]
@@ -29,18 +30,20 @@ public struct RunDescription: Codable, Sendable, Equatable {
 
     /// Rank 0 starts a description from the model's config: `requestedSequenceLength` (--max-seq-len,
     /// or the bench's --seq-len) must fit the model's position table (an error before any data is
-    /// tokenised); without it 128, or max_position_embeddings when the model has fewer positions
-    /// (as HF run_classification caps max_seq_length). The labels come later, from the data or
-    /// the checkpoint.
+    /// tokenised); without it 128, or the longest sequence the positions allow when that is
+    /// shorter (as HF run_classification caps max_seq_length: max_position_embeddings, less
+    /// pad_token_id + 1 for RoBERTa's). The labels come later, from the data or the checkpoint.
     init(config: BertConfig, requestedSequenceLength: Int?, modelDirectory: URL) throws {
-        let positions = config.maxPositionEmbeddings
-        if let requested = requestedSequenceLength, requested > positions {
-            throw TrainingError.invalidInput("--max-seq-len \(requested) is longer than the model's max_position_embeddings \(positions) (\(modelDirectory.appendingPathComponent("config.json").path)); use --max-seq-len \(positions) or less")
+        let longest = config.maxSequenceLength
+        if let requested = requestedSequenceLength, requested > longest {
+            let positions = longest == config.maxPositionEmbeddings ? "max_position_embeddings \(longest)"
+                : "\(longest) positions (max_position_embeddings \(config.maxPositionEmbeddings) less pad_token_id + 1)"
+            throw TrainingError.invalidInput("--max-seq-len \(requested) is longer than the model's \(positions) (\(modelDirectory.appendingPathComponent("config.json").path)); use --max-seq-len \(longest) or less")
         }
         self.config = config
         labelNames = []
         labelOrigin = ""
-        maxSequenceLength = requestedSequenceLength ?? min(SequenceOptions.defaultMaxSequenceLength, positions)
+        maxSequenceLength = requestedSequenceLength ?? min(SequenceOptions.defaultMaxSequenceLength, longest)
     }
 }
 
@@ -68,7 +71,7 @@ public struct RunSetup {
 /// What rank 0 read that only it needs: the tokenizer (predict), the files every checkpoint
 /// carries, what loading initialised.
 public struct RootInputs {
-    public var tokenizer: BertTokenizer?
+    public var tokenizer: (any TextTokenizer)?
     public var modelFiles: ModelFiles?
     public var loadReport = LoadReport()
 }
@@ -152,13 +155,13 @@ extension RunSetup {
     /// then the pretrained model with a classifier for the data's labels.
     public static func forTraining(_ options: TrainingOptions, cacheDirectory: URL?, compute: Compute, communicator: any Communicator,
                                    log: (String) -> Void) throws -> RunSetup {
-        try forTraining(options, compute: compute, communicator: communicator) { maxSequenceLength in
+        try forTraining(options, compute: compute, communicator: communicator) { description in
             let directory = options.model.directory
-            let tokenizer = try BertTokenizer(modelDirectory: directory)
+            let tokenizer = try loadTextTokenizer(modelDirectory: directory, modelType: description.config.family.rawValue)
             let files = try DataLoading.modelFiles(modelDirectory: directory, tokenizer: tokenizer)
             func read(_ url: URL, _ labels: LabelRule) throws -> TokenizedDataset {
                 try DataLoading.examples(url, columns: options.data.columns.columns, labels: labels, tokenizer: tokenizer,
-                                         maxLength: maxSequenceLength, skipBadRows: options.data.skipBadRows,
+                                         maxLength: description.maxSequenceLength, skipBadRows: options.data.skipBadRows,
                                          cacheDirectory: cacheDirectory, log: log)
             }
             let train = try read(options.trainFile, options.labels.map { .fixed($0) } ?? .fromData)
@@ -169,18 +172,19 @@ extension RunSetup {
         }
     }
 
-    /// The training setup once rank 0 has `readExamples(maxSequenceLength)`: its train and eval
+    /// The training setup once rank 0 has `readExamples(description)` (the config read and the
+    /// sequence length settled): its train and eval
     /// examples and the files checkpoints carry (tests give synthetic examples here). The model
     /// is the folder's, with a classifier for the training labels (initialised from --seed when
     /// absent, or when it has another label count and --ignore-mismatched-sizes), and --dropout.
     static func forTraining(_ options: TrainingOptions, compute: Compute, communicator: any Communicator,
-                            readExamples: (Int) throws -> (train: TokenizedDataset, eval: TokenizedDataset?, files: ModelFiles)) throws -> RunSetup {
+                            readExamples: (RunDescription) throws -> (train: TokenizedDataset, eval: TokenizedDataset?, files: ModelFiles)) throws -> RunSetup {
         try share(compute: compute, communicator: communicator) {
             let directory = options.model.directory
             // Settled before any data is read: a --max-seq-len the model cannot take is an error first.
             var description = try RunDescription(config: try BertConfig.load(modelDirectory: directory),
                                                  requestedSequenceLength: options.data.sequence.maxSequenceLength, modelDirectory: directory)
-            let (train, eval, files) = try readExamples(description.maxSequenceLength)
+            let (train, eval, files) = try readExamples(description)
             var model: BertForSequenceClassification, report: LoadReport
             do {
                 (model, report) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: train.labelSet.count,
@@ -238,7 +242,7 @@ extension RunSetup {
             let description = try RunDescription(config: config, requestedSequenceLength: options.sequenceLength, modelDirectory: directory)
             // The classifier has the data's labels; synthetic rows take the folder's (HF's default 2 without one).
             let folderLabels = options.randomWeights ? config.labelNames?.count : try BertForSequenceClassification.labelCount(modelDirectory: directory)
-            let examples = try benchmarkExamples(options, sequenceLength: description.maxSequenceLength, vocabularySize: config.vocabSize,
+            let examples = try benchmarkExamples(options, sequenceLength: description.maxSequenceLength, config: config,
                                                  syntheticLabelCount: folderLabels ?? 2)
             let model: BertForSequenceClassification
             if options.randomWeights {

@@ -23,7 +23,7 @@ struct TokenizerBenchCommand: ParsableCommand {
     var maxSequenceLength: Int { sequence.maxSequenceLength ?? SequenceOptions.defaultMaxSequenceLength }
 
     func run() throws {
-        let tokenizer = try BertTokenizer(modelDirectory: model.directory)
+        let tokenizer = try loadTextTokenizer(modelDirectory: model.directory)
         if let dataFile {
             try timeDataPath(tokenizer, URL(fileURLWithPath: dataFile))
         } else {
@@ -31,7 +31,7 @@ struct TokenizerBenchCommand: ParsableCommand {
         }
     }
 
-    private func timeStandardInput(_ tokenizer: BertTokenizer) throws {
+    private func timeStandardInput(_ tokenizer: any TextTokenizer) throws {
         var input = [UInt8](FileHandle.standardInput.readDataToEndOfFile())
         if input.last == 0x0A { input.removeLast() }
         let lines = input.split(separator: 0x0A, omittingEmptySubsequences: false).map { line in Array(line.last == 0x0D ? line.dropLast() : line) }
@@ -55,7 +55,7 @@ struct TokenizerBenchCommand: ParsableCommand {
         print("{\"rows\": \(rows), \"passes\": \(passes), \"seconds\": \(elapsed), \"rows_per_s\": \(Double(rows) / elapsed), \"tokens_per_s\": \(Double(tokenCount) / elapsed), \"mb_per_s\": \(Double(bytes) / elapsed / 1e6)}")
     }
 
-    private func timeDataPath(_ tokenizer: BertTokenizer, _ dataFile: URL) throws {
+    private func timeDataPath(_ tokenizer: any TextTokenizer, _ dataFile: URL) throws {
         func seconds(since start: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
         var start = DispatchTime.now().uptimeNanoseconds
         let texts = try LabeledTexts.read(dataFile)
@@ -77,7 +77,7 @@ struct TokenizerBenchCommand: ParsableCommand {
         _ = try cache.build(tokenizer: tokenizer)
         let buildSeconds = seconds(since: start)
         start = DispatchTime.now().uptimeNanoseconds
-        let opened = try cache.open(vocabularySize: tokenizer.vocabulary.count)
+        let opened = try cache.open(vocabularySize: tokenizer.vocabularySize)
         let openSeconds = seconds(since: start)
         guard opened.tokenCount == dataset.tokenCount else {
             throw DataError("\(dataFile.path): the token cache holds \(opened.tokenCount) tokens, tokenizing gave \(dataset.tokenCount)")

@@ -10,7 +10,7 @@ enum Entry {
 struct BertDist: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bert-dist",
-        abstract: "Fine-tune BERT for text classification, data-parallel over MPI ranks.",
+        abstract: "Fine-tune BERT-family encoders (BERT, DistilBERT, ELECTRA, RoBERTa, XLM-R, CamemBERT) for text classification, data-parallel over MPI ranks.",
         discussion: """
             Run `mpirun -n N bert-dist train ...` (or launch/train -n N ...) for N ranks, or plain \
             `bert-dist train ...` for one; `bert-dist train --debug --simulate-ranks N` runs N ranks in one process.

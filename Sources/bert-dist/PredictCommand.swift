@@ -13,7 +13,8 @@ struct PredictCommand: ParsableCommand {
         discussion: """
             Plain output: LABEL<TAB>probability per line. --json: one object per line. With --pairs each line is \
             TEXT<TAB>TEXT_PAIR (split at the first tab), tokenised as training tokenises a pair: \
-            [CLS] TEXT [SEP] TEXT_PAIR [SEP], token types 0 then 1.
+            [CLS] TEXT [SEP] TEXT_PAIR [SEP], token types 0 then 1 (RoBERTa, XLM-R, CamemBERT: \
+            <s> TEXT </s></s> TEXT_PAIR </s>, all type 0).
             """)
 
     @OptionGroup var checkpoint: CheckpointInputOptions
@@ -41,7 +42,7 @@ struct PredictCommand: ParsableCommand {
         let setup = try RunSetup.forPrediction(checkpoint: checkpoint.folder, sequence: sequence, compute: runtime.makeCompute())
         let (json, pairs) = (output.json, self.pairs)
         let maxSequenceLength = setup.description.maxSequenceLength
-        if pairs && maxSequenceLength < 3 { throw DataError("--pairs needs a max sequence length of at least 3, the model has \(maxSequenceLength)") }
+        try setup.root?.tokenizer?.checkMaxLength(maxSequenceLength, pairs: pairs)
         // Interactive use answers each line at once; piped input is classified in batches.
         let batchLines = isatty(STDIN_FILENO) == 1 ? 1 : 64
         setup.model.reserve(sequences: batchLines, longestSequence: maxSequenceLength)

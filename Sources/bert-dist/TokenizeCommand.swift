@@ -9,22 +9,26 @@ import Training
 import Glibc
 #endif
 
-/// `bert-dist tokenize`: the WordPiece ids of each stdin line, as Hugging Face's
-/// `BertTokenizer.encode(line, truncation=True, max_length=N)` gives them; with `--pairs` of each
-/// `A<TAB>B` line, as `encode(A, B, truncation=True, max_length=N)` does.
+/// `bert-dist tokenize`: the token ids of each stdin line, as Hugging Face's
+/// `AutoTokenizer.encode(line, truncation=True, max_length=N)` gives them for the model folder
+/// (WordPiece, byte-level BPE or Unigram, by its family); with `--pairs` of each `A<TAB>B` line,
+/// as `encode(A, B, truncation=True, max_length=N)` does.
 struct TokenizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tokenize",
-        abstract: "Print the WordPiece ids of each stdin line ([CLS] ... [SEP], space separated).",
+        abstract: "Print the token ids of each stdin line ([CLS] ... [SEP] or <s> ... </s>, space separated).",
         discussion: """
             One output line per input line (a line ends with \\n; a \\r before it is dropped). The ids are \
-            those of Hugging Face BertTokenizer.encode(line, truncation=True, max_length=MAX_SEQ_LEN), using \
-            the vocabulary and options of the model folder (tokenizer.json or vocab.txt, tokenizer_config.json).
+            those of Hugging Face AutoTokenizer's encode(line, truncation=True, max_length=MAX_SEQ_LEN) for the \
+            model folder: the tokenizer of its family (config.json's model_type: WordPiece for bert, distilbert \
+            and electra; byte-level BPE for roberta; Unigram for xlm-roberta and camembert), read from \
+            tokenizer.json or the family's vocabulary files, with tokenizer_config.json.
 
             With --pairs each line is A<TAB>B (split at the first tab) and the ids are those of \
-            encode(A, B, truncation=True, max_length=MAX_SEQ_LEN): [CLS] A [SEP] B [SEP], the longer text cut \
-            first (longest_first). As in HF, an empty B gives encode(A): no second [SEP]. (Training, eval \
-            and predict --pairs keep the pair: [CLS] A [SEP] [SEP], as HF's batch call and Trainer do.)
+            encode(A, B, truncation=True, max_length=MAX_SEQ_LEN): [CLS] A [SEP] B [SEP] (RoBERTa's \
+            <s> A </s></s> B </s>), the longer text cut first (longest_first). As in HF, an empty B gives \
+            encode(A): no second [SEP]. (Training, eval and predict --pairs keep the pair: [CLS] A [SEP] [SEP], \
+            as HF's batch call and Trainer do.)
 
             Examples:
               echo "Hello, world!" | bert-dist tokenize --model models/minilm
@@ -44,11 +48,13 @@ struct TokenizeCommand: ParsableCommand {
 
     func run() throws {
         try RankRunner.onRankZeroOnly {
-            try tokenizeStandardInput(try BertTokenizer(modelDirectory: model.directory))
+            let tokenizer = try loadTextTokenizer(modelDirectory: model.directory)
+            try tokenizer.checkMaxLength(maxSeqLen, pairs: pairs)
+            try tokenizeStandardInput(tokenizer)
         }
     }
 
-    private func tokenizeStandardInput(_ tokenizer: BertTokenizer) throws {
+    private func tokenizeStandardInput(_ tokenizer: any TextTokenizer) throws {
         var ids: [Int32] = []
         ids.reserveCapacity(maxSeqLen)
         var output: [UInt8] = []

@@ -7,7 +7,7 @@ import Training
 struct TrainCommand: ParsableCommand, LaunchFacts {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "Fine-tune a BERT for sequence classification, data-parallel over MPI ranks.",
+        abstract: "Fine-tune a BERT-family encoder for sequence classification, data-parallel over MPI ranks.",
         discussion: """
             The global batch is split over all ranks and micro-batches; the loss is its mean. \
             Checkpoints go to OUTPUT/checkpoint-STEP; the last step is always checkpointed.
