@@ -35,30 +35,24 @@ struct AGNewsDataCommand: ParsableCommand {
     @Option(help: "Folder to put train.csv and test.csv in (created if needed).")
     var output: String
 
-    /// Another server with the same file names (tests, mirrors); also BERT_DIST_AG_NEWS_BASE_URL.
-    @Option(help: .hidden)
-    var baseURL: String?
+    @Option(help: "Download from this URL instead (a mirror holding train.csv and test.csv; the checksums stay the published ones). Also BERT_DIST_AG_NEWS_BASE_URL.")
+    var mirror: String?
 
-    @Option(help: .hidden)
-    var trainSha256: String?
-
-    @Option(help: .hidden)
-    var testSha256: String?
-
-    @Option(help: .hidden)
+    @Option(help: "Seconds without data before a download is given up.")
     var timeoutSeconds: Double = 30
+
+    func validate() throws {
+        guard timeoutSeconds > 0, timeoutSeconds.isFinite else { throw ValidationError("--timeout-seconds must be a positive number of seconds") }
+    }
 
     func run() throws {
         if ProcessEnvironment.current.isNonZeroRank { return }  // rank 0 alone downloads
         var sources = AGNews.sources
-        if let base = baseURL ?? ProcessEnvironment.current.variables["BERT_DIST_AG_NEWS_BASE_URL"] {
+        if let base = mirror ?? ProcessEnvironment.current.variables["BERT_DIST_AG_NEWS_BASE_URL"] {
             guard let url = URL(string: base), url.scheme != nil else {
-                throw ValidationError("--base-url: '\(base)' is not a URL")
+                throw ValidationError("--mirror: '\(base)' is not a URL")
             }
-            var checksums: [String: String] = [:]
-            checksums["train.csv"] = trainSha256
-            checksums["test.csv"] = testSha256
-            sources = AGNews.sources(baseURL: url, sha256: checksums)
+            sources = AGNews.sources(baseURL: url)
         }
         let directory = URL(fileURLWithPath: output)
         let progress = ProgressPrinter(isTerminal: isatty(STDERR_FILENO) == 1)
