@@ -179,7 +179,7 @@ struct SlurmTests {
         try slurm.command("scontrol", ["update", "JobId=\(job)", "StartTime=now"])
         #expect(await slurm.wait(seconds: 240) { contents(log).contains("done: ") && !slurm.jobIsListed(job) } != nil, "\(contents(log))")
         let text = contents(log)
-        #expect(text.contains("stopped by a signal after step") && text.contains("continuing with --resume")
+        #expect(text.contains("stopped by a signal after step") && text.contains("(restart 1)")
             && text.contains("resumed from checkpoint-"), "\(text)")
         #expect(slurm.jobField(job, "Restarts") == "1")
         let difference = largestRelativeDifference(try workspace.weights(output, step: steps), expected)
