@@ -45,7 +45,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
 
     public init(url: URL) throws {
         path = url.path
-        let fd = open(url.path, O_RDONLY)
+        // O_NONBLOCK: a FIFO in place of the file must not block the open (it is refused below).
+        let fd = open(url.path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else {
             throw ModelError.missingFile(path: url.path, hint: "expected a safetensors weight file")
         }
@@ -53,6 +54,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
         var info = stat()
         guard fstat(fd, &info) == 0 else {
             throw ModelError.invalidTensorFile(file: url.path, reason: "cannot stat: \(String(cString: strerror(errno)))")
+        }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw ModelError.invalidTensorFile(file: url.path, reason: "not a regular file (a folder, device or pipe)")
         }
         let fileSize = Int(info.st_size)
         guard fileSize >= 8 else {
