@@ -1,4 +1,5 @@
 import Data
+import Distributed
 import Foundation
 import Model
 import Storage
@@ -183,7 +184,10 @@ enum FuzzRunner {
     /// Why `error` is not an acceptable answer to a bad file, or nil when it is: one of the
     /// project's error types, one non-empty line of reasonable length.
     static func problemWith(_ error: Error) -> String? {
+        // A collective phase's failure: the failing rank's error, or "a peer rank failed" on the others.
+        if let agreed = error as? AgreedFailure { return agreed.error.flatMap(problemWith) }
         let known = error is ModelError || error is DataError || error is StorageError || error is CheckpointError || error is TrainingError
+            || error is CommunicationError
         let text = "\(error)"
         if !known { return "\(type(of: error)) is not one of the project's errors: \(text.prefix(300))" }
         if text.isEmpty { return "empty error message" }

@@ -136,6 +136,15 @@ import Testing
         try expectRefusal(regression, target: FuzzTargets.checkpoint())
     }
 
+    static let resumeCases: [Case] = [
+        Case(name: "a sample position beyond the data", file: "trainer_state.pb", edit: state { $0.samplesConsumedInEpoch = 1_000_000_000_000 },
+             expected: "checkpoint-6: records sample 1000000000000 of an epoch of 64 examples"),
+    ]
+
+    @Test(arguments: resumeCases) func resume(_ regression: Case) throws {
+        try expectRefusal(regression, target: FuzzTargets.resume())
+    }
+
     static let tokenizerCases: [Case] = [
         Case(name: "tokenizer.json vocabulary id 2^31 - 1", file: "tokenizer.json",
              edit: { bytes in

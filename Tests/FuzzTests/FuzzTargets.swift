@@ -1,4 +1,5 @@
 import Data
+import Distributed
 import Foundation
 import Model
 import Storage
@@ -240,6 +241,42 @@ enum FuzzTargets {
                 }
                 // eval, predict, merge.
                 try classify(folder, compute: compute)
+            })
+    }
+
+    /// `bert-dist train --resume` from the checkpoint (on one rank or two, the Adam state sharded
+    /// or not): a fresh output folder holding a copy of it, one step after the resume.
+    static func resume() throws -> FuzzTarget {
+        let checkpoint = try self.checkpoint()
+        let model = fixtures.appendingPathComponent("tiny_model")
+        var sequences: [[Int32]] = []
+        for index in 0..<64 {
+            let words: [Int32] = (0..<(1 + index % 9)).map { Int32(5 + (index * 7 + $0) % 90) }
+            sequences.append([2] + words + [3])
+        }
+        let data = PreparedData(train: InMemoryExamples(sequences: sequences, labels: (0..<64).map { Int32($0 % 4) }), eval: nil,
+                                labels: DataPreset.agNews.labelSet, trainFingerprint: "fuzz",
+                                modelFiles: ModelFiles(config: [:], vocabulary: [], tokenizerConfig: [:]))
+        return FuzzTarget(
+            name: "checkpoint (resume)", fixtureFolder: checkpoint.fixtureFolder, files: checkpoint.files, mutated: checkpoint.mutated,
+            afterMutation: checkpoint.afterMutation,
+            load: { folder, variant in
+                let output = folder.deletingLastPathComponent().appendingPathComponent("resume-\(variant)")
+                try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+                defer { try? FileManager.default.removeItem(at: output) }
+                try FileManager.default.copyItem(at: folder, to: output.appendingPathComponent(folder.lastPathComponent))
+                var options = TrainingOptions(modelDirectory: model, trainFile: URL(fileURLWithPath: "/fuzz"), evalFile: nil, outputDirectory: output)
+                options.globalBatchSize = 8
+                options.maxSteps = 12
+                options.resume = true
+                options.logEvery = 1000
+                options.shardOptimizer = variant % 4 == 1
+                let ranks = variant % 2 + 1, resumeOptions = options
+                _ = try InProcessGroup.run(worldSize: ranks) { communicator in
+                    // One step after the resume, then stop (as a signal would).
+                    try TrainingRun(options: resumeOptions, runtime: Runtime(), communicator: communicator, data: data, log: { _ in },
+                                    stopRequested: { true }).run().stepsDone
+                }
             })
     }
 

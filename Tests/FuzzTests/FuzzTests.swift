@@ -21,6 +21,7 @@ import Testing
 
     @Test(.timeLimit(.minutes(3))) func checkpoints() throws {
         report(try FuzzRunner.run(FuzzTargets.checkpoint(), cases: FuzzRunner.scaled(200)))
+        report(try FuzzRunner.run(FuzzTargets.resume(), cases: FuzzRunner.scaled(100)))
     }
 
     @Test(.timeLimit(.minutes(3))) func tokenizerFiles() throws {
@@ -33,7 +34,7 @@ import Testing
     }
 
     func allTargets() throws -> [FuzzTarget] {
-        [try FuzzTargets.predict(), try FuzzTargets.train(), try FuzzTargets.checkpoint(), try FuzzTargets.tokenCache()]
+        [try FuzzTargets.predict(), try FuzzTargets.train(), try FuzzTargets.checkpoint(), try FuzzTargets.resume(), try FuzzTargets.tokenCache()]
             + (try FuzzTargets.tokenizers()) + (try FuzzTargets.dataFiles())
     }
 
