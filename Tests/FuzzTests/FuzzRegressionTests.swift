@@ -12,6 +12,9 @@ import Testing
         let edit: @Sendable ([UInt8]) -> [UInt8]
         /// A part of the expected message.
         let expected: String
+        /// The loader's variant (FuzzTarget.load); data targets read with labels from the data
+        /// when it is 1, with a fixed set and stopping at a bad row when it is 3.
+        var variant = 1
         var testDescription: String { name }
     }
 
@@ -163,6 +166,38 @@ import Testing
         try expectRefusal(regression, target: FuzzTargets.tokenizers()[1])
     }
 
+    /// A token cache with `edit` applied to its bytes and its damage hash recomputed.
+    static func cache(_ edit: @escaping @Sendable (inout [UInt8]) -> Void) -> @Sendable ([UInt8]) -> [UInt8] {
+        { bytes in
+            var out = bytes
+            edit(&out)
+            return FuzzTargets.rehashed(out)
+        }
+    }
+
+    static func store(_ value: UInt64, at offset: Int, in bytes: inout [UInt8]) {
+        for byte in 0..<8 { bytes[offset + byte] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(byte))) }
+    }
+
+    static let dataCases: [(target: Int, regression: Case)] = [
+        (4, Case(name: "token cache: 2^63 skipped rows", file: "train.tokens", edit: cache { store(1 << 63, at: 32, in: &$0) },
+                 expected: "the token cache is damaged (its size")),
+        (4, Case(name: "token cache: an offset of -2^63 after a valid one", file: "train.tokens",
+                 edit: cache { store(UInt64(bitPattern: Int64.min), at: 80 + 2 * 8, in: &$0) }, expected: "the token cache is damaged (bad offsets)")),
+        (3, Case(name: "JSON Lines: a label that is a line break", file: "train.jsonl",
+                 edit: { _ in Array(#"{"text": "w5", "text_pair": "", "label": "\n"}"#.utf8) },
+                 expected: #"train.jsonl:1: label "\n" is not one of the 3 labels"#, variant: 3)),
+        (2, Case(name: "TSV: a header naming a column of 30000 characters", file: "train.tsv",
+                 edit: { _ in Array(("id\ttext\t" + String(repeating: "\u{4e2d}", count: 30_000) + "\n1\tw5\t0\n").utf8) },
+                 expected: #"no column "label" (the label column) in the header; its columns are "id", "text", ""#)),
+    ]
+
+    @Test(arguments: dataCases.indices) func dataFile(_ index: Int) throws {
+        let (target, regression) = Self.dataCases[index]
+        let targets = try FuzzTargets.dataFiles() + [FuzzTargets.tokenCache()]
+        try expectRefusal(regression, target: targets[target])
+    }
+
     /// A model file replaced by a pipe: the open must not block.
     @Test(.timeLimit(.minutes(1))) func weightsThatArePipe() throws {
         let target = try FuzzTargets.predict()
@@ -182,7 +217,7 @@ import Testing
         FuzzActivity.begin("regression \(regression.name) of \(target.name) (files in \(folder.path))")
         defer { FuzzActivity.end() }
         do {
-            try target.load(folder, 1)
+            try target.load(folder, regression.variant)
             Issue.record("\(regression.name): \(target.name) loaded it")
         } catch {
             #expect(FuzzRunner.problemWith(error) == nil, "\(regression.name): \(error)")
