@@ -178,6 +178,12 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     case invalidBatch(reason: String)
 
     public var description: String {
+        // Messages quote the files: a 70 KB string must not make a 70 KB line.
+        let text = fullDescription
+        return text.count <= 1000 ? text : text.prefix(997) + "..."
+    }
+
+    private var fullDescription: String {
         switch self {
         case let .missingFile(path, hint): return "\(path): file not found (\(hint))"
         case let .invalidConfig(file, reason): return "\(file): \(reason)"

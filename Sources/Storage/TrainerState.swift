@@ -345,9 +345,9 @@ public struct TrainerState: Equatable, Sendable {
         }
         for file in files {
             guard !file.name.isEmpty, !file.name.contains("/"), file.name != ".", file.name != "..", !file.name.contains("\0") else {
-                return "lists \"\(file.name)\", which is not a file name inside the checkpoint folder"
+                return "lists \(String(file.name.prefix(200)).debugDescription), which is not a file name inside the checkpoint folder"
             }
-            guard file.sizeBytes >= 0 else { return "records \(file.sizeBytes) bytes for \(file.name)" }
+            guard file.sizeBytes >= 0 else { return "records \(file.sizeBytes) bytes for \(String(file.name.prefix(200)).debugDescription)" }
         }
         return nil
     }

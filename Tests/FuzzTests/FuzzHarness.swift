@@ -1,7 +1,7 @@
 import Data
 import Distributed
 import Foundation
-import Model
+@testable import Model
 import Storage
 import Testing
 @testable import Training
@@ -96,7 +96,7 @@ enum FuzzRunner {
         defer { try? FileManager.default.removeItem(at: folder.deletingLastPathComponent()) }
         var tally = FuzzTally(target: target.name)
         for index in 0..<count {
-            var random = FuzzRandom(seed: seed &* 0x1000_0000_01b3 ^ target.name.fuzzHash ^ UInt64(index) &* 0x9e37_79b9)
+            var random = FuzzRandom(seed: seed &* 0x1000_0000_01b3 ^ target.name.hashValueStable ^ UInt64(index) &* 0x9e37_79b9)
             let (file, mutations) = random.pick(target.mutated)
             let original = target.files[file]!
             var mutation = random.pick(mutations)
@@ -109,7 +109,16 @@ enum FuzzRunner {
             try Data(bytes).write(to: folder.appendingPathComponent(file))
             var description = "\(target.name) #\(index): \(file): \(mutation.name) \(detail)"
             if let adjust = target.afterMutation, let note = try adjust(folder, &random) { description += "; \(note)" }
-            try check(target, folder: folder, variant: index, case: description, tally: &tally)
+            if let dump = ProcessInfo.processInfo.environment["BERT_DIST_FUZZ_DUMP"] {
+                // For a campaign through the built binary: keep the case's files, run nothing.
+                let copy = URL(fileURLWithPath: dump).appendingPathComponent("\(target.name.filter { $0.isLetter || $0.isNumber })-\(index)")
+                try FileManager.default.createDirectory(at: copy, withIntermediateDirectories: true)
+                try FileManager.default.copyItem(at: folder, to: copy.appendingPathComponent(target.fixtureFolder))
+                try Data((description + "\n").utf8).write(to: copy.appendingPathComponent("case.txt"))
+                tally.cases += 1
+            } else {
+                try check(target, folder: folder, variant: index, case: description, tally: &tally)
+            }
             // Back to the fixture for the next case.
             for name in target.files.keys { try Data(target.files[name]!).write(to: folder.appendingPathComponent(name)) }
         }
@@ -206,15 +215,6 @@ enum FuzzRunner {
     }
 }
 
-extension String {
-    /// FNV-1a of the UTF-8 bytes (stable across runs, unlike hashValue).
-    var fuzzHash: UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return hash
-    }
-}
-
 /// The case being run, for the crash report (a signal handler writes it out, so it lives in a
 /// fixed C buffer) and the hang watchdog.
 enum FuzzActivity {
@@ -265,7 +265,7 @@ enum FuzzActivity {
         for signalNumber in [SIGILL, SIGTRAP, SIGABRT, SIGSEGV, SIGBUS, SIGFPE] {
             var action = sigaction()
             action.__sigaction_handler.sa_handler = { signalNumber in
-                FuzzActivity.writeReport("\nThe fuzzer crashed (a trap, abort or bad access) in this case:\n")
+                FuzzActivity.writeReport("\nA crash (trap, abort or bad access) while the fuzzer ran this case:\n")
                 signal(signalNumber, SIG_DFL)
                 raise(signalNumber)
             }

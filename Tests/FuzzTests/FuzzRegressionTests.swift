@@ -103,6 +103,8 @@ import Testing
                  return withUnsafeBytes(of: UInt64(json.count).littleEndian) { Array($0) } + json + parts.data
              },
              expected: "names \"classifier.bias\" twice"),
+        Case(name: "hidden_act of 70000 characters (a 70 KB message)", file: "config.json",
+             edit: config("hidden_act", "\"" + String(repeating: "a", count: 70_000) + "\""), expected: "config.json: hidden_act \"aaaa"),
         Case(name: "header of 2^31 bytes", file: "model.safetensors", edit: { withUnsafeBytes(of: UInt64(1 << 31).littleEndian) { Array($0) } + $0[8...] },
              expected: "header of 2147483648 bytes in a"),
     ]
@@ -160,6 +162,13 @@ import Testing
                  return JSONMutations.serialize(tree, raw: "")!
              },
              expected: "token id 2147483647 is beyond"),
+        Case(name: "tokenizer.json post-processor type of 70000 characters (a 70 KB message)", file: "tokenizer.json",
+             edit: { bytes in
+                 var tree = JSONMutations.parse(bytes) as! [String: Any]
+                 tree["post_processor"] = ["type": String(repeating: "a", count: 70_000)]
+                 return JSONMutations.serialize(tree, raw: "")!
+             },
+             expected: "tokenizer.json: post-processor aaaa"),
     ]
 
     @Test(arguments: tokenizerCases) func tokenizer(_ regression: Case) throws {

@@ -95,9 +95,18 @@ enum FuzzTargets {
                                     ("special_tokens_map.json", json)]),
             try tokenizer(fixture: "tiny_model_json", files: ["tokenizer.json"],
                           mutated: [("tokenizer.json", json + json + JSONMutations.all(preferring: ["model", "normalizer", "pre_tokenizer",
-                                                                                                    "post_processor", "added_tokens"]))]),
+                                                                                                    "post_processor", "added_tokens"])
+                                     + Array(repeating: tokenizerJSONFields, count: 4))]),
         ]
     }
+
+    /// The fields of tokenizer.json that size or index something.
+    static let tokenizerJSONFields = JSONMutations.at(
+        ["model.vocab.*", "model.vocab.*", "model.max_input_chars_per_word", "model.continuing_subword_prefix", "model.unk_token",
+         "model.type", "added_tokens.*.id", "added_tokens.*.content", "added_tokens.*", "normalizer.*", "post_processor.single.*",
+         "post_processor.single.*.SpecialToken.id", "post_processor.cls", "post_processor.type", "pre_tokenizer.type"],
+        extra: ["\"##\"", "\"[UNK]\"", "\"[CLS]\"", "\"WordPiece\"", "\"BPE\"", "\"BertProcessing\"", "[\"[CLS]\", 2]", "\"w5\"", "\"#\"",
+                "\"" + String(repeating: "#", count: 300) + "\"", "{\"content\": \"[CLS]\", \"id\": 2147483647}"])
 
     /// A data file read as train and eval read it (labels from the data or a fixed set, bad rows
     /// stopping the run or skipped), then tokenised.

@@ -202,6 +202,32 @@ enum JSONMutations {
     }
 
     static func all(preferring keys: [String] = []) -> [Mutation] { [value(preferring: keys), value(preferring: keys), wrongTopLevel] }
+
+    /// A value at one of `paths` (keys separated by dots, `*` for any child) set to a hostile
+    /// value, `extra` values included: the fields a reader sizes or indexes with.
+    static func at(_ paths: [String], extra: [String] = []) -> Mutation {
+        Mutation(name: "json field") { random, bytes in
+            guard let tree = parse(bytes) else { return nil }
+            var path: [JSONStep] = []
+            var node: Any? = tree
+            for key in random.pick(paths).split(separator: ".").map(String.init) {
+                if key == "*" {
+                    if let object = node as? [String: Any], !object.isEmpty {
+                        let child = random.pick(object.keys.sorted())
+                        path.append(.key(child)); node = object[child]
+                    } else if let array = node as? [Any], !array.isEmpty {
+                        let index = random.below(array.count)
+                        path.append(.index(index)); node = array[index]
+                    } else { return nil }
+                } else {
+                    path.append(.key(key)); node = (node as? [String: Any])?[key]
+                }
+            }
+            let raw = random.pick(hostileJSONValues + extra)
+            let shown = raw.count > 40 ? "\(raw.prefix(20))...(\(raw.count) chars)" : raw
+            return serialize(replacing(tree, at: path[...], with: rawMarker), raw: raw).map { ($0, "\(path.map(\.description).joined(separator: ".")) = \(shown)") }
+        }
+    }
 }
 
 // MARK: - safetensors
