@@ -131,6 +131,10 @@ public struct BertConfig: Codable, Equatable, Sendable {
         }
         guard initializerRange.isFinite else { throw fail("initializer_range must be a finite number, found \(initializerRange)") }
         try family.definition.validate(self, file: file)
+        // The sequence length defaults to at most this: [CLS] and [SEP] must fit.
+        guard maxSequenceLength >= 2 else {
+            throw fail("max_position_embeddings \(maxPositionEmbeddings) leaves no room for [CLS] and [SEP] (\(maxSequenceLength) positions for tokens, at least 2)")
+        }
     }
 
     /// Reads and validates `DIR/config.json`.

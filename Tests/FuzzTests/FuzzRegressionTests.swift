@@ -68,6 +68,8 @@ import Testing
              expected: "bert.embeddings.word_embeddings.weight: shape [99, 32], expected [16777216, 32] (config.json and model.safetensors do not match)"),
         Case(name: "num_hidden_layers 1024 without the tensors", file: "config.json", edit: config("num_hidden_layers", "1024"),
              expected: "tensor bert.encoder.layer.2.attention.self.query.weight: missing"),
+        Case(name: "max_position_embeddings 1 (train tokenised with a length of 1)", file: "config.json",
+             edit: config("max_position_embeddings", "1"), expected: "max_position_embeddings 1 leaves no room for [CLS] and [SEP]"),
         Case(name: "num_attention_heads not dividing hidden_size", file: "config.json", edit: config("num_attention_heads", "5"),
              expected: "hidden_size 32 is not a multiple of num_attention_heads 5"),
         // Found by the fuzzer.

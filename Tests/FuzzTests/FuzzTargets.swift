@@ -50,13 +50,17 @@ enum FuzzTargets {
         precondition(predictions.count == sampleTexts.count && pairs.count == sampleTexts.count)
     }
 
-    /// `bert-dist train`'s model: a new 3-label head (the folder's one replaced), one forward and backward.
+    /// `bert-dist train`'s order: the sequence length from config.json and the tokenizer before
+    /// the data is read, then the model with a new 3-label head (the folder's replaced), one
+    /// forward and backward.
     static func train() throws -> FuzzTarget {
         let compute = Compute(threads: 1)
         return FuzzTarget(
             name: "model folder (train)", fixtureFolder: "model", files: try fixtureFiles("tiny_model", modelFiles),
             mutated: [("model.safetensors", weightMutations), ("config.json", configMutations)],
             load: { folder, _ in
+                let length = try resolvedSequenceLength(nil, config: BertConfig.load(modelDirectory: folder), modelDirectory: folder)
+                _ = try BertTokenizer(modelDirectory: folder).encode(sampleTexts[0], maxLength: length)
                 _ = try BertForSequenceClassification.labelCount(modelDirectory: folder)
                 let (model, _) = try BertForSequenceClassification.load(modelDirectory: folder, labelCount: 3, seed: 1,
                                                                         ignoreMismatchedSizes: true, compute: compute)
