@@ -71,8 +71,9 @@ struct FuzzTally: CustomStringConvertible {
     var errors: [String: Int] = [:]
     /// Cases that crashed or hung (only counted in a child process per case: BERT_DIST_FUZZ_FORK).
     var crashed: [String] = []
+    var seconds = 0.0
     var description: String {
-        "\(target): \(cases) cases, \(loaded) loaded, \(crashed.count) crashed or hung, errors "
+        "\(target): \(cases) cases in \(String(format: "%.1f", seconds)) s, \(loaded) loaded, \(crashed.count) crashed or hung, errors "
             + errors.keys.sorted().map { "\($0) \(errors[$0]!)" }.joined(separator: ", ")
     }
 }
@@ -95,6 +96,7 @@ enum FuzzRunner {
         let folder = try scratchFolder(for: target)
         defer { try? FileManager.default.removeItem(at: folder.deletingLastPathComponent()) }
         var tally = FuzzTally(target: target.name)
+        let started = Date()
         for index in 0..<count {
             var random = FuzzRandom(seed: seed &* 0x1000_0000_01b3 ^ target.name.hashValueStable ^ UInt64(index) &* 0x9e37_79b9)
             let (file, mutations) = random.pick(target.mutated)
@@ -122,6 +124,7 @@ enum FuzzRunner {
             // Back to the fixture for the next case.
             for name in target.files.keys { try Data(target.files[name]!).write(to: folder.appendingPathComponent(name)) }
         }
+        tally.seconds = Date().timeIntervalSince(started)
         return tally
     }
 
