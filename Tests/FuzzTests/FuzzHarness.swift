@@ -108,7 +108,7 @@ enum FuzzRunner {
                 result = mutation.apply(&random, original)
             }
             let (bytes, detail) = result!
-            try Data(bytes).write(to: folder.appendingPathComponent(file))
+            try writeScratch(bytes, to: folder.appendingPathComponent(file))
             var description = "\(target.name) #\(index): \(file): \(mutation.name) \(detail)"
             if let adjust = target.afterMutation, let note = try adjust(folder, &random) { description += "; \(note)" }
             if let dump = ProcessInfo.processInfo.environment["BERT_DIST_FUZZ_DUMP"] {
@@ -122,7 +122,7 @@ enum FuzzRunner {
                 try check(target, folder: folder, variant: index, case: description, tally: &tally)
             }
             // Back to the fixture for the next case.
-            for name in target.files.keys { try Data(target.files[name]!).write(to: folder.appendingPathComponent(name)) }
+            for name in target.files.keys { try writeScratch(target.files[name]!, to: folder.appendingPathComponent(name)) }
         }
         tally.seconds = Date().timeIntervalSince(started)
         return tally
@@ -213,9 +213,18 @@ enum FuzzRunner {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fuzz-\(UUID().uuidString)")
             .appendingPathComponent(target.fixtureFolder)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        for (name, bytes) in target.files { try Data(bytes).write(to: folder.appendingPathComponent(name)) }
+        for (name, bytes) in target.files { try writeScratch(bytes, to: folder.appendingPathComponent(name)) }
         return folder
     }
+}
+
+/// Writes a scratch file (replacing it) without the fsync of `Data.write`: a run writes thousands.
+func writeScratch(_ bytes: [UInt8], to url: URL) throws {
+    let descriptor = open(url.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard descriptor >= 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: url.path]) }
+    defer { close(descriptor) }
+    let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+    guard written == bytes.count else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: url.path]) }
 }
 
 /// The case being run, for the crash report (a signal handler writes it out, so it lives in a

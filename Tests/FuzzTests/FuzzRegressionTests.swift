@@ -1,3 +1,4 @@
+@testable import Data
 import Foundation
 import Storage
 import Testing
@@ -163,7 +164,7 @@ import Testing
                  tree["model"] = model
                  return JSONMutations.serialize(tree, raw: "")!
              },
-             expected: "token id 2147483647 is beyond"),
+             expected: "vocabulary: an id is 2147483647 for 99 tokens"),
         Case(name: "tokenizer.json post-processor type of 70000 characters (a 70 KB message)", file: "tokenizer.json",
              edit: { bytes in
                  var tree = JSONMutations.parse(bytes) as! [String: Any]
@@ -194,7 +195,7 @@ import Testing
         (4, Case(name: "token cache: 2^63 skipped rows", file: "train.tokens", edit: cache { store(1 << 63, at: 32, in: &$0) },
                  expected: "the token cache is damaged (its size")),
         (4, Case(name: "token cache: an offset of -2^63 after a valid one", file: "train.tokens",
-                 edit: cache { store(UInt64(bitPattern: Int64.min), at: 80 + 2 * 8, in: &$0) }, expected: "the token cache is damaged (bad offsets)")),
+                 edit: cache { store(UInt64(bitPattern: Int64.min), at: TokenizedDataset.headerByteCount + 2 * 8, in: &$0) }, expected: "the token cache is damaged (bad offsets)")),
         (3, Case(name: "JSON Lines: a label that is a line break", file: "train.jsonl",
                  edit: { _ in Array(#"{"text": "w5", "text_pair": "", "label": "\n"}"#.utf8) },
                  expected: #"train.jsonl:1: label "\n" is not one of the 3 labels"#, variant: 3)),

@@ -1,7 +1,8 @@
-import Data
+@testable import Data
 import Distributed
 import Foundation
 import Model
+import Options
 import Storage
 @testable import Training
 
@@ -41,35 +42,55 @@ enum FuzzTargets {
             load: { folder, _ in try classify(folder, compute: compute) })
     }
 
+    /// No --max-seq-len (parsed once: the parser is slow in a debug build).
+    nonisolated(unsafe) static let defaultSequence = try! SequenceOptions.parse([])
+
+    /// predict's setup (the checkpoint verified, the model, the tokenizer), texts and, where the
+    /// length allows (predict --pairs checks it), pairs; then merge's read of the same folder.
     static func classify(_ folder: URL, compute: Compute) throws {
-        let inference = try InferenceModel.load(folder, compute: compute)
-        let length = try resolvedSequenceLength(nil, config: inference.model.config, modelDirectory: inference.folder)
+        let setup = try RunSetup.forPrediction(checkpoint: folder, sequence: defaultSequence, compute: compute)
         var batch = PackedBatch()
-        let predictions = try inference.predict(sampleTexts, maxSequenceLength: length, batch: &batch)
-        let pairs = try inference.predict(sampleTexts, pairs: sampleTexts.reversed(), maxSequenceLength: max(length, 3), batch: &batch)
-        precondition(predictions.count == sampleTexts.count && pairs.count == sampleTexts.count)
+        let predictions = try setup.predict(sampleTexts, batch: &batch)
+        precondition(predictions.count == sampleTexts.count)
+        if setup.description.maxSequenceLength >= 3 { _ = try setup.predict(sampleTexts, pairs: sampleTexts.reversed(), batch: &batch) }
+        _ = try InferenceModel.load(folder, compute: compute)
     }
 
-    /// `bert-dist train`'s order: the sequence length from config.json and the tokenizer before
-    /// the data is read, then the model with a new 3-label head (the folder's replaced), one
-    /// forward and backward.
+    /// One rank's training setup of the folder, as `bert-dist train` makes it: the sequence
+    /// length from config.json, then the tokenizer and the examples (`examples`, given that
+    /// length), then the model with a classifier for the examples' labels.
+    static func trainingSetup(_ options: TrainingOptions, compute: Compute, communicator: any Communicator,
+                              examples: (Int) throws -> TokenizedDataset) throws -> RunSetup {
+        try RunSetup.forTraining(options, compute: compute, communicator: communicator) { maxLength in
+            (try examples(maxLength), nil, ModelFiles(config: [:], vocabulary: [], tokenizerConfig: [:]))
+        }
+    }
+
+    /// `bert-dist train`: the setup (a new 3-label head replacing the folder's), one forward and backward.
     static func train() throws -> FuzzTarget {
-        let compute = Compute(threads: 1)
+        let labels = try LabelSet(names: ["a", "b", "c"], origin: "--labels")
+        // Parsed once: the parser is slow in a debug build. The model folder is set per case.
+        let template = try TrainingOptions.parse(["--model", "/fuzz", "--train", "/fuzz", "--output", "/fuzz", "--ignore-mismatched-sizes"])
         return FuzzTarget(
             name: "model folder (train)", fixtureFolder: "model", files: try fixtureFiles("tiny_model", modelFiles),
             mutated: [("model.safetensors", weightMutations), ("config.json", configMutations)],
             load: { folder, _ in
-                let length = try resolvedSequenceLength(nil, config: BertConfig.load(modelDirectory: folder), modelDirectory: folder)
-                _ = try BertTokenizer(modelDirectory: folder).encode(sampleTexts[0], maxLength: length)
                 _ = try BertForSequenceClassification.labelCount(modelDirectory: folder)
-                let (model, _) = try BertForSequenceClassification.load(modelDirectory: folder, labelCount: 3, seed: 1,
-                                                                        ignoreMismatchedSizes: true, compute: compute)
-                var batch = PackedBatch()
-                batch.append(tokens: [2, 5, 6, 3], label: 1, sampleIndex: 0)
-                batch.append(tokens: [2, 7, 3, 8, 3], tokenTypes: [0, 0, 0, 1, 1], label: 2, sampleIndex: 1)
-                let dropout = DropoutContext(seed: 1, step: 0)
-                try model.forward(batch, dropout: dropout)
-                try model.backward(batch, dropout: dropout, lossScale: 0.5)
+                var options = template
+                options.model.directory = folder
+                _ = try InProcessGroup.run(worldSize: 1) { [options] communicator in
+                    var batch = PackedBatch()
+                    let setup = try trainingSetup(options, compute: Compute(threads: 1), communicator: communicator) { maxLength in
+                        let tokenizer = try BertTokenizer(modelDirectory: folder)
+                        let sequences = sampleTexts.map { tokenizer.encode($0, maxLength: maxLength) }
+                        for (index, ids) in sequences.enumerated() { batch.append(tokens: ids, label: Int32(index), sampleIndex: index) }
+                        return TokenizedDataset.fromTokens(sequences, labels: [0, 1, 2], labelSet: labels, maxLength: maxLength)
+                    }
+                    let dropout = DropoutContext(seed: 1, step: 0)
+                    try setup.model.forward(batch, dropout: dropout)
+                    try setup.model.backward(batch, dropout: dropout, lossScale: 1 / 3)
+                    return setup.model.labelCount
+                }
             })
     }
 
@@ -149,14 +170,14 @@ enum FuzzTargets {
         let dataset = TokenizedDataset.tokenize(texts, tokenizer: tokenizer, maxLength: 24)
         let headerField = Mutation(name: "cache header field") { random, bytes in
             var out = bytes
-            let (offset, width) = random.pick([(8, 4), (12, 4), (16, 8), (24, 8), (32, 8), (64, 4), (68, 4), (72, 8)])
+            let (offset, width) = random.pick([(8, 4), (12, 4), (16, 8), (24, 8), (32, 8), (64, 4), (68, 4), (72, 8), (80, 8)])
             let value = random.pick(hostileSizes + [UInt64(dataset.count + 1), UInt64(dataset.tokenCount - 1)])
             for byte in 0..<width { out[offset + byte] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(byte))) }
             return (rehashed(out), "bytes \(offset)..<\(offset + width) = \(value)")
         }
         let payload = Mutation(name: "cache payload, rehashed") { random, bytes in
             guard let (damaged, detail) = random.pick(ByteMutations.all.filter { $0.name != "empty file" }).apply(&random, bytes),
-                  damaged.count >= 80 else { return nil }
+                  damaged.count >= TokenizedDataset.headerByteCount else { return nil }
             return (rehashed(damaged), detail)
         }
         return FuzzTarget(
@@ -175,9 +196,10 @@ enum FuzzTargets {
 
     /// The damage hash of a token cache recomputed after an edit.
     static func rehashed(_ bytes: [UInt8]) -> [UInt8] {
-        guard bytes.count >= 80 else { return bytes }
+        let header = TokenizedDataset.headerByteCount
+        guard bytes.count >= header else { return bytes }
         var out = bytes
-        let hash = bytes[80...].withUnsafeBytes { ContentHash64.hash($0) }
+        let hash = bytes[header...].withUnsafeBytes { ContentHash64.hash($0) }
         for byte in 0..<8 { out[56 + byte] = UInt8(truncatingIfNeeded: hash >> (8 * UInt64(byte))) }
         return out
     }
@@ -262,14 +284,9 @@ enum FuzzTargets {
     static func resume() throws -> FuzzTarget {
         let checkpoint = try self.checkpoint()
         let model = fixtures.appendingPathComponent("tiny_model")
-        var sequences: [[Int32]] = []
-        for index in 0..<64 {
-            let words: [Int32] = (0..<(1 + index % 9)).map { Int32(5 + (index * 7 + $0) % 90) }
-            sequences.append([2] + words + [3])
-        }
-        let data = PreparedData(train: InMemoryExamples(sequences: sequences, labels: (0..<64).map { Int32($0 % 4) }), eval: nil,
-                                labels: DataPreset.agNews.labelSet, trainFingerprint: "fuzz",
-                                modelFiles: ModelFiles(config: [:], vocabulary: [], tokenizerConfig: [:]))
+        // Parsed once (the parser is slow in a debug build); the output folder and sharding are set per case.
+        let template = try TrainingOptions.parse(["--model", model.path, "--train", "/fuzz", "--output", "/fuzz", "--batch-size", "8",
+                                                  "--max-steps", "12", "--resume", "--log-every", "1000"])
         return FuzzTarget(
             name: "checkpoint (resume)", fixtureFolder: checkpoint.fixtureFolder, files: checkpoint.files, mutated: checkpoint.mutated,
             afterMutation: checkpoint.afterMutation,
@@ -278,20 +295,27 @@ enum FuzzTargets {
                 try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
                 defer { try? FileManager.default.removeItem(at: output) }
                 try FileManager.default.copyItem(at: folder, to: output.appendingPathComponent(folder.lastPathComponent))
-                var options = TrainingOptions(modelDirectory: model, trainFile: URL(fileURLWithPath: "/fuzz"), evalFile: nil, outputDirectory: output)
-                options.globalBatchSize = 8
-                options.maxSteps = 12
-                options.resume = true
-                options.logEvery = 1000
-                options.shardOptimizer = variant % 4 == 1
-                let ranks = variant % 2 + 1, resumeOptions = options
-                _ = try InProcessGroup.run(worldSize: ranks) { communicator in
+                var options = template
+                options.checkpoints.folder = output
+                options.parallel.shardOptimizer = variant % 4 == 1
+                _ = try InProcessGroup.run(worldSize: variant % 2 + 1) { [options] communicator in
+                    let setup = try trainingSetup(options, compute: Compute(threads: 1), communicator: communicator) { _ in resumeExamples }
                     // One step after the resume, then stop (as a signal would).
-                    try TrainingRun(options: resumeOptions, runtime: Runtime(), communicator: communicator, data: data, log: { _ in },
-                                    stopRequested: { true }).run().stepsDone
+                    return try TrainingRun(options: options, runtime: Runtime(), communicator: communicator, setup: setup, log: { _ in },
+                                           stopRequested: { true }).run().stepsDone
                 }
             })
     }
+
+    /// What the checkpoint was trained on: 64 AG News examples of the tiny vocabulary.
+    static let resumeExamples: TokenizedDataset = {
+        var sequences: [[Int32]] = []
+        for index in 0..<64 {
+            let words: [Int32] = (0..<(1 + index % 9)).map { Int32(5 + (index * 7 + $0) % 90) }
+            sequences.append([2] + words + [3])
+        }
+        return TokenizedDataset.fromTokens(sequences, labels: (0..<64).map { Int32($0 % 4) }, labelSet: DataPreset.agNews.labelSet, maxLength: 64)
+    }()
 
     /// checkpoint-6 of the tiny model: its weights and config, the tokenizer files, an Adam state
     /// of small values and the manifest listing them all.
@@ -306,7 +330,7 @@ enum FuzzTargets {
             step: 6, epoch: 0, samplesConsumedInEpoch: 48, totalSteps: 12, warmupSteps: 2, seed: 1, worldSize: 1,
             shardOptimizer: false, parameterCount: layout.totalCount,
             optimizerShards: [.init(rank: 0, start: 0, count: layout.totalCount)],
-            globalBatchSize: 8, microBatchSize: 8, maxSequenceLength: 64, trainDataFingerprint: "fuzz",
+            globalBatchSize: 8, microBatchSize: 8, maxSequenceLength: 64, trainDataFingerprint: DataLoading.fingerprint(of: resumeExamples),
             files: files.keys.sorted().map { .init(name: $0, sizeBytes: files[$0]!.count, sha256: SHA256.hash(files[$0]!)) },
             optimizerStep: 6, parameterLayout: layout.fingerprint)
         files[TrainerState.fileName] = state.encoded()
