@@ -122,8 +122,40 @@ enum FuzzTargets {
                           mutated: [("tokenizer.json", json + json + JSONMutations.all(preferring: ["model", "normalizer", "pre_tokenizer",
                                                                                                     "post_processor", "added_tokens"])
                                      + Array(repeating: tokenizerJSONFields, count: 4))]),
+            try familyTokenizer("roberta-json", modelType: "roberta"),
+            try familyTokenizer("xlmr-spm", modelType: "xlm-roberta"),
         ]
     }
+
+    /// An encoder family's tokenizer (`loadTextTokenizer`: byte-level BPE, Unigram) from the
+    /// tokenizer tests' fixtures, on texts and pairs at its shortest and a longer length.
+    static func familyTokenizer(_ folder: String, modelType: String) throws -> FuzzTarget {
+        let names = try FileManager.default.contentsOfDirectory(atPath: familyFixtures.appendingPathComponent(folder).path).sorted()
+        var files: [String: [UInt8]] = [:]
+        for name in names { files[name] = Array(try Data(contentsOf: familyFixtures.appendingPathComponent(folder).appendingPathComponent(name))) }
+        return FuzzTarget(
+            name: "tokenizer (\(folder))", fixtureFolder: "model", files: files,
+            mutated: names.map { ($0, $0.hasSuffix(".json") ? JSONMutations.all() + JSONMutations.all() + ByteMutations.all : ByteMutations.all) },
+            load: { folder, _ in
+                let tokenizer = try loadTextTokenizer(modelDirectory: folder, modelType: modelType)
+                var ids: [Int32] = []
+                for text in sampleTexts {
+                    for maxLength in [tokenizer.minimumMaxLength.pair, 24] {
+                        ids.removeAll()
+                        Array(text.utf8).withUnsafeBufferPointer { tokenizer.encode(utf8: $0, maxLength: maxLength, appendingTo: &ids) }
+                        Array(text.utf8).withUnsafeBufferPointer { first in
+                            Array("w5 w6".utf8).withUnsafeBufferPointer { second in
+                                _ = tokenizer.encodePair(utf8: first, utf8: second, maxLength: maxLength, appendingTo: &ids)
+                            }
+                        }
+                        precondition(ids.count <= 2 * maxLength && ids.allSatisfy { $0 >= 0 && Int($0) < tokenizer.vocabularySize })
+                    }
+                }
+            })
+    }
+
+    static let familyFixtures = fixtures.deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("DataTests/Fixtures/families")
 
     /// The fields of tokenizer.json that size or index something.
     static let tokenizerJSONFields = JSONMutations.at(
