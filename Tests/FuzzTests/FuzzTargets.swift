@@ -66,6 +66,30 @@ enum FuzzTargets {
         }
     }
 
+    /// A model folder of another encoder family (the model tests' tiny DistilBERT, ELECTRA with
+    /// its embedding projection, RoBERTa): loaded with its own head, one forward and backward.
+    static func familyModel(_ folder: String) throws -> FuzzTarget {
+        let directory = fixtures.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("ModelTests/Fixtures/\(folder)")
+        var files: [String: [UInt8]] = [:]
+        for name in ["config.json", "model.safetensors"] { files[name] = Array(try Data(contentsOf: directory.appendingPathComponent(name))) }
+        let keys = bertSizeKeys + ["dim", "n_layers", "n_heads", "hidden_dim", "embedding_size", "sinusoidal_pos_embds", "dropout",
+                                   "seq_classif_dropout", "activation"]
+        return FuzzTarget(
+            name: "model folder (\(folder))", fixtureFolder: "model", files: files,
+            mutated: [("model.safetensors", weightMutations),
+                      ("config.json", JSONMutations.all(preferring: keys) + JSONMutations.all(preferring: keys) + ByteMutations.all)],
+            load: { folder, _ in
+                _ = try BertForSequenceClassification.labelCount(modelDirectory: folder)
+                let (model, _) = try BertForSequenceClassification.load(modelDirectory: folder, labelCount: nil, seed: 1, compute: Compute(threads: 1))
+                var batch = PackedBatch()
+                batch.append(tokens: [0, 5, 6, 2], label: 0, sampleIndex: 0)
+                batch.append(tokens: [0, 7, 2, 8, 2], label: 0, sampleIndex: 1)   // RoBERTa has one token type
+                let dropout = DropoutContext(seed: 1, step: 0)
+                try model.forward(batch, dropout: dropout)
+                try model.backward(batch, dropout: dropout, lossScale: 0.5)
+            })
+    }
+
     /// `bert-dist train`: the setup (a new 3-label head replacing the folder's), one forward and backward.
     static func train() throws -> FuzzTarget {
         let labels = try LabelSet(names: ["a", "b", "c"], origin: "--labels")

@@ -17,6 +17,9 @@ import Testing
     @Test(.timeLimit(.minutes(3))) func modelFolders() throws {
         report(try FuzzRunner.run(FuzzTargets.predict(), cases: FuzzRunner.scaled(300)))
         report(try FuzzRunner.run(FuzzTargets.train(), cases: FuzzRunner.scaled(100)))
+        for family in ["tiny_distilbert", "tiny_electra", "tiny_roberta"] {
+            report(try FuzzRunner.run(FuzzTargets.familyModel(family), cases: FuzzRunner.scaled(50)))
+        }
     }
 
     @Test(.timeLimit(.minutes(3))) func checkpoints() throws {
@@ -34,7 +37,8 @@ import Testing
     }
 
     func allTargets() throws -> [FuzzTarget] {
-        [try FuzzTargets.predict(), try FuzzTargets.train(), try FuzzTargets.checkpoint(), try FuzzTargets.resume(), try FuzzTargets.tokenCache()]
+        [try FuzzTargets.predict(), try FuzzTargets.train(), try FuzzTargets.familyModel("tiny_distilbert"),
+         try FuzzTargets.familyModel("tiny_electra"), try FuzzTargets.familyModel("tiny_roberta"), try FuzzTargets.checkpoint(), try FuzzTargets.resume(), try FuzzTargets.tokenCache()]
             + (try FuzzTargets.tokenizers()) + (try FuzzTargets.dataFiles())
     }
 
