@@ -4,6 +4,7 @@ public struct DataError: Error, CustomStringConvertible, Equatable, Sendable {
     public let description: String
 
     public init(_ description: String) {
-        self.description = description
+        // Messages quote the data: a 70 KB field must not make a 70 KB line.
+        self.description = description.count <= 1000 ? description : description.prefix(997) + "..."
     }
 }

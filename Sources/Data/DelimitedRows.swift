@@ -61,11 +61,10 @@ extension RowReader {
 
     /// The header row: where the named columns are.
     private mutating func readHeader(_ columns: DataColumns, line: Int) throws {
-        let names = fields.map { String(decoding: $0, as: UTF8.self) }
         func column(_ name: String, _ role: String) throws -> Int {
             let matches = fields.indices.filter { fields[$0].elementsEqual(name.utf8) }
             guard let first = matches.first else {
-                let listed = names.map { "\"\($0)\"" }.joined(separator: ", ")
+                let listed = fields.prefix(20).map { "\"\(shown($0))\"" }.joined(separator: ", ") + (fields.count > 20 ? ", ... (\(fields.count) in all)" : "")
                 throw DataError("\(path):\(line): no column \"\(name)\" (the \(role)) in the header; its columns are \(listed)")
             }
             guard matches.count == 1 else {

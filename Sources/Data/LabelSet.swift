@@ -398,6 +398,8 @@ struct RowProblem: Error {
 
 /// A label or value for a message: at most 60 characters, then "...".
 func shown(_ bytes: [UInt8]) -> String {
-    let text = String(decoding: bytes, as: UTF8.self)
+    // Control characters escaped, so that a message quoting a label stays one line.
+    let text = String(decoding: bytes, as: UTF8.self).unicodeScalars
+        .map { $0.value < 0x20 || $0.value == 0x7f ? $0.escaped(asASCII: true) : String($0) }.joined()
     return text.count <= 60 ? text : String(text.prefix(57)) + "..."
 }

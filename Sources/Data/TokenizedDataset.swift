@@ -488,8 +488,10 @@ public final class TokenizedDataset: @unchecked Sendable {
         let labelCount = raw.loadUnaligned(fromByteOffset: 68, as: UInt32.self).littleEndian
         let namesByteCount = raw.loadUnaligned(fromByteOffset: 72, as: UInt64.self).littleEndian
         let positiveCount = raw.loadUnaligned(fromByteOffset: 80, as: UInt64.self).littleEndian
+        let skippedRowCount = raw.loadUnaligned(fromByteOffset: 32, as: UInt64.self).littleEndian
         guard exampleCount < UInt64(Int32.max), tokenCount < UInt64(Int.max / 8), namesByteCount < UInt64(size),
-              positiveCount < UInt64(Int32.max), problemType == .multiLabelClassification || positiveCount == 0 else {
+              positiveCount < UInt64(Int32.max), problemType == .multiLabelClassification || positiveCount == 0,
+              skippedRowCount < UInt64(Int.max) else {
             throw fail(damaged("its size \(size) does not match its header"))
         }
         let layout = Layout(exampleCount: Int(exampleCount), tokenCount: Int(tokenCount), hasPairs: hasPairs,
@@ -515,6 +517,10 @@ public final class TokenizedDataset: @unchecked Sendable {
         let shortest = hasPairs ? 3 : 2
         var previousEnd: Int32 = 0
         for index in 0..<dataset.count {
+            // Offsets within 0...T before any is subtracted from another (no overflow, no read outside).
+            guard dataset.offsets[index + 1] >= dataset.offsets[index], dataset.offsets[index + 1] <= Int64(dataset.tokenCount) else {
+                throw damaged("bad offsets")
+            }
             let length = dataset.length(at: index)
             guard length >= shortest && length <= dataset.maxLength else { throw damaged("example \(index) has \(length) tokens") }
             let target = dataset.labelValues[index]

@@ -18,7 +18,10 @@ public final class FloatArena: @unchecked Sendable {
     /// sized for the longest possible micro-batch costs memory only for the rows real batches use.
     init(count: Int, lazilyCommitted: Bool) {
         self.count = count
-        let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        // Sizes come from files checked before (SizeChecks.swift); an impossible one still fails
+        // as out of memory, not as an arithmetic trap.
+        let (bytes, overflow) = max(count, 1).multipliedReportingOverflow(by: MemoryLayout<Float>.stride)
+        if overflow { fatalError("out of memory allocating \(count) floats") }
         // Anonymous pages from the kernel: zero-filled and page-aligned.
         let flags = MAP_PRIVATE | MAP_ANONYMOUS | (lazilyCommitted ? 0 : MAP_POPULATE)
         guard let raw = mmap(nil, bytes, PROT_READ | PROT_WRITE, flags, -1, 0),

@@ -107,22 +107,34 @@ public struct BertConfig: Codable, Equatable, Sendable {
         guard positionEmbeddingType == "absolute" else {
             throw fail("position_embedding_type \"\(positionEmbeddingType)\" is not supported (only \"absolute\")")
         }
-        for (name, value) in [("vocab_size", vocabSize), ("hidden_size", hiddenSize),
-                              ("num_hidden_layers", layerCount), ("num_attention_heads", headCount),
-                              ("intermediate_size", intermediateSize),
-                              ("max_position_embeddings", maxPositionEmbeddings),
-                              ("type_vocab_size", typeVocabSize)] where value <= 0 {
-            throw fail("\(name) must be positive, found \(value)")
-        }
+        // Bounded before any shape is computed from them (see SizeLimits); the weight file then
+        // has to hold every tensor of these sizes (SafeTensorsFile.resolve). Named by the
+        // family's keys (DistilBERT has its own).
+        let distil = family == .distilbert
+        let (hiddenKey, headsKey) = distil ? ("dim", "n_heads") : ("hidden_size", "num_attention_heads")
+        var sizes = [("vocab_size", vocabSize), (hiddenKey, hiddenSize), (headsKey, headCount),
+                     (distil ? "hidden_dim" : "intermediate_size", intermediateSize), ("max_position_embeddings", maxPositionEmbeddings)]
+        if !distil { sizes.append(("type_vocab_size", typeVocabSize)) }
+        if let embeddingSize { sizes.append(("embedding_size", embeddingSize)) }
+        for (name, value) in sizes { try checkSize(value, key: name, file: file) }
+        try checkSize(layerCount, key: distil ? "n_layers" : "num_hidden_layers", file: file, limit: SizeLimits.layers)
         guard hiddenSize % headCount == 0 else {
-            throw fail("hidden_size \(hiddenSize) is not a multiple of num_attention_heads \(headCount)")
+            throw fail("\(hiddenKey) \(hiddenSize) is not a multiple of \(headsKey) \(headCount)")
         }
         for (name, p) in [("hidden_dropout_prob", hiddenDropoutProb),
                           ("attention_probs_dropout_prob", attentionDropoutProb),
                           ("classifier_dropout", effectiveClassifierDropout)] where !(p >= 0 && p < 1) {
             throw fail("\(name) must be in [0, 1), found \(p)")
         }
+        guard layerNormEps >= 0 && layerNormEps.isFinite else {
+            throw fail("layer_norm_eps must be a non-negative number, found \(layerNormEps)")
+        }
+        guard initializerRange.isFinite else { throw fail("initializer_range must be a finite number, found \(initializerRange)") }
         try family.definition.validate(self, file: file)
+        // The sequence length defaults to at most this: [CLS] and [SEP] must fit.
+        guard maxSequenceLength >= 2 else {
+            throw fail("max_position_embeddings \(maxPositionEmbeddings) leaves no room for [CLS] and [SEP] (\(maxSequenceLength) positions for tokens, at least 2)")
+        }
     }
 
     /// Reads and validates `DIR/config.json`.
@@ -170,6 +182,12 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     case invalidBatch(reason: String)
 
     public var description: String {
+        // Messages quote the files: a 70 KB string must not make a 70 KB line.
+        let text = fullDescription
+        return text.count <= 1000 ? text : text.prefix(997) + "..."
+    }
+
+    private var fullDescription: String {
         switch self {
         case let .missingFile(path, hint): return "\(path): file not found (\(hint))"
         case let .invalidConfig(file, reason): return "\(file): \(reason)"

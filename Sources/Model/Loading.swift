@@ -25,24 +25,38 @@ extension BertForSequenceClassification {
                             compute: Compute, forwardOnly: Bool = false) throws -> (BertForSequenceClassification, LoadReport) {
         let config = try BertConfig.load(modelDirectory: modelDirectory)
         let file = try weightsFile(modelDirectory: modelDirectory)
-        guard let labels = labelCount ?? folderLabelCount(config: config, weights: file) else {
-            throw ModelError.invalidConfig(file: modelDirectory.appendingPathComponent("config.json").path,
-                                           reason: "no classifier and no id2label: cannot tell the number of labels")
+        let configPath = modelDirectory.appendingPathComponent("config.json").path
+        guard let (labels, key, origin) = labelCount.map({ ($0, "the number of labels", configPath) })
+                ?? folderLabelCount(config: config, configPath: configPath, weights: file) else {
+            throw ModelError.invalidConfig(file: configPath, reason: "no classifier and no id2label: cannot tell the number of labels")
         }
+        try checkSize(labels, key: key, file: origin)
+        // Every shape is compared with the file's header before the arenas are allocated.
+        let layout = ParameterLayout(config: config, labelCount: labels)
+        let sources = try file.resolve(expectedTensors(layout, labelCount: labels, ignoreMismatchedSizes: ignoreMismatchedSizes))
         let model = BertForSequenceClassification(config: config, labelCount: labels, compute: compute, forwardOnly: forwardOnly)
-        let report = try model.loadWeights(from: file, seed: seed, ignoreMismatchedSizes: ignoreMismatchedSizes)
+        let report = try model.copyWeights(from: file, sources: sources, seed: seed)
         return (model, report)
     }
 
     /// The label count a model folder's own classifier has: the rows of its classifier.weight,
     /// else the length of config.json's id2label; nil for a BERT without either (no head yet).
     public static func labelCount(modelDirectory: URL) throws -> Int? {
-        folderLabelCount(config: try BertConfig.load(modelDirectory: modelDirectory), weights: try weightsFile(modelDirectory: modelDirectory))
+        let configPath = modelDirectory.appendingPathComponent("config.json").path
+        guard let (count, key, file) = folderLabelCount(config: try BertConfig.load(modelDirectory: modelDirectory), configPath: configPath,
+                                                        weights: try weightsFile(modelDirectory: modelDirectory)) else { return nil }
+        try checkSize(count, key: key, file: file)
+        return count
     }
 
-    private static func folderLabelCount(config: BertConfig, weights file: SafeTensorsFile) -> Int? {
-        if let record = file.records[config.architecture.labelOutputWeightName], record.shape.count == 2 { return record.shape[0] }
-        return config.labelNames?.count
+    /// The folder's label count, and the key and file it comes from (for errors).
+    private static func folderLabelCount(config: BertConfig, configPath: String, weights file: SafeTensorsFile)
+        -> (count: Int, key: String, file: String)? {
+        let name = config.architecture.labelOutputWeightName
+        if let record = file.records[name], record.shape.count == 2 {
+            return (record.shape[0], "the number of labels (the rows of \(name))", file.path)
+        }
+        return config.labelNames.map { ($0.count, "the number of labels (the size of id2label)", configPath) }
     }
 
     private static func weightsFile(modelDirectory: URL) throws -> SafeTensorsFile {
@@ -56,38 +70,50 @@ extension BertForSequenceClassification {
         return try SafeTensorsFile(url: weightsURL)
     }
 
+    /// The tensors of `layout` as a weight file may hold them: HF names with or without the
+    /// family's base prefix (`bert.`, `roberta.`, ...); the head may be absent (initialised like
+    /// HF), the tensors sized by the label count of another count too with `ignoreMismatchedSizes`.
+    static func expectedTensors(_ layout: ParameterLayout, labelCount: Int, ignoreMismatchedSizes: Bool) -> [ExpectedTensor] {
+        let prefix = layout.architecture.basePrefix, family = layout.architecture.family.displayName
+        return layout.tensors.map { tensor in
+            var names = [tensor.name]
+            if tensor.name.hasPrefix(prefix) { names.append(String(tensor.name.dropFirst(prefix.count))) }
+            let dependsOnLabelCount = tensor.dependsOnLabelCount
+            return ExpectedTensor(
+                name: tensor.name, shape: tensor.shape, fileNames: names,
+                initializeWhenAbsent: tensor.initializedWhenAbsent,
+                initializeWhenMismatched: dependsOnLabelCount && ignoreMismatchedSizes,
+                missingHint: " (is this a \(family) checkpoint matching its config.json?)",
+                mismatchHint: { fileShape in
+                    dependsOnLabelCount ? " (the checkpoint was fine-tuned for \(fileShape.first ?? 0) labels, this run needs \(labelCount))"
+                                        : " (config.json and model.safetensors do not match)"
+                })
+        }
+    }
+
     /// Copies every parameter from `file` into the parameter arena (see `load`).
     public func loadWeights(from file: SafeTensorsFile, seed: UInt64, ignoreMismatchedSizes: Bool = false) throws -> LoadReport {
+        let expected = Self.expectedTensors(layout, labelCount: labelCount, ignoreMismatchedSizes: ignoreMismatchedSizes)
+        return try copyWeights(from: file, sources: file.resolve(expected), seed: seed)
+    }
+
+    /// Fills the parameter arena from `sources` (one per layout tensor, from `resolve`).
+    func copyWeights(from file: SafeTensorsFile, sources: [TensorSource], seed: UInt64) throws -> LoadReport {
         var report = LoadReport()
         var used = Set<String>()
-        let prefix = architecture.basePrefix
-        for tensor in layout.tensors {
-            var candidates = [tensor.name]
-            if tensor.name.hasPrefix(prefix) { candidates.append(String(tensor.name.dropFirst(prefix.count))) }
-            guard let name = candidates.first(where: { file.records[$0] != nil }) else {
-                if tensor.initializedWhenAbsent {
-                    initializeLikeHuggingFace(tensor, seed: seed)
-                    report.initialized.append(tensor.name)
-                    continue
-                }
-                throw ModelError.tensor(file: file.path, tensor: tensor.name,
-                                        reason: "missing (is this a \(architecture.family.displayName) checkpoint matching its config.json?)")
-            }
-            let record = file.records[name]!
-            if record.shape != tensor.shape && ignoreMismatchedSizes && tensor.dependsOnLabelCount {
+        for (tensor, source) in zip(layout.tensors, sources) {
+            switch source {
+            case .file(let record):
+                try file.copyFloats(record.name, into: parameters[tensor.range])
+                used.insert(record.name)
+            case .absent:
+                initializeLikeHuggingFace(tensor, seed: seed)
+                report.initialized.append(tensor.name)
+            case .mismatched(let record):
                 initializeLikeHuggingFace(tensor, seed: seed)
                 report.reinitialized.append("\(tensor.name): \(record.shape) in the file, \(tensor.shape) here")
-                used.insert(name)
-                continue
+                used.insert(record.name)
             }
-            guard record.shape == tensor.shape else {
-                let hint = tensor.dependsOnLabelCount
-                    ? " (the checkpoint was fine-tuned for \(record.shape.first ?? 0) labels, this run needs \(labelCount))"
-                    : " (config.json and model.safetensors do not match)"
-                throw ModelError.tensor(file: file.path, tensor: name, reason: "shape \(record.shape), expected \(tensor.shape)\(hint)")
-            }
-            try file.copyFloats(name, into: parameters[tensor.range])
-            used.insert(name)
         }
         report.ignored = file.records.values.filter { !used.contains($0.name) && $0.dtype.isFloat }.map(\.name).sorted()
         return report

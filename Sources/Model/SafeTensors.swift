@@ -23,7 +23,8 @@ public struct SafeTensorsRecord: Sendable {
     public let dtype: SafeTensorsDType
     public let shape: [Int]
     public let byteRange: Range<Int>   // relative to the start of the data section
-    public var elementCount: Int { shape.reduce(1, *) }
+    /// The product of `shape`, computed once with overflow checks when the header was read.
+    public let elementCount: Int
 }
 
 /// A memory-mapped safetensors file: 8-byte little-endian header length, a JSON header
@@ -32,6 +33,9 @@ public struct SafeTensorsRecord: Sendable {
 /// the file and the tensor, never a crash.
 public final class SafeTensorsFile: @unchecked Sendable {
     // @unchecked Sendable: the mapping is read-only after init.
+    /// The longest JSON header read (the limit of the safetensors library itself).
+    public static let maximumHeaderBytes: UInt64 = 100_000_000
+
     public let path: String
     public let records: [String: SafeTensorsRecord]
     public let metadata: [String: String]
@@ -41,7 +45,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
 
     public init(url: URL) throws {
         path = url.path
-        let fd = open(url.path, O_RDONLY)
+        // O_NONBLOCK: a FIFO in place of the file must not block the open (it is refused below).
+        let fd = open(url.path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else {
             throw ModelError.missingFile(path: url.path, hint: "expected a safetensors weight file")
         }
@@ -49,6 +54,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
         var info = stat()
         guard fstat(fd, &info) == 0 else {
             throw ModelError.invalidTensorFile(file: url.path, reason: "cannot stat: \(String(cString: strerror(errno)))")
+        }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw ModelError.invalidTensorFile(file: url.path, reason: "not a regular file (a folder, device or pipe)")
         }
         let fileSize = Int(info.st_size)
         guard fileSize >= 8 else {
@@ -59,11 +67,16 @@ public final class SafeTensorsFile: @unchecked Sendable {
         }
         mapping = map
         mappedBytes = fileSize
-        let headerLength = Int(UInt64(littleEndian: map.loadUnaligned(as: UInt64.self)))
-        guard headerLength <= fileSize - 8 else {
+        // Compared as UInt64 before any conversion: a lying length (2^63 and more) is an error, not a trap.
+        let declaredLength = UInt64(littleEndian: map.loadUnaligned(as: UInt64.self))
+        guard declaredLength <= UInt64(fileSize - 8), declaredLength <= SafeTensorsFile.maximumHeaderBytes else {
             munmap(map, fileSize)
-            throw ModelError.invalidTensorFile(file: url.path, reason: "truncated or not safetensors: header of \(headerLength) bytes in a \(fileSize)-byte file")
+            let reason = declaredLength <= UInt64(fileSize - 8)
+                ? "a header of \(declaredLength) bytes is longer than the \(SafeTensorsFile.maximumHeaderBytes) a safetensors header may have (corrupt file?)"
+                : "truncated or not safetensors: header of \(declaredLength) bytes in a \(fileSize)-byte file"
+            throw ModelError.invalidTensorFile(file: url.path, reason: reason)
         }
+        let headerLength = Int(declaredLength)
         dataStart = 8 + headerLength
         let headerBytes = Data(bytes: map + 8, count: headerLength)
         do {
@@ -76,11 +89,18 @@ public final class SafeTensorsFile: @unchecked Sendable {
 
     deinit { if let mapping { munmap(mapping, mappedBytes) } }
 
+    /// The records of a header, each checked: a known dtype, a shape of non-negative sizes whose
+    /// byte count (computed without overflow) is exactly its data range, the range inside the
+    /// data section and overlapping no other tensor's, no name twice.
     private static func parseHeader(_ header: Data, dataBytes: Int, file: String) throws
         -> ([String: SafeTensorsRecord], [String: String]) {
         func bad(_ reason: String) -> ModelError { .invalidTensorFile(file: file, reason: reason) }
         guard let object = try? JSONSerialization.jsonObject(with: header) as? [String: Any] else {
             throw bad("the safetensors header is not a JSON object (not a safetensors file?)")
+        }
+        // JSON parsers keep one of two equal names silently: count the names as written.
+        if let repeated = repeatedTopLevelName(header) {
+            throw bad("the safetensors header names \(repeated) twice (corrupt file?)")
         }
         var records: [String: SafeTensorsRecord] = [:]
         var metadata: [String: String] = [:]
@@ -91,9 +111,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
             }
             guard let entry = value as? [String: Any],
                   let dtypeName = entry["dtype"] as? String,
-                  let shape = entry["shape"] as? [Int],
-                  let offsets = entry["data_offsets"] as? [Int], offsets.count == 2 else {
-                throw ModelError.tensor(file: file, tensor: name, reason: "malformed header entry")
+                  let shape = integers(entry["shape"]),
+                  let offsets = integers(entry["data_offsets"]), offsets.count == 2 else {
+                throw ModelError.tensor(file: file, tensor: name, reason: "malformed header entry (needs \"dtype\", integer \"shape\" and two integer \"data_offsets\")")
             }
             guard let dtype = SafeTensorsDType(rawValue: dtypeName) else {
                 throw ModelError.tensor(file: file, tensor: name, reason: "unsupported dtype \(dtypeName)")
@@ -105,13 +125,66 @@ public final class SafeTensorsFile: @unchecked Sendable {
             guard end <= dataBytes else {
                 throw ModelError.tensor(file: file, tensor: name, reason: "data ends at byte \(end) but the file has only \(dataBytes) data bytes (truncated file?)")
             }
-            let record = SafeTensorsRecord(name: name, dtype: dtype, shape: shape, byteRange: begin..<end)
-            guard record.elementCount * dtype.byteCount == end - begin else {
+            guard let elementCount = checkedProduct(shape), let byteCount = checkedProduct([elementCount, dtype.byteCount]),
+                  byteCount == end - begin else {
                 throw ModelError.tensor(file: file, tensor: name, reason: "\(end - begin) bytes do not hold shape \(shape) of \(dtypeName)")
             }
-            records[name] = record
+            records[name] = SafeTensorsRecord(name: name, dtype: dtype, shape: shape, byteRange: begin..<end, elementCount: elementCount)
+        }
+        // Two tensors sharing bytes: writing one through a view would change the other.
+        let ranges = records.values.filter { !$0.byteRange.isEmpty }.sorted { ($0.byteRange.lowerBound, $0.name) < ($1.byteRange.lowerBound, $1.name) }
+        for (previous, next) in zip(ranges, ranges.dropFirst()) where next.byteRange.lowerBound < previous.byteRange.upperBound {
+            throw ModelError.tensor(file: file, tensor: next.name, reason: "its bytes \(next.byteRange) overlap those of \(previous.name) \(previous.byteRange) (corrupt file?)")
         }
         return (records, metadata)
+    }
+
+    /// A JSON array of integers (JSON numbers with no fraction that fit an Int); nil otherwise.
+    private static func integers(_ value: Any?) -> [Int]? {
+        guard let array = value as? [Any] else { return nil }
+        var result: [Int] = []
+        for element in array {
+            // In range and whole as a Double first, so that reading the exact Int64 cannot trap.
+            guard let number = element as? NSNumber, Int(exactly: number.doubleValue) != nil else { return nil }
+            result.append(Int(number.int64Value))
+        }
+        return result
+    }
+
+    /// The first name that the top-level object of a JSON text has twice (as written, escapes
+    /// and all), or nil. The text is already known to be valid JSON.
+    private static func repeatedTopLevelName(_ json: Data) -> String? {
+        var seen = Set<Data>()
+        var depth = 0, index = json.startIndex
+        var expectingName = false
+        while index < json.endIndex {
+            let byte = json[index]
+            switch byte {
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                depth += 1
+                expectingName = byte == UInt8(ascii: "{") && depth == 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                depth -= 1
+            case UInt8(ascii: ","):
+                expectingName = depth == 1
+            case UInt8(ascii: "\""):
+                // A string: find its end (a quote not escaped).
+                var end = index + 1
+                while end < json.endIndex && json[end] != UInt8(ascii: "\"") {
+                    end += json[end] == UInt8(ascii: "\\") ? 2 : 1
+                }
+                if expectingName {
+                    let name = json[index..<min(end + 1, json.endIndex)]
+                    if !seen.insert(name).inserted { return String(decoding: name, as: UTF8.self) }
+                    expectingName = false
+                }
+                index = end
+            default:
+                break
+            }
+            index += 1
+        }
+        return nil
     }
 
     public func record(_ name: String) throws -> SafeTensorsRecord {
@@ -136,7 +209,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
         guard record.dtype.isFloat else {
             throw ModelError.tensor(file: path, tensor: name, reason: "dtype \(record.dtype.rawValue) is not a floating-point type (F32, F16 or BF16)")
         }
-        guard elements.upperBound <= record.elementCount, elements.count == destination.count else {
+        guard elements.lowerBound >= 0, elements.upperBound <= record.elementCount, elements.count == destination.count else {
             throw ModelError.tensor(file: path, tensor: name, reason: "has \(record.elementCount) elements, elements \(elements) were asked for")
         }
         let elementBytes = record.dtype == .f32 ? 4 : 2

@@ -324,6 +324,32 @@ public struct TrainerState: Equatable, Sendable {
         guard digest.finalize().bytes == Array(bytes[(bytes.count - tail + 3)..<(bytes.count - 6)]) else {
             throw malformed("its own SHA-256 does not match its contents, the file is corrupted")
         }
+        if let problem = implausibility { throw malformed(problem) }
+    }
+
+    /// What no bert-dist writes (a file whose checksum was recomputed after an edit): a count
+    /// below 0, an optimizer range outside the parameters, a listed file outside the folder.
+    /// Readers may then use the fields as sizes and indices.
+    var implausibility: String? {
+        let counts = [("step", step), ("epoch", epoch), ("samples_consumed_in_epoch", samplesConsumedInEpoch),
+                      ("total_steps", totalSteps), ("warmup_steps", warmupSteps), ("parameter_count", parameterCount),
+                      ("global_batch_size", globalBatchSize), ("micro_batch_size", microBatchSize),
+                      ("max_sequence_length", maxSequenceLength), ("optimizer_step", optimizerStep)]
+        if let (name, value) = counts.first(where: { $0.1 < 0 }) { return "\(name) is \(value), below 0" }
+        guard worldSize >= 1 else { return "world_size is \(worldSize), not a rank count" }
+        for range in optimizerShards {
+            guard range.rank >= 0 && range.rank < worldSize, range.start >= 0, range.count >= 0,
+                  range.start <= parameterCount, range.count <= parameterCount - range.start else {
+                return "optimizer range \(range.start) + \(range.count) of rank \(range.rank) is outside the \(parameterCount) parameters of \(worldSize) rank(s)"
+            }
+        }
+        for file in files {
+            guard !file.name.isEmpty, !file.name.contains("/"), file.name != ".", file.name != "..", !file.name.contains("\0") else {
+                return "lists \(String(file.name.prefix(200)).debugDescription), which is not a file name inside the checkpoint folder"
+            }
+            guard file.sizeBytes >= 0 else { return "records \(file.sizeBytes) bytes for \(String(file.name.prefix(200)).debugDescription)" }
+        }
+        return nil
     }
 
     /// Reads and decodes a `trainer_state.pb` file; errors name the file.

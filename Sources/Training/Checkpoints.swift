@@ -134,10 +134,15 @@ enum CheckpointFolder {
         let state = try TrainerState(contentsOf: stateURL)  // errors name the file
         for file in state.files {
             let url = folder.appendingPathComponent(file.name)
-            guard let attributes = try? FileManager.default.attributesOfItem(atPath: url.path),
-                  let size = attributes[.size] as? Int else {
+            var status = stat()
+            guard stat(url.path, &status) == 0 else {
                 throw CheckpointError.damaged(file: url.path, reason: "missing (listed in \(TrainerState.fileName))")
             }
+            // Hashing a pipe or a device (a planted /dev/zero) would never end.
+            guard status.st_mode & S_IFMT == S_IFREG else {
+                throw CheckpointError.damaged(file: url.path, reason: "not a regular file (listed in \(TrainerState.fileName))")
+            }
+            let size = Int(status.st_size)
             guard size == file.sizeBytes else {
                 throw CheckpointError.damaged(file: url.path, reason: "\(size) bytes, \(TrainerState.fileName) records \(file.sizeBytes) (truncated?)")
             }

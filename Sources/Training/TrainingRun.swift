@@ -172,6 +172,10 @@ public final class TrainingRun {
         var position = SamplePosition(epoch: 0, samplesConsumed: 0)
         let loaded = setup.root?.loadReport ?? LoadReport()
         if options.checkpoints.resume, let resumed = try checkpoints.resume(into: replica, log: log) {
+            // The same data (fingerprint) has this many examples; a position past them was not written by bert-dist.
+            guard resumed.samplesConsumedInEpoch < plan.sampler.exampleCount else {
+                throw CheckpointError.incompatible(folder: CheckpointFolder.name(step: resumed.step), reason: "records sample \(resumed.samplesConsumedInEpoch) of an epoch of \(plan.sampler.exampleCount) examples; resume from another checkpoint")
+            }
             step = resumed.step
             position = SamplePosition(epoch: resumed.epoch, samplesConsumed: resumed.samplesConsumedInEpoch)
             if isRoot { log("resumed from \(CheckpointFolder.name(step: resumed.step)) (step \(resumed.step) of \(plan.totalSteps), written by \(resumed.worldSize) rank(s)\(resumed.shardOptimizer ? " with a sharded optimizer" : ""))") }
