@@ -17,12 +17,16 @@ struct CheckpointPolicy {
     let setup: RunSetup
     /// Told the newest complete checkpoint (nil: none) when a run starts and after each one.
     let announce: (URL?) -> Void
+    /// training_args.json of every checkpoint: the run's resolved options.
+    let trainingArguments: [String: JSONValue]
 
-    init(options: TrainingOptions, communicator: any Communicator, setup: RunSetup, announce: @escaping (URL?) -> Void) {
+    init(options: TrainingOptions, communicator: any Communicator, setup: RunSetup, trainingArguments: [String: JSONValue] = [:],
+         announce: @escaping (URL?) -> Void) {
         self.options = options
         output = options.checkpoints.folder
         self.communicator = communicator
         self.setup = setup
+        self.trainingArguments = trainingArguments
         self.announce = announce
     }
 
@@ -79,8 +83,9 @@ struct CheckpointPolicy {
         return step < totalSteps && every > 0 && step % every == 0
     }
 
-    /// Writes OUTPUT/checkpoint-STEP for the step just taken (rank 0 writes the replicated files).
-    func write(_ replica: Replica, plan: TrainingPlan, progress: TrainingRun.Progress, reporter: Reporter) throws -> URL {
+    /// Writes OUTPUT/checkpoint-STEP for the step just taken (rank 0 writes the replicated files);
+    /// `isBest`: OUTPUT/best names it.
+    func write(_ replica: Replica, plan: TrainingPlan, progress: TrainingRun.Progress, reporter: Reporter, isBest: Bool = false) throws -> URL {
         let model = replica.model, worldSize = communicator.worldSize
         let hyperparameters = replica.optimizer.hyperparameters
         let position = progress.batches.position
@@ -99,7 +104,8 @@ struct CheckpointPolicy {
             microBatchSize: plan.microBatchSize, maxSequenceLength: setup.description.maxSequenceLength,
             trainDataFingerprint: trainFingerprint, recentMetrics: progress.recentMetrics,
             createdUnixSeconds: Date().timeIntervalSince1970, bertDistVersion: bertDistVersion,
-            optimizerStep: replica.optimizer.stepCount, parameterLayout: model.layout.fingerprint)
+            optimizerStep: replica.optimizer.stepCount, parameterLayout: model.layout.fingerprint,
+            bestMetric: progress.bestModel?.best, evaluationsWithoutImprovement: progress.bestModel?.evaluationsWithoutImprovement ?? 0)
         if worldSize > 1 {
             // Rank 0 alone writes the weights (and the replicated Adam state): make sure they are everyone's.
             let repaired = try ensureReplicasMatch(buffers: replica.replicatedBuffers, communicator: communicator)
@@ -109,9 +115,23 @@ struct CheckpointPolicy {
             }
         }
         let files = setup.root?.modelFiles ?? ModelFiles(config: [:], vocabulary: [], tokenizerConfig: [:])  // rank 0 writes them
-        let folder = try writer.write(step: progress.step, replica: replica, content: .init(state: state, labels: setup.labels, files: files))
+        let content = CheckpointWriter.Content(state: state, labels: setup.labels, problemType: setup.description.task.problemType, files: files,
+                                               trainingArguments: JSONValue.object(trainingArguments).serialized(), isBest: isBest)
+        let folder = try writer.write(step: progress.step, replica: replica, content: content)
         announce(folder)
         return folder
+    }
+
+    /// The options of this run that differ from the training_args.json of `folder`, as
+    /// "--lr 3e-05 (was 2e-05), ..."; nil when none do (or the checkpoint has no such file).
+    /// --resume itself is not compared.
+    func changedOptions(since folder: URL) -> String? {
+        guard let recorded = try? JSONValue.readObject(folder.appendingPathComponent(CheckpointFolder.trainingArgumentsFile)) else { return nil }
+        let changed = Set(recorded.keys).union(trainingArguments.keys).sorted().filter {
+            $0 != "resume" && recorded[$0] != trainingArguments[$0]
+        }
+        guard !changed.isEmpty else { return nil }
+        return changed.map { "--\($0) \((trainingArguments[$0] ?? .null).compact) (was \((recorded[$0] ?? .null).compact))" }.joined(separator: ", ")
     }
 
     /// Loads the newest complete checkpoint of --output into `replica`; nil when there is none.
@@ -145,6 +165,7 @@ struct CheckpointPolicy {
             }
             let weights = try SafeTensorsFile(url: found.folder.appendingPathComponent(CheckpointFolder.modelFile))
             _ = try replica.model.loadWeights(from: weights, seed: 0)
+            if let changed = changedOptions(since: found.folder) { log("resuming with options other than \(found.folder.lastPathComponent)'s \(CheckpointFolder.trainingArgumentsFile): \(changed)") }
             return found
         }
         let encoded = try communicator.broadcast(bytes: chosen?.state.encoded() ?? [], root: 0)

@@ -36,15 +36,16 @@ public struct ModelFiles: Sendable {
     public var tokenizerConfig: [String: JSONValue]
 
     /// config.json for a BertForSequenceClassification with these labels (HF reads `id2label`
-    /// for num_labels; LabelSet guarantees names distinct as JSON keys) and the dropout actually used.
-    func configJSON(labels: LabelSet, modelConfig: BertConfig) -> [UInt8] {
+    /// for num_labels; LabelSet guarantees names distinct as JSON keys), the task (HF's
+    /// `problem_type`, which picks its loss) and the dropout actually used.
+    func configJSON(labels: LabelSet, problemType: ProblemType, modelConfig: BertConfig) -> [UInt8] {
         var object = config
         let names = labels.names
         object["architectures"] = .array([.string("BertForSequenceClassification")])
         object["model_type"] = .string("bert")
         object["id2label"] = .object(Dictionary(uniqueKeysWithValues: names.enumerated().map { (String($0.offset), .string($0.element)) }))
         object["label2id"] = .object(Dictionary(uniqueKeysWithValues: names.enumerated().map { ($0.element, .number(Double($0.offset))) }))
-        object["problem_type"] = .string("single_label_classification")
+        object["problem_type"] = .string(problemType.rawValue)
         // Float -> shortest decimal -> Double, so 0.1 is written "0.1", not 0.10000000149011612.
         object["hidden_dropout_prob"] = .number(Double("\(modelConfig.hiddenDropoutProb)")!)
         object["attention_probs_dropout_prob"] = .number(Double("\(modelConfig.attentionDropoutProb)")!)
@@ -60,6 +61,16 @@ enum CheckpointFolder {
     static let prefix = "checkpoint-"
     static let modelFile = "model.safetensors"
     static let replicatedOptimizerFile = "optimizer.safetensors"
+    static let trainingArgumentsFile = "training_args.json"
+    /// OUTPUT/best: the name of the checkpoint with the best --metric-for-best-model.
+    static let bestFile = "best"
+
+    /// The checkpoint folder name a pointer file of `output` (latest, best) holds; nil without one.
+    static func named(by pointer: String, in output: URL) -> String? {
+        guard let text = try? String(contentsOf: output.appendingPathComponent(pointer), encoding: .utf8) else { return nil }
+        let name = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        return name.isEmpty ? nil : name
+    }
 
     static func name(step: Int) -> String { "\(prefix)\(step)" }
 
@@ -122,7 +133,12 @@ struct CheckpointWriter {
     struct Content {
         var state: TrainerState
         var labels: LabelSet
+        var problemType: ProblemType
         var files: ModelFiles
+        /// training_args.json: the resolved options of the run.
+        var trainingArguments: [UInt8]
+        /// The checkpoint holds the best model so far: OUTPUT/best names it.
+        var isBest = false
     }
 
     func write(step: Int, replica: Replica, content: Content) throws -> URL {
@@ -150,7 +166,10 @@ struct CheckpointWriter {
             let model = replica.model
             try record(CheckpointFolder.modelFile, try writeModelWeights(model, to: folder.appendingPathComponent(CheckpointFolder.modelFile)))
             try record("config.json", try writeFileAtomically(folder.appendingPathComponent("config.json"),
-                                                             bytes: content.files.configJSON(labels: content.labels, modelConfig: model.config)))
+                                                             bytes: content.files.configJSON(labels: content.labels, problemType: content.problemType,
+                                                                                             modelConfig: model.config)))
+            try record(CheckpointFolder.trainingArgumentsFile, try writeFileAtomically(folder.appendingPathComponent(CheckpointFolder.trainingArgumentsFile),
+                                                                                       bytes: content.trainingArguments))
             try record("vocab.txt", try writeFileAtomically(folder.appendingPathComponent("vocab.txt"), bytes: content.files.vocabularyText))
             try record("tokenizer_config.json", try writeFileAtomically(folder.appendingPathComponent("tokenizer_config.json"),
                                                                        bytes: content.files.tokenizerConfigJSON))
@@ -167,6 +186,9 @@ struct CheckpointWriter {
             state.files = written.sorted { $0.name < $1.name }
             try state.write(to: folder.appendingPathComponent(TrainerState.fileName))
             try writeFileAtomically(output.appendingPathComponent("latest"), bytes: Array("\(CheckpointFolder.name(step: step))\n".utf8))
+            if content.isBest {
+                try writeFileAtomically(output.appendingPathComponent(CheckpointFolder.bestFile), bytes: Array("\(CheckpointFolder.name(step: step))\n".utf8))
+            }
             pruneOldCheckpoints()
         }
         // Every rank learns how it went, with rank 0's reason.
@@ -217,13 +239,17 @@ struct CheckpointWriter {
         for writer in writers { writer.abandon() }
     }
 
-    /// Keeps the `keep` newest complete checkpoints (a folder with trainer_state.pb).
+    /// Keeps the `keep` newest complete checkpoints (a folder with trainer_state.pb), and the
+    /// one OUTPUT/best names.
     private func pruneOldCheckpoints() {
         guard keep > 0 else { return }
         let complete = CheckpointFolder.candidates(in: output).filter {
             FileManager.default.fileExists(atPath: $0.url.appendingPathComponent(TrainerState.fileName).path)
         }
-        for old in complete.dropFirst(keep) { try? FileManager.default.removeItem(at: old.url) }
+        let best = CheckpointFolder.named(by: CheckpointFolder.bestFile, in: output)
+        for old in complete.dropFirst(keep) where old.url.lastPathComponent != best {
+            try? FileManager.default.removeItem(at: old.url)
+        }
     }
 }
 

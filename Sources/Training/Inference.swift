@@ -9,8 +9,11 @@ public struct InferenceModel {
     public let folder: URL
     public let model: BertForSequenceClassification
     public let tokenizer: BertTokenizer
-    /// config.json's id2label (HF's LABEL_0, LABEL_1, ... when it has none for every class).
+    /// config.json's id2label (HF's LABEL_0, LABEL_1, ... when it has none for every class;
+    /// regression: its one output).
     public let labels: LabelSet
+    /// config.json's problem_type (without one: regression for 1 output, else single-label, as HF).
+    public let problemType: ProblemType
 
     /// The classifier of `path`, computing on `compute` (forward only).
     public static func load(_ path: URL, compute: Compute) throws -> InferenceModel {
@@ -25,21 +28,25 @@ public struct InferenceModel {
         let (model, _) = try BertForSequenceClassification.load(modelDirectory: folder, labelCount: nil, seed: 0, compute: compute,
                                                                 forwardOnly: true)
         let tokenizer = try BertTokenizer(modelDirectory: folder)
+        let configFile = folder.appendingPathComponent("config.json")
+        let problemType = try RunTask.problemType(ofModel: try JSONValue.readObject(configFile) ?? [:], labelCount: model.labelCount,
+                                                  file: configFile.path)
         let names = model.config.labelNames ?? []
-        let labels = try LabelSet(names: names.count == model.labelCount ? names : LabelSet.defaultNames(count: model.labelCount),
-                                  origin: folder.appendingPathComponent("config.json").path)
-        return InferenceModel(folder: folder, model: model, tokenizer: tokenizer, labels: labels)
+        let labels = try RunTask(problemType: problemType).labelSet(
+            names: names.count == model.labelCount ? names : LabelSet.defaultNames(count: model.labelCount), origin: configFile.path)
+        model.task = RunTask(problemType: problemType).loss
+        return InferenceModel(folder: folder, model: model, tokenizer: tokenizer, labels: labels, problemType: problemType)
     }
 }
 
 /// `bert-dist eval` on one rank, with the setup of `RunSetup.forEvaluation`: each rank evaluates
 /// a contiguous share, every example counted once.
-public func runEvaluation(_ setup: RunSetup, batchSize: Int, communicator: any Communicator) throws -> ClassificationMetrics {
+public func runEvaluation(_ setup: RunSetup, batchSize: Int, communicator: any Communicator) throws -> any TaskMetrics {
     guard let examples = setup.eval else { throw TrainingError.invalidInput("eval needs a data file (--data)") }
     setup.model.reserve(sequences: batchSize, longestSequence: setup.description.maxSequenceLength)
     var batch = PackedBatch()
-    return try evaluate(model: setup.model, examples: examples, labels: setup.labels.names, communicator: communicator,
-                        batchSize: batchSize, batch: &batch)
+    return try evaluate(model: setup.model, examples: examples, labels: setup.labels, task: setup.description.task,
+                        communicator: communicator, batchSize: batchSize, batch: &batch)
 }
 
 /// One prediction of `bert-dist predict`.

@@ -44,11 +44,12 @@ struct TrainCommand: ParsableCommand, LaunchFacts {
             } else {
                 var line = "done: \(summary.stepsDone) steps in \(formatDuration(summary.trainSeconds))"
                 if summary.skippedSteps > 0 { line += ", \(summary.skippedSteps) skipped (non-finite)" }
-                if let metrics = summary.finalEvaluation {
-                    line += String(format: "; eval accuracy %.4f loss %.4f on %d examples", metrics.accuracy, metrics.loss, metrics.count)
-                }
+                if let metrics = summary.finalEvaluation { line += "; eval \(metricsLine(metrics)) on \(metrics.count) examples" }
                 log(line)
                 log("trained model: \(summary.finalCheckpoint?.path ?? "-")")
+                if let best = summary.bestMetric, let folder = summary.bestCheckpoint {
+                    log(String(format: "best model: %@ (eval %@ %.4f)", folder.path, best.name, best.value))
+                }
             }
         }
         if status != 0 { throw ExitCode(status) }

@@ -1,3 +1,4 @@
+import Data
 import Distributed
 import Foundation
 import Options
@@ -77,4 +78,8 @@ struct SlowExamples: TokenizedExamples {
     }
     func secondSegmentStart(at index: Int) -> Int { examples.secondSegmentStart(at: index) }
     func label(at index: Int) -> Int32 { examples.label(at: index) }
+    var problemType: ProblemType { examples.problemType }
+    var labelSet: LabelSet { examples.labelSet }
+    func positiveLabels(at index: Int) -> UnsafeBufferPointer<Int32> { examples.positiveLabels(at: index) }
+    func value(at index: Int) -> Float { examples.value(at: index) }
 }
