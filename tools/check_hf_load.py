@@ -5,11 +5,17 @@ logits of `bert-dist predict`.
 
     python3 tools/check_hf_load.py MODEL_DIR [--bert-dist .build/release/bert-dist] [--texts FILE]
                                    [--pairs] [--labels A,B,...] [--max-length N]
+                                   [--problem-type TYPE] [--eval-data FILE.jsonl]
 
 --texts: one text per line (default: a few built-in ones); with --pairs each line is
 TEXT<TAB>TEXT_PAIR, tokenised by HF as a batch of pairs (tokenizer(texts, text_pairs, ...), as
 Trainer scripts do) and by `bert-dist predict --pairs`. --labels: the label names expected in
-id order (HF's config.id2label must equal them).
+id order (HF's config.id2label must equal them). --problem-type: the task bert-dist trained
+(HF's config.problem_type must be it; multi-label predictions are the labels whose sigmoid is above
+0.5, regression's the one output, for HF as for bert-dist). --eval-data: a JSON Lines file with
+"text" and "label" keys (a list of label names for multi-label, a number for regression): HF's
+model computes its loss with these labels (the loss its problem_type picks) and it must equal
+`bert-dist eval --json`'s loss within 1e-4 relative.
 
 Exits non-zero when HF cannot load the folder, num_labels/id2label/label2id disagree with each
 other or with --labels, a predicted label name differs, or a logit differs by more than 1e-4
@@ -40,6 +46,8 @@ def main():
     parser.add_argument("--pairs", action="store_true", help="the lines are text pairs")
     parser.add_argument("--labels", help="expected label names in id order, comma separated")
     parser.add_argument("--max-length", type=int, help="truncation (default: bert-dist's, min(128, max_position_embeddings))")
+    parser.add_argument("--problem-type", help="expected config.problem_type")
+    parser.add_argument("--eval-data", help="JSON Lines with text and label: HF's loss must be bert-dist eval's")
     args = parser.parse_args()
     lines = open(args.texts, encoding="utf-8").read().splitlines() if args.texts else TEXTS
 
@@ -56,6 +64,9 @@ def main():
         problems.append(f"id2label {names} is not --labels {args.labels.split(',')}")
     if model.classifier.out_features != config.num_labels:
         problems.append(f"the classifier has {model.classifier.out_features} outputs for {config.num_labels} labels")
+    problem_type = config.problem_type or ("regression" if config.num_labels == 1 else "single_label_classification")
+    if args.problem_type and config.problem_type != args.problem_type:
+        problems.append(f"problem_type {config.problem_type!r} is not {args.problem_type!r}")
 
     with torch.no_grad():
         if args.pairs:
@@ -71,18 +82,46 @@ def main():
     predictions = [json.loads(line) for line in ours.stdout.splitlines()]
     if len(predictions) != len(lines):
         problems.append(f"bert-dist predicted {len(predictions)} lines of {len(lines)}")
-    worst = max(abs(a - b) for hf, us in zip(hf_logits, predictions) for a, b in zip(hf, us["logits"]))
-    hf_labels = [names[int(torch.tensor(row).argmax())] for row in hf_logits]
-    our_labels = [p["label"] for p in predictions]
+    # Each task's prediction, from HF's logits and from bert-dist's output.
+    if problem_type == "regression":
+        our_logits = [[p["score"]] for p in predictions]
+        hf_labels = [f"{row[0]:.3f}" for row in hf_logits]
+        our_labels = [f"{p['score']:.3f}" for p in predictions]
+    elif problem_type == "multi_label_classification":
+        our_logits = [p["logits"] for p in predictions]
+        hf_labels = [",".join(names[i] for i, x in enumerate(row) if x > 0) for row in hf_logits]  # sigmoid > 0.5
+        our_labels = [",".join(p["labels"]) for p in predictions]
+    else:
+        our_logits = [p["logits"] for p in predictions]
+        hf_labels = [names[int(torch.tensor(row).argmax())] for row in hf_logits]
+        our_labels = [p["label"] for p in predictions]
+    worst = max(abs(a - b) for hf, us in zip(hf_logits, our_logits) for a, b in zip(hf, us))
     if hf_labels != our_labels:
-        problems.append(f"predicted labels differ: HF {hf_labels}, bert-dist {our_labels}")
+        problems.append(f"predictions differ: HF {hf_labels}, bert-dist {our_labels}")
     if worst > 1e-4:
         problems.append(f"logits differ by up to {worst:.3g}")
 
-    print(f"HF loaded {args.model}: num_labels {config.num_labels}, id2label {names}")
+    print(f"HF loaded {args.model}: problem_type {config.problem_type}, num_labels {config.num_labels}, id2label {names}")
     print(f"predictions on {len(lines)} {'pairs' if args.pairs else 'texts'} (HF = bert-dist: {hf_labels == our_labels}): "
-          + ", ".join(f"{label} x{hf_labels.count(label)}" for label in names if label in hf_labels))
+          + ", ".join(f"{label} x{hf_labels.count(label)}" for label in sorted(set(hf_labels))))
     print(f"largest |logit difference| HF vs bert-dist: {worst:.3g}")
+    if args.eval_data:
+        rows = [json.loads(line) for line in open(args.eval_data, encoding="utf-8") if line.strip()]
+        encoded = tokenizer([row["text"] for row in rows], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        if problem_type == "regression":
+            labels = torch.tensor([float(row["label"]) for row in rows])
+        elif problem_type == "multi_label_classification":
+            labels = torch.tensor([[1.0 if name in row["label"] else 0.0 for name in names] for row in rows])
+        else:
+            labels = torch.tensor([config.label2id[row["label"]] for row in rows])
+        with torch.no_grad():
+            hf_loss = model(**encoded, labels=labels).loss.item()  # the loss HF's problem_type picks
+        evaluated = subprocess.run([args.bert_dist, "eval", "--checkpoint", args.model, "--data", args.eval_data, "--json",
+                                    "--max-seq-len", str(max_length)], capture_output=True, text=True, check=True)
+        our_loss = json.loads(evaluated.stdout)["loss"]
+        print(f"loss on {len(rows)} rows of {args.eval_data}: HF {hf_loss:.6f}, bert-dist eval {our_loss:.6f}")
+        if abs(hf_loss - our_loss) > 1e-4 * max(1.0, abs(hf_loss)):
+            problems.append(f"the loss differs: HF {hf_loss}, bert-dist eval {our_loss}")
     for problem in problems:
         print("problem:", problem)
     sys.exit(1 if problems else 0)

@@ -124,3 +124,33 @@ public struct BenchmarkOptions: ParsableArguments, Sendable {
         if globalBatchSize < 1 || sequenceLength < 2 || steps < 1 { throw ValidationError("--batch-size, --steps must be at least 1 and --seq-len at least 2") }
     }
 }
+
+/// The `bert-dist predict` options: a checkpoint, and the texts of stdin or of a data file.
+public struct PredictionOptions: ParsableArguments, Sendable {
+    @OptionGroup public var checkpoint: CheckpointInputOptions
+    @Option(name: .customLong("data"), help: ArgumentHelp("Predict every row of this file instead of stdin's lines: AG News .csv, a header .csv/.tsv (with the column options) or .jsonl; its labels, if any, are not read.", valueName: "file"),
+            transform: fileURL)
+    public var dataFile: URL?
+    @Option(name: .customLong("output"), help: ArgumentHelp("With --data: write the predictions here, CSV when the name ends in .csv, else JSON Lines (default: JSON Lines on stdout).", valueName: "file"),
+            transform: fileURL)
+    public var outputFile: URL?
+    @Option(help: "With --data: rows per forward pass on each rank.")
+    public var batchSize = 64
+    @OptionGroup public var sequence: SequenceOptions
+    @OptionGroup public var columns: ColumnOptions
+    @OptionGroup public var labels: LabelOptions
+
+    public init() {}
+
+    public func validate() throws {
+        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if dataFile == nil {
+            if outputFile != nil { throw ValidationError("--output needs --data (stdin's predictions go to stdout)") }
+            if columns.columns != nil { throw ValidationError("the column options need --data (stdin has one text per line)") }
+        }
+        if columns.textPairColumn != nil { try sequence.validate(pairs: "--text-pair-column") }
+        if let outputFile, !["csv", "jsonl", "json", "ndjson"].contains(outputFile.pathExtension.lowercased()) {
+            throw ValidationError("--output \(outputFile.lastPathComponent): name a .csv (CSV) or .jsonl (JSON Lines) file")
+        }
+    }
+}

@@ -49,16 +49,8 @@ public func runEvaluation(_ setup: RunSetup, batchSize: Int, communicator: any C
                         communicator: communicator, batchSize: batchSize, batch: &batch)
 }
 
-/// One prediction of `bert-dist predict`.
-public struct Prediction {
-    public let labelId: Int
-    public let label: String
-    public let probabilities: [Float]
-    public let logits: [Float]
-}
-
 extension RunSetup {
-    /// Classifies `texts`, or the pairs (`texts[i]`, `pairs[i]`) when `pairs` is given (one
+    /// Predicts `texts`, or the pairs (`texts[i]`, `pairs[i]`) when `pairs` is given (one
     /// forward over them all, packed), with the setup of `RunSetup.forPrediction`. Pairs are
     /// tokenised as for training: `[CLS] A [SEP] B [SEP]` with token types 0 then 1, also when B
     /// is empty.
@@ -72,19 +64,22 @@ extension RunSetup {
             ids.removeAll(keepingCapacity: true)
             guard let pairs else {
                 tokenizer.encode(text, maxLength: maxSequenceLength, appendingTo: &ids)
-                batch.append(tokens: ids, label: 0, sampleIndex: i)
+                batch.append(tokens: ids, sampleIndex: i)
                 continue
             }
             let (pairIds, types) = tokenizer.encodePair(text, pairs[i], maxLength: maxSequenceLength)
-            batch.append(tokens: pairIds, tokenTypes: types, label: 0, sampleIndex: i)
+            batch.append(tokens: pairIds, tokenTypes: types, sampleIndex: i)
         }
         try model.forward(batch, dropout: nil)
-        let K = model.labelCount
-        let logits = Array(model.logits), probabilities = Array(model.probabilities)
-        return (0..<texts.count).map { s in
-            let p = Array(probabilities[(s * K)..<((s + 1) * K)])
-            let best = p.indices.max { p[$0] < p[$1] }!
-            return Prediction(labelId: best, label: labels.names[best], probabilities: p, logits: Array(logits[(s * K)..<((s + 1) * K)]))
+        return predictions(of: model, count: texts.count)
+    }
+
+    /// The predictions of the model's last forward (`count` rows), for the task.
+    func predictions(of model: BertForSequenceClassification, count: Int) -> [Prediction] {
+        let K = model.labelCount, logits = model.logits, probabilities = model.probabilities
+        return (0..<count).map { s in
+            Prediction(task: description.task, labels: labels, logits: Array(logits[(s * K)..<((s + 1) * K)]),
+                       probabilities: Array(probabilities[(s * K)..<((s + 1) * K)]))
         }
     }
 }

@@ -54,7 +54,7 @@ public struct RunSetup {
     public let model: BertForSequenceClassification
     /// The rows to train on (train), or to time (bench).
     public let train: (any TokenizedExamples)?
-    /// The rows to evaluate (train --eval, eval).
+    /// The rows to evaluate (train --eval, eval), or to predict (predict --data: their labels not read).
     public let eval: (any TokenizedExamples)?
     /// What rank 0 alone keeps (nil on the other ranks).
     public let root: RootInputs?
@@ -237,9 +237,12 @@ extension RunSetup {
         return setup
     }
 
-    /// `bert-dist predict`, in this process alone: the checkpoint and its tokenizer.
-    public static func forPrediction(checkpoint: URL, sequence: SequenceOptions, compute: Compute) throws -> RunSetup {
-        RunSetup(try RootSetup(checkpoint: checkpoint, requestedSequenceLength: sequence.maxSequenceLength, compute: compute))
+    /// `bert-dist predict`, in this process alone: the checkpoint and its tokenizer (`threshold`:
+    /// multi-label's).
+    public static func forPrediction(checkpoint: URL, sequence: SequenceOptions, threshold: Double = 0.5, compute: Compute) throws -> RunSetup {
+        var root = try RootSetup(checkpoint: checkpoint, requestedSequenceLength: sequence.maxSequenceLength, compute: compute)
+        root.description.task.threshold = threshold
+        return RunSetup(root)
     }
 
     /// `bert-dist bench`: rank 0 reads the config (the bench's --seq-len must fit it), makes the

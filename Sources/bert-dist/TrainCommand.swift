@@ -4,7 +4,7 @@ import Options
 import Startup
 import Training
 
-struct TrainCommand: ParsableCommand, LaunchFacts {
+struct TrainCommand: ConfigFileCommand, LaunchFacts {
     static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Fine-tune a BERT for sequence classification, data-parallel over MPI ranks.",
@@ -27,6 +27,8 @@ struct TrainCommand: ParsableCommand, LaunchFacts {
         let runtime = try process.runtime(simulatedRanks: options.debug.inProcessRanks)
         let cacheDirectory = try ProcessEnvironment.current.tokenCacheDirectory(requested: options.data.cacheDir)
         let options = self.options
+        // training_args.json: every option of the command as resolved (--config's included).
+        let trainingArguments = ResolvedOptions.record(self)
         StopSignal.install()
         let status = RankRunner.run(simulatedRanks: options.debug.inProcessRanks, collectiveTimeout: process.faults.collectiveTimeout,
                                     runtime: runtime, progressIntervalSeconds: options.parallel.progressIntervalSeconds) { communicator, watchdog in
@@ -36,7 +38,7 @@ struct TrainCommand: ParsableCommand, LaunchFacts {
                 watchdog?.setNote(folder.map { "newest complete checkpoint: \($0.path) (continue with --resume)" } ?? "no complete checkpoint yet")
             }
             let summary = try runTraining(options, cacheDirectory: cacheDirectory, runtime: runtime, communicator: communicator, log: log,
-                                          checkpointNote: checkpointNote)
+                                          checkpointNote: checkpointNote, trainingArguments: trainingArguments)
             guard communicator.rank == 0 else { return }
             if summary.stoppedBySignal {
                 log("stopped by a signal after step \(summary.stepsDone) of \(summary.totalSteps); checkpoint written: \(summary.finalCheckpoint?.path ?? "-")")
