@@ -207,7 +207,7 @@ public enum ResolvedOptions {
             if key == configOption { throw ValidationError("\(path): \"\(key)\": config files do not nest; put the options of that file in this one") }
             let bare = key.hasPrefix("--") ? String(key.dropFirst(2)) : key
             guard let entry = catalogue.entry(named: bare) else {
-                let close = catalogue.entries.map(\.name).filter { $0.hasPrefix(String(bare.prefix(3))) }.prefix(3)
+                let close = catalogue.entries.map(\.name).filter { editDistance($0, bare) <= 2 }.prefix(3)
                 throw ValidationError("\(path): unknown option \"\(key)\"\(close.isEmpty ? "" : " (did you mean \(close.map { "\"\($0)\"" }.joined(separator: ", "))?)"); the keys are the long option names of --help")
             }
             func wrongType(_ expected: String) -> ValidationError {
@@ -239,4 +239,18 @@ public enum ResolvedOptions {
         }
         return result
     }
+}
+
+/// Levenshtein distance of two names (for "did you mean").
+func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a.utf8), b = Array(b.utf8)
+    var previous = Array(0...b.count)
+    for i in 1...max(a.count, 1) where i <= a.count {
+        var current = [i] + [Int](repeating: 0, count: b.count)
+        for j in 1...max(b.count, 1) where j <= b.count {
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+        }
+        previous = current
+    }
+    return previous[b.count]
 }
