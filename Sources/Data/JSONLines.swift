@@ -59,7 +59,9 @@ extension RowReader {
                 if case .integer(let number) = value { integer = number }
                 try labels.checkJSONKind(isString: integer == nil, label: parser.label, line: line)
                 return .label(try labels.id(of: parser.label, integer: integer, line: line))
-            case .number, .other:
+            case .number:
+                throw RowProblem("\(key) must be a string or an integer, found \(shown(parser.labelText)) (for regression targets give --problem-type regression)")
+            case .other:
                 throw RowProblem("\(key) must be a string or an integer, found \(shown(parser.labelText))")
             case .list:
                 throw RowProblem("\(key) is a list of labels (multi-label classification), found \(shown(parser.labelText)), but the labels are read as single-label; give --problem-type multi_label_classification, or leave it out")
