@@ -13,7 +13,11 @@ struct TrainCommand: ConfigFileCommand, LaunchFacts {
             Checkpoints go to OUTPUT/checkpoint-STEP; the last step is always checkpointed.
             Data: a .csv is AG News unless a column option is given (then a CSV with a header row), .tsv and \
             .jsonl name their columns/keys with the same options; labels come from the training data \
-            (or --labels) and set the classifier's size (docs/data.md).
+            (or --labels) and set the classifier's size (docs/data.md). Tasks: single-label; multi-label when the \
+            labels are JSON lists or --label-separator splits them; regression with --problem-type regression.
+            With --eval, OUTPUT/best names the checkpoint with the best --metric-for-best-model. Options may come \
+            from --config FILE.json (the command line overrides them); each checkpoint's training_args.json holds \
+            the options the run used.
             Example: mpirun -n 4 bert-dist train --model models/minilm --train train.csv --eval test.csv --output runs/ag
             """)
 
