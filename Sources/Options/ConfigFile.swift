@@ -83,10 +83,10 @@ struct OptionCatalogue {
     /// Options every command has that hold no value of the command.
     static let builtIn: Set<String> = ["help", "version"]
 
-    init(_ type: ParsableArguments.Type) {
+    init(_ type: ParsableArguments.Type) throws {
         guard let tool = try? JSONSerialization.jsonObject(with: Data(type._dumpHelp().utf8)) as? [String: Any],
               let command = tool["command"] as? [String: Any], let arguments = command["arguments"] as? [[String: Any]] else {
-            preconditionFailure("ArgumentParser's description of \(type) is not the JSON it documents")
+            throw ValidationError("cannot list the options of \(type): ArgumentParser's description of them is not the JSON it documents")
         }
         var entries: [Entry] = []
         for argument in arguments {
@@ -123,8 +123,8 @@ public enum ResolvedOptions {
     /// Every option of `parsed` (a parsed command, or group of options) by its long name, with
     /// its value (null for an optional one not given), in declaration order; `config` itself
     /// is left out (its options are in the others).
-    public static func record<Command: ParsableArguments>(_ parsed: Command) -> [(name: String, value: OptionValue)] {
-        let catalogue = OptionCatalogue(Command.self)
+    public static func record<Command: ParsableArguments>(_ parsed: Command) throws -> [(name: String, value: OptionValue)] {
+        let catalogue = try OptionCatalogue(Command.self)
         var values: [Any] = []
         func collect(_ value: Any) {
             for child in Mirror(reflecting: value).children {
@@ -133,8 +133,9 @@ public enum ResolvedOptions {
             }
         }
         collect(parsed)
-        precondition(values.count == catalogue.entries.count,
-                     "\(Command.self): \(values.count) option values for the \(catalogue.entries.count) options the parser describes")
+        guard values.count == catalogue.entries.count else {  // a kind of option this reading does not know
+            throw ValidationError("cannot record the options of \(Command.self): \(values.count) values for the \(catalogue.entries.count) options ArgumentParser describes")
+        }
         return zip(catalogue.entries, values).compactMap { entry, value in
             entry.name == configOption ? nil : (entry.name, optionValue(value))
         }
@@ -185,7 +186,7 @@ public enum ResolvedOptions {
         }
         guard let path = paths.first else { return arguments }
         guard paths.count == 1 else { throw ValidationError("--\(configOption) is given \(paths.count) times; give one file") }
-        let fromFile = try configArguments(file: path, catalogue: OptionCatalogue(command))
+        let fromFile = try configArguments(file: path, catalogue: try OptionCatalogue(command))
         return Array(arguments[..<commandEnd]) + fromFile + Array(arguments[commandEnd...])
     }
 

@@ -115,6 +115,7 @@ extension RunSetup {
             var root = try RootSetup(checkpoint: options.checkpoint.folder, requestedSequenceLength: options.sequence.maxSequenceLength,
                                      compute: compute)
             root.description.task.threshold = options.labels.threshold
+            let started = Date()
             let texts = try LabeledTexts.read(dataFile, format: DataFormat(of: dataFile, columns: options.columns.columns), readsLabels: false)
             let maxLength = root.description.maxSequenceLength
             guard !texts.hasPairs || maxLength >= 3 else {
@@ -122,7 +123,8 @@ extension RunSetup {
             }
             root.eval = TokenizedDataset.tokenize(texts, tokenizer: root.inputs.tokenizer!, maxLength: maxLength)
             root.description.hasEvalExamples = true
-            log("\(dataFile.lastPathComponent): \(texts.count) rows\(texts.hasPairs ? " (text pairs)" : "")")
+            log(String(format: "read and tokenised %@: %d rows%@ in %.2f s", dataFile.lastPathComponent, texts.count,
+                       texts.hasPairs ? " (text pairs)" : "", Date().timeIntervalSince(started)))
             return root
         }
         try setup.shareWeights(communicator: communicator)

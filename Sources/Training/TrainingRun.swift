@@ -65,7 +65,7 @@ public final class TrainingRun {
         self.setup = setup
         self.log = log
         self.stopRequested = stopRequested
-        trainingArguments = jsonObject(ResolvedOptions.record(options))
+        trainingArguments = (try? ResolvedOptions.record(options)).map(jsonObject) ?? [:]
     }
 
     var isRoot: Bool { communicator.rank == 0 }

@@ -32,7 +32,7 @@ struct TrainCommand: ConfigFileCommand, LaunchFacts {
         let cacheDirectory = try ProcessEnvironment.current.tokenCacheDirectory(requested: options.data.cacheDir)
         let options = self.options
         // training_args.json: every option of the command as resolved (--config's included).
-        let trainingArguments = ResolvedOptions.record(self)
+        let trainingArguments = try ResolvedOptions.record(self)
         StopSignal.install()
         let status = RankRunner.run(simulatedRanks: options.debug.inProcessRanks, collectiveTimeout: process.faults.collectiveTimeout,
                                     runtime: runtime, progressIntervalSeconds: options.parallel.progressIntervalSeconds) { communicator, watchdog in

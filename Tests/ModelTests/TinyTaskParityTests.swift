@@ -83,3 +83,63 @@ import Testing
         }
     }
 }
+
+/// Every encoder family runs the same task losses (one TaskLoss, not one per family): with
+/// multi-label (positive weights) and regression heads, backward is the derivative of the
+/// dropped-out forward, and micro-batches give the whole batch's loss and gradient.
+@Suite struct FamilyTaskTests {
+    static let cases: [(family: String, task: TaskLoss)] = FamilyParityTests.families.flatMap {
+        [($0, TaskLoss.binaryCrossEntropy(positiveWeights: [1, 2.5, 0.5])), ($0, .meanSquaredError)]
+    }
+
+    /// The family's fixture model with a head for `task` (3 labels, or 1 output) and dropout
+    /// 0.2, and its fixture batch with targets for the task.
+    func model(_ family: String, task: TaskLoss) throws -> (BertForSequenceClassification, PackedBatch) {
+        let directory = fixtures.appendingPathComponent("tiny_" + family)
+        var config = try BertConfig.load(modelDirectory: directory)
+        config.hiddenDropoutProb = 0.2
+        config.attentionDropoutProb = 0.2
+        let K = task == .meanSquaredError ? 1 : 3
+        let model = BertForSequenceClassification(config: config, labelCount: K, compute: Compute(threads: 1))
+        _ = try model.loadWeights(from: SafeTensorsFile(url: directory.appendingPathComponent("model.safetensors")), seed: 5,
+                                  ignoreMismatchedSizes: true)
+        model.task = task
+        let plain = try packedBatch(from: SafeTensorsFile(url: fixtures.appendingPathComponent("tiny_\(family)_reference.safetensors")))
+        return (model, Self.withTargets(plain, labelCount: K, sequences: Array(0..<plain.sequenceCount)))
+    }
+
+    /// The sequences `sequences` of `batch` with targets of K outputs: multi-hot rows (K 3) or
+    /// values (K 1) that depend on the sequence's sample index only.
+    static func withTargets(_ batch: PackedBatch, labelCount K: Int, sequences: [Int]) -> PackedBatch {
+        var out = PackedBatch()
+        for s in sequences {
+            let range = batch.sequenceStarts[s]..<batch.sequenceStarts[s + 1], sample = batch.sampleIndices[s]
+            let targets: [Float] = K == 1 ? [Float(sample) * 0.75 - 1] : (0..<K).map { Float((sample + $0) % 2) }
+            out.append(tokens: batch.tokenIds[range], tokenTypes: batch.tokenTypeIds[range], targets: targets, sampleIndex: sample)
+        }
+        return out
+    }
+
+    @Test(arguments: cases)
+    func backwardIsTheDerivativeAndMicroBatchesAgree(family: String, task: TaskLoss) throws {
+        let (model, batch) = try model(family, task: task)
+        #expect(task.batchProblem(batch, labelCount: model.labelCount) == nil)
+        try expectBackwardIsTheDerivative(model, batch, context: DropoutContext(seed: 3, step: 1), "\(family) \(task)")
+
+        let context = DropoutContext(seed: 42, step: 5)
+        let scale = TaskLoss.lossScale(denominator: task.lossDenominator(of: batch, labelCount: model.labelCount))
+        model.gradients.zero()
+        let whole = try model.forward(batch, dropout: context).lossSum
+        try model.backward(batch, dropout: context, lossScale: scale)
+        let wholeGradient = Array(model.gradients.buffer)
+        model.gradients.zero()
+        var lossSum = 0.0
+        for part in [[3, 1], [0], [2]] {
+            let micro = Self.withTargets(batch, labelCount: model.labelCount, sequences: part)
+            lossSum += try model.forward(micro, dropout: context).lossSum
+            try model.backward(micro, dropout: context, lossScale: scale)
+        }
+        #expect(abs(lossSum - whole) <= 1e-5 * abs(whole), "\(family) \(task) loss")
+        expectClose(UnsafeBufferPointer(model.gradients.buffer), wholeGradient, relativeTolerance: 1e-5, "\(family) \(task) by micro-batches")
+    }
+}
