@@ -38,6 +38,17 @@ Writes Tests/ModelTests/Fixtures/:
       logits, loss, grad.<name> (dropout off; token_type_embeddings' row 1 gets gradient from
       every B segment). Run with --only-pairs to write only this file.
 
+  tiny_multilabel_reference.safetensors, tiny_regression_reference.safetensors (the tasks of
+  issue 19; the model of tiny_bert/ read back, so that the other fixtures need not be
+  regenerated): the batch of tiny_reference.safetensors through BertForSequenceClassification
+  with problem_type multi_label_classification (the 4 labels of tiny_bert, BCEWithLogitsLoss on
+  multi-hot targets, some rows with 2 labels and one with none) and regression (num_labels 1, a
+  new classifier drawn from seed 4 at std 0.5 and stored here, MSELoss on float targets), HF computing the
+  loss from `labels`:
+      input_ids, attention_mask, token_type_ids, labels (float32: (B, 4) multi-hot or (B) values),
+      [classifier.weight, classifier.bias (regression)], logits, loss, grad.<name> (dropout off).
+  Run with --only-tasks to write only these two files.
+
 Training recipe of the optimizer fixtures (what the Swift test must replay): the same batch each
 step; loss = mean cross-entropy; clip the global gradient norm to MAX_GRAD_NORM; HF Trainer's
 parameter groups (no weight decay for biases and LayerNorm weights); linear warmup + linear decay
@@ -221,6 +232,40 @@ def make_tiny_pairs():
     print("tiny pairs: loss %.6f; logits up to %.3g, |logits with types - without| up to %.3g; token type gradient row norms %s" % (
         out.loss.item(), out.logits.abs().max().item(), (untyped - out.logits).abs().max().item(),
         [round(x, 6) for x in type_grad.norm(dim=1).tolist()]))
+
+
+def make_tiny_tasks():
+    folder = os.path.join(FIXTURES, "tiny_bert")
+    ids, mask, types, _ = tiny_batch()
+    multi_hot = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 0, 1]], dtype=torch.float32)
+    values = torch.tensor([3.7, -1.25, 0.5], dtype=torch.float32)
+    for problem_type, labels, name in (("multi_label_classification", multi_hot, "multilabel"),
+                                       ("regression", values, "regression")):
+        extra = {"num_labels": 1, "ignore_mismatched_sizes": True} if problem_type == "regression" else {}
+        model = BertForSequenceClassification.from_pretrained(folder, problem_type=problem_type,
+                                                              attn_implementation="eager", **extra)
+        assert model.config.problem_type == problem_type
+        if problem_type == "regression":
+            # A head large enough that the rows' outputs visibly differ.
+            with torch.no_grad():
+                model.classifier.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(4))
+                model.classifier.bias.fill_(0.25)
+        model.train()  # dropout probabilities are 0
+        out = model(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels)
+        out.loss.backward()
+        tensors = {
+            "input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels,
+            "logits": out.logits.detach(), "loss": out.loss.detach().reshape(1),
+        }
+        if problem_type == "regression":
+            tensors["classifier.weight"] = model.classifier.weight.detach().clone()
+            tensors["classifier.bias"] = model.classifier.bias.detach().clone()
+        for parameter_name, p in model.named_parameters():
+            tensors["grad." + parameter_name] = p.grad.detach().clone()
+        path = os.path.join(FIXTURES, f"tiny_{name}_reference.safetensors")
+        save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+        os.chmod(path, 0o644)
+        print(f"tiny {problem_type}: loss {out.loss.item():.6f}, logits {out.logits.detach().reshape(-1).tolist()}")
 
 
 def make_minilm(path):
@@ -421,13 +466,18 @@ if __name__ == "__main__":
     parser.add_argument("--minilm", default="models/minilm", help="MiniLM-L6-H384 HF folder")
     parser.add_argument("--only-bf16", action="store_true", help="write only the bf16 fixtures")
     parser.add_argument("--only-pairs", action="store_true", help="write only the text pair fixture")
+    parser.add_argument("--only-tasks", action="store_true", help="write only the multi-label and regression fixtures")
     args = parser.parse_args()
     os.makedirs(FIXTURES, exist_ok=True)
     torch.set_num_threads(1)
     if args.only_pairs:
         make_tiny_pairs()
         raise SystemExit(0)
+    if args.only_tasks:
+        make_tiny_tasks()
+        raise SystemExit(0)
     make_tiny_pairs()
+    make_tiny_tasks()
     if not args.only_bf16:
         make_tiny()
     make_tiny_bf16()

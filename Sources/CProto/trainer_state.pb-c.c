@@ -232,7 +232,7 @@ void   bertdist__file_checksum__free_unpacked
   assert(message->base.descriptor == &bertdist__file_checksum__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor bertdist__trainer_state__field_descriptors[25] =
+static const ProtobufCFieldDescriptor bertdist__trainer_state__field_descriptors[30] =
 {
   {
     "format_version",
@@ -511,6 +511,66 @@ static const ProtobufCFieldDescriptor bertdist__trainer_state__field_descriptors
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
+    "best_metric_name",
+    30,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Bertdist__TrainerState, best_metric_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "best_metric",
+    31,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Bertdist__TrainerState, best_metric),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "best_step",
+    32,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Bertdist__TrainerState, best_step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "greater_is_better",
+    33,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Bertdist__TrainerState, greater_is_better),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "evaluations_without_improvement",
+    34,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Bertdist__TrainerState, evaluations_without_improvement),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
     "state_sha256",
     99,
     PROTOBUF_C_LABEL_NONE,
@@ -537,13 +597,18 @@ static const ProtobufCFieldDescriptor bertdist__trainer_state__field_descriptors
 };
 static const unsigned bertdist__trainer_state__field_indices_by_name[] = {
   20,   /* field[20] = bert_dist_version */
+  24,   /* field[24] = best_metric */
+  23,   /* field[23] = best_metric_name */
+  25,   /* field[25] = best_step */
   19,   /* field[19] = created_unix_seconds */
   12,   /* field[12] = current_learning_rate */
-  24,   /* field[24] = end_marker */
+  29,   /* field[29] = end_marker */
   2,   /* field[2] = epoch */
+  27,   /* field[27] = evaluations_without_improvement */
   18,   /* field[18] = files */
   0,   /* field[0] = format_version */
   13,   /* field[13] = global_batch_size */
+  26,   /* field[26] = greater_is_better */
   15,   /* field[15] = max_sequence_length */
   14,   /* field[14] = micro_batch_size */
   11,   /* field[11] = optimizer */
@@ -555,18 +620,19 @@ static const unsigned bertdist__trainer_state__field_indices_by_name[] = {
   3,   /* field[3] = samples_consumed_in_epoch */
   6,   /* field[6] = seed */
   8,   /* field[8] = shard_optimizer */
-  23,   /* field[23] = state_sha256 */
+  28,   /* field[28] = state_sha256 */
   1,   /* field[1] = step */
   4,   /* field[4] = total_steps */
   16,   /* field[16] = train_data_fingerprint */
   5,   /* field[5] = warmup_steps */
   7,   /* field[7] = world_size */
 };
-static const ProtobufCIntRange bertdist__trainer_state__number_ranges[2 + 1] =
+static const ProtobufCIntRange bertdist__trainer_state__number_ranges[3 + 1] =
 {
   { 1, 0 },
-  { 99, 23 },
-  { 0, 25 }
+  { 30, 23 },
+  { 99, 28 },
+  { 0, 30 }
 };
 const ProtobufCMessageDescriptor bertdist__trainer_state__descriptor =
 {
@@ -576,10 +642,10 @@ const ProtobufCMessageDescriptor bertdist__trainer_state__descriptor =
   "Bertdist__TrainerState",
   "bertdist",
   sizeof(Bertdist__TrainerState),
-  25,
+  30,
   bertdist__trainer_state__field_descriptors,
   bertdist__trainer_state__field_indices_by_name,
-  2,  bertdist__trainer_state__number_ranges,
+  3,  bertdist__trainer_state__number_ranges,
   (ProtobufCMessageInit) bertdist__trainer_state__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -74,7 +74,7 @@ extension RowReader {
         }
         textColumn = try column(columns.text, "text column")
         pairColumn = try columns.textPair.map { try column($0, "text pair column") }
-        labelColumn = try column(columns.label, "label column")
+        labelColumn = readsLabels ? try column(columns.label, "label column") : 0
         columnCount = fields.count
         headerLine = line
     }
@@ -86,7 +86,7 @@ extension RowReader {
         }
         let target: RowTarget
         do {
-            target = try self.target(ofField: fields[labelColumn], line: line)
+            target = readsLabels ? try self.target(ofField: fields[labelColumn], line: line) : .label(0)
         } catch {
             try fail(line: line, error.reason, &result)
             return
@@ -107,6 +107,10 @@ extension RowReader {
         }
         let first = preset.firstClassIndex, last = first + preset.labelNames.count - 1
         let field = fields[preset.labelColumn]
+        guard readsLabels else {
+            appendPresetText(preset, label: 0, line: line, into: &result)
+            return
+        }
         guard let classIndex = parseInteger(field), classIndex >= first, classIndex <= last else {
             let shown = String(decoding: field.prefix(40), as: UTF8.self)
             try fail(line: line, "\(preset.columnNames[preset.labelColumn]) \"\(shown)\" is not an integer from \(first) to \(last)", &result)
@@ -117,6 +121,11 @@ extension RowReader {
             try fail(line: line, "label \"\(preset.labelNames[classIndex - first])\" (\(preset.columnNames[preset.labelColumn]) \(classIndex)) is not one of the \(set.count) labels of \(set.origin) (\(set))", &result)
             return
         }
+        appendPresetText(preset, label: label, line: line, into: &result)
+    }
+
+    /// The preset's text columns joined by a space, with `label`.
+    private mutating func appendPresetText(_ preset: DataPreset, label: Int32, line: Int, into result: inout LabeledTexts) {
         text.removeAll(keepingCapacity: true)
         for (position, column) in preset.textColumns.enumerated() {
             if position > 0 { text.append(0x20) }

@@ -11,6 +11,7 @@ extension RowReader {
         var line = 0
         if count >= 3 && input[0] == 0xEF && input[1] == 0xBB && input[2] == 0xBF { index = 3 }
         var parser = JSONLineParser(keys: keys)  // one for all lines: its buffers are reused
+        parser.readsLabels = readsLabels
         while index < count {
             line += 1
             var end = index
@@ -26,7 +27,7 @@ extension RowReader {
             }
             do {
                 let value = try parser.parseRow()
-                let target = try self.target(of: value, parser, line: line)
+                let target = readsLabels ? try self.target(of: value, parser, line: line) : .label(0)
                 parser.text.withUnsafeBufferPointer { text in
                     if keys.pair != nil {
                         parser.pair.withUnsafeBufferPointer { result.append(text: text, pair: $0, target: target, line: line) }
@@ -58,7 +59,9 @@ extension RowReader {
                 if case .integer(let number) = value { integer = number }
                 try labels.checkJSONKind(isString: integer == nil, label: parser.label, line: line)
                 return .label(try labels.id(of: parser.label, integer: integer, line: line))
-            case .number, .other:
+            case .number:
+                throw RowProblem("\(key) must be a string or an integer, found \(shown(parser.labelText)) (for regression targets give --problem-type regression)")
+            case .other:
                 throw RowProblem("\(key) must be a string or an integer, found \(shown(parser.labelText))")
             case .list:
                 throw RowProblem("\(key) is a list of labels (multi-label classification), found \(shown(parser.labelText)), but the labels are read as single-label; give --problem-type multi_label_classification, or leave it out")
@@ -138,6 +141,9 @@ struct JSONLineParser {
     /// Where the label value is in the line (for messages).
     var labelRange = 0..<0
 
+    /// false: the label key is skipped like any other key, and may be absent.
+    var readsLabels = true
+
     init(keys: JSONLineKeys) {
         self.keys = keys
     }
@@ -187,7 +193,7 @@ struct JSONLineParser {
                 try parseString()
                 let isText = string.elementsEqual(keys.text)
                 let isPair = keys.pair.map { string.elementsEqual($0) } ?? false
-                let isLabel = string.elementsEqual(keys.label)
+                let isLabel = readsLabels && string.elementsEqual(keys.label)
                 try expect(0x3A, "':'")
                 skipWhitespace()
                 guard index < input.count else { throw JSONLineError("bad JSON: missing value") }
@@ -219,6 +225,7 @@ struct JSONLineParser {
         guard atEnd else { throw JSONLineError("bad JSON: extra text after the object at column \(index + 1)") }
         guard sawText else { throw JSONLineError("missing \"\(keys.names.text)\"") }
         if let pairName = keys.names.textPair, !sawPair { throw JSONLineError("missing \"\(pairName)\"") }
+        guard readsLabels else { return .other }
         guard let labelValue else { throw JSONLineError("missing \"\(keys.names.label)\"") }
         return labelValue
     }

@@ -57,6 +57,10 @@ public struct LabelSet: Sendable, Hashable, CustomStringConvertible {
     /// {"0": "LABEL_0"}, `num_labels` 1).
     public static let regression = LabelSet(checkedNames: ["LABEL_0"], origin: "regression")
 
+    /// What the rows of a file read without their labels hold (predict, the bench): class 0 of
+    /// two placeholder names.
+    public static let unread = LabelSet(checkedNames: ["unread label 0", "unread label 1"], origin: "rows read without labels")
+
     /// The names HF gives a config without `id2label`: LABEL_0, LABEL_1, ...
     public static func defaultNames(count: Int) -> [String] {
         (0..<count).map { "LABEL_\($0)" }
@@ -97,7 +101,7 @@ public struct LabelSet: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// What a data file's labels are: Hugging Face's `problem_type`.
-public enum ProblemType: String, Sendable, Hashable, CaseIterable {
+public enum ProblemType: String, Sendable, Hashable, CaseIterable, Codable {
     /// One class per example (a class name or id).
     case singleLabelClassification = "single_label_classification"
     /// Any number of classes per example, none included (a list of names or ids).

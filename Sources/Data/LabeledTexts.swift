@@ -86,21 +86,26 @@ public struct LabeledTexts: Sendable {
     }
 
     /// Reads a data file: its format from its extension unless given (see `DataFormat(of:columns:)`).
+    /// `readsLabels` false: the texts alone (predict, the bench); the label column or key may be
+    /// absent and is not read, every row has class 0 of `LabelSet.unread`.
     public static func read(_ url: URL, format: DataFormat? = nil, labels: LabelRule = .fromData,
-                            labelFormat: LabelFormat = .singleLabel, skipBadRows: Bool = false) throws -> LabeledTexts {
+                            labelFormat: LabelFormat = .singleLabel, skipBadRows: Bool = false,
+                            readsLabels: Bool = true) throws -> LabeledTexts {
         let format = try format ?? DataFormat(of: url)
         return try parse(readDataFile(url), format: format, labels: labels, labelFormat: labelFormat, source: url,
-                         skipBadRows: skipBadRows)
+                         skipBadRows: skipBadRows, readsLabels: readsLabels)
     }
 
     /// Parses the bytes of a data file (see `read`); `source` names the file in errors.
     public static func parse(_ bytes: [UInt8], format: DataFormat, labels rule: LabelRule = .fromData,
                              labelFormat: LabelFormat = .singleLabel, source url: URL,
-                             skipBadRows: Bool = false) throws -> LabeledTexts {
+                             skipBadRows: Bool = false, readsLabels: Bool = true) throws -> LabeledTexts {
         if let problem = labelFormat.problem { throw DataError("\(url.path): \(problem)") }
         var result = LabeledTexts(source: url, format: format)
         result.textBytes.reserveCapacity(bytes.count)
-        var reader = try RowReader(path: url.path, format: format, labels: rule, labelFormat: labelFormat, skipBadRows: skipBadRows)
+        var reader = try RowReader(path: url.path, format: format, labels: rule,
+                                   labelFormat: readsLabels ? labelFormat : .singleLabel, skipBadRows: skipBadRows)
+        reader.readsLabels = readsLabels
         try bytes.withUnsafeBufferPointer { input in
             switch format {
             case .preset, .csv, .tsv: try reader.readDelimited(input, into: &result)
@@ -116,7 +121,7 @@ public struct LabeledTexts: Sendable {
         guard result.positiveLabels.count < Int(Int32.max) else {
             throw DataError("\(url.path): \(result.positiveLabels.count) labels in all, more than a token cache holds (2^31 - 1)")
         }
-        let (labelSet, finalIds) = try reader.finishLabels()
+        let (labelSet, finalIds) = readsLabels ? try reader.finishLabels() : (LabelSet.unread, nil)
         result.labelSet = labelSet
         result.problemType = reader.labels.problemType ?? .singleLabelClassification
         if let finalIds {
@@ -193,6 +198,8 @@ struct RowReader {
     let format: DataFormat
     let skipBadRows: Bool
     var labels: LabelCollector
+    /// false: the label column (key) is neither required nor read; every row gets class 0.
+    var readsLabels = true
     var fields: [[UInt8]] = []   // fields of the current CSV/TSV record (reused)
     var text: [UInt8] = []       // text of the current row (reused)
     /// CSV and TSV with a header: its line, and the columns of text, pair and label.

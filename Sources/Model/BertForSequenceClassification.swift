@@ -20,6 +20,9 @@ public final class BertForSequenceClassification {
     /// Scan every activation and gradient for NaN/Inf and throw naming the first place
     /// (the single-node debug mode turns this on).
     public var checkFinite = false
+    /// The loss of the task (HF's problem_type) over the logits, the same for every family;
+    /// `probabilities` holds what it keeps (softmax, sigmoid, or the regression value).
+    public var task: TaskLoss = .crossEntropy(classWeights: nil)
 
     private var activations: ActivationBuffers
     private var probabilityOffsets: [Int] = [0]     // (B + 1) of the H·len² probabilities per sequence
@@ -118,16 +121,18 @@ public final class BertForSequenceClassification {
     public var logits: UnsafeBufferPointer<Float> {
         UnsafeBufferPointer(start: activations.views.logits, count: lastSequenceCount * labelCount)
     }
-    /// (B, K) softmax probabilities of the last forward.
+    /// (B, K) probabilities of the last forward: softmax (single-label), sigmoid (multi-label),
+    /// the value (regression).
     public var probabilities: UnsafeBufferPointer<Float> {
         UnsafeBufferPointer(start: activations.views.probabilities, count: lastSequenceCount * labelCount)
     }
     private var lastSequenceCount = 0
 
     public struct ForwardResult: Sendable {
-        /// Σ over the batch of the cross-entropy loss (not the mean: ranks and micro-batches add up).
+        /// Σ over the batch of the task's loss terms (not the mean: ranks and micro-batches add
+        /// up; see TaskLoss); 0 for a batch without targets.
         public var lossSum: Double
-        /// How many arg-max predictions equal the label.
+        /// How many rows are predicted right (arg-max = label; multi-label: every label at 0.5).
         public var correctCount: Int
     }
 
@@ -135,21 +140,20 @@ public final class BertForSequenceClassification {
     private func withBatchPointers<R>(_ batch: PackedBatch, _ body: (BatchPointers) throws -> R) rethrows -> R {
         try batch.tokenIds.withUnsafeBufferPointer { ids in
         try batch.tokenTypeIds.withUnsafeBufferPointer { types in
-        try batch.labels.withUnsafeBufferPointer { labels in
         try batch.sampleIndices.withUnsafeBufferPointer { samples in
         try batch.sequenceStarts.withUnsafeBufferPointer { starts in
         try probabilityOffsets.withUnsafeBufferPointer { probabilityOffsets in
         try clsProbabilityOffsets.withUnsafeBufferPointer { clsProbabilityOffsets in
-            try body(BatchPointers(ids: ids.baseAddress!, types: types.baseAddress!, labels: labels.baseAddress!,
+            try body(BatchPointers(ids: ids.baseAddress!, types: types.baseAddress!,
                                    samples: samples.baseAddress!, starts: starts.baseAddress!,
                                    sequences: PackedSequences(starts: starts.baseAddress!, count: batch.sequenceCount,
                                                               probabilityOffsets: probabilityOffsets.baseAddress!,
                                                               clsProbabilityOffsets: clsProbabilityOffsets.baseAddress!)))
-        }}}}}}}
+        }}}}}}
     }
 
     private struct BatchPointers {
-        let ids, types, labels: UnsafePointer<Int32>
+        let ids, types: UnsafePointer<Int32>
         let samples, starts: UnsafePointer<Int>
         let sequences: PackedSequences
     }
@@ -219,11 +223,14 @@ public final class BertForSequenceClassification {
                    bias: w.head.outputBias, rows: B, inFeatures: C, outFeatures: K)
             try checked(a.logits, B * K, "classifier logits (forward)")
         }
-        return batch.labels.withUnsafeBufferPointer { labels in
-            let (lossSum, correct) = crossEntropyForward(probabilities: a.probabilities, logits: a.logits,
-                                                         labels: labels.baseAddress!, rows: B, classes: K)
-            return ForwardResult(lossSum: lossSum, correctCount: correct)
+        // The task's loss, one place for every family; a batch without targets (predict) only
+        // gets its probabilities.
+        guard batch.hasTargets else {
+            task.probabilities(logits: a.logits, into: a.probabilities, rows: B, labelCount: K)
+            return ForwardResult(lossSum: 0, correctCount: 0)
         }
+        let (lossSum, correct) = task.forward(logits: a.logits, probabilities: a.probabilities, batch: batch, labelCount: K)
+        return ForwardResult(lossSum: lossSum, correctCount: correct)
     }
 
     private var lastLayerIsClsOnly: Bool { clsOnlyLastLayer && config.layerCount >= 1 }
@@ -343,8 +350,8 @@ public final class BertForSequenceClassification {
                 throw ModelError.invalidBatch(reason: "token type id \(type) is outside type_vocab_size \(config.typeVocabSize)")
             }
         }
-        for label in batch.labels where label < 0 || Int(label) >= labelCount {
-            throw ModelError.invalidBatch(reason: "label \(label) is outside 0..<\(labelCount)")
+        if batch.hasTargets, let problem = task.batchProblem(batch, labelCount: labelCount) {
+            throw ModelError.invalidBatch(reason: problem)
         }
         growIfNeeded(ActivationCapacity(tokens: T, sequences: B, attentionFloats: probabilityOffsets[B], longestSequence: longest))
         let a = activations
@@ -392,8 +399,8 @@ public final class BertForSequenceClassification {
 
         try withBatchPointers(batch) { b in
             // Loss and the head's output layer.                            (B, K)
-            crossEntropyBackward(dLogits: a.dLogits, probabilities: a.probabilities, labels: b.labels,
-                                 rows: B, classes: K, lossScale: lossScale)
+            task.backward(dLogits: a.dLogits, logits: a.logits, probabilities: a.probabilities, batch: batch, labelCount: K,
+                          lossScale: lossScale)
             linearGradient(dInput: a.dHead, dWeight: g.head.outputWeight, dBias: g.head.outputBias, dOut: a.dLogits,
                            input: a.headDropped, weight: w.head.outputWeight, packed: packed?.headOutput,
                            rows: B, inFeatures: C, outFeatures: K)

@@ -74,6 +74,15 @@ public struct PackedBatch: Sendable {
         }
     }
 
+    /// Appends one sequence without a target (prediction: the model computes no loss).
+    public mutating func append<Tokens: Collection>(tokens: Tokens, tokenTypes: Tokens? = nil, sampleIndex: Int)
+    where Tokens.Element == Int32 {
+        appendSequence(tokens: tokens, tokenTypes: tokenTypes, sampleIndex: sampleIndex)
+    }
+
+    /// Whether the batch holds targets (labels or float targets): without them forward computes no loss.
+    public var hasTargets: Bool { !labels.isEmpty || !targets.isEmpty }
+
     /// Appends one regression sequence with target `value`.
     public mutating func append<Tokens: Collection>(tokens: Tokens, tokenTypes: Tokens? = nil,
                                                      value: Float, sampleIndex: Int) where Tokens.Element == Int32 {

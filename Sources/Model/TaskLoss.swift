@@ -103,6 +103,18 @@ public enum TaskLoss: Sendable, Equatable {
         }
     }
 
+    /// What a prediction reports of the (B, K) logits, into `probabilities` (B, K): softmax
+    /// (single-label), sigmoid per label (multi-label), the value itself (regression) — what
+    /// `forward` keeps there, for a batch without targets.
+    public func probabilities(logits: UnsafePointer<Float>, into probabilities: UnsafeMutablePointer<Float>, rows B: Int,
+                              labelCount K: Int) {
+        switch self {
+        case .crossEntropy: for r in 0..<B { _ = softmaxRow(probabilities + r * K, logits + r * K, K) }
+        case .binaryCrossEntropy: for i in 0..<(B * K) { probabilities[i] = 1 / (1 + expf(-logits[i])) }
+        case .meanSquaredError: probabilities.update(from: logits, count: B * K)
+        }
+    }
+
     /// dLogits (B, K) = d(loss sum)/d(logits) x lossScale, from what `forward` kept.
     public func backward(dLogits: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>,
                          probabilities: UnsafePointer<Float>, batch: PackedBatch, labelCount K: Int, lossScale: Float) {
@@ -146,18 +158,24 @@ func crossEntropyForward(probabilities: UnsafeMutablePointer<Float>, logits: Uns
                          rows: Int, classes K: Int) -> (lossSum: Double, correct: Int) {
     var lossSum = 0.0, correct = 0
     for r in 0..<rows {
-        let z = logits + r * K, p = probabilities + r * K
-        var maxValue = z[0], argmax = 0
-        for k in 1..<K where z[k] > maxValue { maxValue = z[k]; argmax = k }
-        var sum: Float = 0
-        for k in 0..<K { p[k] = expf(z[k] - maxValue); sum += p[k] }
-        for k in 0..<K { p[k] /= sum }
+        let z = logits + r * K
+        let (maxValue, argmax, sum) = softmaxRow(probabilities + r * K, z, K)
         let label = Int(labels[r])
         let negativeLogLikelihood = logf(sum) + maxValue - z[label]
         lossSum += Double(classWeights.map { $0[label] * negativeLogLikelihood } ?? negativeLogLikelihood)
         if argmax == label { correct += 1 }
     }
     return (lossSum, correct)
+}
+
+/// p = softmax(z) over one row of K logits; returns the row's max and arg-max and Σ exp(z - max).
+private func softmaxRow(_ p: UnsafeMutablePointer<Float>, _ z: UnsafePointer<Float>, _ K: Int) -> (maxValue: Float, argmax: Int, sum: Float) {
+    var maxValue = z[0], argmax = 0
+    for k in 1..<K where z[k] > maxValue { maxValue = z[k]; argmax = k }
+    var sum: Float = 0
+    for k in 0..<K { p[k] = expf(z[k] - maxValue); sum += p[k] }
+    for k in 0..<K { p[k] /= sum }
+    return (maxValue, argmax, sum)
 }
 
 /// dLogits = w[y] (p - onehot(y)) · lossScale, where lossScale is 1 / (the global batch's loss

@@ -21,6 +21,7 @@ public struct TrainingOptions: ParsableArguments, Sendable {
     @Option(help: "The label names in id order, comma separated (default: from the training data, integers as ids 0..max, strings sorted).",
             transform: { try LabelSet(list: $0) })
     public var labels: LabelSet?
+    @OptionGroup public var task: TaskOptions
     @OptionGroup public var checkpoints: CheckpointOptions
 
     @Option(name: .customLong("batch-size"), help: "Global batch size, split over all ranks (and micro-batches).")
@@ -49,8 +50,12 @@ public struct TrainingOptions: ParsableArguments, Sendable {
     public var logEvery = 10
     @Option(name: .customLong("tensorboard"), help: ArgumentHelp("Write TensorBoard scalars into this folder.", valueName: "dir"), transform: fileURL)
     public var tensorboardDirectory: URL?
+    @OptionGroup public var bestModel: BestModelOptions
 
     @OptionGroup public var debug: DebugOptions
+    @Option(name: .customLong(ResolvedOptions.configOption),
+            help: ArgumentHelp("Options as a JSON object keyed by long option names, e.g. {\"batch-size\": 32, \"lr\": 3e-5}; the command line overrides them.", valueName: "file.json"))
+    public var configFile: String?
 
     public init() {}
 
@@ -64,6 +69,13 @@ public struct TrainingOptions: ParsableArguments, Sendable {
         if let dropout, !(0..<1).contains(dropout) { throw ValidationError("--dropout must be in [0, 1)") }
         if let evalEvery, evalEvery < 1 { throw ValidationError("--eval-every must be at least 1") }
         if consistencyEvery < 0 { throw ValidationError("--consistency-every must not be negative") }
+        if labels != nil && task.problemType == .regression { throw ValidationError("--labels names classes; regression has none") }
+        if evalFile == nil {
+            for (name, given) in [("--metric-for-best-model", bestModel.metricForBestModel != "loss"), ("--greater-is-better", bestModel.greaterIsBetter != nil),
+                                  ("--early-stopping-patience", bestModel.earlyStoppingPatience != nil)] where given {
+                throw ValidationError("\(name) needs evaluation: give --eval FILE (and --eval-every N)")
+            }
+        }
     }
 }
 
@@ -76,6 +88,7 @@ public struct EvaluationOptions: ParsableArguments, Sendable {
     @Option(help: "Examples per forward pass.")
     public var batchSize = 64
     @OptionGroup public var data: DataOptions
+    @OptionGroup public var labels: LabelOptions
 
     public init() {}
 
@@ -109,5 +122,35 @@ public struct BenchmarkOptions: ParsableArguments, Sendable {
 
     public func validate() throws {
         if globalBatchSize < 1 || sequenceLength < 2 || steps < 1 { throw ValidationError("--batch-size, --steps must be at least 1 and --seq-len at least 2") }
+    }
+}
+
+/// The `bert-dist predict` options: a checkpoint, and the texts of stdin or of a data file.
+public struct PredictionOptions: ParsableArguments, Sendable {
+    @OptionGroup public var checkpoint: CheckpointInputOptions
+    @Option(name: .customLong("data"), help: ArgumentHelp("Predict every row of this file instead of stdin's lines: AG News .csv, a header .csv/.tsv (with the column options) or .jsonl; its labels, if any, are not read.", valueName: "file"),
+            transform: fileURL)
+    public var dataFile: URL?
+    @Option(name: .customLong("output"), help: ArgumentHelp("With --data: write the predictions here, CSV when the name ends in .csv, else JSON Lines (default: JSON Lines on stdout).", valueName: "file"),
+            transform: fileURL)
+    public var outputFile: URL?
+    @Option(help: "With --data: rows per forward pass on each rank.")
+    public var batchSize = 64
+    @OptionGroup public var sequence: SequenceOptions
+    @OptionGroup public var columns: ColumnOptions
+    @OptionGroup public var labels: LabelOptions
+
+    public init() {}
+
+    public func validate() throws {
+        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if dataFile == nil {
+            if outputFile != nil { throw ValidationError("--output needs --data (stdin's predictions go to stdout)") }
+            if columns.columns != nil { throw ValidationError("the column options need --data (stdin has one text per line)") }
+        }
+        if columns.textPairColumn != nil { try sequence.validate(pairs: "--text-pair-column") }
+        if let outputFile, !["csv", "jsonl", "json", "ndjson"].contains(outputFile.pathExtension.lowercased()) {
+            throw ValidationError("--output \(outputFile.lastPathComponent): name a .csv (CSV) or .jsonl (JSON Lines) file")
+        }
     }
 }

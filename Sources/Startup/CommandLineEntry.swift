@@ -16,12 +16,19 @@ public enum CommandLineEntry {
         // CPU deserves (re-executes this process with OPENBLAS_CORETYPE set when needed).
         if let note = startOpenBLAS(environment) { printError("warning: \(note)") }
         do {
-            var command = try Root.parseAsRoot()
+            var command = try Root.parseAsRoot(try commandLine(root))
             try command.run()
             exit(0)
         } catch {
             fail(root, error)
         }
+    }
+
+    /// The arguments of this process, with the options of a `--config FILE` placed before the
+    /// command line's own (ResolvedOptions): parsing, the launch query and training_args.json
+    /// all see them as if typed.
+    private static func commandLine<Root: ParsableCommand>(_ root: Root.Type) throws -> [String] {
+        try ResolvedOptions.expandingConfigFile(Array(CommandLine.arguments.dropFirst()), root: root)
     }
 
     /// launch/train runs the binary once with its arguments and BERT_DIST_LAUNCH_QUERY=1 before it
@@ -31,7 +38,7 @@ public enum CommandLineEntry {
     /// and ends).
     private static func answerLaunchQuery<Root: ParsableCommand>(_ root: Root.Type) -> Never {
         do {
-            let command = try Root.parseAsRoot()
+            let command = try Root.parseAsRoot(try commandLine(root))
             print(launchFactsHeader)
             for (key, value) in (command as? LaunchFacts)?.launchFacts ?? [] { print("\(key)=\(value)") }
             exit(0)

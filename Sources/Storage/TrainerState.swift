@@ -63,6 +63,21 @@ public struct TrainerState: Equatable, Sendable {
         }
     }
 
+    /// The best evaluation of a run so far (--metric-for-best-model) and where its model is.
+    public struct BestMetric: Equatable, Sendable {
+        public var name: String
+        public var value: Double
+        /// The step of the checkpoint holding that model (OUTPUT/best names it).
+        public var step: Int
+        public var greaterIsBetter: Bool
+        public init(name: String, value: Double, step: Int, greaterIsBetter: Bool) {
+            self.name = name
+            self.value = value
+            self.step = step
+            self.greaterIsBetter = greaterIsBetter
+        }
+    }
+
     public struct FileChecksum: Equatable, Sendable {
         /// Name relative to the checkpoint folder, e.g. "model.safetensors".
         public var name: String
@@ -111,6 +126,10 @@ public struct TrainerState: Equatable, Sendable {
     public var optimizerStep: Int
     /// Fingerprint of the flat parameter layout the optimizer files are ranges of.
     public var parameterLayout: String
+    /// The best evaluation so far (nil before the first one, or without evaluation).
+    public var bestMetric: BestMetric?
+    /// Evaluations in a row without an improvement larger than --early-stopping-threshold.
+    public var evaluationsWithoutImprovement: Int
 
     public init(
         formatVersion: Int = TrainerState.currentFormatVersion,
@@ -122,7 +141,8 @@ public struct TrainerState: Equatable, Sendable {
         globalBatchSize: Int = 0, microBatchSize: Int = 0, maxSequenceLength: Int = 0,
         trainDataFingerprint: String = "", recentMetrics: [Metric] = [], files: [FileChecksum] = [],
         createdUnixSeconds: Double = 0, bertDistVersion: String = "",
-        optimizerStep: Int = 0, parameterLayout: String = ""
+        optimizerStep: Int = 0, parameterLayout: String = "",
+        bestMetric: BestMetric? = nil, evaluationsWithoutImprovement: Int = 0
     ) {
         self.formatVersion = formatVersion
         self.step = step
@@ -147,6 +167,8 @@ public struct TrainerState: Equatable, Sendable {
         self.bertDistVersion = bertDistVersion
         self.optimizerStep = optimizerStep
         self.parameterLayout = parameterLayout
+        self.bestMetric = bestMetric
+        self.evaluationsWithoutImprovement = evaluationsWithoutImprovement
     }
 
     // MARK: - Encoding
@@ -229,6 +251,13 @@ public struct TrainerState: Equatable, Sendable {
         message.bert_dist_version = memory.string(bertDistVersion)
         message.optimizer_step = Int64(optimizerStep)
         message.parameter_layout = memory.string(parameterLayout)
+        if let bestMetric {
+            message.best_metric_name = memory.string(bestMetric.name)
+            message.best_metric = bestMetric.value
+            message.best_step = Int64(bestMetric.step)
+            message.greater_is_better = bestMetric.greaterIsBetter ? 1 : 0
+        }
+        message.evaluations_without_improvement = Int64(evaluationsWithoutImprovement)
         message.end_marker = Self.endMarker
 
         func pack() -> [UInt8] {
@@ -308,7 +337,11 @@ public struct TrainerState: Equatable, Sendable {
             createdUnixSeconds: message.created_unix_seconds,
             bertDistVersion: Self.string(message.bert_dist_version),
             optimizerStep: Int(message.optimizer_step),
-            parameterLayout: Self.string(message.parameter_layout))
+            parameterLayout: Self.string(message.parameter_layout),
+            bestMetric: Self.string(message.best_metric_name).isEmpty ? nil
+                : BestMetric(name: Self.string(message.best_metric_name), value: message.best_metric, step: Int(message.best_step),
+                             greaterIsBetter: message.greater_is_better != 0),
+            evaluationsWithoutImprovement: Int(message.evaluations_without_improvement))
         // Required: a damaged byte anywhere in the file (a step number, a checksum) must not pass.
         // Fields are written in number order, so the file ends with state_sha256 (field 99: tag
         // 0x9a 0x06, length 32, digest; 35 bytes) and end_marker (field 100: 6 bytes); the digest

@@ -124,7 +124,8 @@ public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communica
         if step == stepCount - 1 { counter?.trace(true) }
         let countsBefore = counter?.read()
         let start = DispatchTime.now().uptimeNanoseconds
-        let outcome = try replica.step(microBatchCount: rankBatch.microBatchCount, globalBatchSize: rankBatch.globalRange.count,
+        let outcome = try replica.step(microBatchCount: rankBatch.microBatchCount,
+                                       lossDenominator: model.task.lossDenominator(globalBatch: rankBatch, order: order, examples: examples),
                                        stepIndex: step, learningRate: optimizer.learningRate, maxGradNorm: optimizer.maxGradNorm,
                                        dropout: DropoutContext(seed: 1, step: step), stopRequested: false) { micro, batch in
             batch.append(micro: micro, of: rankBatch, order: order, from: examples)
@@ -207,13 +208,16 @@ public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communica
 }
 
 
-/// The bench's examples: one synthetic batch of full-length sequences (every step takes it;
-/// labels cycle through `syntheticLabelCount` classes), or as many consecutive rows of the data
-/// file (read with the training options' columns; text pairs as pairs) as the steps take, up to
-/// the whole file (tokenised, truncated to the sequence length; the steps wrap around).
+/// The bench's examples: one synthetic batch of full-length sequences (every step takes it), or
+/// as many consecutive rows of the data file (read with the training options' columns; text
+/// pairs as pairs; their labels not read) as the steps take, up to the whole file (tokenised,
+/// truncated to the sequence length; the steps wrap around). Labels cycle through
+/// `syntheticLabelCount` classes (at least 2).
 func benchmarkExamples(_ options: BenchmarkOptions, sequenceLength length: Int, config: BertConfig,
                        syntheticLabelCount: Int) throws -> TokenizedDataset {
     let batchSize = options.globalBatchSize, vocabularySize = config.vocabSize
+    // Labels cycling through the classes of the model's head (the rows' own labels are not read).
+    let labels = try LabelSet(names: LabelSet.defaultNames(count: max(2, syntheticLabelCount)), origin: "the bench's rows")
     guard let dataFile = options.dataFile else {
         // Ordinary word pieces: past the first 1000 ids (special and unused tokens) of a real
         // vocabulary; past the 5 special tokens of a tiny one.
@@ -221,15 +225,14 @@ func benchmarkExamples(_ options: BenchmarkOptions, sequenceLength length: Int, 
         let sequences = (0..<batchSize).map { s in
             (0..<length).map { Int32(first + ($0 * 7919 + s * 104729) % max(1, vocabularySize - first)) }
         }
-        let labelCount = max(2, syntheticLabelCount)
-        return TokenizedDataset.fromTokens(sequences, labels: (0..<batchSize).map { Int32($0 % labelCount) },
-                                           labelSet: try LabelSet(names: LabelSet.defaultNames(count: labelCount), origin: "synthetic rows"),
+        return TokenizedDataset.fromTokens(sequences, labels: (0..<batchSize).map { Int32($0 % labels.count) }, labelSet: labels,
                                            maxLength: length)
     }
     let tokenizer = try loadTextTokenizer(modelDirectory: options.model.directory, modelType: config.family.rawValue)
     let format = try DataFormat(of: dataFile, columns: options.columns.columns)
     try tokenizer.checkMaxLength(length, pairs: format.hasPairs, option: "--seq-len")
-    let texts = try LabeledTexts.read(dataFile, format: format, skipBadRows: true)
+    // The texts alone: the bench times single-label steps whatever the file's labels are.
+    let texts = try LabeledTexts.read(dataFile, format: format, skipBadRows: true, readsLabels: false)
     guard texts.count >= batchSize else {
         throw TrainingError.invalidInput("\(dataFile.path): \(texts.count) rows, fewer than one batch of \(batchSize)")
     }
@@ -244,8 +247,8 @@ func benchmarkExamples(_ options: BenchmarkOptions, sequenceLength length: Int, 
         }
         sequences.append(ids)
     }
-    return TokenizedDataset.fromTokens(sequences, secondSegmentStarts: texts.hasPairs ? starts : nil, labels: Array(texts.labels[0..<count]),
-                                       labelSet: texts.labelSet, maxLength: length)
+    return TokenizedDataset.fromTokens(sequences, secondSegmentStarts: texts.hasPairs ? starts : nil,
+                                       labels: (0..<count).map { Int32($0 % labels.count) }, labelSet: labels, maxLength: length)
 }
 
 /// FLOP/s of the GEMMs of one training step of the model's linear layers for `rows` tokens:

@@ -24,14 +24,18 @@ struct CheckpointPolicy {
     let mirrorRank: Int?
     /// The last completed step, for an emergency checkpoint (EmergencyCheckpoint).
     let completedStep = CompletedStep()
+    /// training_args.json of every checkpoint: the run's resolved options.
+    let trainingArguments: [String: JSONValue]
 
     init(options: TrainingOptions, communicator: any Communicator, setup: RunSetup, hosts: [String] = [],
+         trainingArguments: [String: JSONValue] = [:],
          announce: @escaping (URL?) -> Void) {
         self.options = options
         output = options.checkpoints.folder
         self.communicator = communicator
         self.setup = setup
         self.hosts = hosts
+        self.trainingArguments = trainingArguments
         mirrorRank = options.checkpoints.checkpointMirror ? hosts.indices.first { hosts[$0] != hosts[0] } : nil
         let completedStep = completedStep
         self.announce = { folder in
@@ -98,11 +102,9 @@ struct CheckpointPolicy {
     }
 
     /// Writes OUTPUT/checkpoint-STEP for the step just taken (rank 0 writes the replicated files),
-    /// then, with --checkpoint-mirror, its copy on the mirror's disk.
-    func write(_ replica: Replica, plan: TrainingPlan, progress: TrainingRun.Progress, reporter: Reporter) throws -> URL {
-        let state = trainerState(replica, plan: plan, step: progress.step, position: progress.batches.position,
-                                 learningRate: progress.learningRate, recentMetrics: progress.recentMetrics,
-                                 optimizerStep: replica.optimizer.stepCount)
+    /// then, with --checkpoint-mirror, its copy on the mirror's disk; `isBest`: OUTPUT/best names it.
+    func write(_ replica: Replica, plan: TrainingPlan, progress: TrainingRun.Progress, reporter: Reporter, isBest: Bool = false) throws -> URL {
+        let state = trainerState(replica, plan: plan, snapshot: snapshot(progress, replica: replica))
         if communicator.worldSize > 1 {
             // Rank 0 alone writes the weights (and the replicated Adam state): make sure they are everyone's.
             let repaired = try ensureReplicasMatch(buffers: replica.replicatedBuffers, communicator: communicator)
@@ -112,7 +114,9 @@ struct CheckpointPolicy {
             }
         }
         let files = setup.root?.modelFiles ?? ModelFiles(config: [:], vocabulary: [], tokenizerConfig: [:])  // rank 0 writes them
-        let folder = try writer.write(step: progress.step, replica: replica, content: .init(state: state, labels: setup.labels, files: files))
+        let content = CheckpointWriter.Content(state: state, labels: setup.labels, problemType: setup.description.task.problemType, files: files,
+                                               trainingArguments: JSONValue.object(trainingArguments).serialized(), isBest: isBest)
+        let folder = try writer.write(step: progress.step, replica: replica, content: content)
         announce(folder)
         try mirror(folder, say: reporter.say)
         return folder
@@ -121,19 +125,26 @@ struct CheckpointPolicy {
     /// After every step: publishes it as the last completed one, and ends the replica's update
     /// window (a sharded optimizer has none: its step is only reported).
     func completed(_ progress: TrainingRun.Progress, replica: Replica) {
-        let snapshot = CompletedStep.Snapshot(step: progress.step, position: progress.batches.position, learningRate: progress.learningRate,
-                                              recentMetrics: progress.recentMetrics, optimizerStep: replica.optimizer.stepCount,
-                                              completedAt: Date().timeIntervalSince1970)
+        let snapshot = snapshot(progress, replica: replica)
         if let window = replica.completedStep { window.endUpdate(snapshot) } else { completedStep.publish(snapshot) }
     }
 
-    /// The manifest of a checkpoint of `step` (its file list is filled by the writer).
-    func trainerState(_ replica: Replica, plan: TrainingPlan, step: Int, position: SamplePosition, learningRate: Double,
-                      recentMetrics: [TrainerState.Metric], optimizerStep: Int) -> TrainerState {
+    /// What a checkpoint of the step `progress` has just completed records besides the arenas.
+    func snapshot(_ progress: TrainingRun.Progress, replica: Replica) -> CompletedStep.Snapshot {
+        CompletedStep.Snapshot(step: progress.step, position: progress.batches.position, learningRate: progress.learningRate,
+                               recentMetrics: progress.recentMetrics, optimizerStep: replica.optimizer.stepCount,
+                               bestMetric: progress.bestModel?.best,
+                               evaluationsWithoutImprovement: progress.bestModel?.evaluationsWithoutImprovement ?? 0,
+                               completedAt: Date().timeIntervalSince1970)
+    }
+
+    /// The manifest of a checkpoint of the completed step `snapshot` (its file list is filled by the writer).
+    func trainerState(_ replica: Replica, plan: TrainingPlan, snapshot: CompletedStep.Snapshot) -> TrainerState {
         let model = replica.model, worldSize = communicator.worldSize
         let hyperparameters = replica.optimizer.hyperparameters
+        let position = snapshot.position
         return TrainerState(
-            step: step, epoch: position.epoch, samplesConsumedInEpoch: position.samplesConsumed,
+            step: snapshot.step, epoch: position.epoch, samplesConsumedInEpoch: position.samplesConsumed,
             totalSteps: plan.totalSteps, warmupSteps: plan.schedule.warmupSteps, seed: options.seed,
             worldSize: worldSize, shardOptimizer: replica.shardOptimizer, parameterCount: model.layout.totalCount,
             optimizerShards: replica.shardOptimizer
@@ -143,11 +154,12 @@ struct CheckpointPolicy {
                              beta1: Double(hyperparameters.beta1), beta2: Double(hyperparameters.beta2),
                              epsilon: Double(hyperparameters.epsilon), weightDecay: options.optimizer.weightDecay,
                              maxGradNorm: options.optimizer.maxGradNorm, schedule: options.optimizer.schedule.rawValue),
-            currentLearningRate: learningRate, globalBatchSize: plan.globalBatchSize,
+            currentLearningRate: snapshot.learningRate, globalBatchSize: plan.globalBatchSize,
             microBatchSize: plan.microBatchSize, maxSequenceLength: setup.description.maxSequenceLength,
-            trainDataFingerprint: trainFingerprint, recentMetrics: recentMetrics,
+            trainDataFingerprint: trainFingerprint, recentMetrics: snapshot.recentMetrics,
             createdUnixSeconds: Date().timeIntervalSince1970, bertDistVersion: bertDistVersion,
-            optimizerStep: optimizerStep, parameterLayout: model.layout.fingerprint)
+            optimizerStep: snapshot.optimizerStep, parameterLayout: model.layout.fingerprint,
+            bestMetric: snapshot.bestMetric, evaluationsWithoutImprovement: snapshot.evaluationsWithoutImprovement)
     }
 
     /// --checkpoint-mirror: rank 0 streams the committed `folder` to the mirror rank, which writes
@@ -192,6 +204,18 @@ struct CheckpointPolicy {
         }
     }
 
+    /// The options of this run that differ from the training_args.json of `folder`, as
+    /// "--lr 3e-05 (was 2e-05), ..."; nil when none do (or the checkpoint has no such file).
+    /// --resume itself is not compared.
+    func changedOptions(since folder: URL) -> String? {
+        guard let recorded = try? JSONValue.readObject(folder.appendingPathComponent(CheckpointFolder.trainingArgumentsFile)) else { return nil }
+        let changed = Set(recorded.keys).union(trainingArguments.keys).sorted().filter {
+            $0 != "resume" && recorded[$0] != trainingArguments[$0]
+        }
+        guard !changed.isEmpty else { return nil }
+        return changed.map { "--\($0) \((trainingArguments[$0] ?? .null).compact) (was \((recorded[$0] ?? .null).compact))" }.joined(separator: ", ")
+    }
+
     /// Loads the newest complete checkpoint of --output into `replica`; nil when there is none.
     /// Rank 0 alone reads: it verifies (checksums) and falls back past damaged checkpoints,
     /// saying so, then sends every rank the state, the weights and the part of the Adam state its
@@ -224,6 +248,7 @@ struct CheckpointPolicy {
             }
             let weights = try SafeTensorsFile(url: found.folder.appendingPathComponent(CheckpointFolder.modelFile))
             _ = try replica.model.loadWeights(from: weights, seed: 0)
+            if let changed = changedOptions(since: found.folder) { log("resuming with options other than \(found.folder.lastPathComponent)'s \(CheckpointFolder.trainingArgumentsFile): \(changed)") }
             return found
         }
         let encoded = try communicator.broadcast(bytes: chosen?.state.encoded() ?? [], root: 0)
@@ -295,7 +320,9 @@ final class EmergencyCheckpoint: @unchecked Sendable {
             let communicator = policy.communicator
             var encoded: [UInt8] = []
             if communicator.rank == 0, let modelFiles = policy.setup.root?.modelFiles {
-                files = try modelFiles.checkpointFiles(labels: policy.setup.labels, modelConfig: replica.model.config)
+                files = try modelFiles.checkpointFiles(labels: policy.setup.labels, problemType: policy.setup.description.task.problemType,
+                                                       modelConfig: replica.model.config,
+                                                       trainingArguments: JSONValue.object(policy.trainingArguments).serialized())
                 for file in files {
                     withUnsafeBytes(of: UInt32(file.name.utf8.count).littleEndian) { encoded += $0 }
                     encoded += Array(file.name.utf8)
@@ -349,9 +376,7 @@ final class EmergencyCheckpoint: @unchecked Sendable {
                 return keepNewest("; no emergency checkpoint with --shard-optimizer (the lost ranks' Adam shards are gone): "
                     + (from == snapshot.step ? "step \(from) is" : "steps \(from)-\(snapshot.step) are") + " computed again")
             }
-            let state = policy.trainerState(replica, plan: plan, step: snapshot.step, position: snapshot.position,
-                                            learningRate: snapshot.learningRate, recentMetrics: snapshot.recentMetrics,
-                                            optimizerStep: snapshot.optimizerStep)
+            let state = policy.trainerState(replica, plan: plan, snapshot: snapshot)
             do {
                 let folder = try writeReplicaCheckpoint(replica, state: state, files: files, output: output,
                                                         keep: policy.options.checkpoints.keepCheckpoints)

@@ -51,21 +51,24 @@ public struct ModelFiles: Sendable {
 
     /// config.json for the family's `<Family>ForSequenceClassification` with these labels: the
     /// folder's file with the family's keys (model_type, architectures, the dropout actually
-    /// used, ...) and `id2label`, `label2id`, `num_labels` written over it (HF reads `id2label`
-    /// for num_labels; LabelSet guarantees names distinct as JSON keys).
-    func configJSON(labels: LabelSet, modelConfig: BertConfig) throws -> [UInt8] {
+    /// used, ...), `id2label`, `label2id`, `num_labels` and the task (HF's `problem_type`, which
+    /// picks its loss) written over it (HF reads `id2label` for num_labels; LabelSet guarantees
+    /// names distinct as JSON keys).
+    func configJSON(labels: LabelSet, problemType: ProblemType, modelConfig: BertConfig) throws -> [UInt8] {
         var object = config
         let family = try JSONDecoder().decode(JSONValue.self, from: try modelConfig.huggingFaceConfigJSON(labelNames: labels.names))
         guard case .object(let keys) = family else { preconditionFailure("a config encodes as a JSON object") }
         for (key, value) in keys { object[key] = value }
-        object["problem_type"] = .string("single_label_classification")
+        object["problem_type"] = .string(problemType.rawValue)
         return JSONValue.object(object).serialized()
     }
 
-    /// The files of these that every checkpoint folder holds, by name: config.json, then the
-    /// tokenizer's files in name order.
-    func checkpointFiles(labels: LabelSet, modelConfig: BertConfig) throws -> [CheckpointFile] {
-        [CheckpointFile(name: "config.json", bytes: try configJSON(labels: labels, modelConfig: modelConfig))]
+    /// The small files every checkpoint folder holds, by name: config.json, training_args.json
+    /// (the run's resolved options), then the tokenizer's files in name order.
+    func checkpointFiles(labels: LabelSet, problemType: ProblemType, modelConfig: BertConfig,
+                         trainingArguments: [UInt8]) throws -> [CheckpointFile] {
+        [CheckpointFile(name: "config.json", bytes: try configJSON(labels: labels, problemType: problemType, modelConfig: modelConfig)),
+         CheckpointFile(name: CheckpointFolder.trainingArgumentsFile, bytes: trainingArguments)]
             + tokenizerFiles.sorted { $0.key < $1.key }.map { CheckpointFile(name: $0.key, bytes: $0.value) }
     }
 }
@@ -80,6 +83,16 @@ enum CheckpointFolder {
     static let prefix = "checkpoint-"
     static let modelFile = "model.safetensors"
     static let replicatedOptimizerFile = "optimizer.safetensors"
+    static let trainingArgumentsFile = "training_args.json"
+    /// OUTPUT/best: the name of the checkpoint with the best --metric-for-best-model.
+    static let bestFile = "best"
+
+    /// The checkpoint folder name a pointer file of `output` (latest, best) holds; nil without one.
+    static func named(by pointer: String, in output: URL) -> String? {
+        guard let text = try? String(contentsOf: output.appendingPathComponent(pointer), encoding: .utf8) else { return nil }
+        let name = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        return name.isEmpty ? nil : name
+    }
 
     static func name(step: Int) -> String { "\(prefix)\(step)" }
 
@@ -106,13 +119,15 @@ enum CheckpointFolder {
         return nil
     }
 
-    /// Keeps the `keep` newest complete checkpoints (a folder with trainer_state.pb) of `output`.
+    /// Keeps the `keep` newest complete checkpoints (a folder with trainer_state.pb) of `output`,
+    /// and the one OUTPUT/best names.
     static func prune(_ output: URL, keep: Int) {
         guard keep > 0 else { return }
         let complete = candidates(in: output).filter {
             FileManager.default.fileExists(atPath: $0.url.appendingPathComponent(TrainerState.fileName).path)
         }
-        for old in complete.dropFirst(keep) { try? FileManager.default.removeItem(at: old.url) }
+        let best = named(by: bestFile, in: output)
+        for old in complete.dropFirst(keep) where old.url.lastPathComponent != best { try? FileManager.default.removeItem(at: old.url) }
     }
 
     /// Checkpoint folders of `output`, newest (highest step) first.
@@ -172,7 +187,12 @@ struct CheckpointWriter {
     struct Content {
         var state: TrainerState
         var labels: LabelSet
+        var problemType: ProblemType
         var files: ModelFiles
+        /// training_args.json: the resolved options of the run.
+        var trainingArguments: [UInt8]
+        /// The checkpoint holds the best model so far: OUTPUT/best names it.
+        var isBest = false
     }
 
     func write(step: Int, replica: Replica, content: Content) throws -> URL {
@@ -203,7 +223,8 @@ struct CheckpointWriter {
         attempt {
             let model = replica.model
             try record(CheckpointFolder.modelFile, try writeModelWeights(model, to: folder.appendingPathComponent(CheckpointFolder.modelFile)))
-            for file in try content.files.checkpointFiles(labels: content.labels, modelConfig: model.config) {
+            for file in try content.files.checkpointFiles(labels: content.labels, problemType: content.problemType, modelConfig: model.config,
+                                                          trainingArguments: content.trainingArguments) {
                 try record(file.name, try writeFileAtomically(folder.appendingPathComponent(file.name), bytes: file.bytes))
             }
             if !replica.shardOptimizer {
@@ -219,6 +240,9 @@ struct CheckpointWriter {
             state.files = written.sorted { $0.name < $1.name }
             try state.write(to: folder.appendingPathComponent(TrainerState.fileName))
             try writeFileAtomically(output.appendingPathComponent("latest"), bytes: Array("\(CheckpointFolder.name(step: step))\n".utf8))
+            if content.isBest {
+                try writeFileAtomically(output.appendingPathComponent(CheckpointFolder.bestFile), bytes: Array("\(CheckpointFolder.name(step: step))\n".utf8))
+            }
             CheckpointFolder.prune(output, keep: keep)
         }
         exclusive?.endCheckpointWrite(committedStep: failure == nil ? step : nil)
@@ -376,6 +400,9 @@ final class CompletedStep: @unchecked Sendable {
         var learningRate: Double
         var recentMetrics: [TrainerState.Metric]
         var optimizerStep: Int
+        /// --metric-for-best-model's best so far and the evaluations since (early stopping).
+        var bestMetric: TrainerState.BestMetric?
+        var evaluationsWithoutImprovement: Int
         /// When the step completed (Unix seconds).
         var completedAt: Double
     }

@@ -38,13 +38,14 @@ enum DataLoading {
 
     /// The token ids of one data file through its token cache (rank 0 only): opened when it is
     /// there and intact, else built. `columns` nil: the format by the file's extension alone.
-    static func examples(_ url: URL, columns: DataColumns?, labels: LabelRule, tokenizer: any TextTokenizer, maxLength: Int,
-                         skipBadRows: Bool, cacheDirectory: URL?, log: (String) -> Void) throws -> TokenizedDataset {
+    static func examples(_ url: URL, columns: DataColumns?, labels: LabelRule, labelFormat: LabelFormat = .singleLabel,
+                         tokenizer: any TextTokenizer, maxLength: Int, skipBadRows: Bool, cacheDirectory: URL?,
+                         log: (String) -> Void) throws -> TokenizedDataset {
         let format = try DataFormat(of: url, columns: columns)
         try tokenizer.checkMaxLength(maxLength, pairs: format.hasPairs)
         guard let cacheDirectory else { throw TrainingError.invalidInput("no folder for the token cache; give one with --cache-dir") }
-        let cache = try TokenCache.locate(dataFile: url, format: format, labels: labels, tokenizer: tokenizer, maxLength: maxLength,
-                                          skipBadRows: skipBadRows, directory: cacheDirectory)
+        let cache = try TokenCache.locate(dataFile: url, format: format, labels: labels, labelFormat: labelFormat, tokenizer: tokenizer,
+                                          maxLength: maxLength, skipBadRows: skipBadRows, directory: cacheDirectory)
         var dataset: TokenizedDataset
         if cache.exists, let cached = try? cache.open(vocabularySize: tokenizer.vocabularySize) {
             dataset = cached
@@ -60,11 +61,13 @@ enum DataLoading {
     }
 
     /// Identifies what a run trains on (checkpoints record it; a resume on anything else is
-    /// refused): the data file's content hash, and a hash of its label names and pair layout.
+    /// refused): the data file's content hash, and a hash of its label names, pair layout and
+    /// task (single-label adds nothing, so single-label fingerprints are those of older runs).
     static func fingerprint(of dataset: TokenizedDataset) -> String {
         var labels = ContentHash64(seed: 0x6C61_6265_6C73)  // "labels"
         for name in dataset.labelSet.names { labels.update(UInt64(name.utf8.count)); labels.update(name) }
         labels.update(dataset.hasPairs ? 1 : 0)
+        if dataset.problemType != .singleLabelClassification { labels.update(dataset.problemType.rawValue) }
         return String(format: "%016llx-%016llx", dataset.dataHash, labels.finalize())
     }
 }

@@ -10,8 +10,11 @@ public struct InferenceModel {
     public let model: BertForSequenceClassification
     /// The checkpoint's tokenizer, the one its config.json's model_type and tokenizer files name.
     public let tokenizer: any TextTokenizer
-    /// config.json's id2label (HF's LABEL_0, LABEL_1, ... when it has none for every class).
+    /// config.json's id2label (HF's LABEL_0, LABEL_1, ... when it has none for every class;
+    /// regression: its one output).
     public let labels: LabelSet
+    /// config.json's problem_type (without one: regression for 1 output, else single-label, as HF).
+    public let problemType: ProblemType
 
     /// The classifier of `path`, computing on `compute` (forward only).
     public static func load(_ path: URL, compute: Compute) throws -> InferenceModel {
@@ -26,33 +29,29 @@ public struct InferenceModel {
         let (model, _) = try BertForSequenceClassification.load(modelDirectory: folder, labelCount: nil, seed: 0, compute: compute,
                                                                 forwardOnly: true)
         let tokenizer = try loadTextTokenizer(modelDirectory: folder, modelType: model.config.family.rawValue)
+        let configFile = folder.appendingPathComponent("config.json")
+        let problemType = try RunTask.problemType(ofModel: try JSONValue.readObject(configFile) ?? [:], labelCount: model.labelCount,
+                                                  file: configFile.path)
         let names = model.config.labelNames ?? []
-        let labels = try LabelSet(names: names.count == model.labelCount ? names : LabelSet.defaultNames(count: model.labelCount),
-                                  origin: folder.appendingPathComponent("config.json").path)
-        return InferenceModel(folder: folder, model: model, tokenizer: tokenizer, labels: labels)
+        let labels = try RunTask(problemType: problemType).labelSet(
+            names: names.count == model.labelCount ? names : LabelSet.defaultNames(count: model.labelCount), origin: configFile.path)
+        model.task = RunTask(problemType: problemType).loss
+        return InferenceModel(folder: folder, model: model, tokenizer: tokenizer, labels: labels, problemType: problemType)
     }
 }
 
 /// `bert-dist eval` on one rank, with the setup of `RunSetup.forEvaluation`: each rank evaluates
 /// a contiguous share, every example counted once.
-public func runEvaluation(_ setup: RunSetup, batchSize: Int, communicator: any Communicator) throws -> ClassificationMetrics {
+public func runEvaluation(_ setup: RunSetup, batchSize: Int, communicator: any Communicator) throws -> any TaskMetrics {
     guard let examples = setup.eval else { throw TrainingError.invalidInput("eval needs a data file (--data)") }
     setup.model.reserve(sequences: batchSize, longestSequence: setup.description.maxSequenceLength)
     var batch = PackedBatch()
-    return try evaluate(model: setup.model, examples: examples, labels: setup.labels.names, communicator: communicator,
-                        batchSize: batchSize, batch: &batch)
-}
-
-/// One prediction of `bert-dist predict`.
-public struct Prediction {
-    public let labelId: Int
-    public let label: String
-    public let probabilities: [Float]
-    public let logits: [Float]
+    return try evaluate(model: setup.model, examples: examples, labels: setup.labels, task: setup.description.task,
+                        communicator: communicator, batchSize: batchSize, batch: &batch)
 }
 
 extension RunSetup {
-    /// Classifies `texts`, or the pairs (`texts[i]`, `pairs[i]`) when `pairs` is given (one
+    /// Predicts `texts`, or the pairs (`texts[i]`, `pairs[i]`) when `pairs` is given (one
     /// forward over them all, packed), with the setup of `RunSetup.forPrediction`. Pairs are
     /// tokenised as for training: `[CLS] A [SEP] B [SEP]` with token types 0 then 1 (the
     /// family's template: RoBERTa's `<s> A </s></s> B </s>`, all type 0), also when B is empty.
@@ -67,19 +66,22 @@ extension RunSetup {
             guard let pairs else {
                 var text = text
                 text.withUTF8 { tokenizer.encode(utf8: $0, maxLength: maxSequenceLength, appendingTo: &ids) }
-                batch.append(tokens: ids, label: 0, sampleIndex: i)
+                batch.append(tokens: ids, sampleIndex: i)
                 continue
             }
             let (pairIds, types) = tokenizer.encodePair(text, pairs[i], maxLength: maxSequenceLength)
-            batch.append(tokens: pairIds, tokenTypes: types, label: 0, sampleIndex: i)
+            batch.append(tokens: pairIds, tokenTypes: types, sampleIndex: i)
         }
         try model.forward(batch, dropout: nil)
-        let K = model.labelCount
-        let logits = Array(model.logits), probabilities = Array(model.probabilities)
-        return (0..<texts.count).map { s in
-            let p = Array(probabilities[(s * K)..<((s + 1) * K)])
-            let best = p.indices.max { p[$0] < p[$1] }!
-            return Prediction(labelId: best, label: labels.names[best], probabilities: p, logits: Array(logits[(s * K)..<((s + 1) * K)]))
+        return predictions(of: model, count: texts.count)
+    }
+
+    /// The predictions of the model's last forward (`count` rows), for the task.
+    func predictions(of model: BertForSequenceClassification, count: Int) -> [Prediction] {
+        let K = model.labelCount, logits = model.logits, probabilities = model.probabilities
+        return (0..<count).map { s in
+            Prediction(task: description.task, labels: labels, logits: Array(logits[(s * K)..<((s + 1) * K)]),
+                       probabilities: Array(probabilities[(s * K)..<((s + 1) * K)]))
         }
     }
 }

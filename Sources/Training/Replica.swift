@@ -81,12 +81,14 @@ final class Replica {
 
     func reserve(microBatchSize: Int, maxSequenceLength: Int) {
         model.reserve(sequences: microBatchSize, longestSequence: maxSequenceLength)
-        batch.reserve(tokens: microBatchSize * maxSequenceLength, sequences: microBatchSize)
+        batch.reserve(tokens: microBatchSize * maxSequenceLength, sequences: microBatchSize, targetsPerSequence: model.labelCount)
     }
 
     struct Outcome {
         /// Σ over the global batch (all ranks).
         var lossSum = 0.0, correct = 0.0, tokens = 0.0, examples = 0.0
+        /// What the loss sum is divided by for the global batch's mean loss (TaskLoss.lossDenominator).
+        var lossDenominator = 0.0
         var gradientNorm = 0.0
         var learningRate = 0.0
         var skipped = false
@@ -117,16 +119,20 @@ final class Replica {
     }
 
     /// One optimizer step. `fill(i, &batch)` packs micro-batch i of this rank's shard.
-    func step(microBatchCount: Int, globalBatchSize: Int, stepIndex: Int, learningRate: Double, maxGradNorm: Double,
+    /// `lossDenominator` is the global batch's (TaskLoss.lossDenominator over all its examples,
+    /// the same on every rank): the summed gradients are those of the mean loss over the whole
+    /// global batch, however it is split over ranks and micro-batches.
+    func step(microBatchCount: Int, lossDenominator: Double, stepIndex: Int, learningRate: Double, maxGradNorm: Double,
               dropout: DropoutContext, stopRequested: Bool, fill: (Int, inout PackedBatch) throws -> Void) throws -> Outcome {
         var outcome = Outcome()
+        outcome.lossDenominator = lossDenominator
         var clock = Clock()
         model.gradients.zero()
         // Before forward, so that no peer's gradient message arrives before its receive (Open MPI
         // would buffer it, growing a pool: GradientSynchronizer's "Receives first").
         try synchronizer.postReceives()
         var lossSum = 0.0, correct = 0, tokens = 0, examples = 0
-        let lossScale = 1 / Float(globalBatchSize)
+        let lossScale = TaskLoss.lossScale(denominator: lossDenominator)
         clock.lap(into: &outcome.phaseSeconds.data)
         for micro in 0..<microBatchCount {
             batch.removeAll()

@@ -11,7 +11,7 @@ final class Reporter {
     private let tensorBoard: TensorBoardWriter?
     private let started = Date()
     private var stepsSinceLog = 0
-    private var lossSinceLog = 0.0, correctSinceLog = 0.0, examplesSinceLog = 0.0
+    private var lossSinceLog = 0.0, correctSinceLog = 0.0, examplesSinceLog = 0.0, lossDenominatorSinceLog = 0.0
     private var tokensSinceLog = 0.0
     private var lastLogTime = Date()
     private var barShown = false
@@ -23,6 +23,8 @@ final class Reporter {
 
     /// Where whole lines go (stdout of rank 0 in the CLI; collected in tests).
     private let output: (String) -> Void
+    /// Whether the step lines show the training accuracy (not for regression).
+    var reportsAccuracy = true
 
     init(enabled: Bool, totalSteps: Int, logEvery: Int, progress: ProgressMode, tensorBoardDirectory: URL?,
          output: @escaping (String) -> Void) throws {
@@ -48,11 +50,12 @@ final class Reporter {
         if firstStep == nil { firstStep = step }
         stepsSinceLog += 1
         lossSinceLog += outcome.lossSum
+        lossDenominatorSinceLog += outcome.lossDenominator
         correctSinceLog += outcome.correct
         examplesSinceLog += outcome.examples
         tokensSinceLog += outcome.tokens
         let stepNumber = step + 1
-        let loss = outcome.examples > 0 ? outcome.lossSum / outcome.examples : 0
+        let loss = outcome.lossDenominator > 0 ? outcome.lossSum / outcome.lossDenominator : 0
         let tokensPerSecond = stepSeconds > 0 ? outcome.tokens / stepSeconds : 0
         if let tensorBoard {
             var scalars: [TensorBoardEvent.Scalar] = [
@@ -71,8 +74,9 @@ final class Reporter {
             if due { resetWindow() }
         } else if due {
             let elapsed = Date().timeIntervalSince(lastLogTime)
-            let line = String(format: "step %d/%d  loss %.4f  accuracy %.4f  lr %.3g  grad_norm %.3f  tokens/s %.0f  elapsed %@  eta %@",
-                              stepNumber, totalSteps, lossSinceLog / max(examplesSinceLog, 1), correctSinceLog / max(examplesSinceLog, 1),
+            let accuracy = reportsAccuracy ? String(format: "  accuracy %.4f", correctSinceLog / max(examplesSinceLog, 1)) : ""
+            let line = String(format: "step %d/%d  loss %.4f%@  lr %.3g  grad_norm %.3f  tokens/s %.0f  elapsed %@  eta %@",
+                              stepNumber, totalSteps, windowLoss, accuracy,
                               outcome.learningRate, outcome.gradientNorm, tokensSinceLog / max(elapsed, 1e-9),
                               formatDuration(Date().timeIntervalSince(started)), eta(stepNumber))
             output(line)
@@ -81,9 +85,12 @@ final class Reporter {
         }
     }
 
+    /// The mean loss of the steps since the last line.
+    private var windowLoss: Double { lossDenominatorSinceLog > 0 ? lossSinceLog / lossDenominatorSinceLog : 0 }
+
     private func resetWindow() {
         stepsSinceLog = 0
-        lossSinceLog = 0; correctSinceLog = 0; examplesSinceLog = 0; tokensSinceLog = 0
+        lossSinceLog = 0; correctSinceLog = 0; examplesSinceLog = 0; tokensSinceLog = 0; lossDenominatorSinceLog = 0
         lastLogTime = Date()
     }
 
@@ -92,23 +99,32 @@ final class Reporter {
         let filled = totalSteps > 0 ? min(width, width * stepNumber / totalSteps) : 0
         let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
         let elapsed = Date().timeIntervalSince(lastLogTime)
-        let line = String(format: "\r\u{1B}[2K%d/%d %@ loss %.4f acc %.3f lr %.2e %.0f tok/s eta %@",
-                          stepNumber, totalSteps, bar, lossSinceLog / max(examplesSinceLog, 1),
-                          correctSinceLog / max(examplesSinceLog, 1), outcome.learningRate,
+        let accuracy = reportsAccuracy ? String(format: " acc %.3f", correctSinceLog / max(examplesSinceLog, 1)) : ""
+        let line = String(format: "\r\u{1B}[2K%d/%d %@ loss %.4f%@ lr %.2e %.0f tok/s eta %@",
+                          stepNumber, totalSteps, bar, windowLoss, accuracy, outcome.learningRate,
                           tokensSinceLog / max(elapsed, 1e-9), eta(stepNumber))
         print(line, terminator: "")
         barShown = true
         fflush(nil)
     }
 
-    func evaluation(_ metrics: ClassificationMetrics, step: Int) throws {
+    /// An evaluation's line, and its TensorBoard scalars: eval/<metric> for each of the task's
+    /// metrics (eval/loss, eval/accuracy, eval/f1_macro, ...; a correlation that is not a number
+    /// is left out), and per class or label, named by the labels (up to `perClassScalarLimit`):
+    /// eval/f1/<label>.
+    func evaluation(_ metrics: any TaskMetrics, step: Int, isBest: Bool = false) throws {
         guard enabled else { return }
-        say(String(format: "eval at step %d: accuracy %.4f  loss %.4f  (%d examples)", step, metrics.accuracy, metrics.loss, metrics.count))
-        // Per class, named by the labels (up to `perClassScalarLimit` of them): eval/f1/<label>.
-        let perClass = metrics.labels.count <= Self.perClassScalarLimit
-            ? metrics.perClass.map { TensorBoardEvent.Scalar(tag: "eval/f1/\($0.label)", value: Float($0.f1)) } : []
-        try tensorBoard?.addScalars([.init(tag: "eval/accuracy", value: Float(metrics.accuracy)),
-                                     .init(tag: "eval/loss", value: Float(metrics.loss))] + perClass, step: step)
+        say("eval at step \(step): \(metricsLine(metrics))  (\(metrics.count) examples)\(isBest ? "  best so far" : "")")
+        let scores: [ClassScores]
+        switch metrics {
+        case let metrics as ClassificationMetrics: scores = metrics.perClass
+        case let metrics as MultiLabelMetrics: scores = metrics.perLabel
+        default: scores = []
+        }
+        let perClass = scores.count <= Self.perClassScalarLimit
+            ? scores.map { TensorBoardEvent.Scalar(tag: "eval/f1/\($0.label)", value: Float($0.f1)) } : []
+        let overall = metrics.scalars.filter(\.value.isFinite).map { TensorBoardEvent.Scalar(tag: "eval/\($0.name)", value: Float($0.value)) }
+        try tensorBoard?.addScalars(overall + perClass, step: step)
     }
 
     /// TensorBoard scalars of `step` that are not the step's own (a restart's report).

@@ -20,6 +20,8 @@ public struct RunDescription: Codable, Sendable, Equatable {
     /// The classes, in id order, and where their names come from (--labels, a data file, a checkpoint).
     public var labelNames: [String]
     public var labelOrigin: String
+    /// What the model learns (problem type, class weights, threshold): its loss and metrics.
+    public var task = RunTask()
     /// The longest tokenised example, [CLS] and [SEP] included.
     public var maxSequenceLength: Int
     /// Identifies the training data (checkpoints record it; a resume on other data is refused).
@@ -55,7 +57,7 @@ public struct RunSetup {
     public let model: BertForSequenceClassification
     /// The rows to train on (train), or to time (bench).
     public let train: (any TokenizedExamples)?
-    /// The rows to evaluate (train --eval, eval).
+    /// The rows to evaluate (train --eval, eval), or to predict (predict --data: their labels not read).
     public let eval: (any TokenizedExamples)?
     /// What rank 0 alone keeps (nil on the other ranks).
     public let root: RootInputs?
@@ -114,14 +116,16 @@ extension RunSetup {
         }
         let encoded = try communicator.broadcast(bytes: root?.1 ?? [], root: 0)
         if let root = root?.0 {
+            root.model.task = root.description.task.loss
             if root.train != nil { _ = try shareExamples(root.train, communicator: communicator) }
             if root.eval != nil { _ = try shareExamples(root.eval, communicator: communicator) }
             return RunSetup(root)
         }
         let description = try JSONDecoder().decode(RunDescription.self, from: Data(encoded))
         try description.config.validate(file: "the config of rank 0")
-        let labels = try LabelSet(names: description.labelNames, origin: description.labelOrigin)
+        let labels = try description.task.labelSet(names: description.labelNames, origin: description.labelOrigin)
         let model = BertForSequenceClassification(config: description.config, labelCount: labels.count, compute: compute, forwardOnly: forwardOnly)
+        model.task = description.task.loss
         let train = description.hasTrainExamples ? try shareExamples(nil, communicator: communicator) : nil
         let eval = description.hasEvalExamples ? try shareExamples(nil, communicator: communicator) : nil
         return RunSetup(description: description, labels: labels, model: model, train: train, eval: eval, root: nil)
@@ -159,15 +163,21 @@ extension RunSetup {
             let directory = options.model.directory
             let tokenizer = try loadTextTokenizer(modelDirectory: directory, modelType: description.config.family.rawValue)
             let files = try DataLoading.modelFiles(modelDirectory: directory, tokenizer: tokenizer)
-            func read(_ url: URL, _ labels: LabelRule) throws -> TokenizedDataset {
-                try DataLoading.examples(url, columns: options.data.columns.columns, labels: labels, tokenizer: tokenizer,
-                                         maxLength: description.maxSequenceLength, skipBadRows: options.data.skipBadRows,
+            let labelFormat = try RunTask.labelFormat(options.task, modelConfig: files.config,
+                                                      configFile: directory.appendingPathComponent("config.json").path)
+            func read(_ url: URL, _ labels: LabelRule, _ labelFormat: LabelFormat) throws -> TokenizedDataset {
+                try DataLoading.examples(url, columns: options.data.columns.columns, labels: labels, labelFormat: labelFormat,
+                                         tokenizer: tokenizer, maxLength: description.maxSequenceLength, skipBadRows: options.data.skipBadRows,
                                          cacheDirectory: cacheDirectory, log: log)
             }
-            let train = try read(options.trainFile, options.labels.map { .fixed($0) } ?? .fromData)
-            log("\(train.labelSet.count) labels from \(train.labelSet.origin): \(train.labelSet)")
-            // The eval file must use the training labels.
-            let eval = try options.evalFile.map { try read($0, .fixed(train.labelSet)) }
+            let train = try read(options.trainFile, options.labels.map { .fixed($0) } ?? .fromData, labelFormat)
+            log(train.problemType == .regression ? "regression targets from \(options.trainFile.path)"
+                : "\(train.labelSet.count) labels from \(train.labelSet.origin): \(train.labelSet)"
+                  + (train.problemType == .multiLabelClassification ? " (multi-label)" : ""))
+            // The eval file must use the training labels and task.
+            let eval = try options.evalFile.map {
+                try read($0, .fixed(train.labelSet), LabelFormat(problemType: train.problemType, separator: labelFormat.separator))
+            }
             return (train, eval, files)
         }
     }
@@ -185,6 +195,7 @@ extension RunSetup {
             var description = try RunDescription(config: try BertConfig.load(modelDirectory: directory),
                                                  requestedSequenceLength: options.data.sequence.maxSequenceLength, modelDirectory: directory)
             let (train, eval, files) = try readExamples(description)
+            description.task = try RunTask.forTraining(options.task, train: train)
             var model: BertForSequenceClassification, report: LoadReport
             do {
                 (model, report) = try BertForSequenceClassification.load(modelDirectory: directory, labelCount: train.labelSet.count,
@@ -217,9 +228,12 @@ extension RunSetup {
         let setup = try share(forwardOnly: true, compute: compute, communicator: communicator) {
             var root = try RootSetup(checkpoint: options.checkpoint.folder, requestedSequenceLength: options.data.sequence.maxSequenceLength,
                                      compute: compute)
+            root.description.task.threshold = options.labels.threshold
+            let labelFormat = LabelFormat(problemType: root.description.task.problemType, separator: options.labels.labelSeparator)
             root.eval = try DataLoading.examples(options.dataFile, columns: options.data.columns.columns, labels: .fixed(root.labels),
-                                                 tokenizer: root.inputs.tokenizer!, maxLength: root.description.maxSequenceLength,
-                                                 skipBadRows: options.data.skipBadRows, cacheDirectory: cacheDirectory, log: log)
+                                                 labelFormat: labelFormat, tokenizer: root.inputs.tokenizer!,
+                                                 maxLength: root.description.maxSequenceLength, skipBadRows: options.data.skipBadRows,
+                                                 cacheDirectory: cacheDirectory, log: log)
             root.description.hasEvalExamples = true
             return root
         }
@@ -227,9 +241,12 @@ extension RunSetup {
         return setup
     }
 
-    /// `bert-dist predict`, in this process alone: the checkpoint and its tokenizer.
-    public static func forPrediction(checkpoint: URL, sequence: SequenceOptions, compute: Compute) throws -> RunSetup {
-        RunSetup(try RootSetup(checkpoint: checkpoint, requestedSequenceLength: sequence.maxSequenceLength, compute: compute))
+    /// `bert-dist predict`, in this process alone: the checkpoint and its tokenizer (`threshold`:
+    /// multi-label's).
+    public static func forPrediction(checkpoint: URL, sequence: SequenceOptions, threshold: Double = 0.5, compute: Compute) throws -> RunSetup {
+        var root = try RootSetup(checkpoint: checkpoint, requestedSequenceLength: sequence.maxSequenceLength, compute: compute)
+        root.description.task.threshold = threshold
+        return RunSetup(root)
     }
 
     /// `bert-dist bench`: rank 0 reads the config (the bench's --seq-len must fit it), makes the
@@ -264,8 +281,9 @@ extension RootSetup {
     /// Rank 0's part for eval and predict: the trained classifier of `path` (see InferenceModel).
     init(checkpoint path: URL, requestedSequenceLength: Int?, compute: Compute) throws {
         let checkpoint = try InferenceModel.load(path, compute: compute)
-        let description = try RunDescription(config: checkpoint.model.config, requestedSequenceLength: requestedSequenceLength,
+        var description = try RunDescription(config: checkpoint.model.config, requestedSequenceLength: requestedSequenceLength,
                                              modelDirectory: checkpoint.folder)
+        description.task = RunTask(problemType: checkpoint.problemType)
         self.init(description: description, labels: checkpoint.labels, model: checkpoint.model,
                   inputs: RootInputs(tokenizer: checkpoint.tokenizer))
     }

@@ -22,8 +22,10 @@ struct TrainingPlan {
         let totalSteps = options.maxSteps ?? Int((Double(stepsPerEpoch) * (options.epochs ?? 1)).rounded(.up))
         let optimizer = options.optimizer
         let schedule = LearningRateSchedule(shape: optimizer.schedule, baseLearningRate: optimizer.learningRate,
-                                            warmupSteps: LearningRateSchedule.warmupSteps(ratio: optimizer.warmupRatio, totalSteps: totalSteps),
+                                            warmupSteps: LearningRateSchedule.warmupSteps(steps: optimizer.warmupSteps, ratio: optimizer.warmupRatio,
+                                                                                              totalSteps: totalSteps),
                                             totalSteps: totalSteps)
+        if let problem = schedule.problem { throw TrainingError.invalidInput("--lr-schedule \(schedule.shape.rawValue): \(problem)") }
         try self.init(globalBatchSize: options.globalBatchSize, microBatchSize: options.parallel.microBatchSize, totalSteps: totalSteps,
                       schedule: schedule, seed: UInt64(options.seed), exampleCount: exampleCount, worldSize: worldSize, lengths: lengths)
     }
@@ -65,6 +67,16 @@ struct BatchCursor {
     }
 
     mutating func advance() { position = plan.sampler.position(after: position) }
+}
+
+extension TaskLoss {
+    /// The loss denominator of the whole global batch of `rankBatch` (slots of `order`): every
+    /// rank computes it from the global batch's examples, so it does not depend on how they are
+    /// split over ranks and micro-batches. Weighted cross-entropy reads their classes.
+    func lossDenominator(globalBatch rankBatch: RankBatch, order: [Int32], examples: any TokenizedExamples) -> Double {
+        lossDenominator(count: rankBatch.globalRange.count, labelCount: examples.labelSet.count,
+                        classes: rankBatch.globalRange.lazy.map { examples.label(at: Int(order[$0])) })
+    }
 }
 
 extension PackedBatch {

@@ -11,9 +11,14 @@ public struct RunSummary: Sendable {
     public var totalSteps: Int
     public var stoppedBySignal = false
     public var finalCheckpoint: URL?
-    public var finalEvaluation: ClassificationMetrics?
+    public var finalEvaluation: (any TaskMetrics)?
     public var trainSeconds = 0.0
     public var skippedSteps = 0
+    /// Early stopping ended the run: the line saying why.
+    public var earlyStopReason: String?
+    /// OUTPUT/best: the checkpoint with the best --metric-for-best-model, and that value.
+    public var bestCheckpoint: URL?
+    public var bestMetric: TrainerState.BestMetric?
 }
 
 /// The training loop of one rank. Every rank runs the same code with its own communicator
@@ -43,6 +48,9 @@ public final class TrainingRun {
     /// Choices of the loop that are not options (tests shorten the straggler window, compare the
     /// dense embedding gradient sum).
     var settings = Settings()
+    /// What every checkpoint's training_args.json holds: the resolved options of the command
+    /// (`bert-dist train` gives all of its own; by default those of `options`).
+    var trainingArguments: [String: JSONValue]
 
     struct Settings {
         /// Steps over which rank 0 compares the ranks' compute times to name stragglers.
@@ -55,13 +63,14 @@ public final class TrainingRun {
     }
 
     public init(options: TrainingOptions, runtime: Runtime, communicator: any Communicator, setup: RunSetup,
-                log: @escaping (String) -> Void, stopRequested: @escaping () -> Bool = { StopSignal.requested }) {
+                log: @escaping (String) -> Void, stopRequested: @escaping () -> Bool = { StopSignal.requested }) throws {
         self.options = options
         self.runtime = runtime
         self.communicator = communicator
         self.setup = setup
         self.log = log
         self.stopRequested = stopRequested
+        trainingArguments = jsonObject(try ResolvedOptions.record(options))
     }
 
     var isRoot: Bool { communicator.rank == 0 }
@@ -77,13 +86,20 @@ public final class TrainingRun {
         /// The latest train/eval metrics, stored in the next checkpoint.
         var recentMetrics: [TrainerState.Metric] = []
         var phaseTotals = Replica.PhaseSeconds()
+        /// The best evaluation so far and the early-stopping count (with --eval).
+        var bestModel: BestModelTracker?
+        /// The last evaluation, with its step and whether it was the best so far.
+        var lastEvaluation: (step: Int, metrics: any TaskMetrics, isBest: Bool)?
     }
 
     public func run() throws -> RunSummary {
         guard let train = setup.train else { throw TrainingError.invalidInput("training needs a data file (--train)") }
         let replica = try makeReplica()
         let hosts = try communicator.allGather(bytes: Array(runtime.hostName.utf8)).map { String(decoding: $0, as: UTF8.self) }
-        let checkpoints = CheckpointPolicy(options: options, communicator: communicator, setup: setup, hosts: hosts, announce: checkpointNote)
+        // Checked before any work: the metric must be one the task's evaluation reports.
+        let bestModel = try setup.eval.map { _ in try BestModelTracker(options.bestModel, task: setup.description.task.loss) }
+        let checkpoints = CheckpointPolicy(options: options, communicator: communicator, setup: setup, hosts: hosts,
+                                           trainingArguments: trainingArguments, announce: checkpointNote)
         try checkpoints.prepareOutputFolder()
         if isRoot && options.checkpoints.checkpointMirror && checkpoints.mirrorRank == nil {
             log("warning: --checkpoint-mirror: every rank runs on rank 0's host (\(hosts[0])); no copy is kept on a second host")
@@ -91,7 +107,7 @@ public final class TrainingRun {
         let plan = try TrainingPlan(options: options, exampleCount: train.count, worldSize: communicator.worldSize,
                                     lengths: options.groupByLength ? (0..<train.count).map { Int32(train.tokens(at: $0).count) } : nil)
         replica.reserve(microBatchSize: plan.microBatchSize, maxSequenceLength: setup.description.maxSequenceLength)
-        var progress = try start(replica, plan: plan, checkpoints: checkpoints)
+        var progress = try start(replica, plan: plan, checkpoints: checkpoints, bestModel: bestModel)
         if let watchdog, communicator.worldSize > 1 {
             // From here on a lost peer's reporter saves the last completed step first.
             let emergency = try EmergencyCheckpoint.share(checkpoints, replica: replica, plan: plan)
@@ -101,6 +117,7 @@ public final class TrainingRun {
 
         let reporter = try Reporter(enabled: isRoot, totalSteps: plan.totalSteps, logEvery: options.logEvery,
                                     progress: runtime.progress, tensorBoardDirectory: options.tensorboardDirectory, output: log)
+        reporter.reportsAccuracy = setup.description.task.problemType != .regression
         defer { reporter.finish() }
         var restartReport = isRoot ? restart.map { RestartReport(record: $0, resumedStep: progress.step) } : nil
         if let restartReport {
@@ -132,23 +149,43 @@ public final class TrainingRun {
                     reporter.say("warning: step \(progress.step): replicas of ranks \(repaired) differed from rank 0 and were repaired")
                 }
             }
+            var evaluatedIsBest = false
             if let every = options.evalEvery, progress.step % every == 0, progress.step < plan.totalSteps {
-                _ = try evaluateNow(replica, &progress, reporter: reporter)
+                evaluatedIsBest = try evaluateNow(replica, &progress, reporter: reporter)
+                // The evaluation moved the best metric or the patience count: an emergency
+                // checkpoint of this step must record them (the step is not evaluated again).
+                checkpoints.completedStep.publish(checkpoints.snapshot(progress, replica: replica))
             }
             if outcome.stopRequested {
                 summary.stoppedBySignal = true
-                summary.finalCheckpoint = try checkpoints.write(replica, plan: plan, progress: progress, reporter: reporter)
+                summary.finalCheckpoint = try checkpoints.write(replica, plan: plan, progress: progress, reporter: reporter, isBest: evaluatedIsBest)
                 break
             }
-            if checkpoints.isDue(afterStep: progress.step, totalSteps: plan.totalSteps) {
-                summary.finalCheckpoint = try checkpoints.write(replica, plan: plan, progress: progress, reporter: reporter)
+            // Early stopping ends the loop; the final checkpoint below is this step's.
+            if let bestModel = progress.bestModel, bestModel.shouldStop, progress.lastEvaluation?.step == progress.step {
+                summary.earlyStopReason = bestModel.stopReason
+                reporter.say(bestModel.stopReason)
+                break
+            }
+            // A checkpoint is due, or this evaluation is the best so far: its model must exist as a checkpoint.
+            if checkpoints.isDue(afterStep: progress.step, totalSteps: plan.totalSteps) || evaluatedIsBest {
+                summary.finalCheckpoint = try checkpoints.write(replica, plan: plan, progress: progress, reporter: reporter, isBest: evaluatedIsBest)
             }
         }
         summary.trainSeconds = Date().timeIntervalSince(started)
         if !summary.stoppedBySignal {
-            summary.finalEvaluation = try evaluateNow(replica, &progress, reporter: reporter)
+            // The last step's evaluation (already taken when early stopping ended the run there).
+            if setup.eval != nil && progress.lastEvaluation?.step != progress.step {
+                _ = try evaluateNow(replica, &progress, reporter: reporter)
+            }
+            summary.finalEvaluation = progress.lastEvaluation?.metrics
             // The last step is always checkpointed: OUTPUT/checkpoint-<last step> is the trained model.
-            summary.finalCheckpoint = try checkpoints.write(replica, plan: plan, progress: progress, reporter: reporter)
+            summary.finalCheckpoint = try checkpoints.write(replica, plan: plan, progress: progress, reporter: reporter,
+                                                            isBest: progress.lastEvaluation.map { $0.step == progress.step && $0.isBest } ?? false)
+        }
+        if let best = progress.bestModel?.best {
+            summary.bestMetric = best
+            summary.bestCheckpoint = checkpoints.output.appendingPathComponent(CheckpointFolder.name(step: best.step))
         }
         try restartReport?.finish(step: progress.step, reporter: reporter)
         if options.debug.debug { reporter.say("phase totals: \(progress.phaseTotals.line(decimals: 2))") }
@@ -167,9 +204,10 @@ public final class TrainingRun {
     }
 
     /// Fresh (rank 0's weights to everyone) or from the newest complete checkpoint of --output.
-    private func start(_ replica: Replica, plan: TrainingPlan, checkpoints: CheckpointPolicy) throws -> Progress {
+    private func start(_ replica: Replica, plan: TrainingPlan, checkpoints: CheckpointPolicy, bestModel: BestModelTracker?) throws -> Progress {
         var step = 0
         var position = SamplePosition(epoch: 0, samplesConsumed: 0)
+        var bestModel = bestModel
         let loaded = setup.root?.loadReport ?? LoadReport()
         if options.checkpoints.resume, let resumed = try checkpoints.resume(into: replica, log: log) {
             // The same data (fingerprint) has this many examples; a position past them was not written by bert-dist.
@@ -179,6 +217,7 @@ public final class TrainingRun {
             step = resumed.step
             position = SamplePosition(epoch: resumed.epoch, samplesConsumed: resumed.samplesConsumedInEpoch)
             if isRoot { log("resumed from \(CheckpointFolder.name(step: resumed.step)) (step \(resumed.step) of \(plan.totalSteps), written by \(resumed.worldSize) rank(s)\(resumed.shardOptimizer ? " with a sharded optimizer" : ""))") }
+            if let note = bestModel?.resume(from: resumed), isRoot { log("note: \(note)") }
         } else {
             if !options.checkpoints.resume { checkpoints.announce(nil) }
             try setup.shareWeights(communicator: communicator)
@@ -195,7 +234,12 @@ public final class TrainingRun {
                 + String(format: "%.1f MB per rank", Double(2 * 4 * replica.optimizer.range.count) / 1e6)
                 + (options.parallel.shardOptimizer ? " (sharded 1/\(communicator.worldSize))" : ""))
         }
-        return Progress(step: step, batches: BatchCursor(plan: plan, position: position), learningRate: plan.schedule.learningRate(atStep: step))
+        if isRoot, let weights = setup.description.task.classWeights {
+            log("class weights" + (options.task.classWeights == .balanced ? " (balanced)" : "") + ": "
+                + zip(setup.labels.names, weights).map { String(format: "%@ %.4g", $0, $1) }.joined(separator: ", "))
+        }
+        return Progress(step: step, batches: BatchCursor(plan: plan, position: position), learningRate: plan.schedule.learningRate(atStep: step),
+                        bestModel: bestModel)
     }
 
     // MARK: one step
@@ -205,7 +249,8 @@ public final class TrainingRun {
         let (rankBatch, order) = progress.batches.current(rank: communicator.rank, worldSize: communicator.worldSize)
         let learningRate = progress.batches.plan.schedule.learningRate(atStep: progress.step)
         let outcome = try replica.step(
-            microBatchCount: rankBatch.microBatchCount, globalBatchSize: rankBatch.globalRange.count, stepIndex: progress.step,
+            microBatchCount: rankBatch.microBatchCount,
+            lossDenominator: replica.model.task.lossDenominator(globalBatch: rankBatch, order: order, examples: train), stepIndex: progress.step,
             learningRate: learningRate, maxGradNorm: options.optimizer.maxGradNorm,
             dropout: DropoutContext(seed: UInt64(options.seed), step: progress.step), stopRequested: stopRequested()) { micro, batch in
                 batch.append(micro: micro, of: rankBatch, order: order, from: train)
@@ -225,7 +270,8 @@ public final class TrainingRun {
             progress.consecutiveSkipped = 0
             progress.firstNonFinite = nil
             let examples = max(outcome.examples, 1)
-            progress.recentMetrics = [.init(name: "train/loss", value: outcome.lossSum / examples, step: step),
+            progress.recentMetrics = [.init(name: "train/loss", value: outcome.lossDenominator > 0 ? outcome.lossSum / outcome.lossDenominator : 0,
+                                            step: step),
                                       .init(name: "train/accuracy", value: outcome.correct / examples, step: step),
                                       .init(name: "train/grad_norm", value: outcome.gradientNorm, step: step)]
             return
@@ -242,15 +288,17 @@ public final class TrainingRun {
 
     // MARK: evaluation
 
-    /// Evaluates on --eval (when given) and reports; the metrics join the recent metrics.
-    private func evaluateNow(_ replica: Replica, _ progress: inout Progress, reporter: Reporter) throws -> ClassificationMetrics? {
-        guard let examples = setup.eval else { return nil }
-        let metrics = try evaluate(model: replica.model, examples: examples, labels: setup.labels.names, communicator: communicator,
-                                   batchSize: options.evalBatchSize, batch: &replica.evaluationBatch)
-        progress.recentMetrics += [.init(name: "eval/accuracy", value: metrics.accuracy, step: progress.step),
-                                   .init(name: "eval/loss", value: metrics.loss, step: progress.step)]
-        try reporter.evaluation(metrics, step: progress.step)
-        return metrics
+    /// Evaluates on --eval (when given) and reports; the metrics join the recent metrics and the
+    /// best model's record. Returns whether this evaluation is the best so far.
+    private func evaluateNow(_ replica: Replica, _ progress: inout Progress, reporter: Reporter) throws -> Bool {
+        guard let examples = setup.eval else { return false }
+        let metrics = try evaluate(model: replica.model, examples: examples, labels: setup.labels, task: setup.description.task,
+                                   communicator: communicator, batchSize: options.evalBatchSize, batch: &replica.evaluationBatch)
+        progress.recentMetrics += metrics.scalars.map { .init(name: "eval/\($0.name)", value: $0.value, step: progress.step) }
+        let isBest = progress.bestModel?.record(metrics, step: progress.step) ?? false
+        progress.lastEvaluation = (progress.step, metrics, isBest)
+        try reporter.evaluation(metrics, step: progress.step, isBest: isBest)
+        return isBest
     }
 }
 
@@ -260,16 +308,33 @@ public let bertDistVersion = "0.1.0"
 /// work (--output, the model's config against --max-seq-len), reads the data, trains. Nothing is
 /// written before the data has been read (the output folder is created after it).
 /// `watchdog`: this rank's (its reporter writes the emergency checkpoint); `restart`: launch/train's
-/// record of the failed attempt before this one.
+/// record of the failed attempt before this one; `trainingArguments`: what training_args.json
+/// records (the command's resolved options; by default those of `options`).
 public func runTraining(_ options: TrainingOptions, cacheDirectory: URL?, runtime: Runtime, communicator: any Communicator,
                         log: @escaping (String) -> Void, checkpointNote: @escaping (URL?) -> Void = { _ in },
-                        watchdog: PeerWatchdog? = nil, restart: RestartRecord? = nil) throws -> RunSummary {
+                        watchdog: PeerWatchdog? = nil, restart: RestartRecord? = nil,
+                        trainingArguments: [(name: String, value: OptionValue)]? = nil) throws -> RunSummary {
     try CheckpointPolicy.checkOutputFolder(options.checkpoints.folder, communicator: communicator)
     try collectively(communicator) { try BLASSetup.selfTest() }
     let setup = try RunSetup.forTraining(options, cacheDirectory: cacheDirectory, compute: runtime.makeCompute(), communicator: communicator, log: log)
-    let run = TrainingRun(options: options, runtime: runtime, communicator: communicator, setup: setup, log: log)
+    let run = try TrainingRun(options: options, runtime: runtime, communicator: communicator, setup: setup, log: log)
     run.checkpointNote = checkpointNote
     run.watchdog = watchdog
     run.restart = restart
+    if let trainingArguments { run.trainingArguments = jsonObject(trainingArguments) }
     return try run.run()
+}
+
+/// Recorded options as a JSON object (training_args.json).
+func jsonObject(_ options: [(name: String, value: OptionValue)]) -> [String: JSONValue] {
+    func json(_ value: OptionValue) -> JSONValue {
+        switch value {
+        case .null, .object: return .null
+        case .bool(let flag): return .bool(flag)
+        case .number(let number): return .number(number)
+        case .string(let text): return .string(text)
+        case .list(let items): return .array(items.map(json))
+        }
+    }
+    return Dictionary(options.map { ($0.name, json($0.value)) }, uniquingKeysWith: { first, _ in first })
 }

@@ -4,7 +4,7 @@ import Options
 import Startup
 import Training
 
-struct TrainCommand: ParsableCommand, LaunchFacts {
+struct TrainCommand: ConfigFileCommand, LaunchFacts {
     static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Fine-tune a BERT-family encoder for sequence classification, data-parallel over MPI ranks.",
@@ -13,7 +13,11 @@ struct TrainCommand: ParsableCommand, LaunchFacts {
             Checkpoints go to OUTPUT/checkpoint-STEP; the last step is always checkpointed.
             Data: a .csv is AG News unless a column option is given (then a CSV with a header row), .tsv and \
             .jsonl name their columns/keys with the same options; labels come from the training data \
-            (or --labels) and set the classifier's size (docs/data.md).
+            (or --labels) and set the classifier's size (docs/data.md). Tasks: single-label; multi-label when the \
+            labels are JSON lists or --label-separator splits them; regression with --problem-type regression.
+            With --eval, OUTPUT/best names the checkpoint with the best --metric-for-best-model. Options may come \
+            from --config FILE.json (the command line overrides them); each checkpoint's training_args.json holds \
+            the options the run used.
             Example: mpirun -n 4 bert-dist train --model models/minilm --train train.csv --eval test.csv --output runs/ag
             """)
 
@@ -30,6 +34,8 @@ struct TrainCommand: ParsableCommand, LaunchFacts {
         let runtime = try process.runtime(simulatedRanks: options.debug.inProcessRanks)
         let cacheDirectory = try ProcessEnvironment.current.tokenCacheDirectory(requested: options.data.cacheDir)
         let options = self.options
+        // training_args.json: every option of the command as resolved (--config's included).
+        let trainingArguments = try ResolvedOptions.record(self)
         StopSignal.install()
         let status = RankRunner.run(simulatedRanks: options.debug.inProcessRanks, collectiveTimeout: process.faults.collectiveTimeout,
                                     runtime: runtime, progressIntervalSeconds: options.parallel.progressIntervalSeconds) { communicator, watchdog in
@@ -40,7 +46,7 @@ struct TrainCommand: ParsableCommand, LaunchFacts {
             }
             let summary = try runTraining(options, cacheDirectory: cacheDirectory, runtime: runtime, communicator: communicator, log: log,
                                           checkpointNote: checkpointNote, watchdog: watchdog,
-                                          restart: ProcessEnvironment.current.restartRecord)
+                                          restart: ProcessEnvironment.current.restartRecord, trainingArguments: trainingArguments)
             guard communicator.rank == 0 else { return }
             if summary.stoppedBySignal {
                 log("stopped by a signal after step \(summary.stepsDone) of \(summary.totalSteps); checkpoint written: \(summary.finalCheckpoint?.path ?? "-")")
@@ -48,11 +54,12 @@ struct TrainCommand: ParsableCommand, LaunchFacts {
             } else {
                 var line = "done: \(summary.stepsDone) steps in \(formatDuration(summary.trainSeconds))"
                 if summary.skippedSteps > 0 { line += ", \(summary.skippedSteps) skipped (non-finite)" }
-                if let metrics = summary.finalEvaluation {
-                    line += String(format: "; eval accuracy %.4f loss %.4f on %d examples", metrics.accuracy, metrics.loss, metrics.count)
-                }
+                if let metrics = summary.finalEvaluation { line += "; eval \(metricsLine(metrics)) on \(metrics.count) examples" }
                 log(line)
                 log("trained model: \(summary.finalCheckpoint?.path ?? "-")")
+                if let best = summary.bestMetric, let folder = summary.bestCheckpoint {
+                    log(String(format: "best model: %@ (eval %@ %.4f)", folder.path, best.name, best.value))
+                }
             }
         }
         if status != 0 { throw ExitCode(status) }

@@ -128,7 +128,7 @@ func dataErrorMessage(_ body: () throws -> Void) -> String {
     }
 
     static let jsonBadRows: [(String, String)] = [
-        (#"{"text": "a", "label": 1.5}"#, "\"label\" must be a string or an integer, found 1.5"),
+        (#"{"text": "a", "label": 1.5}"#, "\"label\" must be a string or an integer, found 1.5 (for regression targets give --problem-type regression)"),
         (#"{"text": "a", "label": true}"#, "\"label\" must be a string or an integer, found true"),
         (#"{"text": "a", "label": {"name": "pos"}}"#, "\"label\" must be a string or an integer, found {\"name\": \"pos\"}"),
         (#"{"text": "a", "label": null}"#, "\"label\" must be a string or an integer, found null"),

@@ -111,7 +111,7 @@ import Testing
         ("g.jsonl", #"{"text": "x", "label": ["a", "b"]}"# + "\n" + #"{"text": "y", "label": [["a"]]}"#, inferred, 2,
          "\"label\" lists strings or integers (names or ids), found [\"a\"] in the list"),
         ("h.jsonl", #"{"text": "x", "label": 1}"# + "\n" + #"{"text": "y", "label": 1.5}"#, .singleLabel, 2,
-         "\"label\" must be a string or an integer, found 1.5"),
+         "\"label\" must be a string or an integer, found 1.5 (for regression targets give --problem-type regression)"),
         ("i.jsonl", #"{"text": "x", "label": 1}"# + "\n" + #"{"text": "y", "label": "3.5"}"#, regression, 2,
          "\"label\" must be a number for regression, found \"3.5\""),
         ("j.jsonl", #"{"text": "x", "label": 1}"# + "\n" + #"{"text": "y", "label": [2]}"#, regression, 2,

@@ -61,8 +61,8 @@ enum FuzzTargets {
     /// length), then the model with a classifier for the examples' labels.
     static func trainingSetup(_ options: TrainingOptions, compute: Compute, communicator: any Communicator,
                               examples: (Int) throws -> TokenizedDataset) throws -> RunSetup {
-        try RunSetup.forTraining(options, compute: compute, communicator: communicator) { maxLength in
-            (try examples(maxLength), nil, ModelFiles(config: [:], vocabulary: [], tokenizerConfig: [:]))
+        try RunSetup.forTraining(options, compute: compute, communicator: communicator) { description in
+            (try examples(description.maxSequenceLength), nil, ModelFiles(config: [:], vocabulary: [], tokenizerConfig: [:]))
         }
     }
 

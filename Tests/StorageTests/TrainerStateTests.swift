@@ -53,6 +53,8 @@ import TestSupport
         state.seed = -7
         state.optimizerStep = 1498
         state.parameterLayout = "bert-layout-v1:8a3f"
+        state.bestMetric = .init(name: "f1_macro", value: 0.8125, step: 1250, greaterIsBetter: true)
+        state.evaluationsWithoutImprovement = 2
         let url = directory.appendingPathComponent(TrainerState.fileName)
         let digest = try state.write(to: url)
         #expect(digest == (try SHA256.hash(fileAt: url)))

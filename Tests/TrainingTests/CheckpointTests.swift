@@ -20,10 +20,10 @@ import Testing
         _ = try runToCompletion(ranks: 2, sharded: true, output: output)
         let folder = output.appendingPathComponent("checkpoint-6")
         let names = Set(try FileManager.default.contentsOfDirectory(atPath: folder.path))
-        #expect(names == ["model.safetensors", "config.json", "vocab.txt", "tokenizer_config.json", "trainer_state.pb",
+        #expect(names == ["model.safetensors", "config.json", "vocab.txt", "tokenizer_config.json", "trainer_state.pb", "training_args.json",
                           "optimizer-00000-of-00002.safetensors", "optimizer-00001-of-00002.safetensors"])
         let state = try CheckpointFolder.verify(folder)
-        #expect(state.step == 6 && state.worldSize == 2 && state.shardOptimizer && state.files.count == 6)
+        #expect(state.step == 6 && state.worldSize == 2 && state.shardOptimizer && state.files.count == 7)
         #expect(try String(contentsOf: output.appendingPathComponent("latest"), encoding: .utf8) == "checkpoint-6\n")
         let config = try JSONValue.readObject(folder.appendingPathComponent("config.json"))!
         #expect(config["architectures"] == .array([.string("BertForSequenceClassification")]))
@@ -54,7 +54,7 @@ import Testing
         let reference = try runToCompletion(ranks: 2, sharded: true, output: temporaryDirectory())
         // Any one file of the newest checkpoint corrupted (a flipped byte), truncated or missing.
         let files = ["config.json", "model.safetensors", "optimizer-00000-of-00002.safetensors",
-                     "optimizer-00001-of-00002.safetensors", "tokenizer_config.json", "trainer_state.pb", "vocab.txt"]
+                     "optimizer-00001-of-00002.safetensors", "tokenizer_config.json", "trainer_state.pb", "training_args.json", "vocab.txt"]
         var damages: [(String, (URL) throws -> Void)] = files.map { name in
             ("flipped byte in \(name)", { url in
                 let file = url.appendingPathComponent(name)

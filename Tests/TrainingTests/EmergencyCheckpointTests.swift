@@ -23,7 +23,8 @@ import Testing
             completed.beginUpdate()
             started.signal()
             release.wait()
-            completed.endUpdate(.init(step: 5, position: position, learningRate: 1e-3, recentMetrics: [], optimizerStep: 5, completedAt: 0))
+            completed.endUpdate(.init(step: 5, position: position, learningRate: 1e-3, recentMetrics: [], optimizerStep: 5,
+                                      bestMetric: nil, evaluationsWithoutImprovement: 0, completedAt: 0))
         }
         started.wait()
         #expect(completed.withConsistentState(within: 0.2) { snapshot, _ in snapshot?.step } == nil, "got in while the update ran")

@@ -1,3 +1,4 @@
+import Data
 import Distributed
 import Foundation
 import Options
@@ -49,7 +50,7 @@ import Testing
                 setup = RunSetup(description: setup.description, labels: setup.labels, model: setup.model,
                                  train: SlowExamples(setup.train!, secondsPerExample: 0.25 / 4), eval: setup.eval, root: setup.root)
             }
-            let run = TrainingRun(options: options, runtime: Runtime(), communicator: communicator, setup: setup, log: log)
+            let run = try TrainingRun(options: options, runtime: Runtime(), communicator: communicator, setup: setup, log: log)
             run.settings.stragglerWindow = 3
             return try run.run().stepsDone
         }.log
@@ -77,4 +78,8 @@ struct SlowExamples: TokenizedExamples {
     }
     func secondSegmentStart(at index: Int) -> Int { examples.secondSegmentStart(at: index) }
     func label(at index: Int) -> Int32 { examples.label(at: index) }
+    var problemType: ProblemType { examples.problemType }
+    var labelSet: LabelSet { examples.labelSet }
+    func positiveLabels(at index: Int) -> UnsafeBufferPointer<Int32> { examples.positiveLabels(at: index) }
+    func value(at index: Int) -> Float { examples.value(at: index) }
 }

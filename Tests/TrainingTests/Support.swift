@@ -74,7 +74,7 @@ func trainingSetup(_ options: TrainingOptions, runtime: Runtime = Runtime(), com
 /// One rank's training run of `options` on `data`.
 func trainingRun(_ options: TrainingOptions, runtime: Runtime = Runtime(), communicator: any Communicator, data: TrainingData,
                  log: @escaping (String) -> Void = { _ in }, stopRequested: @escaping () -> Bool = { false }) throws -> TrainingRun {
-    TrainingRun(options: options, runtime: runtime, communicator: communicator,
+    try TrainingRun(options: options, runtime: runtime, communicator: communicator,
                 setup: try trainingSetup(options, runtime: runtime, communicator: communicator, data: data), log: log, stopRequested: stopRequested)
 }
 

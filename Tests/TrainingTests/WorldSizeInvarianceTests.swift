@@ -42,7 +42,7 @@ import Testing
         let data = try syntheticData(train: 256, eval: 64)
         let options = tinyOptions(output: temporaryDirectory(), ["--max-steps", "100", "--batch-size", "16", "--lr", "3e-3"])
         let summary = try train(options, ranks: 2, data: data)
-        let accuracy = try #require(summary.finalEvaluation).accuracy
+        let accuracy = try #require(summary.finalEvaluation?.metric(named: "accuracy"))
         print("synthetic task accuracy after 100 steps: \(accuracy)")
         #expect(accuracy > 0.6)  // chance is 0.25
     }

@@ -120,6 +120,24 @@ struct  Bertdist__TrainerState
    */
   char *parameter_layout;
   /*
+   * --- Best model and early stopping (numbers 30-39) --------------------------
+   * The --metric-for-best-model whose best value follows ("" before the first evaluation).
+   */
+  char *best_metric_name;
+  /*
+   * Its best value so far, and the step of the checkpoint holding that model (OUTPUT/best).
+   */
+  double best_metric;
+  int64_t best_step;
+  /*
+   * Whether a larger value of the metric is better, as the run that wrote this decided.
+   */
+  protobuf_c_boolean greater_is_better;
+  /*
+   * Evaluations in a row without an improvement larger than --early-stopping-threshold.
+   */
+  int64_t evaluations_without_improvement;
+  /*
    * SHA-256 of this message encoded without this field (end_marker included): any damaged byte
    * of trainer_state.pb itself is detected, not only damage to the files it lists.
    */
@@ -134,7 +152,7 @@ struct  Bertdist__TrainerState
 };
 #define BERTDIST__TRAINER_STATE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&bertdist__trainer_state__descriptor) \
-    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,NULL, NULL, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, {0,NULL}, 0 }
+    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,NULL, NULL, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, 0, 0, 0, {0,NULL}, 0 }
 
 
 /*
