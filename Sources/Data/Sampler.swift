@@ -247,7 +247,9 @@ public struct SequenceCost: Sendable, Equatable {
 ///      lower rank);
 ///   2. then, at most `count` times: between the most and the least loaded rank (ties: the lower
 ///      rank), the one move of an example or swap of two that lowers the larger of their two
-///      costs most (ties: the first found, in batch order); stop when none does.
+///      costs most (ties: the first found, in batch order); stop when none does;
+///   3. the example split (`shardRange`) instead if its largest cost is lower (2. can end in a
+///      local optimum): never worse than it.
 /// Constraints: a rank never holds more tokens than ceil(count / ranks) sequences of the batch's
 /// longest length (what the example split could give it: the activation memory reserved), and
 /// no rank is left without an example when the batch has at least as many as there are ranks
@@ -316,6 +318,15 @@ public struct BalancedSplit: Sendable {
                 if !improveMostAndLeastLoaded(tokenBudget: tokenBudget, keepEveryRankBusy: count >= worldSize) { break }
             }
         }
+        // 3. The search can end in a local optimum: never worse than the example split.
+        var largest = 0
+        for r in 0 ..< worldSize { largest = max(largest, rankCosts[r]) }
+        if exampleSplitLargestCost(count: count) < largest {
+            for r in 0 ..< worldSize { rankCosts[r] = 0; rankTokens[r] = 0; counts[r] = 0 }
+            for r in 0 ..< worldSize {
+                for example in shardRange(count: count, rank: r, worldSize: worldSize) { assign(example, to: r) }
+            }
+        }
         // Slots rank by rank, in batch order within each.
         rankStarts[0] = 0
         for r in 0 ..< worldSize { rankStarts[r + 1] = rankStarts[r] + counts[r] }
@@ -340,6 +351,17 @@ public struct BalancedSplit: Sendable {
         rankCosts[rank] -= cost(lengths[example])
         rankTokens[rank] -= lengths[example]
         counts[rank] -= 1
+    }
+
+    /// The largest rank cost of the example split (`shardRange`) of the current batch.
+    private func exampleSplitLargestCost(count: Int) -> Int {
+        var largest = 0
+        for r in 0 ..< worldSize {
+            var total = 0
+            for example in shardRange(count: count, rank: r, worldSize: worldSize) { total += cost(lengths[example]) }
+            largest = max(largest, total)
+        }
+        return largest
     }
 
     /// `longestFirst` = 0 ..< count by length, longest first, ties in batch order (a counting sort).

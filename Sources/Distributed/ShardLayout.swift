@@ -58,10 +58,7 @@ extension Communicator {
                                      reason: "chunkFloats must be at least 1 and pieceFloats a multiple of it")
         }
         let own = layout.range(of: rank)
-        guard worldSize > 1, let base = parameters.baseAddress else {
-            if !own.isEmpty { try prepare(own) }
-            return
-        }
+        guard let base = parameters.baseAddress else { return }  // an empty arena: nothing to make or send
         // Both sides cut the same chunks; messages of one tag between two ranks match in posting order.
         requests.removeAll(keepingCapacity: true)
         for peer in 0 ..< worldSize where peer != rank {
@@ -81,6 +78,6 @@ extension Communicator {
             start = piece.upperBound
         }
         setBackgroundProgress(false)
-        try waitAll(&requests)
+        if !requests.isEmpty { try waitAll(&requests) }
     }
 }

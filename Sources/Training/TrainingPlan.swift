@@ -34,8 +34,8 @@ struct TrainingPlan {
 
     /// Training's plan: --max-steps, or --epochs (default 1) passes over the examples whose token
     /// counts are `lengths`, with the learning-rate schedule of the optimizer options; batches
-    /// split by tokens for a model of `hiddenSize`.
-    init(options: TrainingOptions, lengths: [Int32], worldSize: Int, hiddenSize: Int) throws {
+    /// split by tokens for a model of `hiddenSize` (or into equal example counts).
+    init(options: TrainingOptions, lengths: [Int32], worldSize: Int, hiddenSize: Int, splitByExamples: Bool = false) throws {
         let exampleCount = lengths.count
         guard exampleCount > 0 else { throw TrainingError.invalidInput("nothing to train: the training data has no examples") }
         let stepsPerEpoch = (exampleCount + options.globalBatchSize - 1) / options.globalBatchSize
@@ -46,7 +46,8 @@ struct TrainingPlan {
                                             totalSteps: totalSteps)
         try self.init(globalBatchSize: options.globalBatchSize, microBatchSize: options.parallel.microBatchSize, totalSteps: totalSteps,
                       schedule: schedule, seed: UInt64(options.seed), lengths: lengths, worldSize: worldSize,
-                      groupByLength: options.groupByLength, splitting: .tokens(SequenceCost(hiddenSize: hiddenSize)))
+                      groupByLength: options.groupByLength,
+                      splitting: splitByExamples ? .examples : .tokens(SequenceCost(hiddenSize: hiddenSize)))
     }
 
     /// `microBatchSize` nil: each rank's whole share of the global batch. `shuffle` false: the

@@ -47,6 +47,11 @@ public final class TrainingRun {
         /// Only the touched rows of the word and position embedding gradients travel (the result
         /// is the dense sum's, bit for bit); false sends the tables whole.
         var sparseEmbeddingGradients = true
+        /// Each global batch split into equal example counts instead of by tokens (the model is
+        /// the same, float summation order aside).
+        var splitByExamples = false
+        /// When the optimizer's update runs (the same bits either way).
+        var updateSchedule = Replica.UpdateSchedule.overlapped
     }
 
     public init(options: TrainingOptions, runtime: Runtime, communicator: any Communicator, setup: RunSetup,
@@ -80,7 +85,9 @@ public final class TrainingRun {
         let checkpoints = CheckpointPolicy(options: options, communicator: communicator, setup: setup, announce: checkpointNote)
         try checkpoints.prepareOutputFolder()
         let plan = try TrainingPlan(options: options, lengths: (0..<train.count).map { Int32(train.tokens(at: $0).count) },
-                                    worldSize: communicator.worldSize, hiddenSize: replica.model.config.hiddenSize)
+                                    worldSize: communicator.worldSize, hiddenSize: replica.model.config.hiddenSize,
+                                    splitByExamples: settings.splitByExamples)
+        replica.updateSchedule = settings.updateSchedule
         replica.reserve(plan, maxSequenceLength: setup.description.maxSequenceLength)
         var progress = try start(replica, plan: plan, checkpoints: checkpoints)
 
