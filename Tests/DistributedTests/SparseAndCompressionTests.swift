@@ -43,6 +43,22 @@ struct SparseAndCompressionTests {
         if rank == worldSize - 1 && rows1.first == 0 { arena[tables[1].range.lowerBound + 1] = .nan }
     }
 
+    /// What backward does to the synchroniser in `step`: fills the arena, marks the touched rows
+    /// (`markRows`), reports readiness in 4 layers with progress in between.
+    static func backward(_ synchronizer: GradientSynchronizer, _ arena: UnsafeMutableBufferPointer<Float>, rank: Int, worldSize: Int,
+                         step: Int, markRows: Bool) throws {
+        fill(arena, rank: rank, worldSize: worldSize, step: step)
+        if markRows {
+            for t in tables.indices {
+                for row in touchedRows(rank: rank, worldSize: worldSize, step: step, table: t) { synchronizer.markRow(table: t, row: row) }
+            }
+        }
+        for layer in stride(from: 3, through: 0, by: -1) {
+            try synchronizer.gradientsReady(downTo: arenaCount * layer / 4)
+            try synchronizer.progress()
+        }
+    }
+
     /// Two steps through a synchroniser with `options`, readiness reported in 4 layers; each rank's arenas.
     /// `postReceives`: even ranks post their receives before filling the arena (twice: the second
     /// call must do nothing), odd ranks leave them to gradientsReady.
@@ -57,16 +73,7 @@ struct SparseAndCompressionTests {
                     try synchronizer.postReceives()
                     try synchronizer.postReceives()
                 }
-                fill(arena.buffer, rank: rank, worldSize: worldSize, step: step)
-                if markRows {
-                    for t in tables.indices {
-                        for row in touchedRows(rank: rank, worldSize: worldSize, step: step, table: t) { synchronizer.markRow(table: t, row: row) }
-                    }
-                }
-                for layer in stride(from: 3, through: 0, by: -1) {
-                    try synchronizer.gradientsReady(downTo: arenaCount * layer / 4)
-                    try synchronizer.progress()
-                }
+                try backward(synchronizer, arena.buffer, rank: rank, worldSize: worldSize, step: step, markRows: markRows)
                 try synchronizer.finish()
                 steps.append(arena.values)
             }
@@ -85,14 +92,8 @@ struct SparseAndCompressionTests {
             let synchronizer = try GradientSynchronizer(communicator: communicator, gradients: arena.buffer, options: options)
             var afterReduces: [[Float]] = [], handedOver: [[Float]] = [], handedTimes: [[Int]] = []
             for step in 0 ..< 2 {
-                fill(arena.buffer, rank: rank, worldSize: worldSize, step: step)
-                for t in tables.indices where !options.sparseTables.isEmpty {
-                    for row in touchedRows(rank: rank, worldSize: worldSize, step: step, table: t) { synchronizer.markRow(table: t, row: row) }
-                }
-                for layer in stride(from: 3, through: 0, by: -1) {
-                    try synchronizer.gradientsReady(downTo: arenaCount * layer / 4)
-                    try synchronizer.progress()
-                }
+                try backward(synchronizer, arena.buffer, rank: rank, worldSize: worldSize, step: step,
+                             markRows: !options.sparseTables.isEmpty)
                 try synchronizer.finishReduces()
                 afterReduces.append(arena.values)
                 var values = [Float](repeating: Float(nan: 1, signaling: false), count: arenaCount)

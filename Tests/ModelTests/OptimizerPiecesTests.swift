@@ -24,14 +24,18 @@ import Testing
 
     /// Random cuts of `range` into pieces of 1 to `largest` floats, shuffled.
     func pieces(of range: Range<Int>, largest: Int, seed: UInt64) -> [Range<Int>] {
-        var generator = SplitMixForTests(seed: seed)
+        var state = seed
+        func below(_ bound: Int) -> Int {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Int((state >> 33) % UInt64(bound))
+        }
         var cuts: [Range<Int>] = [], start = range.lowerBound
         while start < range.upperBound {
-            let end = min(range.upperBound, start + 1 + Int(generator.next() % UInt64(largest)))
+            let end = min(range.upperBound, start + 1 + below(largest))
             cuts.append(start..<end)
             start = end
         }
-        for i in stride(from: cuts.count - 1, to: 0, by: -1) { cuts.swapAt(i, Int(generator.next() % UInt64(i + 1))) }
+        for i in stride(from: cuts.count - 1, to: 0, by: -1) { cuts.swapAt(i, below(i + 1)) }
         return cuts
     }
 
@@ -99,18 +103,5 @@ import Testing
                 return
             }
         }
-    }
-}
-
-/// SplitMix64, for the pieces' random cuts.
-struct SplitMixForTests {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
