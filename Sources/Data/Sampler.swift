@@ -219,9 +219,11 @@ public struct SequenceCost: Sendable, Equatable {
     public var hiddenSize: Int
     public var attentionDivisor: Int
 
-    /// Calibrated against measured steps of MiniLM and BERT-base (benchmarks/communication.md,
-    /// "The cost of a sequence").
-    public static let measuredAttentionDivisor = 3
+    /// Fitted to steps of MiniLM (4.5) and BERT-base (3.1) on batches of equal tokens in
+    /// sequences of 16-512 (benchmarks/sequence_cost.sh; benchmarks/communication.md, "The cost
+    /// of a sequence"). The split hardly depends on it: for sequences of at most 128 tokens the
+    /// squared term is a tenth of the cost at most.
+    public static let measuredAttentionDivisor = 4
 
     public init(hiddenSize: Int, attentionDivisor: Int = SequenceCost.measuredAttentionDivisor) {
         precondition(hiddenSize >= 1 && attentionDivisor >= 1)

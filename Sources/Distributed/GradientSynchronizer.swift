@@ -328,11 +328,12 @@ public final class GradientSynchronizer {
     /// With `shardOptimizer` every part is ready at once, and only its piece inside this rank's
     /// shard holds the sum. Every float of the arena is in exactly one part. Resets for the next step.
     public func finishGathers(_ ready: (Range<Int>) throws -> Void) throws {
-        var waited = 0.0, undelivered = buckets.count
+        var waited = 0.0, undelivered = buckets.count, inFlight = 0
+        for index in buckets.indices where buckets[index].phase == .gathering { inFlight += 1 }
         // While `ready` computes, the background thread moves the gathers still in flight; while
         // this thread tests them, it would only compete for the core.
         func handOver(_ range: Range<Int>) throws {
-            communicator.setBackgroundProgress(undelivered > 0)
+            communicator.setBackgroundProgress(inFlight > 0)
             try ready(range)
             communicator.setBackgroundProgress(false)
         }
@@ -343,7 +344,10 @@ public final class GradientSynchronizer {
             let passStarted = monotonicSeconds()
             var handedOver = false
             for index in buckets.indices.reversed() where buckets[index].phase != .delivered {
-                if buckets[index].phase == .gathering, try communicator.testAll(&buckets[index].requests) { finishGather(index) }
+                if buckets[index].phase == .gathering, try communicator.testAll(&buckets[index].requests) {
+                    finishGather(index)
+                    inFlight -= 1
+                }
                 guard buckets[index].phase == .done else { continue }
                 buckets[index].phase = .delivered
                 undelivered -= 1
