@@ -61,7 +61,7 @@ for model in sorted({m for m, _ in points}):
     l = np.array(lengths, dtype=float)
     design = np.stack([tokens, tokens * l, tokens / l], 1)  # tokens, Σ l², sequences
     (a, b, c), *_ = np.linalg.lstsq(design, steps, rcond=None)
-    print(f"{model}: " + ", ".join(f"{n} x {int(t / n)}: {s:.3f} s (load {points[(model, n)][1]:.1f})"
+    print(f"{model}: " + ", ".join(f"{int(t / n)} x {n}: {s:.3f} s (load {points[(model, n)][1]:.1f})"
                                    for n, s, t in zip(lengths, steps, tokens)))
     print(f"  fit: {a * 1e6:.1f} us per token, {b * 1e9:.2f} ns per l², {c * 1e6:.0f} us per sequence; "
           f"D = a / (b x hidden) = {a / (b * hidden[model]):.2f}")
