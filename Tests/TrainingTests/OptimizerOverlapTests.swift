@@ -123,14 +123,11 @@ import Testing
 
 /// Passes everything to `inner`; each test of transfers first has another thread try `window`'s
 /// lock and, when it gets in, compare the replica's arenas with the last completed step's.
-final class UpdateWindowProbe: Communicator, @unchecked Sendable {
-    let inner: any Communicator
+final class UpdateWindowProbe: ForwardingCommunicator, @unchecked Sendable {
     let window = CompletedStep()
     var replica: Replica?
     private var completed: (parameters: [Float], m: [Float], v: [Float], optimizerStep: Int) = ([], [], [], 0)
     private(set) var admitted = 0, refused = 0, torn = 0
-
-    init(_ inner: any Communicator) { self.inner = inner }
 
     /// The main thread, between steps: the state an emergency checkpoint may write.
     func rememberCompletedStep() {
@@ -165,6 +162,21 @@ final class UpdateWindowProbe: Communicator, @unchecked Sendable {
         }
     }
 
+    override func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool {
+        probe()
+        return try inner.testAll(requests)
+    }
+    override func waitAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws {
+        while try !testAll(requests) { sched_yield() }
+    }
+}
+
+/// Passes every call to `inner`; the test communicators below change some of them.
+class ForwardingCommunicator: Communicator, @unchecked Sendable {
+    let inner: any Communicator
+
+    init(_ inner: any Communicator) { self.inner = inner }
+
     var rank: Int { inner.rank }
     var worldSize: Int { inner.worldSize }
     func barrier() throws { try inner.barrier() }
@@ -178,13 +190,8 @@ final class UpdateWindowProbe: Communicator, @unchecked Sendable {
     func startReceive(bytes: UnsafeMutableRawBufferPointer, from source: Int, tag: Int) throws -> TransferRequest {
         try inner.startReceive(bytes: bytes, from: source, tag: tag)
     }
-    func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool {
-        probe()
-        return try inner.testAll(requests)
-    }
-    func waitAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws {
-        while try !testAll(requests) { sched_yield() }
-    }
+    func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool { try inner.testAll(requests) }
+    func waitAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws { try inner.waitAll(requests) }
     func setBackgroundProgress(_ active: Bool) { inner.setBackgroundProgress(active) }
     func abort(message: String) -> Never { inner.abort(message: message) }
 }
@@ -193,8 +200,7 @@ final class UpdateWindowProbe: Communicator, @unchecked Sendable {
 /// its request has been tested `polls` times after the transfer completed underneath (the
 /// in-process group copies a message the moment a send meets its receive; a network delivers
 /// later): whoever reads a receive buffer before the receive completed reads what was there before.
-final class LateDeliveryCommunicator: Communicator, @unchecked Sendable {
-    let inner: any Communicator
+final class LateDeliveryCommunicator: ForwardingCommunicator, @unchecked Sendable {
     let polls: Int
     private struct Delivery {
         let staging: UnsafeMutableRawBufferPointer
@@ -208,28 +214,18 @@ final class LateDeliveryCommunicator: Communicator, @unchecked Sendable {
     private var deliveries: [ObjectIdentifier: Delivery] = [:]
 
     init(_ inner: any Communicator, polls: Int) {
-        self.inner = inner
         self.polls = polls
+        super.init(inner)
     }
 
-    var rank: Int { inner.rank }
-    var worldSize: Int { inner.worldSize }
-    func barrier() throws { try inner.barrier() }
-    func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int) throws { try inner.broadcast(bytes, root: root) }
-    func allGather(_ contribution: UnsafeRawBufferPointer, into result: UnsafeMutableRawBufferPointer) throws {
-        try inner.allGather(contribution, into: result)
-    }
-    func startSend(bytes: UnsafeRawBufferPointer, to destination: Int, tag: Int) throws -> TransferRequest {
-        try inner.startSend(bytes: bytes, to: destination, tag: tag)
-    }
-    func startReceive(bytes: UnsafeMutableRawBufferPointer, from source: Int, tag: Int) throws -> TransferRequest {
+    override func startReceive(bytes: UnsafeMutableRawBufferPointer, from source: Int, tag: Int) throws -> TransferRequest {
         let staging = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, bytes.count), alignment: 16)
         let request = try inner.startReceive(bytes: UnsafeMutableRawBufferPointer(rebasing: staging[0 ..< bytes.count]), from: source, tag: tag)
         let marker = InProcessTransfer(peer: source)
         deliveries[ObjectIdentifier(marker)] = Delivery(staging: staging, destination: bytes, request: request, pollsLeft: polls)
         return TransferRequest(handle: .inProcess(marker))
     }
-    func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool {
+    override func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool {
         var allDone = true
         for index in requests.indices where !requests[index].isCompleted {
             guard case .inProcess(let marker) = requests[index].handle, var delivery = deliveries[ObjectIdentifier(marker)] else {
@@ -257,9 +253,7 @@ final class LateDeliveryCommunicator: Communicator, @unchecked Sendable {
         }
         return allDone
     }
-    func waitAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws {
+    override func waitAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws {
         while try !testAll(requests) { sched_yield() }
     }
-    func setBackgroundProgress(_ active: Bool) { inner.setBackgroundProgress(active) }
-    func abort(message: String) -> Never { inner.abort(message: message) }
 }

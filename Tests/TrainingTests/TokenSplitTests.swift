@@ -9,23 +9,28 @@ import Testing
 /// Splitting each global batch by tokens instead of into equal example counts changes which rank
 /// computes which example, not the gradient sum (float summation order aside): the same model.
 @Suite(.serialized) struct TokenSplitTests {
+    /// The last step's weights of `options` (6 steps) on `ranks` in-process ranks, each batch split
+    /// by examples or by tokens (each run in a folder of its own); the replicas stayed identical.
+    func trainedWeights(_ options: TrainingOptions, ranks: Int, data: TrainingData, splitByExamples: Bool) throws -> [String: [Float]] {
+        var options = options
+        options.checkpoints.folder = temporaryDirectory()
+        let log = try InProcessGroupRun.collectingLog(ranks: ranks) { [options] communicator, log in
+            let run = try trainingRun(options, communicator: communicator, data: data, log: log)
+            run.settings.splitByExamples = splitByExamples
+            return try run.run().stepsDone
+        }.log
+        #expect(!replicasDiffered(log), "\(log)")
+        return try finalWeights(options.checkpoints.folder, step: 6)
+    }
+
     @Test func theTokenSplitTrainsTheModelTheExampleSplitTrains() throws {
         let data = try syntheticData()
         for (ranks, micro, sharded) in [(1, nil, false), (1, 3, false), (2, nil, false), (3, nil, true), (4, 1, false), (4, 2, true)]
             as [(Int, Int?, Bool)] {
-            var weights: [[String: [Float]]] = []
-            for splitByExamples in [true, false] {
-                var options = tinyOptions(output: temporaryDirectory())
-                options.parallel.microBatchSize = micro
-                options.parallel.shardOptimizer = sharded
-                let log = try InProcessGroupRun.collectingLog(ranks: ranks) { [options] communicator, log in
-                    let run = try trainingRun(options, communicator: communicator, data: data, log: log)
-                    run.settings.splitByExamples = splitByExamples
-                    return try run.run().stepsDone
-                }.log
-                #expect(!replicasDiffered(log), "\(log)")
-                weights.append(try finalWeights(options.checkpoints.folder, step: 6))
-            }
+            var options = tinyOptions(output: temporaryDirectory())
+            options.parallel.microBatchSize = micro
+            options.parallel.shardOptimizer = sharded
+            let weights = try [true, false].map { try trainedWeights(options, ranks: ranks, data: data, splitByExamples: $0) }
             let what = "ranks \(ranks), micro-batch \(micro.map(String.init) ?? "-"), sharded \(sharded)"
             if ranks == 1 {
                 // One rank takes each batch in order either way: the same bits.
@@ -45,19 +50,9 @@ import Testing
     func everyFamilyTrainsTheSameModelEitherWay(family: String) throws {
         let data = try FamilyTrainingTests.data(family)
         for (ranks, micro) in [(2, nil), (3, 1)] as [(Int, Int?)] {
-            var weights: [[String: [Float]]] = []
-            for splitByExamples in [true, false] {
-                let output = temporaryDirectory()
-                var options = FamilyTrainingTests.options(family, output: output)
-                options.parallel.microBatchSize = micro
-                let log = try InProcessGroupRun.collectingLog(ranks: ranks) { [options] communicator, log in
-                    let run = try trainingRun(options, communicator: communicator, data: data, log: log)
-                    run.settings.splitByExamples = splitByExamples
-                    return try run.run().stepsDone
-                }.log
-                #expect(!replicasDiffered(log), "\(family): \(log)")
-                weights.append(withoutKeyBiases(try finalWeights(output, step: 6)))
-            }
+            var options = FamilyTrainingTests.options(family, output: temporaryDirectory())
+            options.parallel.microBatchSize = micro
+            let weights = try [true, false].map { withoutKeyBiases(try trainedWeights(options, ranks: ranks, data: data, splitByExamples: $0)) }
             let difference = largestRelativeDifference(weights[1], weights[0])
             print("\(family) ranks \(ranks) micro \(micro.map(String.init) ?? "-"): token split against example split, largest relative difference \(difference)")
             #expect(difference < 1e-5, "\(family): ranks \(ranks), micro-batch \(String(describing: micro))")
