@@ -171,31 +171,6 @@ final class UpdateWindowProbe: ForwardingCommunicator, @unchecked Sendable {
     }
 }
 
-/// Passes every call to `inner`; the test communicators below change some of them.
-class ForwardingCommunicator: Communicator, @unchecked Sendable {
-    let inner: any Communicator
-
-    init(_ inner: any Communicator) { self.inner = inner }
-
-    var rank: Int { inner.rank }
-    var worldSize: Int { inner.worldSize }
-    func barrier() throws { try inner.barrier() }
-    func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int) throws { try inner.broadcast(bytes, root: root) }
-    func allGather(_ contribution: UnsafeRawBufferPointer, into result: UnsafeMutableRawBufferPointer) throws {
-        try inner.allGather(contribution, into: result)
-    }
-    func startSend(bytes: UnsafeRawBufferPointer, to destination: Int, tag: Int) throws -> TransferRequest {
-        try inner.startSend(bytes: bytes, to: destination, tag: tag)
-    }
-    func startReceive(bytes: UnsafeMutableRawBufferPointer, from source: Int, tag: Int) throws -> TransferRequest {
-        try inner.startReceive(bytes: bytes, from: source, tag: tag)
-    }
-    func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool { try inner.testAll(requests) }
-    func waitAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws { try inner.waitAll(requests) }
-    func setBackgroundProgress(_ active: Bool) { inner.setBackgroundProgress(active) }
-    func abort(message: String) -> Never { inner.abort(message: message) }
-}
-
 /// Passes everything to `inner`, but a message this rank receives lands in its buffer only once
 /// its request has been tested `polls` times after the transfer completed underneath (the
 /// in-process group copies a message the moment a send meets its receive; a network delivers

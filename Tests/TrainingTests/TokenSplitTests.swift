@@ -14,11 +14,9 @@ import Testing
     func trainedWeights(_ options: TrainingOptions, ranks: Int, data: TrainingData, splitByExamples: Bool) throws -> [String: [Float]] {
         var options = options
         options.checkpoints.folder = temporaryDirectory()
-        let log = try InProcessGroupRun.collectingLog(ranks: ranks) { [options] communicator, log in
-            let run = try trainingRun(options, communicator: communicator, data: data, log: log)
-            run.settings.splitByExamples = splitByExamples
-            return try run.run().stepsDone
-        }.log
+        var settings = TrainingRun.Settings()
+        settings.splitByExamples = splitByExamples
+        let log = try trainLoggingRankZero(options, ranks: ranks, data: data, settings: settings)
         #expect(!replicasDiffered(log), "\(log)")
         return try finalWeights(options.checkpoints.folder, step: 6)
     }
