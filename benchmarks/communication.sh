@@ -26,7 +26,12 @@
 #     --no-gradient-sync, token and example split; DDP no_sync()): the compute-only scaling, and
 #     step - this = the communication not hidden.
 # Needs root (namespaces), a release build, /work/venv (or PYTHON=...) with torch + transformers.
-# MiniLM takes ~10 minutes a round per batch size, BERT-base ~15 (batch 8) and ~30 (batch 32).
+# MiniLM takes ~10 minutes a round per batch size, BERT-base ~15 (batch 8) and ~30 (batch 32):
+# about an hour a round on a quiet machine, 2-2.5 hours for --rounds 2.
+# A quick check of the script itself (any build, a few configurations, tables left alone):
+#   RESULTS=/tmp/trial.jsonl BIN=.build/debug/bert-dist-dev benchmarks/communication.sh DATA --models minilm \
+#       --batches 8 --steps 1 --rounds 1 --links 1gbit --no-tables --only 'none 1 ours fp32$|1gbit 2 ours bf16|no-sync|pytorch'
+#   python3 tools/communication_table.py /tmp/trial.jsonl
 # The machine's load is recorded with every run (busy fraction of all CPUs over the second before
 # it, and the load average), and the CPU model; --wait-quiet waits up to 10 minutes for < 10% busy
 # before each run.
@@ -56,7 +61,8 @@ done
 [ "$(id -u)" = 0 ] || { echo "error: the namespace cluster needs root" >&2; exit 1; }
 PYTHON="${PYTHON:-/work/venv/bin/python}"
 # bert-dist-dev bench: bert-dist's bench (the same step), plus --no-gradient-sync, --example-split, --update-at-the-end.
-BIN="$(pwd)/.build/release/bert-dist-dev"
+# BIN=... another build (e.g. .build/debug/bert-dist-dev for a quick check of this script).
+BIN="$(realpath -m "${BIN:-.build/release/bert-dist-dev}")"
 [ -x "$BIN" ] || { echo "error: $BIN not found; run swift build -c release first" >&2; exit 1; }
 [ -d models/minilm ] || { echo "error: models/minilm not found (see the README's set-up command)" >&2; exit 1; }
 CLUSTER=Tests/Cluster/cluster.sh

@@ -298,8 +298,8 @@ final class EmergencyCheckpoint: @unchecked Sendable {
     let plan: TrainingPlan
     /// config.json and the tokenizer's files, as rank 0 writes them (`share` sent them to every rank).
     let files: [CheckpointFile]
-    /// How long to wait for an update or a regular checkpoint write in progress (finite work: with
-    /// an unsharded optimizer neither holds a collective).
+    /// How long to wait for an update or a regular checkpoint write in progress (finite work, but
+    /// for the update's wait for the later buckets' sums: a peer lost then leaves it unfinished).
     let waitSeconds: Double
 
     private init(policy: CheckpointPolicy, replica: Replica, plan: TrainingPlan, files: [CheckpointFile], waitSeconds: Double) {

@@ -387,8 +387,11 @@ final class OptimizerFiles {
 /// Parameters and Adam state change only in the optimizer update of a step (gradients travel in
 /// their own arena), so the main thread holds the lock from just before the update
 /// (`Replica.step`: `beginUpdate`) until the step's progress is published (`TrainingRun`:
-/// `endUpdate`); rank 0 holds it too while it writes a regular checkpoint's files (the folder an
-/// emergency checkpoint of the same step would write). Another thread that holds it sees the
+/// `endUpdate`). The update is applied part by part while the later buckets' sums still travel,
+/// so the window also holds that wait: a peer lost then leaves the arenas half updated, and the
+/// writer's wait for the lock times out (no emergency checkpoint; the newest complete one stays).
+/// Rank 0 holds it too while it writes a regular checkpoint's files (the folder an emergency
+/// checkpoint of the same step would write). Another thread that holds it sees the
 /// arenas and the published step together. Uncontended, the lock costs the step nothing (no
 /// allocation, one atomic operation each way).
 /// @unchecked Sendable: `snapshot` and `checkpointedStep` are only touched under `lock`.

@@ -27,37 +27,20 @@ import Testing
 
 /// Passes everything to `inner`, but adds 0.5 to the 8th float received in the first broadcast of
 /// `byteCount` bytes (the starting weights).
-final class PerturbingCommunicator: Communicator, @unchecked Sendable {
-    let inner: any Communicator
+final class PerturbingCommunicator: ForwardingCommunicator, @unchecked Sendable {
     let byteCount: Int
     private var perturbed = false
 
     init(_ inner: any Communicator, broadcastOf byteCount: Int) {
-        self.inner = inner
         self.byteCount = byteCount
+        super.init(inner)
     }
 
-    var rank: Int { inner.rank }
-    var worldSize: Int { inner.worldSize }
-    func barrier() throws { try inner.barrier() }
-    func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int) throws {
+    override func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int) throws {
         try inner.broadcast(bytes, root: root)
         if !perturbed && bytes.count == byteCount {
             perturbed = true
             bytes.baseAddress!.assumingMemoryBound(to: Float.self)[7] += 0.5
         }
     }
-    func allGather(_ contribution: UnsafeRawBufferPointer, into result: UnsafeMutableRawBufferPointer) throws {
-        try inner.allGather(contribution, into: result)
-    }
-    func startSend(bytes: UnsafeRawBufferPointer, to destination: Int, tag: Int) throws -> TransferRequest {
-        try inner.startSend(bytes: bytes, to: destination, tag: tag)
-    }
-    func startReceive(bytes: UnsafeMutableRawBufferPointer, from source: Int, tag: Int) throws -> TransferRequest {
-        try inner.startReceive(bytes: bytes, from: source, tag: tag)
-    }
-    func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool { try inner.testAll(requests) }
-    func waitAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws { try inner.waitAll(requests) }
-    func setBackgroundProgress(_ active: Bool) { inner.setBackgroundProgress(active) }
-    func abort(message: String) -> Never { inner.abort(message: message) }
 }

@@ -77,12 +77,105 @@ import Testing
     }
 }
 
+/// The emergency checkpoint's lock (CompletedStep) covers the whole overlapped update: Adam's step
+/// count and every part change only inside the window, which stays open while later buckets'
+/// sums still travel. Two ranks step a Replica with that lock; whenever a rank tests its
+/// transfers (before, during and after the update, messages delivered late), another thread
+/// tries the lock: when it gets in, the parameters, the Adam moments and the step count are
+/// exactly those of the last completed step, never a step half applied.
+@Suite(.serialized) struct UpdateWindowTests {
+    @Test func anotherThreadNeverSeesAStepHalfApplied() throws {
+        let data = try syntheticData()
+        let options = tinyOptions(output: temporaryDirectory())
+        let probes = try InProcessGroup.run(worldSize: 2) { communicator in
+            let setup = try trainingSetup(options, communicator: communicator, data: data)
+            let train = try #require(setup.train)
+            let probe = UpdateWindowProbe(LateDeliveryCommunicator(communicator, polls: 3))
+            let replica = try Replica(model: setup.model, hyperparameters: options.optimizer.adamHyperparameters,
+                                      communicator: probe, parallel: options.parallel)
+            replica.completedStep = probe.window
+            probe.replica = replica
+            let plan = try TrainingPlan(options: options, lengths: (0..<train.count).map { Int32(train.tokens(at: $0).count) },
+                                        worldSize: 2, hiddenSize: setup.model.config.hiddenSize)
+            replica.reserve(plan, maxSequenceLength: setup.description.maxSequenceLength)
+            var cursor = BatchCursor(plan: plan, position: SamplePosition(epoch: 0, samplesConsumed: 0))
+            for step in 0..<plan.totalSteps {
+                probe.rememberCompletedStep()
+                let (share, order) = cursor.current(rank: communicator.rank)
+                let outcome = try replica.step(microBatchCount: share.microBatchCount,
+                                               lossDenominator: replica.model.task.lossDenominator(globalBatch: share, order: order, examples: train),
+                                               stepIndex: step, learningRate: 1e-3, maxGradNorm: 1, dropout: DropoutContext(seed: 1, step: step),
+                                               stopRequested: false) { micro, batch in batch.append(micro: micro, of: share, order: order, from: train) }
+                #expect(!outcome.skipped)
+                probe.window.endUpdate(nil)
+                cursor.advance()
+            }
+            return (probe.admitted, probe.refused, probe.torn)
+        }
+        for (rank, (admitted, refused, torn)) in probes.enumerated() {
+            print("rank \(rank): \(admitted) probes got in, \(refused) were kept out by an update in progress, \(torn) saw a half-applied step")
+            #expect(torn == 0, "rank \(rank): another thread saw a step half applied \(torn) times")
+            // Both sides of the window were probed: some tests ran while the update was open.
+            #expect(admitted > 0 && refused > 0, "rank \(rank): admitted \(admitted), refused \(refused)")
+        }
+    }
+}
+
+/// Passes everything to `inner`; each test of transfers first has another thread try `window`'s
+/// lock and, when it gets in, compare the replica's arenas with the last completed step's.
+final class UpdateWindowProbe: ForwardingCommunicator, @unchecked Sendable {
+    let window = CompletedStep()
+    var replica: Replica?
+    private var completed: (parameters: [Float], m: [Float], v: [Float], optimizerStep: Int) = ([], [], [], 0)
+    private(set) var admitted = 0, refused = 0, torn = 0
+
+    /// The main thread, between steps: the state an emergency checkpoint may write.
+    func rememberCompletedStep() {
+        guard let replica else { return }
+        completed = (Array(replica.model.parameters.buffer), Array(replica.optimizer.m.buffer), Array(replica.optimizer.v.buffer),
+                     replica.optimizer.stepCount)
+    }
+
+    /// Whether the arenas hold the last completed step (the caller holds the window's lock).
+    private func holdsCompletedStep() -> Bool {
+        guard let replica else { return true }
+        func same(_ arena: UnsafeMutableBufferPointer<Float>, _ copy: [Float]) -> Bool {
+            arena.elementsEqual(copy) { $0.bitPattern == $1.bitPattern }
+        }
+        return same(replica.model.parameters.buffer, completed.parameters) && same(replica.optimizer.m.buffer, completed.m)
+            && same(replica.optimizer.v.buffer, completed.v) && replica.optimizer.stepCount == completed.optimizerStep
+    }
+
+    private func probe() {
+        guard replica != nil else { return }
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var seen: Bool?
+        Thread.detachNewThread { [self] in
+            seen = window.withConsistentState(within: 0) { _, _ in holdsCompletedStep() }
+            done.signal()
+        }
+        done.wait()
+        switch seen {
+        case nil: refused += 1
+        case true?: admitted += 1
+        case false?: torn += 1
+        }
+    }
+
+    override func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool {
+        probe()
+        return try inner.testAll(requests)
+    }
+    override func waitAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws {
+        while try !testAll(requests) { sched_yield() }
+    }
+}
+
 /// Passes everything to `inner`, but a message this rank receives lands in its buffer only once
 /// its request has been tested `polls` times after the transfer completed underneath (the
 /// in-process group copies a message the moment a send meets its receive; a network delivers
 /// later): whoever reads a receive buffer before the receive completed reads what was there before.
-final class LateDeliveryCommunicator: Communicator, @unchecked Sendable {
-    let inner: any Communicator
+final class LateDeliveryCommunicator: ForwardingCommunicator, @unchecked Sendable {
     let polls: Int
     private struct Delivery {
         let staging: UnsafeMutableRawBufferPointer
@@ -96,28 +189,18 @@ final class LateDeliveryCommunicator: Communicator, @unchecked Sendable {
     private var deliveries: [ObjectIdentifier: Delivery] = [:]
 
     init(_ inner: any Communicator, polls: Int) {
-        self.inner = inner
         self.polls = polls
+        super.init(inner)
     }
 
-    var rank: Int { inner.rank }
-    var worldSize: Int { inner.worldSize }
-    func barrier() throws { try inner.barrier() }
-    func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int) throws { try inner.broadcast(bytes, root: root) }
-    func allGather(_ contribution: UnsafeRawBufferPointer, into result: UnsafeMutableRawBufferPointer) throws {
-        try inner.allGather(contribution, into: result)
-    }
-    func startSend(bytes: UnsafeRawBufferPointer, to destination: Int, tag: Int) throws -> TransferRequest {
-        try inner.startSend(bytes: bytes, to: destination, tag: tag)
-    }
-    func startReceive(bytes: UnsafeMutableRawBufferPointer, from source: Int, tag: Int) throws -> TransferRequest {
+    override func startReceive(bytes: UnsafeMutableRawBufferPointer, from source: Int, tag: Int) throws -> TransferRequest {
         let staging = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, bytes.count), alignment: 16)
         let request = try inner.startReceive(bytes: UnsafeMutableRawBufferPointer(rebasing: staging[0 ..< bytes.count]), from: source, tag: tag)
         let marker = InProcessTransfer(peer: source)
         deliveries[ObjectIdentifier(marker)] = Delivery(staging: staging, destination: bytes, request: request, pollsLeft: polls)
         return TransferRequest(handle: .inProcess(marker))
     }
-    func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool {
+    override func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool {
         var allDone = true
         for index in requests.indices where !requests[index].isCompleted {
             guard case .inProcess(let marker) = requests[index].handle, var delivery = deliveries[ObjectIdentifier(marker)] else {
@@ -145,9 +228,7 @@ final class LateDeliveryCommunicator: Communicator, @unchecked Sendable {
         }
         return allDone
     }
-    func waitAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws {
+    override func waitAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws {
         while try !testAll(requests) { sched_yield() }
     }
-    func setBackgroundProgress(_ active: Bool) { inner.setBackgroundProgress(active) }
-    func abort(message: String) -> Never { inner.abort(message: message) }
 }

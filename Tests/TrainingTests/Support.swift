@@ -81,10 +81,13 @@ func trainingRun(_ options: TrainingOptions, runtime: Runtime = Runtime(), commu
 /// Trains on `ranks` in-process ranks and returns what rank 0 logged. Before it writes a
 /// checkpoint (the last step's at least), the run compares every rank's replica with rank 0's bit
 /// for bit (parameters, and the Adam moments unless sharded) and logs the ranks that differed:
-/// `replicasDiffered(log)` tells.
-func trainLoggingRankZero(_ options: TrainingOptions, ranks: Int, data: TrainingData, runtime: Runtime = Runtime()) throws -> [String] {
+/// `replicasDiffered(log)` tells. `settings`: the loop's choices that are not options.
+func trainLoggingRankZero(_ options: TrainingOptions, ranks: Int, data: TrainingData, runtime: Runtime = Runtime(),
+                          settings: TrainingRun.Settings = .init()) throws -> [String] {
     try InProcessGroupRun.collectingLog(ranks: ranks) { communicator, log in
-        try trainingRun(options, runtime: runtime, communicator: communicator, data: data, log: log).run().stepsDone
+        let run = try trainingRun(options, runtime: runtime, communicator: communicator, data: data, log: log)
+        run.settings = settings
+        return try run.run().stepsDone
     }.log
 }
 
@@ -118,4 +121,29 @@ func largestRelativeDifference(_ a: [String: [Float]], _ b: [String: [Float]]) -
         worst = max(worst, diff / scale)
     }
     return worst
+}
+
+/// Passes every call to `inner`; test communicators change some of them.
+class ForwardingCommunicator: Communicator, @unchecked Sendable {
+    let inner: any Communicator
+
+    init(_ inner: any Communicator) { self.inner = inner }
+
+    var rank: Int { inner.rank }
+    var worldSize: Int { inner.worldSize }
+    func barrier() throws { try inner.barrier() }
+    func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int) throws { try inner.broadcast(bytes, root: root) }
+    func allGather(_ contribution: UnsafeRawBufferPointer, into result: UnsafeMutableRawBufferPointer) throws {
+        try inner.allGather(contribution, into: result)
+    }
+    func startSend(bytes: UnsafeRawBufferPointer, to destination: Int, tag: Int) throws -> TransferRequest {
+        try inner.startSend(bytes: bytes, to: destination, tag: tag)
+    }
+    func startReceive(bytes: UnsafeMutableRawBufferPointer, from source: Int, tag: Int) throws -> TransferRequest {
+        try inner.startReceive(bytes: bytes, from: source, tag: tag)
+    }
+    func testAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws -> Bool { try inner.testAll(requests) }
+    func waitAll(_ requests: UnsafeMutableBufferPointer<TransferRequest>) throws { try inner.waitAll(requests) }
+    func setBackgroundProgress(_ active: Bool) { inner.setBackgroundProgress(active) }
+    func abort(message: String) -> Never { inner.abort(message: message) }
 }
