@@ -298,8 +298,8 @@ final class EmergencyCheckpoint: @unchecked Sendable {
     let plan: TrainingPlan
     /// config.json and the tokenizer's files, as rank 0 writes them (`share` sent them to every rank).
     let files: [CheckpointFile]
-    /// How long to wait for an update or a regular checkpoint write in progress (finite work, but
-    /// for the update's wait for the later buckets' sums: a peer lost then leaves it unfinished).
+    /// How long to wait for a regular checkpoint write in progress (finite work); an update still
+    /// running after a few seconds is waiting for sums a lost peer will not send (see `ending`).
     let waitSeconds: Double
 
     private init(policy: CheckpointPolicy, replica: Replica, plan: TrainingPlan, files: [CheckpointFile], waitSeconds: Double) {
@@ -359,33 +359,49 @@ final class EmergencyCheckpoint: @unchecked Sendable {
     /// launch/train (`step`, `time`: the last completed step and when; `checkpoint`: the folder to
     /// continue from; `emergency`: whether it was written now).
     func ending(for trip: PeerWatchdog.Trip) -> PeerWatchdog.Ending {
-        let output = policy.output
-        let result = policy.completedStep.withConsistentState(within: waitSeconds) { snapshot, checkpointed -> PeerWatchdog.Ending in
-            var facts: [(key: String, value: String)] = []
-            if let snapshot {
-                facts += [("step", "\(snapshot.step)"), ("time", String(format: "%.3f", snapshot.completedAt))]
+        // The update's own work takes well under a second; still held after `updateGrace`, the
+        // update is waiting for sums that will not come: no consistent state will ever be there,
+        // so the newest complete checkpoint is named at once (without waiting `waitSeconds`).
+        let updateGrace = min(3.0, waitSeconds)
+        var result = policy.completedStep.withConsistentState(within: updateGrace, consistent)
+        if result == nil {
+            if policy.completedStep.isUpdating {
+                return PeerWatchdog.Ending(note: "the step in flight was being applied while its last sums travelled: no emergency checkpoint; "
+                                             + "continue with --resume from the newest complete checkpoint",
+                                           facts: [("emergency", "no")])
             }
-            let newest = checkpointed.map { output.appendingPathComponent(CheckpointFolder.name(step: $0)) }
-            let newestNote = newest.map { "newest complete checkpoint: \($0.path) (continue with --resume)" } ?? "no complete checkpoint yet"
-            func keepNewest(_ why: String) -> PeerWatchdog.Ending {
-                PeerWatchdog.Ending(note: newestNote + why, facts: facts + [("checkpoint", newest?.path ?? "-"), ("emergency", "no")])
-            }
-            guard let snapshot, snapshot.step > (checkpointed ?? -1) else { return keepNewest("") }
-            guard !replica.shardOptimizer else {
-                let from = (checkpointed ?? 0) + 1
-                return keepNewest("; no emergency checkpoint with --shard-optimizer (the lost ranks' Adam shards are gone): "
-                    + (from == snapshot.step ? "step \(from) is" : "steps \(from)-\(snapshot.step) are") + " computed again")
-            }
-            let state = policy.trainerState(replica, plan: plan, snapshot: snapshot)
-            do {
-                let folder = try writeReplicaCheckpoint(replica, state: state, files: files, output: output,
-                                                        keep: policy.options.checkpoints.keepCheckpoints)
-                return PeerWatchdog.Ending(note: "emergency checkpoint of the last completed step: \(folder.path) (continue with --resume)",
-                                           facts: facts + [("checkpoint", folder.path), ("emergency", "yes")])
-            } catch {
-                return keepNewest("; the emergency checkpoint of step \(snapshot.step) failed: \(error)")
-            }
+            result = policy.completedStep.withConsistentState(within: waitSeconds - updateGrace, consistent)
         }
         return result ?? PeerWatchdog.Ending(note: "", facts: [("emergency", "no")])
+    }
+
+    /// The ending written while the main thread cannot change the arenas: the emergency checkpoint
+    /// of the last completed step when it is newer than the newest complete one.
+    private func consistent(_ snapshot: CompletedStep.Snapshot?, _ checkpointed: Int?) -> PeerWatchdog.Ending {
+        let output = policy.output
+        var facts: [(key: String, value: String)] = []
+        if let snapshot {
+            facts += [("step", "\(snapshot.step)"), ("time", String(format: "%.3f", snapshot.completedAt))]
+        }
+        let newest = checkpointed.map { output.appendingPathComponent(CheckpointFolder.name(step: $0)) }
+        let newestNote = newest.map { "newest complete checkpoint: \($0.path) (continue with --resume)" } ?? "no complete checkpoint yet"
+        func keepNewest(_ why: String) -> PeerWatchdog.Ending {
+            PeerWatchdog.Ending(note: newestNote + why, facts: facts + [("checkpoint", newest?.path ?? "-"), ("emergency", "no")])
+        }
+        guard let snapshot, snapshot.step > (checkpointed ?? -1) else { return keepNewest("") }
+        guard !replica.shardOptimizer else {
+            let from = (checkpointed ?? 0) + 1
+            return keepNewest("; no emergency checkpoint with --shard-optimizer (the lost ranks' Adam shards are gone): "
+                + (from == snapshot.step ? "step \(from) is" : "steps \(from)-\(snapshot.step) are") + " computed again")
+        }
+        let state = policy.trainerState(replica, plan: plan, snapshot: snapshot)
+        do {
+            let folder = try writeReplicaCheckpoint(replica, state: state, files: files, output: output,
+                                                    keep: policy.options.checkpoints.keepCheckpoints)
+            return PeerWatchdog.Ending(note: "emergency checkpoint of the last completed step: \(folder.path) (continue with --resume)",
+                                       facts: facts + [("checkpoint", folder.path), ("emergency", "yes")])
+        } catch {
+            return keepNewest("; the emergency checkpoint of step \(snapshot.step) failed: \(error)")
+        }
     }
 }

@@ -1,6 +1,7 @@
 import Data
 import Distributed
 import Foundation
+import Synchronization
 import Model
 import Storage
 
@@ -389,7 +390,8 @@ final class OptimizerFiles {
 /// (`Replica.step`: `beginUpdate`) until the step's progress is published (`TrainingRun`:
 /// `endUpdate`). The update is applied part by part while the later buckets' sums still travel,
 /// so the window also holds that wait: a peer lost then leaves the arenas half updated, and the
-/// writer's wait for the lock times out (no emergency checkpoint; the newest complete one stays).
+/// writer, seeing `isUpdating` past a short grace, gives up (no emergency checkpoint; the newest
+/// complete one stays).
 /// Rank 0 holds it too while it writes a regular checkpoint's files (the folder an emergency
 /// checkpoint of the same step would write). Another thread that holds it sees the
 /// arenas and the published step together. Uncontended, the lock costs the step nothing (no
@@ -413,16 +415,27 @@ final class CompletedStep: @unchecked Sendable {
     private let lock = NSLock()
     private var snapshot: Snapshot?
     private var checkpointedStep: Int?
+    /// Whether the main thread holds `lock` for an update; read without `lock` (own small lock).
+    private let updateFlag = Mutex(false)
 
     /// Main thread, just before the optimizer update: the arenas change from here to `endUpdate`.
-    func beginUpdate() { lock.lock() }
+    func beginUpdate() {
+        lock.lock()
+        updateFlag.withLock { $0 = true }
+    }
 
     /// Main thread, once the step's progress is known: publishes it (nil: the step failed, the
     /// previous one stays the last completed) and lets another thread in.
     func endUpdate(_ completed: Snapshot?) {
         if let completed { snapshot = completed }
+        updateFlag.withLock { $0 = false }
         lock.unlock()
     }
+
+    /// Another thread: whether the main thread is inside an update. The overlapped update waits
+    /// for the later buckets' sums, so a peer lost then leaves the arenas half updated for good
+    /// (an optimizer step that fails keeps the window closed for the same reason).
+    var isUpdating: Bool { updateFlag.withLock { $0 } }
 
     /// Main thread, without an update window (a sharded optimizer: no emergency checkpoint, but
     /// its note names the last completed step).

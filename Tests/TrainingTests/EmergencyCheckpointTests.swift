@@ -27,6 +27,7 @@ import Testing
                                       bestMetric: nil, evaluationsWithoutImprovement: 0, completedAt: 0))
         }
         started.wait()
+        #expect(completed.isUpdating, "the update window is not seen as an update")
         #expect(completed.withConsistentState(within: 0.2) { snapshot, _ in snapshot?.step } == nil, "got in while the update ran")
         Thread.detachNewThread {
             Thread.sleep(forTimeInterval: 0.3)
@@ -34,6 +35,11 @@ import Testing
         }
         let seen = completed.withConsistentState(within: 5) { snapshot, checkpointed in (snapshot?.step, checkpointed) }
         #expect(seen?.0 == 5 && seen?.1 == nil)
+        #expect(!completed.isUpdating)
+        // A regular checkpoint write holds the same lock but is no update (finite work: worth waiting for).
+        completed.beginCheckpointWrite()
+        #expect(!completed.isUpdating)
+        completed.endCheckpointWrite(committedStep: nil)
         completed.noteCheckpoint(step: 5)
         #expect(completed.withConsistentState(within: 1) { _, checkpointed in checkpointed } == 5)
     }
