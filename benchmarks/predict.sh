@@ -57,23 +57,7 @@ CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-# Fraction of all CPUs busy over one second (from /proc/stat).
-busy_fraction() {
-    read -r _ a b c d e f g _ < /proc/stat
-    local busy1=$((a + b + c + f + g)) total1=$((a + b + c + d + e + f + g))
-    sleep 1
-    read -r _ a b c d e f g _ < /proc/stat
-    awk -v b=$((a + b + c + f + g - busy1)) -v t=$((a + b + c + d + e + f + g - total1)) 'BEGIN { printf "%.2f", (t > 0 ? b / t : 0) }'
-}
-
-wait_quiet() {
-    local waited=0 busy
-    busy=$(busy_fraction)
-    while [ "$WAIT" = 1 ] && awk -v b="$busy" 'BEGIN { exit !(b > 0.10) }' && [ $waited -lt 600 ]; do
-        sleep 4; waited=$((waited + 5)); busy=$(busy_fraction)
-    done
-    echo "$busy"
-}
+source benchmarks/quiet.sh  # busy_fraction, wait_quiet
 
 # record BUSY JSON: tags one result with the run and the machine's state and keeps it.
 record() {
