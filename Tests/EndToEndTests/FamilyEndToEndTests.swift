@@ -89,7 +89,7 @@ struct FamilyEndToEndTests {
         var expectedFiles = Set(try FileManager.default.contentsOfDirectory(atPath: workspace.tokenizerSource.path))
         if ["distilbert", "electra"].contains(family) { expectedFiles.insert("vocab.txt") }
         let files = Set(try FileManager.default.contentsOfDirectory(atPath: checkpoint.path))
-        #expect(files == expectedFiles.union(["config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.pb"]))
+        #expect(files == expectedFiles.union(["config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.pb", "training_args.json"]))
         for name in expectedFiles where name != "vocab.txt" {
             let ours = try Data(contentsOf: checkpoint.appendingPathComponent(name)), theirs = try Data(contentsOf: workspace.model.appendingPathComponent(name))
             if name == "tokenizer_config.json" {
