@@ -23,7 +23,8 @@ Same work as `bert-dist bench`:
     transformers' Trainer for torch >= 2.8);
   * --processes N: DDP with the gloo backend, N processes launched by this script, each with
     --threads threads and pinned to one core (like mpirun --bind-to core); each rank takes a
-    contiguous shard of the global batch, as bert-dist does;
+    contiguous shard of equal count of the global batch, as DistributedSampler does (bert-dist
+    splits by tokens instead; `bert-dist-dev bench --example-split` takes these shards);
   * 3 warm-up steps, then --steps timed steps; a step ends when the slowest rank is done;
     medians; peak resident memory per process (getrusage ru_maxrss).
   * several hosts (benchmarks/communication.sh): one process per host, each started with
@@ -103,7 +104,7 @@ def real_batches(arguments, tokenizer):
 
 
 def rank_shard(count, rank, world_size):
-    """Contiguous shard of a global batch, as bert-dist's rankShard (Sources/Training/TrainingRun.swift)."""
+    """Contiguous shard of a global batch, as bert-dist's example split (shardRange in Sources/Data/Sampler.swift)."""
     return range(count * rank // world_size, count * (rank + 1) // world_size)
 
 

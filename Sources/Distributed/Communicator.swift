@@ -211,28 +211,7 @@ extension Communicator {
     public func gatherParameters(_ parameters: UnsafeMutableBufferPointer<Float>, layout: ShardLayout,
                                  chunkFloats: Int = GradientSynchronizer.defaultMessageFloats,
                                  requests: inout [TransferRequest]) throws {
-        guard layout.totalCount == parameters.count, layout.worldSize == worldSize else {
-            throw CommunicationError(rank: rank, operation: "gatherParameters",
-                                     reason: "shard layout is for \(layout.totalCount) floats on \(layout.worldSize) ranks, "
-                                         + "but the buffer has \(parameters.count) floats on \(worldSize) ranks")
-        }
-        guard worldSize > 1, let base = parameters.baseAddress else { return }
-        guard chunkFloats >= 1 else {
-            throw CommunicationError(rank: rank, operation: "gatherParameters", reason: "chunkFloats must be at least 1")
-        }
-        // Both sides cut the same chunks; messages of one tag between two ranks match in posting order.
-        requests.removeAll(keepingCapacity: true)
-        for peer in 0 ..< worldSize where peer != rank {
-            let range = layout.range(of: peer)
-            try startChunkedReceives(self, into: UnsafeMutableRawPointer(base + range.lowerBound), byteCount: 4 * range.count,
-                                     from: peer, tag: TransferTag.parameterGather, messageBytes: 4 * chunkFloats, into: &requests)
-        }
-        let own = layout.range(of: rank)
-        for peer in 0 ..< worldSize where peer != rank {
-            try startChunkedSends(self, from: UnsafeRawPointer(base + own.lowerBound), byteCount: 4 * own.count, to: peer,
-                                  tag: TransferTag.parameterGather, messageBytes: 4 * chunkFloats, into: &requests)
-        }
-        try waitAll(&requests)
+        try gatherParameters(parameters, layout: layout, chunkFloats: chunkFloats, pieceFloats: nil, requests: &requests) { _ in }
     }
 }
 

@@ -96,11 +96,15 @@ public final class GradientSynchronizer {
 
     /// Seconds the last `finish()` blocked: communication not hidden behind backward.
     public private(set) var lastWaitSeconds: Double = 0
+    /// The part of it `finishGathers` waited for a gather with nothing to hand over.
+    public private(set) var lastGatherWaitSeconds: Double = 0
     /// Payload bytes this rank sent in the last step (dense parts and sparse ids and rows).
     public private(set) var lastSentBytes = 0
     private var stepSentBytes = 0
 
-    private enum Phase { case waiting, reducing, gathering, done }
+    /// A bucket's state in a step: `done` holds the sum on this rank (its shard part, with
+    /// sharding); `delivered`: handed to `finishGathers`'s caller.
+    private enum Phase { case waiting, reducing, gathering, done, delivered }
 
     private struct Bucket {
         let range: Range<Int>
@@ -263,30 +267,43 @@ public final class GradientSynchronizer {
         try advance()
     }
 
-    /// One pass over the buckets in flight; true when every started bucket is done.
+    /// One pass over the buckets in flight: true when every started bucket has been summed by
+    /// its owner (`reduced`: its gather may still travel) or is done.
     @discardableResult
-    private func advance() throws -> Bool {
-        var allDone = true
+    private func advance() throws -> (reduced: Bool, done: Bool) {
+        var allReduced = true, allDone = true
         var index = buckets.count - 1
         while index > nextBucketToStart {
             switch buckets[index].phase {
             case .reducing:
                 if try communicator.testAll(&buckets[index].requests) { try finishReduce(index) }
+                allReduced = allReduced && buckets[index].phase != .reducing
                 allDone = allDone && buckets[index].phase == .done
             case .gathering:
                 if try communicator.testAll(&buckets[index].requests) { finishGather(index) } else { allDone = false }
-            case .waiting, .done:
+            case .waiting, .done, .delivered:
                 break
             }
             index -= 1
         }
         try sparse?.progress()
-        return allDone
+        return (allReduced, allDone)
     }
 
     /// Starts whatever has not started, waits for every bucket and leaves the summed gradients
-    /// (see the type's documentation). Resets for the next step.
+    /// (see the type's documentation). Resets for the next step. The same as `finishReduces()`
+    /// then `finishGathers` with nothing to do.
     public func finish() throws {
+        try finishReduces()
+        try finishGathers { _ in }
+    }
+
+    /// The first half of `finish()`: starts whatever has not started and waits until every
+    /// bucket's reduce has been summed and the sparse rows have been added. Then this rank's
+    /// shard of the arena, `layout.range(of: rank)`, and every sparse table hold the sum (what
+    /// the gradient norm needs), while the other ranks' summed parts may still be on their way
+    /// (unsharded). Call `finishGathers` next.
+    public func finishReduces() throws {
         let started = monotonicSeconds()
         beginStepIfNeeded()
         if let sparse, !sparse.hasStarted { try sparse.startIds() }
@@ -299,8 +316,46 @@ public final class GradientSynchronizer {
         communicator.setBackgroundProgress(false)
         // Test everything in turn (each test also moves the transfers), so that each reduce that
         // arrives is summed and its gather started at once, whatever the order of arrival.
-        while try !advance() {}
+        while try !advance().reduced {}
         try sparse?.finish()
+        lastWaitSeconds = monotonicSeconds() - started
+    }
+
+    /// The second half of `finish()`, after `finishReduces()`: calls `ready(range)` once for
+    /// every part of the arena as soon as it holds the sum on this rank — each sparse table,
+    /// then the buckets already gathered, then each other bucket as its gather arrives — so that
+    /// the caller can use one part (e.g. update its parameters) while later parts still travel.
+    /// With `shardOptimizer` every part is ready at once, and only its piece inside this rank's
+    /// shard holds the sum. Every float of the arena is in exactly one part. Resets for the next step.
+    public func finishGathers(_ ready: (Range<Int>) throws -> Void) throws {
+        var waited = 0.0, undelivered = buckets.count, inFlight = 0
+        for index in buckets.indices where buckets[index].phase == .gathering { inFlight += 1 }
+        // While `ready` computes, the background thread moves the gathers still in flight; while
+        // this thread tests them, it would only compete for the core.
+        func handOver(_ range: Range<Int>) throws {
+            communicator.setBackgroundProgress(inFlight > 0)
+            try ready(range)
+            communicator.setBackgroundProgress(false)
+        }
+        for table in options.sparseTables where sparse != nil { try handOver(table.range) }
+        while undelivered > 0 {
+            // One pass from the top (the order backward starts them in): every bucket whose
+            // gather has arrived is handed over; a pass that hands over nothing was waiting.
+            let passStarted = monotonicSeconds()
+            var handedOver = false
+            for index in buckets.indices.reversed() where buckets[index].phase != .delivered {
+                if buckets[index].phase == .gathering, try communicator.testAll(&buckets[index].requests) {
+                    finishGather(index)
+                    inFlight -= 1
+                }
+                guard buckets[index].phase == .done else { continue }
+                buckets[index].phase = .delivered
+                undelivered -= 1
+                try handOver(buckets[index].range)
+                handedOver = true
+            }
+            if !handedOver { waited += monotonicSeconds() - passStarted }
+        }
         for index in buckets.indices {
             buckets[index].phase = .waiting
             buckets[index].receivesPosted = false
@@ -309,7 +364,8 @@ public final class GradientSynchronizer {
         sparseRowsStarted = false
         stepStarted = false
         lastSentBytes = stepSentBytes + (sparse?.sentBytes ?? 0)
-        lastWaitSeconds = monotonicSeconds() - started
+        lastGatherWaitSeconds = waited
+        lastWaitSeconds += waited
     }
 
     private func beginStepIfNeeded() {

@@ -35,3 +35,49 @@ public struct ShardLayout: Sendable, Equatable, CustomStringConvertible {
         "ShardLayout(\(totalCount) floats over \(worldSize) ranks: \(ranges.map { "\($0.lowerBound)..<\($0.upperBound)" }.joined(separator: ", ")))"
     }
 }
+
+extension Communicator {
+    /// ZeRO-1's parameter gather with the owner's values made piece by piece: for each piece of
+    /// at most `pieceFloats` floats of this rank's shard, in order, `prepare(piece)` runs (the
+    /// optimizer's update of that piece) and the piece leaves for every other rank at once, so
+    /// that the pieces already made travel while the next is computed (the background progress
+    /// is on meanwhile). Ends, like `gatherParameters`, with every shard on every rank.
+    /// `pieceFloats` must be a multiple of `chunkFloats` (the receivers cut each shard into
+    /// messages of `chunkFloats` from its start, and the messages of one tag match in order);
+    /// nil: the whole shard is one piece.
+    public func gatherParameters(_ parameters: UnsafeMutableBufferPointer<Float>, layout: ShardLayout,
+                                 chunkFloats: Int = GradientSynchronizer.defaultMessageFloats, pieceFloats: Int?,
+                                 requests: inout [TransferRequest], prepare: (Range<Int>) throws -> Void) throws {
+        guard layout.totalCount == parameters.count, layout.worldSize == worldSize else {
+            throw CommunicationError(rank: rank, operation: "gatherParameters",
+                                     reason: "shard layout is for \(layout.totalCount) floats on \(layout.worldSize) ranks, "
+                                         + "but the buffer has \(parameters.count) floats on \(worldSize) ranks")
+        }
+        guard chunkFloats >= 1, pieceFloats.map({ $0 >= chunkFloats && $0 % chunkFloats == 0 }) ?? true else {
+            throw CommunicationError(rank: rank, operation: "gatherParameters",
+                                     reason: "chunkFloats must be at least 1 and pieceFloats a multiple of it")
+        }
+        let own = layout.range(of: rank)
+        guard let base = parameters.baseAddress else { return }  // an empty arena: nothing to make or send
+        // Both sides cut the same chunks; messages of one tag between two ranks match in posting order.
+        requests.removeAll(keepingCapacity: true)
+        for peer in 0 ..< worldSize where peer != rank {
+            let range = layout.range(of: peer)
+            try startChunkedReceives(self, into: UnsafeMutableRawPointer(base + range.lowerBound), byteCount: 4 * range.count,
+                                     from: peer, tag: TransferTag.parameterGather, messageBytes: 4 * chunkFloats, into: &requests)
+        }
+        var start = own.lowerBound
+        while start < own.upperBound {
+            let piece = start ..< min(own.upperBound, start + (pieceFloats ?? own.count))
+            setBackgroundProgress(!requests.isEmpty)
+            try prepare(piece)
+            for peer in 0 ..< worldSize where peer != rank {
+                try startChunkedSends(self, from: UnsafeRawPointer(base + piece.lowerBound), byteCount: 4 * piece.count, to: peer,
+                                      tag: TransferTag.parameterGather, messageBytes: 4 * chunkFloats, into: &requests)
+            }
+            start = piece.upperBound
+        }
+        setBackgroundProgress(false)
+        if !requests.isEmpty { try waitAll(&requests) }
+    }
+}

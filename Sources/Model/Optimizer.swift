@@ -59,22 +59,41 @@ public final class AdamOptimizer {
     /// One update of `parameters[range]` from `gradients[range]` multiplied by `gradientScale`
     /// (the clipping coefficient, 1 if none), at learning rate `learningRate`.
     public func step(parameters: FloatArena, gradients: FloatArena, learningRate: Double, gradientScale: Float) {
+        apply(beginStep(learningRate: learningRate, gradientScale: gradientScale), to: range, parameters: parameters, gradients: gradients)
+    }
+
+    /// The constants of one update: made once per step by `beginStep`, which counts the step.
+    public struct Update: Sendable {
+        let learningRate: Double
+        let gradientScale, stepSize, biasCorrection2Sqrt: Float
+    }
+
+    /// Counts an optimizer step (PyTorch's `state["step"]`) and returns its constants; then
+    /// `apply` them to every part of `range` once, in any order and pieces (trainers update each
+    /// gradient bucket as its sum arrives). Each element's arithmetic is the same whatever the
+    /// pieces: one update in pieces equals `step` bit for bit.
+    public func beginStep(learningRate: Double, gradientScale: Float) -> Update {
         stepCount += 1
-        let h = hyperparameters
         let t = Double(stepCount)
-        let biasCorrection1 = 1 - pow(Double(h.beta1), t)
-        let biasCorrection2Sqrt = (1 - pow(Double(h.beta2), t)).squareRoot()
-        let stepSize = Float(learningRate / biasCorrection1)
-        let biasCorrection2SqrtFloat = Float(biasCorrection2Sqrt)
-        let oneMinusBeta1 = 1 - h.beta1, beta2 = h.beta2, oneMinusBeta2 = 1 - h.beta2, epsilon = h.epsilon
-        // One team job for the whole arena: every member updates its share of every segment.
-        let members = min(compute.threads, max(1, range.count / (1 << 16)))
+        let biasCorrection1 = 1 - pow(Double(hyperparameters.beta1), t)
+        let biasCorrection2Sqrt = (1 - pow(Double(hyperparameters.beta2), t)).squareRoot()
+        return Update(learningRate: learningRate, gradientScale: gradientScale, stepSize: Float(learningRate / biasCorrection1),
+                      biasCorrection2Sqrt: Float(biasCorrection2Sqrt))
+    }
+
+    /// Updates `parameters[part ∩ range]` (absolute arena offsets) with `update`.
+    public func apply(_ update: Update, to part: Range<Int>, parameters: FloatArena, gradients: FloatArena) {
+        let part = part.clamped(to: range)
+        if part.isEmpty { return }
+        let h = hyperparameters
+        // One team job for the part: every member updates its share of every segment in it.
+        let members = min(compute.threads, max(1, part.count / (1 << 16)))
         segments.withUnsafeBufferPointer { segments in
             compute.teamRun(members: members, AdamJob(
-                kernels: compute.kernels, segments: segments, parameters: parameters.base, gradients: gradients.base, m: m.base, v: v.base,
-                rangeStart: range.lowerBound, learningRate: learningRate, weightDecay: h.weightDecay,
-                gradientScale: gradientScale, isAdamW: h.kind == .adamw ? 1 : 0, oneMinusBeta1: oneMinusBeta1, beta2: beta2,
-                oneMinusBeta2: oneMinusBeta2, biasCorrection2Sqrt: biasCorrection2SqrtFloat, stepSize: stepSize, epsilon: epsilon))
+                kernels: compute.kernels, segments: segments, part: part, parameters: parameters.base, gradients: gradients.base,
+                m: m.base, v: v.base, rangeStart: range.lowerBound, learningRate: update.learningRate, weightDecay: h.weightDecay,
+                gradientScale: update.gradientScale, isAdamW: h.kind == .adamw ? 1 : 0, oneMinusBeta1: 1 - h.beta1, beta2: h.beta2,
+                oneMinusBeta2: 1 - h.beta2, biasCorrection2Sqrt: update.biasCorrection2Sqrt, stepSize: update.stepSize, epsilon: h.epsilon))
         }
     }
 }
@@ -82,17 +101,20 @@ public final class AdamOptimizer {
 private struct AdamJob: TeamJob {
     let kernels: bd_kernel_table
     let segments: UnsafeBufferPointer<(range: Range<Int>, decays: Bool)>
+    let part: Range<Int>
     let parameters, gradients, m, v: UnsafeMutablePointer<Float>
     let rangeStart: Int, learningRate: Double, weightDecay, gradientScale: Float, isAdamW: Int32
     let oneMinusBeta1, beta2, oneMinusBeta2, biasCorrection2Sqrt, stepSize, epsilon: Float
 
     func run(member: Int, of members: Int) {
         for segment in segments {
+            let range = segment.range.clamped(to: part)
+            if range.isEmpty { continue }
             let decay: Float = segment.decays ? weightDecay : 0
             let decoupledFactor = Float(1 - learningRate * Double(decay))
-            let count = segment.range.count
-            let first = segment.range.lowerBound + count * member / members
-            let end = segment.range.lowerBound + count * (member + 1) / members
+            let count = range.count
+            let first = range.lowerBound + count * member / members
+            let end = range.lowerBound + count * (member + 1) / members
             if first == end { continue }
             kernels.adam(parameters + first, gradients + first, m + (first - rangeStart), v + (first - rangeStart), end - first,
                          gradientScale, isAdamW, decay, decoupledFactor, oneMinusBeta1, beta2, oneMinusBeta2,

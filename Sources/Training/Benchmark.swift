@@ -13,6 +13,10 @@ public struct BenchmarkProbes {
     /// Read around every timed step, and around a few more steps of the model's own forward +
     /// backward + AdamW (bert-dist-dev's allocation counters).
     public var counter: (any StepCounter)?
+    /// The split before token balancing (equal example counts per rank), for comparisons.
+    public var splitByExamples = false
+    /// The optimizer's update once every sum has arrived (the schedule before the overlap), for comparisons.
+    public var updateAtTheEnd = false
 
     public init() {}
 }
@@ -55,6 +59,13 @@ public struct BenchmarkResult: Sendable {
     /// included; the busiest rank's host). nil where /proc/net/dev is unreadable.
     public var gradientBytesSentPerStep = 0.0
     public var interfaceBytesSentPerStep: Double?
+    /// "tokens" (token-balanced) or "examples": how the global batches were split; "overlapped"
+    /// or "at-the-end": when the optimizer's update ran.
+    public var split = "tokens", update = "overlapped"
+    /// Medians over the timed steps of how far the busiest rank was above the mean of the ranks
+    /// (max / mean - 1), in tokens and in cost (`SequenceCost`), under each split (the one not
+    /// used is computed, not run): keys "examples" and "tokens", each [tokens, cost].
+    public var imbalance: [String: [Double]] = [:]
 
     public var json: JSONValue {
         .object([
@@ -70,6 +81,8 @@ public struct BenchmarkResult: Sendable {
             "precision": .string(precision), "bf16_engine": .string(bf16Engine),
             "phases_s_median": .object(phaseSecondsMedian.mapValues { .number($0) }),
             "gradient_bytes_sent_per_step": .number(gradientBytesSentPerStep),
+            "split": .string(split), "update": .string(update),
+            "imbalance_median": .object(imbalance.mapValues { .object(["tokens": .number($0[0]), "cost": .number($0[1])]) }),
         ].merging(interfaceBytesSentPerStep.map { ["interface_bytes_sent_per_step": .number($0)] } ?? [:]) { first, _ in first })
     }
 
@@ -85,8 +98,17 @@ public struct BenchmarkResult: Sendable {
          "phases (s, median of the slowest rank): "
             + ["data", "forward", "backward", "sync", "optimizer"].map { String(format: "%@ %.3f", $0, phaseSecondsMedian[$0] ?? 0) }.joined(separator: ", "),
          String(format: "gradient sum sent %.1f MB per step (busiest rank)", gradientBytesSentPerStep / 1e6)
-            + (interfaceBytesSentPerStep.map { String(format: "; network interfaces sent %.1f MB per step (busiest host)", $0 / 1e6) } ?? "")]
+            + (interfaceBytesSentPerStep.map { String(format: "; network interfaces sent %.1f MB per step (busiest host)", $0 / 1e6) } ?? ""),
+         "batches split by \(split), update \(update); busiest rank above the mean (median): "
+            + ["tokens", "examples"].compactMap { name in imbalance[name].map { String(format: "%@ split %.1f%% tokens, %.1f%% cost", name, 100 * $0[0], 100 * $0[1]) } }
+                .joined(separator: "; ")]
     }
+}
+
+/// How far the largest of `values` is above their mean: max / mean - 1 (0 when all are 0).
+private func excess(_ values: [Int]) -> Double {
+    let total = values.reduce(0, +)
+    return total == 0 ? 0 : Double(values.max()!) * Double(values.count) / Double(total) - 1
 }
 
 /// `bert-dist bench` on one rank, with the setup of `RunSetup.forBenchmark`: full training steps
@@ -100,12 +122,19 @@ public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communica
     let optimizer = try OptimizerOptions.parse([])  // train's optimizer as train takes it by default
     let replica = try Replica(model: model, hyperparameters: optimizer.adamHyperparameters,
                               communicator: probes.gradientCommunicator ?? communicator, parallel: options.parallel)
+    replica.updateSchedule = probes.updateAtTheEnd ? .atTheEnd : .overlapped
     let stepCount = BenchmarkOptions.warmupSteps + options.steps
+    let lengths = (0..<examples.count).map { Int32(examples.tokens(at: $0).count) }
+    let cost = SequenceCost(hiddenSize: model.config.hiddenSize)
     let plan = try TrainingPlan(globalBatchSize: options.globalBatchSize, microBatchSize: options.parallel.microBatchSize, totalSteps: stepCount,
                                 schedule: LearningRateSchedule(shape: .constant, baseLearningRate: optimizer.learningRate, warmupSteps: 0,
                                                                totalSteps: stepCount),
-                                seed: 0, exampleCount: examples.count, worldSize: worldSize, shuffle: false)
-    replica.reserve(microBatchSize: plan.microBatchSize, maxSequenceLength: setup.description.maxSequenceLength)
+                                seed: 0, lengths: lengths, worldSize: worldSize, shuffle: false,
+                                splitting: probes.splitByExamples ? .examples : .tokens(cost))
+    replica.reserve(plan, maxSequenceLength: setup.description.maxSequenceLength)
+    // Both splits of every timed batch, to report how even each is.
+    var balanced = BalancedSplit(worldSize: worldSize, cost: cost)
+    var imbalances: [String: [[Double]]] = ["examples": [], "tokens": []]
     var cursor = BatchCursor(plan: plan, position: SamplePosition(epoch: 0, samplesConsumed: 0))
 
     let counter = probes.counter
@@ -117,18 +146,26 @@ public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communica
     var timedLengths: [[Int]] = []
     var result = BenchmarkResult()
     for step in 0..<stepCount {
-        let (rankBatch, order) = cursor.current(rank: rank, worldSize: worldSize)
-        if step >= BenchmarkOptions.warmupSteps { timedLengths.append(rankBatch.globalRange.map { examples.tokens(at: Int(order[$0])).count }) }
+        let (share, order) = cursor.current(rank: rank)
+        if step >= BenchmarkOptions.warmupSteps {
+            let global = share.globalRange
+            timedLengths.append(global.map { Int(lengths[Int(order[$0])]) })
+            let exampleSplit = (0..<worldSize).map { shardRange(count: global.count, rank: $0, worldSize: worldSize) }
+                .map { shard in shard.map { Int(lengths[Int(order[global.lowerBound + $0])]) } }
+            imbalances["examples"]!.append([excess(exampleSplit.map { $0.reduce(0, +) }), excess(exampleSplit.map { $0.map(cost.callAsFunction).reduce(0, +) })])
+            balanced.split(global) { Int(lengths[Int(order[$0])]) }
+            imbalances["tokens"]!.append([excess(balanced.rankTokens), excess(balanced.rankCosts)])
+        }
         try communicator.barrier()
         if step == BenchmarkOptions.warmupSteps { interfaceBytesAtStart = interfaceBytesSent() }
         if step == stepCount - 1 { counter?.trace(true) }
         let countsBefore = counter?.read()
         let start = DispatchTime.now().uptimeNanoseconds
-        let outcome = try replica.step(microBatchCount: rankBatch.microBatchCount,
-                                       lossDenominator: model.task.lossDenominator(globalBatch: rankBatch, order: order, examples: examples),
+        let outcome = try replica.step(microBatchCount: share.microBatchCount,
+                                       lossDenominator: model.task.lossDenominator(globalBatch: share, order: order, examples: examples),
                                        stepIndex: step, learningRate: optimizer.learningRate, maxGradNorm: optimizer.maxGradNorm,
                                        dropout: DropoutContext(seed: 1, step: step), stopRequested: false) { micro, batch in
-            batch.append(micro: micro, of: rankBatch, order: order, from: examples)
+            batch.append(micro: micro, of: share, order: order, from: examples)
         }
         cursor.advance()
         // The step ends when the slowest rank is done.
@@ -154,6 +191,9 @@ public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communica
     if busiestInterface >= 0 { result.interfaceBytesSentPerStep = busiestInterface / Double(options.steps) }
     func median(_ values: [Double]) -> Double { let s = values.sorted(); return s.isEmpty ? 0 : s[s.count / 2] }
     result.gradientBytesSentPerStep = median(sentBytes)
+    result.split = probes.splitByExamples ? "examples" : "tokens"
+    result.update = probes.updateAtTheEnd ? "at-the-end" : "overlapped"
+    result.imbalance = imbalances.mapValues { steps in [median(steps.map { $0[0] }), median(steps.map { $0[1] })] }
     func mean(_ values: [Double]) -> Double { values.reduce(0, +) / Double(max(values.count, 1)) }
     result.stepSecondsMedian = median(stepSeconds)
     result.stepSecondsMin = stepSeconds.min() ?? 0
@@ -174,10 +214,10 @@ public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communica
     result.bf16Engine = compute.precision == .bf16 ? compute.bf16Engine.name : ""
     if let counter {
         // The model's own part alone, on this rank's first micro-batch of the first batch (already seen).
-        let first = plan.sampler.rankBatch(at: SamplePosition(epoch: 0, samplesConsumed: 0), rank: rank, worldSize: worldSize,
-                                           microBatchSize: plan.microBatchSize)
+        var firstBatch = BatchCursor(plan: plan, position: SamplePosition(epoch: 0, samplesConsumed: 0))
+        let (first, firstOrder) = firstBatch.current(rank: rank)
         var batch = PackedBatch()
-        if first.microBatchCount > 0 { batch.append(micro: 0, of: first, order: plan.sampler.order(epoch: 0), from: examples) }
+        if first.microBatchCount > 0 { batch.append(micro: 0, of: first, order: firstOrder, from: examples) }
         var modelMost = SIMD2<Int>.zero
         for step in 0..<3 where batch.sequenceCount > 0 {
             let before = counter.read()

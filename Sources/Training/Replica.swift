@@ -8,10 +8,12 @@ import Options
 ///
 ///   zero gradients; for each micro-batch: forward, backward (gradients accumulate; on the
 ///   last micro-batch each finished layer starts its bucket's communication);
-///   finish the gradient sum; global norm (each rank measures its own shard, one small
-///   collective adds them in rank order); skip the step everywhere if it is not finite; else
-///   clip, AdamW on this rank's range (all of it, or its ZeRO-1 shard), and with sharding
-///   gather the updated parameters.
+///   wait until this rank's shard of the sum is complete (the gathers of the other shards may
+///   still travel); global norm (each rank measures its own shard, one small collective adds
+///   them in rank order); skip the step everywhere if it is not finite (nothing has been
+///   updated yet); else AdamW with the clip factor on this rank's range (all of it, or its
+///   ZeRO-1 shard), each part as soon as its sum is here, while the later ones still travel,
+///   and with sharding the gather of the updated parameters, piece by piece as they are made.
 ///
 /// Every rank ends a step with bit-identical parameters (sums are done in rank order by the
 /// shard owner), so `-n N` under mpirun and `--simulate-ranks N` in one process agree exactly.
@@ -79,9 +81,13 @@ final class Replica {
         for position in model.architecture.positions.usedRows(longestSequence: longest) { synchronizer.markRow(table: 1, row: position) }
     }
 
-    func reserve(microBatchSize: Int, maxSequenceLength: Int) {
-        model.reserve(sequences: microBatchSize, longestSequence: maxSequenceLength)
-        batch.reserve(tokens: microBatchSize * maxSequenceLength, sequences: microBatchSize, targetsPerSequence: model.labelCount)
+    /// Room for the plan's largest micro-batch: at most `plan.microBatchSize` sequences of the
+    /// longest length, or `plan.microBatchExamples` shorter ones (a token-balanced share).
+    func reserve(_ plan: TrainingPlan, maxSequenceLength: Int) {
+        model.reserve(sequences: plan.microBatchSize, longestSequence: maxSequenceLength)
+        model.reserve(sequences: plan.microBatchExamples, longestSequence: 1)
+        batch.reserve(tokens: plan.microBatchSize * maxSequenceLength, sequences: plan.microBatchExamples,
+                      targetsPerSequence: model.labelCount)
     }
 
     struct Outcome {
@@ -155,9 +161,10 @@ final class Replica {
             }
             clock.lap(into: &outcome.phaseSeconds.backward)
         }
-        // A rank whose shard of a small last batch is empty still takes part in every collective.
+        // A rank whose share of a small last batch is empty still takes part in every collective.
         if microBatchCount == 0 { try synchronizer.gradientsReady(downTo: 0) }
-        try synchronizer.finish()
+        // This rank's shard holds the sum now; the other ranks' sums may still be on their way.
+        try synchronizer.finishReduces()
         clock.lap(into: &outcome.phaseSeconds.sync)
 
         // Norm of the summed gradient: each rank measures its own shard; one collective adds the
@@ -188,21 +195,63 @@ final class Replica {
         outcome.learningRate = learningRate
 
         if !outcome.gradientNorm.isFinite {
+            // Nothing is updated: the sums still arrive, and the parameters and Adam state stay as they were.
+            try synchronizer.finishGathers { _ in }
             outcome.skipped = true
             outcome.nonFiniteWhere = try locateNonFinite(lossNonFiniteRanks: reduced[4])
             completedStep?.beginUpdate()
         } else {
+            // The clip factor is known before any parameter changes, so each part is updated once,
+            // exactly; the update window (an emergency checkpoint waits for it) opens first.
             completedStep?.beginUpdate()
             let factor = gradientClipFactor(totalNorm: outcome.gradientNorm, maxNorm: maxGradNorm)
-            optimizer.step(parameters: model.parameters, gradients: model.gradients, learningRate: learningRate, gradientScale: factor)
-            if shardOptimizer { try communicator.gatherParameters(model.parameters.buffer, layout: shards, requests: &gatherRequests) }
+            let update = optimizer.beginStep(learningRate: learningRate, gradientScale: factor)
+            try applyUpdate(update)
             // The parameters are final on this rank: the --bf16 copies are rebuilt here, once per update.
             model.parametersChanged()
             model.refreshBF16WeightsIfNeeded()
         }
         clock.lap(into: &outcome.phaseSeconds.optimizer)
+        // The time finishGathers waited for gathers is communication, not optimizer work.
+        outcome.phaseSeconds.sync += synchronizer.lastGatherWaitSeconds
+        outcome.phaseSeconds.optimizer -= synchronizer.lastGatherWaitSeconds
         return outcome
     }
+
+    /// Where the optimizer's update runs in a step (the results are the same bits either way).
+    enum UpdateSchedule {
+        /// Each part as soon as its sum is on this rank: the sparse tables, then each bucket as its
+        /// gather arrives, while later ones still travel; with ZeRO-1, the shard piece by piece,
+        /// each piece's parameter gather starting as soon as it is updated.
+        case overlapped
+        /// All of it once every sum has arrived, then (ZeRO-1) the parameter gather.
+        case atTheEnd
+    }
+
+    /// Set before the first step; bert-dist-dev bench compares the two.
+    var updateSchedule = UpdateSchedule.overlapped
+
+    /// The AdamW update of this rank's range (all of it, or its ZeRO-1 shard) once the gradient
+    /// sum's reduces are done, and with ZeRO-1 the gather of the updated parameters.
+    private func applyUpdate(_ update: AdamOptimizer.Update) throws {
+        let parameters = model.parameters, gradients = model.gradients
+        switch (updateSchedule, shardOptimizer) {
+        case (.overlapped, false):
+            try synchronizer.finishGathers { part in optimizer.apply(update, to: part, parameters: parameters, gradients: gradients) }
+        case (.overlapped, true):
+            try synchronizer.finishGathers { _ in }
+            try communicator.gatherParameters(parameters.buffer, layout: shards, pieceFloats: Replica.gatherPieceFloats, requests: &gatherRequests) { piece in
+                optimizer.apply(update, to: piece, parameters: parameters, gradients: gradients)
+            }
+        case (.atTheEnd, _):
+            try synchronizer.finishGathers { _ in }
+            optimizer.apply(update, to: optimizer.range, parameters: parameters, gradients: gradients)
+            if shardOptimizer { try communicator.gatherParameters(parameters.buffer, layout: shards, requests: &gatherRequests) }
+        }
+    }
+
+    /// ZeRO-1's update and parameter gather go in pieces of 4 MB (4 messages).
+    static let gatherPieceFloats = 4 * GradientSynchronizer.defaultMessageFloats
 
     /// Rank `rank`'s compute seconds (data, forward, backward) and seconds waiting for the
     /// gradient sum in the last step, as every rank learnt them from that step's collective.

@@ -60,6 +60,11 @@ public final class TrainingRun {
         /// Only the touched rows of the word and position embedding gradients travel (the result
         /// is the dense sum's, bit for bit); false sends the tables whole.
         var sparseEmbeddingGradients = true
+        /// Each global batch split into equal example counts instead of by tokens (the model is
+        /// the same, float summation order aside).
+        var splitByExamples = false
+        /// When the optimizer's update runs (the same bits either way).
+        var updateSchedule = Replica.UpdateSchedule.overlapped
     }
 
     public init(options: TrainingOptions, runtime: Runtime, communicator: any Communicator, setup: RunSetup,
@@ -104,9 +109,11 @@ public final class TrainingRun {
         if isRoot && options.checkpoints.checkpointMirror && checkpoints.mirrorRank == nil {
             log("warning: --checkpoint-mirror: every rank runs on rank 0's host (\(hosts[0])); no copy is kept on a second host")
         }
-        let plan = try TrainingPlan(options: options, exampleCount: train.count, worldSize: communicator.worldSize,
-                                    lengths: options.groupByLength ? (0..<train.count).map { Int32(train.tokens(at: $0).count) } : nil)
-        replica.reserve(microBatchSize: plan.microBatchSize, maxSequenceLength: setup.description.maxSequenceLength)
+        let plan = try TrainingPlan(options: options, lengths: (0..<train.count).map { Int32(train.tokens(at: $0).count) },
+                                    worldSize: communicator.worldSize, hiddenSize: replica.model.config.hiddenSize,
+                                    splitByExamples: settings.splitByExamples)
+        replica.updateSchedule = settings.updateSchedule
+        replica.reserve(plan, maxSequenceLength: setup.description.maxSequenceLength)
         var progress = try start(replica, plan: plan, checkpoints: checkpoints, bestModel: bestModel)
         if let watchdog, communicator.worldSize > 1 {
             // From here on a lost peer's reporter saves the last completed step first.
@@ -229,7 +236,7 @@ public final class TrainingRun {
         }
         if isRoot {
             log("training \(options.model.directory.lastPathComponent): \(plan.sampler.exampleCount) examples, \(plan.totalSteps) steps of \(plan.globalBatchSize) "
-                + "over \(communicator.worldSize) rank(s), micro-batch \(plan.microBatchSize), \(replica.model.layout.totalCount) parameters; Adam state "
+                + "over \(communicator.worldSize) rank(s), \(options.parallel.microBatchSize.map { "micro-batch \($0)" } ?? "one micro-batch per rank"), token-balanced, \(replica.model.layout.totalCount) parameters; Adam state "
                 + String(format: "%.1f MB per rank", Double(2 * 4 * replica.optimizer.range.count) / 1e6)
                 + (options.parallel.shardOptimizer ? " (sharded 1/\(communicator.worldSize))" : ""))
         }
@@ -243,16 +250,16 @@ public final class TrainingRun {
 
     // MARK: one step
 
-    /// One optimizer step over this rank's contiguous part of the global batch, in micro-batches.
+    /// One optimizer step over this rank's share of the global batch (token-balanced), in micro-batches.
     private func step(_ replica: Replica, _ train: any TokenizedExamples, _ progress: inout Progress) throws -> Replica.Outcome {
-        let (rankBatch, order) = progress.batches.current(rank: communicator.rank, worldSize: communicator.worldSize)
+        let (share, order) = progress.batches.current(rank: communicator.rank)
         let learningRate = progress.batches.plan.schedule.learningRate(atStep: progress.step)
         let outcome = try replica.step(
-            microBatchCount: rankBatch.microBatchCount,
-            lossDenominator: replica.model.task.lossDenominator(globalBatch: rankBatch, order: order, examples: train), stepIndex: progress.step,
+            microBatchCount: share.microBatchCount,
+            lossDenominator: replica.model.task.lossDenominator(globalBatch: share, order: order, examples: train), stepIndex: progress.step,
             learningRate: learningRate, maxGradNorm: options.optimizer.maxGradNorm,
             dropout: DropoutContext(seed: UInt64(options.seed), step: progress.step), stopRequested: stopRequested()) { micro, batch in
-                batch.append(micro: micro, of: rankBatch, order: order, from: train)
+                batch.append(micro: micro, of: share, order: order, from: train)
             }
         progress.batches.advance()
         progress.learningRate = learningRate

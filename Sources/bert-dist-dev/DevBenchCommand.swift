@@ -12,7 +12,7 @@ import Training
 struct DevBenchCommand: ParsableCommand, LaunchFacts {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "bert-dist bench, plus --no-gradient-sync, --sgemm-only and allocation counts (with benchmarks/malloc_counter.c preloaded).")
+        abstract: "bert-dist bench, plus --no-gradient-sync, --example-split, --update-at-the-end, --sgemm-only and allocation counts (with benchmarks/malloc_counter.c preloaded).")
 
     @OptionGroup var options: BenchmarkOptions
     @OptionGroup var output: OutputOptions
@@ -21,6 +21,10 @@ struct DevBenchCommand: ParsableCommand, LaunchFacts {
     var noGradientSync = false
     @Flag(help: "Only the sgemm peak of --batch-size x --seq-len tokens per rank, as JSON.")
     var sgemmOnly = false
+    @Flag(help: "Split each global batch into equal example counts per rank (the split before token balancing), for comparisons.")
+    var exampleSplit = false
+    @Flag(help: "Run the optimizer's update once every gradient sum has arrived (the schedule before the overlap), for comparisons.")
+    var updateAtTheEnd = false
 
     var launchFacts: [(key: String, value: String)] { process.launchFacts }
 
@@ -43,6 +47,8 @@ struct DevBenchCommand: ParsableCommand, LaunchFacts {
             var probes = BenchmarkProbes()
             probes.counter = AllocationCounters()
             if command.noGradientSync { probes.gradientCommunicator = SingleRankCommunicator() }
+            probes.splitByExamples = command.exampleSplit
+            probes.updateAtTheEnd = command.updateAtTheEnd
             let result = try runBenchmark(options, setup: setup, communicator: communicator, probes: probes)
             guard let heap = result.countsPerStep, let model = result.modelCountsPerStep else {
                 if json { log(result.json.compact) } else { result.lines.forEach(log) }

@@ -126,4 +126,25 @@ struct GradientSynchronizerTests {
         let expected = (0 ..< floatCount).map { testValue(rank: 100, index: $0) }
         for values in results { #expect(values == expected) }
     }
+
+    @Test(arguments: [1, 2, 3, 4, 8], [0, 5, 16, 100, 1001])
+    func gatherParametersInPiecesSendsWhatEachPieceWasMadeInto(worldSize: Int, floatCount: Int) throws {
+        // ZeRO-1's pipelined form: the owner computes its shard piece by piece while earlier pieces travel.
+        let layout = ShardLayout(totalCount: floatCount, worldSize: worldSize)
+        let results = try InProcessGroup.run(worldSize: worldSize) { communicator in
+            let own = layout.range(of: communicator.rank)
+            let parameters = FloatArena(count: floatCount) { testValue(rank: communicator.rank, index: $0) }  // stale
+            var pieces: [Range<Int>] = [], requests: [TransferRequest] = []
+            try communicator.gatherParameters(parameters.buffer, layout: layout, chunkFloats: 7, pieceFloats: 14,
+                                              requests: &requests) { piece in
+                pieces.append(piece)
+                for index in piece { parameters.buffer[index] = testValue(rank: 100, index: index) }
+            }
+            // The pieces cover the own shard in order, each at most 14 floats.
+            #expect(pieces.flatMap { Array($0) } == Array(own) && pieces.allSatisfy { $0.count <= 14 && !$0.isEmpty })
+            return parameters.values
+        }
+        let expected = (0 ..< floatCount).map { testValue(rank: 100, index: $0) }
+        for values in results { #expect(values == expected) }
+    }
 }

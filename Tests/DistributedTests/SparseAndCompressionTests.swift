@@ -43,6 +43,22 @@ struct SparseAndCompressionTests {
         if rank == worldSize - 1 && rows1.first == 0 { arena[tables[1].range.lowerBound + 1] = .nan }
     }
 
+    /// What backward does to the synchroniser in `step`: fills the arena, marks the touched rows
+    /// (`markRows`), reports readiness in 4 layers with progress in between.
+    static func backward(_ synchronizer: GradientSynchronizer, _ arena: UnsafeMutableBufferPointer<Float>, rank: Int, worldSize: Int,
+                         step: Int, markRows: Bool) throws {
+        fill(arena, rank: rank, worldSize: worldSize, step: step)
+        if markRows {
+            for t in tables.indices {
+                for row in touchedRows(rank: rank, worldSize: worldSize, step: step, table: t) { synchronizer.markRow(table: t, row: row) }
+            }
+        }
+        for layer in stride(from: 3, through: 0, by: -1) {
+            try synchronizer.gradientsReady(downTo: arenaCount * layer / 4)
+            try synchronizer.progress()
+        }
+    }
+
     /// Two steps through a synchroniser with `options`, readiness reported in 4 layers; each rank's arenas.
     /// `postReceives`: even ranks post their receives before filling the arena (twice: the second
     /// call must do nothing), odd ranks leave them to gradientsReady.
@@ -57,20 +73,68 @@ struct SparseAndCompressionTests {
                     try synchronizer.postReceives()
                     try synchronizer.postReceives()
                 }
-                fill(arena.buffer, rank: rank, worldSize: worldSize, step: step)
-                if markRows {
-                    for t in tables.indices {
-                        for row in touchedRows(rank: rank, worldSize: worldSize, step: step, table: t) { synchronizer.markRow(table: t, row: row) }
-                    }
-                }
-                for layer in stride(from: 3, through: 0, by: -1) {
-                    try synchronizer.gradientsReady(downTo: arenaCount * layer / 4)
-                    try synchronizer.progress()
-                }
+                try backward(synchronizer, arena.buffer, rank: rank, worldSize: worldSize, step: step, markRows: markRows)
                 try synchronizer.finish()
                 steps.append(arena.values)
             }
             return steps
+        }
+    }
+
+    /// What `run` does, but finishing in two halves, as the trainer does: per rank and step, the
+    /// arena after `finishReduces` and, for every float, the value it held when `finishGathers`
+    /// handed its part over (NaN with payload 1 if never) and how often it was handed over.
+    static func runInTwoHalves(worldSize: Int, _ options: GradientSyncOptions)
+        throws -> [(afterReduces: [[Float]], handedOver: [[Float]], handedTimes: [[Int]])] {
+        try InProcessGroup.run(worldSize: worldSize) { communicator in
+            let rank = communicator.rank
+            let arena = FloatArena(count: arenaCount) { _ in 0 }
+            let synchronizer = try GradientSynchronizer(communicator: communicator, gradients: arena.buffer, options: options)
+            var afterReduces: [[Float]] = [], handedOver: [[Float]] = [], handedTimes: [[Int]] = []
+            for step in 0 ..< 2 {
+                try backward(synchronizer, arena.buffer, rank: rank, worldSize: worldSize, step: step,
+                             markRows: !options.sparseTables.isEmpty)
+                try synchronizer.finishReduces()
+                afterReduces.append(arena.values)
+                var values = [Float](repeating: Float(nan: 1, signaling: false), count: arenaCount)
+                var times = [Int](repeating: 0, count: arenaCount)
+                try synchronizer.finishGathers { part in
+                    for index in part {
+                        values[index] = arena.buffer[index]
+                        times[index] += 1
+                    }
+                }
+                handedOver.append(values)
+                handedTimes.append(times)
+            }
+            return (afterReduces, handedOver, handedTimes)
+        }
+    }
+
+    @Test(arguments: [1, 2, 3, 4], [false, true])
+    func finishInTwoHalvesHandsEveryPartOverOnceAlreadySummed(worldSize: Int, sharded: Bool) throws {
+        let layout = ShardLayout(totalCount: Self.arenaCount, worldSize: worldSize)
+        for compression in GradientCompression.allCases {
+            for sparse in [false, true] {
+                let options = Self.options(sparse: sparse, sharded: sharded, compression: compression)
+                let whole = try Self.run(worldSize: worldSize, options, markRows: sparse)
+                let halves = try Self.runInTwoHalves(worldSize: worldSize, options)
+                for rank in 0 ..< worldSize {
+                    // Where this rank holds the sum: its shard and the sparse tables (everywhere unsharded).
+                    var summed = sharded ? Set(layout.range(of: rank)) : Set(0 ..< Self.arenaCount)
+                    if sparse { for table in Self.tables { summed.formUnion(table.range) } }
+                    let indices = summed.sorted(), shard = layout.range(of: rank)
+                    for step in 0 ..< 2 {
+                        let what = "\(compression), sparse \(sparse), rank \(rank), step \(step)"
+                        let expected = whole[rank][step]
+                        #expect(halves[rank].handedTimes[step] == Array(repeating: 1, count: Self.arenaCount), "\(what): each float once")
+                        #expect(indices.map { halves[rank].handedOver[step][$0].bitPattern } == indices.map { expected[$0].bitPattern },
+                                "\(what): summed when handed over")
+                        #expect(shard.map { halves[rank].afterReduces[step][$0].bitPattern } == shard.map { expected[$0].bitPattern },
+                                "\(what): the own shard summed after the reduces")
+                    }
+                }
+            }
         }
     }
 

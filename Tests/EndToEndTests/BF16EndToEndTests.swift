@@ -12,12 +12,13 @@ extension TrainingEndToEndTests {
         try mpirunTrain(ranks: 1, one, ["--bf16"])
         try mpirunTrain(ranks: 2, two, ["--bf16", "--shard-optimizer"])
         try run(binary, trainArguments(debug, ["--bf16", "--debug", "--simulate-ranks", "2", "--shard-optimizer"]))
-        // -n 2 and --simulate-ranks 2: the same bits; -n 1: the same model up to the order of fp32 sums.
+        // -n 2 and --simulate-ranks 2: the same bits; -n 1: the same model up to the order of fp32 sums
+        // and the bf16 roundings a last-bit difference flips (BF16TrainingTests: up to ~3e-4).
         let twoBytes = try Data(contentsOf: two.appendingPathComponent("checkpoint-6/model.safetensors"))
         let debugBytes = try Data(contentsOf: debug.appendingPathComponent("checkpoint-6/model.safetensors"))
         #expect(twoBytes == debugBytes, "--bf16: --debug --simulate-ranks 2 must equal mpirun -n 2 exactly")
         let difference = largestRelativeDifference(try workspace.weights(two, step: 6), try workspace.weights(one, step: 6))
-        #expect(difference < 1e-5, "--bf16 -n 2 vs -n 1: \(difference)")
+        #expect(difference < 1e-3, "--bf16 -n 2 vs -n 1: \(difference)")
         // The checkpoint holds fp32 tensors (HF-loadable as in fp32).
         let file = try SafeTensorsFile(url: one.appendingPathComponent("checkpoint-6/model.safetensors"))
         #expect(file.records.values.allSatisfy { $0.dtype == .f32 })

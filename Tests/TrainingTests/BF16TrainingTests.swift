@@ -12,10 +12,12 @@ import Testing
 
     /// `-n 1` vs `-n 4` (and micro-batches, ZeRO-1): the bf16 roundings are of each product's
     /// inputs, which do not depend on the split; what differs is the order of the fp32 sums of
-    /// the gradient over ranks and micro-batches, as in fp32 — so the fp32 test's bound holds
-    /// (measured: ~1e-7, against 2e-2 between the bf16 and the fp32 models). A difference in the
-    /// last bit can flip the bf16 rounding of a weight in the next copies (2^-8 relative on that
-    /// one input); on this task that stays far inside the bound.
+    /// the gradient over ranks and micro-batches, as in fp32 (measured: ~1e-7, against 2e-2
+    /// between the bf16 and the fp32 models). But a difference in the last bit can flip the bf16
+    /// rounding of a weight in the next copies (2^-8 relative on that one input), and Adam
+    /// carries that on: which rank grouping flips one depends on the seed and the split
+    /// (issue 21, seeds 1-8 x 2-4 ranks: 1e-7 to 3e-5 with the token split, up to 3.4e-4 with the
+    /// equal-count split), hence 1e-3, still 20x below the bf16 against fp32 difference.
     @Test func sameModelForAnyRankCountMicroBatchAndSharding() throws {
         let data = try syntheticData()
         let reference = temporaryDirectory()
@@ -35,7 +37,7 @@ import Testing
             try train(options, ranks: ranks, data: data, runtime: Self.bf16)
             let difference = largestRelativeDifference(try finalWeights(output, step: 6), expected)
             print("bf16 ranks \(ranks) micro \(micro.map(String.init) ?? "-") sharded \(sharded): largest relative difference \(difference)")
-            #expect(difference < 1e-5, "ranks \(ranks), micro-batch \(String(describing: micro)), sharded \(sharded)")
+            #expect(difference < 1e-3, "ranks \(ranks), micro-batch \(String(describing: micro)), sharded \(sharded)")
         }
     }
 
