@@ -78,22 +78,7 @@ for h in $HOSTS; do [ "$h" -gt "$MAX_HOSTS" ] && MAX_HOSTS=$h; done
 trap '"$CLUSTER" down "$NAME"' EXIT
 mapfile -t MPI_OPTIONS < <("$CLUSTER" mpirun-options "$NAME")
 
-busy_fraction() {
-    read -r _ a b c d e f g _ < /proc/stat
-    local busy1=$((a + b + c + f + g)) total1=$((a + b + c + d + e + f + g))
-    sleep 1
-    read -r _ a b c d e f g _ < /proc/stat
-    awk -v b=$((a + b + c + f + g - busy1)) -v t=$((a + b + c + d + e + f + g - total1)) 'BEGIN { printf "%.2f", (t > 0 ? b / t : 0) }'
-}
-
-wait_quiet() {
-    local waited=0 busy
-    busy=$(busy_fraction)
-    while [ "$WAIT" = 1 ] && awk -v b="$busy" 'BEGIN { exit !(b > 0.10) }' && [ $waited -lt 600 ]; do
-        sleep 4; waited=$((waited + 5)); busy=$(busy_fraction)
-    done
-    echo "$busy"
-}
+source benchmarks/quiet.sh  # busy_fraction, wait_quiet
 
 # record ROUND MODEL LINK HOSTS SIDE VARIANT BUSY JSON: tags one result and appends it.
 record() {

@@ -58,26 +58,7 @@ MPIRUN=(mpirun --bind-to core -n 2)
 RESULTS=benchmarks/results.jsonl
 RUN_ID="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
-# Fraction of all CPUs busy over one second (from /proc/stat).
-busy_fraction() {
-    read -r _ a b c d e f g _ < /proc/stat
-    local busy1=$((a + b + c + f + g)) total1=$((a + b + c + d + e + f + g))
-    sleep 1
-    read -r _ a b c d e f g _ < /proc/stat
-    local busy2=$((a + b + c + f + g)) total2=$((a + b + c + d + e + f + g))
-    awk -v b=$((busy2 - busy1)) -v t=$((total2 - total1)) 'BEGIN { printf "%.2f", (t > 0 ? b / t : 0) }'
-}
-
-wait_quiet() {
-    local waited=0 busy
-    busy=$(busy_fraction)
-    while [ "$WAIT" = 1 ] && awk -v b="$busy" 'BEGIN { exit !(b > 0.10) }' && [ $waited -lt 600 ]; do
-        sleep 4
-        waited=$((waited + 5))
-        busy=$(busy_fraction)
-    done
-    echo "$busy"
-}
+source benchmarks/quiet.sh  # busy_fraction, wait_quiet
 
 # run NAME SIDE LAYOUT COMMAND...: runs, tags the JSON line, appends it to the results.
 run() {

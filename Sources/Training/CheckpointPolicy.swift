@@ -102,8 +102,9 @@ struct CheckpointPolicy {
     }
 
     /// Writes OUTPUT/checkpoint-STEP for the step just taken (rank 0 writes the replicated files),
-    /// then, with --checkpoint-mirror, its copy on the mirror's disk; `isBest`: OUTPUT/best names it.
-    func write(_ replica: Replica, plan: TrainingPlan, progress: TrainingRun.Progress, reporter: Reporter, isBest: Bool = false) throws -> URL {
+    /// then, with --checkpoint-mirror, its copy on the mirror's disk. OUTPUT/best names it when
+    /// this step's evaluation was the best (`CheckpointFolder.commitPointers`).
+    func write(_ replica: Replica, plan: TrainingPlan, progress: TrainingRun.Progress, reporter: Reporter) throws -> URL {
         let state = trainerState(replica, plan: plan, snapshot: snapshot(progress, replica: replica))
         if communicator.worldSize > 1 {
             // Rank 0 alone writes the weights (and the replicated Adam state): make sure they are everyone's.
@@ -115,7 +116,7 @@ struct CheckpointPolicy {
         }
         let files = setup.root?.modelFiles ?? ModelFiles(config: [:], vocabulary: [], tokenizerConfig: [:])  // rank 0 writes them
         let content = CheckpointWriter.Content(state: state, labels: setup.labels, problemType: setup.description.task.problemType, files: files,
-                                               trainingArguments: JSONValue.object(trainingArguments).serialized(), isBest: isBest)
+                                               trainingArguments: JSONValue.object(trainingArguments).serialized())
         let folder = try writer.write(step: progress.step, replica: replica, content: content)
         announce(folder)
         try mirror(folder, say: reporter.say)

@@ -120,6 +120,17 @@ enum CheckpointFolder {
         return nil
     }
 
+    /// After the trainer_state.pb of checkpoint `state.step` is written: OUTPUT/latest names it, and
+    /// OUTPUT/best too when it holds the best model so far (its manifest's best step is its own:
+    /// the evaluation of this step was the best; the regular, emergency and mirrored copies alike);
+    /// then the old ones are pruned.
+    static func commitPointers(_ state: TrainerState, in output: URL, keep: Int) throws {
+        let name = Array("\(CheckpointFolder.name(step: state.step))\n".utf8)
+        try writeFileAtomically(output.appendingPathComponent("latest"), bytes: name)
+        if state.bestMetric?.step == state.step { try writeFileAtomically(output.appendingPathComponent(bestFile), bytes: name) }
+        prune(output, keep: keep)
+    }
+
     /// Keeps the `keep` newest complete checkpoints (a folder with trainer_state.pb) of `output`,
     /// and the one OUTPUT/best names.
     static func prune(_ output: URL, keep: Int) {
@@ -192,8 +203,6 @@ struct CheckpointWriter {
         var files: ModelFiles
         /// training_args.json: the resolved options of the run.
         var trainingArguments: [UInt8]
-        /// The checkpoint holds the best model so far: OUTPUT/best names it.
-        var isBest = false
     }
 
     func write(step: Int, replica: Replica, content: Content) throws -> URL {
@@ -240,11 +249,7 @@ struct CheckpointWriter {
             var state = content.state
             state.files = written.sorted { $0.name < $1.name }
             try state.write(to: folder.appendingPathComponent(TrainerState.fileName))
-            try writeFileAtomically(output.appendingPathComponent("latest"), bytes: Array("\(CheckpointFolder.name(step: step))\n".utf8))
-            if content.isBest {
-                try writeFileAtomically(output.appendingPathComponent(CheckpointFolder.bestFile), bytes: Array("\(CheckpointFolder.name(step: step))\n".utf8))
-            }
-            CheckpointFolder.prune(output, keep: keep)
+            try CheckpointFolder.commitPointers(state, in: output, keep: keep)
         }
         exclusive?.endCheckpointWrite(committedStep: failure == nil ? step : nil)
         // Every rank learns how it went, with rank 0's reason.
@@ -494,8 +499,7 @@ func writeReplicaCheckpoint(_ replica: Replica, state: TrainerState, files: [Che
     var complete = state
     complete.files = written.sorted { $0.name < $1.name }
     try complete.write(to: folder.appendingPathComponent(TrainerState.fileName))
-    try writeFileAtomically(output.appendingPathComponent("latest"), bytes: Array("\(CheckpointFolder.name(step: state.step))\n".utf8))
-    CheckpointFolder.prune(output, keep: keep)
+    try CheckpointFolder.commitPointers(complete, in: output, keep: keep)
     return folder
 }
 
@@ -646,15 +650,16 @@ enum CheckpointCopy {
         if !sent.isEmpty && failure == nil { failure = "the sender failed: \(sent)" }
         if failure == nil {
             attempt {
-                // `latest` moves forward only (a copy of an older checkpoint leaves a newer one named).
-                let step = Int(folderName.dropFirst(CheckpointFolder.prefix.count)) ?? 0
+                // `latest` (and `best`) move forward only (a copy of an older checkpoint leaves a newer one named).
+                let state = try TrainerState(contentsOf: folder.appendingPathComponent(TrainerState.fileName))
                 let newest = CheckpointFolder.candidates(in: output).first {
                     FileManager.default.fileExists(atPath: $0.url.appendingPathComponent(TrainerState.fileName).path)
                 }
-                if (newest?.step ?? step) <= step {
-                    try writeFileAtomically(output.appendingPathComponent("latest"), bytes: Array("\(folderName)\n".utf8))
+                if (newest?.step ?? state.step) <= state.step {
+                    try CheckpointFolder.commitPointers(state, in: output, keep: keep)
+                } else {
+                    CheckpointFolder.prune(output, keep: keep)
                 }
-                CheckpointFolder.prune(output, keep: keep)
             }
         } else {
             // Never leave a commit record over files that did not all arrive.

@@ -93,8 +93,8 @@ public final class TrainingRun {
         var phaseTotals = Replica.PhaseSeconds()
         /// The best evaluation so far and the early-stopping count (with --eval).
         var bestModel: BestModelTracker?
-        /// The last evaluation, with its step and whether it was the best so far.
-        var lastEvaluation: (step: Int, metrics: any TaskMetrics, isBest: Bool)?
+        /// The last evaluation, with its step.
+        var lastEvaluation: (step: Int, metrics: any TaskMetrics)?
     }
 
     public func run() throws -> RunSummary {
@@ -165,7 +165,7 @@ public final class TrainingRun {
             }
             if outcome.stopRequested {
                 summary.stoppedBySignal = true
-                summary.finalCheckpoint = try checkpoints.write(replica, plan: plan, progress: progress, reporter: reporter, isBest: evaluatedIsBest)
+                summary.finalCheckpoint = try checkpoints.write(replica, plan: plan, progress: progress, reporter: reporter)
                 break
             }
             // Early stopping ends the loop; the final checkpoint below is this step's.
@@ -176,7 +176,7 @@ public final class TrainingRun {
             }
             // A checkpoint is due, or this evaluation is the best so far: its model must exist as a checkpoint.
             if checkpoints.isDue(afterStep: progress.step, totalSteps: plan.totalSteps) || evaluatedIsBest {
-                summary.finalCheckpoint = try checkpoints.write(replica, plan: plan, progress: progress, reporter: reporter, isBest: evaluatedIsBest)
+                summary.finalCheckpoint = try checkpoints.write(replica, plan: plan, progress: progress, reporter: reporter)
             }
         }
         summary.trainSeconds = Date().timeIntervalSince(started)
@@ -187,8 +187,7 @@ public final class TrainingRun {
             }
             summary.finalEvaluation = progress.lastEvaluation?.metrics
             // The last step is always checkpointed: OUTPUT/checkpoint-<last step> is the trained model.
-            summary.finalCheckpoint = try checkpoints.write(replica, plan: plan, progress: progress, reporter: reporter,
-                                                            isBest: progress.lastEvaluation.map { $0.step == progress.step && $0.isBest } ?? false)
+            summary.finalCheckpoint = try checkpoints.write(replica, plan: plan, progress: progress, reporter: reporter)
         }
         if let best = progress.bestModel?.best {
             summary.bestMetric = best
@@ -303,7 +302,7 @@ public final class TrainingRun {
                                    communicator: communicator, batchSize: options.evalBatchSize, batch: &replica.evaluationBatch)
         progress.recentMetrics += metrics.scalars.map { .init(name: "eval/\($0.name)", value: $0.value, step: progress.step) }
         let isBest = progress.bestModel?.record(metrics, step: progress.step) ?? false
-        progress.lastEvaluation = (progress.step, metrics, isBest)
+        progress.lastEvaluation = (progress.step, metrics)
         try reporter.evaluation(metrics, step: progress.step, isBest: isBest)
         return isBest
     }

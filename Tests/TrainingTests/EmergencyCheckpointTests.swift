@@ -104,6 +104,49 @@ import Testing
         #expect(state.step == expected.step && state.epoch == expected.epoch && state.samplesConsumedInEpoch == expected.samplesConsumedInEpoch
                 && state.currentLearningRate == expected.currentLearningRate && state.optimizerStep == expected.optimizerStep
                 && state.worldSize == 2 && !state.shardOptimizer, "\(state) vs \(expected)")
+        // The run's resolved options, as its own regular (last) checkpoint records them.
+        let arguments = try #require(FileManager.default.contents(atPath: folder.appendingPathComponent("training_args.json").path))
+        #expect(arguments == FileManager.default.contents(atPath: output.appendingPathComponent("checkpoint-30/training_args.json").path))
+        #expect(try JSONValue.readObject(folder.appendingPathComponent("training_args.json"))?["max-steps"] == .number(30))
+    }
+
+    /// OUTPUT/best follows the manifests of the emergency checkpoint and of a mirrored copy as it
+    /// follows the regular one's: it names a checkpoint whose best step is its own, and
+    /// --keep-checkpoints never deletes it.
+    @Test func theEmergencyCheckpointAndTheMirrorKeepTheBestModel() throws {
+        let options = tinyOptions(output: temporaryDirectory())
+        let data = try syntheticData()
+        let output = temporaryDirectory(), mirror = temporaryDirectory()
+        @Sendable func best(_ output: URL) -> String? { CheckpointFolder.named(by: CheckpointFolder.bestFile, in: output) }
+        @Sendable func folders(_ output: URL) -> [String] { CheckpointFolder.candidates(in: output).map { $0.url.lastPathComponent } }
+        _ = try InProcessGroup.run(worldSize: 1) { communicator in
+            let setup = try trainingSetup(options, communicator: communicator, data: data)
+            let replica = try Replica(model: setup.model, hyperparameters: options.optimizer.adamHyperparameters, communicator: communicator,
+                                      parallel: options.parallel)
+            func write(step: Int, bestStep: Int) throws {
+                let state = TrainerState(step: step, bestMetric: .init(name: "loss", value: 1.0 / Double(bestStep), step: bestStep, greaterIsBetter: false))
+                _ = try writeReplicaCheckpoint(replica, state: state, files: [], output: output, keep: 1)
+            }
+            try write(step: 2, bestStep: 2)
+            #expect(best(output) == "checkpoint-2")
+            try write(step: 3, bestStep: 2)
+            #expect(best(output) == "checkpoint-2" && folders(output) == ["checkpoint-3", "checkpoint-2"])
+            try write(step: 4, bestStep: 4)
+            #expect(best(output) == "checkpoint-4" && folders(output) == ["checkpoint-4"])
+            try write(step: 5, bestStep: 4)
+            return 0
+        }
+        #expect(CheckpointFolder.named(by: "latest", in: output) == "checkpoint-5" && folders(output) == ["checkpoint-5", "checkpoint-4"])
+        // The mirror receives them in order, with --keep-checkpoints 1: the best stays there too.
+        for step in [4, 5] {
+            let outcomes = try InProcessGroup.run(worldSize: 2) { communicator in
+                communicator.rank == 0
+                    ? try CheckpointCopy.send(output.appendingPathComponent("checkpoint-\(step)"), to: 1, communicator: communicator)
+                    : try CheckpointCopy.receive(into: mirror, folderName: "checkpoint-\(step)", from: 0, keep: 1, communicator: communicator)
+            }
+            #expect(outcomes == [nil, nil])
+        }
+        #expect(best(mirror) == "checkpoint-4" && folders(mirror) == ["checkpoint-5", "checkpoint-4"])
     }
 
     /// A complete folder streams from one rank's disk to another's (in 4 MB chunks), where it
