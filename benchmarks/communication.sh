@@ -19,7 +19,7 @@
 #     --shard-optimizer (ZeRO-1: fp32-zero1, bf16-zero1); the gain per cause, on the variant the
 #     link's target uses (fp32 at 10 Gbit/s, bf16 below): the same with the batches split into equal
 #     example counts (bert-dist-dev bench --example-split: VARIANT-examples) and with the optimizer's
-#     update after every sum has arrived (--update-at-the-end: VARIANT-at-end), and that variant
+#     update applied to each part as its sum arrives (--update-overlapped: VARIANT-overlapped), and that variant
 #     with the OPENBLAS variables unset; DDP fp32 and bf16_compress_hook; with --before, a bert-dist
 #     binary to compare with (e.g. main's: side "before", fp32 and bf16);
 #   - per host count: both sides without gradient communication (bert-dist-dev bench
@@ -60,7 +60,7 @@ done
 [ -n "$DATA" ] && [ -f "$DATA" ] || { echo "usage: benchmarks/communication.sh AG_NEWS_CSV [options] (see the top of this file)" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "error: the namespace cluster needs root" >&2; exit 1; }
 PYTHON="${PYTHON:-/work/venv/bin/python}"
-# bert-dist-dev bench: bert-dist's bench (the same step), plus --no-gradient-sync, --example-split, --update-at-the-end.
+# bert-dist-dev bench: bert-dist's bench (the same step), plus --no-gradient-sync, --example-split, --update-overlapped.
 # BIN=... another build (e.g. .build/debug/bert-dist-dev for a quick check of this script).
 BIN="$(realpath -m "${BIN:-.build/release/bert-dist-dev}")"
 [ -x "$BIN" ] || { echo "error: $BIN not found; run swift build -c release first" >&2; exit 1; }
@@ -155,7 +155,7 @@ variant_options() {
     case "$1" in
         *-zero1) echo --shard-optimizer ;;
         *-examples) echo --example-split ;;
-        *-at-end) echo --update-at-the-end ;;
+        *-overlapped) echo --update-overlapped ;;
     esac
 }
 
@@ -176,7 +176,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 for link in $LINKS; do
                     "$CLUSTER" limit "$NAME" "$link" 256kb 50ms
                     target=$(target_variant "$link")
-                    for variant in fp32 bf16 fp32-zero1 bf16-zero1 "$target-examples" "$target-at-end" "$target-openblas-unset"; do
+                    for variant in fp32 bf16 fp32-zero1 bf16-zero1 "$target-examples" "$target-overlapped" "$target-openblas-unset"; do
                         # shellcheck disable=SC2046
                         run "$round" "$name" "$link" "$hosts" ours "$variant" "${arguments[@]}" $(variant_options "$variant")
                     done

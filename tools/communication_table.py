@@ -19,7 +19,7 @@ given runs' rounds with several --run: e.g. one run per model, each short enough
 
 Variants of bert-dist (side "ours"): fp32, bf16 (--grad-compression bf16), fp32-zero1 / bf16-zero1
 (--shard-optimizer); diagnostics of the link's target variant V: V-examples (batches split into
-equal example counts, the split before token balancing), V-at-end (the optimizer's update after
+equal example counts, the split before token balancing), V-overlapped (the optimizer's update overlapped, vs after
 every sum has arrived), V-openblas-unset; no-sync and no-sync-examples (no gradient communication).
 Side "before": another binary (communication.sh --before). Side "pytorch": DDP gloo.
 """
@@ -62,7 +62,7 @@ def label(side, variant):
         return f"{name} no gradient sum" + (", example split" if variant.endswith("-examples") else "")
     base, _, diagnostic = variant.partition("-")
     text = {"fp32": "fp32", "bf16": "--grad-compression bf16"}[base]
-    notes = {"": "", "zero1": " --shard-optimizer", "examples": ", example split", "at-end": ", update at the end",
+    notes = {"": "", "zero1": " --shard-optimizer", "examples": ", example split", "overlapped": ", update overlapped",
              "openblas-unset": ", OPENBLAS_CORETYPE/L2_SIZE unset"}
     return f"{name} {text}{notes[diagnostic]}"
 
@@ -123,7 +123,7 @@ def tables(rows, cores):
 
     full = ["| model | hosts | link | side | step (s) | T1 (s) | efficiency | exposed comm (s) | finish wait (s) | tokens above the mean | MB sent per step per host |",
             "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    causes = ["| model | link | variant | step now (s) | example split | update at the end | --shard-optimizer | before | exposed comm now (s) | tokens above the mean: example split -> now |",
+    causes = ["| model | link | variant | step now (s) | example split | update overlapped | --shard-optimizer | before | exposed comm now (s) | tokens above the mean: example split -> now |",
               "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     targets = []
 
@@ -177,8 +177,8 @@ def tables(rows, cores):
 
 def variant_order(variant):
     base, _, diagnostic = variant.partition("-")
-    return (["", "zero1", "examples", "at-end", "openblas-unset"].index(diagnostic) if diagnostic in
-            ("", "zero1", "examples", "at-end", "openblas-unset") else 9, base != "fp32", variant)
+    return (["", "zero1", "examples", "overlapped", "openblas-unset"].index(diagnostic) if diagnostic in
+            ("", "zero1", "examples", "overlapped", "openblas-unset") else 9, base != "fp32", variant)
 
 
 def cause_row(model, link, found, no_sync):
@@ -192,7 +192,7 @@ def cause_row(model, link, found, no_sync):
     examples = found.get(("ours", f"{variant}-examples"))
     exposed = no_sync.get(("ours", "no-sync"))
     return (f"| {model} | {link_name(link)} | {variant} | {now['step_s_median']:.3f} | {delta(examples)} | "
-            f"{delta(found.get(('ours', f'{variant}-at-end')))} | {delta(found.get(('ours', f'{variant}-zero1')))} | "
+            f"{delta(found.get(('ours', f'{variant}-overlapped')))} | {delta(found.get(('ours', f'{variant}-zero1')))} | "
             f"{delta(found.get(('before', variant)))} | {text(now['step_s_median'] - exposed['step_s_median'], 3) if exposed else ''} | "
             f"{tokens_above(examples)} -> {tokens_above(now)} |")
 

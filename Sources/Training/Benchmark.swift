@@ -16,7 +16,7 @@ public struct BenchmarkProbes {
     /// The split before token balancing (equal example counts per rank), for comparisons.
     public var splitByExamples = false
     /// The optimizer's update once every sum has arrived (the schedule before the overlap), for comparisons.
-    public var updateAtTheEnd = false
+    public var updateOverlapped = false
 
     public init() {}
 }
@@ -61,7 +61,7 @@ public struct BenchmarkResult: Sendable {
     public var interfaceBytesSentPerStep: Double?
     /// "tokens" (token-balanced) or "examples": how the global batches were split; "overlapped"
     /// or "at-the-end": when the optimizer's update ran.
-    public var split = "tokens", update = "overlapped"
+    public var split = "tokens", update = "at-the-end"
     /// Medians over the timed steps of how far the busiest rank was above the mean of the ranks
     /// (max / mean - 1), in tokens and in cost (`SequenceCost`), under each split (the one not
     /// used is computed, not run): keys "examples" and "tokens", each [tokens, cost].
@@ -122,7 +122,7 @@ public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communica
     let optimizer = try OptimizerOptions.parse([])  // train's optimizer as train takes it by default
     let replica = try Replica(model: model, hyperparameters: optimizer.adamHyperparameters,
                               communicator: probes.gradientCommunicator ?? communicator, parallel: options.parallel)
-    replica.updateSchedule = probes.updateAtTheEnd ? .atTheEnd : .overlapped
+    replica.updateSchedule = probes.updateOverlapped ? .overlapped : .atTheEnd
     let stepCount = BenchmarkOptions.warmupSteps + options.steps
     let lengths = (0..<examples.count).map { Int32(examples.tokens(at: $0).count) }
     let cost = SequenceCost(hiddenSize: model.config.hiddenSize)
@@ -192,7 +192,7 @@ public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communica
     func median(_ values: [Double]) -> Double { let s = values.sorted(); return s.isEmpty ? 0 : s[s.count / 2] }
     result.gradientBytesSentPerStep = median(sentBytes)
     result.split = probes.splitByExamples ? "examples" : "tokens"
-    result.update = probes.updateAtTheEnd ? "at-the-end" : "overlapped"
+    result.update = probes.updateOverlapped ? "overlapped" : "at-the-end"
     result.imbalance = imbalances.mapValues { steps in [median(steps.map { $0[0] }), median(steps.map { $0[1] })] }
     func mean(_ values: [Double]) -> Double { values.reduce(0, +) / Double(max(values.count, 1)) }
     result.stepSecondsMedian = median(stepSeconds)

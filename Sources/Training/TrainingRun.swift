@@ -64,7 +64,7 @@ public final class TrainingRun {
         /// the same, float summation order aside).
         var splitByExamples = false
         /// When the optimizer's update runs (the same bits either way).
-        var updateSchedule = Replica.UpdateSchedule.overlapped
+        var updateSchedule = Replica.UpdateSchedule.atTheEnd
     }
 
     public init(options: TrainingOptions, runtime: Runtime, communicator: any Communicator, setup: RunSetup,

@@ -12,7 +12,7 @@ import Training
 struct DevBenchCommand: ParsableCommand, LaunchFacts {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "bert-dist bench, plus --no-gradient-sync, --example-split, --update-at-the-end, --sgemm-only and allocation counts (with benchmarks/malloc_counter.c preloaded).")
+        abstract: "bert-dist bench, plus --no-gradient-sync, --example-split, --update-overlapped, --sgemm-only and allocation counts (with benchmarks/malloc_counter.c preloaded).")
 
     @OptionGroup var options: BenchmarkOptions
     @OptionGroup var output: OutputOptions
@@ -23,8 +23,8 @@ struct DevBenchCommand: ParsableCommand, LaunchFacts {
     var sgemmOnly = false
     @Flag(help: "Split each global batch into equal example counts per rank (the split before token balancing), for comparisons.")
     var exampleSplit = false
-    @Flag(help: "Run the optimizer's update once every gradient sum has arrived (the schedule before the overlap), for comparisons.")
-    var updateAtTheEnd = false
+    @Flag(help: "Apply the optimizer's update to each part as its gradient sum arrives, while later parts still travel (training updates once every sum has arrived), for comparisons.")
+    var updateOverlapped = false
 
     var launchFacts: [(key: String, value: String)] { process.launchFacts }
 
@@ -48,7 +48,7 @@ struct DevBenchCommand: ParsableCommand, LaunchFacts {
             probes.counter = AllocationCounters()
             if command.noGradientSync { probes.gradientCommunicator = SingleRankCommunicator() }
             probes.splitByExamples = command.exampleSplit
-            probes.updateAtTheEnd = command.updateAtTheEnd
+            probes.updateOverlapped = command.updateOverlapped
             let result = try runBenchmark(options, setup: setup, communicator: communicator, probes: probes)
             guard let heap = result.countsPerStep, let model = result.modelCountsPerStep else {
                 if json { log(result.json.compact) } else { result.lines.forEach(log) }
