@@ -60,7 +60,7 @@ public struct GradientSyncOptions: Sendable {
 /// the sum and the start of the gather of each bucket whose reduce has arrived), but once per
 /// layer is far too rare over a network. From the first transfer of a step to the end of
 /// `finish()` the synchroniser therefore turns on the communicator's background progress (MPI:
-/// a thread that probes every ~0.5 ms, MPIProgressThread), which keeps the bytes moving while
+/// a thread that probes every few milliseconds, MPIProgressThread), which keeps the bytes moving while
 /// backward computes; the state changes (sums, gathers) still happen in `progress()`/`finish()`.
 ///
 /// Receives first: a message that arrives before its receive is posted is "unexpected": Open MPI

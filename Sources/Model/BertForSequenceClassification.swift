@@ -421,7 +421,9 @@ public final class BertForSequenceClassification {
                 for s in 0..<B { (a.dHidden + b.starts[s] * C).update(from: a.dClsHidden + s * C, count: C) }
             }
             for l in stride(from: L - 1, through: 0, by: -1) {
-                try layerBackward(l, b, rows(ofLayer: l, b), dropout: dropout)
+                try layerBackward(l, b, rows(ofLayer: l, b), dropout: dropout) {
+                    try parametersFinished(layout.offsets.layers[l].intermediateWeight)
+                }
                 try parametersFinished(layout.layerStarts[l])
             }
 
@@ -448,7 +450,9 @@ public final class BertForSequenceClassification {
     }
 
     /// Backward of `layerForward(l)`: from `rows.dOutput` to a.dHidden = dL/d(hidden[l]) (T, C).
-    private func layerBackward(_ l: Int, _ b: BatchPointers, _ rows: LayerRows, dropout: DropoutContext?) throws {
+    /// `feedForwardFinished`: called once the feed-forward half's parameter gradients are final.
+    private func layerBackward(_ l: Int, _ b: BatchPointers, _ rows: LayerRows, dropout: DropoutContext?,
+                               feedForwardFinished: () throws -> Void) throws {
         let C = config.hiddenSize, I = config.intermediateSize, H = config.headCount
         let B = b.sequences.count, T = b.sequences.starts[B], R = rows.count
         let a = activations.views, w = weights.layers[l], g = weightGradients.layers[l], x = a.hidden[l], la = a.layers[l]
@@ -467,6 +471,7 @@ public final class BertForSequenceClassification {
                        dOut: a.dFeedForward, input: la.attentionNormed, weight: w.intermediateWeight, packed: packed?.intermediate,
                        rows: R, inFeatures: C, outFeatures: I, accumulateInput: true)
         try checked(a.dResidual, R * C, "layer \(l) feed-forward input gradient (backward)")
+        try feedForwardFinished()
         // a.dResidual = dL/d(attentionNormed).  Attention LayerNorm: rows.dInput = dL/d(attentionResidual)
         // (the residual path's part of dL/d(input rows)), a.dTemporary = dL/d(attention output).
         k.layerNormBackward(dInput: rows.dInput, dBranch: a.dTemporary,

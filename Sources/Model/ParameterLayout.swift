@@ -196,8 +196,13 @@ public struct ParameterLayout: Sendable {
     public let tensors: [ParameterTensor]
     public let totalCount: Int
     /// Arena offset where each encoder layer's parameters start; `layerStarts[layerCount]` is the
-    /// head's start. Backward reports these as "everything from here up is final".
+    /// head's start.
     public let layerStarts: [Int]
+    /// What backward reports, in its order, as "every gradient from here up is final": the head's
+    /// start, then per layer from the last its feed-forward's start (the intermediate weight: the
+    /// feed-forward half is done before the attention half) and the layer's start, then 0. The
+    /// gradient sum cuts its buckets there, so most of a layer travels while the rest is computed.
+    public let backwardReadyOffsets: [Int]
     /// The structure the names and shapes follow.
     public let architecture: EncoderArchitecture
     /// Every tensor's offset, by part (see `views(in:)`).
@@ -222,6 +227,8 @@ public struct ParameterLayout: Sendable {
         tensors = planner.tensors
         totalCount = planner.arena.count
         self.layerStarts = layerStarts
+        backwardReadyOffsets = [layerStarts[config.layerCount]]
+            + layers.indices.reversed().flatMap { [layers[$0].intermediateWeight, layerStarts[$0]] } + [0]
         var index: [String: Int] = [:]
         for (i, t) in tensors.enumerated() { index[t.name] = i }
         indexByName = index

@@ -31,7 +31,7 @@ public struct ParallelOptions: ParsableArguments, Sendable {
     public var gradientCompression: GradientCompression = .none
 
     @Option(name: .customLong("progress-interval-ms"), help: "Milliseconds between the background progress thread's MPI polls while gradients travel (0: no thread).")
-    public var progressIntervalMilliseconds = 0.5
+    public var progressIntervalMilliseconds = 2.0
 
     public init() {}
 

@@ -53,15 +53,15 @@ final class Replica {
         reduction = [Double](repeating: 0, count: 6 + 3 * communicator.worldSize)
     }
 
-    /// Buckets end where backward reports readiness (each layer's start), so each starts as soon
-    /// as its layer is done; the word and position tables travel as touched rows (see `markRows`).
+    /// Buckets end where backward reports readiness (each layer's and its feed-forward's start), so
+    /// each starts as soon as its part is done; the word and position tables travel as touched rows (see `markRows`).
     static func syncOptions(_ layout: ParameterLayout, _ parallel: ParallelOptions,
                             sparseEmbeddingGradients: Bool) -> GradientSyncOptions {
         var sync = GradientSyncOptions()
         sync.bucketFloats = max(1, Int(parallel.bucketMegabytes * 1_000_000 / 4))
         sync.shardOptimizer = parallel.shardOptimizer
         sync.compression = parallel.gradientCompression
-        sync.bucketBoundaries = layout.layerStarts
+        sync.bucketBoundaries = layout.backwardReadyOffsets
         if sparseEmbeddingGradients {
             // Rows of E floats (ELECTRA's embedding_size may differ from the hidden size).
             sync.sparseTables = [layout.wordTable, layout.positionTable].map {

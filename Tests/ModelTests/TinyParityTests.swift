@@ -41,7 +41,7 @@ import Testing
                         relativeTolerance: 1e-4, scaleFloor: 1e-6, "grad \(tensor.name)")
         }
         // Backward reports finished parameters from the end of the arena down to offset 0.
-        #expect(finished == model.layout.layerStarts.reversed() + [0])
+        #expect(finished == model.layout.backwardReadyOffsets)
     }
 
     @Test(arguments: [OptimizerKind.adamw, .adam])
