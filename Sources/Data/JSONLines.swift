@@ -382,14 +382,7 @@ struct JSONLineParser {
         guard index + 4 <= input.count else { throw JSONLineError("bad JSON: short \\u escape") }
         var value: UInt32 = 0
         for _ in 0..<4 {
-            let byte = input[index]
-            let digit: UInt32
-            switch byte {
-            case 0x30...0x39: digit = UInt32(byte - 0x30)
-            case 0x41...0x46: digit = UInt32(byte - 0x41 + 10)
-            case 0x61...0x66: digit = UInt32(byte - 0x61 + 10)
-            default: throw JSONLineError("bad JSON: invalid \\u escape")
-            }
+            guard let digit = hexDigitValue(input[index]) else { throw JSONLineError("bad JSON: invalid \\u escape") }
             value = value * 16 + digit
             index += 1
         }

@@ -1,16 +1,20 @@
 import Foundation
 
-/// A JSON document as the tokenizer readers need it, parsed by hand because Foundation's
-/// JSONSerialization (on Linux) is not exact enough for tokenizer files: it rounds some numbers
-/// to a neighbouring double (Unigram scores must be bit-exact, ties decide pieces), drops a
-/// U+FEFF that starts a string, and merges object keys that are canonically equivalent
-/// ("K" and the Kelvin sign). Here numbers are read with Swift's correctly rounded
-/// `Double(String)`, strings keep every scalar, and objects keep their entries in order
-/// (lookups compare key bytes; a key given twice keeps the later value, as serde_json does).
+/// A JSON document, the one JSON value of the project: the tokenizer files, config.json,
+/// training_args.json, `--config` files and every `--json` output.
 ///
-/// Nesting is limited to 128 levels (serde_json's limit), so a hostile file cannot exhaust the
-/// stack.
-enum JSONValue {
+/// Parsed by hand because Foundation's JSONSerialization (on Linux) is not exact enough for
+/// tokenizer files: it rounds some numbers to a neighbouring double (Unigram scores must be
+/// bit-exact, ties decide pieces), drops a U+FEFF that starts a string, and merges object keys
+/// that are canonically equivalent ("K" and the Kelvin sign). Here numbers are read with Swift's
+/// correctly rounded `Double(String)`, strings keep every scalar, and objects keep their entries
+/// in order (lookups compare key bytes; a key given twice keeps the later value, as serde_json
+/// does). Nesting is limited to 128 levels (serde_json's limit), so a hostile file cannot exhaust
+/// the stack.
+///
+/// Written deterministically, like HF's `to_json_string`: keys sorted, two-space indent, whole
+/// numbers without a fraction.
+public enum JSONValue: Sendable, Equatable {
     case null
     case bool(Bool)
     case number(Double)
@@ -18,20 +22,42 @@ enum JSONValue {
     case array([JSONValue])
     case object([(key: String, value: JSONValue)])
 
+    /// An object with `fields` in key order (as it is written).
+    public init(object fields: [String: JSONValue]) {
+        self = .object(fields.keys.sorted().map { ($0, fields[$0]!) })
+    }
+
+    public static func == (a: JSONValue, b: JSONValue) -> Bool {
+        switch (a, b) {
+        case (.null, .null): return true
+        case let (.bool(x), .bool(y)): return x == y
+        case let (.number(x), .number(y)): return x == y
+        case let (.string(x), .string(y)): return x == y
+        case let (.array(x), .array(y)): return x == y
+        case let (.object(x), .object(y)): return x.elementsEqual(y) { $0.key == $1.key && $0.value == $1.value }
+        default: return false
+        }
+    }
+
     /// The value of `key` (the last entry with exactly these bytes), nil when absent.
-    subscript(key: String) -> JSONValue? {
+    public subscript(key: String) -> JSONValue? {
         guard case .object(let entries) = self else { return nil }
         let bytes = Array(key.utf8)
         return entries.last(where: { $0.key.utf8.elementsEqual(bytes) })?.value
     }
 
-    var isNull: Bool { if case .null = self { return true } else { return false } }
-    var string: String? { if case .string(let value) = self { return value } else { return nil } }
-    var bool: Bool? { if case .bool(let value) = self { return value } else { return nil } }
-    var double: Double? { if case .number(let value) = self { return value } else { return nil } }
-    var array: [JSONValue]? { if case .array(let value) = self { return value } else { return nil } }
-    var entries: [(key: String, value: JSONValue)]? { if case .object(let value) = self { return value } else { return nil } }
-    var isObject: Bool { entries != nil }
+    public var isNull: Bool { if case .null = self { return true } else { return false } }
+    public var string: String? { if case .string(let value) = self { return value } else { return nil } }
+    public var bool: Bool? { if case .bool(let value) = self { return value } else { return nil } }
+    public var double: Double? { if case .number(let value) = self { return value } else { return nil } }
+    public var array: [JSONValue]? { if case .array(let value) = self { return value } else { return nil } }
+    public var entries: [(key: String, value: JSONValue)]? { if case .object(let value) = self { return value } else { return nil } }
+    public var isObject: Bool { entries != nil }
+    /// An object's fields by key (for files we rewrite: config.json, tokenizer_config.json,
+    /// training_args.json; a key given twice keeps the later value).
+    public var fields: [String: JSONValue]? {
+        entries.map { Dictionary($0.map { ($0.key, $0.value) }, uniquingKeysWith: { _, later in later }) }
+    }
 
     /// A whole number in Int32's range.
     var int32: Int32? {
@@ -40,7 +66,7 @@ enum JSONValue {
     }
 
     /// Parses a whole document; throws a DataError naming `source` and the byte offset.
-    static func parse(_ bytes: [UInt8], source: String) throws -> JSONValue {
+    public static func parse(_ bytes: [UInt8], source: String) throws -> JSONValue {
         try bytes.withUnsafeBufferPointer { buffer in
             var parser = JSONParser(bytes: buffer, source: source)
             // A UTF-8 byte order mark may start the file.
@@ -53,7 +79,7 @@ enum JSONValue {
     }
 
     /// Reads and parses a file.
-    static func read(_ url: URL) throws -> JSONValue {
+    public static func read(_ url: URL) throws -> JSONValue {
         let data: Data
         do {
             data = try Data(contentsOf: url)
@@ -64,10 +90,73 @@ enum JSONValue {
     }
 
     /// Reads a file that must hold a JSON object.
-    static func readObject(_ url: URL) throws -> JSONValue {
+    public static func readObject(_ url: URL) throws -> JSONValue {
         let value = try read(url)
         guard value.isObject else { throw DataError("\(url.path): expected a JSON object") }
         return value
+    }
+
+    /// The fields of a file that must hold a JSON object; nil when there is no such file.
+    public static func readFieldsIfPresent(_ url: URL) throws -> [String: JSONValue]? {
+        guard FileManager.default.fileExists(atPath: url.path) else { return nil }
+        return try readObject(url).fields
+    }
+
+    /// Pretty, with a final newline (files), or on one line (`--json` output).
+    public func serialized(pretty: Bool = true) -> [UInt8] { Array((render(indent: pretty ? "" : nil) + "\n").utf8) }
+
+    /// One line of JSON, no whitespace.
+    public var compact: String { render(indent: nil) }
+
+    /// `indent` nil: no whitespace at all.
+    private func render(indent: String?) -> String {
+        switch self {
+        case .null: return "null"
+        case .bool(let b): return b ? "true" : "false"
+        case .number(let n): return n.rounded() == n && abs(n) < 1e15 ? String(Int64(n)) : "\(n)"
+        case .string(let s): return JSONValue.quote(s)
+        case .array(let items):
+            guard let indent else { return "[" + items.map { $0.render(indent: nil) }.joined(separator: ",") + "]" }
+            if items.isEmpty { return "[]" }
+            let inner = indent + "  "
+            return "[\n" + items.map { inner + $0.render(indent: inner) }.joined(separator: ",\n") + "\n\(indent)]"
+        case .object(let unsorted):
+            let entries = unsorted.sorted { $0.key < $1.key }
+            guard let indent else {
+                return "{" + entries.map { JSONValue.quote($0.key) + ":" + $0.value.render(indent: nil) }.joined(separator: ",") + "}"
+            }
+            if entries.isEmpty { return "{}" }
+            let inner = indent + "  "
+            return "{\n" + entries.map { inner + JSONValue.quote($0.key) + ": " + $0.value.render(indent: inner) }
+                .joined(separator: ",\n") + "\n\(indent)}"
+        }
+    }
+
+    /// `s` as a JSON string literal.
+    public static func quote(_ s: String) -> String {
+        var out = "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            case "\r": out += "\\r"
+            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+}
+
+/// The value of one hexadecimal digit (of a \u escape), nil for any other byte.
+func hexDigitValue(_ byte: UInt8) -> UInt32? {
+    switch byte {
+    case 0x30...0x39: return UInt32(byte - 0x30)
+    case 0x41...0x46: return UInt32(byte - 0x41 + 10)
+    case 0x61...0x66: return UInt32(byte - 0x61 + 10)
+    default: return nil
     }
 }
 
@@ -199,14 +288,7 @@ private struct JSONParser {
         guard bytes.count - position >= 4 else { throw failure("a \\u escape is cut short") }
         var value: UInt32 = 0
         for _ in 0..<4 {
-            let byte = bytes[position]
-            let digit: UInt32
-            switch byte {
-            case 0x30...0x39: digit = UInt32(byte - 0x30)
-            case 0x41...0x46: digit = UInt32(byte - 0x41 + 10)
-            case 0x61...0x66: digit = UInt32(byte - 0x61 + 10)
-            default: throw failure("a \\u escape with a non-hex digit")
-            }
+            guard let digit = hexDigitValue(bytes[position]) else { throw failure("a \\u escape with a non-hex digit") }
             value = value << 4 | digit
             position += 1
         }

@@ -14,43 +14,14 @@ import Model
 /// A command that takes `--config FILE`.
 public protocol ConfigFileCommand: ParsableCommand {}
 
-/// The value of one option in a config file or training_args.json.
-public enum OptionValue: Equatable, Sendable, Decodable {
-    case null
-    case bool(Bool)
-    case number(Double)
-    case string(String)
-    case list([OptionValue])
-    /// A JSON object: never an option's value (kept to name it in the error).
-    case object
-
-    public init(from decoder: Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() { self = .null }
-        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
-        else if let value = try? container.decode(Double.self) { self = .number(value) }
-        else if let value = try? container.decode(String.self) { self = .string(value) }
-        else if let value = try? container.decode([OptionValue].self) { self = .list(value) }
-        else { self = .object }
-    }
-
-    /// As it is written on a command line: whole numbers without a fraction.
+extension JSONValue {
+    /// An option's value as it is written on a command line (strings and numbers; whole
+    /// numbers without a fraction), nil for any other value.
     var argumentText: String? {
         switch self {
         case .string(let text): return text
-        case .number(let number): return number.rounded() == number && abs(number) < 1e15 ? String(Int64(number)) : "\(number)"
+        case .number: return compact
         default: return nil
-        }
-    }
-
-    var jsonDescription: String {
-        switch self {
-        case .null: return "null"
-        case .bool(let value): return value ? "true" : "false"
-        case .number: return argumentText!
-        case .string(let text): return "\"\(text)\""
-        case .list(let items): return "[" + items.map(\.jsonDescription).joined(separator: ", ") + "]"
-        case .object: return "an object"
         }
     }
 }
@@ -121,9 +92,9 @@ public enum ResolvedOptions {
     public static let configOption = "config"
 
     /// Every option of `parsed` (a parsed command, or group of options) by its long name, with
-    /// its value (null for an optional one not given), in declaration order; `config` itself
-    /// is left out (its options are in the others).
-    public static func record<Command: ParsableArguments>(_ parsed: Command) throws -> [(name: String, value: OptionValue)] {
+    /// its value (null for an optional one not given); `config` itself is left out (its options
+    /// are in the others). What training_args.json holds.
+    public static func record<Command: ParsableArguments>(_ parsed: Command) throws -> [String: JSONValue] {
         let catalogue = try OptionCatalogue(Command.self)
         var values: [Any] = []
         func collect(_ value: Any) {
@@ -136,12 +107,14 @@ public enum ResolvedOptions {
         guard values.count == catalogue.entries.count else {  // a kind of option this reading does not know
             throw ValidationError("cannot record the options of \(Command.self): \(values.count) values for the \(catalogue.entries.count) options ArgumentParser describes")
         }
-        return zip(catalogue.entries, values).compactMap { entry, value in
-            entry.name == configOption ? nil : (entry.name, optionValue(value))
+        var record: [String: JSONValue] = [:]
+        for (entry, value) in zip(catalogue.entries, values) where entry.name != configOption {
+            record[entry.name] = optionValue(value)
         }
+        return record
     }
 
-    static func optionValue(_ value: Any) -> OptionValue {
+    static func optionValue(_ value: Any) -> JSONValue {
         let mirror = Mirror(reflecting: value)
         if mirror.displayStyle == .optional { return mirror.children.first.map { optionValue($0.value) } ?? .null }
         switch value {
@@ -153,7 +126,7 @@ public enum ResolvedOptions {
         case let value as URL: return .string(value.path)
         case let value as CommandLineText: return .string(value.commandLineText)
         case let value as any RawRepresentable: return .string("\(value.rawValue)")
-        case let value as [Any]: return .list(value.map(optionValue))
+        case let value as [Any]: return .array(value.map(optionValue))
         default: return .string("\(value)")
         }
     }
@@ -196,10 +169,7 @@ public enum ResolvedOptions {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ValidationError("--\(configOption) \(path): cannot read the file (\(FileManager.default.fileExists(atPath: path) ? "not readable" : "no such file"))")
         }
-        let object: [String: OptionValue]
-        do {
-            object = try JSONDecoder().decode([String: OptionValue].self, from: data)
-        } catch {
+        guard let object = (try? JSONValue.parse([UInt8](data), source: path))?.fields else {
             throw ValidationError("\(path): not a JSON object of options (keys: the long option names, e.g. {\"batch-size\": 32, \"lr\": 2e-5})")
         }
         var result: [String] = []
@@ -212,7 +182,7 @@ public enum ResolvedOptions {
                 throw ValidationError("\(path): unknown option \"\(key)\"\(close.isEmpty ? "" : " (did you mean \(close.map { "\"\($0)\"" }.joined(separator: ", "))?)"); the keys are the long option names of --help")
             }
             func wrongType(_ expected: String) -> ValidationError {
-                ValidationError("\(path): \"\(key)\" \(expected), found \(value.jsonDescription)")
+                ValidationError("\(path): \"\(key)\" \(expected), found \(value.isObject ? "an object" : value.compact)")
             }
             if entry.isFlag {
                 guard case .bool(let on) = value else {
@@ -226,7 +196,7 @@ public enum ResolvedOptions {
             switch value {
             case .null: continue
             case .string, .number: result.append("--\(entry.name)=\(value.argumentText!)")
-            case .list(let items):
+            case .array(let items):
                 let texts = items.compactMap(\.argumentText)
                 guard texts.count == items.count else { throw wrongType("takes strings or numbers") }
                 if entry.isRepeating {

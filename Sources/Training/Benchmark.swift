@@ -68,7 +68,7 @@ public struct BenchmarkResult: Sendable {
     public var imbalance: [String: [Double]] = [:]
 
     public var json: JSONValue {
-        .object([
+        JSONValue(object: [
             "step_s_median": .number(stepSecondsMedian), "step_s_min": .number(stepSecondsMin),
             "tokens_per_s": .number(tokensPerSecond), "examples_per_s": .number(examplesPerSecond),
             "ranks": .number(Double(ranks)), "threads": .number(Double(threads)),
@@ -79,10 +79,10 @@ public struct BenchmarkResult: Sendable {
             "real_tokens_per_batch": .number(realTokensPerBatch), "padded_tokens_per_batch": .number(paddedTokensPerBatch),
             "blas_core": .string(blasCore), "kernels": .string(kernelInstructionSet),
             "precision": .string(precision), "bf16_engine": .string(bf16Engine),
-            "phases_s_median": .object(phaseSecondsMedian.mapValues { .number($0) }),
+            "phases_s_median": JSONValue(object: phaseSecondsMedian.mapValues { .number($0) }),
             "gradient_bytes_sent_per_step": .number(gradientBytesSentPerStep),
             "split": .string(split), "update": .string(update),
-            "imbalance_median": .object(imbalance.mapValues { .object(["tokens": .number($0[0]), "cost": .number($0[1])]) }),
+            "imbalance_median": JSONValue(object: imbalance.mapValues { JSONValue(object: ["tokens": .number($0[0]), "cost": .number($0[1])]) }),
         ].merging(interfaceBytesSentPerStep.map { ["interface_bytes_sent_per_step": .number($0)] } ?? [:]) { first, _ in first })
     }
 

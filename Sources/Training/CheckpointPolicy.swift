@@ -116,7 +116,7 @@ struct CheckpointPolicy {
         }
         let files = setup.root?.modelFiles ?? ModelFiles(config: [:], vocabulary: [], tokenizerConfig: [:])  // rank 0 writes them
         let content = CheckpointWriter.Content(state: state, labels: setup.labels, problemType: setup.description.task.problemType, files: files,
-                                               trainingArguments: JSONValue.object(trainingArguments).serialized())
+                                               trainingArguments: JSONValue(object: trainingArguments).serialized())
         let folder = try writer.write(step: progress.step, replica: replica, content: content)
         announce(folder)
         try mirror(folder, say: reporter.say)
@@ -209,7 +209,7 @@ struct CheckpointPolicy {
     /// "--lr 3e-05 (was 2e-05), ..."; nil when none do (or the checkpoint has no such file).
     /// --resume itself is not compared.
     func changedOptions(since folder: URL) -> String? {
-        guard let recorded = try? JSONValue.readObject(folder.appendingPathComponent(CheckpointFolder.trainingArgumentsFile)) else { return nil }
+        guard let recorded = (try? JSONValue.readFieldsIfPresent(folder.appendingPathComponent(CheckpointFolder.trainingArgumentsFile))) ?? nil else { return nil }
         let changed = Set(recorded.keys).union(trainingArguments.keys).sorted().filter {
             $0 != "resume" && recorded[$0] != trainingArguments[$0]
         }
@@ -323,7 +323,7 @@ final class EmergencyCheckpoint: @unchecked Sendable {
             if communicator.rank == 0, let modelFiles = policy.setup.root?.modelFiles {
                 files = try modelFiles.checkpointFiles(labels: policy.setup.labels, problemType: policy.setup.description.task.problemType,
                                                        modelConfig: replica.model.config,
-                                                       trainingArguments: JSONValue.object(policy.trainingArguments).serialized())
+                                                       trainingArguments: JSONValue(object: policy.trainingArguments).serialized())
                 for file in files {
                     withUnsafeBytes(of: UInt32(file.name.utf8.count).littleEndian) { encoded += $0 }
                     encoded += Array(file.name.utf8)

@@ -47,7 +47,7 @@ public struct ModelFiles: Sendable {
     /// A WordPiece tokenizer's files made from its vocabulary: vocab.txt and tokenizer_config.json.
     public init(config: [String: JSONValue], vocabulary: [String], tokenizerConfig: [String: JSONValue]) {
         self.init(config: config, tokenizerFiles: ["vocab.txt": Array((vocabulary.joined(separator: "\n") + "\n").utf8),
-                                                   "tokenizer_config.json": JSONValue.object(tokenizerConfig).serialized()])
+                                                   "tokenizer_config.json": JSONValue(object: tokenizerConfig).serialized()])
     }
 
     /// config.json for the family's `<Family>ForSequenceClassification` with these labels: the
@@ -57,11 +57,11 @@ public struct ModelFiles: Sendable {
     /// names distinct as JSON keys).
     func configJSON(labels: LabelSet, problemType: ProblemType, modelConfig: BertConfig) throws -> [UInt8] {
         var object = config
-        let family = try JSONDecoder().decode(JSONValue.self, from: try modelConfig.huggingFaceConfigJSON(labelNames: labels.names))
-        guard case .object(let keys) = family else { preconditionFailure("a config encodes as a JSON object") }
+        let family = try JSONValue.parse([UInt8](try modelConfig.huggingFaceConfigJSON(labelNames: labels.names)), source: "config.json")
+        guard let keys = family.entries else { preconditionFailure("a config encodes as a JSON object") }
         for (key, value) in keys { object[key] = value }
         object["problem_type"] = .string(problemType.rawValue)
-        return JSONValue.object(object).serialized()
+        return JSONValue(object: object).serialized()
     }
 
     /// The small files every checkpoint folder holds, by name: config.json, training_args.json

@@ -10,7 +10,7 @@ enum DataLoading {
     /// checkpoint always has vocab.txt and what BertTokenizer needs in tokenizer_config.json
     /// (its class and options), also when the folder had only tokenizer.json (transformers 5).
     static func modelFiles(modelDirectory: URL, tokenizer: any TextTokenizer) throws -> ModelFiles {
-        guard let config = try JSONValue.readObject(modelDirectory.appendingPathComponent("config.json")) else {
+        guard let config = try JSONValue.readFieldsIfPresent(modelDirectory.appendingPathComponent("config.json")) else {
             throw TrainingError.invalidInput("\(modelDirectory.appendingPathComponent("config.json").path): file not found")
         }
         var files: [String: [UInt8]] = [:]
@@ -20,7 +20,7 @@ enum DataLoading {
             }
             files[url.lastPathComponent] = Array(bytes)
         }
-        var tokenizerConfig = try JSONValue.readObject(modelDirectory.appendingPathComponent("tokenizer_config.json"))
+        var tokenizerConfig = try JSONValue.readFieldsIfPresent(modelDirectory.appendingPathComponent("tokenizer_config.json"))
         if let wordPiece = tokenizer as? BertTokenizer {
             var object = tokenizerConfig ?? [:]
             object["tokenizer_class"] = object["tokenizer_class"] ?? .string("BertTokenizer")
@@ -31,7 +31,7 @@ enum DataLoading {
         }
         if var tokenizerConfig {
             tokenizerConfig.removeValue(forKey: "tokenizer_file")
-            files["tokenizer_config.json"] = JSONValue.object(tokenizerConfig).serialized()
+            files["tokenizer_config.json"] = JSONValue(object: tokenizerConfig).serialized()
         }
         return ModelFiles(config: config, tokenizerFiles: files)
     }

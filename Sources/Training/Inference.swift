@@ -30,7 +30,7 @@ public struct InferenceModel {
                                                                 forwardOnly: true)
         let tokenizer = try loadTextTokenizer(modelDirectory: folder, modelType: model.config.family.rawValue)
         let configFile = folder.appendingPathComponent("config.json")
-        let problemType = try RunTask.problemType(ofModel: try JSONValue.readObject(configFile) ?? [:], labelCount: model.labelCount,
+        let problemType = try RunTask.problemType(ofModel: try JSONValue.readFieldsIfPresent(configFile) ?? [:], labelCount: model.labelCount,
                                                   file: configFile.path)
         let names = model.config.labelNames ?? []
         let labels = try RunTask(problemType: problemType).labelSet(

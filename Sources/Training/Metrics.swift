@@ -1,3 +1,4 @@
+import Data
 import Distributed
 import Foundation
 import Model
@@ -74,7 +75,7 @@ public struct ClassScores: Sendable, Equatable {
     }
 
     var json: JSONValue {
-        .object(["label": .string(label), "precision": .number(precision), "recall": .number(recall),
+        JSONValue(object: ["label": .string(label), "precision": .number(precision), "recall": .number(recall),
                  "f1": .number(f1), "support": .number(Double(support))])
     }
 }
@@ -166,7 +167,7 @@ public struct ClassificationMetrics: TaskMetrics, Equatable {
             "confusion": .array(confusion.map { .array($0.map { .number(Double($0)) }) }),
         ]
         for (name, value) in scalars { object[name] = jsonNumber(value) }
-        return .object(object)
+        return JSONValue(object: object)
     }
 
     /// A readable report: overall numbers, per-class table and the confusion matrix.
@@ -249,7 +250,7 @@ public struct MultiLabelMetrics: TaskMetrics, Equatable {
             "n": .number(Double(count)), "threshold": .number(threshold), "per_label": .array(perLabel.map(\.json)),
         ]
         for (name, value) in scalars { object[name] = jsonNumber(value) }
-        return .object(object)
+        return JSONValue(object: object)
     }
 
     public var table: String {
@@ -299,7 +300,7 @@ public struct RegressionMetrics: TaskMetrics, Equatable {
     public var json: JSONValue {
         var object: [String: JSONValue] = ["n": .number(Double(count))]
         for (name, value) in scalars { object[name] = jsonNumber(value) }
-        return .object(object)
+        return JSONValue(object: object)
     }
 
     public var table: String {

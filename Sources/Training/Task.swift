@@ -78,8 +78,8 @@ extension RunTask {
 
     /// The problem type a config.json names (nil: none); another value is an error naming the file.
     static func configuredProblemType(_ config: [String: JSONValue], file: String) throws -> ProblemType? {
-        guard let value = config["problem_type"], value != .null else { return nil }
-        guard let name = value.stringValue, let type = ProblemType(rawValue: name) else {
+        guard let value = config["problem_type"], !value.isNull else { return nil }
+        guard let name = value.string, let type = ProblemType(rawValue: name) else {
             throw TrainingError.invalidInput("\(file): problem_type \(value.compact) is not one of \(ProblemType.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         return type

@@ -75,7 +75,7 @@ public final class TrainingRun {
         self.setup = setup
         self.log = log
         self.stopRequested = stopRequested
-        trainingArguments = jsonObject(try ResolvedOptions.record(options))
+        trainingArguments = try ResolvedOptions.record(options)
     }
 
     var isRoot: Bool { communicator.rank == 0 }
@@ -319,7 +319,7 @@ public let bertDistVersion = "0.1.0"
 public func runTraining(_ options: TrainingOptions, cacheDirectory: URL?, runtime: Runtime, communicator: any Communicator,
                         log: @escaping (String) -> Void, checkpointNote: @escaping (URL?) -> Void = { _ in },
                         watchdog: PeerWatchdog? = nil, restart: RestartRecord? = nil,
-                        trainingArguments: [(name: String, value: OptionValue)]? = nil) throws -> RunSummary {
+                        trainingArguments: [String: JSONValue]? = nil) throws -> RunSummary {
     try CheckpointPolicy.checkOutputFolder(options.checkpoints.folder, communicator: communicator)
     try collectively(communicator) { try BLASSetup.selfTest() }
     let setup = try RunSetup.forTraining(options, cacheDirectory: cacheDirectory, compute: runtime.makeCompute(), communicator: communicator, log: log)
@@ -327,20 +327,7 @@ public func runTraining(_ options: TrainingOptions, cacheDirectory: URL?, runtim
     run.checkpointNote = checkpointNote
     run.watchdog = watchdog
     run.restart = restart
-    if let trainingArguments { run.trainingArguments = jsonObject(trainingArguments) }
+    if let trainingArguments { run.trainingArguments = trainingArguments }
     return try run.run()
 }
 
-/// Recorded options as a JSON object (training_args.json).
-func jsonObject(_ options: [(name: String, value: OptionValue)]) -> [String: JSONValue] {
-    func json(_ value: OptionValue) -> JSONValue {
-        switch value {
-        case .null, .object: return .null
-        case .bool(let flag): return .bool(flag)
-        case .number(let number): return .number(number)
-        case .string(let text): return .string(text)
-        case .list(let items): return .array(items.map(json))
-        }
-    }
-    return Dictionary(options.map { ($0.name, json($0.value)) }, uniquingKeysWith: { first, _ in first })
-}

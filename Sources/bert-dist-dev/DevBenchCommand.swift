@@ -1,4 +1,5 @@
 import ArgumentParser
+import Data
 import Foundation
 import Model
 import Options
@@ -55,12 +56,12 @@ struct DevBenchCommand: ParsableCommand, LaunchFacts {
                 return
             }
             if json {
-                guard case .object(var fields) = result.json else { return }
+                guard var fields = result.json.fields else { return }
                 fields["heap_allocations_per_step"] = .number(Double(heap[0]))
                 fields["memory_mappings_per_step"] = .number(Double(heap[1]))
                 fields["model_heap_allocations_per_step"] = .number(Double(model[0]))
                 fields["model_memory_mappings_per_step"] = .number(Double(model[1]))
-                log(JSONValue.object(fields).compact)
+                log(JSONValue(object: fields).compact)
             } else {
                 result.lines.forEach(log)
                 log("allocations per timed step (most of any step and rank): \(heap[0]) heap, \(heap[1]) mmap; model forward + backward + AdamW alone: \(model[0]) heap, \(model[1]) mmap")

@@ -33,34 +33,32 @@ struct FamilyGolden {
     let groups: [String: Group]
 
     static let shared: FamilyGolden = {
-        func load(_ name: String) -> [String: Any] {
-            let data = try! Data(contentsOf: familiesDirectory.appendingPathComponent(name))
-            // (JSONSerialization drops a raw U+FEFF that starts a string: escape them first.)
-            return try! JSONSerialization.jsonObject(with: escapingByteOrderMarks(data)) as! [String: Any]
-        }
+        func load(_ name: String) -> JSONValue { try! JSONValue.read(familiesDirectory.appendingPathComponent(name)) }
+        func int(_ value: JSONValue) -> Int { Int(value.double!) }
+        func ints(_ value: JSONValue) -> [Int32] { value.array!.map { $0.int32! } }
+        func strings(_ value: JSONValue) -> [String] { value.array!.map { $0.string! } }
         let textFile = load("family_texts.json")
-        let texts = textFile["texts"] as! [String]
-        let pairs = (textFile["pairs"] as! [[NSNumber]]).map { ($0[0].intValue, $0[1].intValue) }
-        func ints(_ value: Any) -> [Int32] { (value as! [NSNumber]).map(\.int32Value) }
+        let texts = strings(textFile["texts"]!)
+        let pairs = textFile["pairs"]!.array!.map { (int($0.array![0]), int($0.array![1])) }
         func unpack(_ text: String) -> [Int32] {
             let bytes = [UInt8](Data(base64Encoded: text)!)
             return stride(from: 0, to: bytes.count, by: 2).map { Int32(bytes[$0]) | Int32(bytes[$0 + 1]) << 8 }
         }
-        func ranges(_ value: Any) -> [Int] {
-            (value as! [[NSNumber]]).flatMap { Array($0[0].intValue...$0[1].intValue) }
+        func ranges(_ value: JSONValue) -> [Int] {
+            value.array!.flatMap { Array(int($0.array![0])...int($0.array![1])) }
         }
         var groups: [String: Group] = [:]
-        for (name, value) in load("family_golden.json")["groups"] as! [String: [String: Any]] {
-            let single = value["single_template"] as! [Any]
-            let pair = value["pair_template"] as! [Any]
+        for (name, value) in load("family_golden.json")["groups"]!.entries! {
+            let single = value["single_template"]!.array!
+            let pair = value["pair_template"]!.array!
             var pairCases: [Int: [(Int, Int, Int)]] = [:]
-            for (maxLength, cases) in value["pairs"] as! [String: [[NSNumber]]] {
-                pairCases[Int(maxLength)!] = cases.map { ($0[0].intValue, $0[1].intValue, $0[2].intValue) }
+            for (maxLength, cases) in value["pairs"]!.entries! {
+                pairCases[Int(maxLength)!] = cases.array!.map { let c = $0.array!.map(int); return (c[0], c[1], c[2]) }
             }
-            groups[name] = Group(name: name, folders: value["folders"] as! [String], textIndices: ranges(value["text_indices"]!),
-                                 full: (value["full"] as! [String]).map(unpack),
-                                 fullMaxLength: (value["full_max_length"] as! NSNumber).intValue,
-                                 shortMaxLength: (value["short_max_length"] as! NSNumber).intValue,
+            groups[name] = Group(name: name, folders: strings(value["folders"]!), textIndices: ranges(value["text_indices"]!),
+                                 full: strings(value["full"]!).map(unpack),
+                                 fullMaxLength: int(value["full_max_length"]!),
+                                 shortMaxLength: int(value["short_max_length"]!),
                                  singlePrefix: ints(single[0]), singleSuffix: ints(single[1]),
                                  pairPrefix: ints(pair[0]), pairMiddle: ints(pair[1]), pairSuffix: ints(pair[2]),
                                  pairIndices: ranges(value["pair_indices"]!), pairs: pairCases)

@@ -107,7 +107,7 @@ import Testing
         // The run's resolved options, as its own regular (last) checkpoint records them.
         let arguments = try #require(FileManager.default.contents(atPath: folder.appendingPathComponent("training_args.json").path))
         #expect(arguments == FileManager.default.contents(atPath: output.appendingPathComponent("checkpoint-30/training_args.json").path))
-        #expect(try JSONValue.readObject(folder.appendingPathComponent("training_args.json"))?["max-steps"] == .number(30))
+        #expect(try JSONValue.readFieldsIfPresent(folder.appendingPathComponent("training_args.json"))?["max-steps"] == .number(30))
     }
 
     /// OUTPUT/best follows the manifests of the emergency checkpoint and of a mirrored copy as it

@@ -144,7 +144,7 @@ import Testing
 
     @Test func jsonShapesAndMetricLookup() throws {
         let single = ClassificationMetrics(labels: ["neg", "pos"], confusion: [[3, 1], [0, 4]], lossSum: 2.4)
-        guard case .object(let object) = single.json else { Issue.record("not an object"); return }
+        let object = try #require(single.json.fields)
         #expect(Set(object.keys) == ["n", "accuracy", "loss", "f1_macro", "f1_micro", "mcc", "per_class", "confusion"])
         #expect(object["n"] == .number(8) && object["accuracy"] == .number(0.875) && object["loss"] == .number(0.3))
         #expect(single.metric(named: "eval_accuracy") == 0.875 && single.metric(named: "accuracy") == 0.875)
@@ -157,13 +157,13 @@ import Testing
 
         let multi = MultiLabelMetrics(labels: ["a", "b"], threshold: 0.5, truePositives: [1, 0], falsePositives: [0, 0],
                                       falseNegatives: [1, 0], exactMatches: 1, count: 2, lossSum: 1, lossDenominator: 4)
-        guard case .object(let multiObject) = multi.json else { Issue.record("not an object"); return }
+        let multiObject = try #require(multi.json.fields)
         #expect(Set(multiObject.keys) == ["n", "loss", "f1_micro", "f1_macro", "subset_accuracy", "threshold", "per_label"])
         #expect(multi.scalars.map(\.name) == MultiLabelMetrics.metricNames)
         #expect(multi.f1Macro == (2.0 / 3.0) / 2 && multi.loss == 0.25)
 
         let constant = RegressionMetrics(predictions: [2, 2, 2], targets: [1, 2, 3], lossSum: 2, lossDenominator: 3)
-        guard case .object(let regressionObject) = constant.json else { Issue.record("not an object"); return }
+        let regressionObject = try #require(constant.json.fields)
         #expect(Set(regressionObject.keys) == ["n", "loss", "mse", "pearson", "spearman"])
         #expect(regressionObject["pearson"] == .null && regressionObject["spearman"] == .null)  // undefined, as scipy's NaN
         #expect(constant.json.compact.contains("\"pearson\":null"))

@@ -1,0 +1,11 @@
+/// Errors of a training run that are the user's to fix; `description` is the one line shown.
+public enum TrainingError: Error, CustomStringConvertible, Equatable {
+    case invalidInput(String)
+    case diverged(String)
+
+    public var description: String {
+        switch self {
+        case .invalidInput(let message), .diverged(let message): return message
+        }
+    }
+}
