@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 
 /// Where end-to-end tests find the programs they run, and a small process runner.
 ///
@@ -83,6 +84,34 @@ enum BinaryLocator {
     /// mpirun options every test needs here: tests run as root in CI containers, and ask for more
     /// ranks than the 2 cores.
     static let mpirunTestOptions = ["--allow-run-as-root", "--oversubscribe"]
+
+    /// Starts `binary` with `arguments`: under mpirun with `ranks` ranks, or alone when nil.
+    static func start(_ binary: URL, ranks: Int?, _ arguments: [String], input: String? = nil) throws -> RunningProcess {
+        guard let ranks else { return try RunningProcess(binary, arguments, standardInput: input) }
+        return try RunningProcess(mpirun(), mpirunTestOptions + ["-n", "\(ranks)", binary.path] + arguments, standardInput: input)
+    }
+
+    /// Runs a helper script (Tests/Cluster/*.sh) to completion; its stdout, or an error naming it
+    /// with its stderr.
+    static func runScript(_ script: URL, _ arguments: [String], timeoutSeconds: Double) throws -> String {
+        let process = try RunningProcess(script, arguments)
+        let status = process.waitForExit(timeoutSeconds: timeoutSeconds)
+        guard status == 0 else {
+            throw NotFound(description: "\(script.lastPathComponent) \(arguments.joined(separator: " ")) failed (status \(status.map(String.init) ?? "timeout")): \(process.standardError)")
+        }
+        return process.standardOutput
+    }
+
+    /// Runs `binary` to completion (at most 180 s) and expects exit status `expected`.
+    @discardableResult
+    static func run(_ binary: URL, ranks: Int?, _ arguments: [String], input: String? = nil, status expected: Int32 = 0,
+                    sourceLocation: SourceLocation = #_sourceLocation) throws -> RunningProcess {
+        let process = try start(binary, ranks: ranks, arguments, input: input)
+        let status = process.waitForExit(timeoutSeconds: 180)
+        #expect(status == expected, "\(arguments.joined(separator: " "))\nstdout: \(process.standardOutput)\nstderr: \(process.standardError)",
+                sourceLocation: sourceLocation)
+        return process
+    }
 }
 
 /// A child process whose stdout and stderr are collected as they arrive, so a test can wait for a

@@ -15,29 +15,21 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(10)))
 struct FamilyEndToEndTests {
     let binary: URL
-    let mpirun: URL
 
     init() throws {
         binary = try BinaryLocator.bertDist()
-        mpirun = try BinaryLocator.mpirun()
     }
 
     /// Runs to completion and expects success (`ranks`: under mpirun; nil: the plain binary).
     @discardableResult
     func run(ranks: Int?, _ arguments: [String], input: String? = nil, sourceLocation: SourceLocation = #_sourceLocation) throws -> RunningProcess {
-        let process = try ranks.map { try RunningProcess(mpirun, BinaryLocator.mpirunTestOptions + ["-n", "\($0)", binary.path] + arguments, standardInput: input) }
-            ?? RunningProcess(binary, arguments, standardInput: input)
-        let status = process.waitForExit(timeoutSeconds: 180)
-        #expect(status == 0, "\(arguments.joined(separator: " "))\nstdout: \(process.standardOutput)\nstderr: \(process.standardError)",
-                sourceLocation: sourceLocation)
-        return process
+        try BinaryLocator.run(binary, ranks: ranks, arguments, input: input, sourceLocation: sourceLocation)
     }
 
     /// Expects a one-line error containing `expected`.
     func expectError(ranks: Int?, _ arguments: [String], input: String? = nil, _ expected: String,
                      sourceLocation: SourceLocation = #_sourceLocation) throws {
-        let process = try ranks.map { try RunningProcess(mpirun, BinaryLocator.mpirunTestOptions + ["-n", "\($0)", binary.path] + arguments, standardInput: input) }
-            ?? RunningProcess(binary, arguments, standardInput: input)
+        let process = try BinaryLocator.start(binary, ranks: ranks, arguments, input: input)
         let status = process.waitForExit(timeoutSeconds: 60)
         #expect(status != nil && status != 0, sourceLocation: sourceLocation)
         let errorLines = process.standardError.split(separator: "\n").filter { $0.contains("error:") }

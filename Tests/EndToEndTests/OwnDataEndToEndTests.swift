@@ -11,13 +11,11 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(10)))
 struct OwnDataEndToEndTests {
     let binary: URL
-    let mpirun: URL
     let workspace: TinyWorkspace
     let files: OwnDataFiles
 
     init() throws {
         binary = try BinaryLocator.bertDist()
-        mpirun = try BinaryLocator.mpirun()
         workspace = try TinyWorkspace(trainRows: 8, testRows: 8)
         files = try OwnDataFiles(in: workspace.root)
     }
@@ -27,12 +25,7 @@ struct OwnDataEndToEndTests {
     /// Runs to completion and expects success (`ranks`: under mpirun; nil: the plain binary).
     @discardableResult
     func run(ranks: Int?, _ arguments: [String], input: String? = nil) throws -> RunningProcess {
-        let process = ranks.map { try? RunningProcess(mpirun, BinaryLocator.mpirunTestOptions + ["-n", "\($0)", binary.path] + arguments, standardInput: input) }
-            ?? (try? RunningProcess(binary, arguments, standardInput: input))
-        let started = try #require(process)
-        let status = started.waitForExit(timeoutSeconds: 180)
-        #expect(status == 0, "\(arguments.joined(separator: " "))\nstdout: \(started.standardOutput)\nstderr: \(started.standardError)")
-        return started
+        try BinaryLocator.run(binary, ranks: ranks, arguments, input: input)
     }
 
     /// `epochs` in batches of 8 at lr 5e-3 without dropout (enough for the tiny random model to
@@ -248,7 +241,7 @@ struct OwnDataEndToEndTests {
                     ? ["eval", "--checkpoint", checkpoint.path, "--data", file.path, "--cache-dir", badCache.path] + command.dropFirst()
                     : ["train", "--model", workspace.model.path, "--train", file.path, "--output", output.path, "--cache-dir", badCache.path,
                        "--ignore-mismatched-sizes"] + command
-                let process = try RunningProcess(mpirun, BinaryLocator.mpirunTestOptions + ["-n", "\(ranks)", binary.path] + arguments)
+                let process = try BinaryLocator.start(binary, ranks: ranks, arguments)
                 let status = process.waitForExit(timeoutSeconds: 60)
                 #expect(status != nil && status != 0)
                 let errors = process.standardError.split(separator: "\n").filter { $0.contains("error:") }

@@ -13,13 +13,11 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(10)))
 struct TaskEndToEndTests {
     let binary: URL
-    let mpirun: URL
     let workspace: TinyWorkspace
     let files: TaskDataFiles
 
     init() throws {
         binary = try BinaryLocator.bertDist()
-        mpirun = try BinaryLocator.mpirun()
         workspace = try TinyWorkspace(trainRows: 8, testRows: 8)
         files = try TaskDataFiles(in: workspace.root)
     }
@@ -30,12 +28,7 @@ struct TaskEndToEndTests {
     @discardableResult
     func run(ranks: Int?, _ arguments: [String], input: String? = nil, status expected: Int32 = 0,
              sourceLocation: SourceLocation = #_sourceLocation) throws -> RunningProcess {
-        let process = try ranks.map { try RunningProcess(mpirun, BinaryLocator.mpirunTestOptions + ["-n", "\($0)", binary.path] + arguments, standardInput: input) }
-            ?? RunningProcess(binary, arguments, standardInput: input)
-        let status = process.waitForExit(timeoutSeconds: 180)
-        #expect(status == expected, "\(arguments.joined(separator: " "))\nstdout: \(process.standardOutput)\nstderr: \(process.standardError)",
-                sourceLocation: sourceLocation)
-        return process
+        try BinaryLocator.run(binary, ranks: ranks, arguments, input: input, status: expected, sourceLocation: sourceLocation)
     }
 
     func train(ranks: Int, _ data: URL, eval: URL, output: URL, _ extra: [String]) throws -> RunningProcess {

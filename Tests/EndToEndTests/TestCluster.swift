@@ -76,12 +76,7 @@ final class TestCluster: @unchecked Sendable {
     /// Runs cluster.sh to completion; its stdout, or an error with its stderr.
     @discardableResult
     static func run(_ arguments: [String], timeoutSeconds: Double = 60) throws -> String {
-        let process = try RunningProcess(script, arguments)
-        let status = process.waitForExit(timeoutSeconds: timeoutSeconds)
-        guard status == 0 else {
-            throw BinaryLocator.NotFound(description: "cluster.sh \(arguments.joined(separator: " ")) failed (status \(status.map(String.init) ?? "timeout")): \(process.standardError)")
-        }
-        return process.standardOutput
+        try BinaryLocator.runScript(script, arguments, timeoutSeconds: timeoutSeconds)
     }
 
     @discardableResult

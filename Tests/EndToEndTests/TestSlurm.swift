@@ -44,13 +44,9 @@ final class TestSlurm: @unchecked Sendable {
         _ = try? TestSlurm.run(["down", name])
     }
 
+    /// Runs slurm.sh to completion; its stdout, or an error with its stderr.
     static func run(_ arguments: [String]) throws -> String {
-        let process = try RunningProcess(script, arguments)
-        let status = process.waitForExit(timeoutSeconds: 90)
-        guard status == 0 else {
-            throw BinaryLocator.NotFound(description: "slurm.sh \(arguments.joined(separator: " ")) failed (status \(status.map(String.init) ?? "timeout")): \(process.standardError)")
-        }
-        return process.standardOutput
+        try BinaryLocator.runScript(script, arguments, timeoutSeconds: 90)
     }
 
     /// The environment for Slurm's commands (SLURM_CONF) on top of this process's, without the

@@ -194,7 +194,7 @@ struct TrainingEndToEndTests {
         ]
         for (arguments, expected) in cases {
             for ranks in [1, 2] {
-                let process = try RunningProcess(mpirun, BinaryLocator.mpirunTestOptions + ["-n", "\(ranks)", binary.path] + arguments)
+                let process = try BinaryLocator.start(binary, ranks: ranks, arguments)
                 let status = process.waitForExit(timeoutSeconds: 60)
                 #expect(status != nil && status != 0)
                 let errorLines = process.standardError.split(separator: "\n").filter { $0.hasPrefix("error: ") || $0.contains("error:") }
