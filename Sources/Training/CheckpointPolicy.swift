@@ -114,7 +114,7 @@ struct CheckpointPolicy {
                 reporter.say("warning: ranks \(repaired) had drifted from rank 0 and were repaired before checkpointing")
             }
         }
-        let files = setup.root?.modelFiles ?? ModelFiles(config: [:], vocabulary: [], tokenizerConfig: [:])  // rank 0 writes them
+        let files = setup.root?.modelFiles ?? ModelFiles(config: [:], tokenizerFiles: [:])  // rank 0 writes them
         let content = CheckpointWriter.Content(state: state, labels: setup.labels, problemType: setup.description.task.problemType, files: files,
                                                trainingArguments: JSONValue(object: trainingArguments).serialized())
         let folder = try writer.write(step: progress.step, replica: replica, content: content)

@@ -181,6 +181,50 @@ enum CheckpointFolder {
     }
 }
 
+/// One checkpoint folder as this rank writes it: the old commit record removed (re-writing a step
+/// after a resume), every file written atomically and recorded with its size and SHA-256, then
+/// trainer_state.pb listing them (the commit), then OUTPUT/latest (and best), then pruning.
+struct CheckpointFolderWrite {
+    let output: URL
+    let folder: URL
+    private var written: [TrainerState.FileChecksum] = []
+
+    init(output: URL, step: Int) throws {
+        self.output = output
+        folder = output.appendingPathComponent(CheckpointFolder.name(step: step))
+        try? FileManager.default.removeItem(at: folder.appendingPathComponent(TrainerState.fileName))
+        do { try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true) } catch {
+            throw CheckpointError.writeFailed(folder: folder.path, reason: "cannot create it: \(error.localizedDescription)")
+        }
+    }
+
+    /// File `name` of the folder is written; `digest` is its SHA-256.
+    mutating func record(_ name: String, _ digest: SHA256Digest) throws {
+        let attributes = try FileManager.default.attributesOfItem(atPath: folder.appendingPathComponent(name).path)
+        written.append(.init(name: name, sizeBytes: (attributes[.size] as? Int) ?? 0, sha256: digest))
+    }
+
+    /// model.safetensors, the small files, and the Adam state when it is whole on this rank.
+    mutating func writeReplica(_ replica: Replica, files: [CheckpointFile]) throws {
+        let model = replica.model
+        try record(CheckpointFolder.modelFile, try writeModelWeights(model, to: folder.appendingPathComponent(CheckpointFolder.modelFile)))
+        for file in files { try record(file.name, try writeFileAtomically(folder.appendingPathComponent(file.name), bytes: file.bytes)) }
+        if !replica.shardOptimizer {
+            try record(CheckpointFolder.replicatedOptimizerFile,
+                       try writeOptimizer(replica.optimizer, to: folder.appendingPathComponent(CheckpointFolder.replicatedOptimizerFile),
+                                          layout: model.layout))
+        }
+    }
+
+    /// trainer_state.pb with the recorded files, then the pointers and pruning.
+    func commit(_ state: TrainerState, keep: Int) throws {
+        var state = state
+        state.files = written.sorted { $0.name < $1.name }
+        try state.write(to: folder.appendingPathComponent(TrainerState.fileName))
+        try CheckpointFolder.commitPointers(state, in: output, keep: keep)
+    }
+}
+
 /// Writes one checkpoint. A collective: every rank calls it with the same step. Rank 0 writes
 /// every file, so the hosts need not share a disk: with a sharded optimizer the other ranks'
 /// Adam moments reach it in chunks (one chunk of memory on rank 0, no second copy of the state)
@@ -210,47 +254,25 @@ struct CheckpointWriter {
         let isRoot = communicator.rank == 0
         // Rank 0's first failure; after one, it writes nothing more but still takes part in the transfers.
         var failure: String?
-        var written: [TrainerState.FileChecksum] = []
+        var files: CheckpointFolderWrite?
         func attempt(_ body: () throws -> Void) {
             guard isRoot && failure == nil else { return }
             do { try body() } catch { failure = "\(error)" }
-        }
-        func record(_ name: String, _ digest: SHA256Digest) throws {
-            let attributes = try FileManager.default.attributesOfItem(atPath: folder.appendingPathComponent(name).path)
-            written.append(.init(name: name, sizeBytes: (attributes[.size] as? Int) ?? 0, sha256: digest))
         }
         // Rank 0's own writing, which an emergency checkpoint of the same step waits for (with a
         // sharded optimizer the shards' streams sit in between: no emergency checkpoints then).
         let exclusive = isRoot && !replica.shardOptimizer ? completedStep : nil
         exclusive?.beginCheckpointWrite()
+        attempt { files = try CheckpointFolderWrite(output: output, step: step) }
         attempt {
-            // Re-writing a step (after a resume) first removes the old commit record.
-            try? FileManager.default.removeItem(at: folder.appendingPathComponent(TrainerState.fileName))
-            do { try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true) } catch {
-                throw CheckpointError.writeFailed(folder: folder.path, reason: "cannot create it: \(error.localizedDescription)")
-            }
-        }
-        attempt {
-            let model = replica.model
-            try record(CheckpointFolder.modelFile, try writeModelWeights(model, to: folder.appendingPathComponent(CheckpointFolder.modelFile)))
-            for file in try content.files.checkpointFiles(labels: content.labels, problemType: content.problemType, modelConfig: model.config,
-                                                          trainingArguments: content.trainingArguments) {
-                try record(file.name, try writeFileAtomically(folder.appendingPathComponent(file.name), bytes: file.bytes))
-            }
-            if !replica.shardOptimizer {
-                let url = folder.appendingPathComponent(CheckpointFolder.replicatedOptimizerFile)
-                try record(CheckpointFolder.replicatedOptimizerFile, try writeOptimizer(replica.optimizer, to: url, layout: model.layout))
-            }
+            try files?.writeReplica(replica, files: content.files.checkpointFiles(labels: content.labels, problemType: content.problemType,
+                                                                                  modelConfig: replica.model.config,
+                                                                                  trainingArguments: content.trainingArguments))
         }
         if replica.shardOptimizer {
-            try writeOptimizerShards(of: replica, into: folder, failure: &failure) { try record($0, $1) }
+            try writeOptimizerShards(of: replica, into: folder, failure: &failure) { try files?.record($0, $1) }
         }
-        attempt {
-            var state = content.state
-            state.files = written.sorted { $0.name < $1.name }
-            try state.write(to: folder.appendingPathComponent(TrainerState.fileName))
-            try CheckpointFolder.commitPointers(state, in: output, keep: keep)
-        }
+        attempt { try files?.commit(content.state, keep: keep) }
         exclusive?.endCheckpointWrite(committedStep: failure == nil ? step : nil)
         // Every rank learns how it went, with rank 0's reason.
         let reason = try communicator.broadcast(bytes: Array((failure ?? "").utf8), root: 0)
@@ -481,26 +503,10 @@ final class CompletedStep: @unchecked Sendable {
 /// ones pruned. Returns the folder.
 func writeReplicaCheckpoint(_ replica: Replica, state: TrainerState, files: [CheckpointFile], output: URL, keep: Int) throws -> URL {
     precondition(!replica.shardOptimizer, "a sharded Adam state is not whole on one rank")
-    let folder = output.appendingPathComponent(CheckpointFolder.name(step: state.step))
-    var written: [TrainerState.FileChecksum] = []
-    func record(_ name: String, _ digest: SHA256Digest) throws {
-        let attributes = try FileManager.default.attributesOfItem(atPath: folder.appendingPathComponent(name).path)
-        written.append(.init(name: name, sizeBytes: (attributes[.size] as? Int) ?? 0, sha256: digest))
-    }
-    try? FileManager.default.removeItem(at: folder.appendingPathComponent(TrainerState.fileName))
-    do { try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true) } catch {
-        throw CheckpointError.writeFailed(folder: folder.path, reason: "cannot create it: \(error.localizedDescription)")
-    }
-    let model = replica.model
-    try record(CheckpointFolder.modelFile, try writeModelWeights(model, to: folder.appendingPathComponent(CheckpointFolder.modelFile)))
-    for file in files { try record(file.name, try writeFileAtomically(folder.appendingPathComponent(file.name), bytes: file.bytes)) }
-    try record(CheckpointFolder.replicatedOptimizerFile,
-               try writeOptimizer(replica.optimizer, to: folder.appendingPathComponent(CheckpointFolder.replicatedOptimizerFile), layout: model.layout))
-    var complete = state
-    complete.files = written.sorted { $0.name < $1.name }
-    try complete.write(to: folder.appendingPathComponent(TrainerState.fileName))
-    try CheckpointFolder.commitPointers(complete, in: output, keep: keep)
-    return folder
+    var checkpoint = try CheckpointFolderWrite(output: output, step: state.step)
+    try checkpoint.writeReplica(replica, files: files)
+    try checkpoint.commit(state, keep: keep)
+    return checkpoint.folder
 }
 
 // MARK: - copying a checkpoint folder between two ranks' disks
