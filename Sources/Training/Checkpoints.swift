@@ -254,7 +254,7 @@ struct CheckpointWriter {
         let isRoot = communicator.rank == 0
         // Rank 0's first failure; after one, it writes nothing more but still takes part in the transfers.
         var failure: String?
-        var files: CheckpointFolderWrite?
+        var checkpoint: CheckpointFolderWrite?
         func attempt(_ body: () throws -> Void) {
             guard isRoot && failure == nil else { return }
             do { try body() } catch { failure = "\(error)" }
@@ -263,16 +263,16 @@ struct CheckpointWriter {
         // sharded optimizer the shards' streams sit in between: no emergency checkpoints then).
         let exclusive = isRoot && !replica.shardOptimizer ? completedStep : nil
         exclusive?.beginCheckpointWrite()
-        attempt { files = try CheckpointFolderWrite(output: output, step: step) }
+        attempt { checkpoint = try CheckpointFolderWrite(output: output, step: step) }
         attempt {
-            try files?.writeReplica(replica, files: content.files.checkpointFiles(labels: content.labels, problemType: content.problemType,
-                                                                                  modelConfig: replica.model.config,
-                                                                                  trainingArguments: content.trainingArguments))
+            try checkpoint?.writeReplica(replica, files: content.files.checkpointFiles(labels: content.labels, problemType: content.problemType,
+                                                                                       modelConfig: replica.model.config,
+                                                                                       trainingArguments: content.trainingArguments))
         }
         if replica.shardOptimizer {
-            try writeOptimizerShards(of: replica, into: folder, failure: &failure) { try files?.record($0, $1) }
+            try writeOptimizerShards(of: replica, into: folder, failure: &failure) { try checkpoint?.record($0, $1) }
         }
-        attempt { try files?.commit(content.state, keep: keep) }
+        attempt { try checkpoint?.commit(content.state, keep: keep) }
         exclusive?.endCheckpointWrite(committedStep: failure == nil ? step : nil)
         // Every rank learns how it went, with rank 0's reason.
         let reason = try communicator.broadcast(bytes: Array((failure ?? "").utf8), root: 0)
