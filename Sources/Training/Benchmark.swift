@@ -35,9 +35,14 @@ public struct BenchmarkResult: Sendable {
     public var ranks = 1, threads = 1
     /// Median time per step spent waiting for gradient communication (slowest rank).
     public var communicationWaitSecondsMedian = 0.0
-    /// Medians (slowest rank) of the phases of a step: zeroing gradients and packing the batch,
-    /// forward, backward, what is left of the gradient sum after backward, norm + clip + AdamW.
+    /// Medians (slowest rank) of the phases of a step (Replica.PhaseSeconds): zeroing gradients
+    /// and packing the batch, forward, backward, what is left of the gradient sum after backward,
+    /// the gradient norm with the step's metrics collective, the update (clip + AdamW).
     public var phaseSecondsMedian: [String: Double] = [:]
+    /// Median over the timed steps of the slowest rank's compute seconds (data, forward,
+    /// backward) minus the fastest's: how long the fastest rank waits for the others' gradients
+    /// even with no byte in flight. 0 with one rank.
+    public var rankComputeSpreadSecondsMedian = 0.0
     /// Matrix-product FLOPs of the model per second, and the sgemm peak of all ranks measured
     /// in this run with the same threads.
     public var modelFLOPsPerSecond = 0.0, sgemmPeakFLOPsPerSecond = 0.0
@@ -73,6 +78,7 @@ public struct BenchmarkResult: Sendable {
             "tokens_per_s": .number(tokensPerSecond), "examples_per_s": .number(examplesPerSecond),
             "ranks": .number(Double(ranks)), "threads": .number(Double(threads)),
             "comm_wait_s_median": .number(communicationWaitSecondsMedian),
+            "rank_compute_spread_s_median": .number(rankComputeSpreadSecondsMedian),
             "model_gflops_per_s": .number(modelFLOPsPerSecond / 1e9), "sgemm_peak_gflops_per_s": .number(sgemmPeakFLOPsPerSecond / 1e9),
             "fraction_of_sgemm_peak": .number(sgemmPeakFLOPsPerSecond > 0 ? modelFLOPsPerSecond / sgemmPeakFLOPsPerSecond : 0),
             "peak_rss_mb": .number(peakResidentMegabytes),
@@ -96,7 +102,8 @@ public struct BenchmarkResult: Sendable {
          String(format: "real tokens per batch %.0f (padded to the longest: %.0f); %@ kernels; %@ products%@", realTokensPerBatch,
                 paddedTokensPerBatch, kernelInstructionSet, precision, bf16Engine.isEmpty ? "" : " (\(bf16Engine))"),
          "phases (s, median of the slowest rank): "
-            + ["data", "forward", "backward", "sync", "optimizer"].map { String(format: "%@ %.3f", $0, phaseSecondsMedian[$0] ?? 0) }.joined(separator: ", "),
+            + Replica.PhaseSeconds.names.map { String(format: "%@ %.3f", $0, phaseSecondsMedian[$0] ?? 0) }.joined(separator: ", ")
+            + String(format: "; slowest rank's compute above the fastest's %.3f s", rankComputeSpreadSecondsMedian),
          String(format: "gradient sum sent %.1f MB per step (busiest rank)", gradientBytesSentPerStep / 1e6)
             + (interfaceBytesSentPerStep.map { String(format: "; network interfaces sent %.1f MB per step (busiest host)", $0 / 1e6) } ?? ""),
          "batches split by \(split), update \(update); busiest rank above the mean (median): "
@@ -141,8 +148,9 @@ public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communica
     var mostPerStep = SIMD2<Int>.zero
     var stepSeconds: [Double] = [], waitSeconds: [Double] = [], sentBytes: [Double] = []
     var interfaceBytesAtStart: Int?
-    let phaseNames = ["data", "forward", "backward", "sync", "optimizer"]
+    let phaseNames = Replica.PhaseSeconds.names
     var phaseSeconds: [[Double]] = Array(repeating: [], count: phaseNames.count)
+    var computeSpreads: [Double] = []
     var timedLengths: [[Int]] = []
     var result = BenchmarkResult()
     for step in 0..<stepCount {
@@ -174,15 +182,16 @@ public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communica
             counter.trace(false)
             mostPerStep = pointwiseMax(mostPerStep, countsAfter &- countsBefore)
         }
-        let phases = outcome.phaseSeconds
-        let elapsed = try communicator.allReduce([Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, phases.sync,
-                                                  phases.data, phases.forward, phases.backward, phases.sync, phases.optimizer,
-                                                  Double(replica.synchronizer.lastSentBytes)], .max)
+        let elapsed = try communicator.allReduce([Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, outcome.phaseSeconds.sync,
+                                                  Double(replica.synchronizer.lastSentBytes)] + outcome.phaseSeconds.values, .max)
         if step >= BenchmarkOptions.warmupSteps {
             stepSeconds.append(elapsed[0])
             waitSeconds.append(elapsed[1])
-            sentBytes.append(elapsed[7])
-            for p in phaseNames.indices { phaseSeconds[p].append(elapsed[2 + p]) }
+            sentBytes.append(elapsed[2])
+            for p in phaseNames.indices { phaseSeconds[p].append(elapsed[3 + p]) }
+            // Every rank's compute seconds travelled in the step's own metrics collective.
+            let computeSeconds = (0..<worldSize).map { replica.lastStepSeconds(ofRank: $0).compute }
+            computeSpreads.append((computeSeconds.max() ?? 0) - (computeSeconds.min() ?? 0))
         }
     }
     // The timed steps' interface bytes (the per-step collectives' few bytes included).
@@ -198,6 +207,7 @@ public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communica
     result.stepSecondsMedian = median(stepSeconds)
     result.stepSecondsMin = stepSeconds.min() ?? 0
     result.communicationWaitSecondsMedian = median(waitSeconds)
+    result.rankComputeSpreadSecondsMedian = median(computeSpreads)
     for p in phaseNames.indices { result.phaseSecondsMedian[phaseNames[p]] = median(phaseSeconds[p]) }
     let realTokens = mean(timedLengths.map { Double($0.reduce(0, +)) })
     result.realTokensPerBatch = realTokens

@@ -105,16 +105,21 @@ final class Replica {
         var phaseSeconds = PhaseSeconds()
     }
 
+    /// Seconds of one step by phase: zeroing gradients and packing batches (data), forward,
+    /// backward, what is left of the gradient sum after backward (sync), the gradient norm with
+    /// the step's metrics collective (norm), and the update (optimizer).
     struct PhaseSeconds {
-        var data = 0.0, forward = 0.0, backward = 0.0, sync = 0.0, optimizer = 0.0
+        var data = 0.0, forward = 0.0, backward = 0.0, sync = 0.0, norm = 0.0, optimizer = 0.0
+        static let names = ["data", "forward", "backward", "sync", "norm", "optimizer"]
+        /// In the order of `names`.
+        var values: [Double] { [data, forward, backward, sync, norm, optimizer] }
         mutating func add(_ other: PhaseSeconds) {
             data += other.data; forward += other.forward; backward += other.backward
-            sync += other.sync; optimizer += other.optimizer
+            sync += other.sync; norm += other.norm; optimizer += other.optimizer
         }
         /// "data 0.012s forward 0.100s ..." (the debug mode's per-step and total lines).
         func line(decimals: Int) -> String {
-            [("data", data), ("forward", forward), ("backward", backward), ("sync", sync), ("optimizer", optimizer)]
-                .map { String(format: "%@ %.\(decimals)fs", $0.0, $0.1) }.joined(separator: " ")
+            zip(Self.names, values).map { String(format: "%@ %.\(decimals)fs", $0.0, $0.1) }.joined(separator: " ")
         }
     }
 
@@ -193,6 +198,7 @@ final class Replica {
         for r in 0..<worldSize { squares += reduced[6 + r] }
         outcome.gradientNorm = squares.squareRoot()
         outcome.learningRate = learningRate
+        clock.lap(into: &outcome.phaseSeconds.norm)
 
         if !outcome.gradientNorm.isFinite {
             // Nothing is updated: the sums still arrive, and the parameters and Adam state stay as they were.
