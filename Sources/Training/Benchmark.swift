@@ -182,16 +182,17 @@ public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communica
             counter.trace(false)
             mostPerStep = pointwiseMax(mostPerStep, countsAfter &- countsBefore)
         }
-        let elapsed = try communicator.allReduce([Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, outcome.phaseSeconds.sync,
-                                                  Double(replica.synchronizer.lastSentBytes)] + outcome.phaseSeconds.values, .max)
+        let phases = outcome.phaseSeconds, computeSeconds = phases.data + phases.forward + phases.backward
+        // Maxima over the ranks; the negated compute seconds give the fastest rank's.
+        let elapsed = try communicator.allReduce([Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, phases.sync,
+                                                  Double(replica.synchronizer.lastSentBytes), computeSeconds, -computeSeconds]
+                                                 + phases.values, .max)
         if step >= BenchmarkOptions.warmupSteps {
             stepSeconds.append(elapsed[0])
             waitSeconds.append(elapsed[1])
             sentBytes.append(elapsed[2])
-            for p in phaseNames.indices { phaseSeconds[p].append(elapsed[3 + p]) }
-            // Every rank's compute seconds travelled in the step's own metrics collective.
-            let computeSeconds = (0..<worldSize).map { replica.lastStepSeconds(ofRank: $0).compute }
-            computeSpreads.append((computeSeconds.max() ?? 0) - (computeSeconds.min() ?? 0))
+            computeSpreads.append(elapsed[3] + elapsed[4])
+            for p in phaseNames.indices { phaseSeconds[p].append(elapsed[5 + p]) }
         }
     }
     // The timed steps' interface bytes (the per-step collectives' few bytes included).

@@ -29,6 +29,26 @@ struct CommunicatorMPITests {
         #expect(run.standardOutput.contains("checks passed on each of \(ranks) MPI ranks"), "\(run.standardOutput)")
     }
 
+    /// bert-dist-dev bench on 2 MPI ranks, with the gradient sum and without (each rank its own
+    /// world): the JSON report has every phase and the ranks' compute spread, which lies between
+    /// 0 and a step.
+    @Test(arguments: [[], ["--no-gradient-sync"]])
+    func developmentBenchReportsThePhasesAndTheRanksComputeSpread(extra: [String]) throws {
+        let workspace = try TinyWorkspace()
+        defer { try? FileManager.default.removeItem(at: workspace.root) }
+        let run = try RunningProcess(mpirun, mpirunArguments(ranks: 2, ["bench", "--model", workspace.model.path, "--data", workspace.train.path,
+                                                                        "--batch-size", "8", "--seq-len", "32", "--steps", "3",
+                                                                        "--threads", "1", "--json"] + extra))
+        #expect(run.waitForExit(timeoutSeconds: 120) == 0, "stdout: \(run.standardOutput)\nstderr: \(run.standardError)")
+        let report = run.standardOutput.split(separator: "\n").last { $0.hasPrefix("{") }
+            .flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        let step = report?["step_s_median"] as? Double ?? 0
+        let spread = report?["rank_compute_spread_s_median"] as? Double ?? -1
+        #expect(report?["ranks"] as? Double == 2 && spread >= 0 && spread < step, "\(run.standardOutput)")
+        let phases = report?["phases_s_median"] as? [String: Double] ?? [:]
+        #expect(Set(phases.keys) == ["data", "forward", "backward", "sync", "norm", "optimizer"], "\(run.standardOutput)")
+    }
+
     /// The debug mode (--simulate-ranks N) sums gradients to the same bits as mpirun -n N.
     @Test func simulatedRanksGiveTheSameGradientSumBitsAsMPIRanks() throws {
         func checksumLine(_ output: String) -> Substring? {
