@@ -182,10 +182,10 @@ public func runBenchmark(_ options: BenchmarkOptions, setup: RunSetup, communica
             counter.trace(false)
             mostPerStep = pointwiseMax(mostPerStep, countsAfter &- countsBefore)
         }
-        let phases = outcome.phaseSeconds, computeSeconds = phases.data + phases.forward + phases.backward
+        let phases = outcome.phaseSeconds
         // Maxima over the ranks; the negated compute seconds give the fastest rank's.
         let elapsed = try communicator.allReduce([Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, phases.sync,
-                                                  Double(replica.synchronizer.lastSentBytes), computeSeconds, -computeSeconds]
+                                                  Double(replica.synchronizer.lastSentBytes), phases.compute, -phases.compute]
                                                  + phases.values, .max)
         if step >= BenchmarkOptions.warmupSteps {
             stepSeconds.append(elapsed[0])

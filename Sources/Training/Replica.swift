@@ -113,6 +113,8 @@ final class Replica {
         static let names = ["data", "forward", "backward", "sync", "norm", "optimizer"]
         /// In the order of `names`.
         var values: [Double] { [data, forward, backward, sync, norm, optimizer] }
+        /// The rank's own work before the gradient sum can finish: what the other ranks wait for.
+        var compute: Double { data + forward + backward }
         mutating func add(_ other: PhaseSeconds) {
             data += other.data; forward += other.forward; backward += other.backward
             sync += other.sync; norm += other.norm; optimizer += other.optimizer
@@ -185,7 +187,7 @@ final class Replica {
         reduction[5] = stopRequested ? 1 : 0
         reduction[6 + rank] = sumOfSquares(model.gradients, range: shards.range(of: rank), compute: model.compute)
         let phases = outcome.phaseSeconds
-        reduction[6 + worldSize + rank] = phases.data + phases.forward + phases.backward
+        reduction[6 + worldSize + rank] = phases.compute
         reduction[6 + 2 * worldSize + rank] = phases.sync
         try reduction.withUnsafeMutableBufferPointer { try communicator.allReduce(inPlace: $0, .sum) }
         let reduced = reduction

@@ -96,13 +96,6 @@ struct ClusterTrainingTests {
                                                         "--seq-len", "32", "--steps", "2", "--threads", "1", "--json"], environment: environment)
         #expect(await bench.exitStatus(timeoutSeconds: 120) == 0, "\(bench.standardError)")
         #expect(bench.standardOutput.contains("\"ranks\":2"), "\(bench.standardOutput)")
-        // Both ranks' compute times reach the report: the slowest above the fastest, within a step.
-        let report = bench.standardOutput.split(separator: "\n").last { $0.hasPrefix("{") }
-            .flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-        let spread = report?["rank_compute_spread_s_median"] as? Double ?? -1
-        let phases = report?["phases_s_median"] as? [String: Double] ?? [:]
-        #expect(spread >= 0 && spread < (report?["step_s_median"] as? Double ?? 0), "\(bench.standardOutput)")
-        #expect(Set(phases.keys) == ["data", "forward", "backward", "sync", "norm", "optimizer"], "\(bench.standardOutput)")
         #expect(files(under: cluster.disk(host: 2)).isEmpty)
         print("2 hosts, files on the head only: trained (ZeRO-1, checkpoints by rank 0), resumed on 1 host "
             + "(difference \(difference)), evaluated \(rows) rows on 2 hosts, benched 2 steps on 2 hosts")
