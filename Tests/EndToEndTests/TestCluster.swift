@@ -9,8 +9,7 @@ import Testing
 ///     let cluster = try TestCluster(hosts: 2)
 ///     defer { cluster.down() }
 ///     let run = try cluster.exec(host: 1, mpirun, ["-n", "2", "--hostfile", try cluster.hostfile().path] + ...)
-/// @unchecked Sendable: immutable but for `isDown`, which `downLock` guards.
-final class TestCluster: @unchecked Sendable {
+final class TestCluster: Sendable {
     static let script = BinaryLocator.repositoryRoot.appendingPathComponent("Tests/Cluster/cluster.sh")
     static let prefix = "bdt-"
 
@@ -47,8 +46,7 @@ final class TestCluster: @unchecked Sendable {
     let hostCount: Int
     /// The cluster's state folder (outside view): hosts, rsh agent, disks/hK.
     let state: URL
-    private var isDown = false
-    private let downLock = NSLock()
+    private let takeDown = OnlyOnce()
 
     /// `cpus`: a taskset list per host (default: host K on core K-1 modulo the cores).
     init(hosts: Int, cpus: [String]? = nil) throws {
@@ -65,12 +63,7 @@ final class TestCluster: @unchecked Sendable {
     }
 
     func down() {
-        downLock.lock()
-        let wasDown = isDown
-        isDown = true
-        downLock.unlock()
-        guard !wasDown else { return }
-        _ = try? TestCluster.run(["down", name])
+        takeDown { _ = try? TestCluster.run(["down", name]) }
     }
 
     /// Runs cluster.sh to completion; its stdout, or an error with its stderr.
@@ -166,6 +159,21 @@ final class TestCluster: @unchecked Sendable {
             return run.standardOutput
         } ?? ""
         return listing.split(separator: "\n").map { String($0.split(separator: " ")[0]) }.filter { $0.hasPrefix(name + "-") }
+    }
+}
+
+/// An action run at most once, by whichever caller comes first, from any thread: the test
+/// cluster's and the test Slurm's teardown, asked for by the test (`down()`) and by deinit.
+final class OnlyOnce: @unchecked Sendable {
+    private let lock = NSLock()
+    private var done = false
+
+    func callAsFunction(_ action: () -> Void) {
+        lock.lock()
+        let first = !done
+        done = true
+        lock.unlock()
+        if first { action() }
     }
 }
 

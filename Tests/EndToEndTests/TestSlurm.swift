@@ -3,8 +3,7 @@ import Foundation
 /// A one-node Slurm (Tests/Cluster/slurm.sh) for one test suite: its own munged, slurmctld and
 /// slurmd, named `bdt-<pid>-<n>`; Slurms of crashed earlier runs are removed when one is made.
 /// `down()` stops the daemons and every job (idempotent; deinit does it too).
-/// @unchecked Sendable: immutable but for `isDown`, which `downLock` guards.
-final class TestSlurm: @unchecked Sendable {
+final class TestSlurm: Sendable {
     static let script = BinaryLocator.repositoryRoot.appendingPathComponent("Tests/Cluster/slurm.sh")
 
     /// Why the Slurm tests cannot run here, or nil. launch/test installs the packages
@@ -20,8 +19,7 @@ final class TestSlurm: @unchecked Sendable {
 
     let name: String
     let state: URL
-    private var isDown = false
-    private let downLock = NSLock()
+    private let takeDown = OnlyOnce()
 
     /// `killWaitSeconds`: Slurm's KillWait (SIGTERM, then SIGKILL this much later).
     init(killWaitSeconds: Int) throws {
@@ -36,12 +34,7 @@ final class TestSlurm: @unchecked Sendable {
     }
 
     func down() {
-        downLock.lock()
-        let wasDown = isDown
-        isDown = true
-        downLock.unlock()
-        guard !wasDown else { return }
-        _ = try? TestSlurm.run(["down", name])
+        takeDown { _ = try? TestSlurm.run(["down", name]) }
     }
 
     /// Runs slurm.sh to completion; its stdout, or an error with its stderr.
