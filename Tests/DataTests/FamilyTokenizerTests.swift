@@ -323,18 +323,7 @@ func loadFamilyTokenizer(_ folder: String, modelType: String? = nil) throws -> a
             let expected = try loadFamilyTokenizer(folder)
             let texts = Array(golden.texts.prefix(600))
             let reference = texts.map { expected.encode($0, maxLength: 64) }
-            let shared = try loadFamilyTokenizer(folder)  // empty word cache
-            let results = await withTaskGroup(of: [[Int32]].self) { group in
-                for task in 0..<4 {
-                    group.addTask {
-                        let order = task % 2 == 0 ? Array(texts.indices) : Array(texts.indices.reversed())
-                        var ids = [[Int32]](repeating: [], count: texts.count)
-                        for index in order { ids[index] = shared.encode(texts[index], maxLength: 64) }
-                        return ids
-                    }
-                }
-                return await group.reduce(into: []) { $0.append($1) }
-            }
+            let results = await encodedByFourTasks(try loadFamilyTokenizer(folder), texts)  // empty word cache
             #expect(results.count == 4 && results.allSatisfy { $0 == reference }, "\(folder)")
         }
     }

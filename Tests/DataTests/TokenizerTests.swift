@@ -111,18 +111,7 @@ func loadTokenizer(_ variant: String) throws -> BertTokenizer {
         let texts = GoldenCorpus.shared.texts
         let expected = texts.map { tokenizer.encode($0, maxLength: 64) }
         // A fresh tokenizer (empty scalar cache) used by four tasks at once.
-        let shared = try loadTokenizer("minilm-uncased")
-        let results = await withTaskGroup(of: [[Int32]].self) { group in
-            for task in 0..<4 {
-                group.addTask {
-                    let order = task % 2 == 0 ? Array(texts.indices) : Array(texts.indices.reversed())
-                    var ids = [[Int32]](repeating: [], count: texts.count)
-                    for index in order { ids[index] = shared.encode(texts[index], maxLength: 64) }
-                    return ids
-                }
-            }
-            return await group.reduce(into: []) { $0.append($1) }
-        }
+        let results = await encodedByFourTasks(try loadTokenizer("minilm-uncased"), texts)
         #expect(results.count == 4 && results.allSatisfy { $0 == expected })
     }
 
@@ -274,5 +263,21 @@ func loadTokenizer(_ variant: String) throws -> BertTokenizer {
             }
             #expect(failureCount == 0, "lowercase=\(setting.lowercase) strip=\(setting.stripAccents): \(failureCount) scalars differ:\n\(failures.joined(separator: "\n"))")
         }
+    }
+}
+
+/// `texts` encoded (max 64 tokens) by four tasks at once with one `tokenizer`, half of them in
+/// reverse order: the ids each task got.
+func encodedByFourTasks(_ tokenizer: any TextTokenizer, _ texts: [String]) async -> [[[Int32]]] {
+    await withTaskGroup(of: [[Int32]].self) { group in
+        for task in 0..<4 {
+            group.addTask {
+                let order = task % 2 == 0 ? Array(texts.indices) : Array(texts.indices.reversed())
+                var ids = [[Int32]](repeating: [], count: texts.count)
+                for index in order { ids[index] = tokenizer.encode(texts[index], maxLength: 64) }
+                return ids
+            }
+        }
+        return await group.reduce(into: []) { $0.append($1) }
     }
 }

@@ -6,16 +6,6 @@ import Testing
 /// into micro-batches or reordering it changes nothing; and backward is the derivative of the
 /// forward that was actually computed.
 @Suite struct DropoutTests {
-    func tinyModel(dropout: Float) throws -> (BertForSequenceClassification, PackedBatch) {
-        let reference = try SafeTensorsFile(url: fixtures.appendingPathComponent("tiny_reference.safetensors"))
-        var config = try BertConfig.load(modelDirectory: fixtures.appendingPathComponent("tiny_bert"))
-        config.hiddenDropoutProb = dropout
-        config.attentionDropoutProb = dropout
-        let model = BertForSequenceClassification(config: config, labelCount: 4, compute: Compute(threads: 1))
-        _ = try model.loadWeights(from: SafeTensorsFile(url: fixtures.appendingPathComponent("tiny_bert/model.safetensors")), seed: 0)
-        return (model, try packedBatch(from: reference))
-    }
-
     @Test func microBatchesAndOrderDoNotChangeTheGradient() throws {
         let (model, batch) = try tinyModel(dropout: 0.3)
         try expectMicroBatchesGiveTheSameGradient(model, batch, parts: [[2], [1, 0]], "tiny BERT")   // other grouping and order

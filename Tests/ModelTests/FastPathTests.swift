@@ -27,16 +27,6 @@ import Testing
         return (model, batch)
     }
 
-    func tinyModel(dropout: Float) throws -> (BertForSequenceClassification, PackedBatch) {
-        let reference = try SafeTensorsFile(url: fixtures.appendingPathComponent("tiny_reference.safetensors"))
-        var config = try BertConfig.load(modelDirectory: fixtures.appendingPathComponent("tiny_bert"))
-        config.hiddenDropoutProb = dropout
-        config.attentionDropoutProb = dropout
-        let model = BertForSequenceClassification(config: config, labelCount: 4, compute: Compute(threads: 1))
-        _ = try model.loadWeights(from: SafeTensorsFile(url: fixtures.appendingPathComponent("tiny_bert/model.safetensors")), seed: 0)
-        return (model, try packedBatch(from: reference))
-    }
-
     /// Loss, logits and every gradient of one forward + backward.
     func run(_ model: BertForSequenceClassification, _ batch: PackedBatch, dropout: DropoutContext?) throws -> (Double, [Float], [Float]) {
         model.gradients.zero()

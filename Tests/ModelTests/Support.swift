@@ -47,6 +47,18 @@ func packedBatch(from reference: SafeTensorsFile, labels: [Int64]? = nil) throws
     return batch
 }
 
+/// The tiny BERT fixture (4 labels, one thread) with both dropout probabilities set, and the
+/// packed batch of its PyTorch reference.
+func tinyModel(dropout: Float) throws -> (BertForSequenceClassification, PackedBatch) {
+    let reference = try SafeTensorsFile(url: fixtures.appendingPathComponent("tiny_reference.safetensors"))
+    var config = try BertConfig.load(modelDirectory: fixtures.appendingPathComponent("tiny_bert"))
+    config.hiddenDropoutProb = dropout
+    config.attentionDropoutProb = dropout
+    let model = BertForSequenceClassification(config: config, labelCount: 4, compute: Compute(threads: 1))
+    _ = try model.loadWeights(from: SafeTensorsFile(url: fixtures.appendingPathComponent("tiny_bert/model.safetensors")), seed: 0)
+    return (model, try packedBatch(from: reference))
+}
+
 /// The 3 optimizer steps of tools/make_model_fixtures.py on one batch: lr 1e-3, eps 1e-6, weight
 /// decay 0.1 (not on biases and LayerNorm weights), clip to 0.5, linear schedule, warmup 1 of 4
 /// steps. Returns the loss of each step; checks the schedule's rates when given.
