@@ -209,7 +209,9 @@ public final class GradientSynchronizer {
             mirrorBase = 0
             mirror = nil
         }
-        sumBlock = .allocate(capacity: 4096)
+        // 4 kB: the block and the two streams read through it stay in L1 (32 kB here). With 16 kB
+        // blocks the owner's sum of MiniLM's 22 MB took 2.9 ms instead of 1.8 (AMD EPYC Zen 4).
+        sumBlock = .allocate(capacity: 1024)
         partPointers = Array(repeating: UnsafePointer(sumBlock.baseAddress!), count: worldSize)
         wordPointers = Array(repeating: UnsafePointer(UnsafeMutablePointer<UInt16>(OpaquePointer(sumBlock.baseAddress!))), count: worldSize)
     }
