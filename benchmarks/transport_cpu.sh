@@ -4,6 +4,8 @@
 #
 #   benchmarks/transport_cpu.sh [RATE] [ROUNDS]     (default 10gbit 3; needs root, mpicc, OpenBLAS)
 #
+# RATE is a tc rate, or off for unlimited links (what the tbf limiter itself costs: compare the two).
+#
 # Each line: one round of one transport, the median of 7 repetitions (after one warm-up) of 12
 # pieces of compute while 44 MB (MiniLM's fp32 sum per step and host) or 22 MB (bf16) go each
 # way; "taken" = the pieces' time minus the same pieces' with nothing in flight, same round.
