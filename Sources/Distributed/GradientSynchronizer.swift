@@ -179,6 +179,10 @@ public final class GradientSynchronizer {
         }
         if position < gradients.count { segments.append(position ..< gradients.count) }
         let boundaries = options.bucketBoundaries.sorted()
+        // Owners split the whole arena, sparse tables included: where a table comes first (MiniLM's
+        // word table at 2 ranks) the first ranks own few dense floats and the last ones sum most of
+        // them. Owners balanced over the dense floats measured slower (benchmarks/communication.md):
+        // the norm's ranges must stay these, and would then wait for other ranks' sums.
         let shards = layout.ranges
         var buckets: [Bucket] = []
         var scratchElements = 0
