@@ -311,7 +311,7 @@ public struct TrainerState: Equatable, Sendable {
             guard let checksum = message.files[index]?.pointee else { throw malformed("empty file checksum") }
             let name = Self.string(checksum.name)
             guard checksum.sha256.len == 32, let digestBytes = checksum.sha256.data else {
-                throw malformed("the SHA-256 of '\(name)' has \(checksum.sha256.len) bytes, not 32")
+                throw malformed("the SHA-256 of \(String(name.prefix(200)).debugDescription) has \(checksum.sha256.len) bytes, not 32")
             }
             files.append(FileChecksum(name: name, sizeBytes: Int(checksum.size_bytes),
                                       sha256: SHA256Digest(bytes: Array(UnsafeBufferPointer(start: digestBytes, count: 32)))))
@@ -361,7 +361,8 @@ public struct TrainerState: Equatable, Sendable {
     }
 
     /// What no bert-dist writes (a file whose checksum was recomputed after an edit): a count
-    /// below 0, an optimizer range outside the parameters, a listed file outside the folder.
+    /// below 0, more updates than steps, an optimizer range outside the parameters, a listed
+    /// file outside the folder.
     /// Readers may then use the fields as sizes and indices.
     var implausibility: String? {
         let counts = [("step", step), ("epoch", epoch), ("samples_consumed_in_epoch", samplesConsumedInEpoch),
@@ -370,6 +371,8 @@ public struct TrainerState: Equatable, Sendable {
                       ("max_sequence_length", maxSequenceLength), ("optimizer_step", optimizerStep)]
         if let (name, value) = counts.first(where: { $0.1 < 0 }) { return "\(name) is \(value), below 0" }
         guard worldSize >= 1 else { return "world_size is \(worldSize), not a rank count" }
+        // Each step updates at most once (a step with a non-finite gradient does not).
+        guard optimizerStep <= step else { return "optimizer_step is \(optimizerStep), more than the \(step) steps taken" }
         for range in optimizerShards {
             guard range.rank >= 0 && range.rank < worldSize, range.start >= 0, range.count >= 0,
                   range.start <= parameterCount, range.count <= parameterCount - range.start else {

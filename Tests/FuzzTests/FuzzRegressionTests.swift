@@ -138,7 +138,33 @@ import Testing
              expected: "which is not a file name inside the checkpoint folder"),
         Case(name: "a negative sample position", file: "trainer_state.pb", edit: state { $0.samplesConsumedInEpoch = -1 },
              expected: "samples_consumed_in_epoch is -1, below 0"),
+        // Resuming it trapped: Adam's step count overflowed at the next update.
+        Case(name: "2^63 - 1 optimizer steps", file: "trainer_state.pb",
+             edit: state { $0.optimizerStep = Int(Int64.max); $0.totalSteps = Int(Int64.max) },
+             expected: "optimizer_step is 9223372036854775807, more than the 6 steps taken"),
+        Case(name: "a listed file with a carriage return in its name and an empty SHA-256", file: "trainer_state.pb",
+             edit: emptyChecksumOfConfigNamed("config\rjson"), expected: "the SHA-256 of \"config\\rjson\" has 0 bytes, not 32"),
     ]
+
+    /// trainer_state.pb with config.json's entry renamed to `name` (as long) and its SHA-256
+    /// emptied, as bit flips once did (before the file's own checksum is read).
+    static func emptyChecksumOfConfigNamed(_ name: String) -> @Sendable ([UInt8]) -> [UInt8] {
+        { bytes in
+            // FileChecksum: 0x0a <name length> name, 0x10 <size varint>, 0x1a 0x20 <32 bytes>.
+            let old = [0x0a, 11] + Array("config.json".utf8)
+            var bytes = bytes
+            let start = (0...(bytes.count - old.count)).first { Array(bytes[$0..<($0 + old.count)]) == old }!
+            bytes.replaceSubrange((start + 2)..<(start + old.count), with: Array(name.utf8))
+            var digest = start + old.count + 1
+            while bytes[digest] & 0x80 != 0 { digest += 1 }  // the size's varint
+            digest += 1
+            precondition(bytes[digest] == 0x1a && bytes[digest + 1] == 32 && bytes[start - 1] < 128)
+            bytes[digest + 1] = 0
+            bytes.removeSubrange((digest + 2)..<(digest + 34))
+            bytes[start - 1] -= 32  // the entry's length
+            return bytes
+        }
+    }
 
     @Test(arguments: checkpointCases) func checkpoint(_ regression: Case) throws {
         try expectRefusal(regression, target: FuzzTargets.checkpoint())
