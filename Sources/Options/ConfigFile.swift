@@ -175,14 +175,17 @@ public enum ResolvedOptions {
         var result: [String] = []
         for key in object.keys.sorted() {
             let value = object[key]!
-            if key == configOption { throw ValidationError("\(path): \"\(key)\": config files do not nest; put the options of that file in this one") }
+            // Quoted with escapes: the key may hold line breaks (the message is one line).
+            let quoted = String(key.prefix(200)).debugDescription
+            if key == configOption { throw ValidationError("\(path): \(quoted): config files do not nest; put the options of that file in this one") }
             let bare = key.hasPrefix("--") ? String(key.dropFirst(2)) : key
             guard let entry = catalogue.entry(named: bare) else {
-                let close = catalogue.entries.map(\.name).filter { editDistance($0, bare) <= 2 }.prefix(3)
-                throw ValidationError("\(path): unknown option \"\(key)\"\(close.isEmpty ? "" : " (did you mean \(close.map { "\"\($0)\"" }.joined(separator: ", "))?)"); the keys are the long option names of --help")
+                // Suggestions only for a key of an option's length (the distance is quadratic).
+                let close = bare.utf8.count > 64 ? [] : catalogue.entries.map(\.name).filter { editDistance($0, bare) <= 2 }.prefix(3)
+                throw ValidationError("\(path): unknown option \(quoted)\(close.isEmpty ? "" : " (did you mean \(close.map { "\"\($0)\"" }.joined(separator: ", "))?)"); the keys are the long option names of --help")
             }
             func wrongType(_ expected: String) -> ValidationError {
-                ValidationError("\(path): \"\(key)\" \(expected), found \(value.isObject ? "an object" : value.compact)")
+                ValidationError("\(path): \(quoted) \(expected), found \(value.isObject ? "an object" : String(value.compact.prefix(200)))")
             }
             if entry.isFlag {
                 guard case .bool(let on) = value else {

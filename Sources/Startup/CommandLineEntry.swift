@@ -54,9 +54,9 @@ public enum CommandLineEntry {
             print(Root.fullMessage(for: error))
         } else if !(error is ExitCode) {
             // docs/commands.md: one line `error: ...` on stderr (ArgumentParser would print "Error:" and the
-            // usage); a usage mistake points at --help, a failure of the work does not.
-            let message = Root.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
-            printError("error: \(message)" + (code == .validationFailure ? " (see --help)" : ""))
+            // usage); a usage mistake points at --help, a failure of the work does not. printError
+            // escapes line breaks: a value or path with one is shown whole, not cut at it.
+            printError("error: \(Root.message(for: error))" + (code == .validationFailure ? " (see --help)" : ""))
         }
         exit(code.rawValue)
     }

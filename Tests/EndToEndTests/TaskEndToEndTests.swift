@@ -195,6 +195,11 @@ struct TaskEndToEndTests {
         try #"{"batch_size": 16}"#.write(to: wrong, atomically: true, encoding: .utf8)
         let error = try run(ranks: nil, ["train", "--config", wrong.path], status: 64).standardError
         #expect(error == "error: \(wrong.path): unknown option \"batch_size\" (did you mean \"batch-size\"?); the keys are the long option names of --help (see --help)\n")
+
+        // A line break in a value (here a path) is shown escaped, on the error's one line.
+        try #"{"model": "no\nsuch", "train": "t", "output": "o"}"#.write(to: wrong, atomically: true, encoding: .utf8)
+        let broken = try run(ranks: nil, ["train", "--config", wrong.path], status: 1).standardError
+        #expect(broken.hasPrefix("error: ") && broken.contains(#"no\nsuch/config.json"#) && broken.filter { $0 == "\n" }.count == 1, "\(broken)")
     }
 
     /// The tasks' mistakes are one line naming the file (and line) before any step.

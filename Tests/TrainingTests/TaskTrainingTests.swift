@@ -249,11 +249,22 @@ struct FixedMetrics: TaskMetrics {
         #expect(error(#"{"lr": {"a": 1}}"#) == #"c.json: "lr" takes a value, found an object"#)
         #expect(error(#"{"config": "other.json"}"#) == #"c.json: "config": config files do not nest; put the options of that file in this one"#)
         #expect(error("[1, 2]").hasPrefix("c.json: not a JSON object of options"))
+        // Hostile keys and values: escaped, cut, and no quadratic search for suggestions.
+        #expect(error(#"{"bat\nch-size": 3}"#) == #"c.json: unknown option "bat\nch-size" (did you mean "batch-size"?); the keys are the long option names of --help"#)
+        let long = String(repeating: "x", count: 1_000_000)
+        #expect(error(#"{"\#(long)": 3}"#).utf8.count < 400)
+        #expect(error(#"{"resume": "\#(long)"}"#).utf8.count < 400)
         // A value of the wrong type for the option is the parser's own error, naming the option.
         let file = folder.appendingPathComponent("c.json")
         try #"{"batch-size": "abc", "model": "m", "train": "t", "output": "o"}"#.write(to: file, atomically: true, encoding: .utf8)
         let message = TrainingOptions.message(for: catchError { _ = try TrainingOptions.parse(try ResolvedOptions.configArguments(file: file.path, catalogue: catalogue)) }!)
         #expect(message.contains("'abc'") && message.contains("--batch-size"), "\(message)")
+    }
+
+    /// What printError writes: one line whatever the text holds (a tab stays a tab).
+    @Test func errorLinesEscapeLineBreaksAndControlCharacters() {
+        #expect(oneLine("a\nb\r\u{1}\tc\u{7F}\u{85}\u{2028}é") == "a\\nb\\r\\u{01}\tc\\u{7F}\\u{0085}\\u{2028}é")
+        #expect(oneLine("plain: 2 ranks") == "plain: 2 ranks")
     }
 
     /// --class-weights that do not fit the data: one line before any step.
