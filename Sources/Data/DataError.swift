@@ -1,10 +1,13 @@
+import Storage
+
 /// Every error the Data module throws: one line that names the file (and line, when there is
 /// one), says what is wrong and, where it helps, what to do about it.
 public struct DataError: Error, CustomStringConvertible, Equatable, Sendable {
     public let description: String
 
     public init(_ description: String) {
-        // Messages quote the data: a 70 KB field must not make a 70 KB line.
-        self.description = description.count <= 1000 ? description : description.prefix(997) + "..."
+        // Messages quote the data: a 70 KB field must not make a 70 KB line, nor a line break two lines.
+        let line = oneLine(description)
+        self.description = line.count <= 1000 ? line : line.prefix(997) + "..."
     }
 }

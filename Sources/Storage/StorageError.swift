@@ -19,7 +19,7 @@ public struct StorageError: Error, CustomStringConvertible, Equatable, Sendable 
     public init(kind: Kind, path: String, description: String) {
         self.kind = kind
         self.path = path
-        self.description = description
+        self.description = oneLine(description)
     }
 
     /// An error for a failed system call, built from `errno` at the call site.

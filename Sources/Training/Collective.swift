@@ -1,5 +1,6 @@
 import Distributed
 import Foundation
+import Storage
 
 /// An error every rank knows about: the ranks agreed to stop, the lowest failing rank reports it.
 public struct AgreedFailure: Error, CustomStringConvertible {
@@ -28,19 +29,4 @@ public func collectively<T>(_ communicator: any Communicator, _ body: () throws 
 /// Writes one line to stderr (control characters escaped, see `oneLine`).
 public func printError(_ line: String) {
     FileHandle.standardError.write(Data((oneLine(line) + "\n").utf8))
-}
-
-/// `text` on one line: line breaks and other control characters (a path or a value from a
-/// hostile config file may hold them) written as Swift escapes, e.g. `\n`; tabs kept.
-public func oneLine(_ text: String) -> String {
-    guard text.unicodeScalars.contains(where: isEscaped) else { return text }
-    var result = ""
-    for scalar in text.unicodeScalars {
-        if isEscaped(scalar) { result += scalar.escaped(asASCII: true) } else { result.unicodeScalars.append(scalar) }
-    }
-    return result
-}
-
-private func isEscaped(_ scalar: Unicode.Scalar) -> Bool {
-    (scalar.value < 0x20 && scalar != "\t") || scalar.value == 0x7F || scalar == "\u{2028}" || scalar == "\u{2029}" || scalar == "\u{85}"
 }

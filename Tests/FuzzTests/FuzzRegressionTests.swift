@@ -198,6 +198,14 @@ import Testing
                  return JSONMutations.serialize(tree, raw: "")!
              },
              expected: "tokenizer.json: post-processor aaaa"),
+        // Found by the 20x campaign: the message was two lines (DataError now escapes line breaks).
+        Case(name: "tokenizer.json pre-tokenizer type of a line break", file: "tokenizer.json",
+             edit: { bytes in
+                 var tree = JSONMutations.parse(bytes) as! [String: Any]
+                 tree["pre_tokenizer"] = ["type": "\n"]
+                 return JSONMutations.serialize(tree, raw: "")!
+             },
+             expected: #"tokenizer.json: pre-tokenizer \n is not supported"#),
     ]
 
     @Test(arguments: tokenizerCases) func tokenizer(_ regression: Case) throws {

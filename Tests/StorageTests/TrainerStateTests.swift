@@ -91,7 +91,7 @@ import TestSupport
         #expect {
             _ = try TrainerState(decoding: bytes, file: "state.pb")
         } throws: { error in
-            (error as? StorageError)?.description.contains("'x' has 31 bytes, not 32") == true
+            (error as? StorageError)?.description.contains(#"the SHA-256 of "x" has 31 bytes, not 32"#) == true
         }
     }
 

@@ -1,0 +1,16 @@
+/// `text` on one line: line breaks and other control characters (a name or value from a
+/// hostile file or config may hold them) written as Swift escapes, e.g. `\n`; tabs kept.
+/// Every error message is one line (issue 17): DataError and StorageError apply this, and so
+/// does everything printed as an `error:` or `warning:` line.
+public func oneLine(_ text: String) -> String {
+    guard text.unicodeScalars.contains(where: isEscaped) else { return text }
+    var result = ""
+    for scalar in text.unicodeScalars {
+        if isEscaped(scalar) { result += scalar.escaped(asASCII: true) } else { result.unicodeScalars.append(scalar) }
+    }
+    return result
+}
+
+private func isEscaped(_ scalar: Unicode.Scalar) -> Bool {
+    (scalar.value < 0x20 && scalar != "\t") || scalar.value == 0x7F || scalar == "\u{85}" || scalar == "\u{2028}" || scalar == "\u{2029}"
+}
