@@ -58,7 +58,7 @@ let package = Package(
         // What every executable does around its commands: the environment (read once), OpenBLAS at
         // start-up, MPI ranks started and stopped, errors as one line, launch/train's query.
         .target(name: "Startup", dependencies: [
-            "Training", "Options", "Model", "Data", "Distributed", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "Training", "Options", "Model", "Data", "Distributed", "Storage", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The shipped command line: the user's commands only.
         .executableTarget(name: "bert-dist", dependencies: [

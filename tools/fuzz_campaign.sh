@@ -3,9 +3,9 @@
 # the files of each case (BERT_DIST_FUZZ_DUMP) instead of loading them, then every case runs
 # through bert-dist as a user would run it: predict and train on the damaged model folders, eval
 # and train --resume on the damaged checkpoints, tokenize on the damaged tokenizer files, train
-# on the damaged data files. A run killed by a signal, printing a Swift runtime failure or a
-# fatal error, or over 60 seconds counts as a crash or hang; any other failure must be one line
-# starting with "error:".
+# on the damaged data files and with the damaged `--config` files. A run killed by a signal,
+# printing a Swift runtime failure or a fatal error, or over 60 seconds counts as a crash or
+# hang; any other failure must be one line starting with "error:".
 #
 #   tools/fuzz_campaign.sh [SCALE [BINARY]]     (after `swift build --build-tests`)
 #
@@ -57,6 +57,8 @@ for case in "$work"/cases/*; do
         headerCSV-*) run data "$binary" train --model "$model" --train "$case/data/train.csv" --text-pair-column text_pair --output "$work/output" --ignore-mismatched-sizes "${common[@]}" ;;
         TSV-*) run data "$binary" train --model "$model" --train "$case/data/train.tsv" --output "$work/output" --ignore-mismatched-sizes "${common[@]}" ;;
         JSONLines-*) run data "$binary" train --model "$model" --train "$case/data/train.jsonl" --text-pair-column text_pair --output "$work/output" --ignore-mismatched-sizes "${common[@]}" ;;
+        trainconfig-*)  # from a folder of its own: the file names the model, data and output folders
+            mkdir -p "$work/scratch" && run config bash -c "cd '$work/scratch' && '$binary' train --config '$case/config/train.json' --threads 1" ;;
         *) ;;  # token caches: no command opens one by name
     esac
 done

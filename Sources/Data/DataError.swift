@@ -7,7 +7,6 @@ public struct DataError: Error, CustomStringConvertible, Equatable, Sendable {
 
     public init(_ description: String) {
         // Messages quote the data: a 70 KB field must not make a 70 KB line, nor a line break two lines.
-        let line = oneLine(description)
-        self.description = line.count <= 1000 ? line : line.prefix(997) + "..."
+        self.description = errorLine(description)
     }
 }

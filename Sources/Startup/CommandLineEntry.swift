@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Model
 import Options
+import Storage
 import Training
 
 /// The `main` of both executables (bert-dist, bert-dist-dev): OpenBLAS first, then the command
@@ -54,9 +55,9 @@ public enum CommandLineEntry {
             print(Root.fullMessage(for: error))
         } else if !(error is ExitCode) {
             // docs/commands.md: one line `error: ...` on stderr (ArgumentParser would print "Error:" and the
-            // usage); a usage mistake points at --help, a failure of the work does not. printError
-            // escapes line breaks: a value or path with one is shown whole, not cut at it.
-            printError("error: \(Root.message(for: error))" + (code == .validationFailure ? " (see --help)" : ""))
+            // usage); a usage mistake points at --help, a failure of the work does not. A value or
+            // path with a line break is shown escaped, not cut at it; a 70 KB value is cut.
+            printError("error: \(errorLine(Root.message(for: error)))" + (code == .validationFailure ? " (see --help)" : ""))
         }
         exit(code.rawValue)
     }

@@ -14,3 +14,10 @@ public func oneLine(_ text: String) -> String {
 private func isEscaped(_ scalar: Unicode.Scalar) -> Bool {
     (scalar.value < 0x20 && scalar != "\t") || scalar.value == 0x7F || scalar == "\u{85}" || scalar == "\u{2028}" || scalar == "\u{2029}"
 }
+
+/// An error message as it is shown: `oneLine`, cut to `limit` characters (a message that
+/// quotes a 70 KB value must not be a 70 KB line).
+public func errorLine(_ text: String, limit: Int = 1000) -> String {
+    let line = oneLine(text)
+    return line.count <= limit ? line : line.prefix(limit - 3) + "..."
+}

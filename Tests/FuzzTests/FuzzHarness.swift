@@ -41,6 +41,12 @@ struct FuzzRandom {
 
 /// One way of damaging a file: the new bytes and a short description of what was done, or nil
 /// when it does not apply to these bytes (the runner then damages them byte-wise).
+/// A command line's refusal as bert-dist prints it after `error: ` (CommandLineEntry).
+struct CommandLineRefusal: Error, CustomStringConvertible {
+    let line: String
+    var description: String { line }
+}
+
 struct Mutation: Sendable {
     let name: String
     let apply: @Sendable (inout FuzzRandom, [UInt8]) -> (bytes: [UInt8], detail: String)?
@@ -199,7 +205,7 @@ enum FuzzRunner {
         // A collective phase's failure: the failing rank's error, or "a peer rank failed" on the others.
         if let agreed = error as? AgreedFailure { return agreed.error.flatMap(problemWith) }
         let known = error is ModelError || error is DataError || error is StorageError || error is CheckpointError || error is TrainingError
-            || error is CommunicationError
+            || error is CommunicationError || error is CommandLineRefusal
         let text = "\(error)"
         if !known { return "\(type(of: error)) is not one of the project's errors: \(text.prefix(300))" }
         if text.isEmpty { return "empty error message" }

@@ -2,7 +2,7 @@
 import Distributed
 import Foundation
 import Model
-import Options
+@testable import Options
 import Storage
 @testable import Training
 
@@ -215,6 +215,34 @@ enum FuzzTargets {
             try data("JSON Lines", file: "train.jsonl", format: .jsonLines(pairs), fixedLabels: ["neg", "neutral", "pos"],
                      mutations: JSONLinesMutations.all + ByteMutations.all),
         ]
+    }
+
+    /// `train --config FILE`: the options file read into arguments and parsed. The parser's own
+    /// refusals are ArgumentParser errors: they count as the line the command line prints.
+    static func trainConfig() throws -> FuzzTarget {
+        let catalogue = try OptionCatalogue(TrainingOptions.self)
+        let config = #"{"model": "m", "train": "t.csv", "output": "out", "batch-size": 16, "lr": 3e-5, "max-steps": 3, "labels": ["a", "b"], "#
+            + #""shard-optimizer": true, "lr-schedule": "cosine", "warmup-ratio": 0.1, "seed": 7, "eval": null}"#
+        let keys = ["batch-size", "lr", "max-steps", "labels", "shard-optimizer", "lr-schedule", "warmup-ratio", "seed", "model"]
+        // A key no option has: a line break, 70 000 characters, empty, a prefix only, the config itself.
+        let hostileKey = Mutation(name: "json key") { random, bytes in
+            guard var tree = JSONMutations.parse(bytes) as? [String: Any] else { return nil }
+            let key = random.pick(["bat\nch-size", String(repeating: "x", count: 70_000), "", "--", "--lr", "config", "no-resume", "a\u{0}b"])
+            tree[key] = JSONMutations.rawMarker
+            let raw = random.pick(hostileJSONValues)
+            return JSONMutations.serialize(tree, raw: raw).map { ($0, "key \(key.prefix(20).debugDescription) = \(raw.prefix(20))") }
+        }
+        return FuzzTarget(
+            name: "train --config", fixtureFolder: "config", files: ["train.json": Array(config.utf8)],
+            mutated: [("train.json", JSONMutations.all(preferring: keys) + [hostileKey, hostileKey] + ByteMutations.all)],
+            load: { folder, _ in
+                do {
+                    _ = try TrainingOptions.parse(try ResolvedOptions.configArguments(file: folder.appendingPathComponent("train.json").path,
+                                                                                     catalogue: catalogue))
+                } catch {
+                    throw CommandLineRefusal(line: errorLine(TrainingOptions.message(for: error)))
+                }
+            })
     }
 
     /// The token cache of a data file (opened, never trusted): its header fields and sections

@@ -36,9 +36,14 @@ import Testing
         report(try FuzzRunner.run(FuzzTargets.tokenCache(), cases: FuzzRunner.scaled(100)))
     }
 
+    @Test(.timeLimit(.minutes(3))) func configFiles() throws {
+        report(try FuzzRunner.run(FuzzTargets.trainConfig(), cases: FuzzRunner.scaled(100)))
+    }
+
     func allTargets() throws -> [FuzzTarget] {
         [try FuzzTargets.predict(), try FuzzTargets.train(), try FuzzTargets.familyModel("tiny_distilbert"),
-         try FuzzTargets.familyModel("tiny_electra"), try FuzzTargets.familyModel("tiny_roberta"), try FuzzTargets.checkpoint(), try FuzzTargets.resume(), try FuzzTargets.tokenCache()]
+         try FuzzTargets.familyModel("tiny_electra"), try FuzzTargets.familyModel("tiny_roberta"), try FuzzTargets.checkpoint(), try FuzzTargets.resume(), try FuzzTargets.tokenCache(),
+         try FuzzTargets.trainConfig()]
             + (try FuzzTargets.tokenizers()) + (try FuzzTargets.dataFiles())
     }
 

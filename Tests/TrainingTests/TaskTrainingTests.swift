@@ -261,12 +261,6 @@ struct FixedMetrics: TaskMetrics {
         #expect(message.contains("'abc'") && message.contains("--batch-size"), "\(message)")
     }
 
-    /// What printError writes: one line whatever the text holds (a tab stays a tab).
-    @Test func errorLinesEscapeLineBreaksAndControlCharacters() {
-        #expect(oneLine("a\nb\r\u{1}\tc\u{7F}\u{85}\u{2028}é") == "a\\nb\\r\\u{01}\tc\\u{7F}\\u{0085}\\u{2028}é")
-        #expect(oneLine("plain: 2 ranks") == "plain: 2 ranks")
-    }
-
     /// --class-weights that do not fit the data: one line before any step.
     @Test func classWeightMistakes() throws {
         let data = try syntheticData()
