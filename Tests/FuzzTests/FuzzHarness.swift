@@ -39,14 +39,14 @@ struct FuzzRandom {
     mutating func pick<T>(_ choices: [T]) -> T { choices[below(choices.count)] }
 }
 
-/// One way of damaging a file: the new bytes and a short description of what was done, or nil
-/// when it does not apply to these bytes (the runner then damages them byte-wise).
 /// A command line's refusal as bert-dist prints it after `error: ` (CommandLineEntry).
 struct CommandLineRefusal: Error, CustomStringConvertible {
     let line: String
     var description: String { line }
 }
 
+/// One way of damaging a file: the new bytes and a short description of what was done, or nil
+/// when it does not apply to these bytes (the runner then damages them byte-wise).
 struct Mutation: Sendable {
     let name: String
     let apply: @Sendable (inout FuzzRandom, [UInt8]) -> (bytes: [UInt8], detail: String)?
