@@ -1,5 +1,6 @@
 import Distributed
 import Foundation
+import Storage
 import Synchronization
 import Training
 
@@ -35,7 +36,7 @@ public enum RankRunner {
         }
         let communicator: MPICommunicator
         do { communicator = try MPICommunicator(progressIntervalSeconds: progressIntervalSeconds) } catch {
-            printError("error: \(error)")
+            printError("error: \(errorLine("\(error)"))")
             return 1
         }
         let prefix = communicator.rank == 0 ? "" : "rank \(communicator.rank): "
@@ -122,9 +123,9 @@ public enum RankRunner {
     /// One line on stderr; an agreed failure is printed by the rank that carries its error only.
     private static func report(_ error: any Error, prefix: String) {
         if let failure = error as? AgreedFailure {
-            if let error = failure.error { printError("\(prefix)error: \(error)") }
+            if let error = failure.error { printError("\(prefix)error: \(errorLine("\(error)"))") }
         } else {
-            printError("\(prefix)error: \(error)")
+            printError("\(prefix)error: \(errorLine("\(error)"))")
         }
     }
 
