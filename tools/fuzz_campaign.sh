@@ -9,7 +9,7 @@
 #
 #   tools/fuzz_campaign.sh [SCALE [BINARY]]     (after `swift build --build-tests`)
 #
-# SCALE multiplies FuzzTests' case counts (1: ~1,700 cases). Prints one line per crash, hang
+# SCALE multiplies FuzzTests' case counts (1: ~1,850 cases). Prints one line per crash, hang
 # or bad message, then the counts per target.
 set -uo pipefail
 cd "$(dirname "$0")/.."
