@@ -180,7 +180,7 @@ public enum ResolvedOptions {
             if key == configOption { throw ValidationError("\(path): \(quoted): config files do not nest; put the options of that file in this one") }
             let bare = key.hasPrefix("--") ? String(key.dropFirst(2)) : key
             guard let entry = catalogue.entry(named: bare) else {
-                // Suggestions only for a key of an option's length (the distance is quadratic).
+                // Suggestions only for a key of an option's length (each distance costs the product of the lengths).
                 let close = bare.utf8.count > 64 ? [] : catalogue.entries.map(\.name).filter { editDistance($0, bare) <= 2 }.prefix(3)
                 throw ValidationError("\(path): unknown option \(quoted)\(close.isEmpty ? "" : " (did you mean \(close.map { "\"\($0)\"" }.joined(separator: ", "))?)"); the keys are the long option names of --help")
             }
