@@ -311,7 +311,7 @@ public struct TrainerState: Equatable, Sendable {
             guard let checksum = message.files[index]?.pointee else { throw malformed("empty file checksum") }
             let name = Self.string(checksum.name)
             guard checksum.sha256.len == 32, let digestBytes = checksum.sha256.data else {
-                throw malformed("the SHA-256 of \(String(name.prefix(200)).debugDescription) has \(checksum.sha256.len) bytes, not 32")
+                throw malformed("the SHA-256 of \(quotedName(name)) has \(checksum.sha256.len) bytes, not 32")
             }
             files.append(FileChecksum(name: name, sizeBytes: Int(checksum.size_bytes),
                                       sha256: SHA256Digest(bytes: Array(UnsafeBufferPointer(start: digestBytes, count: 32)))))
@@ -381,9 +381,9 @@ public struct TrainerState: Equatable, Sendable {
         }
         for file in files {
             guard !file.name.isEmpty, !file.name.contains("/"), file.name != ".", file.name != "..", !file.name.contains("\0") else {
-                return "lists \(String(file.name.prefix(200)).debugDescription), which is not a file name inside the checkpoint folder"
+                return "lists \(quotedName(file.name)), which is not a file name inside the checkpoint folder"
             }
-            guard file.sizeBytes >= 0 else { return "records \(file.sizeBytes) bytes for \(String(file.name.prefix(200)).debugDescription)" }
+            guard file.sizeBytes >= 0 else { return "records \(file.sizeBytes) bytes for \(quotedName(file.name))" }
         }
         return nil
     }
@@ -404,4 +404,9 @@ public struct TrainerState: Equatable, Sendable {
         guard let pointer else { return "" }
         return String(cString: pointer)
     }
+}
+
+/// A file name from the manifest as messages show it: quoted, escaped, at most 200 characters.
+private func quotedName(_ name: String) -> String {
+    String(name.prefix(200)).debugDescription
 }
