@@ -9,8 +9,9 @@
 #
 #   tools/fuzz_campaign.sh [SCALE [BINARY]]     (after `swift build --build-tests`)
 #
-# SCALE multiplies FuzzTests' case counts (1: ~1,850 cases). Prints one line per crash, hang
-# or bad message, then the counts per target.
+# SCALE multiplies FuzzTests' case counts (1: ~1,850 cases); BERT_DIST_FUZZ_SEED=N (default 1,
+# the suite's cases) makes other cases. Prints one line per crash, hang or bad message, then the
+# counts per target.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scale=${1:-1}

@@ -95,10 +95,16 @@ enum FuzzRunner {
         return count * max(scale, 1)
     }
 
-    /// Runs `count` cases of `target` (case i uses the stream seeded by the target's name and i)
-    /// and records an issue for every error that is not a one-line project error.
+    /// The campaign's seed: BERT_DIST_FUZZ_SEED when set, else 1 (the suite's cases). Another
+    /// seed gives other cases, so a campaign can go beyond the ones already run.
+    static var seed: UInt64 {
+        ProcessInfo.processInfo.environment["BERT_DIST_FUZZ_SEED"].flatMap { UInt64($0) } ?? 1
+    }
+
+    /// Runs `count` cases of `target` (case i uses the stream seeded by `seed`, the target's name
+    /// and i) and records an issue for every error that is not a one-line project error.
     @discardableResult
-    static func run(_ target: FuzzTarget, cases count: Int, seed: UInt64 = 1) throws -> FuzzTally {
+    static func run(_ target: FuzzTarget, cases count: Int, seed: UInt64 = seed) throws -> FuzzTally {
         let folder = try scratchFolder(for: target)
         defer { try? FileManager.default.removeItem(at: folder.deletingLastPathComponent()) }
         var tally = FuzzTally(target: target.name)
@@ -115,7 +121,7 @@ enum FuzzRunner {
             }
             let (bytes, detail) = result!
             try writeScratch(bytes, to: folder.appendingPathComponent(file))
-            var description = "\(target.name) #\(index): \(file): \(mutation.name) \(detail)"
+            var description = "\(target.name) #\(index)\(seed == 1 ? "" : " (seed \(seed))"): \(file): \(mutation.name) \(detail)"
             if let adjust = target.afterMutation, let note = try adjust(folder, &random) { description += "; \(note)" }
             if let dump = ProcessInfo.processInfo.environment["BERT_DIST_FUZZ_DUMP"] {
                 // For a campaign through the built binary: keep the case's files, run nothing.
