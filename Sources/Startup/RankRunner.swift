@@ -150,12 +150,13 @@ enum ContinueSignal {
     }
 }
 
-/// stdout from rank 0 only.
+/// stdout from rank 0 only, a line per call: a path or label from the command line or a data
+/// file may hold a line break, which is escaped (`oneLine`) rather than starting a new line.
 public func rootLog(_ communicator: any Communicator) -> @Sendable (String) -> Void {
     let isRoot = communicator.rank == 0
     return { line in
         guard isRoot else { return }
-        print(line)
+        print(oneLine(line))
         fflush(nil)
     }
 }

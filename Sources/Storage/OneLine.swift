@@ -1,7 +1,7 @@
 /// `text` on one line: line breaks and other control characters (a name or value from a
 /// hostile file or config may hold them) written as Swift escapes, e.g. `\n`; tabs kept.
 /// Every error message is one line (issue 17): DataError and StorageError apply this, and so
-/// does everything printed as an `error:` or `warning:` line.
+/// does everything printed as an `error:` line and every line rank 0 prints (`rootLog`).
 public func oneLine(_ text: String) -> String {
     guard text.unicodeScalars.contains(where: isEscaped) else { return text }
     var result = ""

@@ -2,6 +2,7 @@ import Data
 import Distributed
 import Foundation
 import Model
+import Storage
 
 /// What eval reports for a task (`eval --json`, TensorBoard, `--metric-for-best-model`): one set
 /// per task, each computed as scikit-learn / scipy compute it. Zero divisions follow
@@ -17,7 +18,8 @@ public protocol TaskMetrics: Sendable {
     var scalars: [(name: String, value: Double)] { get }
     /// eval's JSON (SPEC "eval").
     var json: JSONValue { get }
-    /// A readable report.
+    /// A readable report: lines joined by line breaks; names in it (the labels) are escaped
+    /// (`oneLine`), so each of its lines is one line.
     var table: String { get }
 }
 
@@ -82,10 +84,11 @@ public struct ClassScores: Sendable, Equatable {
 
 /// The per-class (per-label) table of a report, with summary rows (name, F1).
 private func scoresTable(_ scores: [ClassScores], summary: [(String, Double)], count: Int) -> [String] {
-    let width = max(9, scores.map(\.label.count).max() ?? 0)
+    let names = scores.map { oneLine($0.label) }
+    let width = max(9, names.map(\.count).max() ?? 0)
     var lines = [padRight("", width) + pad("precision", 11) + pad("recall", 9) + pad("f1", 9) + pad("support", 9)]
-    for c in scores {
-        lines.append(padRight(c.label, width) + pad(format(c.precision), 11) + pad(format(c.recall), 9)
+    for (c, name) in zip(scores, names) {
+        lines.append(padRight(name, width) + pad(format(c.precision), 11) + pad(format(c.recall), 9)
                      + pad(format(c.f1), 9) + pad(String(c.support), 9))
     }
     for (name, value) in summary {
@@ -172,17 +175,18 @@ public struct ClassificationMetrics: TaskMetrics, Equatable {
 
     /// A readable report: overall numbers, per-class table and the confusion matrix.
     public var table: String {
-        let width = max(9, labels.map(\.count).max() ?? 0)
+        let names = labels.map { oneLine($0) }
+        let width = max(9, names.map(\.count).max() ?? 0)
         var lines: [String] = []
         lines.append("examples \(count)   accuracy \(format(accuracy))   loss \(format(loss))   f1_macro \(format(f1Macro))   mcc \(format(mcc))")
         lines.append("")
         lines += scoresTable(perClass, summary: [("macro avg", f1Macro)], count: count)
         lines.append("")
         lines.append("confusion (rows: true label, columns: predicted)")
-        let cell = max(String(confusion.flatMap { $0 }.max() ?? 0).count, labels.map(\.count).max() ?? 0) + 2
-        lines.append(padRight("", width) + labels.map { pad(String($0.prefix(cell - 1)), cell) }.joined())
+        let cell = max(String(confusion.flatMap { $0 }.max() ?? 0).count, names.map(\.count).max() ?? 0) + 2
+        lines.append(padRight("", width) + names.map { pad(String($0.prefix(cell - 1)), cell) }.joined())
         for (k, row) in confusion.enumerated() {
-            lines.append(padRight(labels[k], width) + row.map { pad(String($0), cell) }.joined())
+            lines.append(padRight(names[k], width) + row.map { pad(String($0), cell) }.joined())
         }
         return lines.joined(separator: "\n")
     }

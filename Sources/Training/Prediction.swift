@@ -73,9 +73,11 @@ public enum PredictionFormat: Sendable {
         switch self {
         case .plain:
             switch p.problemType {
-            case .singleLabelClassification: return "\(p.label)\t\(String(format: "%.4f", p.probabilities[p.labelId]))"
+            // A label (config.json's id2label) may hold a line break or a terminal escape: escaped,
+            // so that each input still gives one line.
+            case .singleLabelClassification: return "\(oneLine(p.label))\t\(String(format: "%.4f", p.probabilities[p.labelId]))"
             case .multiLabelClassification:
-                return p.labelNames.joined(separator: ",") + "\t" + p.labelIds.map { String(format: "%.4f", p.probabilities[$0]) }.joined(separator: ",")
+                return p.labelNames.map { oneLine($0) }.joined(separator: ",") + "\t" + p.labelIds.map { String(format: "%.4f", p.probabilities[$0]) }.joined(separator: ",")
             case .regression: return "\(p.score)"
             }
         case .jsonLines(let withLogits):

@@ -28,7 +28,8 @@ struct EvalCommand: ParsableCommand, LaunchFacts {
             let setup = try RunSetup.forEvaluation(options, cacheDirectory: cacheDirectory, compute: runtime.makeCompute(),
                                                    communicator: communicator, log: { printError($0) })
             let metrics = try runEvaluation(setup, batchSize: options.batchSize, communicator: communicator)
-            rootLog(communicator)(json ? metrics.json.compact : metrics.table)
+            let log = rootLog(communicator)
+            if json { log(metrics.json.compact) } else { metrics.table.split(separator: "\n", omittingEmptySubsequences: false).forEach { log(String($0)) } }
         }
         if status != 0 { throw ExitCode(status) }
     }

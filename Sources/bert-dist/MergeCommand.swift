@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Startup
+import Storage
 import Training
 
 struct MergeCommand: ParsableCommand {
@@ -29,7 +30,7 @@ struct MergeCommand: ParsableCommand {
         try RankRunner.onRankZeroOnly {
             for note in try merge(checkpoints: checkpoints.map { URL(fileURLWithPath: $0) }, output: URL(fileURLWithPath: output),
                                   average: average) {
-                print(note)
+                print(oneLine(note))
             }
         }
     }

@@ -169,6 +169,44 @@ struct TaskEndToEndTests {
         #expect(try String(contentsOf: output.appendingPathComponent("best"), encoding: .utf8) == "checkpoint-2\n")
     }
 
+    /// A line break in a file or folder name (a user's, or a hostile file's) is escaped in the
+    /// lines training prints: each stays one line.
+    @Test func namesWithLineBreaksStayOnTheirLine() throws {
+        let data = workspace.output("tags\nsplit.jsonl")
+        try FileManager.default.copyItem(at: files.tags, to: data)
+        let output = workspace.output("out\nput")
+        let lines = try train(ranks: 1, data, eval: files.tagsTest, output: output, ["--max-steps", "1"]).standardOutput.split(separator: "\n")
+        #expect(lines.contains("trained model: \(oneLine(output.path))/checkpoint-1"), "\(lines)")
+        #expect(lines.contains { $0.hasPrefix("tokenised tags\\nsplit.jsonl: ") }, "\(lines)")
+        #expect(!lines.contains { $0.hasPrefix("split.jsonl") || $0.hasPrefix("put") }, "\(lines)")
+    }
+
+    /// Labels are the model's (config.json id2label), which may hold a line break or a terminal
+    /// escape: predict still gives one line per input, and eval's table one line per class.
+    @Test func hostileLabelsAreEscapedInPredictAndEval() throws {
+        let model = workspace.output("hostile-labels")
+        try FileManager.default.copyItem(at: workspace.model, to: model)
+        let configURL = model.appendingPathComponent("config.json")
+        var config = try json(String(contentsOf: configURL, encoding: .utf8))
+        let labels = ["World\nNews", "Sports", "Busi\u{1B}[31mness", "Sci"]
+        config["id2label"] = Dictionary(uniqueKeysWithValues: labels.enumerated().map { (String($0.offset), $0.element) })
+        config["label2id"] = Dictionary(uniqueKeysWithValues: labels.enumerated().map { ($0.element, $0.offset) })
+        try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+
+        let predicted = try run(ranks: nil, ["predict", "--checkpoint", model.path, "--threads", "1"], input: "w5 w6\nw30 w31\n").standardOutput
+        let lines = predicted.split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(lines.count == 3 && lines[2].isEmpty, "\(predicted)")
+        #expect(lines.dropLast().allSatisfy { line in labels.map { oneLine($0) + "\t" }.contains { line.hasPrefix($0) } }, "\(predicted)")
+        #expect(!predicted.contains("\u{1B}"))
+
+        let data = workspace.output("hostile-labels.csv")
+        try "text,label\nw5 w6,Sports\nw30,Sci\n".write(to: data, atomically: true, encoding: .utf8)
+        let table = try run(ranks: nil, ["eval", "--checkpoint", model.path, "--data", data.path, "--text-column", "text", "--threads", "1",
+                                         "--cache-dir", cache.path]).standardOutput
+        #expect(table.split(separator: "\n").filter { $0.hasPrefix(#"World\nNews "#) }.count == 2, "\(table)")  // scores and confusion rows
+        #expect(!table.contains("\u{1B}") && !table.split(separator: "\n").contains { $0.hasPrefix("News") }, "\(table)")
+    }
+
     /// --config FILE: its options as if typed before the command line, which overrides them;
     /// training_args.json records what the run used; launch/train's query sees them.
     @Test func configFileOverriddenByTheCommandLineAndRecorded() throws {
