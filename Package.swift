@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Dependencies point one way:
-//   bert-dist, bert-dist-dev -> Startup -> Training -> Options -> {Distributed, Model, Data -> Storage} -> C boundary
+//   bert-dist, bert-dist-dev -> Startup -> Training -> Options -> {Distributed, Model -> Storage, Data -> Storage} -> C boundary
 // Model knows nothing of MPI; Distributed knows flat Float buffers, not BERT.
 // The numeric and hashing code is compiled with optimisation even in debug builds: `swift test`
 // (a debug build) trains real models, and unoptimised Swift loops are ~20x slower.
@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "CGemm", dependencies: ["CCPU", "CBF16"],
                 cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
         // Tensors in flat arenas, BLAS kernels, BERT forward/backward, AdamW, safetensors.
-        .target(name: "Model", dependencies: ["CBLAS", "CCPU", "CKernels", "CGemm"], swiftSettings: optimized),
+        .target(name: "Model", dependencies: ["CBLAS", "CCPU", "CKernels", "CGemm", "Storage"], swiftSettings: optimized),
         // WordPiece tokenizer, AG News / JSONL readers, sampler, token cache, download.
         .target(name: "Data", dependencies: ["Storage"], swiftSettings: optimized),
         // Communicator (MPI, in-process group), gradient buckets, optimizer sharding.

@@ -1,4 +1,5 @@
 import Foundation
+import Storage
 
 /// The common description of an encoder (the name stays BertConfig until the rename across
 /// Training): a Hugging Face `config.json` of any family of `EncoderFamily`, read through the
@@ -182,9 +183,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     case invalidBatch(reason: String)
 
     public var description: String {
-        // Messages quote the files: a 70 KB string must not make a 70 KB line.
-        let text = fullDescription
-        return text.count <= 1000 ? text : text.prefix(997) + "..."
+        // Messages quote the files: a 70 KB string must not make a 70 KB line, nor a line break two.
+        errorLine(fullDescription)
     }
 
     private var fullDescription: String {

@@ -1,4 +1,5 @@
 import Foundation
+import Storage
 
 /// The loss of a task (Hugging Face's `problem_type`), over the (B, K) logits of a batch and its
 /// targets, one place for every encoder family:
@@ -346,5 +347,6 @@ public func balancedPositiveWeights(positiveCounts: [Int], exampleCount: Int, la
 
 public struct TaskLossError: Error, CustomStringConvertible, Equatable {
     public let description: String
-    init(_ description: String) { self.description = description }
+    /// Messages quote labels of the data: one line (`errorLine`).
+    init(_ description: String) { self.description = errorLine(description) }
 }

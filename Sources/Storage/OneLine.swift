@@ -1,7 +1,8 @@
 /// `text` on one line: line breaks and other control characters (a name or value from a
 /// hostile file or config may hold them) written as Swift escapes, e.g. `\n`; tabs kept.
-/// Every error message is one line (issue 17): DataError and StorageError apply this, and so
-/// does everything printed as an `error:` line and every line rank 0 prints (`rootLog`).
+/// Every error message is one line (issue 17): the project's errors apply this (StorageError),
+/// most through `errorLine`, which also cuts (DataError, ModelError, CheckpointError, ...), and
+/// so does everything printed as an `error:` line and every line rank 0 prints (`rootLog`).
 public func oneLine(_ text: String) -> String {
     guard text.unicodeScalars.contains(where: isEscaped) else { return text }
     var result = ""

@@ -18,7 +18,10 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
     case incompatible(folder: String, reason: String)
     case writeFailed(folder: String, reason: String)
 
-    public var description: String {
+    /// Reasons may quote damaged files: one line (`errorLine`).
+    public var description: String { errorLine(fullDescription) }
+
+    private var fullDescription: String {
         switch self {
         case let .incomplete(folder, reason): return "\(folder): incomplete checkpoint (\(reason))"
         case let .damaged(file, reason): return "\(file): \(reason)"

@@ -110,6 +110,11 @@ import Testing
              edit: config("hidden_act", "\"" + String(repeating: "a", count: 70_000) + "\""), expected: "config.json: hidden_act \"aaaa"),
         Case(name: "header of 2^31 bytes", file: "model.safetensors", edit: { withUnsafeBytes(of: UInt64(1 << 31).littleEndian) { Array($0) } + $0[8...] },
              expected: "header of 2147483648 bytes in a"),
+        // Found by the fuzzer with BERT_DIST_FUZZ_SEED=3: ModelError quoted the value as it was.
+        Case(name: "model_type a line break", file: "config.json", edit: config("model_type", #""\n""#),
+             expected: #"model_type "\n" is not supported"#),
+        Case(name: "hidden_act a line break", file: "config.json", edit: config("hidden_act", #""\n""#),
+             expected: #"hidden_act "\n" is not supported"#),
     ]
 
     @Test(arguments: modelCases) func modelFolder(_ regression: Case) throws {
