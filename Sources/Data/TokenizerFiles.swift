@@ -72,6 +72,9 @@ struct TokenizerJSON {
     var classifierToken: String?
     var separatorToken: String?
 
+    /// The largest `max_input_chars_per_word` read (HF's default is 100).
+    static let maxInputCharactersLimit = 1 << 16
+
     init(url: URL) throws {
         let path = url.path
         let object = try JSONValue.readObject(url)
@@ -96,7 +99,15 @@ struct TokenizerJSON {
         vocabulary = try Vocabulary(ids: ids)
         unknownToken = model["unk_token"]?.string ?? "[UNK]"
         continuationPrefix = model["continuing_subword_prefix"]?.string ?? "##"
-        maxInputCharactersPerWord = model["max_input_chars_per_word"]?.int32.map(Int.init) ?? 100
+        maxInputCharactersPerWord = 100
+        if let value = model["max_input_chars_per_word"], !value.isNull {
+            // Each encode call holds a buffer of this many characters: a value far beyond any word
+            // (HF reads any usize) would allocate gigabytes.
+            guard let count = value.int32, (0...Self.maxInputCharactersLimit).contains(Int(count)) else {
+                throw DataError("\(path): model.max_input_chars_per_word must be an integer from 0 to \(Self.maxInputCharactersLimit), found \(value.compact)")
+            }
+            maxInputCharactersPerWord = Int(count)
+        }
 
         let normalizer = object["normalizer"] ?? .null
         if normalizer.isNull {
