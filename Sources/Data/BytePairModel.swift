@@ -34,6 +34,9 @@ final class BytePairModel: Sendable {
     let byteFallbackIds: [Int32]
     let cache = WordCache()
 
+    /// The longest `continuing_subword_prefix` or `end_of_word_suffix` read (bytes).
+    static let affixLimit = 64
+
     /// `merges`: pairs of tokens in rank order. Throws when a merge names a token that is not in
     /// the vocabulary or makes one that is not (as tokenizers refuses such a file).
     /// `vocabulary`: (token, id) in file order; a token given twice keeps its later id.
@@ -41,6 +44,12 @@ final class BytePairModel: Sendable {
          byteFallback: Bool, ignoreMerges: Bool, continuingSubwordPrefix: String, endOfWordSuffix: String,
          byteLevel: Bool, source: String) throws {
         guard !vocabulary.isEmpty else { throw DataError("\(source): the BPE model has an empty vocabulary") }
+        // With byte fallback every character can become one symbol per byte of prefix + character
+        // + suffix: a long prefix would make each word's symbols gigabytes.
+        for (name, value) in [("continuing_subword_prefix", continuingSubwordPrefix), ("end_of_word_suffix", endOfWordSuffix)]
+        where value.utf8.count > Self.affixLimit {
+            throw DataError("\(source): the \(name) is \(value.utf8.count) bytes long; bert-dist reads up to \(Self.affixLimit) (\"##\" or \"</w>\" in real files)")
+        }
         // Ids index a dense table: refuse a file whose ids leave most of it empty (a damaged id
         // would otherwise ask for gigabytes).
         let largest = Int(vocabulary.map(\.1).max() ?? -1)
@@ -115,9 +124,11 @@ final class BytePairModel: Sendable {
                 ids.append(id)
                 return
             }
-            // One symbol per character, more with byte fallback: <0xXX> for each byte of the
-            // looked-up string (prefix and suffix included, 2 bytes per byte-level character).
-            let capacity = word.count * (2 + continuingSubwordPrefix.utf8.count + endOfWordSuffix.utf8.count) + 1
+            // At most one symbol per character (a known one, or one unknown), more with byte
+            // fallback: <0xXX> for each byte of the looked-up string (prefix and suffix included,
+            // 2 bytes per byte-level character).
+            let symbolsPerCharacter = byteFallback ? 2 + continuingSubwordPrefix.utf8.count + endOfWordSuffix.utf8.count : 1
+            let capacity = word.count * symbolsPerCharacter + 1
             withUnsafeTemporaryAllocation(of: Int32.self, capacity: capacity) { symbols in
                 let count = initialSymbols(word, into: symbols)
                 mergeAll(symbols: symbols, count: count, appendingTo: &ids)

@@ -73,6 +73,39 @@ enum NormalizerStep: Sendable {
         }
     }
 
+    /// At most how many times longer (in UTF-8 bytes) this step makes a non-empty text.
+    var expansionFactor: Int {
+        switch self {
+        case .precompiled(let charsmap): return max(1, charsmap.longestReplacement)   // replaces at least one byte
+        case .replace(let pattern, let content): return max(1, (content.count + pattern.shortestMatch - 1) / pattern.shortestMatch)
+        // Unicode's maximum expansion in UTF-8 (UAX #15): 3x for NFC and NFD, 11x for NFKC and
+        // NFKD; an invalid byte becomes U+FFFD, 3 bytes.
+        case .unicodeForm(.nfc), .unicodeForm(.nfd): return 3
+        case .unicodeForm: return 11
+        case .lowercase: return 3      // İ (2 bytes) lowercases to 3; an invalid byte to U+FFFD
+        case .strip: return 1
+        case .prepend(let content): return 1 + content.count
+        }
+    }
+
+    /// The largest `expansionFactor` product a tokenizer's normalizers may have. Real files stay
+    /// far below (XLM-R's charsmap: 33, NFKC then Lowercase: 33); a hostile Sequence of Replace
+    /// steps would otherwise make each text gigabytes long.
+    static let expansionLimit = 1024
+
+    /// `steps`, when all of them together make a text at most `expansionLimit` times longer.
+    static func checked(_ steps: [NormalizerStep], source: String) throws -> [NormalizerStep] {
+        var product = 1
+        for step in steps {
+            let (next, overflow) = product.multipliedReportingOverflow(by: step.expansionFactor)
+            product = overflow ? Int.max : next
+        }
+        guard product <= expansionLimit else {
+            throw DataError("\(source): the normalizers can make a text up to \(product == Int.max ? "more than 2^63" : String(product)) times longer (bert-dist reads up to \(expansionLimit) times: a longer Replace or Prepend content, or a charsmap replacement, than any tokenizer uses)")
+        }
+        return steps
+    }
+
     /// What decides this step's output, for the tokenizer fingerprint.
     var fingerprintText: String {
         switch self {
@@ -109,6 +142,8 @@ struct ReplacePattern: Sendable {
     }
     let source: String
     let alternatives: [Alternative]
+    /// The fewest bytes a match takes (at least 1: every alternative has a character).
+    var shortestMatch: Int { alternatives.map { $0.bytes.count * $0.minimumCount }.min() ?? 1 }
 
     /// A plain string pattern.
     init(literal: String) throws {

@@ -28,6 +28,8 @@ final class PrecompiledCharsmap: Sendable {
     let asciiReplacements: [Int32]
     /// Hash of the charsmap's bytes (for the tokenizer fingerprint).
     let contentHash: UInt64
+    /// The longest replacement string (bytes): what one character or cluster can become.
+    let longestReplacement: Int
 
     init(_ charsmap: [UInt8], source: String) throws {
         func corrupt(_ why: String) -> DataError {
@@ -76,6 +78,7 @@ final class PrecompiledCharsmap: Sendable {
         }
         self.units = units
         self.blob = blob
+        longestReplacement = blob.split(separator: 0, omittingEmptySubsequences: true).map(\.count).max() ?? 0
         contentHash = ContentHash64.hash(charsmap, seed: 0x7072_6563_6F6D_7031)  // "precomp1"
         asciiReplacements = (0..<128).map { byte in
             byte == 0 ? -1 : PrecompiledCharsmap.shortestMatch(units, [UInt8(byte)])

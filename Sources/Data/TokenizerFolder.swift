@@ -423,6 +423,7 @@ struct TokenizerFolder {
         let unigram = try UnigramModel(pieces: pieces, unknownId: unknownId, byteFallback: false, source: source)
         var normalizer: [NormalizerStep] = []
         if let charsmap { normalizer.append(.precompiled(try PrecompiledCharsmap(charsmap, source: source))) }
+        normalizer = try NormalizerStep.checked(normalizer, source: source)
         let (specs, named) = try addedTokenSpecs(defaults: defaults, fileAddedTokens: fileAddedTokens, extraSpecials: extraSpecials)
         let modelId: (String) -> Int32? = { unigram.id(of: $0) }
         let added = TokenizerFolder.resolveAddedTokens(specs, modelId: modelId, modelSize: pieces.count)
@@ -445,7 +446,7 @@ struct TokenizerFolder {
     // MARK: - tokenizer.json as written
 
     func loadGeneric(_ file: TokenizerJSONFile) throws -> PipelineTokenizer {
-        let normalizer = try file.normalizerSteps()
+        let normalizer = try NormalizerStep.checked(try file.normalizerSteps(), source: file.path)
         let preTokenizer = try file.preTokenizerSteps()
         let byteLevel = preTokenizer.contains { if case .byteLevel = $0 { return true } else { return false } }
         if let index = preTokenizer.firstIndex(where: { if case .byteLevel = $0 { return true } else { return false } }),

@@ -267,6 +267,21 @@ func loadFamilyTokenizer(_ folder: String, modelType: String? = nil) throws -> a
         #expect(message(["sentencepiece.bpe.model": "not a protobuf"], modelType: "xlm-roberta").contains("not a readable SentencePiece model"))
         #expect(message(["tokenizer_config.json": #"{"tokenizer_class": "RobertaTokenizer", "truncation_side": "left"}"#])
             .contains("truncation_side"))
+
+        // Hostile sizes: each of these made every text or word gigabytes long (a hang, then an
+        // allocation failure) before it was refused.
+        let replaceA = #"{"type": "Replace", "pattern": {"String": "a"}, "content": "\#(String(repeating: "a", count: 64))"}"#
+        #expect(message(["tokenizer.json": #"{"model": {"type": "Unigram", "vocab": [["a", 0.0]], "unk_id": 0}, "normalizer": {"type": "Sequence", "normalizers": [\#(Array(repeating: replaceA, count: 6).joined(separator: ","))]}}"#])
+            .contains("the normalizers can make a text up to 68719476736 times longer (bert-dist reads up to 1024 times"))
+        #expect(message(["tokenizer.json": #"{"model": {"type": "Unigram", "vocab": [["a", 0.0]], "unk_id": 0}, "normalizer": {"type": "Prepend", "prepend": "\#(String(repeating: "x", count: 1024))"}}"#])
+            .contains("up to 1025 times longer"))
+        #expect(message(["tokenizer.json": #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [], "continuing_subword_prefix": "\#(String(repeating: "#", count: 65))"}}"#])
+            .contains("the continuing_subword_prefix is 65 bytes long; bert-dist reads up to 64"))
+        // Within the limit: NFKC (11x) then Lowercase (3x) and a Replace to 31 bytes (31x) make
+        // 1023 (the file is then refused for what it lacks, after the normalizers were read).
+        let replace31 = #"{"type": "Replace", "pattern": {"String": "a"}, "content": "\#(String(repeating: "b", count: 31))"}"#
+        #expect(message(["tokenizer.json": #"{"model": {"type": "Unigram", "vocab": [["a", 0.0]], "unk_id": 0}, "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Lowercase"}, \#(replace31)]}}"#])
+            .contains("the tokenizer puts no special token in front of a text"))
     }
 
     /// HF's classes of GPT-2's regex for every scalar (letter, number, space, other).
