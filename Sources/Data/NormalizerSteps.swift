@@ -76,7 +76,7 @@ enum NormalizerStep: Sendable {
     /// At most how many times longer (in UTF-8 bytes) this step makes a non-empty text.
     var expansionFactor: Int {
         switch self {
-        case .precompiled(let charsmap): return max(1, charsmap.longestReplacement)   // replaces at least one byte
+        case .precompiled(let charsmap): return charsmap.largestExpansion
         case .replace(let pattern, let content): return max(1, (content.count + pattern.shortestMatch - 1) / pattern.shortestMatch)
         // Unicode's maximum expansion in UTF-8 (UAX #15): 3x for NFC and NFD, 11x for NFKC and
         // NFKD; an invalid byte becomes U+FFFD, 3 bytes.
@@ -89,8 +89,8 @@ enum NormalizerStep: Sendable {
     }
 
     /// The largest `expansionFactor` product a tokenizer's normalizers may have. Real files stay
-    /// far below (XLM-R's charsmap: 33, NFKC then Lowercase: 33); a hostile Sequence of Replace
-    /// steps would otherwise make each text gigabytes long.
+    /// far below (XLM-R's charsmap: 11; NFKC, Lowercase and that charsmap: 363); a hostile
+    /// Sequence of Replace steps would otherwise make each text gigabytes long.
     static let expansionLimit = 1024
 
     /// `steps`, when all of them together make a text at most `expansionLimit` times longer.

@@ -28,8 +28,10 @@ final class PrecompiledCharsmap: Sendable {
     let asciiReplacements: [Int32]
     /// Hash of the charsmap's bytes (for the tokenizer fingerprint).
     let contentHash: UInt64
-    /// The longest replacement string (bytes): what one character or cluster can become.
-    let longestReplacement: Int
+    /// At most how many times longer a text gets: the largest ratio of a replacement's bytes to
+    /// its key's, rounded up (a replaced cluster is at least as long as its key). 11 for the
+    /// usual nmt_nfkc (U+FDFA, 3 bytes, becomes 33).
+    let largestExpansion: Int
 
     init(_ charsmap: [UInt8], source: String) throws {
         func corrupt(_ why: String) -> DataError {
@@ -51,12 +53,20 @@ final class PrecompiledCharsmap: Sendable {
         let blob = Array(charsmap[(4 + 4 * unitCount)...])
         guard String(validating: blob, as: UTF8.self) != nil else { throw corrupt("its replacement strings are not UTF-8") }
 
-        // Every node reachable from the root, once each.
-        var visited = [Bool](repeating: false, count: unitCount)
-        var stack = [PrecompiledCharsmap.offset(units[0])]
-        guard stack[0] < unitCount else { throw corrupt("the trie points outside itself") }
-        visited[stack[0]] = true
-        while let position = stack.popLast() {
+        // Every node reachable from the root, once each, breadth first: a node's depth is then the
+        // shortest key that reaches it (suffixes are shared, so a node can end several keys).
+        var depth = [Int32](repeating: -1, count: unitCount)   // -1: not reached yet
+        // Bytes from each blob offset to the next NUL (or the end): a replacement's length.
+        var untilNul = [Int32](repeating: 0, count: blob.count + 1)
+        for index in stride(from: blob.count - 1, through: 0, by: -1) { untilNul[index] = blob[index] == 0 ? 0 : untilNul[index + 1] + 1 }
+        var largestExpansion = 1
+        var queue = [PrecompiledCharsmap.offset(units[0])]
+        guard queue[0] < unitCount else { throw corrupt("the trie points outside itself") }
+        depth[queue[0]] = 0
+        var head = 0
+        while head < queue.count {
+            let position = queue[head]
+            head += 1
             for label in 1..<256 {  // a NUL byte ends every search, so label 0 is never followed
                 let childIndex = position ^ label
                 guard childIndex < unitCount else { throw corrupt("the trie points outside itself") }
@@ -69,16 +79,19 @@ final class PrecompiledCharsmap: Sendable {
                     guard value <= blob.count, value == blob.count || (blob[value] & 0xC0) != 0x80 else {
                         throw corrupt("a replacement starts outside the strings or inside a character")
                     }
+                    // What a key of this many bytes (or a longer cluster it prefixes) can become.
+                    let keyLength = Int(depth[position]) + 1
+                    largestExpansion = max(largestExpansion, (Int(untilNul[value]) + keyLength - 1) / keyLength)
                 }
-                if !visited[next] {
-                    visited[next] = true
-                    stack.append(next)
+                if depth[next] < 0 {
+                    depth[next] = depth[position] + 1
+                    queue.append(next)
                 }
             }
         }
         self.units = units
         self.blob = blob
-        longestReplacement = blob.split(separator: 0, omittingEmptySubsequences: true).map(\.count).max() ?? 0
+        self.largestExpansion = largestExpansion
         contentHash = ContentHash64.hash(charsmap, seed: 0x7072_6563_6F6D_7031)  // "precomp1"
         asciiReplacements = (0..<128).map { byte in
             byte == 0 ? -1 : PrecompiledCharsmap.shortestMatch(units, [UInt8(byte)])

@@ -320,16 +320,20 @@ func loadFamilyTokenizer(_ folder: String, modelType: String? = nil) throws -> a
         }
         #expect(expected.count > 3000)
         var failures: [String] = []
+        var largestRatio = 1
         for value in UInt32(0)..<0x110000 where !(0xD800...0xDFFF).contains(value) {
             let input = Array(String(Unicode.Scalar(value)!).utf8)
             var output: [UInt8] = []
             input.withUnsafeBufferPointer { charsmap.normalize($0, appendingTo: &output) }
+            largestRatio = max(largestRatio, (output.count + input.count - 1) / input.count)
             let wanted = expected[value] ?? input
             if output != wanted && failures.count < 20 {
                 failures.append("U+\(String(value, radix: 16)) ours \(output) HF \(wanted)")
             }
         }
         #expect(failures.isEmpty, "\(failures)")
+        // The bound read from the trie (the normalizer limit's factor) holds, and is reached (U+FDFA).
+        #expect(largestRatio == 11 && charsmap.largestExpansion == 11, "\(largestRatio) \(charsmap.largestExpansion)")
     }
 
     @Test func oneTokenizerSharedByThreadsGivesTheSameIds() async throws {
