@@ -148,12 +148,15 @@ enum FuzzTargets {
                                      + Array(repeating: tokenizerJSONFields, count: 4))]),
             try familyTokenizer("roberta-json", modelType: "roberta"),
             try familyTokenizer("xlmr-spm", modelType: "xlm-roberta"),
+            // tokenizer.json's own pipeline (no named class): normalizers, pre-tokenizers, templates.
+            try familyTokenizer("bpe-generic", modelType: nil),
+            try familyTokenizer("unigram-generic", modelType: nil),
         ]
     }
 
     /// An encoder family's tokenizer (`loadTextTokenizer`: byte-level BPE, Unigram) from the
     /// tokenizer tests' fixtures, on texts and pairs at its shortest and a longer length.
-    static func familyTokenizer(_ folder: String, modelType: String) throws -> FuzzTarget {
+    static func familyTokenizer(_ folder: String, modelType: String?) throws -> FuzzTarget {
         let names = try FileManager.default.contentsOfDirectory(atPath: familyFixtures.appendingPathComponent(folder).path).sorted()
         var files: [String: [UInt8]] = [:]
         for name in names { files[name] = Array(try Data(contentsOf: familyFixtures.appendingPathComponent(folder).appendingPathComponent(name))) }
