@@ -56,9 +56,12 @@ final class PrecompiledCharsmap: Sendable {
         // Every node reachable from the root, once each, breadth first: a node's depth is then the
         // shortest key that reaches it (suffixes are shared, so a node can end several keys).
         var depth = [Int32](repeating: -1, count: unitCount)   // -1: not reached yet
-        // Bytes from each blob offset to the next NUL (or the end): a replacement's length.
+        // Bytes from each blob offset to the next NUL (or the end): a replacement's length (held
+        // at 2^31 - 1, far over any limit).
         var untilNul = [Int32](repeating: 0, count: blob.count + 1)
-        for index in stride(from: blob.count - 1, through: 0, by: -1) { untilNul[index] = blob[index] == 0 ? 0 : untilNul[index + 1] + 1 }
+        for index in stride(from: blob.count - 1, through: 0, by: -1) {
+            untilNul[index] = blob[index] == 0 ? 0 : min(untilNul[index + 1], Int32.max - 1) + 1
+        }
         var largestExpansion = 1
         var queue = [PrecompiledCharsmap.offset(units[0])]
         guard queue[0] < unitCount else { throw corrupt("the trie points outside itself") }
