@@ -5,7 +5,8 @@
 # and train --resume on the damaged checkpoints, tokenize on the damaged tokenizer files, train
 # on the damaged data files and with the damaged `--config` files. A run killed by a signal,
 # printing a Swift runtime failure or a fatal error, or over 60 seconds counts as a crash or
-# hang; any other failure must be one line starting with "error:".
+# hang; any other failure must be one line starting with "error:"; no run may print a control
+# character other than tab and line break.
 #
 #   tools/fuzz_campaign.sh [SCALE [BINARY]]     (after `swift build --build-tests`)
 #
@@ -27,7 +28,7 @@ mkdir -p "$model" && cp -L "$fixtures"/tiny_model/* "$model/"
 printf '"1","w5 w6","w7 w8"\n"2","w9 w10","w11"\n"3","w12","w13 w14"\n"4","w15","w16"\n' >"$work/train.csv"
 printf 'text,label\nw5 w6,LABEL_0\nw7,LABEL_1\n' >"$work/eval.csv"
 
-declare -A runs crashes badMessages
+declare -A runs crashes badMessages rawOutput
 run() {  # run TARGET COMMAND...: classify one run
     local target=$1; shift
     runs[$target]=$(( ${runs[$target]:-0} + 1 ))
@@ -39,8 +40,15 @@ run() {  # run TARGET COMMAND...: classify one run
         crashes[$target]=$(( ${crashes[$target]:-0} + 1 )); echo "CRASH  $(head -c 300 "$case/case.txt") :: $(grep -m1 -E "Fatal|failure|error" "$work/err" | head -c 200)"
     elif (( status != 0 )) && ! { [[ $(grep -c . "$work/err") == 1 ]] && grep -q "^error: " "$work/err"; }; then
         badMessages[$target]=$(( ${badMessages[$target]:-0} + 1 )); echo "BADMSG $(head -c 200 "$case/case.txt") :: $(head -c 300 "$work/err" | tr '\n' '|')"
+    elif grep -qaP "$raw_control" "$work/out" "$work/err"; then
+        rawOutput[$target]=$(( ${rawOutput[$target]:-0} + 1 ))
+        echo "RAW    $(head -c 200 "$case/case.txt") :: $(grep -m1 -haP "$raw_control" "$work/out" "$work/err" | head -c 200 | cat -v)"
     fi
 }
+# A control character other than tab and line break, printed as it is (a name from a damaged file
+# that was not escaped): it can split a line or drive the terminal.
+raw_control='[\x00-\x08\x0b-\x1f\x7f]'
+
 
 common=(--max-steps 1 --batch-size 4 --threads 1 --cache-dir "$work/cache")
 for case in "$work"/cases/*; do
@@ -64,5 +72,5 @@ for case in "$work"/cases/*; do
     esac
 done
 for target in "${!runs[@]}"; do
-    echo "$target: ${runs[$target]} runs, ${crashes[$target]:-0} crashed or hung, ${badMessages[$target]:-0} bad messages"
+    echo "$target: ${runs[$target]} runs, ${crashes[$target]:-0} crashed or hung, ${badMessages[$target]:-0} bad messages, ${rawOutput[$target]:-0} with raw control characters"
 done
