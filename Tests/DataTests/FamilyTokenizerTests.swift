@@ -268,8 +268,9 @@ func loadFamilyTokenizer(_ folder: String, modelType: String? = nil) throws -> a
         #expect(message(["tokenizer_config.json": #"{"tokenizer_class": "RobertaTokenizer", "truncation_side": "left"}"#])
             .contains("truncation_side"))
 
-        // Hostile sizes: each of these made every text or word gigabytes long (a hang, then an
-        // allocation failure) before it was refused.
+        // Hostile sizes, refused when the file is read: normalizers that multiply a text's length
+        // (six Replace steps made "abc" 68 GB: a hang), a BPE prefix that multiplies a word's
+        // symbols with byte fallback (1 MB of prefix aborted on a long word).
         let replaceA = #"{"type": "Replace", "pattern": {"String": "a"}, "content": "\#(String(repeating: "a", count: 64))"}"#
         #expect(message(["tokenizer.json": #"{"model": {"type": "Unigram", "vocab": [["a", 0.0]], "unk_id": 0}, "normalizer": {"type": "Sequence", "normalizers": [\#(Array(repeating: replaceA, count: 6).joined(separator: ","))]}}"#])
             .contains("the normalizers can make a text up to 68719476736 times longer (bert-dist reads up to 1024 times"))
