@@ -75,13 +75,13 @@ let package = Package(
         // Helpers shared by the test targets (temporary folders, programs, tmpfs mounts).
         .target(name: "TestSupport", dependencies: ["Storage"], path: "Tests/TestSupport"),
         .testTarget(name: "CGemmTests", dependencies: ["CGemm", "CBF16"]),
-        .testTarget(name: "ModelTests", dependencies: ["Model", "CCPU", "CBF16", "CGemm"], exclude: ["Fixtures"]),
-        .testTarget(name: "DataTests", dependencies: ["Data"], exclude: ["Fixtures"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "CCPU", "CBF16", "CGemm", "TestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "DataTests", dependencies: ["Data", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Options", "Model", "Data", "Distributed", "Storage", "TestSupport"]),
         // Damaged and hostile files (model folders, checkpoints, tokenizers, data) fed to the loaders in-process.
-        .testTarget(name: "FuzzTests", dependencies: ["Training", "Options", "Model", "Data", "Storage"], exclude: ["Fixtures"]),
+        .testTarget(name: "FuzzTests", dependencies: ["Training", "Options", "Model", "Data", "Storage", "TestSupport"], exclude: ["Fixtures"]),
         // Runs the built bert-dist binary (alone and under mpirun) as a user would, and bert-dist-dev
         // for the communication checks and the fault tests' soak; the cluster and Slurm tests run
         // them on the namespace cluster (Tests/Cluster/cluster.sh) and a local Slurm. Help/ holds

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import Data
+import TestSupport
 
 let familiesDirectory = fixturesDirectory.appendingPathComponent("families")
 
@@ -210,7 +211,7 @@ func loadFamilyTokenizer(_ folder: String, modelType: String? = nil) throws -> a
 
     /// Without tokenizer_config.json the model_type (hint or config.json) picks the pipeline.
     @Test func modelTypeDecidesWhenNoTokenizerClassIsGiven() throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("bert-dist-family-hint-\(getpid())")
+        let folder = scratchURL("bert-dist-family-hint-\(getpid())")
         try? FileManager.default.removeItem(at: folder)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
@@ -229,7 +230,7 @@ func loadFamilyTokenizer(_ folder: String, modelType: String? = nil) throws -> a
     }
 
     @Test func refusesWhatItCannotReadWithOneLine() throws {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("bert-dist-family-errors-\(getpid())")
+        let folder = scratchURL("bert-dist-family-errors-\(getpid())")
         try? FileManager.default.removeItem(at: folder)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }

@@ -2,15 +2,15 @@ import Foundation
 import Testing
 
 @testable import Data
+import TestSupport
 
-/// A fresh folder under the system temporary directory, removed by `remove()`.
+/// A fresh folder under the test process's scratch folder, removed by `remove()`.
 struct TemporaryFolder {
     let url: URL
 
     init(_ name: String = #function) throws {
         let safe = name.filter { $0.isLetter || $0.isNumber }
-        url = FileManager.default.temporaryDirectory
-            .appendingPathComponent("bert-dist-data-\(safe)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        url = scratchURL("bert-dist-data-\(safe)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import Data
+import TestSupport
 
 /// Damaged tokenizer files: each reader of the family tokenizers (tokenizer.json with BPE or
 /// Unigram models, Precompiled charsmaps, Replace/Metaspace/templates; vocab.json; merges.txt;
@@ -121,7 +122,7 @@ import Testing
     func damagedFilesGiveOneLineErrorsOrWorkingTokenizers(target: Int) throws {
         let (name, file, count) = Self.targets[target]
         let source = familiesDirectory.appendingPathComponent(name)
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("bert-dist-mutation-\(getpid())-\(target)")
+        let folder = scratchURL("bert-dist-mutation-\(getpid())-\(target)")
         try? FileManager.default.removeItem(at: folder)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import Data
+import TestSupport
 
 let fixturesDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
 
@@ -132,7 +133,7 @@ func loadTokenizer(_ variant: String) throws -> BertTokenizer {
         } catch let error as DataError {
             #expect(error.description.contains("no-such-model"))
         }
-        let empty = FileManager.default.temporaryDirectory.appendingPathComponent("bert-dist-empty-model-\(getpid())")
+        let empty = scratchURL("bert-dist-empty-model-\(getpid())")
         try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: empty) }
         do {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// launch/ag-news on a machine without internet: the download fails (a local port nothing
 /// listens on stands for the AG News server), the script says so in one line and trains on
@@ -25,7 +26,7 @@ struct AGNewsLaunchTests {
         let repository = BinaryLocator.repositoryRoot
         try #require(FileManager.default.fileExists(atPath: repository.appendingPathComponent("models/minilm/model.safetensors").path),
                      "MiniLM not found in models/minilm: run launch/setup")
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("ag-news-offline-\(UUID().uuidString)")
+        let root = scratchURL("ag-news-offline-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: root) }
         var environment = ProcessInfo.processInfo.environment
         environment["BERT_DIST_BIN"] = try BinaryLocator.bertDist().path

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// Where end-to-end tests find the programs they run, and a small process runner.
 ///
@@ -138,7 +139,7 @@ final class RunningProcess: @unchecked Sendable {
     init(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil, standardInput: String? = nil) throws {
         var inputPath = "/dev/null"
         if let standardInput {
-            inputPath = FileManager.default.temporaryDirectory.appendingPathComponent("stdin-\(UUID().uuidString)").path
+            inputPath = scratchURL("stdin-\(UUID().uuidString)").path
             try standardInput.write(toFile: inputPath, atomically: true, encoding: .utf8)
         }
         var outputPipe: [Int32] = [0, 0], errorPipe: [Int32] = [0, 0]

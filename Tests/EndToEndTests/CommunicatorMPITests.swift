@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// The communication layer under a real mpirun (Open MPI 4.1), as a user runs it: collectives
 /// verified bit for bit on 2 and 4 ranks (bert-dist-dev bench-comm --check), a rank killed
@@ -187,7 +188,7 @@ struct CommunicatorMPITests {
     // MARK: - launch/train --dry-run
 
     func writeClusterConf(_ text: String) throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("cluster-\(UUID().uuidString).conf")
+        let url = scratchURL("cluster-\(UUID().uuidString).conf")
         try text.write(to: url, atomically: true, encoding: .utf8)
         return url
     }

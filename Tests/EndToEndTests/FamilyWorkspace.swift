@@ -1,6 +1,7 @@
 import Data
 import Foundation
 import Model
+import TestSupport
 
 /// A model folder of one encoder family as a user brings it, and real AG News rows
 /// (Fixtures/families, tools/make_family_e2e_fixtures.py):
@@ -34,7 +35,7 @@ struct FamilyWorkspace {
 
     init(_ family: String) throws {
         self.family = family
-        root = FileManager.default.temporaryDirectory.appendingPathComponent("e2e-\(family)-\(UUID().uuidString)")
+        root = scratchURL("e2e-\(family)-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: root.appendingPathComponent("model"), withIntermediateDirectories: true)
         let model = root.appendingPathComponent("model")
         let source = BinaryLocator.repositoryRoot.appendingPathComponent("Tests/DataTests/Fixtures/families/\(Self.tokenizerFolders[family]!)")

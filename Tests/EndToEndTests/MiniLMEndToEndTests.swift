@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// The acceptance run: the real MiniLM on 8 ranks (oversubscribed on this 2-core machine)
 /// for 20 steps, with evaluation, to the end, with one report stream.
@@ -9,7 +10,7 @@ struct MiniLMEndToEndTests {
         let model = BinaryLocator.repositoryRoot.appendingPathComponent("models/minilm")
         try #require(FileManager.default.fileExists(atPath: model.appendingPathComponent("model.safetensors").path),
                      "MiniLM not found at \(model.path): run launch/setup")
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("minilm-e2e-\(UUID().uuidString)")
+        let root = scratchURL("minilm-e2e-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         // News-like rows from ordinary words of MiniLM's vocabulary, each class its own words.
         let vocabulary = try String(contentsOf: model.appendingPathComponent("vocab.txt"), encoding: .utf8)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// The peer watchdog and launch/train against what the real trainer cannot stage on demand, on a
 /// two-host namespace cluster: rank 0 on h1 (with mpirun and launch/train), rank 1 on h2; the job
@@ -103,7 +104,7 @@ struct PeerWatchdogClusterTests {
 struct PeerWatchdogAllocationTests {
     @Test func theWatchdogAllocatesNothingWhileRunning() throws {
         let driver = try BinaryLocator.bertDistDev()
-        let library = FileManager.default.temporaryDirectory.appendingPathComponent("malloc-counter-\(UUID().uuidString).so")
+        let library = scratchURL("malloc-counter-\(UUID().uuidString).so")
         defer { try? FileManager.default.removeItem(at: library) }
         let compile = try RunningProcess(try #require(TestCluster.tool("cc")), ["-O2", "-shared", "-fPIC", "-o", library.path,
             BinaryLocator.repositoryRoot.appendingPathComponent("benchmarks/malloc_counter.c").path, "-ldl"])

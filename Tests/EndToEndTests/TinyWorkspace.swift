@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import TestSupport
 
 /// A throw-away folder with what a user brings: a model folder (the tiny random BERT of the
 /// parity tests plus a 99-word vocabulary) and AG News-style CSV files whose classes use
@@ -12,7 +13,7 @@ struct TinyWorkspace {
     func output(_ name: String) -> URL { root.appendingPathComponent(name) }
 
     init(trainRows: Int = 96, testRows: Int = 40) throws {
-        root = FileManager.default.temporaryDirectory.appendingPathComponent("e2e-\(UUID().uuidString)")
+        root = scratchURL("e2e-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
         let fixture = BinaryLocator.repositoryRoot.appendingPathComponent("Tests/ModelTests/Fixtures/tiny_bert")
         for name in ["config.json", "model.safetensors"] {

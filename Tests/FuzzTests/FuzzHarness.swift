@@ -8,6 +8,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TestSupport
 #endif
 
 // A file fuzzer run in-process: each case writes one mutated file into a scratch copy of a
@@ -222,7 +223,7 @@ enum FuzzRunner {
 
     /// A fresh folder `TMP/fuzz-UUID/<fixtureFolder>` holding the target's files.
     static func scratchFolder(for target: FuzzTarget) throws -> URL {
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fuzz-\(UUID().uuidString)")
+        let folder = scratchURL("fuzz-\(UUID().uuidString)")
             .appendingPathComponent(target.fixtureFolder)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         for (name, bytes) in target.files { try writeScratch(bytes, to: folder.appendingPathComponent(name)) }

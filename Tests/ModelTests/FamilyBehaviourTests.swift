@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Model
+import TestSupport
 
 /// What the families must keep of the BERT path beyond PyTorch parity: dropout masks that do not
 /// depend on micro-batches, backward as the derivative of the dropped-out forward, the [CLS]-only
@@ -275,7 +276,7 @@ func familyFolder(_ family: String, _ name: String, config edit: (inout [String:
                   extra: [(String, [Int])] = [], rename: (String) -> String = { $0 },
                   keep: (String) -> Bool) throws -> URL {
     let source = fixtures.appendingPathComponent("tiny_" + family)
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("family-\(family)-\(name)-\(UUID().uuidString)")
+    let directory = scratchURL("family-\(family)-\(name)-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     var config = try JSONSerialization.jsonObject(with: Data(contentsOf: source.appendingPathComponent("config.json"))) as! [String: Any]
     edit(&config)

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Model
+import TestSupport
 
 /// The encoder families against PyTorch + transformers (tools/make_family_model_fixtures.py): per
 /// family a tiny random `<Family>ForSequenceClassification` (Fixtures/tiny_F/) and its reference
@@ -70,7 +71,7 @@ import Testing
         #expect(model.layout.tensors.count == expected.count)
         #expect(model.architecture.className == reference.metadata["architecture"])
 
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("family-\(family)-\(UUID().uuidString)")
+        let folder = scratchURL("family-\(family)-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
         try model.config.huggingFaceConfigJSON(labelNames: model.config.labelNames).write(to: folder.appendingPathComponent("config.json"))

@@ -1,9 +1,10 @@
 import Foundation
 import Testing
 @testable import Model
+import TestSupport
 
 @Suite struct LoadingTests {
-    let temporary = FileManager.default.temporaryDirectory.appendingPathComponent("model-tests-\(UUID().uuidString)")
+    let temporary = scratchURL("model-tests-\(UUID().uuidString)")
 
     init() throws { try FileManager.default.createDirectory(at: temporary, withIntermediateDirectories: true) }
 

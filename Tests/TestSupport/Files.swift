@@ -2,11 +2,27 @@ import Foundation
 
 // Helpers shared by the test targets (a library of the test suite only, never of bert-dist).
 
-/// A fresh empty directory under the system temporary directory, unique per call.
+/// The one folder this test process keeps its temporary files in (bert-dist-tests-PID in the
+/// system temporary directory), removed when the process exits: a test run leaves nothing
+/// behind (the MiniLM tests alone write 260 MB). A crashed run leaves the folder.
+public let testScratchRoot: URL = {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("bert-dist-tests-\(getpid())")
+    try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    atexit {
+        // Not from a forked child that exits this way: the folder is its parent's.
+        if getpid() == testScratchOwner { try? FileManager.default.removeItem(at: testScratchRoot) }
+    }
+    return url
+}()
+private let testScratchOwner = getpid()
+
+/// `name` inside `testScratchRoot` (nothing is created).
+public func scratchURL(_ name: String) -> URL { testScratchRoot.appendingPathComponent(name) }
+
+/// A fresh empty directory under `testScratchRoot`, unique per call.
 public func makeTemporaryDirectory(_ label: String = #function) throws -> URL {
     let safeLabel = label.filter { $0.isLetter || $0.isNumber }
-    let url = FileManager.default.temporaryDirectory
-        .appendingPathComponent("bert-dist-tests-\(safeLabel)-\(getpid())-\(UUID().uuidString)")
+    let url = scratchURL("\(safeLabel)-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     return url
 }

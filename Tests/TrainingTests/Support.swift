@@ -5,13 +5,14 @@ import Model
 import Options
 import Testing
 @testable import Training
+import TestSupport
 
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 /// The tiny random BERT of the model parity tests (2 layers, hidden 32, vocab 99).
 let tinyModel = repositoryRoot.appendingPathComponent("Tests/ModelTests/Fixtures/tiny_bert")
 
 func temporaryDirectory(_ name: String = "training") -> URL {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)")
+    let url = scratchURL("\(name)-\(UUID().uuidString)")
     try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     return url
 }
