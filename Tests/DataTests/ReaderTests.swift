@@ -8,11 +8,7 @@ import TestSupport
 struct TemporaryFolder {
     let url: URL
 
-    init(_ name: String = #function) throws {
-        let safe = name.filter { $0.isLetter || $0.isNumber }
-        url = scratchURL("bert-dist-data-\(safe)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    }
+    init(_ name: String = #function) throws { url = try makeTemporaryDirectory(name) }
 
     func file(_ name: String, _ contents: String) throws -> URL {
         let target = url.appendingPathComponent(name)

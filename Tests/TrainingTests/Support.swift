@@ -11,11 +11,7 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
 /// The tiny random BERT of the model parity tests (2 layers, hidden 32, vocab 99).
 let tinyModel = repositoryRoot.appendingPathComponent("Tests/ModelTests/Fixtures/tiny_bert")
 
-func temporaryDirectory(_ name: String = "training") -> URL {
-    let url = scratchURL("\(name)-\(UUID().uuidString)")
-    try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    return url
-}
+func temporaryDirectory(_ name: String = "training") -> URL { try! makeTemporaryDirectory(name) }
 
 /// A learnable synthetic task on the tiny vocabulary: the words of a class-k example come from
 /// the k-th quarter of the vocabulary, with some shared noise words (the AG News label names).
