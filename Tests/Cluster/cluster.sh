@@ -40,8 +40,10 @@
 #   cluster.sh disk NAME HOST     where the host's local disk lives, seen from outside the cluster
 #   cluster.sh list               the clusters that exist, with their owner
 #
-# State: /tmp/bert-dist-clusters/NAME (hosts, owner, rsh, disks/, local/), created before any
-# namespace so that `clean` never mistakes a cluster being built for a dead one.
+# State: /tmp/bert-dist-clusters/NAME (hosts, owner, rsh, disks/, local/, tmp/), created before any
+# namespace so that `clean` never mistakes a cluster being built for a dead one. Open MPI keeps
+# its session folders (ompi.hK.UID: PMIx's shared-memory stores, ~10 MB a job) in tmp/ instead of
+# /tmp: a job that a fault test kills never removes its own, and `down` removes tmp/.
 set -euo pipefail
 
 self="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
@@ -101,7 +103,7 @@ command_up() {
     local state
     state="$(state_of "$name")"
     [[ -e "$state" || -n "$(namespaces_of "$name")" ]] && fail "cluster $name exists already (cluster.sh down $name)"
-    mkdir -p "$state/disks" "$state/local"
+    mkdir -p "$state/disks" "$state/local" "$state/tmp"
     record_owner "$state" "$owner" || exit 2
     local cores
     cores="$(nproc)"
@@ -175,6 +177,7 @@ command_enter() {
     state="$(state_of "$name")"
     hostname "h$index"
     mount --bind "$state/disks/h$index" "$state/local"
+    export OMPI_MCA_orte_tmpdir_base="$state/tmp"
     exec taskset -c "$(host_field "$name" "$index" 3)" "$@"
 }
 
