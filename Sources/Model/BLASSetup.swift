@@ -43,6 +43,9 @@ public enum BLASSetup {
             }
             return CPU(vendor: vendor, family: Int(bd_cpu_family()), vectorLevel: level)
         }
+
+        /// AMD family 19h with AVX-512 (Zen 4): 512-bit FMAs run as two 256-bit halves.
+        var isZen4WithAVX512: Bool { vendor == "AuthenticAMD" && family == 0x19 && vectorLevel >= 3 }
     }
 
     /// The OpenBLAS kernel set to use instead of the `detected` one on `cpu`, or nil to keep it.
@@ -54,7 +57,7 @@ public enum BLASSetup {
     /// - Otherwise, when OpenBLAS fell back to kernels weaker than the CPU supports (e.g. its
     ///   generic Prescott ones on a CPU it does not know), the widest kernel set the CPU runs.
     static func preferredCoreType(detected: String, cpu: CPU) -> String? {
-        if cpu.vendor == "AuthenticAMD" && cpu.family == 0x19 && cpu.vectorLevel >= 3 {
+        if cpu.isZen4WithAVX512 {
             return detected.lowercased() == "haswell" ? nil : "Haswell"
         }
         let widest: (name: String, level: Int)? = switch cpu.vectorLevel {
@@ -64,6 +67,22 @@ public enum BLASSetup {
         }
         guard let widest, let detectedLevel = level(ofCore: detected), widest.level > detectedLevel else { return nil }
         return widest.name
+    }
+
+    /// A note for the user whose OPENBLAS_CORETYPE (`requested`) names kernels narrower than the
+    /// ones bert-dist runs on `cpu` without it (`preferredCoreType`: AVX2 on Zen 4, else the widest
+    /// the CPU runs), or nil. Their choice stands; the note says that it costs speed (on AMD Zen 5,
+    /// Haswell's AVX2 kernels made a MiniLM step 1.75x slower than the AVX-512 ones OpenBLAS
+    /// picks: benchmarks/communication.md).
+    public static func narrowCoreTypeNote(requested: String) -> String? { narrowCoreTypeNote(requested: requested, cpu: .current) }
+
+    static func narrowCoreTypeNote(requested: String, cpu: CPU) -> String? {
+        guard let requestedLevel = level(ofCore: requested) else { return nil }
+        let preferredLevel = cpu.isZen4WithAVX512 ? 2 : cpu.vectorLevel
+        guard preferredLevel >= 2, requestedLevel < preferredLevel else { return nil }
+        let names = ["SSE", "AVX", "AVX2", "AVX-512"]
+        return "OPENBLAS_CORETYPE=\(requested) in the environment selects OpenBLAS's \(names[requestedLevel]) kernels on a CPU that runs "
+            + "\(names[preferredLevel]) ones: matrix products may run well below this CPU's speed; unset it to let bert-dist choose"
     }
 
     /// The OpenBLAS kernel set this process should run with instead of the one OpenBLAS chose

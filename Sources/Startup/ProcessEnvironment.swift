@@ -73,7 +73,15 @@ public struct ProcessEnvironment: Sendable {
     /// The run-time value of this process (see `Runtime`).
     public func runtime(threads requested: Int?, simulatedRanks: Int? = nil, precision: Precision = .fp32) -> Runtime {
         Runtime(threadsPerRank: threadsPerRank(requested: requested, simulatedRanks: simulatedRanks),
-                instructionSet: instructionSet, precision: precision, progress: progress, launcher: launcher, hostName: hostName)
+                instructionSet: instructionSet, precision: precision, progress: progress, launcher: launcher, hostName: hostName,
+                openBLASNote: precision == .fp32 ? openBLASNote : nil)
+    }
+
+    /// The user's OPENBLAS_CORETYPE when it names kernels narrower than this CPU's (not the one
+    /// startOpenBLAS set for its own re-execution): what it costs, for rank 0 to say.
+    var openBLASNote: String? {
+        guard variables["BERT_DIST_BLAS_REEXEC"] == nil, let requested = variables["OPENBLAS_CORETYPE"] else { return nil }
+        return BLASSetup.narrowCoreTypeNote(requested: requested)
     }
 
     /// Where rank 0 keeps the token caches of data files: `requested` (--cache-dir), else

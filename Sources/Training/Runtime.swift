@@ -21,15 +21,20 @@ public struct Runtime: Sendable {
     public var launcher: Launcher
     /// The host this process runs on, as reports name it (stragglers, silent peers).
     public var hostName: String
+    /// What the environment's OPENBLAS_CORETYPE costs the fp32 products, when it names kernels
+    /// narrower than this CPU's (BLASSetup.narrowCoreTypeNote); train and bench say it on rank 0.
+    public var openBLASNote: String?
 
     public init(threadsPerRank: Int = 1, instructionSet: InstructionSet = .best, precision: Precision = .fp32,
-                progress: ProgressMode = .lines, launcher: Launcher = .standalone, hostName: String = "localhost") {
+                progress: ProgressMode = .lines, launcher: Launcher = .standalone, hostName: String = "localhost",
+                openBLASNote: String? = nil) {
         self.threadsPerRank = max(1, threadsPerRank)
         self.instructionSet = instructionSet
         self.precision = precision
         self.progress = progress
         self.launcher = launcher
         self.hostName = hostName
+        self.openBLASNote = openBLASNote
     }
 
     /// A rank's Compute: its team of `threadsPerRank` threads, the `instructionSet` kernels and

@@ -239,6 +239,7 @@ public final class TrainingRun {
                 + "over \(communicator.worldSize) rank(s), \(options.parallel.microBatchSize.map { "micro-batch \($0)" } ?? "one micro-batch per rank"), token-balanced, \(replica.model.layout.totalCount) parameters; Adam state "
                 + String(format: "%.1f MB per rank", Double(2 * 4 * replica.optimizer.range.count) / 1e6)
                 + (options.parallel.shardOptimizer ? " (sharded 1/\(communicator.worldSize))" : ""))
+            if let note = runtime.openBLASNote { log("note: \(note)") }
         }
         if isRoot, let weights = setup.description.task.classWeights {
             log("class weights" + (options.task.classWeights == .balanced ? " (balanced)" : "") + ": "

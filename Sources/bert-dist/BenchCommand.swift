@@ -25,6 +25,7 @@ struct BenchCommand: ParsableCommand, LaunchFacts {
             let result = try runBenchmark(options, setup: setup, communicator: communicator)
             let log = rootLog(communicator)
             if json { log(result.json.compact) } else { result.lines.forEach(log) }
+            if !json, let note = runtime.openBLASNote { log("note: \(note)") }
         }
         if status != 0 { throw ExitCode(status) }
     }

@@ -177,6 +177,23 @@ struct TrainingEndToEndTests {
                          "eval/f1/World", "eval/f1/Sports", "eval/f1/Business", "eval/f1/Sci/Tech"])
     }
 
+    /// A user's OPENBLAS_CORETYPE narrower than the CPU's kernels is honoured (the run trains) and
+    /// noted once, by rank 0; with --bf16 the products are not OpenBLAS's, so no note.
+    @Test func narrowOpenBLASChoiceIsHonouredAndNotedOnce() throws {
+        var environment = ProcessInfo.processInfo.environment
+        environment["OPENBLAS_CORETYPE"] = "Prescott"   // SSE only: narrower than any CPU with AVX2
+        let note = "note: OPENBLAS_CORETYPE=Prescott in the environment selects OpenBLAS's SSE kernels on a CPU that runs"
+        let expected = InstructionSet.avx2.isSupported ? 1 : 0
+        let process = try run(mpirun, BinaryLocator.mpirunTestOptions + ["-n", "2", binary.path]
+                              + trainArguments(workspace.output("prescott"), ["--max-steps", "1"]), environment: environment)
+        #expect(process.standardOutput.components(separatedBy: note).count - 1 == expected, "\(process.standardOutput)")
+        #expect(FileManager.default.fileExists(atPath: workspace.output("prescott").appendingPathComponent("checkpoint-1/model.safetensors").path))
+        if BF16Engine.fastest != .software {
+            let bf16 = try run(binary, trainArguments(workspace.output("prescott-bf16"), ["--max-steps", "1", "--bf16"]), environment: environment)
+            #expect(!bf16.standardOutput.contains("note: OPENBLAS_CORETYPE"), "\(bf16.standardOutput)")
+        }
+    }
+
     @Test func badInputIsOneClearLine() throws {
         let broken = workspace.root.appendingPathComponent("broken.csv")
         try "\"1\",\"fine\",\"row\"\n\"7\",\"label out of range\",\"x\"\n".write(to: broken, atomically: true, encoding: .utf8)
