@@ -69,7 +69,8 @@ CLUSTER=Tests/Cluster/cluster.sh
 NAME="bdcomm-$$"
 RESULTS="${RESULTS:-benchmarks/communication.jsonl}"  # RESULTS=... for a trial run elsewhere
 RUN_ID="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-CPU_MODEL="$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)"
+# The name alone does not tell CPUs apart here ("AMD EPYC" is Zen 4 and Zen 5): family and model too.
+CPU_MODEL="$(lscpu | sed -n 's/^Model name: *//p' | head -n 1) (family $(lscpu | sed -n 's/^CPU family: *//p' | head -n 1), model $(lscpu | sed -n 's/^Model: *//p' | head -n 1))"
 MAX_HOSTS=1
 for h in $HOSTS; do [ "$h" -gt "$MAX_HOSTS" ] && MAX_HOSTS=$h; done
 

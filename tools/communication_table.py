@@ -86,13 +86,15 @@ def tokens_above(r):
     return f"{100 * imbalance[split]['tokens']:.1f}%" if split in imbalance else ""
 
 
-def no_sync_of(no_sync, side, variant):
-    """The compute-only step a row's exposed communication is measured against."""
+def no_sync_of(no_sync, side, variant, r):
+    """The compute-only step a row's exposed communication is measured against: none for a row
+    whose OpenBLAS environment differs from the no-sync run's (other kernels, another step)."""
     if side == "pytorch":
         return no_sync.get(("pytorch", "no-sync"))
-    if side == "before":
-        return no_sync.get(("before", "no-sync"))
-    return no_sync.get(("ours", "no-sync-examples" if variant.endswith("-examples") else "no-sync"))
+    base = no_sync.get(("before", "no-sync")) if side == "before" else \
+        no_sync.get(("ours", "no-sync-examples" if variant.endswith("-examples") else "no-sync"))
+    blas = ("openblas_coretype", "openblas_l2_size")
+    return base if base and all(base.get(k) == r.get(k) for k in blas) else None
 
 
 def ordered_models(rows):
@@ -169,7 +171,7 @@ def tables(rows, cores):
                     for variant in variants:
                         r = best(rows, model=model, hosts=hosts, link=link, side=side, variant=variant)
                         found[(side, variant)] = r
-                        row(model, hosts, link, side, variant, r, t1_of(side, variant), ideal, no_sync_of(no_sync, side, variant))
+                        row(model, hosts, link, side, variant, r, t1_of(side, variant), ideal, no_sync_of(no_sync, side, variant, r))
                 causes.append(cause_row(model, link, found, no_sync))
                 targets.append(target_row(model, hosts, link, t1, found, ideal))
     return header, full, [c for c in causes if c], [t for t in targets if t]
