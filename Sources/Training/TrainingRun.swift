@@ -80,6 +80,29 @@ public final class TrainingRun {
 
     var isRoot: Bool { communicator.rank == 0 }
 
+    /// training_args.json: the options as given, and where one was left out and the run decides
+    /// it, the value it uses (HF's training_args.json likewise holds every value): the sequence
+    /// length, dropout (when config.json's two probabilities agree), the steps (and --epochs 1
+    /// when neither was given), the problem type, the threads per rank, the direction of
+    /// --metric-for-best-model. Options that stay null have no single value: the data format's
+    /// own columns, one micro-batch per rank, no evaluation between checkpoints, no early stopping.
+    func resolving(_ arguments: [String: JSONValue], _ description: RunDescription, _ plan: TrainingPlan,
+                   _ bestModel: BestModelTracker?) -> [String: JSONValue] {
+        var resolved = arguments
+        func fill(_ key: String, _ value: JSONValue?) {
+            if resolved[key] == .null, let value { resolved[key] = value }
+        }
+        let config = description.config
+        fill("max-seq-len", .number(Double(description.maxSequenceLength)))
+        fill("dropout", config.hiddenDropoutProb == config.attentionDropoutProb ? .number(Double("\(config.hiddenDropoutProb)")!) : nil)
+        if resolved["max-steps"] == .null && resolved["epochs"] == .null { fill("epochs", .number(1)) }
+        fill("max-steps", .number(Double(plan.totalSteps)))
+        fill("problem-type", .string(description.task.problemType.rawValue))
+        fill("threads", .number(Double(runtime.threadsPerRank)))
+        fill("greater-is-better", bestModel.map { .bool($0.greaterIsBetter) })
+        return resolved
+    }
+
     /// The state the loop carries from step to step.
     struct Progress {
         var step: Int
@@ -103,15 +126,16 @@ public final class TrainingRun {
         let hosts = try communicator.allGather(bytes: Array(runtime.hostName.utf8)).map { String(decoding: $0, as: UTF8.self) }
         // Checked before any work: the metric must be one the task's evaluation reports.
         let bestModel = try setup.eval.map { _ in try BestModelTracker(options.bestModel, task: setup.description.task.loss) }
+        let plan = try TrainingPlan(options: options, lengths: (0..<train.count).map { Int32(train.tokens(at: $0).count) },
+                                    worldSize: communicator.worldSize, hiddenSize: replica.model.config.hiddenSize,
+                                    splitByExamples: settings.splitByExamples)
         let checkpoints = CheckpointPolicy(options: options, communicator: communicator, setup: setup, hosts: hosts,
-                                           trainingArguments: trainingArguments, announce: checkpointNote)
+                                           trainingArguments: resolving(trainingArguments, setup.description, plan, bestModel),
+                                           announce: checkpointNote)
         try checkpoints.prepareOutputFolder()
         if isRoot && options.checkpoints.checkpointMirror && checkpoints.mirrorRank == nil {
             log("warning: --checkpoint-mirror: every rank runs on rank 0's host (\(hosts[0])); no copy is kept on a second host")
         }
-        let plan = try TrainingPlan(options: options, lengths: (0..<train.count).map { Int32(train.tokens(at: $0).count) },
-                                    worldSize: communicator.worldSize, hiddenSize: replica.model.config.hiddenSize,
-                                    splitByExamples: settings.splitByExamples)
         replica.updateSchedule = settings.updateSchedule
         replica.reserve(plan, maxSequenceLength: setup.description.maxSequenceLength)
         var progress = try start(replica, plan: plan, checkpoints: checkpoints, bestModel: bestModel)
@@ -329,6 +353,7 @@ public func runTraining(_ options: TrainingOptions, cacheDirectory: URL?, runtim
     run.watchdog = watchdog
     run.restart = restart
     if let trainingArguments { run.trainingArguments = trainingArguments }
+    if let cacheDirectory, run.trainingArguments["cache-dir"] == .null { run.trainingArguments["cache-dir"] = .string(cacheDirectory.path) }
     return try run.run()
 }
 
