@@ -134,6 +134,11 @@ struct TokenizerFolder {
                 type = try JSONValue.readObject(modelConfigURL)["model_type"]?.string
             }
             chosen = type.flatMap(TokenizerClass.ofModelType)
+            // Another family's model_type means another tokenizer class for AutoTokenizer
+            // (GPT2Tokenizer for gpt2): reading the folder's files as ours would give other ids.
+            if let type, chosen == nil {
+                throw DataError("\(modelConfigURL.path): model_type \"\(type)\" is not supported: bert-dist reads the tokenizers of bert, distilbert, electra, roberta, xlm-roberta and camembert (or set tokenizer_class in tokenizer_config.json)")
+            }
         }
         if chosen == nil {
             if FileManager.default.fileExists(atPath: directory.appendingPathComponent("tokenizer.json").path) {

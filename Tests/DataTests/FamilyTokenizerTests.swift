@@ -253,6 +253,12 @@ func loadFamilyTokenizer(_ folder: String, modelType: String? = nil) throws -> a
         }
         #expect(message([:]).contains("no tokenizer.json or vocab.txt"))
         #expect(message(["tokenizer_config.json": #"{"tokenizer_class": "T5Tokenizer"}"#]).contains("tokenizer_class \"T5Tokenizer\" is not supported"))
+        // Another family's folder is refused, not read as ours (AutoTokenizer would use its class);
+        // a supported tokenizer_class decides whatever the model_type.
+        #expect(message(["vocab.txt": "[PAD]\n[UNK]\n[CLS]\n[SEP]\n", "config.json": #"{"model_type": "gpt2"}"#])
+            .contains("config.json: model_type \"gpt2\" is not supported"))
+        #expect(message(["vocab.txt": "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n", "config.json": #"{"model_type": "gpt2"}"#,
+                         "tokenizer_config.json": #"{"tokenizer_class": "BertTokenizer"}"#]) == "loaded")
         #expect(message(["tokenizer_config.json": #"{"tokenizer_class": "RobertaTokenizer"}"#]).contains("needs tokenizer.json, or vocab.json and merges.txt"))
         #expect(message(["tokenizer_config.json": #"{"tokenizer_class": "XLMRobertaTokenizer"}"#]).contains("needs tokenizer.json or sentencepiece.bpe.model"))
         #expect(message(["tokenizer.json": #"{"model": {"type": "WordLevel", "vocab": {"a": 0}}}"#]).contains("the model is WordLevel"))
