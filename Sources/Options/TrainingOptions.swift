@@ -103,8 +103,8 @@ public struct BenchmarkOptions: ParsableArguments, Sendable {
     @OptionGroup public var model: ModelOptions
     @Option(name: .customLong("batch-size"), help: "Global batch size (split over ranks under mpirun).")
     public var globalBatchSize = 8
-    @Option(name: .customLong("seq-len"), help: "Synthetic sequence length, or truncation of real rows.")
-    public var sequenceLength = 128
+    @Option(name: .customLong("seq-len"), help: "Synthetic sequence length, or truncation of real rows (default: \(SequenceOptions.defaultMaxSequenceLength), or the model's max_position_embeddings when smaller).")
+    public var sequenceLength: Int?
     @Option(name: .customLong("data"), help: ArgumentHelp("Time consecutive real rows of this file instead of synthetic sequences (any data file of train).", valueName: "file"),
             transform: fileURL)
     public var dataFile: URL?
@@ -121,7 +121,7 @@ public struct BenchmarkOptions: ParsableArguments, Sendable {
     public static let warmupSteps = 3
 
     public func validate() throws {
-        if globalBatchSize < 1 || sequenceLength < 2 || steps < 1 { throw ValidationError("--batch-size, --steps must be at least 1 and --seq-len at least 2") }
+        if globalBatchSize < 1 || (sequenceLength ?? 2) < 2 || steps < 1 { throw ValidationError("--batch-size, --steps must be at least 1 and --seq-len at least 2") }
     }
 }
 

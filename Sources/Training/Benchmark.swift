@@ -282,8 +282,9 @@ func benchmarkExamples(_ options: BenchmarkOptions, sequenceLength length: Int, 
     let tokenizer = try loadTextTokenizer(modelDirectory: options.model.directory, modelType: config.family.rawValue)
     let format = try DataFormat(of: dataFile, columns: options.columns.columns)
     try tokenizer.checkMaxLength(length, pairs: format.hasPairs, option: "--seq-len")
-    // The texts alone: the bench times single-label steps whatever the file's labels are.
-    let texts = try LabeledTexts.read(dataFile, format: format, skipBadRows: true, readsLabels: false)
+    // The texts alone: the bench times single-label steps whatever the file's labels are. A
+    // malformed row is an error (FILE:LINE), as in training: the bench has no --skip-bad-rows.
+    let texts = try LabeledTexts.read(dataFile, format: format, skipBadRows: false, readsLabels: false)
     guard texts.count >= batchSize else {
         throw TrainingError.invalidInput("\(dataFile.path): \(texts.count) rows, fewer than one batch of \(batchSize)")
     }

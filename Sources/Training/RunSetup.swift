@@ -35,12 +35,12 @@ public struct RunDescription: Codable, Sendable, Equatable {
     /// tokenised); without it 128, or the longest sequence the positions allow when that is
     /// shorter (as HF run_classification caps max_seq_length: max_position_embeddings, less
     /// pad_token_id + 1 for RoBERTa's). The labels come later, from the data or the checkpoint.
-    init(config: BertConfig, requestedSequenceLength: Int?, modelDirectory: URL) throws {
+    public init(config: BertConfig, requestedSequenceLength: Int?, option: String = "--max-seq-len", modelDirectory: URL) throws {
         let longest = config.maxSequenceLength
         if let requested = requestedSequenceLength, requested > longest {
             let positions = longest == config.maxPositionEmbeddings ? "max_position_embeddings \(longest)"
                 : "\(longest) positions (max_position_embeddings \(config.maxPositionEmbeddings) less pad_token_id + 1)"
-            throw TrainingError.invalidInput("--max-seq-len \(requested) is longer than the model's \(positions) (\(modelDirectory.appendingPathComponent("config.json").path)); use --max-seq-len \(longest) or less")
+            throw TrainingError.invalidInput("\(option) \(requested) is longer than the model's \(positions) (\(modelDirectory.appendingPathComponent("config.json").path)); use \(option) \(longest) or less")
         }
         self.config = config
         labelNames = []
@@ -256,7 +256,8 @@ extension RunSetup {
         let setup = try share(compute: compute, communicator: communicator) {
             let directory = options.model.directory
             let config = try BertConfig.load(modelDirectory: directory)
-            let description = try RunDescription(config: config, requestedSequenceLength: options.sequenceLength, modelDirectory: directory)
+            let description = try RunDescription(config: config, requestedSequenceLength: options.sequenceLength, option: "--seq-len",
+                                                 modelDirectory: directory)
             // The classifier has the data's labels; synthetic rows take the folder's (HF's default 2 without one).
             let folderLabels = options.randomWeights ? config.labelNames?.count : try BertForSequenceClassification.labelCount(modelDirectory: directory)
             let examples = try benchmarkExamples(options, sequenceLength: description.maxSequenceLength, config: config,

@@ -39,7 +39,9 @@ struct DevBenchCommand: ParsableCommand, LaunchFacts {
             if command.sgemmOnly {
                 let config = try BertConfig.load(modelDirectory: options.model.directory)
                 try communicator.barrier()
-                let peak = try communicator.allReduce(sgemmPeakFLOPsPerSecond(config: config, rows: options.globalBatchSize * options.sequenceLength,
+                let length = try RunDescription(config: config, requestedSequenceLength: options.sequenceLength, option: "--seq-len",
+                                                modelDirectory: options.model.directory).maxSequenceLength
+                let peak = try communicator.allReduce(sgemmPeakFLOPsPerSecond(config: config, rows: options.globalBatchSize * length,
                                                                               compute: runtime.makeCompute()), .sum)
                 log(String(format: "{\"blas_core\": \"%@\", \"sgemm_peak_gflops_per_s\": %.1f}", BLASSetup.coreName, peak / 1e9))
                 return
