@@ -178,7 +178,7 @@ public struct ClassificationMetrics: TaskMetrics, Equatable {
         let names = labels.map { oneLine($0) }
         let width = max(9, names.map(\.count).max() ?? 0)
         var lines: [String] = []
-        lines.append("examples \(count)   accuracy \(format(accuracy))   loss \(format(loss))   f1_macro \(format(f1Macro))   mcc \(format(mcc))")
+        lines.append("examples \(count)   accuracy \(format(accuracy))   loss \(format(loss))   f1_macro \(format(f1Macro))   f1_micro \(format(f1Micro))   mcc \(format(mcc))")
         lines.append("")
         lines += scoresTable(perClass, summary: [("macro avg", f1Macro)], count: count)
         lines.append("")
@@ -258,7 +258,8 @@ public struct MultiLabelMetrics: TaskMetrics, Equatable {
     }
 
     public var table: String {
-        var lines = ["examples \(count)   loss \(format(loss))   subset accuracy \(format(subsetAccuracy))   threshold \(threshold)", ""]
+        var lines = ["examples \(count)   loss \(format(loss))   f1_micro \(format(f1Micro))   f1_macro \(format(f1Macro))   "
+                     + "subset_accuracy \(format(subsetAccuracy))   threshold \(threshold)", ""]
         lines += scoresTable(perLabel, summary: [("micro avg", f1Micro), ("macro avg", f1Macro)], count: count)
         return lines.joined(separator: "\n")
     }

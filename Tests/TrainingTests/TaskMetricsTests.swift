@@ -169,6 +169,11 @@ import Testing
         #expect(constant.json.compact.contains("\"pearson\":null"))
         #expect(constant.scalars.map(\.name) == RegressionMetrics.metricNames)
         #expect(constant.table.contains("pearson nan"))
+        // eval's text report names on its first line every metric its JSON has (SPEC).
+        for metrics in [single, multi, constant] as [any TaskMetrics] {
+            let headline = metrics.table.split(separator: "\n")[0]
+            for name in metrics.scalars.map(\.name) { #expect(headline.contains("\(name) "), "\(name) in \(headline)") }
+        }
     }
 
     @Test func greaterIsBetterAsHFInfersIt() {
