@@ -106,8 +106,11 @@ enum CheckpointFolder {
 
     /// A training checkpoint (to be verified before use) rather than a plain model folder.
     static func isCheckpoint(_ folder: URL) -> Bool {
-        folder.lastPathComponent.hasPrefix(prefix)
-            || FileManager.default.fileExists(atPath: folder.appendingPathComponent(TrainerState.fileName).path)
+        if folder.lastPathComponent.hasPrefix(prefix) { return true }
+        // Whatever its name: a copied checkpoint without its trainer_state.pb is incomplete, not a
+        // model folder. Only checkpoints hold these files (a merged model does not).
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        return names.contains { $0 == TrainerState.fileName || $0 == trainingArgumentsFile || ($0.hasPrefix("optimizer") && $0.hasSuffix(".safetensors")) }
     }
 
     /// The newest checkpoint of `output` whose trainer_state.pb reads (it checks its own SHA-256;

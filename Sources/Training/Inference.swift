@@ -20,6 +20,10 @@ public struct InferenceModel {
     public static func load(_ path: URL, compute: Compute) throws -> InferenceModel {
         var folder = path
         let fileManager = FileManager.default
+        var isDirectory: ObjCBool = false
+        guard fileManager.fileExists(atPath: path.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw TrainingError.invalidInput("\(path.path): no such folder (expected a checkpoint, a merged model or a training output folder)")
+        }
         let latest = path.appendingPathComponent("latest")
         if !fileManager.fileExists(atPath: path.appendingPathComponent("config.json").path),
            let name = try? String(contentsOf: latest, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !name.isEmpty {

@@ -141,5 +141,15 @@ enum InProcessGroupRun {
         #expect {
             _ = try InferenceModel.load(checkpoint, compute: Compute(threads: 1))
         } throws: { "\($0)".contains("incomplete checkpoint") }
+        // Under another name it is still a checkpoint (its optimizer state and training_args.json
+        // say so), and still incomplete; a folder that is not there is named as such.
+        let renamed = output.appendingPathComponent("copied")
+        try FileManager.default.moveItem(at: checkpoint, to: renamed)
+        #expect {
+            _ = try merge(checkpoints: [renamed], output: temporaryDirectory(), average: false)
+        } throws: { "\($0)" == "\(renamed.path): incomplete checkpoint (no trainer_state.pb: it was never finished)" }
+        #expect {
+            _ = try InferenceModel.load(checkpoint, compute: Compute(threads: 1))
+        } throws: { "\($0)".hasPrefix("\(checkpoint.path): no such folder") }
     }
 }
