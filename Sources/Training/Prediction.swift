@@ -43,7 +43,7 @@ public enum PredictionFormat: Sendable {
     /// and their probabilities; none: two empty fields); regression the score.
     case plain
     /// Single-label {"label", "label_id", "probs"}, multi-label {"labels", "probs"}, regression
-    /// {"score"}; with `logits` also "logits" (classifiers).
+    /// {"score"}; with `logits` also "logits" (regression: the one output, the score itself).
     case jsonLines(logits: Bool)
     /// Single-label `label` then one column per class (its probability); multi-label `labels`
     /// (joined by `labelSeparator`) then one column per label; regression `score`.
@@ -88,7 +88,7 @@ public enum PredictionFormat: Sendable {
                 return "{\"label\":\(JSONValue.quote(p.label)),\"label_id\":\(p.labelId),\"probs\":[\(numbers(p.probabilities))]\(logits)}"
             case .multiLabelClassification:
                 return "{\"labels\":[\(p.labelNames.map(JSONValue.quote).joined(separator: ","))],\"probs\":[\(numbers(p.probabilities))]\(logits)}"
-            case .regression: return "{\"score\":\(p.score)}"
+            case .regression: return "{\"score\":\(p.score)\(logits)}"
             }
         case .csv(let separator):
             switch p.problemType {

@@ -147,6 +147,10 @@ struct TaskEndToEndTests {
         let targets = try TaskDataFiles.values(of: files.scoresTest)
         let mse = zip(scores, targets).map { ($0 - $1) * ($0 - $1) }.reduce(0, +) / Double(targets.count)
         #expect(abs(mse - (metrics["mse"] as! Double)) < 1e-5 * max(1, mse), "predict's mse \(mse), eval's \(metrics["mse"]!)")
+        // --logits: the one output, which is the score.
+        let withLogits = try json(run(ranks: nil, ["predict", "--checkpoint", last.path, "--json", "--logits", "--threads", "1"],
+                                      input: texts[0] + "\n").standardOutput)
+        #expect(withLogits["score"] as? Double == scores[0] && withLogits["logits"] as? [Double] == [scores[0]], "\(withLogits)")
         let plain = try run(ranks: nil, ["predict", "--checkpoint", last.path, "--threads", "1"], input: texts[0] + "\n").standardOutput
         #expect(Double(plain.trimmingCharacters(in: .whitespacesAndNewlines)).map { abs($0 - scores[0]) < 1e-5 } == true, "\(plain)")
 
