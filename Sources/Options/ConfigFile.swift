@@ -137,13 +137,39 @@ public enum ResolvedOptions {
     /// them and win. A key that is no option, a value of the wrong JSON type, a file that is not
     /// a JSON object: a one-line error naming the file and the key.
     public static func expandingConfigFile(_ arguments: [String], root: ParsableCommand.Type) throws -> [String] {
+        guard let (command, commandEnd, path) = try configFile(in: arguments, root: root) else { return arguments }
+        let fromFile = try configArguments(file: path, catalogue: try OptionCatalogue(command))
+        return Array(arguments[..<commandEnd]) + fromFile + Array(arguments[commandEnd...])
+    }
+
+    /// ArgumentParser's `message` about a value it could not read ("The value 'abc' is invalid
+    /// for '--lr <lr>'"), prefixed with the config file and key when the file gives that option
+    /// that value (the parser reads the file's value even when the command line overrides it);
+    /// else `message` as it is.
+    public static func namingConfigFile(_ message: String, arguments: [String], root: ParsableCommand.Type) -> String {
+        guard let (command, _, path) = try? configFile(in: arguments, root: root),
+              let catalogue = try? OptionCatalogue(command), let fromFile = try? configArguments(file: path, catalogue: catalogue) else { return message }
+        for argument in fromFile {
+            guard let equals = argument.firstIndex(of: "=") else { continue }
+            let option = String(argument[..<equals]), value = String(argument[argument.index(after: equals)...])
+            if message.contains("'\(value)'") && message.contains("'\(option) ") {
+                return "\(path): \(String(option.dropFirst(2)).debugDescription): \(message)"
+            }
+        }
+        return message
+    }
+
+    /// The command `arguments` name, where its name ends, and the path of its `--config`; nil
+    /// without one (or for a command that takes none).
+    private static func configFile(in arguments: [String], root: ParsableCommand.Type) throws
+        -> (command: ParsableCommand.Type, commandEnd: Int, path: String)? {
         var command = root, commandEnd = 0
         while commandEnd < arguments.count,
               let subcommand = command.configuration.subcommands.first(where: { $0._commandName == arguments[commandEnd] }) {
             command = subcommand
             commandEnd += 1
         }
-        guard command is ConfigFileCommand.Type else { return arguments }
+        guard command is ConfigFileCommand.Type else { return nil }
         var paths: [String] = []
         var index = commandEnd
         while index < arguments.count && arguments[index] != "--" {
@@ -157,10 +183,9 @@ public enum ResolvedOptions {
             }
             index += 1
         }
-        guard let path = paths.first else { return arguments }
+        guard let path = paths.first else { return nil }
         guard paths.count == 1 else { throw ValidationError("--\(configOption) is given \(paths.count) times; give one file") }
-        let fromFile = try configArguments(file: path, catalogue: try OptionCatalogue(command))
-        return Array(arguments[..<commandEnd]) + fromFile + Array(arguments[commandEnd...])
+        return (command, commandEnd, path)
     }
 
     /// The command-line arguments a config file stands for (`--name=value` each, so that no

@@ -57,7 +57,9 @@ public enum CommandLineEntry {
             // docs/commands.md: one line `error: ...` on stderr (ArgumentParser would print "Error:" and the
             // usage); a usage mistake points at --help, a failure of the work does not. A value or
             // path with a line break is shown escaped, not cut at it; a 70 KB value is cut.
-            printError("error: \(errorLine(Root.message(for: error)))" + (code == .validationFailure ? " (see --help)" : ""))
+            // A value the parser could not read is named with the --config file it came from.
+            let message = ResolvedOptions.namingConfigFile(Root.message(for: error), arguments: Array(CommandLine.arguments.dropFirst()), root: Root.self)
+            printError("error: \(errorLine(message))" + (code == .validationFailure ? " (see --help)" : ""))
         }
         exit(code.rawValue)
     }

@@ -237,6 +237,12 @@ struct TaskEndToEndTests {
         try #"{"batch_size": 16}"#.write(to: wrong, atomically: true, encoding: .utf8)
         let error = try run(ranks: nil, ["train", "--config", wrong.path], status: 64).standardError
         #expect(error == "error: \(wrong.path): unknown option \"batch_size\" (did you mean \"batch-size\"?); the keys are the long option names of --help (see --help)\n")
+        // A value the parser cannot read names the file and the key too (even when the command line overrides it).
+        try #"{"lr": "abc"}"#.write(to: wrong, atomically: true, encoding: .utf8)
+        for extra in [[], ["--lr", "1e-3"]] {
+            let unreadable = try run(ranks: nil, ["train", "--config", wrong.path] + extra, status: 64).standardError
+            #expect(unreadable == "error: \(wrong.path): \"lr\": The value 'abc' is invalid for '--lr <lr>' (see --help)\n")
+        }
 
         // A line break in a value (here a path) is shown escaped, on the error's one line.
         try #"{"model": "no\nsuch", "train": "t", "output": "o"}"#.write(to: wrong, atomically: true, encoding: .utf8)
