@@ -76,7 +76,7 @@ for h in $HOSTS; do [ "$h" -gt "$MAX_HOSTS" ] && MAX_HOSTS=$h; done
 
 "$CLUSTER" setup
 "$CLUSTER" up "$NAME" "$MAX_HOSTS" --owner $$ >/dev/null
-trap '"$CLUSTER" down "$NAME"' EXIT
+trap '"$CLUSTER" down "$NAME"; rm -f "/tmp/$NAME.hosts"' EXIT
 mapfile -t MPI_OPTIONS < <("$CLUSTER" mpirun-options "$NAME")
 
 source benchmarks/quiet.sh  # busy_fraction, wait_quiet

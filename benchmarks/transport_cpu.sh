@@ -20,7 +20,7 @@ PROGRAM=$(mktemp -d)/transport_cpu
 mpicc -O2 -o "$PROGRAM" benchmarks/transport_cpu.c -lpthread -lopenblas -I/usr/include/x86_64-linux-gnu/openblas-pthread
 "$CLUSTER" setup >/dev/null
 "$CLUSTER" up "$NAME" 2 --owner $$ >/dev/null
-trap '"$CLUSTER" down "$NAME"; rm -rf "$(dirname "$PROGRAM")"' EXIT
+trap '"$CLUSTER" down "$NAME"; rm -rf "$(dirname "$PROGRAM")" "/tmp/$NAME.hosts"' EXIT
 "$CLUSTER" limit "$NAME" "$RATE" 256kb 50ms
 "$CLUSTER" hostfile "$NAME" > "/tmp/$NAME.hosts"
 mapfile -t OPTIONS < <("$CLUSTER" mpirun-options "$NAME")
