@@ -114,7 +114,8 @@ public enum ResolvedOptions {
         return record
     }
 
-    static func optionValue(_ value: Any) -> JSONValue {
+    /// An option's value as training_args.json writes it (a Float as its shortest decimal).
+    public static func optionValue(_ value: Any) -> JSONValue {
         let mirror = Mirror(reflecting: value)
         if mirror.displayStyle == .optional { return mirror.children.first.map { optionValue($0.value) } ?? .null }
         switch value {

@@ -94,7 +94,7 @@ public final class TrainingRun {
         }
         let config = description.config
         fill("max-seq-len", .number(Double(description.maxSequenceLength)))
-        fill("dropout", config.hiddenDropoutProb == config.attentionDropoutProb ? .number(Double("\(config.hiddenDropoutProb)")!) : nil)
+        fill("dropout", config.hiddenDropoutProb == config.attentionDropoutProb ? ResolvedOptions.optionValue(config.hiddenDropoutProb) : nil)
         if resolved["max-steps"] == .null && resolved["epochs"] == .null { fill("epochs", .number(1)) }
         fill("max-steps", .number(Double(plan.totalSteps)))
         fill("problem-type", .string(description.task.problemType.rawValue))
